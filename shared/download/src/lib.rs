@@ -1,0 +1,368 @@
+//! Streams CSV files over HTTP(S) row by row, never holding a whole file.
+//!
+//! Accepts what real exports contain: a UTF-8 byte-order mark (however the
+//! server splits it across chunks), CRLF, quoted fields, columns in any
+//! order with extra ones ignored, and `Content-Encoding: gzip`. A row that
+//! cannot be used is reported with its line number and the file goes on.
+
+use std::{io, pin::Pin, time::Duration};
+
+use bytes::{Buf, Bytes, BytesMut};
+use csv_async::{AsyncReader, AsyncReaderBuilder, ByteRecord};
+use futures_util::{stream, Stream, StreamExt, TryStreamExt};
+use tokio_util::io::StreamReader;
+pub use url::Url;
+
+/// How files are fetched.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Longest wait to establish a connection.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response; a stalled server fails the
+    /// download (and it is retried) instead of hanging it forever.
+    pub read_timeout: Duration,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{url}: only http and https URLs can be imported")]
+    UnsupportedScheme { url: Url },
+    #[error("GET {url} failed")]
+    Request {
+        url: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url} answered HTTP {status}")]
+    Status { url: Url, status: u16 },
+    #[error("reading {url} failed")]
+    Body {
+        url: Url,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{url} is not a CSV with columns {expected}: its header is {found:?}")]
+    MissingColumns {
+        url: Url,
+        expected: String,
+        found: String,
+    },
+}
+
+impl DownloadError {
+    /// Whether trying the same download again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DownloadError::UnsupportedScheme { .. } | DownloadError::MissingColumns { .. } => false,
+            DownloadError::Request { source, .. } => !source.is_builder(),
+            DownloadError::Status { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            DownloadError::Body { .. } => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    client: reqwest::Client,
+}
+
+impl Downloader {
+    pub fn new(options: &DownloadOptions) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Downloader { client })
+    }
+
+    /// Starts downloading `url` and reads its header, which must name every
+    /// one of `columns` (matched ignoring case and surrounding spaces).
+    pub async fn open_csv(&self, url: &Url, columns: &[&str]) -> Result<CsvFile, DownloadError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DownloadError::UnsupportedScheme { url: url.clone() });
+        }
+        let request_error = |source| DownloadError::Request {
+            url: url.clone(),
+            source,
+        };
+        let response = self.client.get(url.clone()).send().await.map_err(request_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(DownloadError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let body = response.bytes_stream().map_err(io::Error::other);
+        CsvFile::from_stream(url.clone(), body, columns).await
+    }
+}
+
+type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// An open CSV download, read row by row with [`CsvFile::next_row`].
+pub struct CsvFile {
+    url: Url,
+    reader: AsyncReader<StreamReader<Body, Bytes>>,
+    /// Where each requested column sits in a record.
+    positions: Vec<usize>,
+    header_len: usize,
+    record: ByteRecord,
+}
+
+/// One row of a CSV file.
+pub enum Row<'a> {
+    Record(Record<'a>),
+    /// Unusable, with the reason; the file goes on.
+    Malformed { line: u64, reason: String },
+}
+
+/// A well-formed row: the requested columns, as text.
+pub struct Record<'a> {
+    line: u64,
+    fields: Vec<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// The line the record starts on (1 is the header).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// The `i`-th of the columns asked for in `open_csv`, trimmed.
+    pub fn get(&self, i: usize) -> &'a str {
+        self.fields[i]
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl CsvFile {
+    /// Reads CSV from any byte stream (an HTTP body, a test fixture).
+    pub async fn from_stream(
+        url: Url,
+        body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+        columns: &[&str],
+    ) -> Result<CsvFile, DownloadError> {
+        let body_error = |source| DownloadError::Body {
+            url: url.clone(),
+            source,
+        };
+        let body = strip_bom(Box::pin(body)).await.map_err(body_error)?;
+        let mut reader = AsyncReaderBuilder::new()
+            .has_headers(true)
+            // Wrong field counts are reported per row, not fatal to the file.
+            .flexible(true)
+            // With CRLF, csv-core dates a record from before it consumed the
+            // previous line's '\n', so line numbers lag by one. Ending records
+            // on '\n' alone keeps them exact; the '\r' is trailing space that
+            // fields lose to trimming.
+            .terminator(csv_async::Terminator::Any(b'\n'))
+            .create_reader(StreamReader::new(body));
+        let header = reader
+            .byte_headers()
+            .await
+            .map_err(|e| body_error(csv_io_error(e)))?
+            .clone();
+        let names: Vec<String> = header
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+            .collect();
+        let mut positions = Vec::with_capacity(columns.len());
+        let mut missing = Vec::new();
+        for wanted in columns {
+            match names.iter().position(|n| n.eq_ignore_ascii_case(wanted)) {
+                Some(p) => positions.push(p),
+                None => missing.push(*wanted),
+            }
+        }
+        if !missing.is_empty() {
+            let mut found = names.join(",");
+            if found.len() > 200 {
+                let cut = (0..=200).rev().find(|&i| found.is_char_boundary(i)).unwrap_or(0);
+                found.truncate(cut);
+                found.push('…');
+            }
+            return Err(DownloadError::MissingColumns {
+                url,
+                expected: columns.join(","),
+                found,
+            });
+        }
+        Ok(CsvFile {
+            url,
+            reader,
+            positions,
+            header_len: header.len(),
+            record: ByteRecord::new(),
+        })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The next row, `None` at the end of the file, or an error if the
+    /// download itself broke (which makes the whole file worth retrying).
+    pub async fn next_row(&mut self) -> Result<Option<Row<'_>>, DownloadError> {
+        loop {
+            let more = self.reader.read_byte_record(&mut self.record).await.map_err(|e| {
+                DownloadError::Body {
+                    url: self.url.clone(),
+                    source: csv_io_error(e),
+                }
+            })?;
+            if !more {
+                return Ok(None);
+            }
+            // A blank line (just "\r" now that '\n' ends records) is no row.
+            let blank = self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
+            if !blank || self.header_len == 1 {
+                break;
+            }
+        }
+        let line = self.record.position().map_or(0, |p| p.line());
+        if self.record.len() != self.header_len {
+            return Ok(Some(Row::Malformed {
+                line,
+                reason: format!(
+                    "expected {} fields as in the header, found {}",
+                    self.header_len,
+                    self.record.len()
+                ),
+            }));
+        }
+        let mut fields = Vec::with_capacity(self.positions.len());
+        for &p in &self.positions {
+            match std::str::from_utf8(&self.record[p]) {
+                Ok(text) => fields.push(text.trim()),
+                Err(_) => {
+                    return Ok(Some(Row::Malformed {
+                        line,
+                        reason: format!("field {} is not valid UTF-8", p + 1),
+                    }))
+                }
+            }
+        }
+        Ok(Some(Row::Record(Record { line, fields })))
+    }
+}
+
+fn csv_io_error(e: csv_async::Error) -> io::Error {
+    match e.into_kind() {
+        csv_async::ErrorKind::Io(io) => io,
+        other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
+    }
+}
+
+/// Drops a leading UTF-8 BOM. csv-core only recognises one that arrives whole
+/// in its first read, and servers may send it one byte at a time, so gather
+/// the first three bytes before the parser sees any.
+async fn strip_bom(mut body: Body) -> io::Result<Body> {
+    let mut head = BytesMut::new();
+    while head.len() < BOM.len() {
+        match body.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    if head.starts_with(BOM) {
+        head.advance(BOM.len());
+    }
+    Ok(Box::pin(stream::once(async move { Ok(head.freeze()) }).chain(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(data: &'static [u8], size: usize) -> impl Stream<Item = io::Result<Bytes>> + Send {
+        stream::iter(data.chunks(size).map(|c| Ok(Bytes::from_static(c))))
+    }
+
+    async fn rows(data: &'static [u8], chunk: usize) -> Vec<Result<(u64, String, String), (u64, String)>> {
+        let url = Url::parse("http://x/t.csv").unwrap();
+        let mut file = CsvFile::from_stream(url, chunked(data, chunk), &["id", "amount"])
+            .await
+            .unwrap();
+        let mut out = vec![];
+        while let Some(row) = file.next_row().await.unwrap() {
+            out.push(match row {
+                Row::Record(r) => Ok((r.line(), r.get(0).to_owned(), r.get(1).to_owned())),
+                Row::Malformed { line, reason } => Err((line, reason)),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn bom_is_stripped_even_one_byte_at_a_time() {
+        let data = b"\xEF\xBB\xBFid,amount\r\n1,-12.50\r\n2,0.1\r\n";
+        for chunk in [1, 2, 3, 64] {
+            assert_eq!(
+                rows(data, chunk).await,
+                vec![Ok((2, "1".into(), "-12.50".into())), Ok((3, "2".into(), "0.1".into()))],
+                "chunk size {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn blank_lines_are_skipped_and_lines_stay_exact() {
+        let data = b"id,amount\r\n\r\n1,2\r\n\"3\r\nx\",4\r\n5,6\r\n\r\n";
+        let got = rows(data, 3).await;
+        assert_eq!(got[0], Ok((3, "1".into(), "2".into())));
+        assert!(matches!(&got[1], Ok((4, id, _)) if id == "3\r\nx"));
+        assert_eq!(got[2], Ok((6, "5".into(), "6".into())));
+        assert_eq!(got.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn columns_by_name_quotes_and_extra_columns() {
+        let data = b"note,amount,id\n\"a, b\",\"12345678901.99\",7\n\"multi\nline\",1,8\n";
+        assert_eq!(
+            rows(data, 5).await,
+            vec![
+                Ok((2, "7".into(), "12345678901.99".into())),
+                Ok((3, "8".into(), "1".into()))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_field_count_is_reported_and_reading_goes_on() {
+        let data = b"id,amount\n1,2\n3\n4,5,6\n7,8\n";
+        let got = rows(data, 7).await;
+        assert_eq!(got[0], Ok((2, "1".into(), "2".into())));
+        assert!(matches!(&got[1], Err((3, r)) if r.contains("found 1")));
+        assert!(matches!(&got[2], Err((4, r)) if r.contains("found 3")));
+        assert_eq!(got[3], Ok((5, "7".into(), "8".into())));
+    }
+
+    #[tokio::test]
+    async fn missing_columns_name_what_was_found() {
+        let url = Url::parse("http://x/t.csv").unwrap();
+        let err = CsvFile::from_stream(url, chunked(b"<html>nope</html>\n", 4), &["id", "amount"])
+            .await
+            .err()
+            .unwrap();
+        assert!(!err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            "http://x/t.csv is not a CSV with columns id,amount: its header is \"<html>nope</html>\""
+        );
+    }
+}

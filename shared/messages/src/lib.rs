@@ -1,0 +1,191 @@
+//! The sluice contract: what travels between stages and what outside tools
+//! rely on. Subjects, stream names, header names and message bodies live here
+//! and nowhere else; services share this crate and nothing more.
+
+mod amount;
+mod names;
+
+pub use amount::{Amount, InvalidAmount};
+pub use names::{InvalidNamespace, Namespace, Stream};
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the import id on every message downstream of `imports`.
+pub const HEADER_IMPORT_ID: &str = "Sluice-Import-Id";
+/// JetStream's de-duplication header; every message sluice publishes has one.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+
+/// Durable consumer (and dead-letter stage) names, one per service.
+pub mod stage {
+    pub const IMPORTER: &str = "importer";
+    pub const FETCHER: &str = "fetcher";
+    pub const SAVER: &str = "saver";
+}
+
+/// A request to import one accounts CSV, as published on `imports`.
+///
+/// The body is either the URL as plain text (what `nats pub imports URL`
+/// sends) or JSON `{"url": "...", "id": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// The accounts CSV (`accountId,transactionsUrl`).
+    pub url: String,
+    /// A publisher-chosen import id; sluice derives one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl ImportRequest {
+    /// Reads either body form. Surrounding whitespace (a trailing newline from
+    /// `echo`) is not part of the URL.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| format!("import request is not UTF-8: {e}"))?
+            .trim();
+        if text.is_empty() {
+            return Err("import request is empty: expected a URL or {\"url\": ...}".into());
+        }
+        let request = if text.starts_with('{') {
+            serde_json::from_str::<ImportRequest>(text)
+                .map_err(|e| format!("import request is not valid JSON: {e}"))?
+        } else {
+            ImportRequest {
+                url: text.to_owned(),
+                id: None,
+            }
+        };
+        if let Some(id) = &request.id {
+            validate_import_id(id)?;
+        }
+        Ok(request)
+    }
+}
+
+/// Import ids appear inside `Nats-Msg-Id`s and headers: keep them printable.
+pub fn validate_import_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ . :"
+        ))
+    }
+}
+
+/// One account listed by an accounts CSV, published on `account-updates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUpdate {
+    pub import_id: String,
+    pub account_id: i64,
+    /// Absolute: relative links were resolved against the accounts CSV URL.
+    pub transactions_url: String,
+}
+
+/// Some consecutive transactions of one account, published on
+/// `transactions.<account_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionBatch {
+    pub import_id: String,
+    pub account_id: i64,
+    pub transactions: Vec<Transaction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub id: i64,
+    /// An exact decimal, carried as its text so no float ever touches it.
+    pub amount: Amount,
+}
+
+/// What a stage could not process, published on `dead-letters.<stage>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The stage that gave up: `importer`, `fetcher` or `saver`.
+    pub stage: String,
+    /// Why, as a stable machine-readable word (see [`DeadLetterKind`]).
+    pub kind: DeadLetterKind,
+    /// Human-readable reason, with the cause chain.
+    pub error: String,
+    /// The import this belongs to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+    /// The original message's subject.
+    pub subject: String,
+    /// The original body: UTF-8 text as is, anything else in `body_base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// The original headers (name → values).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Vec<String>>,
+    /// How many times the original was delivered.
+    pub delivered: i64,
+    /// The file and line, for a malformed row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadLetterKind {
+    /// The message failed for a reason retrying cannot fix.
+    Permanent,
+    /// The message kept failing until it ran out of deliveries.
+    Exhausted,
+    /// One row of a CSV file was unusable; the rest of the file was processed.
+    MalformedRow,
+}
+
+impl DeadLetterKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Permanent => "permanent",
+            DeadLetterKind::Exhausted => "exhausted",
+            DeadLetterKind::MalformedRow => "malformed-row",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_request_accepts_plain_text_and_json() {
+        let plain = ImportRequest::parse(b"https://h/a.csv\n").unwrap();
+        assert_eq!(plain.url, "https://h/a.csv");
+        assert_eq!(plain.id, None);
+        let json = ImportRequest::parse(br#"{"url":"https://h/a.csv","id":"nightly-42"}"#).unwrap();
+        assert_eq!(json.id.as_deref(), Some("nightly-42"));
+        assert!(ImportRequest::parse(b"  ").is_err());
+        assert!(ImportRequest::parse(br#"{"url":1}"#).is_err());
+        assert!(ImportRequest::parse(br#"{"url":"x","id":"a b"}"#).is_err());
+    }
+
+    #[test]
+    fn transaction_batch_round_trips_exact_amounts() {
+        let batch = TransactionBatch {
+            import_id: "7".into(),
+            account_id: 12,
+            transactions: vec![Transaction {
+                id: 1,
+                amount: "12345678901.99".parse().unwrap(),
+            }],
+        };
+        let json = serde_json::to_string(&batch).unwrap();
+        assert!(json.contains(r#""amount":"12345678901.99""#), "{json}");
+        assert_eq!(serde_json::from_str::<TransactionBatch>(&json).unwrap(), batch);
+        assert!(serde_json::from_str::<Transaction>(r#"{"id":1,"amount":"1e5"}"#).is_err());
+    }
+}

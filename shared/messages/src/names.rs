@@ -1,0 +1,145 @@
+use std::fmt;
+
+/// The four streams of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Imports,
+    AccountUpdates,
+    Transactions,
+    DeadLetters,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 4] = [
+        Stream::Imports,
+        Stream::AccountUpdates,
+        Stream::Transactions,
+        Stream::DeadLetters,
+    ];
+
+    /// Stream name without namespace, as in the contract.
+    pub const fn base_name(self) -> &'static str {
+        match self {
+            Stream::Imports => "IMPORTS",
+            Stream::AccountUpdates => "ACCOUNT_UPDATES",
+            Stream::Transactions => "TRANSACTIONS",
+            Stream::DeadLetters => "DEAD_LETTERS",
+        }
+    }
+
+    /// Subject pattern without namespace.
+    const fn base_subjects(self) -> &'static str {
+        match self {
+            Stream::Imports => "imports",
+            Stream::AccountUpdates => "account-updates",
+            Stream::Transactions => "transactions.>",
+            Stream::DeadLetters => "dead-letters.>",
+        }
+    }
+}
+
+/// Places every stream and subject of one sluice deployment.
+///
+/// The default namespace is empty and gives exactly the contract's names
+/// (`IMPORTS`, `imports`, ...). A namespace `ns` gives `ns_IMPORTS` and
+/// `ns.imports`, so several deployments (or parallel tests) can share one
+/// NATS account without seeing each other's messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace(Option<String>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidNamespace(String);
+
+impl fmt::Display for InvalidNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "namespace {:?} is invalid: use 1 to 32 characters of a-z, 0-9 and -",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidNamespace {}
+
+impl Namespace {
+    /// `None` or an empty string is the default namespace.
+    pub fn new(name: Option<&str>) -> Result<Self, InvalidNamespace> {
+        match name {
+            None | Some("") => Ok(Namespace(None)),
+            Some(n)
+                if n.len() <= 32
+                    && n
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Ok(Namespace(Some(n.to_owned())))
+            }
+            Some(n) => Err(InvalidNamespace(n.to_owned())),
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    pub fn stream(&self, stream: Stream) -> String {
+        match &self.0 {
+            None => stream.base_name().to_owned(),
+            // Stream names may not contain '.', and '-' reads badly next to
+            // the upper-case base: NS_IMPORTS.
+            Some(ns) => format!("{}_{}", ns.replace('-', "_"), stream.base_name()),
+        }
+    }
+
+    /// The subject filter a stream captures.
+    pub fn stream_subjects(&self, stream: Stream) -> String {
+        self.subject(stream.base_subjects())
+    }
+
+    pub fn imports(&self) -> String {
+        self.subject("imports")
+    }
+
+    pub fn account_updates(&self) -> String {
+        self.subject("account-updates")
+    }
+
+    pub fn transactions(&self, account_id: i64) -> String {
+        self.subject(&format!("transactions.{account_id}"))
+    }
+
+    pub fn dead_letters(&self, stage: &str) -> String {
+        self.subject(&format!("dead-letters.{stage}"))
+    }
+
+    fn subject(&self, base: &str) -> String {
+        match &self.0 {
+            None => base.to_owned(),
+            Some(ns) => format!("{ns}.{base}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_namespace_is_the_contract() {
+        let ns = Namespace::default();
+        assert_eq!(ns.stream(Stream::Imports), "IMPORTS");
+        assert_eq!(ns.imports(), "imports");
+        assert_eq!(ns.transactions(-4), "transactions.-4");
+        assert_eq!(ns.stream_subjects(Stream::DeadLetters), "dead-letters.>");
+    }
+
+    #[test]
+    fn namespaces_prefix_everything() {
+        let ns = Namespace::new(Some("t-1a")).unwrap();
+        assert_eq!(ns.stream(Stream::AccountUpdates), "t_1a_ACCOUNT_UPDATES");
+        assert_eq!(ns.account_updates(), "t-1a.account-updates");
+        assert_eq!(ns.stream_subjects(Stream::Transactions), "t-1a.transactions.>");
+        assert!(Namespace::new(Some("Bad.Name")).is_err());
+    }
+}

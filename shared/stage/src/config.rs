@@ -1,0 +1,161 @@
+//! Configuration shared by every service: each field is a flag and an
+//! environment variable, with a default that works on a developer machine.
+
+use std::time::Duration;
+
+use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
+use sluice_messages::Namespace;
+
+/// Where NATS is and how the sluice streams are laid out on it.
+#[derive(Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Prefix for every stream and subject (`ns` gives `ns_IMPORTS` and
+    /// `ns.imports`); empty for the contract's plain names.
+    #[arg(long, env = "SLUICE_NAMESPACE", default_value = "", value_parser = parse_namespace)]
+    pub namespace: Namespace,
+
+    /// Replicas of each stream: 1 on a single server, 3 on a cluster.
+    #[arg(long, env = "SLUICE_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
+    /// How long the work streams keep messages (dead letters keep theirs 4 times longer).
+    #[arg(long, env = "SLUICE_STREAM_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub stream_max_age: Duration,
+
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished
+    /// duplicate; must cover a crashed service's restart plus `--ack-wait`.
+    #[arg(long, env = "SLUICE_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub duplicate_window: Duration,
+}
+
+/// How a service consumes its input stream.
+#[derive(Args, Debug, Clone)]
+pub struct ConsumerArgs {
+    /// Messages processed at once by this replica (writers, for the saver).
+    /// Defaults to what suits the service.
+    #[arg(long, env = "SLUICE_CONCURRENCY",
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: Option<u16>,
+
+    /// How long JetStream waits for an ack before redelivering. Long work
+    /// sends in-progress acks every third of it, so it only bounds how soon
+    /// a crashed replica's messages go to another one.
+    #[arg(long, env = "SLUICE_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Unacknowledged messages the consumer hands out across all replicas.
+    #[arg(long, env = "SLUICE_MAX_ACK_PENDING", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_ack_pending: u32,
+
+    /// Deliveries of one message before it is dead-lettered as exhausted.
+    #[arg(long, env = "SLUICE_MAX_DELIVERIES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_deliveries: u32,
+
+    /// First retry delay after a transient failure; doubles per delivery.
+    #[arg(long, env = "SLUICE_RETRY_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "SLUICE_RETRY_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
+    pub retry_backoff_max: Duration,
+
+    /// Publishes awaiting their JetStream ack per input message; bounds memory
+    /// while keeping the pipe full.
+    #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub publish_window: u32,
+
+    /// On SIGTERM, how long work in flight may take to finish before it is
+    /// handed back to JetStream (`Nak`) for another replica.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_namespace(s: &str) -> Result<Namespace, String> {
+    Namespace::new(Some(s)).map_err(|e| e.to_string())
+}
+
+/// `30s`, `500ms`, `7d`: humantime's syntax, and never zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 500ms or 7d)"))?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses flags and environment; on a bad value prints one line naming the
+/// flag, its environment variable and the problem, then exits with status 2.
+pub fn parse<T: Parser>(program: &str) -> T {
+    match T::try_parse() {
+        Ok(config) => config,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            eprintln!("{program}: configuration error: {}", one_line::<T>(&e));
+            std::process::exit(2);
+        }
+    }
+}
+
+fn one_line<T: CommandFactory>(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid configuration")
+        .trim_start_matches("error: ")
+        .to_owned();
+    // clap names the flag; operators mostly set environment variables.
+    let env = e.get(ContextKind::InvalidArg).and_then(|arg| {
+        let arg = arg.to_string();
+        let long = arg.trim_start_matches("--").split([' ', '=']).next()?.to_owned();
+        T::command()
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .and_then(|a| a.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+    });
+    match env {
+        Some(env) => format!("{first} (set by --flag or ${env})"),
+        None => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        consumer: ConsumerArgs,
+    }
+
+    #[test]
+    fn defaults_parse_without_environment() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.nats.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(cli.consumer.ack_wait, Duration::from_secs(30));
+        assert_eq!(cli.nats.namespace, Namespace::default());
+    }
+
+    #[test]
+    fn bad_value_is_one_line_naming_the_variable() {
+        let e = Cli::try_parse_from(["x", "--ack-wait", "soon"]).unwrap_err();
+        let line = one_line::<Cli>(&e);
+        assert!(line.contains("--ack-wait"), "{line}");
+        assert!(line.contains("$SLUICE_ACK_WAIT"), "{line}");
+        assert!(!line.contains('\n'));
+        let e = Cli::try_parse_from(["x", "--concurrency", "0"]).unwrap_err();
+        assert!(one_line::<Cli>(&e).contains("$SLUICE_CONCURRENCY"));
+    }
+}

@@ -1,0 +1,96 @@
+//! Building and storing dead letters: what a stage gave up on, with enough
+//! context (subject, body, headers, reason) to understand and replay it.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::message::PublishMessage;
+use base64::Engine;
+use sluice_messages::{DeadLetter, DeadLetterKind, HEADER_IMPORT_ID};
+use time::format_description::well_known::Rfc3339;
+
+use crate::{emitter::publish_error, service::Shared, Delivery, StageError};
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn letter(
+    stage: &str,
+    kind: DeadLetterKind,
+    error: String,
+    import_id: Option<String>,
+    subject: &str,
+    payload: Option<&[u8]>,
+    headers: Option<&async_nats::HeaderMap>,
+    delivered: i64,
+) -> DeadLetter {
+    let (body, body_base64) = match payload {
+        None => (None, None),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+        },
+    };
+    let headers = headers
+        .map(|h| {
+            h.iter()
+                .map(|(name, values)| {
+                    (
+                        name.to_string(),
+                        values.iter().map(|v| v.as_str().to_owned()).collect(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(BTreeMap::new);
+    DeadLetter {
+        stage: stage.to_owned(),
+        kind,
+        error,
+        import_id,
+        subject: subject.to_owned(),
+        body,
+        body_base64,
+        headers,
+        delivered,
+        url: None,
+        line: None,
+        time: time::OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+/// Stores a dead letter for `delivery` and waits for JetStream's ack; only
+/// then may the original be terminated.
+pub(crate) async fn store(
+    shared: &Shared,
+    delivery: &Delivery,
+    kind: DeadLetterKind,
+    error: &StageError,
+) -> Result<(), StageError> {
+    let letter = letter(
+        shared.stage,
+        kind,
+        error.to_string(),
+        delivery.import_id().map(str::to_owned),
+        delivery.subject(),
+        Some(delivery.payload()),
+        delivery.headers(),
+        delivery.delivered(),
+    );
+    let mut message = PublishMessage::build()
+        .payload(serde_json::to_vec(&letter).expect("dead letters always encode").into())
+        // One dead letter per input, however often its settling is retried.
+        .message_id(format!("{}/dead-letter", delivery.identity()));
+    if let Some(import_id) = delivery.import_id() {
+        message = message.header(HEADER_IMPORT_ID, import_id);
+    }
+    let ack = shared
+        .js
+        .send_publish(shared.ns.dead_letters(shared.stage), message)
+        .await
+        .map_err(|e| publish_error(&e))?;
+    ack.await.map_err(|e| publish_error(&e))?;
+    Ok(())
+}

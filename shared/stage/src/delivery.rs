@@ -1,0 +1,84 @@
+use async_nats::{jetstream, HeaderMap};
+use serde::de::DeserializeOwned;
+use sluice_messages::{HEADER_IMPORT_ID, HEADER_MSG_ID};
+
+use crate::StageError;
+
+/// One delivery of an input message, as a stage sees it.
+pub struct Delivery {
+    message: jetstream::Message,
+    stream_sequence: u64,
+    delivered: i64,
+    identity: String,
+}
+
+impl Delivery {
+    pub(crate) fn new(message: jetstream::Message) -> Result<Self, StageError> {
+        let info = message
+            .info()
+            .map_err(|e| StageError::permanent(format!("not a JetStream delivery: {e}")))?;
+        let (stream_sequence, delivered) = (info.stream_sequence, info.delivered);
+        let identity = match message.headers.as_ref().and_then(|h| h.get(HEADER_MSG_ID)) {
+            Some(id) => id.as_str().to_owned(),
+            None => format!("{}:{}", info.stream, stream_sequence),
+        };
+        Ok(Delivery {
+            message,
+            stream_sequence,
+            delivered,
+            identity,
+        })
+    }
+
+    pub fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.message.payload
+    }
+
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.message.headers.as_ref()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()?.get(name).map(|v| v.as_str())
+    }
+
+    pub fn import_id(&self) -> Option<&str> {
+        self.header(HEADER_IMPORT_ID)
+    }
+
+    /// Position of the message in its stream: stable across redeliveries.
+    pub fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+
+    /// 1 on the first delivery.
+    pub fn delivered(&self) -> i64 {
+        self.delivered
+    }
+
+    /// What this message is, stably: its `Nats-Msg-Id`, or its stream and
+    /// sequence. The ids of everything published for it derive from this.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Decodes a JSON body; a body that does not decode never will, so the
+    /// error is permanent.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, StageError> {
+        serde_json::from_slice(self.payload()).map_err(|e| {
+            StageError::permanent(format!(
+                "message on {} is not a valid {}: {e}",
+                self.subject(),
+                std::any::type_name::<T>().rsplit("::").next().unwrap_or("message")
+            ))
+        })
+    }
+
+    pub(crate) fn message(&self) -> &jetstream::Message {
+        &self.message
+    }
+}

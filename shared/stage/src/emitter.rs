@@ -1,0 +1,185 @@
+use std::{fmt::Display, future::IntoFuture, sync::Arc};
+
+use async_nats::{
+    jetstream::context::{PublishAckFuture, PublishErrorKind},
+    jetstream::message::PublishMessage,
+    HeaderMap,
+};
+use bytes::Bytes;
+use futures_util::{stream::FuturesUnordered, StreamExt};
+use serde::Serialize;
+use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
+
+use crate::{dead_letter, service::Shared, Delivery, StageError};
+
+type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+
+/// Where a stage's outputs for one input message go.
+///
+/// Publishes are pipelined: each is sent at once and its JetStream ack is
+/// awaited later, with at most `--publish-window` outstanding. The runtime
+/// acknowledges the input only after [`Emitter::flush`] saw every ack.
+///
+/// Every output's `Nats-Msg-Id` is `<input identity>/<position>`, so a
+/// redelivered input republishes the same ids and JetStream drops the
+/// duplicates.
+pub struct Emitter {
+    shared: Arc<Shared>,
+    identity: String,
+    import_id: Option<String>,
+    input_subject: String,
+    input_delivered: i64,
+    in_flight: FuturesUnordered<AckFuture>,
+    published: u64,
+    duplicates: u64,
+    rejected_rows: u64,
+}
+
+/// What one input produced, for logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EmitStats {
+    pub published: u64,
+    pub duplicates: u64,
+    pub rejected_rows: u64,
+}
+
+impl Emitter {
+    pub(crate) fn new(shared: Arc<Shared>, input: &Delivery) -> Self {
+        Emitter {
+            shared,
+            identity: input.identity().to_owned(),
+            import_id: input.import_id().map(str::to_owned),
+            input_subject: input.subject().to_owned(),
+            input_delivered: input.delivered(),
+            in_flight: FuturesUnordered::new(),
+            published: 0,
+            duplicates: 0,
+            rejected_rows: 0,
+        }
+    }
+
+    /// Marks everything published from now on as part of import `id`, and
+    /// derives output ids from the import rather than from the input message:
+    /// the import *is* the input's identity.
+    pub fn set_import_id(&mut self, id: &str) {
+        self.import_id = Some(id.to_owned());
+        self.identity = id.to_owned();
+    }
+
+    pub fn import_id(&self) -> Option<&str> {
+        self.import_id.as_deref()
+    }
+
+    /// Publishes `payload` on `subject` as the output at `position` (a line
+    /// number, a chunk index: anything stable across re-runs of this input).
+    pub async fn publish(
+        &mut self,
+        subject: String,
+        position: impl Display,
+        payload: Bytes,
+    ) -> Result<(), StageError> {
+        let msg_id = format!("{}/{}", self.identity, position);
+        self.send(subject, msg_id, payload).await
+    }
+
+    pub async fn publish_json<T: Serialize>(
+        &mut self,
+        subject: String,
+        position: impl Display,
+        body: &T,
+    ) -> Result<(), StageError> {
+        let payload = serde_json::to_vec(body)
+            .map_err(|e| StageError::permanent(format!("cannot encode output: {e}")))?;
+        self.publish(subject, position, payload.into()).await
+    }
+
+    /// Reports one unusable row of `url` as a dead letter and lets the stage
+    /// carry on with the rest of the file.
+    pub async fn reject_row(
+        &mut self,
+        url: &str,
+        line: u64,
+        reason: impl Display,
+    ) -> Result<(), StageError> {
+        let error = format!("{url} line {line}: {reason}");
+        tracing::warn!(stage = self.shared.stage, import_id = self.import_id.as_deref(), %error, "rejected row");
+        let mut letter = dead_letter::letter(
+            self.shared.stage,
+            DeadLetterKind::MalformedRow,
+            error,
+            self.import_id.clone(),
+            &self.input_subject,
+            None,
+            None,
+            self.input_delivered,
+        );
+        letter.url = Some(url.to_owned());
+        letter.line = Some(line);
+        let subject = self.shared.ns.dead_letters(self.shared.stage);
+        let msg_id = format!("{}/rejected-line-{line}", self.identity);
+        let payload = serde_json::to_vec(&letter).expect("dead letters always encode");
+        self.rejected_rows += 1;
+        self.send(subject, msg_id, payload.into()).await
+    }
+
+    async fn send(&mut self, subject: String, msg_id: String, payload: Bytes) -> Result<(), StageError> {
+        while self.in_flight.len() >= self.shared.consumer.publish_window as usize {
+            self.settle_one().await?;
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(import_id) = &self.import_id {
+            headers.insert(HEADER_IMPORT_ID, import_id.as_str());
+        }
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(msg_id);
+        let ack = self
+            .shared
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| publish_error(&e))?;
+        self.in_flight.push(ack.into_future());
+        Ok(())
+    }
+
+    async fn settle_one(&mut self) -> Result<(), StageError> {
+        if let Some(result) = self.in_flight.next().await {
+            let ack = result.map_err(|e| publish_error(&e))?;
+            self.published += 1;
+            if ack.duplicate {
+                self.duplicates += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until JetStream stored every output published so far.
+    pub(crate) async fn flush(&mut self) -> Result<EmitStats, StageError> {
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
+        }
+        Ok(EmitStats {
+            published: self.published,
+            duplicates: self.duplicates,
+            rejected_rows: self.rejected_rows,
+        })
+    }
+}
+
+pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
+    let transient = !matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded);
+    StageError::classified(transient, e).prefixed("publish failed")
+}
+
+impl StageError {
+    fn prefixed(self, context: &str) -> StageError {
+        let message = format!("{context}: {}", self.message());
+        if self.is_transient() {
+            StageError::transient(message)
+        } else {
+            StageError::permanent(message)
+        }
+    }
+}

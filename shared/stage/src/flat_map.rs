@@ -1,0 +1,129 @@
+use std::{future::Future, sync::Arc, time::Duration, time::Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use sluice_messages::DeadLetterKind;
+use tokio::{sync::OwnedSemaphorePermit, sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    keep_alive::keep_alive,
+    pull::{self, pause_after_failure, reap, release},
+    service::Shared,
+    Delivery, Emitter, StageError,
+};
+
+/// A stage that turns one input message into any number of output messages.
+///
+/// `process` publishes through the [`Emitter`]; the runtime acknowledges the
+/// input only after JetStream stored every output. It may be called again for
+/// the same input (after a crash, or a transient error): it must publish the
+/// same outputs at the same positions, which JetStream then de-duplicates.
+pub trait FlatMap: Send + Sync + 'static {
+    /// The service, its durable consumer, its dead-letter subject.
+    const NAME: &'static str;
+    /// Input messages worked on at once per replica, unless configured.
+    const DEFAULT_CONCURRENCY: u16;
+
+    fn process(
+        &self,
+        input: &Delivery,
+        out: &mut Emitter,
+    ) -> impl Future<Output = Result<(), StageError>> + Send;
+}
+
+/// How long one pull request waits for messages; also the most a stop waits
+/// for the last request to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
+pub(crate) async fn run<S: FlatMap>(
+    stage: Arc<S>,
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    stop: CancellationToken,
+) {
+    let concurrency = usize::from(shared.consumer.concurrency.unwrap_or(S::DEFAULT_CONCURRENCY));
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let abort = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut failures = 0u32;
+    tracing::info!(stage = S::NAME, concurrency, "processing");
+
+    while !stop.is_cancelled() {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            _ = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let mut batch = match pull::pull(&consumer, permits.len(), PULL_EXPIRES).await {
+            Ok(batch) => {
+                failures = 0;
+                batch
+            }
+            Err(e) => {
+                failures += 1;
+                pause_after_failure(failures, &e, &stop).await;
+                continue;
+            }
+        };
+        // The request runs to its end even after a stop, so nothing is
+        // delivered to a subscription that is gone; what arrives late is
+        // handed straight back.
+        while let Some(next) = batch.next().await {
+            match next {
+                Ok(message) => match (stop.is_cancelled(), permits.pop()) {
+                    (false, Some(permit)) => {
+                        tasks.spawn(handle(stage.clone(), shared.clone(), message, abort.clone(), permit));
+                    }
+                    _ => release(&message).await,
+                },
+                Err(e) => {
+                    failures += 1;
+                    pause_after_failure(failures, &e, &stop).await;
+                    break;
+                }
+            }
+            reap(&mut tasks);
+        }
+        reap(&mut tasks);
+    }
+    pull::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
+}
+
+async fn handle<S: FlatMap>(
+    stage: Arc<S>,
+    shared: Arc<Shared>,
+    message: jetstream::Message,
+    abort: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let delivery = match Delivery::new(message) {
+        Ok(d) => d,
+        Err(e) => return tracing::error!(error = %e, "skipping message"),
+    };
+    if let Some(error) = pull::exhausted(&shared, &delivery) {
+        return pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error).await;
+    }
+    let started = Instant::now();
+    let mut out = Emitter::new(shared.clone(), &delivery);
+    let work = async {
+        stage.process(&delivery, &mut out).await?;
+        let stats = out.flush().await?;
+        tracing::info!(
+            stage = S::NAME,
+            subject = delivery.subject(),
+            import_id = out.import_id(),
+            published = stats.published,
+            duplicates = stats.duplicates,
+            rejected_rows = stats.rejected_rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "processed"
+        );
+        Ok(())
+    };
+    let outcome = keep_alive(work, &[delivery.message()], shared.progress_interval(), &abort).await;
+    pull::settle(&shared, &delivery, outcome).await;
+}

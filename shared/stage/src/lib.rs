@@ -1,0 +1,33 @@
+//! The sluice stage runtime, written once for every service.
+//!
+//! A service supplies its step, either a [`FlatMap`] (one input message in,
+//! any number of output messages out) or a [`Sink`] (a batch of input
+//! messages written somewhere durable). The runtime does everything else:
+//! it connects, declares the streams and the service's durable consumer,
+//! pulls with bounded concurrency, keeps long work owned with in-progress
+//! acks, pipelines publishes and acknowledges an input only after every
+//! output is stored, retries transient failures with backoff, dead-letters
+//! permanent ones, and drains on SIGTERM.
+
+pub mod config;
+mod dead_letter;
+mod delivery;
+mod emitter;
+mod error;
+mod flat_map;
+mod keep_alive;
+mod pull;
+mod service;
+mod shutdown;
+mod sink;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::{ConsumerArgs, NatsArgs};
+pub use delivery::Delivery;
+pub use emitter::Emitter;
+pub use error::{error_chain, StageError};
+pub use flat_map::FlatMap;
+pub use service::{connect, run_service, Runtime};
+pub use shutdown::shutdown_signal;
+pub use sink::{Sink, SinkOptions};

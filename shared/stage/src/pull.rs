@@ -1,0 +1,184 @@
+//! Pulling and settling: the one place where a message's fate (ack, retry
+//! later, dead letter) is decided.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull::Batch, consumer::PullConsumer, AckKind};
+use sluice_messages::DeadLetterKind;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{dead_letter, keep_alive::Outcome, service::Shared, Delivery, StageError};
+
+/// Asks for up to `max` messages; the batch ends when they arrived or after
+/// `expires`. Asking only for what there is room for means nothing waits
+/// unseen in a client buffer, so shutdown can hand everything back promptly.
+pub(crate) async fn pull(
+    consumer: &PullConsumer,
+    max: usize,
+    expires: Duration,
+) -> Result<Batch, StageError> {
+    consumer
+        .batch()
+        .max_messages(max)
+        .expires(expires)
+        .messages()
+        .await
+        .map_err(|e| StageError::transient(format!("pull request failed: {}", crate::error_chain(&e))))
+}
+
+/// Sleeps after a failed pull, longer each time in a row, unless stopped.
+pub(crate) async fn pause_after_failure(failures: u32, error: &(dyn std::fmt::Display + Sync), stop: &CancellationToken) {
+    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+    tracing::warn!(error = %error, failures, "cannot pull; retrying in {delay:?}");
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Hands a message we will not work on back to JetStream for immediate
+/// redelivery (to this or another replica).
+pub(crate) async fn release(message: &jetstream::Message) {
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %e, "could not release message; it is redelivered after ack_wait");
+    }
+}
+
+/// Exponential backoff with jitter from the delivery count: attempt 1 waits
+/// about `base`, attempt 2 about `2·base`, … capped at `max`. Half of the
+/// delay is random so replicas that failed together do not retry together.
+pub(crate) fn retry_delay(base: Duration, max: Duration, delivered: i64) -> Duration {
+    let exponent = delivered.saturating_sub(1).clamp(0, 30) as u32;
+    let full = base.saturating_mul(1 << exponent).min(max);
+    let half = full / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// Gives up on a message that was delivered more often than allowed,
+/// before working on it again (it may be what crashed the last replica).
+pub(crate) fn exhausted(shared: &Shared, delivery: &Delivery) -> Option<StageError> {
+    let limit = i64::from(shared.consumer.max_deliveries);
+    (delivery.delivered() > limit).then(|| {
+        StageError::permanent(format!(
+            "gave up after {limit} deliveries without success (earlier attempts failed, timed out or crashed)",
+        ))
+    })
+}
+
+/// Acts on how the work on one message ended.
+pub(crate) async fn settle(shared: &Shared, delivery: &Delivery, outcome: Outcome<Result<(), StageError>>) {
+    let message = delivery.message();
+    match outcome {
+        Outcome::Done(Ok(())) => {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
+            }
+        }
+        Outcome::Aborted => release(message).await,
+        Outcome::Done(Err(error)) => {
+            let limit = i64::from(shared.consumer.max_deliveries);
+            if error.is_transient() && delivery.delivered() < limit {
+                let delay = retry_delay(
+                    shared.consumer.retry_backoff,
+                    shared.consumer.retry_backoff_max,
+                    delivery.delivered(),
+                );
+                tracing::warn!(
+                    stage = shared.stage,
+                    subject = delivery.subject(),
+                    import_id = delivery.import_id(),
+                    delivered = delivery.delivered(),
+                    %error,
+                    "transient failure; retrying in {delay:?}"
+                );
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
+                }
+            } else {
+                let kind = if error.is_transient() {
+                    DeadLetterKind::Exhausted
+                } else {
+                    DeadLetterKind::Permanent
+                };
+                dead_letter_and_terminate(shared, delivery, kind, &error).await;
+            }
+        }
+    }
+}
+
+pub(crate) async fn dead_letter_and_terminate(
+    shared: &Shared,
+    delivery: &Delivery,
+    kind: DeadLetterKind,
+    error: &StageError,
+) {
+    tracing::error!(
+        stage = shared.stage,
+        subject = delivery.subject(),
+        import_id = delivery.import_id(),
+        delivered = delivery.delivered(),
+        kind = kind.as_str(),
+        %error,
+        "dead-lettering message"
+    );
+    match dead_letter::store(shared, delivery, kind, error).await {
+        Ok(()) => {
+            if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
+            }
+        }
+        Err(e) => {
+            // Never drop it: leave it to be redelivered and dead-lettered later.
+            tracing::error!(error = %e, "cannot store dead letter; will try again");
+            let delay = retry_delay(shared.consumer.retry_backoff, shared.consumer.retry_backoff_max, delivery.delivered());
+            let _ = delivery.message().ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+/// Waits for work in flight after a stop: up to `grace` to finish, then
+/// `abort` tells it to hand its messages back, then it is cut off.
+pub(crate) async fn drain(mut tasks: JoinSet<()>, abort: &CancellationToken, grace: Duration) {
+    if tokio::time::timeout(grace, join_all(&mut tasks)).await.is_err() {
+        tracing::warn!(in_flight = tasks.len(), "shutdown timeout reached; releasing unfinished messages");
+        abort.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), join_all(&mut tasks)).await.is_err() {
+            tasks.abort_all();
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Logs tasks that panicked: their message was not settled, so JetStream
+/// redelivers it after `ack_wait`.
+pub(crate) fn reap(tasks: &mut JoinSet<()>) {
+    while let Some(result) = tasks.try_join_next() {
+        if let Err(e) = result {
+            if e.is_panic() {
+                tracing::error!(error = %e, "stage task panicked; its message will be redelivered");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_with_jitter_and_caps() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..100 {
+            let first = retry_delay(base, max, 1);
+            assert!(first >= Duration::from_millis(500) && first <= base);
+            let third = retry_delay(base, max, 3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
+            let late = retry_delay(base, max, 50);
+            assert!(late >= Duration::from_secs(30) && late <= max);
+        }
+    }
+}

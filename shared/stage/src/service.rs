@@ -1,0 +1,199 @@
+use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use sluice_messages::Namespace;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{ConsumerArgs, NatsArgs},
+    flat_map, sink,
+    topology::{self, ConsumerSpec},
+    FlatMap, Sink, SinkOptions, StageError,
+};
+
+/// What every task of a running stage needs.
+pub(crate) struct Shared {
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+    pub stage: &'static str,
+    pub consumer: ConsumerArgs,
+}
+
+impl Shared {
+    /// In-progress acks go out three times per `ack_wait`, so one lost or
+    /// late tick never lets the message be redelivered.
+    pub fn progress_interval(&self) -> Duration {
+        self.consumer.ack_wait / 3
+    }
+}
+
+/// Connects to NATS and builds a JetStream context whose publishes wait
+/// (backpressure) rather than fail when too many acks are outstanding.
+///
+/// `keep_trying` is for services: they start before NATS may be reachable
+/// and keep reconnecting. Commands want to fail fast instead.
+pub async fn connect(
+    nats: &NatsArgs,
+    client_name: &str,
+    keep_trying: bool,
+) -> Result<(async_nats::Client, jetstream::Context), StageError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(5));
+    if keep_trying {
+        options = options.retry_on_initial_connect();
+    }
+    let client = options.connect(nats.nats_url.as_str()).await.map_err(|e| {
+        StageError::transient(format!(
+            "cannot connect to NATS at {}: {}",
+            nats.nats_url,
+            crate::error_chain(&e)
+        ))
+    })?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_ack_inflight(8_192)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    Ok((client, js))
+}
+
+/// A connected stage, its topology declared, ready to run its step.
+pub struct Runtime {
+    client: async_nats::Client,
+    consumer: PullConsumer,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Runtime {
+    /// Connects, declares the streams and this stage's durable consumer.
+    /// Waits for NATS as long as it takes (logging why), unless `stop` fires.
+    pub async fn start(
+        stage: &'static str,
+        nats: NatsArgs,
+        consumer: ConsumerArgs,
+        stop: CancellationToken,
+    ) -> Result<Self, StageError> {
+        let input = topology::input_of(stage)
+            .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
+        let (client, js) = connect(&nats, stage, true).await?;
+        let spec = ConsumerSpec {
+            name: stage,
+            input,
+            ack_wait: consumer.ack_wait,
+            max_ack_pending: consumer.max_ack_pending.into(),
+        };
+        let mut attempt = 0u32;
+        let pull_consumer = loop {
+            let declared = async {
+                topology::ensure_streams(&js, &nats).await?;
+                topology::ensure_consumer(&js, &nats.namespace, &spec).await
+            };
+            match declared.await {
+                Ok(c) => break c,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "waiting for NATS JetStream");
+                    let delay = Duration::from_millis(250 * u64::from(attempt.min(20)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return Err(StageError::transient("stopped before NATS was ready")),
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            stage,
+            nats = %nats.nats_url,
+            namespace = nats.namespace.name().unwrap_or(""),
+            "consumer ready"
+        );
+        Ok(Runtime {
+            client,
+            consumer: pull_consumer,
+            shared: Arc::new(Shared {
+                js,
+                ns: nats.namespace,
+                stage,
+                consumer,
+            }),
+            stop,
+        })
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.shared.ns
+    }
+
+    /// Runs a flatMap stage until the stop token fires, then drains.
+    pub async fn run_flat_map<S: FlatMap>(self, stage: S) -> Result<(), StageError> {
+        flat_map::run(
+            Arc::new(stage),
+            self.shared.clone(),
+            self.consumer.clone(),
+            self.stop.clone(),
+        )
+        .await;
+        self.finish().await
+    }
+
+    /// Runs a sink stage until the stop token fires, then drains.
+    pub async fn run_sink<S: Sink>(self, stage: S, options: SinkOptions) -> Result<(), StageError> {
+        sink::run(
+            Arc::new(stage),
+            self.shared.clone(),
+            self.consumer.clone(),
+            options,
+            self.stop.clone(),
+        )
+        .await;
+        self.finish().await
+    }
+
+    /// Acks are fire-and-forget publishes: make sure the last ones left the
+    /// process before it exits.
+    async fn finish(self) -> Result<(), StageError> {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            tracing::warn!(error = %e, "could not flush the last acks; JetStream will redeliver them");
+        }
+        tracing::info!(stage = self.shared.stage, "stopped");
+        Ok(())
+    }
+}
+
+/// A service's whole `main`: logging, a single-threaded runtime (sluice
+/// stages wait on the network far more than they compute), SIGTERM/SIGINT
+/// handling, and one clear line plus exit status 1 on a fatal error.
+pub fn run_service<F, Fut>(name: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), StageError>>,
+{
+    crate::telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            tracing::info!("shutdown requested: no new work; finishing what is in flight");
+            on_signal.cancel();
+        });
+        body(stop).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} failed");
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,193 @@
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use futures_util::{future::join_all, StreamExt};
+use sluice_messages::DeadLetterKind;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    keep_alive::{keep_alive, Outcome},
+    pull::{self, pause_after_failure, release},
+    service::Shared,
+    Delivery, StageError,
+};
+
+/// A stage that writes batches of input messages somewhere durable.
+///
+/// Each writer task owns one `Writer` (a database connection, say), pulls a
+/// batch, decodes it and writes it in one go; the batch is acknowledged only
+/// after `write` returned `Ok`. `write` must be idempotent: after a crash the
+/// same items come again.
+pub trait Sink: Send + Sync + 'static {
+    const NAME: &'static str;
+    /// Writer tasks per replica, unless configured.
+    const DEFAULT_WRITERS: u16;
+
+    type Item: Send + Sync;
+    type Writer: Send;
+
+    /// Reads one input message; an error here is about that message only.
+    fn decode(&self, input: &Delivery) -> Result<Self::Item, StageError>;
+
+    /// Opens a writer; called again after any failed write.
+    fn open(&self) -> impl Future<Output = Result<Self::Writer, StageError>> + Send;
+
+    fn write(
+        &self,
+        writer: &mut Self::Writer,
+        items: &[Self::Item],
+    ) -> impl Future<Output = Result<(), StageError>> + Send;
+}
+
+/// How a sink batches its input.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkOptions {
+    /// Most input messages in one write.
+    pub batch_size: usize,
+    /// Longest a writer waits to fill a batch before writing what it has.
+    pub batch_wait: Duration,
+}
+
+pub(crate) async fn run<S: Sink>(
+    stage: Arc<S>,
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    options: SinkOptions,
+    stop: CancellationToken,
+) {
+    let writers = shared.consumer.concurrency.unwrap_or(S::DEFAULT_WRITERS);
+    tracing::info!(stage = S::NAME, writers, batch_size = options.batch_size, "writing");
+    let abort = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    for _ in 0..writers {
+        tasks.spawn(writer_loop(
+            stage.clone(),
+            shared.clone(),
+            consumer.clone(),
+            options,
+            stop.clone(),
+            abort.clone(),
+        ));
+    }
+    stop.cancelled().await;
+    pull::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
+}
+
+async fn writer_loop<S: Sink>(
+    stage: Arc<S>,
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    options: SinkOptions,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let mut writer: Option<S::Writer> = None;
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let Some(open) = writer.as_mut() else {
+            match stage.open().await {
+                Ok(w) => {
+                    writer = Some(w);
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(stage = S::NAME, error = %e, failures, "cannot open writer");
+                    pause_after_failure(failures, &e, &stop).await;
+                }
+            }
+            continue;
+        };
+
+        let mut batch = match pull::pull(&consumer, options.batch_size, options.batch_wait).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                failures += 1;
+                pause_after_failure(failures, &e, &stop).await;
+                continue;
+            }
+        };
+        let mut deliveries = Vec::with_capacity(options.batch_size);
+        while let Some(next) = batch.next().await {
+            match next {
+                Ok(message) if stop.is_cancelled() => release(&message).await,
+                Ok(message) => match Delivery::new(message) {
+                    Ok(d) => deliveries.push(d),
+                    Err(e) => tracing::error!(error = %e, "skipping message"),
+                },
+                Err(e) => {
+                    failures += 1;
+                    pause_after_failure(failures, &e, &stop).await;
+                    break;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            for d in &deliveries {
+                release(d.message()).await;
+            }
+            break;
+        }
+        if deliveries.is_empty() {
+            continue;
+        }
+        failures = 0;
+
+        let mut accepted = Vec::with_capacity(deliveries.len());
+        let mut items = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if let Some(error) = pull::exhausted(&shared, &delivery) {
+                pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error).await;
+                continue;
+            }
+            match stage.decode(&delivery) {
+                Ok(item) => {
+                    items.push(item);
+                    accepted.push(delivery);
+                }
+                Err(error) => pull::settle(&shared, &delivery, Outcome::Done(Err(error))).await,
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+
+        let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
+        let outcome = keep_alive(
+            stage.write(open, &items),
+            &messages,
+            shared.progress_interval(),
+            &abort,
+        )
+        .await;
+        match outcome {
+            Outcome::Done(Ok(())) => {
+                tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
+                join_all(accepted.iter().map(|d| pull::settle(&shared, d, Outcome::Done(Ok(()))))).await;
+            }
+            Outcome::Aborted => {
+                join_all(accepted.iter().map(|d| release(d.message()))).await;
+            }
+            Outcome::Done(Err(error)) if error.is_transient() || items.len() == 1 => {
+                writer = None;
+                join_all(accepted.iter().map(|d| pull::settle(&shared, d, Outcome::Done(Err(error.clone()))))).await;
+            }
+            Outcome::Done(Err(error)) => {
+                // One bad message must not sink its whole batch: write them
+                // one by one so only the culprit is dead-lettered.
+                tracing::warn!(stage = S::NAME, %error, messages = items.len(), "batch rejected; isolating the bad message");
+                for (delivery, item) in accepted.iter().zip(&items) {
+                    let result = match writer.as_mut() {
+                        Some(w) => stage.write(w, std::slice::from_ref(item)).await,
+                        None => Err(StageError::transient("writer lost while isolating a bad message")),
+                    };
+                    if result.as_ref().is_err_and(StageError::is_transient) {
+                        writer = None;
+                    }
+                    pull::settle(&shared, delivery, Outcome::Done(result)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The one definition of sluice's streams and durable consumers, applied
+//! idempotently by every service at start-up and by `sluice setup`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, DeliverPolicy, ReplayPolicy},
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use sluice_messages::{stage, Namespace, Stream};
+
+use crate::{config::NatsArgs, StageError};
+
+/// The stream configuration for one of the contract's streams.
+///
+/// Limits retention, not work-queue: a consumer attached later can replay
+/// what earlier stages produced.
+pub fn stream_config(nats: &NatsArgs, which: Stream) -> stream::Config {
+    let max_age = match which {
+        // Dead letters wait for a human; keep them longer than the work.
+        Stream::DeadLetters => nats.stream_max_age.saturating_mul(4),
+        _ => nats.stream_max_age,
+    };
+    stream::Config {
+        name: nats.namespace.stream(which),
+        subjects: vec![nats.namespace.stream_subjects(which)],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        discard: DiscardPolicy::Old,
+        num_replicas: nats.stream_replicas as usize,
+        max_age,
+        duplicate_window: nats.duplicate_window.min(max_age),
+        ..Default::default()
+    }
+}
+
+/// Creates every stream, or updates it to the shared definition.
+pub async fn ensure_streams(js: &jetstream::Context, nats: &NatsArgs) -> Result<(), StageError> {
+    for which in Stream::ALL {
+        let config = stream_config(nats, which);
+        // Several services start at once: a create that loses the race to
+        // another one's create is followed by an update that wins.
+        let mut attempt = 0;
+        loop {
+            match js.create_or_update_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(stream = %config.name, error = %e, "stream declaration raced; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(StageError::transient(format!(
+                        "cannot create or update stream {}: {}",
+                        config.name,
+                        crate::error_chain(&e)
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a service's durable consumer looks like.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable name: the service's name, shared by all its replicas.
+    pub name: &'static str,
+    pub input: Stream,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+}
+
+/// The stream each service consumes.
+pub fn input_of(service: &str) -> Option<Stream> {
+    match service {
+        stage::IMPORTER => Some(Stream::Imports),
+        stage::FETCHER => Some(Stream::AccountUpdates),
+        stage::SAVER => Some(Stream::Transactions),
+        _ => None,
+    }
+}
+
+pub fn consumer_config(ns: &Namespace, spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.name.to_owned()),
+        description: Some(format!("sluice {}", spec.name)),
+        filter_subject: ns.stream_subjects(spec.input),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        // Unlimited: the runtime counts deliveries itself and dead-letters an
+        // exhausted message with its reason. A server-side limit would stop
+        // redelivering silently, and `backoff` would override `ack_wait`.
+        max_deliver: -1,
+        max_ack_pending: spec.max_ack_pending,
+        replay_policy: ReplayPolicy::Instant,
+        ..Default::default()
+    }
+}
+
+/// Creates the durable consumer, or updates its settings, and returns it.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::PullConsumer, StageError> {
+    let stream_name = ns.stream(spec.input);
+    js.create_consumer_on_stream(consumer_config(ns, spec), stream_name.as_str())
+        .await
+        .map_err(|e| {
+            StageError::transient(format!(
+                "cannot create or update consumer {} on stream {stream_name}: {}",
+                spec.name,
+                crate::error_chain(&e)
+            ))
+        })
+}
