@@ -1,1 +1,53 @@
-fn main() {}
+//! `sluice`: the operator's and newcomer's command.
+
+mod demo;
+mod import;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sluice imports nested CSV data into PostgreSQL as a pipeline of small
+/// durable messages on NATS JetStream.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update the streams and durable consumers (and the database if missing).
+    Setup(setup::SetupArgs),
+    /// Publish an import of an accounts CSV URL and print its id.
+    Import(import::ImportArgs),
+    /// Run a real import end to end on generated data and show the result.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = sluice_stage::config::parse("sluice");
+    if std::env::var_os("RUST_LOG").is_some() {
+        sluice_stage::telemetry::init_logging();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Setup(args) => setup::run(args).await,
+            Command::Import(args) => import::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,80 @@
+//! importer: one import request in, one `account-updates` message per
+//! account listed in its accounts CSV out.
 
+use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
+use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportRequest};
+use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
+
+const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
+
+pub struct Importer {
+    downloader: Downloader,
+}
+
+impl Importer {
+    pub fn new(download: &DownloadOptions) -> Result<Self, StageError> {
+        Ok(Importer {
+            downloader: Downloader::new(download).map_err(StageError::permanent)?,
+        })
+    }
+}
+
+impl FlatMap for Importer {
+    const NAME: &'static str = stage::IMPORTER;
+    // Each request is one file; a few at once keep the network busy.
+    const DEFAULT_CONCURRENCY: u16 = 4;
+
+    async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
+        let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
+        let import_id = import_id(&request, input)?;
+        out.set_import_id(&import_id);
+        out.set_identity(&import_id);
+
+        let url = Url::parse(&request.url)
+            .map_err(|e| StageError::permanent(format!("import URL {:?} is invalid: {e}", request.url)))?;
+        let download_error = |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
+        let mut file = self.downloader.open_csv(&url, &COLUMNS).await.map_err(download_error)?;
+        let subject = out.namespace().account_updates();
+        while let Some(row) = file.next_row().await.map_err(download_error)? {
+            match row {
+                Row::Record(record) => match account_update(&import_id, &url, &record) {
+                    Ok(update) => out.publish_json(subject.clone(), record.line(), &update).await?,
+                    Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
+                },
+                Row::Malformed { line, reason } => out.reject_row(url.as_str(), line, reason).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The publisher's id (JSON `id`, then the `Sluice-Import-Id` header), else
+/// the request's position in the `IMPORTS` stream: stable across redeliveries.
+fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageError> {
+    match request.id.as_deref().or(input.import_id()) {
+        Some(id) => {
+            validate_import_id(id).map_err(StageError::permanent)?;
+            Ok(id.to_owned())
+        }
+        None => Ok(input.stream_sequence().to_string()),
+    }
+}
+
+fn account_update(import_id: &str, accounts_url: &Url, record: &Record<'_>) -> Result<AccountUpdate, String> {
+    let (account, link) = (record.get(0), record.get(1));
+    let account_id = account
+        .parse::<i64>()
+        .map_err(|_| format!("accountId {account:?} is not a 64-bit integer"))?;
+    if link.is_empty() {
+        return Err("transactionsUrl is empty".into());
+    }
+    // Relative links resolve against the accounts file, as in a browser.
+    let transactions_url = accounts_url
+        .join(link)
+        .map_err(|e| format!("transactionsUrl {link:?} is not a URL: {e}"))?;
+    Ok(AccountUpdate {
+        import_id: import_id.to_owned(),
+        account_id,
+        transactions_url: transactions_url.into(),
+    })
+}

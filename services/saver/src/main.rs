@@ -1,1 +1,45 @@
-fn main() {}
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+use sluice_saver::Saver;
+use sluice_stage::{config::parse_duration, run_service, ConsumerArgs, NatsArgs, Runtime, Sink, SinkOptions};
+
+/// sluice saver: writes the transactions published on `transactions.>` to
+/// PostgreSQL, in batches, idempotently.
+#[derive(Parser, Debug)]
+#[command(name = "saver", version)]
+struct Config {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    /// PostgreSQL connection (URL or key=value form); the schema is migrated at start-up.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice",
+          value_parser = parse_database_url, hide_default_value = false)]
+    database_url: tokio_postgres::Config,
+    /// Most messages written in one statement.
+    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch_size: u32,
+    /// Longest wait to fill a batch before writing what has arrived.
+    #[arg(long, env = "SLUICE_BATCH_WAIT", default_value = "100ms", value_parser = parse_duration)]
+    batch_wait: Duration,
+}
+
+fn parse_database_url(s: &str) -> Result<tokio_postgres::Config, String> {
+    s.parse().map_err(|e| format!("not a PostgreSQL connection string: {e}"))
+}
+
+fn main() -> ExitCode {
+    let config: Config = sluice_stage::config::parse(Saver::NAME);
+    run_service(Saver::NAME, |stop| async move {
+        let options = SinkOptions {
+            batch_size: config.batch_size as usize,
+            batch_wait: config.batch_wait,
+        };
+        Runtime::start(Saver::NAME, config.nats, config.consumer, stop)
+            .await?
+            .run_sink(Saver::new(config.database_url), options)
+            .await
+    })
+}

@@ -1,1 +1,24 @@
+//! What sluice's tests and demo run against: real servers, isolated.
+//!
+//! - [`data`]: sample accounts and transactions files, with the rows they
+//!   must produce.
+//! - [`http`]: a real HTTP/1.1 server for those files, with options to
+//!   gzip, trickle or fail a response.
+//! - [`sandbox`]: a private namespace on NATS and a private PostgreSQL database,
+//!   both removed on drop.
+//! - [`process`]: the real service binaries, started, killed, restarted.
 
+pub mod data;
+pub mod sandbox;
+pub mod http;
+pub mod process;
+
+pub use data::{Dataset, ExpectedRow};
+pub use sandbox::Sandbox;
+pub use http::{FileServer, Route};
+pub use process::{binary_dir, Process};
+
+/// A short random lowercase hex string for unique names.
+pub fn unique_suffix() -> String {
+    format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}

@@ -13,6 +13,27 @@ use futures_util::{stream, Stream, StreamExt, TryStreamExt};
 use tokio_util::io::StreamReader;
 pub use url::Url;
 
+/// Download settings as flags and environment variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DownloadArgs {
+    /// Longest wait to establish an HTTP connection.
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response before the download fails
+    /// (and is retried).
+    #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+}
+
+impl DownloadArgs {
+    pub fn options(&self) -> DownloadOptions {
+        DownloadOptions {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+        }
+    }
+}
+
 /// How files are fetched.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {

@@ -58,16 +58,24 @@ impl Emitter {
         }
     }
 
-    /// Marks everything published from now on as part of import `id`, and
-    /// derives output ids from the import rather than from the input message:
-    /// the import *is* the input's identity.
+    /// Marks everything published from now on as part of import `id`.
     pub fn set_import_id(&mut self, id: &str) {
         self.import_id = Some(id.to_owned());
-        self.identity = id.to_owned();
     }
 
     pub fn import_id(&self) -> Option<&str> {
         self.import_id.as_deref()
+    }
+
+    /// Derives output ids from `identity` instead of the input message's own
+    /// (the importer's outputs belong to the import, not to the request).
+    pub fn set_identity(&mut self, identity: &str) {
+        self.identity = identity.to_owned();
+    }
+
+    /// Where this deployment's subjects are.
+    pub fn namespace(&self) -> &sluice_messages::Namespace {
+        &self.shared.ns
     }
 
     /// Publishes `payload` on `subject` as the output at `position` (a line

@@ -1,0 +1,82 @@
+use sluice_messages::stage;
+use sluice_stage::{
+    connect,
+    topology::{self, ConsumerSpec},
+    ConsumerArgs, NatsArgs,
+};
+use tokio_postgres::NoTls;
+
+#[derive(clap::Args, Debug)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    /// The saver's database; created if it does not exist (the saver migrates its schema).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice")]
+    database_url: String,
+    /// Leave the database alone.
+    #[arg(long)]
+    skip_database: bool,
+}
+
+pub async fn run(args: SetupArgs) -> Result<(), String> {
+    declare(&args.nats, &args.consumer).await?;
+    if !args.skip_database {
+        ensure_database(&args.database_url).await?;
+    }
+    Ok(())
+}
+
+/// The streams and the three durable consumers, exactly as the services
+/// declare them.
+pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), String> {
+    let (client, js) = connect(nats, "sluice-setup", false).await.map_err(|e| e.to_string())?;
+    topology::ensure_streams(&js, nats).await.map_err(|e| e.to_string())?;
+    for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
+        let spec = ConsumerSpec {
+            name,
+            input: topology::input_of(name).expect("known stage"),
+            ack_wait: consumer.ack_wait,
+            max_ack_pending: consumer.max_ack_pending.into(),
+        };
+        topology::ensure_consumer(&js, &nats.namespace, &spec)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for stream in sluice_messages::Stream::ALL {
+        println!("stream {} ready", nats.namespace.stream(stream));
+    }
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// Creates the database `url` names, connecting to the server's `postgres`
+/// database to do it, unless it exists.
+pub async fn ensure_database(url: &str) -> Result<(), String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
+    let name = config.get_dbname().unwrap_or("postgres").to_owned();
+    let mut admin_config = config.clone();
+    admin_config.dbname("postgres");
+    let (admin, connection) = admin_config
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL for {url}: {e}"))?;
+    tokio::spawn(connection);
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| format!("cannot list databases: {e}"))?
+        .is_some();
+    if exists {
+        println!("database {name} ready");
+    } else {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .await
+            .map_err(|e| format!("cannot create database {name}: {e}"))?;
+        println!("database {name} created");
+    }
+    Ok(())
+}

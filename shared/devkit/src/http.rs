@@ -1,0 +1,189 @@
+//! A real HTTP/1.1 file server on a loopback port, for tests and the demo.
+//!
+//! Files live in memory and can be added, replaced or removed while it
+//! runs. A route can gzip its body, trickle it in small delayed chunks, or
+//! answer with an error status a given number of times first.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::{body::Frame, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// How one path is served.
+#[derive(Debug, Clone)]
+pub struct Route {
+    body: Bytes,
+    gzip: bool,
+    chunk_size: Option<usize>,
+    chunk_delay: Duration,
+    /// Statuses answered, in order, before the body is served.
+    failures: VecDeque<u16>,
+}
+
+impl Route {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Route {
+            body: body.into(),
+            gzip: false,
+            chunk_size: None,
+            chunk_delay: Duration::ZERO,
+            failures: VecDeque::new(),
+        }
+    }
+
+    /// Sends the body gzip-compressed with `Content-Encoding: gzip`.
+    pub fn gzip(mut self) -> Self {
+        self.gzip = true;
+        self
+    }
+
+    /// Sends the body in chunks of `size` bytes, `delay` apart (each one its
+    /// own write on a no-delay socket, so the client sees them separately).
+    pub fn trickle(mut self, size: usize, delay: Duration) -> Self {
+        self.chunk_size = Some(size.max(1));
+        self.chunk_delay = delay;
+        self
+    }
+
+    /// Answers `status` for the next `times` requests, then serves the body.
+    pub fn fail_first(mut self, status: u16, times: usize) -> Self {
+        self.failures.extend(std::iter::repeat_n(status, times));
+        self
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<String, Route>>>;
+
+/// Serves routes until dropped.
+pub struct FileServer {
+    addr: SocketAddr,
+    routes: Routes,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl FileServer {
+    pub async fn start() -> std::io::Result<FileServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let routes: Routes = Arc::default();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, q) = (routes.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let _ = socket.set_nodelay(true);
+                let (routes, requests) = (r.clone(), q.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| serve(routes.clone(), requests.clone(), req));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+                });
+            }
+        });
+        Ok(FileServer {
+            addr,
+            routes,
+            requests,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn set(&self, path: &str, route: Route) {
+        self.routes.lock().unwrap().insert(path.to_owned(), route);
+    }
+
+    pub fn remove(&self, path: &str) {
+        self.routes.lock().unwrap().remove(path);
+    }
+
+    /// Serves every file of a data set.
+    pub fn add_dataset(&self, dataset: &crate::Dataset) {
+        for (path, body) in &dataset.files {
+            self.set(path, Route::new(body.clone()));
+        }
+    }
+
+    /// How many requests asked for `path` so far.
+    pub fn request_count(&self, path: &str) -> usize {
+        self.requests.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn serve(
+    routes: Routes,
+    requests: Arc<Mutex<Vec<String>>>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    requests.lock().unwrap().push(path.clone());
+    let route = {
+        let mut routes = routes.lock().unwrap();
+        match routes.get_mut(&path) {
+            None => None,
+            Some(route) => match route.failures.pop_front() {
+                Some(status) => return Ok(status_response(status)),
+                None => Some(route.clone()),
+            },
+        }
+    };
+    let Some(route) = route else {
+        return Ok(status_response(404));
+    };
+    let mut response = Response::builder().header("Content-Type", "text/csv; charset=utf-8");
+    let body = if route.gzip {
+        response = response.header("Content-Encoding", "gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&route.body).expect("writing to memory");
+        Bytes::from(encoder.finish().expect("writing to memory"))
+    } else {
+        route.body.clone()
+    };
+    let body: Body = match route.chunk_size {
+        None => Full::new(body).boxed(),
+        Some(size) => {
+            let delay = route.chunk_delay;
+            let chunks: Vec<Bytes> = (0..body.len()).step_by(size).map(|i| body.slice(i..(i + size).min(body.len()))).collect();
+            let frames = stream::unfold((chunks.into_iter(), true), move |(mut chunks, first)| async move {
+                let chunk = chunks.next()?;
+                if !first && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((Ok::<_, Infallible>(Frame::data(chunk)), (chunks, false)))
+            });
+            BodyExt::boxed(StreamBody::new(frames))
+        }
+    };
+    Ok(response.body(body).expect("static response parts are valid"))
+}
+
+fn status_response(status: u16) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from(format!("{status}\n"))).boxed())
+        .expect("static response parts are valid")
+}

@@ -1,0 +1,110 @@
+//! The real sluice binaries as child processes.
+
+use std::{
+    fs::OpenOptions,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use tokio::process::{Child, Command};
+
+/// Where cargo put the binaries: beside the running executable, or one level
+/// up for a test executable in `target/<profile>/deps`.
+pub fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().expect("executable has a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir
+    }
+}
+
+/// One running service binary, its output appended to a log file.
+pub struct Process {
+    pub name: String,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    /// Starts `binary_dir()/name` with `env` added to the environment.
+    pub fn start(name: &str, env: Vec<(String, String)>, log_dir: &Path) -> std::io::Result<Process> {
+        let binary = binary_dir().join(name);
+        if !binary.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is not built (run `cargo build --workspace --bins`)", binary.display()),
+            ));
+        }
+        std::fs::create_dir_all(log_dir)?;
+        let mut process = Process {
+            name: name.to_owned(),
+            binary,
+            env,
+            log: log_dir.join(format!("{name}.log")),
+            child: None,
+        };
+        process.spawn()?;
+        Ok(process)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for a graceful exit (SIGKILL after).
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Starts the same binary again with the same environment.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.spawn()
+    }
+
+    /// Whether it exited on its own, and how.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}

@@ -1,0 +1,173 @@
+//! A private corner of the real servers: its own NATS namespace (streams
+//! and subjects) and its own PostgreSQL database, removed when dropped, so
+//! tests run in parallel against one NATS and one PostgreSQL.
+
+use std::time::Duration;
+
+use sluice_messages::{Namespace, Stream};
+use tokio_postgres::NoTls;
+
+use crate::{data::ExpectedRow, unique_suffix};
+
+/// NATS to use; tests honour `SLUICE_TEST_NATS_URL`.
+pub fn nats_url() -> String {
+    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A database to connect to for creating and dropping others;
+/// `SLUICE_TEST_DATABASE_URL` overrides it.
+pub fn admin_database_url() -> String {
+    std::env::var("SLUICE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub struct Sandbox {
+    pub namespace: Namespace,
+    pub nats_url: String,
+    pub database: String,
+    admin_url: String,
+}
+
+impl Sandbox {
+    /// Creates a fresh database and picks a fresh namespace (`prefix-<hex>`);
+    /// panics if the servers are not there (for tests).
+    pub async fn new(prefix: &str) -> Sandbox {
+        Sandbox::create(prefix).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Sandbox::new`], but says what is missing instead of panicking.
+    pub async fn create(prefix: &str) -> Result<Sandbox, String> {
+        let nats_url = nats_url();
+        async_nats::connect(&nats_url)
+            .await
+            .map_err(|e| format!("NATS is not reachable at {nats_url}: {e}"))?;
+        let suffix = unique_suffix();
+        let namespace = Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
+        let database = format!("sluice_{}_{suffix}", prefix.replace('-', "_"));
+        let admin_url = admin_database_url();
+        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .map_err(|e| format!("PostgreSQL is not reachable at {admin_url}: {e}"))?;
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .map_err(|e| format!("cannot create database {database}: {e}"))?;
+        Ok(Sandbox {
+            namespace,
+            nats_url,
+            database,
+            admin_url,
+        })
+    }
+
+    /// The URL of this environment's database.
+    pub fn database_url(&self) -> String {
+        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(b, _)| b);
+        format!("{base}/{}", self.database)
+    }
+
+    /// Environment variables that point a sluice binary at this environment.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("NATS_URL".into(), self.nats_url.clone()),
+            ("SLUICE_NAMESPACE".into(), self.namespace.name().unwrap_or("").to_owned()),
+            ("DATABASE_URL".into(), self.database_url()),
+        ]
+    }
+
+    pub async fn nats(&self) -> async_nats::Client {
+        async_nats::connect(&self.nats_url).await.expect("NATS is reachable")
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.database_url()).await
+    }
+
+    /// Every saved transaction, ordered, amounts as PostgreSQL prints them.
+    /// Empty while the saver has not created its table yet.
+    pub async fn saved_rows(&self) -> Vec<ExpectedRow> {
+        let db = self.db().await;
+        match db
+            .query("SELECT account_id, id, amount::text FROM transactions ORDER BY account_id, id", &[])
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| ExpectedRow {
+                    account_id: r.get(0),
+                    id: r.get(1),
+                    amount: r.get(2),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// How many transactions are saved (0 before the table exists).
+    pub async fn saved_count(&self) -> i64 {
+        let db = self.db().await;
+        db.query_one("SELECT count(*) FROM transactions", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0)
+    }
+
+    /// Polls until `count` transactions are saved, or panics after `timeout`.
+    pub async fn wait_for_count(&self, count: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let saved = self.saved_count().await;
+            if saved >= count {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("only {saved} of {count} transactions saved after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn cleanup(namespace: Namespace, nats_url: String, admin_url: String, database: String) {
+        if let Ok(client) = async_nats::connect(&nats_url).await {
+            let js = async_nats::jetstream::new(client);
+            for stream in Stream::ALL {
+                let _ = js.delete_stream(namespace.stream(stream)).await;
+            }
+        }
+        if let Ok((admin, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
+            tokio::spawn(conn);
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    /// Drop cannot await, and may run inside a runtime: clean up on a thread
+    /// with a runtime of its own.
+    fn drop(&mut self) {
+        let args = (
+            self.namespace.clone(),
+            self.nats_url.clone(),
+            self.admin_url.clone(),
+            self.database.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = runtime {
+                rt.block_on(Sandbox::cleanup(args.0, args.1, args.2, args.3));
+            }
+        })
+        .join();
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is reachable: {e}"));
+    tokio::spawn(connection);
+    client
+}
