@@ -136,7 +136,7 @@ pub struct DeadLetter {
     pub time: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeadLetterKind {
     /// The message failed for a reason retrying cannot fix.

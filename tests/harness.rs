@@ -1,0 +1,164 @@
+//! A whole sluice deployment for one test: a private namespace and
+//! database, a real HTTP file server, and the three real service binaries.
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::jetstream;
+use sluice_devkit::{FileServer, Process, Sandbox};
+use sluice_messages::{stage, DeadLetter, Stream};
+
+pub use sluice_devkit::{data::ExpectedRow, Dataset, Route};
+
+pub const SERVICES: [&str; 3] = [stage::IMPORTER, stage::FETCHER, stage::SAVER];
+
+pub struct Pipeline {
+    pub sandbox: Sandbox,
+    pub server: FileServer,
+    pub js: jetstream::Context,
+    services: Vec<Process>,
+    pub log_dir: PathBuf,
+}
+
+impl Pipeline {
+    /// Starts the three services with `env` added, and waits for their
+    /// consumers to exist.
+    pub async fn start(name: &str, env: &[(&str, &str)]) -> Pipeline {
+        let sandbox = Sandbox::new(name).await;
+        let server = FileServer::start().await.expect("HTTP server starts");
+        let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
+        eprintln!("service logs: {}", log_dir.display());
+        let mut service_env = sandbox.service_env();
+        service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let services = SERVICES
+            .iter()
+            .map(|name| Process::start(name, service_env.clone(), &log_dir).expect("service binary starts"))
+            .collect();
+        let js = jetstream::new(sandbox.nats().await);
+        let pipeline = Pipeline {
+            sandbox,
+            server,
+            js,
+            services,
+            log_dir,
+        };
+        pipeline.wait_for_consumers().await;
+        pipeline
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut Process {
+        self.services
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    /// Publishes a plain-text import request, as `nats pub imports URL` does;
+    /// returns its stream sequence (the derived import id).
+    pub async fn import(&self, url: &str) -> u64 {
+        self.js
+            .publish(self.sandbox.namespace.imports(), url.to_owned().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("import stored")
+            .sequence
+    }
+
+    pub async fn wait_for_consumers(&self) {
+        for name in SERVICES {
+            let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
+            wait_until(Duration::from_secs(30), &format!("{name} consumer"), || async {
+                match self.js.get_stream(&stream).await {
+                    Ok(s) => s.consumer_info(name).await.is_ok(),
+                    Err(_) => false,
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Waits until every consumer has nothing pending and nothing awaiting
+    /// an ack: the pipeline has finished all the work it was given.
+    pub async fn wait_until_idle(&self, timeout: Duration) {
+        wait_until(timeout, "pipeline idle", || async {
+            for name in SERVICES {
+                let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
+                let Ok(s) = self.js.get_stream(&stream).await else { return false };
+                let Ok(info) = s.consumer_info(name).await else { return false };
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let stream = self
+            .js
+            .get_stream(self.sandbox.namespace.stream(Stream::DeadLetters))
+            .await
+            .expect("dead letters stream");
+        let state = stream.get_info().await.expect("stream info").state;
+        let mut letters = Vec::new();
+        if state.messages == 0 {
+            return letters;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                letters.push(serde_json::from_slice(&message.payload).expect("dead letter decodes"));
+            }
+        }
+        letters
+    }
+
+    /// SIGTERM to every service; each must exit 0 within 30 s.
+    pub async fn stop(mut self) {
+        for service in &mut self.services {
+            let status = service.terminate(Duration::from_secs(30)).await;
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{} did not exit cleanly on SIGTERM: {status:?} (log: {})",
+                service.name,
+                service.log_path().display()
+            );
+        }
+    }
+}
+
+fn sluice_stage_input(service: &str) -> Stream {
+    match service {
+        stage::IMPORTER => Stream::Imports,
+        stage::FETCHER => Stream::AccountUpdates,
+        _ => Stream::Transactions,
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows as `(account, id, amount)` literals, sorted, for exact comparisons.
+pub fn rows(list: &[(i64, i64, &str)]) -> Vec<ExpectedRow> {
+    let mut rows: Vec<_> = list
+        .iter()
+        .map(|&(account_id, id, amount)| ExpectedRow {
+            account_id,
+            id,
+            amount: amount.to_owned(),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
