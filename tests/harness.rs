@@ -32,7 +32,9 @@ impl Pipeline {
         service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let services = SERVICES
             .iter()
-            .map(|name| Process::start(name, service_env.clone(), &log_dir).expect("service binary starts"))
+            .map(|name| {
+                Process::start(name, service_env.clone(), &log_dir).expect("service binary starts")
+            })
             .collect();
         let js = jetstream::new(sandbox.nats().await);
         let pipeline = Pipeline {
@@ -68,12 +70,16 @@ impl Pipeline {
     pub async fn wait_for_consumers(&self) {
         for name in SERVICES {
             let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
-            wait_until(Duration::from_secs(30), &format!("{name} consumer"), || async {
-                match self.js.get_stream(&stream).await {
-                    Ok(s) => s.consumer_info(name).await.is_ok(),
-                    Err(_) => false,
-                }
-            })
+            wait_until(
+                Duration::from_secs(30),
+                &format!("{name} consumer"),
+                || async {
+                    match self.js.get_stream(&stream).await {
+                        Ok(s) => s.consumer_info(name).await.is_ok(),
+                        Err(_) => false,
+                    }
+                },
+            )
             .await;
         }
     }
@@ -84,8 +90,12 @@ impl Pipeline {
         wait_until(timeout, "pipeline idle", || async {
             for name in SERVICES {
                 let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
-                let Ok(s) = self.js.get_stream(&stream).await else { return false };
-                let Ok(info) = s.consumer_info(name).await else { return false };
+                let Ok(s) = self.js.get_stream(&stream).await else {
+                    return false;
+                };
+                let Ok(info) = s.consumer_info(name).await else {
+                    return false;
+                };
                 if info.num_pending > 0 || info.num_ack_pending > 0 {
                     return false;
                 }
@@ -93,6 +103,19 @@ impl Pipeline {
             true
         })
         .await;
+    }
+
+    /// Waits until the data set's rows are saved and the pipeline is idle,
+    /// then asserts that the saved rows are exactly the expected ones: no
+    /// row missing, none extra, every amount exact.
+    pub async fn assert_saves_exactly(&self, data: &Dataset, timeout: Duration) {
+        self.sandbox
+            .wait_for_count(data.expected.len() as i64, timeout)
+            .await;
+        self.wait_until_idle(Duration::from_secs(60)).await;
+        let mut want = data.expected.clone();
+        want.sort();
+        assert_eq!(self.sandbox.saved_rows().await, want);
     }
 
     pub async fn dead_letters(&self) -> Vec<DeadLetter> {
@@ -108,7 +131,8 @@ impl Pipeline {
         }
         for seq in state.first_sequence..=state.last_sequence {
             if let Ok(message) = stream.get_raw_message(seq).await {
-                letters.push(serde_json::from_slice(&message.payload).expect("dead letter decodes"));
+                letters
+                    .push(serde_json::from_slice(&message.payload).expect("dead letter decodes"));
             }
         }
         letters
@@ -144,7 +168,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

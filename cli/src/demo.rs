@@ -35,7 +35,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     }
     let sandbox = Sandbox::create("demo").await?;
     let dataset = Dataset::generate(args.accounts, args.transactions, 42);
-    let server = FileServer::start().await.map_err(|e| format!("cannot start HTTP server: {e}"))?;
+    let server = FileServer::start()
+        .await
+        .map_err(|e| format!("cannot start HTTP server: {e}"))?;
     server.add_dataset(&dataset);
     let accounts_url = server.url("/accounts.csv");
     println!(
@@ -46,10 +48,16 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 
     let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
     let mut env = sandbox.service_env();
-    env.push(("SLUICE_TRANSACTIONS_PER_MESSAGE".into(), args.transactions_per_message.to_string()));
+    env.push((
+        "SLUICE_TRANSACTIONS_PER_MESSAGE".into(),
+        args.transactions_per_message.to_string(),
+    ));
     let mut services = Vec::new();
     for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
-        services.push(Process::start(name, env.clone(), &log_dir).map_err(|e| format!("cannot start {name}: {e}"))?);
+        services.push(
+            Process::start(name, env.clone(), &log_dir)
+                .map_err(|e| format!("cannot start {name}: {e}"))?,
+        );
     }
     println!(
         "started importer, fetcher, saver (namespace {}, database {}, logs in {})",
@@ -96,7 +104,11 @@ async fn import_and_verify(
             last = saved;
             last_change = Instant::now();
             if tty {
-                print!("\r  saved {} / {}", group(saved.into()), group(expected.into()));
+                print!(
+                    "\r  saved {} / {}",
+                    group(saved.into()),
+                    group(expected.into())
+                );
                 let _ = std::io::stdout().flush();
             }
         }
@@ -121,7 +133,10 @@ async fn import_and_verify(
     let got = sandbox.saved_rows().await;
     let db = sandbox.db().await;
     let sum: String = db
-        .query_one("SELECT COALESCE(sum(amount), 0)::text FROM transactions", &[])
+        .query_one(
+            "SELECT COALESCE(sum(amount), 0)::text FROM transactions",
+            &[],
+        )
         .await
         .map_err(|e| e.to_string())?
         .get(0);
@@ -137,11 +152,18 @@ async fn import_and_verify(
     let expected_sum = format_cents(dataset.expected_sum_cents() as i64);
 
     println!("  accounts          {}", group(dataset.accounts as i128));
-    println!("  transactions      {} saved, {} expected", group(got.len() as i128), group(want.len() as i128));
+    println!(
+        "  transactions      {} saved, {} expected",
+        group(got.len() as i128),
+        group(want.len() as i128)
+    );
     println!("  sum of amounts    {sum} saved, {expected_sum} expected");
     println!("  dead letters      {dead_letters}");
     println!("  elapsed           {:.2} s", elapsed.as_secs_f64());
-    println!("  throughput        {} rows/s", group((got.len() as f64 / elapsed.as_secs_f64()) as i128));
+    println!(
+        "  throughput        {} rows/s",
+        group((got.len() as f64 / elapsed.as_secs_f64()) as i128)
+    );
     if got != want || sum != expected_sum || dead_letters != 0 {
         return Err("the saved rows differ from the data set".into());
     }
@@ -149,7 +171,10 @@ async fn import_and_verify(
     Ok(())
 }
 
-async fn wait_for_consumers(js: &async_nats::jetstream::Context, sandbox: &Sandbox) -> Result<(), String> {
+async fn wait_for_consumers(
+    js: &async_nats::jetstream::Context,
+    sandbox: &Sandbox,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
         let input = sluice_stage::topology::input_of(name).expect("known stage");

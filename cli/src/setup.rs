@@ -13,7 +13,11 @@ pub struct SetupArgs {
     #[command(flatten)]
     consumer: ConsumerArgs,
     /// The saver's database; created if it does not exist (the saver migrates its schema).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sluice"
+    )]
     database_url: String,
     /// Leave the database alone.
     #[arg(long)]
@@ -31,8 +35,12 @@ pub async fn run(args: SetupArgs) -> Result<(), String> {
 /// The streams and the three durable consumers, exactly as the services
 /// declare them.
 pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), String> {
-    let (client, js) = connect(nats, "sluice-setup", false).await.map_err(|e| e.to_string())?;
-    topology::ensure_streams(&js, nats).await.map_err(|e| e.to_string())?;
+    let (client, js) = connect(nats, "sluice-setup", false)
+        .await
+        .map_err(|e| e.to_string())?;
+    topology::ensure_streams(&js, nats)
+        .await
+        .map_err(|e| e.to_string())?;
     for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
         let spec = ConsumerSpec {
             name,
@@ -54,7 +62,9 @@ pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), Str
 /// Creates the database `url` names, connecting to the server's `postgres`
 /// database to do it, unless it exists.
 pub async fn ensure_database(url: &str) -> Result<(), String> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
     let name = config.get_dbname().unwrap_or("postgres").to_owned();
     let mut admin_config = config.clone();
     admin_config.dbname("postgres");

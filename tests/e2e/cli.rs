@@ -23,9 +23,16 @@ fn bad_configuration_exits_at_once_with_one_clear_line() {
     for (binary, var, value) in cases {
         let out = run(binary, &[], &[(var.to_owned(), value.to_owned())]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{binary} with {var}={value}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{binary} with {var}={value}: {stderr}"
+        );
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.starts_with(&format!("{binary}: configuration error: ")), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{binary}: configuration error: ")),
+            "{stderr}"
+        );
         assert!(stderr.contains(var), "names {var}: {stderr}");
     }
 }
@@ -41,7 +48,11 @@ async fn sluice_import_publishes_and_prints_the_id() {
     let url = p.server.url("/accounts.csv");
 
     let out = run("sluice", &["import", &url, "--id", "nightly-7"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "nightly-7\n");
     p.sandbox.wait_for_count(400, Duration::from_secs(60)).await;
 
@@ -51,7 +62,10 @@ async fn sluice_import_publishes_and_prints_the_id() {
     p.wait_until_idle(Duration::from_secs(30)).await;
     let db = p.sandbox.db().await;
     let by_import: i64 = db
-        .query_one("SELECT count(*) FROM transactions WHERE import_id = 'nightly-7'", &[])
+        .query_one(
+            "SELECT count(*) FROM transactions WHERE import_id = 'nightly-7'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -59,7 +73,10 @@ async fn sluice_import_publishes_and_prints_the_id() {
 
     let bad = run("sluice", &["import", "ftp://example/a.csv"], &env);
     assert!(!bad.status.success());
-    assert_eq!(String::from_utf8_lossy(&bad.stderr), "sluice: ftp://example/a.csv is not an http or https URL\n");
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "sluice: ftp://example/a.csv is not an http or https URL\n"
+    );
     p.stop().await;
 }
 
@@ -71,13 +88,25 @@ async fn sluice_setup_is_idempotent() {
     env.retain(|(k, _)| k != "DATABASE_URL");
     for _ in 0..2 {
         let out = run("sluice", &["setup", "--skip-database"], &env);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let js = async_nats::jetstream::new(sandbox.nats().await);
     for stream in sluice_messages::Stream::ALL {
-        js.get_stream(sandbox.namespace.stream(stream)).await.expect("stream exists");
+        js.get_stream(sandbox.namespace.stream(stream))
+            .await
+            .expect("stream exists");
     }
-    let imports = js.get_stream(sandbox.namespace.stream(sluice_messages::Stream::Imports)).await.unwrap();
-    let consumer = imports.consumer_info("importer").await.expect("importer consumer exists");
+    let imports = js
+        .get_stream(sandbox.namespace.stream(sluice_messages::Stream::Imports))
+        .await
+        .unwrap();
+    let consumer = imports
+        .consumer_info("importer")
+        .await
+        .expect("importer consumer exists");
     assert_eq!(consumer.config.max_deliver, -1);
 }

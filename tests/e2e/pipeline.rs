@@ -23,18 +23,26 @@ async fn every_csv_quirk_lands_as_exact_rows() {
         p.server.url("/data/tx/2.csv")
     );
     p.server.set("/data/accounts.csv", Route::new(accounts));
-    p.server.set("/data/tx/1.csv", Route::new("id,amount\n1,-12.50\n2,0.1\n3,12345678901.99\n"));
+    p.server.set(
+        "/data/tx/1.csv",
+        Route::new("id,amount\n1,-12.50\n2,0.1\n3,12345678901.99\n"),
+    );
     p.server.set(
         "/data/tx/2.csv",
-        Route::new("amount,id,memo\r\n\"-0.01\",10,\"a, quoted \"\"memo\"\"\"\r\n7,11,x\r\n").gzip(),
+        Route::new("amount,id,memo\r\n\"-0.01\",10,\"a, quoted \"\"memo\"\"\"\r\n7,11,x\r\n")
+            .gzip(),
     );
-    p.server.set("/files/3.csv", Route::new("id,amount\n1,+3.5\n2,.25\n"));
+    p.server
+        .set("/files/3.csv", Route::new("id,amount\n1,+3.5\n2,.25\n"));
     p.server.set(
         "/data/tx/4.csv",
         Route::new("\u{feff}id,amount\r\n1,100\r\n2,-0.5\r\n").trickle(1, Duration::from_millis(2)),
     );
     p.server.set("/data/tx/5.csv", Route::new("id,amount\r\n"));
-    p.server.set("/data/tx/7.csv", Route::new("id,amount\n1,5.00\n2,abc\n3\n4,6.00\nx,1\n"));
+    p.server.set(
+        "/data/tx/7.csv",
+        Route::new("id,amount\n1,5.00\n2,abc\n3\n4,6.00\nx,1\n"),
+    );
 
     p.import(&p.server.url("/data/accounts.csv")).await;
     p.wait_until_idle(Duration::from_secs(60)).await;
@@ -87,17 +95,25 @@ async fn one_transaction_per_message_reproduces_the_seed() {
     let data = Dataset::generate(20, 3_000, 3);
     p.server.add_dataset(&data);
     p.import(&p.server.url("/accounts.csv")).await;
-    p.sandbox.wait_for_count(3_000, Duration::from_secs(120)).await;
-    p.wait_until_idle(Duration::from_secs(30)).await;
-    let mut want = data.expected.clone();
-    want.sort();
-    assert_eq!(p.sandbox.saved_rows().await, want);
-    let stream = p.js.get_stream(p.sandbox.namespace.stream(sluice_messages::Stream::Transactions)).await.unwrap();
-    assert_eq!(stream.get_info().await.unwrap().state.messages, 3_000, "one message per transaction");
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
+    let stream =
+        p.js.get_stream(
+            p.sandbox
+                .namespace
+                .stream(sluice_messages::Stream::Transactions),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.get_info().await.unwrap().state.messages,
+        3_000,
+        "one message per transaction"
+    );
     p.stop().await;
 }
 
-/// Importing the same file again, with or without an id, changes nothing.
+/// Importing the same file again is a new import that changes no row.
 #[tokio::test]
 async fn importing_the_same_file_twice_changes_nothing() {
     let p = Pipeline::start("twice", &[]).await;
@@ -105,24 +121,25 @@ async fn importing_the_same_file_twice_changes_nothing() {
     p.server.add_dataset(&data);
     let url = p.server.url("/accounts.csv");
     let first = p.import(&url).await;
-    p.sandbox.wait_for_count(2_000, Duration::from_secs(60)).await;
-    p.wait_until_idle(Duration::from_secs(30)).await;
-    let before = p.sandbox.saved_rows().await;
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
 
     let second = p.import(&url).await;
     assert_ne!(first, second, "a second publish is a second import");
     p.wait_until_idle(Duration::from_secs(60)).await;
-    let mut want = data.expected.clone();
-    want.sort();
-    assert_eq!(before, want);
-    assert_eq!(p.sandbox.saved_rows().await, want);
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     let db = p.sandbox.db().await;
     let first_import: i64 = db
-        .query_one("SELECT count(*) FROM transactions WHERE import_id = $1", &[&first.to_string()])
+        .query_one(
+            "SELECT count(*) FROM transactions WHERE import_id = $1",
+            &[&first.to_string()],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(first_import, 2_000, "rows keep the import that first wrote them");
+    assert_eq!(
+        first_import, 2_000,
+        "rows keep the import that first wrote them"
+    );
     assert!(p.dead_letters().await.is_empty());
     p.stop().await;
 }

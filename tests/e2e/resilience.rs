@@ -35,21 +35,29 @@ async fn killing_every_service_mid_import_loses_and_duplicates_nothing() {
     p.service("importer").restart().unwrap();
 
     for (name, saved) in [("fetcher", 5_000), ("saver", 20_000), ("fetcher", 35_000)] {
-        p.sandbox.wait_for_count(saved, Duration::from_secs(120)).await;
+        p.sandbox
+            .wait_for_count(saved, Duration::from_secs(120))
+            .await;
         p.service(name).kill().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         p.service(name).restart().unwrap();
     }
 
-    p.sandbox.wait_for_count(50_000, Duration::from_secs(180)).await;
-    p.wait_until_idle(Duration::from_secs(60)).await;
-    let mut want = data.expected.clone();
-    want.sort();
-    assert_eq!(p.sandbox.saved_rows().await, want);
+    p.assert_saves_exactly(&data, Duration::from_secs(180))
+        .await;
     assert!(p.dead_letters().await.is_empty());
     for (stream, count) in [(Stream::AccountUpdates, 50), (Stream::Transactions, 5_000)] {
-        let info = p.js.get_stream(p.sandbox.namespace.stream(stream)).await.unwrap().get_info().await.unwrap();
-        assert_eq!(info.state.messages, count, "{stream:?} holds each message once");
+        let info =
+            p.js.get_stream(p.sandbox.namespace.stream(stream))
+                .await
+                .unwrap()
+                .get_info()
+                .await
+                .unwrap();
+        assert_eq!(
+            info.state.messages, count,
+            "{stream:?} holds each message once"
+        );
     }
     p.stop().await;
 }
@@ -60,13 +68,12 @@ async fn server_errors_are_retried_until_the_file_arrives() {
     let p = Pipeline::start("retry", &[("SLUICE_RETRY_BACKOFF", "100ms")]).await;
     let data = Dataset::generate(3, 300, 8);
     p.server.add_dataset(&data);
-    p.server.set("/transactions/1001.csv", Route::new(data.files[1].1.clone()).fail_first(503, 2));
+    p.server.set(
+        "/transactions/1001.csv",
+        Route::new(data.files[1].1.clone()).fail_first(503, 2),
+    );
     p.import(&p.server.url("/accounts.csv")).await;
-    p.sandbox.wait_for_count(300, Duration::from_secs(60)).await;
-    p.wait_until_idle(Duration::from_secs(30)).await;
-    let mut want = data.expected.clone();
-    want.sort();
-    assert_eq!(p.sandbox.saved_rows().await, want);
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     assert_eq!(p.server.request_count("/transactions/1001.csv"), 3);
     assert!(p.dead_letters().await.is_empty());
     p.stop().await;

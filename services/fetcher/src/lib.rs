@@ -13,7 +13,10 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(download: &DownloadOptions, transactions_per_message: usize) -> Result<Self, StageError> {
+    pub fn new(
+        download: &DownloadOptions,
+        transactions_per_message: usize,
+    ) -> Result<Self, StageError> {
         Ok(Fetcher {
             downloader: Downloader::new(download).map_err(StageError::permanent)?,
             transactions_per_message: transactions_per_message.max(1),
@@ -32,10 +35,18 @@ impl FlatMap for Fetcher {
             out.set_import_id(&account.import_id);
         }
         let url = Url::parse(&account.transactions_url).map_err(|e| {
-            StageError::permanent(format!("transactions URL {:?} is invalid: {e}", account.transactions_url))
+            StageError::permanent(format!(
+                "transactions URL {:?} is invalid: {e}",
+                account.transactions_url
+            ))
         })?;
-        let download_error = |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
-        let mut file = self.downloader.open_csv(&url, &COLUMNS).await.map_err(download_error)?;
+        let download_error =
+            |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
+        let mut file = self
+            .downloader
+            .open_csv(&url, &COLUMNS)
+            .await
+            .map_err(download_error)?;
         let subject = out.namespace().transactions(account.account_id);
         let mut chunk = Chunk::new(self.transactions_per_message);
         while let Some(row) = file.next_row().await.map_err(download_error)? {
@@ -44,7 +55,9 @@ impl FlatMap for Fetcher {
                     Ok(transaction) => chunk.push(record.line(), transaction),
                     Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
                 },
-                Row::Malformed { line, reason } => out.reject_row(url.as_str(), line, reason).await?,
+                Row::Malformed { line, reason } => {
+                    out.reject_row(url.as_str(), line, reason).await?
+                }
             }
             if chunk.is_full() {
                 chunk.publish(&account, &subject, out).await?;
@@ -87,14 +100,22 @@ impl Chunk {
     /// Publishes and empties the chunk. Its id names the file lines it holds,
     /// so a re-run with another chunk size never mistakes a different chunk
     /// for a duplicate.
-    async fn publish(&mut self, account: &AccountUpdate, subject: &str, out: &mut Emitter) -> Result<(), StageError> {
+    async fn publish(
+        &mut self,
+        account: &AccountUpdate,
+        subject: &str,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
         if self.transactions.is_empty() {
             return Ok(());
         }
         let batch = TransactionBatch {
             import_id: account.import_id.clone(),
             account_id: account.account_id,
-            transactions: std::mem::replace(&mut self.transactions, Vec::with_capacity(self.capacity)),
+            transactions: std::mem::replace(
+                &mut self.transactions,
+                Vec::with_capacity(self.capacity),
+            ),
         };
         let position = format!("lines-{}-{}", self.first_line, self.last_line);
         out.publish_json(subject.to_owned(), position, &batch).await
@@ -104,7 +125,9 @@ impl Chunk {
 fn transaction(record: &Record<'_>) -> Result<Transaction, String> {
     let (id, amount) = (record.get(0), record.get(1));
     Ok(Transaction {
-        id: id.parse().map_err(|_| format!("id {id:?} is not a 64-bit integer"))?,
+        id: id
+            .parse()
+            .map_err(|_| format!("id {id:?} is not a 64-bit integer"))?,
         amount: amount.parse().map_err(|e| format!("{e}"))?,
     })
 }

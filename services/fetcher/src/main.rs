@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_fetcher::Fetcher;
-use sluice_stage::{run_service, ConsumerArgs, FlatMap, NatsArgs, Runtime};
+use sluice_stage::{run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice fetcher: downloads each account's transactions CSV and emits its
 /// transactions on `transactions.<account_id>`.
@@ -11,9 +11,7 @@ use sluice_stage::{run_service, ConsumerArgs, FlatMap, NatsArgs, Runtime};
 #[command(name = "fetcher", version)]
 struct Config {
     #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    consumer: ConsumerArgs,
+    stage: StageArgs,
     #[command(flatten)]
     download: DownloadArgs,
     /// Transactions per published message; 1 reproduces one message per transaction.
@@ -25,8 +23,11 @@ struct Config {
 fn main() -> ExitCode {
     let config: Config = sluice_stage::config::parse(Fetcher::NAME);
     run_service(Fetcher::NAME, |stop| async move {
-        let fetcher = Fetcher::new(&config.download.options(), config.transactions_per_message as usize)?;
-        Runtime::start(Fetcher::NAME, config.nats, config.consumer, stop)
+        let fetcher = Fetcher::new(
+            &config.download.options(),
+            config.transactions_per_message as usize,
+        )?;
+        Runtime::start(Fetcher::NAME, config.stage, stop)
             .await?
             .run_flat_map(fetcher)
             .await

@@ -30,18 +30,29 @@ impl FlatMap for Importer {
         out.set_import_id(&import_id);
         out.set_identity(&import_id);
 
-        let url = Url::parse(&request.url)
-            .map_err(|e| StageError::permanent(format!("import URL {:?} is invalid: {e}", request.url)))?;
-        let download_error = |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
-        let mut file = self.downloader.open_csv(&url, &COLUMNS).await.map_err(download_error)?;
+        let url = Url::parse(&request.url).map_err(|e| {
+            StageError::permanent(format!("import URL {:?} is invalid: {e}", request.url))
+        })?;
+        let download_error =
+            |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
+        let mut file = self
+            .downloader
+            .open_csv(&url, &COLUMNS)
+            .await
+            .map_err(download_error)?;
         let subject = out.namespace().account_updates();
         while let Some(row) = file.next_row().await.map_err(download_error)? {
             match row {
                 Row::Record(record) => match account_update(&import_id, &url, &record) {
-                    Ok(update) => out.publish_json(subject.clone(), record.line(), &update).await?,
+                    Ok(update) => {
+                        out.publish_json(subject.clone(), record.line(), &update)
+                            .await?
+                    }
                     Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
                 },
-                Row::Malformed { line, reason } => out.reject_row(url.as_str(), line, reason).await?,
+                Row::Malformed { line, reason } => {
+                    out.reject_row(url.as_str(), line, reason).await?
+                }
             }
         }
         Ok(())
@@ -60,7 +71,11 @@ fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageE
     }
 }
 
-fn account_update(import_id: &str, accounts_url: &Url, record: &Record<'_>) -> Result<AccountUpdate, String> {
+fn account_update(
+    import_id: &str,
+    accounts_url: &Url,
+    record: &Record<'_>,
+) -> Result<AccountUpdate, String> {
     let (account, link) = (record.get(0), record.get(1));
     let account_id = account
         .parse::<i64>()

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_importer::Importer;
-use sluice_stage::{run_service, ConsumerArgs, FlatMap, NatsArgs, Runtime};
+use sluice_stage::{run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice importer: reads each accounts CSV published on `imports` and emits
 /// one `account-updates` message per account.
@@ -11,9 +11,7 @@ use sluice_stage::{run_service, ConsumerArgs, FlatMap, NatsArgs, Runtime};
 #[command(name = "importer", version)]
 struct Config {
     #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    consumer: ConsumerArgs,
+    stage: StageArgs,
     #[command(flatten)]
     download: DownloadArgs,
 }
@@ -22,7 +20,7 @@ fn main() -> ExitCode {
     let config: Config = sluice_stage::config::parse(Importer::NAME);
     run_service(Importer::NAME, |stop| async move {
         let importer = Importer::new(&config.download.options())?;
-        Runtime::start(Importer::NAME, config.nats, config.consumer, stop)
+        Runtime::start(Importer::NAME, config.stage, stop)
             .await?
             .run_flat_map(importer)
             .await

@@ -52,20 +52,33 @@ impl Sink for Saver {
     }
 
     async fn open(&self) -> Result<Writer, StageError> {
-        let (client, connection) = self.database.connect(NoTls).await.map_err(|e| db_error("connect", &e))?;
+        let (client, connection) = self
+            .database
+            .connect(NoTls)
+            .await
+            .map_err(|e| db_error("connect", &e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "database connection closed");
             }
         });
         self.migrated
-            .get_or_try_init(|| async { migrate(&client).await.map_err(|e| db_error("migrate", &e)) })
+            .get_or_try_init(|| async {
+                migrate(&client).await.map_err(|e| db_error("migrate", &e))
+            })
             .await?;
-        let insert = client.prepare(INSERT).await.map_err(|e| db_error("prepare", &e))?;
+        let insert = client
+            .prepare(INSERT)
+            .await
+            .map_err(|e| db_error("prepare", &e))?;
         Ok(Writer { client, insert })
     }
 
-    async fn write(&self, writer: &mut Writer, batches: &[TransactionBatch]) -> Result<(), StageError> {
+    async fn write(
+        &self,
+        writer: &mut Writer,
+        batches: &[TransactionBatch],
+    ) -> Result<(), StageError> {
         let mut rows: Vec<(i64, i64, &str, &str)> = batches
             .iter()
             .flat_map(|b| {

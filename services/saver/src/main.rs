@@ -2,7 +2,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use sluice_saver::Saver;
-use sluice_stage::{config::parse_duration, run_service, ConsumerArgs, NatsArgs, Runtime, Sink, SinkOptions};
+use sluice_stage::{config::parse_duration, run_service, Runtime, Sink, SinkOptions, StageArgs};
 
 /// sluice saver: writes the transactions published on `transactions.>` to
 /// PostgreSQL, in batches, idempotently.
@@ -10,9 +10,7 @@ use sluice_stage::{config::parse_duration, run_service, ConsumerArgs, NatsArgs, 
 #[command(name = "saver", version)]
 struct Config {
     #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    consumer: ConsumerArgs,
+    stage: StageArgs,
     /// PostgreSQL connection (URL or key=value form); the schema is migrated at start-up.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice",
           value_parser = parse_database_url, hide_default_value = false)]
@@ -27,7 +25,8 @@ struct Config {
 }
 
 fn parse_database_url(s: &str) -> Result<tokio_postgres::Config, String> {
-    s.parse().map_err(|e| format!("not a PostgreSQL connection string: {e}"))
+    s.parse()
+        .map_err(|e| format!("not a PostgreSQL connection string: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -37,7 +36,7 @@ fn main() -> ExitCode {
             batch_size: config.batch_size as usize,
             batch_wait: config.batch_wait,
         };
-        Runtime::start(Saver::NAME, config.nats, config.consumer, stop)
+        Runtime::start(Saver::NAME, config.stage, stop)
             .await?
             .run_sink(Saver::new(config.database_url), options)
             .await

@@ -28,23 +28,34 @@ pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute("BEGIN").await?;
     let result = async {
         client
-            .execute("SELECT pg_advisory_xact_lock(hashtext('sluice-saver-migrations'))", &[])
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('sluice-saver-migrations'))",
+                &[],
+            )
             .await?;
         let applied: i32 = client
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM sluice_migrations", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM sluice_migrations",
+                &[],
+            )
             .await?
             .get(0);
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             client.batch_execute(sql).await?;
             client
-                .execute("INSERT INTO sluice_migrations (version) VALUES ($1)", &[&(index as i32 + 1)])
+                .execute(
+                    "INSERT INTO sluice_migrations (version) VALUES ($1)",
+                    &[&(index as i32 + 1)],
+                )
                 .await?;
             tracing::info!(version = index + 1, "applied schema migration");
         }
         Ok(())
     }
     .await;
-    client.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
+    client
+        .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await?;
     result
 }
 

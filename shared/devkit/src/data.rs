@@ -96,11 +96,20 @@ mod tests {
         assert_eq!(a.files, b.files);
         assert_eq!(a.expected.len(), 10);
         assert_eq!(a.files.len(), 4);
-        let rows_in_files: usize = a.files.iter().filter(|(p, _)| p.starts_with("/transactions/"))
+        let rows_in_files: usize = a
+            .files
+            .iter()
+            .filter(|(p, _)| p.starts_with("/transactions/"))
             .map(|(_, body)| body.iter().filter(|&&b| b == b'\n').count() - 1)
             .sum();
         assert_eq!(rows_in_files, 10);
-        assert_eq!(a.expected_sum_cents(), a.expected.iter().map(|r| parse_cents(&r.amount)).sum::<i128>());
+        assert_eq!(
+            a.expected_sum_cents(),
+            a.expected
+                .iter()
+                .map(|r| parse_cents(&r.amount))
+                .sum::<i128>()
+        );
     }
 
     #[test]

@@ -82,12 +82,17 @@ impl FileServer {
         let (r, q) = (routes.clone(), requests.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 let (routes, requests) = (r.clone(), q.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| serve(routes.clone(), requests.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+                    let service =
+                        service_fn(move |req| serve(routes.clone(), requests.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
                 });
             }
         });
@@ -121,7 +126,12 @@ impl FileServer {
 
     /// How many requests asked for `path` so far.
     pub fn request_count(&self, path: &str) -> usize {
-        self.requests.lock().unwrap().iter().filter(|p| *p == path).count()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
     }
 }
 
@@ -166,18 +176,26 @@ async fn serve(
         None => Full::new(body).boxed(),
         Some(size) => {
             let delay = route.chunk_delay;
-            let chunks: Vec<Bytes> = (0..body.len()).step_by(size).map(|i| body.slice(i..(i + size).min(body.len()))).collect();
-            let frames = stream::unfold((chunks.into_iter(), true), move |(mut chunks, first)| async move {
-                let chunk = chunks.next()?;
-                if !first && !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Some((Ok::<_, Infallible>(Frame::data(chunk)), (chunks, false)))
-            });
+            let chunks: Vec<Bytes> = (0..body.len())
+                .step_by(size)
+                .map(|i| body.slice(i..(i + size).min(body.len())))
+                .collect();
+            let frames = stream::unfold(
+                (chunks.into_iter(), true),
+                move |(mut chunks, first)| async move {
+                    let chunk = chunks.next()?;
+                    if !first && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Some((Ok::<_, Infallible>(Frame::data(chunk)), (chunks, false)))
+                },
+            );
             BodyExt::boxed(StreamBody::new(frames))
         }
     };
-    Ok(response.body(body).expect("static response parts are valid"))
+    Ok(response
+        .body(body)
+        .expect("static response parts are valid"))
 }
 
 fn status_response(status: u16) -> Response<Body> {

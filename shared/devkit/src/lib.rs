@@ -9,14 +9,14 @@
 //! - [`process`]: the real service binaries, started, killed, restarted.
 
 pub mod data;
-pub mod sandbox;
 pub mod http;
 pub mod process;
+pub mod sandbox;
 
 pub use data::{Dataset, ExpectedRow};
-pub use sandbox::Sandbox;
 pub use http::{FileServer, Route};
 pub use process::{binary_dir, Process};
+pub use sandbox::Sandbox;
 
 /// A short random lowercase hex string for unique names.
 pub fn unique_suffix() -> String {

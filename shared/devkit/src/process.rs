@@ -13,7 +13,10 @@ use tokio::process::{Child, Command};
 /// up for a test executable in `target/<profile>/deps`.
 pub fn binary_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current executable");
-    let dir = exe.parent().expect("executable has a directory").to_path_buf();
+    let dir = exe
+        .parent()
+        .expect("executable has a directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.parent().expect("deps has a parent").to_path_buf()
     } else {
@@ -32,12 +35,19 @@ pub struct Process {
 
 impl Process {
     /// Starts `binary_dir()/name` with `env` added to the environment.
-    pub fn start(name: &str, env: Vec<(String, String)>, log_dir: &Path) -> std::io::Result<Process> {
+    pub fn start(
+        name: &str,
+        env: Vec<(String, String)>,
+        log_dir: &Path,
+    ) -> std::io::Result<Process> {
         let binary = binary_dir().join(name);
         if !binary.exists() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{} is not built (run `cargo build --workspace --bins`)", binary.display()),
+                format!(
+                    "{} is not built (run `cargo build --workspace --bins`)",
+                    binary.display()
+                ),
             ));
         }
         std::fs::create_dir_all(log_dir)?;
@@ -53,7 +63,10 @@ impl Process {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.binary)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -105,6 +118,8 @@ impl Process {
 
     /// Whether it exited on its own, and how.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }

@@ -32,7 +32,9 @@ impl Sandbox {
     /// Creates a fresh database and picks a fresh namespace (`prefix-<hex>`);
     /// panics if the servers are not there (for tests).
     pub async fn new(prefix: &str) -> Sandbox {
-        Sandbox::create(prefix).await.unwrap_or_else(|e| panic!("{e}"))
+        Sandbox::create(prefix)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like [`Sandbox::new`], but says what is missing instead of panicking.
@@ -42,7 +44,8 @@ impl Sandbox {
             .await
             .map_err(|e| format!("NATS is not reachable at {nats_url}: {e}"))?;
         let suffix = unique_suffix();
-        let namespace = Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
+        let namespace =
+            Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
         let database = format!("sluice_{}_{suffix}", prefix.replace('-', "_"));
         let admin_url = admin_database_url();
         let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
@@ -63,7 +66,10 @@ impl Sandbox {
 
     /// The URL of this environment's database.
     pub fn database_url(&self) -> String {
-        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(b, _)| b);
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .map_or(self.admin_url.as_str(), |(b, _)| b);
         format!("{base}/{}", self.database)
     }
 
@@ -71,13 +77,18 @@ impl Sandbox {
     pub fn service_env(&self) -> Vec<(String, String)> {
         vec![
             ("NATS_URL".into(), self.nats_url.clone()),
-            ("SLUICE_NAMESPACE".into(), self.namespace.name().unwrap_or("").to_owned()),
+            (
+                "SLUICE_NAMESPACE".into(),
+                self.namespace.name().unwrap_or("").to_owned(),
+            ),
             ("DATABASE_URL".into(), self.database_url()),
         ]
     }
 
     pub async fn nats(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats_url).await.expect("NATS is reachable")
+        async_nats::connect(&self.nats_url)
+            .await
+            .expect("NATS is reachable")
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
@@ -89,7 +100,10 @@ impl Sandbox {
     pub async fn saved_rows(&self) -> Vec<ExpectedRow> {
         let db = self.db().await;
         match db
-            .query("SELECT account_id, id, amount::text FROM transactions ORDER BY account_id, id", &[])
+            .query(
+                "SELECT account_id, id, amount::text FROM transactions ORDER BY account_id, id",
+                &[],
+            )
             .await
         {
             Ok(rows) => rows
@@ -155,7 +169,9 @@ impl Drop for Sandbox {
             self.database.clone(),
         );
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = runtime {
                 rt.block_on(Sandbox::cleanup(args.0, args.1, args.2, args.3));
             }

@@ -119,7 +119,12 @@ impl Downloader {
             url: url.clone(),
             source,
         };
-        let response = self.client.get(url.clone()).send().await.map_err(request_error)?;
+        let response = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(request_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(DownloadError::Status {
@@ -148,7 +153,10 @@ pub struct CsvFile {
 pub enum Row<'a> {
     Record(Record<'a>),
     /// Unusable, with the reason; the file goes on.
-    Malformed { line: u64, reason: String },
+    Malformed {
+        line: u64,
+        reason: String,
+    },
 }
 
 /// A well-formed row: the requested columns, as text.
@@ -213,7 +221,10 @@ impl CsvFile {
         if !missing.is_empty() {
             let mut found = names.join(",");
             if found.len() > 200 {
-                let cut = (0..=200).rev().find(|&i| found.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=200)
+                    .rev()
+                    .find(|&i| found.is_char_boundary(i))
+                    .unwrap_or(0);
                 found.truncate(cut);
                 found.push('…');
             }
@@ -240,17 +251,20 @@ impl CsvFile {
     /// download itself broke (which makes the whole file worth retrying).
     pub async fn next_row(&mut self) -> Result<Option<Row<'_>>, DownloadError> {
         loop {
-            let more = self.reader.read_byte_record(&mut self.record).await.map_err(|e| {
-                DownloadError::Body {
+            let more = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .await
+                .map_err(|e| DownloadError::Body {
                     url: self.url.clone(),
                     source: csv_io_error(e),
-                }
-            })?;
+                })?;
             if !more {
                 return Ok(None);
             }
             // A blank line (just "\r" now that '\n' ends records) is no row.
-            let blank = self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
+            let blank =
+                self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
             if !blank || self.header_len == 1 {
                 break;
             }
@@ -303,7 +317,9 @@ async fn strip_bom(mut body: Body) -> io::Result<Body> {
     if head.starts_with(BOM) {
         head.advance(BOM.len());
     }
-    Ok(Box::pin(stream::once(async move { Ok(head.freeze()) }).chain(body)))
+    Ok(Box::pin(
+        stream::once(async move { Ok(head.freeze()) }).chain(body),
+    ))
 }
 
 #[cfg(test)]
@@ -314,7 +330,10 @@ mod tests {
         stream::iter(data.chunks(size).map(|c| Ok(Bytes::from_static(c))))
     }
 
-    async fn rows(data: &'static [u8], chunk: usize) -> Vec<Result<(u64, String, String), (u64, String)>> {
+    async fn rows(
+        data: &'static [u8],
+        chunk: usize,
+    ) -> Vec<Result<(u64, String, String), (u64, String)>> {
         let url = Url::parse("http://x/t.csv").unwrap();
         let mut file = CsvFile::from_stream(url, chunked(data, chunk), &["id", "amount"])
             .await
@@ -335,7 +354,10 @@ mod tests {
         for chunk in [1, 2, 3, 64] {
             assert_eq!(
                 rows(data, chunk).await,
-                vec![Ok((2, "1".into(), "-12.50".into())), Ok((3, "2".into(), "0.1".into()))],
+                vec![
+                    Ok((2, "1".into(), "-12.50".into())),
+                    Ok((3, "2".into(), "0.1".into()))
+                ],
                 "chunk size {chunk}"
             );
         }

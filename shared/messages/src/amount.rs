@@ -82,7 +82,16 @@ mod tests {
 
     #[test]
     fn accepts_exact_decimals() {
-        for ok in ["-12.50", "0.1", "12345678901.99", "7", "+3", ".5", "2.", "-0.000001"] {
+        for ok in [
+            "-12.50",
+            "0.1",
+            "12345678901.99",
+            "7",
+            "+3",
+            ".5",
+            "2.",
+            "-0.000001",
+        ] {
             assert_eq!(ok.parse::<Amount>().unwrap().as_str(), ok);
         }
     }
@@ -90,7 +99,9 @@ mod tests {
     #[test]
     fn rejects_what_is_not_an_amount() {
         let too_long = "9".repeat(61);
-        for bad in ["", "-", ".", "1e5", "NaN", "Infinity", "1,000", "12.5.1", " 1", "0x10", &too_long] {
+        for bad in [
+            "", "-", ".", "1e5", "NaN", "Infinity", "1,000", "12.5.1", " 1", "0x10", &too_long,
+        ] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?} accepted");
         }
     }

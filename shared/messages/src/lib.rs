@@ -185,7 +185,10 @@ mod tests {
         };
         let json = serde_json::to_string(&batch).unwrap();
         assert!(json.contains(r#""amount":"12345678901.99""#), "{json}");
-        assert_eq!(serde_json::from_str::<TransactionBatch>(&json).unwrap(), batch);
+        assert_eq!(
+            serde_json::from_str::<TransactionBatch>(&json).unwrap(),
+            batch
+        );
         assert!(serde_json::from_str::<Transaction>(r#"{"id":1,"amount":"1e5"}"#).is_err());
     }
 }

@@ -69,8 +69,7 @@ impl Namespace {
             None | Some("") => Ok(Namespace(None)),
             Some(n)
                 if n.len() <= 32
-                    && n
-                        .bytes()
+                    && n.bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
             {
                 Ok(Namespace(Some(n.to_owned())))
@@ -139,7 +138,10 @@ mod tests {
         let ns = Namespace::new(Some("t-1a")).unwrap();
         assert_eq!(ns.stream(Stream::AccountUpdates), "t_1a_ACCOUNT_UPDATES");
         assert_eq!(ns.account_updates(), "t-1a.account-updates");
-        assert_eq!(ns.stream_subjects(Stream::Transactions), "t-1a.transactions.>");
+        assert_eq!(
+            ns.stream_subjects(Stream::Transactions),
+            "t-1a.transactions.>"
+        );
         assert!(Namespace::new(Some("Bad.Name")).is_err());
     }
 }

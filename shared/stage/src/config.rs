@@ -6,6 +6,15 @@ use std::time::Duration;
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
 use sluice_messages::Namespace;
 
+/// Everything a service's runtime needs: where NATS is and how to consume.
+#[derive(Args, Debug, Clone)]
+pub struct StageArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+}
+
 /// Where NATS is and how the sluice streams are laid out on it.
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
@@ -84,7 +93,8 @@ fn parse_namespace(s: &str) -> Result<Namespace, String> {
 
 /// `30s`, `500ms`, `7d`: humantime's syntax, and never zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 500ms or 7d)"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write it like 30s, 500ms or 7d)"))?;
     if d.is_zero() {
         return Err("must be more than zero".into());
     }
@@ -96,7 +106,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn parse<T: Parser>(program: &str) -> T {
     match T::try_parse() {
         Ok(config) => config,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) => {
             eprintln!("{program}: configuration error: {}", one_line::<T>(&e));
             std::process::exit(2);
@@ -115,7 +127,11 @@ fn one_line<T: CommandFactory>(e: &clap::Error) -> String {
     // clap names the flag; operators mostly set environment variables.
     let env = e.get(ContextKind::InvalidArg).and_then(|arg| {
         let arg = arg.to_string();
-        let long = arg.trim_start_matches("--").split([' ', '=']).next()?.to_owned();
+        let long = arg
+            .trim_start_matches("--")
+            .split([' ', '='])
+            .next()?
+            .to_owned();
         T::command()
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))

@@ -80,7 +80,11 @@ pub(crate) async fn store(
         delivery.delivered(),
     );
     let mut message = PublishMessage::build()
-        .payload(serde_json::to_vec(&letter).expect("dead letters always encode").into())
+        .payload(
+            serde_json::to_vec(&letter)
+                .expect("dead letters always encode")
+                .into(),
+        )
         // One dead letter per input, however often its settling is retried.
         .message_id(format!("{}/dead-letter", delivery.identity()));
     if let Some(import_id) = delivery.import_id() {

@@ -73,7 +73,10 @@ impl Delivery {
             StageError::permanent(format!(
                 "message on {} is not a valid {}: {e}",
                 self.subject(),
-                std::any::type_name::<T>().rsplit("::").next().unwrap_or("message")
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message")
             ))
         })
     }

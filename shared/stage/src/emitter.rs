@@ -130,7 +130,12 @@ impl Emitter {
         self.send(subject, msg_id, payload.into()).await
     }
 
-    async fn send(&mut self, subject: String, msg_id: String, payload: Bytes) -> Result<(), StageError> {
+    async fn send(
+        &mut self,
+        subject: String,
+        msg_id: String,
+        payload: Bytes,
+    ) -> Result<(), StageError> {
         while self.in_flight.len() >= self.shared.consumer.publish_window as usize {
             self.settle_one().await?;
         }

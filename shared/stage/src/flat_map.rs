@@ -42,7 +42,12 @@ pub(crate) async fn run<S: FlatMap>(
     consumer: PullConsumer,
     stop: CancellationToken,
 ) {
-    let concurrency = usize::from(shared.consumer.concurrency.unwrap_or(S::DEFAULT_CONCURRENCY));
+    let concurrency = usize::from(
+        shared
+            .consumer
+            .concurrency
+            .unwrap_or(S::DEFAULT_CONCURRENCY),
+    );
     let slots = Arc::new(Semaphore::new(concurrency));
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -76,7 +81,13 @@ pub(crate) async fn run<S: FlatMap>(
             match next {
                 Ok(message) => match (stop.is_cancelled(), permits.pop()) {
                     (false, Some(permit)) => {
-                        tasks.spawn(handle(stage.clone(), shared.clone(), message, abort.clone(), permit));
+                        tasks.spawn(handle(
+                            stage.clone(),
+                            shared.clone(),
+                            message,
+                            abort.clone(),
+                            permit,
+                        ));
                     }
                     _ => release(&message).await,
                 },
@@ -105,7 +116,13 @@ async fn handle<S: FlatMap>(
         Err(e) => return tracing::error!(error = %e, "skipping message"),
     };
     if let Some(error) = pull::exhausted(&shared, &delivery) {
-        return pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error).await;
+        return pull::dead_letter_and_terminate(
+            &shared,
+            &delivery,
+            DeadLetterKind::Exhausted,
+            &error,
+        )
+        .await;
     }
     let started = Instant::now();
     let mut out = Emitter::new(shared.clone(), &delivery);
@@ -124,6 +141,12 @@ async fn handle<S: FlatMap>(
         );
         Ok(())
     };
-    let outcome = keep_alive(work, &[delivery.message()], shared.progress_interval(), &abort).await;
+    let outcome = keep_alive(
+        work,
+        &[delivery.message()],
+        shared.progress_interval(),
+        &abort,
+    )
+    .await;
     pull::settle(&shared, &delivery, outcome).await;
 }

@@ -23,7 +23,7 @@ mod sink;
 pub mod telemetry;
 pub mod topology;
 
-pub use config::{ConsumerArgs, NatsArgs};
+pub use config::{ConsumerArgs, NatsArgs, StageArgs};
 pub use delivery::Delivery;
 pub use emitter::Emitter;
 pub use error::{error_chain, StageError};

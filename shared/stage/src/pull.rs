@@ -24,11 +24,17 @@ pub(crate) async fn pull(
         .expires(expires)
         .messages()
         .await
-        .map_err(|e| StageError::transient(format!("pull request failed: {}", crate::error_chain(&e))))
+        .map_err(|e| {
+            StageError::transient(format!("pull request failed: {}", crate::error_chain(&e)))
+        })
 }
 
 /// Sleeps after a failed pull, longer each time in a row, unless stopped.
-pub(crate) async fn pause_after_failure(failures: u32, error: &(dyn std::fmt::Display + Sync), stop: &CancellationToken) {
+pub(crate) async fn pause_after_failure(
+    failures: u32,
+    error: &(dyn std::fmt::Display + Sync),
+    stop: &CancellationToken,
+) {
     let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
     tracing::warn!(error = %error, failures, "cannot pull; retrying in {delay:?}");
     tokio::select! {
@@ -67,7 +73,11 @@ pub(crate) fn exhausted(shared: &Shared, delivery: &Delivery) -> Option<StageErr
 }
 
 /// Acts on how the work on one message ended.
-pub(crate) async fn settle(shared: &Shared, delivery: &Delivery, outcome: Outcome<Result<(), StageError>>) {
+pub(crate) async fn settle(
+    shared: &Shared,
+    delivery: &Delivery,
+    outcome: Outcome<Result<(), StageError>>,
+) {
     let message = delivery.message();
     match outcome {
         Outcome::Done(Ok(())) => {
@@ -131,7 +141,11 @@ pub(crate) async fn dead_letter_and_terminate(
         Err(e) => {
             // Never drop it: leave it to be redelivered and dead-lettered later.
             tracing::error!(error = %e, "cannot store dead letter; will try again");
-            let delay = retry_delay(shared.consumer.retry_backoff, shared.consumer.retry_backoff_max, delivery.delivered());
+            let delay = retry_delay(
+                shared.consumer.retry_backoff,
+                shared.consumer.retry_backoff_max,
+                delivery.delivered(),
+            );
             let _ = delivery.message().ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
@@ -140,10 +154,19 @@ pub(crate) async fn dead_letter_and_terminate(
 /// Waits for work in flight after a stop: up to `grace` to finish, then
 /// `abort` tells it to hand its messages back, then it is cut off.
 pub(crate) async fn drain(mut tasks: JoinSet<()>, abort: &CancellationToken, grace: Duration) {
-    if tokio::time::timeout(grace, join_all(&mut tasks)).await.is_err() {
-        tracing::warn!(in_flight = tasks.len(), "shutdown timeout reached; releasing unfinished messages");
+    if tokio::time::timeout(grace, join_all(&mut tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = tasks.len(),
+            "shutdown timeout reached; releasing unfinished messages"
+        );
         abort.cancel();
-        if tokio::time::timeout(Duration::from_secs(5), join_all(&mut tasks)).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), join_all(&mut tasks))
+            .await
+            .is_err()
+        {
             tasks.abort_all();
         }
     }

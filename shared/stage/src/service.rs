@@ -5,7 +5,7 @@ use sluice_messages::Namespace;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{ConsumerArgs, NatsArgs},
+    config::{ConsumerArgs, NatsArgs, StageArgs},
     flat_map, sink,
     topology::{self, ConsumerSpec},
     FlatMap, Sink, SinkOptions, StageError,
@@ -71,10 +71,10 @@ impl Runtime {
     /// Waits for NATS as long as it takes (logging why), unless `stop` fires.
     pub async fn start(
         stage: &'static str,
-        nats: NatsArgs,
-        consumer: ConsumerArgs,
+        args: StageArgs,
         stop: CancellationToken,
     ) -> Result<Self, StageError> {
+        let StageArgs { nats, consumer } = args;
         let input = topology::input_of(stage)
             .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
         let (client, js) = connect(&nats, stage, true).await?;
@@ -171,7 +171,10 @@ where
     Fut: Future<Output = Result<(), StageError>>,
 {
     crate::telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the async runtime: {e}");

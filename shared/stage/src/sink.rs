@@ -57,7 +57,12 @@ pub(crate) async fn run<S: Sink>(
     stop: CancellationToken,
 ) {
     let writers = shared.consumer.concurrency.unwrap_or(S::DEFAULT_WRITERS);
-    tracing::info!(stage = S::NAME, writers, batch_size = options.batch_size, "writing");
+    tracing::info!(
+        stage = S::NAME,
+        writers,
+        batch_size = options.batch_size,
+        "writing"
+    );
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for _ in 0..writers {
@@ -138,7 +143,13 @@ async fn writer_loop<S: Sink>(
         let mut items = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             if let Some(error) = pull::exhausted(&shared, &delivery) {
-                pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error).await;
+                pull::dead_letter_and_terminate(
+                    &shared,
+                    &delivery,
+                    DeadLetterKind::Exhausted,
+                    &error,
+                )
+                .await;
                 continue;
             }
             match stage.decode(&delivery) {
@@ -164,14 +175,24 @@ async fn writer_loop<S: Sink>(
         match outcome {
             Outcome::Done(Ok(())) => {
                 tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
-                join_all(accepted.iter().map(|d| pull::settle(&shared, d, Outcome::Done(Ok(()))))).await;
+                join_all(
+                    accepted
+                        .iter()
+                        .map(|d| pull::settle(&shared, d, Outcome::Done(Ok(())))),
+                )
+                .await;
             }
             Outcome::Aborted => {
                 join_all(accepted.iter().map(|d| release(d.message()))).await;
             }
             Outcome::Done(Err(error)) if error.is_transient() || items.len() == 1 => {
                 writer = None;
-                join_all(accepted.iter().map(|d| pull::settle(&shared, d, Outcome::Done(Err(error.clone()))))).await;
+                join_all(
+                    accepted
+                        .iter()
+                        .map(|d| pull::settle(&shared, d, Outcome::Done(Err(error.clone())))),
+                )
+                .await;
             }
             Outcome::Done(Err(error)) => {
                 // One bad message must not sink its whole batch: write them
@@ -180,7 +201,9 @@ async fn writer_loop<S: Sink>(
                 for (delivery, item) in accepted.iter().zip(&items) {
                     let result = match writer.as_mut() {
                         Some(w) => stage.write(w, std::slice::from_ref(item)).await,
-                        None => Err(StageError::transient("writer lost while isolating a bad message")),
+                        None => Err(StageError::transient(
+                            "writer lost while isolating a bad message",
+                        )),
                     };
                     if result.as_ref().is_err_and(StageError::is_transient) {
                         writer = None;
