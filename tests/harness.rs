@@ -5,9 +5,13 @@ use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream;
 use sluice_devkit::{FileServer, Process, Sandbox};
-use sluice_messages::{stage, DeadLetter, Stream};
+use sluice_messages::{stage, DeadLetter};
+use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
 
-pub use sluice_devkit::{data::ExpectedRow, Dataset, Route};
+pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
+
+mod servers;
+pub use servers::{PrivateNats, PrivatePostgres};
 
 pub const SERVICES: [&str; 3] = [stage::IMPORTER, stage::FETCHER, stage::SAVER];
 
@@ -23,7 +27,25 @@ impl Pipeline {
     /// Starts the three services with `env` added, and waits for their
     /// consumers to exist.
     pub async fn start(name: &str, env: &[(&str, &str)]) -> Pipeline {
-        let sandbox = Sandbox::new(name).await;
+        Pipeline::start_on(
+            name,
+            env,
+            &sluice_devkit::sandbox::nats_url(),
+            &sluice_devkit::sandbox::admin_database_url(),
+        )
+        .await
+    }
+
+    /// Like [`Pipeline::start`], on the given NATS and PostgreSQL servers.
+    pub async fn start_on(
+        name: &str,
+        env: &[(&str, &str)],
+        nats_url: &str,
+        admin_database_url: &str,
+    ) -> Pipeline {
+        let sandbox = Sandbox::create_on(name, nats_url, admin_database_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let server = FileServer::start().await.expect("HTTP server starts");
         let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
         eprintln!("service logs: {}", log_dir.display());
@@ -69,7 +91,10 @@ impl Pipeline {
 
     pub async fn wait_for_consumers(&self) {
         for name in SERVICES {
-            let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
+            let stream = self
+                .sandbox
+                .namespace
+                .stream(sluice_stage::topology::input_of(name).expect("a stage"));
             wait_until(
                 Duration::from_secs(30),
                 &format!("{name} consumer"),
@@ -89,7 +114,10 @@ impl Pipeline {
     pub async fn wait_until_idle(&self, timeout: Duration) {
         wait_until(timeout, "pipeline idle", || async {
             for name in SERVICES {
-                let stream = self.sandbox.namespace.stream(sluice_stage_input(name));
+                let stream = self
+                    .sandbox
+                    .namespace
+                    .stream(sluice_stage::topology::input_of(name).expect("a stage"));
                 let Ok(s) = self.js.get_stream(&stream).await else {
                     return false;
                 };
@@ -109,33 +137,45 @@ impl Pipeline {
     /// then asserts that the saved rows are exactly the expected ones: no
     /// row missing, none extra, every amount exact.
     pub async fn assert_saves_exactly(&self, data: &Dataset, timeout: Duration) {
+        self.assert_saves(&data.expected, timeout).await;
+    }
+
+    /// Like [`Pipeline::assert_saves_exactly`], for any expected rows.
+    pub async fn assert_saves(&self, rows: &[ExpectedRow], timeout: Duration) {
         self.sandbox
-            .wait_for_count(data.expected.len() as i64, timeout)
+            .wait_for_count(rows.len() as i64, timeout)
             .await;
         self.wait_until_idle(Duration::from_secs(60)).await;
-        let mut want = data.expected.clone();
+        let mut want = rows.to_vec();
         want.sort();
         assert_eq!(self.sandbox.saved_rows().await, want);
     }
 
+    /// Runs the `sluice` command against this pipeline's servers.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+            .args(args)
+            .envs(self.sandbox.service_env())
+            .output()
+            .expect("sluice runs")
+    }
+
+    /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Vec<DeadLetter> {
-        let stream = self
-            .js
-            .get_stream(self.sandbox.namespace.stream(Stream::DeadLetters))
+        self.stored_dead_letters()
             .await
-            .expect("dead letters stream");
-        let state = stream.get_info().await.expect("stream info").state;
-        let mut letters = Vec::new();
-        if state.messages == 0 {
-            return letters;
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            if let Ok(message) = stream.get_raw_message(seq).await {
-                letters
-                    .push(serde_json::from_slice(&message.payload).expect("dead letter decodes"));
-            }
-        }
-        letters
+            .into_iter()
+            .map(|s| s.letter)
+            .collect()
+    }
+
+    pub async fn stored_dead_letters(&self) -> Vec<StoredLetter> {
+        DeadLetters::open(&self.js, &self.sandbox.namespace)
+            .await
+            .expect("dead letters stream")
+            .list(&Filter::default())
+            .await
+            .expect("dead letters read")
     }
 
     /// SIGTERM to every service; each must exit 0 within 30 s.
@@ -149,14 +189,6 @@ impl Pipeline {
                 service.log_path().display()
             );
         }
-    }
-}
-
-fn sluice_stage_input(service: &str) -> Stream {
-    match service {
-        stage::IMPORTER => Stream::Imports,
-        stage::FETCHER => Stream::AccountUpdates,
-        _ => Stream::Transactions,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sluice`: the operator's and newcomer's command.
 
+mod dead_letters;
 mod demo;
 mod import;
 mod setup;
@@ -23,6 +24,9 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Publish an import of an accounts CSV URL and print its id.
     Import(import::ImportArgs),
+    /// List, show and replay what the stages could not process.
+    #[command(name = "dead-letters")]
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Run a real import end to end on generated data and show the result.
     Demo(demo::DemoArgs),
 }
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             Command::Setup(args) => setup::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::DeadLetters(args) => dead_letters::run(args).await,
         }
     });
     match result {

@@ -4,5 +4,6 @@
 //! (`just test` does): `cargo build --workspace --bins`.
 
 mod cli;
+mod faults;
 mod pipeline;
 mod resilience;

@@ -1,8 +1,9 @@
 //! A real HTTP/1.1 file server on a loopback port, for tests and the demo.
 //!
 //! Files live in memory and can be added, replaced or removed while it
-//! runs. A route can gzip its body, trickle it in small delayed chunks, or
-//! answer with an error status a given number of times first.
+//! runs. A route can gzip its body, trickle it in small delayed chunks, and
+//! misbehave a given number of times first: answer an error status, stall
+//! mid-body, reset the connection mid-body, or send a truncated body.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -14,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::{body::Frame, server::conn::http1, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -27,8 +28,22 @@ pub struct Route {
     gzip: bool,
     chunk_size: Option<usize>,
     chunk_delay: Duration,
-    /// Statuses answered, in order, before the body is served.
-    failures: VecDeque<u16>,
+    /// Faults served, in order, before the body is served whole.
+    faults: VecDeque<Fault>,
+}
+
+/// One way of failing a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answer this HTTP status.
+    Status(u16),
+    /// Send the first half of the body, then go silent this long.
+    Stall(Duration),
+    /// Send the first half of the body, then drop the connection.
+    Reset,
+    /// Send only the first half of the (possibly gzipped) body, as if it were
+    /// all: a clean response with a cut-off file.
+    Truncate,
 }
 
 impl Route {
@@ -38,7 +53,7 @@ impl Route {
             gzip: false,
             chunk_size: None,
             chunk_delay: Duration::ZERO,
-            failures: VecDeque::new(),
+            faults: VecDeque::new(),
         }
     }
 
@@ -57,8 +72,13 @@ impl Route {
     }
 
     /// Answers `status` for the next `times` requests, then serves the body.
-    pub fn fail_first(mut self, status: u16, times: usize) -> Self {
-        self.failures.extend(std::iter::repeat_n(status, times));
+    pub fn fail_first(self, status: u16, times: usize) -> Self {
+        self.fault_first(Fault::Status(status), times)
+    }
+
+    /// Serves `fault` for the next `times` requests, then the body.
+    pub fn fault_first(mut self, fault: Fault, times: usize) -> Self {
+        self.faults.extend(std::iter::repeat_n(fault, times));
         self
     }
 }
@@ -141,7 +161,11 @@ impl Drop for FileServer {
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn never(e: Infallible) -> std::io::Error {
+    match e {}
+}
 
 async fn serve(
     routes: Routes,
@@ -150,19 +174,19 @@ async fn serve(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     requests.lock().unwrap().push(path.clone());
-    let route = {
+    let (route, fault) = {
         let mut routes = routes.lock().unwrap();
         match routes.get_mut(&path) {
-            None => None,
-            Some(route) => match route.failures.pop_front() {
-                Some(status) => return Ok(status_response(status)),
-                None => Some(route.clone()),
-            },
+            None => return Ok(status_response(404)),
+            Some(route) => {
+                let fault = route.faults.pop_front();
+                (route.clone(), fault)
+            }
         }
     };
-    let Some(route) = route else {
-        return Ok(status_response(404));
-    };
+    if let Some(Fault::Status(status)) = fault {
+        return Ok(status_response(status));
+    }
     let mut response = Response::builder().header("Content-Type", "text/csv; charset=utf-8");
     let body = if route.gzip {
         response = response.header("Content-Encoding", "gzip");
@@ -172,8 +196,39 @@ async fn serve(
     } else {
         route.body.clone()
     };
+    let half = body.slice(..body.len() / 2);
+    match fault {
+        Some(Fault::Truncate) => {
+            return Ok(response
+                .body(Full::new(half).map_err(never).boxed())
+                .unwrap())
+        }
+        Some(Fault::Stall(pause)) => {
+            let rest = body.slice(half.len()..);
+            let frames = stream::iter([Ok(Frame::data(half))]).chain(stream::once(async move {
+                tokio::time::sleep(pause).await;
+                Ok(Frame::data(rest))
+            }));
+            return Ok(response
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap());
+        }
+        Some(Fault::Reset) => {
+            let frames = stream::iter([
+                Ok(Frame::data(half)),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fault injected",
+                )),
+            ]);
+            return Ok(response
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap());
+        }
+        Some(Fault::Status(_)) | None => {}
+    }
     let body: Body = match route.chunk_size {
-        None => Full::new(body).boxed(),
+        None => Full::new(body).map_err(never).boxed(),
         Some(size) => {
             let delay = route.chunk_delay;
             let chunks: Vec<Bytes> = (0..body.len())
@@ -187,7 +242,7 @@ async fn serve(
                     if !first && !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    Some((Ok::<_, Infallible>(Frame::data(chunk)), (chunks, false)))
+                    Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (chunks, false)))
                 },
             );
             BodyExt::boxed(StreamBody::new(frames))
@@ -202,6 +257,10 @@ fn status_response(status: u16) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Response::builder()
         .status(status)
-        .body(Full::new(Bytes::from(format!("{status}\n"))).boxed())
+        .body(
+            Full::new(Bytes::from(format!("{status}\n")))
+                .map_err(never)
+                .boxed(),
+        )
         .expect("static response parts are valid")
 }

@@ -14,7 +14,7 @@ pub mod process;
 pub mod sandbox;
 
 pub use data::{Dataset, ExpectedRow};
-pub use http::{FileServer, Route};
+pub use http::{Fault, FileServer, Route};
 pub use process::{binary_dir, Process};
 pub use sandbox::Sandbox;
 

@@ -39,7 +39,16 @@ impl Sandbox {
 
     /// Like [`Sandbox::new`], but says what is missing instead of panicking.
     pub async fn create(prefix: &str) -> Result<Sandbox, String> {
-        let nats_url = nats_url();
+        Sandbox::create_on(prefix, &nats_url(), &admin_database_url()).await
+    }
+
+    /// A sandbox on the given servers.
+    pub async fn create_on(
+        prefix: &str,
+        nats_url: &str,
+        admin_url: &str,
+    ) -> Result<Sandbox, String> {
+        let nats_url = nats_url.to_owned();
         async_nats::connect(&nats_url)
             .await
             .map_err(|e| format!("NATS is not reachable at {nats_url}: {e}"))?;
@@ -47,7 +56,7 @@ impl Sandbox {
         let namespace =
             Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
         let database = format!("sluice_{}_{suffix}", prefix.replace('-', "_"));
-        let admin_url = admin_database_url();
+        let admin_url = admin_url.to_owned();
         let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
             .await
             .map_err(|e| format!("PostgreSQL is not reachable at {admin_url}: {e}"))?;

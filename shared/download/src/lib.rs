@@ -5,13 +5,17 @@
 //! order with extra ones ignored, and `Content-Encoding: gzip`. A row that
 //! cannot be used is reported with its line number and the file goes on.
 
-use std::{io, pin::Pin, time::Duration};
+use std::{io, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
 use csv_async::{AsyncReader, AsyncReaderBuilder, ByteRecord};
 use futures_util::{stream, Stream, StreamExt, TryStreamExt};
 use tokio_util::io::StreamReader;
 pub use url::Url;
+
+mod guard;
+
+pub use guard::{AddressPolicy, AddressRefused, BodyLimits, LimitExceeded, Networks};
 
 /// Download settings as flags and environment variables.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,6 +27,23 @@ pub struct DownloadArgs {
     /// (and is retried).
     #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
+    /// Largest file accepted, counted after decompression (`512MiB`, `2GB`).
+    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub max_download_size: u64,
+    /// Longest line accepted; a longer one fails the file.
+    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = parse_size)]
+    pub max_row_length: u64,
+    /// Most a gzip body may expand (decompressed / compressed size).
+    #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_compression_ratio: u64,
+    /// Networks downloads never connect to (cloud metadata, link-local).
+    #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = "169.254.0.0/16,fe80::/10,fd00:ec2::254/128",
+          value_parser = Networks::parse)]
+    pub deny_networks: Networks,
+    /// Exceptions to `--deny-networks`.
+    #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
+    pub allow_networks: Networks,
 }
 
 impl DownloadArgs {
@@ -30,8 +51,47 @@ impl DownloadArgs {
         DownloadOptions {
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
+            limits: BodyLimits {
+                max_size: self.max_download_size,
+                max_line: self.max_row_length,
+                max_ratio: self.max_compression_ratio,
+            },
+            addresses: AddressPolicy {
+                deny: self.deny_networks.clone(),
+                allow: self.allow_networks.clone(),
+            },
         }
     }
+}
+
+/// A byte size: `1048576`, `64KiB`, `512MiB`, `2GB`, `4GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 64KiB or 512MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit: use B, KB, KiB, MB, MiB, GB or GiB"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// How files are fetched.
@@ -42,6 +102,8 @@ pub struct DownloadOptions {
     /// Longest silence while reading a response; a stalled server fails the
     /// download (and it is retried) instead of hanging it forever.
     pub read_timeout: Duration,
+    pub limits: BodyLimits,
+    pub addresses: AddressPolicy,
 }
 
 impl Default for DownloadOptions {
@@ -49,6 +111,15 @@ impl Default for DownloadOptions {
         DownloadOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            limits: BodyLimits {
+                max_size: 4 << 30,
+                max_line: 64 << 10,
+                max_ratio: 100,
+            },
+            addresses: AddressPolicy {
+                deny: Networks::parse("169.254.0.0/16,fe80::/10,fd00:ec2::254/128").expect("valid"),
+                allow: Networks::default(),
+            },
         }
     }
 }
@@ -57,6 +128,8 @@ impl Default for DownloadOptions {
 pub enum DownloadError {
     #[error("{url}: only http and https URLs can be imported")]
     UnsupportedScheme { url: Url },
+    #[error("GET {url} refused: {reason}")]
+    Refused { url: Url, reason: AddressRefused },
     #[error("GET {url} failed")]
     Request {
         url: Url,
@@ -65,12 +138,16 @@ pub enum DownloadError {
     },
     #[error("GET {url} answered HTTP {status}")]
     Status { url: Url, status: u16 },
+    #[error("{url} has Content-Encoding {encoding:?}: only gzip is accepted")]
+    UnsupportedEncoding { url: Url, encoding: String },
     #[error("reading {url} failed")]
     Body {
         url: Url,
         #[source]
         source: io::Error,
     },
+    #[error("{url} refused: {limit}")]
+    Limit { url: Url, limit: LimitExceeded },
     #[error("{url} is not a CSV with columns {expected}: its header is {found:?}")]
     MissingColumns {
         url: Url,
@@ -83,30 +160,79 @@ impl DownloadError {
     /// Whether trying the same download again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            DownloadError::UnsupportedScheme { .. } | DownloadError::MissingColumns { .. } => false,
-            DownloadError::Request { source, .. } => !source.is_builder(),
+            DownloadError::Request { source, .. } => !source.is_builder() && !source.is_redirect(),
             DownloadError::Status { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }
+            // A cut connection, a truncated gzip stream: the next try may get it whole.
             DownloadError::Body { .. } => true,
+            DownloadError::UnsupportedScheme { .. }
+            | DownloadError::Refused { .. }
+            | DownloadError::UnsupportedEncoding { .. }
+            | DownloadError::Limit { .. }
+            | DownloadError::MissingColumns { .. } => false,
+        }
+    }
+
+    /// A broken body, or one that broke a limit (which is permanent).
+    fn body(url: &Url, source: io::Error) -> DownloadError {
+        match guard::limit_of(&source) {
+            Some(limit) => DownloadError::Limit {
+                url: url.clone(),
+                limit: limit.clone(),
+            },
+            None => DownloadError::Body {
+                url: url.clone(),
+                source,
+            },
         }
     }
 }
 
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct Downloader {
     client: reqwest::Client,
+    limits: BodyLimits,
+    addresses: Arc<AddressPolicy>,
 }
 
 impl Downloader {
     pub fn new(options: &DownloadOptions) -> Result<Self, String> {
+        let addresses = Arc::new(options.addresses.clone());
+        let policy = addresses.clone();
+        // Host names are checked by the resolver; literal addresses in a
+        // redirect never reach it, so they are checked here.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match literal_ip(attempt.url()).map(|ip| policy.check(ip)) {
+                Some(Err(refused)) => attempt.error(refused),
+                _ if !matches!(attempt.url().scheme(), "http" | "https") => {
+                    let message = format!("redirect to {} is not http or https", attempt.url());
+                    attempt.error(message)
+                }
+                _ => attempt.follow(),
+            }
+        });
         let client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(guard::GuardedResolver {
+                policy: addresses.clone(),
+            }))
+            .redirect(redirects)
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Downloader { client })
+        Ok(Downloader {
+            client,
+            limits: options.limits,
+            addresses,
+        })
     }
 
     /// Starts downloading `url` and reads its header, which must name every
@@ -115,16 +241,28 @@ impl Downloader {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(DownloadError::UnsupportedScheme { url: url.clone() });
         }
-        let request_error = |source| DownloadError::Request {
-            url: url.clone(),
-            source,
-        };
+        if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
+            return Err(DownloadError::Refused {
+                url: url.clone(),
+                reason,
+            });
+        }
         let response = self
             .client
             .get(url.clone())
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip")
             .send()
             .await
-            .map_err(request_error)?;
+            .map_err(|source| match guard::refusal_in(&source) {
+                Some(reason) => DownloadError::Refused {
+                    url: url.clone(),
+                    reason,
+                },
+                None => DownloadError::Request {
+                    url: url.clone(),
+                    source,
+                },
+            })?;
         let status = response.status();
         if !status.is_success() {
             return Err(DownloadError::Status {
@@ -132,12 +270,50 @@ impl Downloader {
                 status: status.as_u16(),
             });
         }
-        let body = response.bytes_stream().map_err(io::Error::other);
-        CsvFile::from_stream(url.clone(), body, columns).await
+        let encoding = response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        // A declared size over the limit is refused before any row is read.
+        if let (None, Some(length)) = (&encoding, response.content_length()) {
+            if length > self.limits.max_size {
+                return Err(DownloadError::Limit {
+                    url: url.clone(),
+                    limit: LimitExceeded::Size {
+                        limit: self.limits.max_size,
+                    },
+                });
+            }
+        }
+        let raw: Body = Box::pin(response.bytes_stream().map_err(io::Error::other));
+        let body = match encoding.as_deref() {
+            None | Some("" | "identity") => raw,
+            Some("gzip" | "x-gzip") => guard::gunzip(raw, self.limits),
+            Some(other) => {
+                return Err(DownloadError::UnsupportedEncoding {
+                    url: url.clone(),
+                    encoding: other.to_owned(),
+                })
+            }
+        };
+        CsvFile::from_stream(url.clone(), guard::bounded(body, self.limits), columns).await
     }
 }
 
-type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// The address a URL names directly, without a lookup.
+fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
+pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// An open CSV download, read row by row with [`CsvFile::next_row`].
 pub struct CsvFile {
@@ -186,10 +362,7 @@ impl CsvFile {
         body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
         columns: &[&str],
     ) -> Result<CsvFile, DownloadError> {
-        let body_error = |source| DownloadError::Body {
-            url: url.clone(),
-            source,
-        };
+        let body_error = |source| DownloadError::body(&url, source);
         let body = strip_bom(Box::pin(body)).await.map_err(body_error)?;
         let mut reader = AsyncReaderBuilder::new()
             .has_headers(true)
@@ -255,10 +428,7 @@ impl CsvFile {
                 .reader
                 .read_byte_record(&mut self.record)
                 .await
-                .map_err(|e| DownloadError::Body {
-                    url: self.url.clone(),
-                    source: csv_io_error(e),
-                })?;
+                .map_err(|e| DownloadError::body(&self.url, csv_io_error(e)))?;
             if !more {
                 return Ok(None);
             }

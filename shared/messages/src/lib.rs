@@ -15,6 +15,11 @@ pub const HEADER_IMPORT_ID: &str = "Sluice-Import-Id";
 /// JetStream's de-duplication header; every message sluice publishes has one.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 
+/// On a replayed dead letter: the `Nats-Msg-Id` of the message it replays.
+/// Outputs derive their ids from it, so a replay republishes the very ids a
+/// partly finished first attempt did and JetStream drops those duplicates.
+pub const HEADER_REPLAY_OF: &str = "Sluice-Replay-Of";
+
 /// Durable consumer (and dead-letter stage) names, one per service.
 pub mod stage {
     pub const IMPORTER: &str = "importer";

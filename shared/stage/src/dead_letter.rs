@@ -85,8 +85,9 @@ pub(crate) async fn store(
                 .expect("dead letters always encode")
                 .into(),
         )
-        // One dead letter per input, however often its settling is retried.
-        .message_id(format!("{}/dead-letter", delivery.identity()));
+        // One dead letter per input, however often its settling is retried
+        // (and a new one when a replay of it fails again).
+        .message_id(format!("{}/dead-letter", delivery.message_id()));
     if let Some(import_id) = delivery.import_id() {
         message = message.header(HEADER_IMPORT_ID, import_id);
     }

@@ -1,6 +1,6 @@
 use async_nats::{jetstream, HeaderMap};
 use serde::de::DeserializeOwned;
-use sluice_messages::{HEADER_IMPORT_ID, HEADER_MSG_ID};
+use sluice_messages::{HEADER_IMPORT_ID, HEADER_MSG_ID, HEADER_REPLAY_OF};
 
 use crate::StageError;
 
@@ -9,6 +9,7 @@ pub struct Delivery {
     message: jetstream::Message,
     stream_sequence: u64,
     delivered: i64,
+    message_id: String,
     identity: String,
 }
 
@@ -18,14 +19,21 @@ impl Delivery {
             .info()
             .map_err(|e| StageError::permanent(format!("not a JetStream delivery: {e}")))?;
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered);
-        let identity = match message.headers.as_ref().and_then(|h| h.get(HEADER_MSG_ID)) {
-            Some(id) => id.as_str().to_owned(),
-            None => format!("{}:{}", info.stream, stream_sequence),
+        let header = |name| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
         };
+        let message_id =
+            header(HEADER_MSG_ID).unwrap_or_else(|| format!("{}:{}", info.stream, stream_sequence));
+        let identity = header(HEADER_REPLAY_OF).unwrap_or_else(|| message_id.clone());
         Ok(Delivery {
             message,
             stream_sequence,
             delivered,
+            message_id,
             identity,
         })
     }
@@ -60,10 +68,16 @@ impl Delivery {
         self.delivered
     }
 
-    /// What this message is, stably: its `Nats-Msg-Id`, or its stream and
-    /// sequence. The ids of everything published for it derive from this.
+    /// What this message is, stably: its `Nats-Msg-Id` (for a replay, the
+    /// replayed message's), or its stream and sequence. The ids of everything
+    /// published for it derive from this.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// This very message's `Nats-Msg-Id`, or its stream and sequence.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
     }
 
     /// Decodes a JSON body; a body that does not decode never will, so the

@@ -11,6 +11,7 @@
 
 pub mod config;
 mod dead_letter;
+pub mod dead_letters;
 mod delivery;
 mod emitter;
 mod error;

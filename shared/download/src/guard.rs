@@ -1,0 +1,325 @@
+//! Bounds on what a hostile or broken server can make a download do: which
+//! addresses it may reach, how many bytes it may produce (after
+//! decompression), how far gzip may expand, and how long one line may grow.
+
+use std::{
+    fmt, io,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use async_compression::tokio::bufread::GzipDecoder;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::Body;
+
+/// A comma-separated list of networks, `169.254.0.0/16,fe80::/10`; a bare
+/// address is a network of one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<IpNet>);
+
+impl Networks {
+    pub fn parse(text: &str) -> Result<Networks, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{s:?} is not a network like 10.0.0.0/8 or an address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Networks)
+    }
+
+    fn find(&self, ip: IpAddr) -> Option<&IpNet> {
+        self.0.iter().find(|net| net.contains(&ip))
+    }
+}
+
+impl fmt::Display for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
+/// Which addresses downloads may connect to: anything outside `deny`, and
+/// anything inside `allow` even if denied.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    pub deny: Networks,
+    pub allow: Networks,
+}
+
+/// A download refused because of where it would connect.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("address {ip} is in the denied network {network} (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")]
+pub struct AddressRefused {
+    pub ip: IpAddr,
+    pub network: IpNet,
+}
+
+impl AddressPolicy {
+    pub fn check(&self, ip: IpAddr) -> Result<(), AddressRefused> {
+        // `::ffff:169.254.169.254` is the same host as `169.254.169.254`.
+        let ip = ip.to_canonical();
+        match self.deny.find(ip) {
+            Some(network) if self.allow.find(ip).is_none() => Err(AddressRefused {
+                ip,
+                network: *network,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves host names and drops denied addresses, so the check holds for
+/// the address actually connected to (no second lookup to race with DNS).
+pub(crate) struct GuardedResolver {
+    pub policy: Arc<AddressPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|addr| match policy.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), refused) {
+                (true, Some(refused)) => {
+                    Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>)
+                }
+                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
+/// Size limits on a response body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Most bytes a file may have once decompressed.
+    pub max_size: u64,
+    /// Most bytes between two line ends.
+    pub max_line: u64,
+    /// Most a gzip body may expand (decompressed / compressed bytes).
+    pub max_ratio: u64,
+}
+
+/// A body that broke a limit; travels inside an `io::Error` through the CSV
+/// reader and comes out as a permanent download error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error(
+        "it is larger than {limit} bytes (SLUICE_MAX_DOWNLOAD_SIZE, counted after decompression)"
+    )]
+    Size { limit: u64 },
+    #[error("line {line} is longer than {limit} bytes (SLUICE_MAX_ROW_LENGTH)")]
+    Line { line: u64, limit: u64 },
+    #[error("its gzip body expands more than {limit} times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?")]
+    Ratio { limit: u64 },
+}
+
+/// Gzip may expand this much regardless of ratio: tiny files compress oddly.
+const RATIO_GRACE: u64 = 1 << 20;
+
+/// Decompresses a gzip body (all members), refusing to expand past the ratio.
+pub(crate) fn gunzip(compressed: Body, limits: BodyLimits) -> Body {
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let compressed = compressed.inspect_ok(move |chunk| {
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    });
+    let mut decoder = GzipDecoder::new(StreamReader::new(compressed));
+    decoder.multiple_members(true);
+    let mut produced = 0u64;
+    Box::pin(
+        ReaderStream::with_capacity(decoder, 64 * 1024).map(move |chunk| {
+            let chunk = chunk?;
+            produced += chunk.len() as u64;
+            let input = received.load(Ordering::Relaxed);
+            if produced > RATIO_GRACE && produced > input.saturating_mul(limits.max_ratio) {
+                return Err(limit_error(LimitExceeded::Ratio {
+                    limit: limits.max_ratio,
+                }));
+            }
+            Ok(chunk)
+        }),
+    )
+}
+
+/// Stops a body that grows past the size limit or has an overlong line, so
+/// neither a huge file nor one endless line is ever buffered.
+pub(crate) fn bounded(body: Body, limits: BodyLimits) -> Body {
+    let mut total = 0u64;
+    let mut line = 1u64;
+    let mut line_len = 0u64;
+    Box::pin(body.map(move |chunk: io::Result<Bytes>| {
+        let chunk = chunk?;
+        total += chunk.len() as u64;
+        if total > limits.max_size {
+            return Err(limit_error(LimitExceeded::Size {
+                limit: limits.max_size,
+            }));
+        }
+        let mut rest: &[u8] = &chunk;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            if line_len + end as u64 > limits.max_line {
+                break;
+            }
+            line += 1;
+            line_len = 0;
+            rest = &rest[end + 1..];
+        }
+        line_len += memchr::memchr(b'\n', rest).unwrap_or(rest.len()) as u64;
+        if line_len > limits.max_line {
+            return Err(limit_error(LimitExceeded::Line {
+                line,
+                limit: limits.max_line,
+            }));
+        }
+        Ok(chunk)
+    }))
+}
+
+fn limit_error(e: LimitExceeded) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The limit a body error stands for, if it is one.
+pub(crate) fn limit_of(e: &io::Error) -> Option<&LimitExceeded> {
+    e.get_ref()?.downcast_ref::<LimitExceeded>()
+}
+
+/// Whether an HTTP client error was our resolver refusing an address.
+pub(crate) fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<AddressRefused> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(refused) = err.downcast_ref::<AddressRefused>() {
+            return Some(refused.clone());
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// Collects a stream for tests.
+#[cfg(test)]
+pub(crate) async fn collect(body: Body) -> io::Result<Vec<u8>> {
+    body.try_fold(Vec::new(), |mut all, chunk| async move {
+        all.extend_from_slice(&chunk);
+        Ok(all)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    fn body(chunks: Vec<Vec<u8>>) -> Body {
+        Box::pin(stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))))
+    }
+
+    const LIMITS: BodyLimits = BodyLimits {
+        max_size: 1_000,
+        max_line: 10,
+        max_ratio: 100,
+    };
+
+    #[test]
+    fn metadata_and_link_local_addresses_are_refused_unless_allowed() {
+        let mut policy = AddressPolicy {
+            deny: Networks::parse("169.254.0.0/16, fe80::/10").unwrap(),
+            allow: Networks::default(),
+        };
+        for ip in ["169.254.169.254", "::ffff:169.254.169.254", "fe80::1"] {
+            assert!(policy.check(ip.parse().unwrap()).is_err(), "{ip}");
+        }
+        for ip in ["127.0.0.1", "10.1.2.3", "::1", "2001:db8::1"] {
+            assert!(policy.check(ip.parse().unwrap()).is_ok(), "{ip}");
+        }
+        policy.allow = Networks::parse("169.254.10.0/24").unwrap();
+        assert!(policy.check("169.254.10.7".parse().unwrap()).is_ok());
+        assert!(policy.check("169.254.11.7".parse().unwrap()).is_err());
+        assert!(Networks::parse("10.0.0.0/33").is_err());
+        assert_eq!(Networks::parse("").unwrap(), Networks::default());
+    }
+
+    #[tokio::test]
+    async fn lines_are_counted_across_chunks() {
+        let ok = body(vec![b"0123456789\n01234".to_vec(), b"56789\n".to_vec()]);
+        assert_eq!(collect(bounded(ok, LIMITS)).await.unwrap().len(), 22);
+        let long = body(vec![b"abc\n0123456".to_vec(), b"7890\n".to_vec()]);
+        let err = collect(bounded(long, LIMITS)).await.unwrap_err();
+        assert!(
+            matches!(
+                limit_of(&err),
+                Some(LimitExceeded::Line { line: 2, limit: 10 })
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn size_counts_every_byte() {
+        let big = body(vec![b"123456789\n".repeat(60), b"123456789\n".repeat(60)]);
+        let err = collect(bounded(big, LIMITS)).await.unwrap_err();
+        assert!(matches!(
+            limit_of(&err),
+            Some(LimitExceeded::Size { limit: 1_000 })
+        ));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn gzip_bombs_stop_early_and_honest_gzip_passes() {
+        let text = b"id,amount\n1,2.50\n".repeat(1_000);
+        let plain = collect(gunzip(body(vec![gzip(&text)]), LIMITS))
+            .await
+            .unwrap();
+        assert_eq!(plain, text);
+
+        let bomb = gzip(&vec![b'0'; 64 << 20]);
+        let err = collect(gunzip(body(vec![bomb]), LIMITS)).await.unwrap_err();
+        assert!(
+            matches!(limit_of(&err), Some(LimitExceeded::Ratio { limit: 100 })),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn truncated_gzip_is_an_error_not_a_short_file() {
+        let whole = gzip(&b"id,amount\n1,2\n".repeat(100));
+        let cut = whole[..whole.len() / 2].to_vec();
+        assert!(collect(gunzip(body(vec![cut]), LIMITS)).await.is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Reading and replaying what is in `DEAD_LETTERS`, for operators
+//! (`sluice dead-letters`) and tests.
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use base64::Engine;
+use sluice_messages::{
+    DeadLetter, DeadLetterKind, Namespace, Stream, HEADER_IMPORT_ID, HEADER_MSG_ID,
+    HEADER_REPLAY_OF,
+};
+
+/// A dead letter and where it sits in the stream.
+#[derive(Debug, Clone)]
+pub struct StoredLetter {
+    pub sequence: u64,
+    pub letter: DeadLetter,
+}
+
+/// Which dead letters to look at; `None` matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub import_id: Option<String>,
+    pub stage: Option<String>,
+    pub kind: Option<DeadLetterKind>,
+}
+
+impl Filter {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        self.import_id
+            .as_ref()
+            .is_none_or(|id| letter.import_id.as_ref() == Some(id))
+            && self.stage.as_ref().is_none_or(|s| &letter.stage == s)
+            && self.kind.is_none_or(|k| letter.kind == k)
+    }
+}
+
+/// The dead letters of one deployment.
+pub struct DeadLetters {
+    stream: jetstream::stream::Stream,
+    js: jetstream::Context,
+}
+
+impl DeadLetters {
+    pub async fn open(js: &jetstream::Context, ns: &Namespace) -> Result<Self, String> {
+        let name = ns.stream(Stream::DeadLetters);
+        let stream = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| format!("cannot open stream {name}: {e} (run `sluice setup`?)"))?;
+        Ok(DeadLetters {
+            stream,
+            js: js.clone(),
+        })
+    }
+
+    /// Every dead letter matching `filter`, oldest first.
+    pub async fn list(&mut self, filter: &Filter) -> Result<Vec<StoredLetter>, String> {
+        let state = self
+            .stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read dead letters: {e}"))?
+            .state
+            .clone();
+        let mut found = Vec::new();
+        if state.messages == 0 {
+            return Ok(found);
+        }
+        for sequence in state.first_sequence..=state.last_sequence {
+            // Replayed letters are deleted, leaving gaps.
+            if let Some(stored) = self.get(sequence).await.ok().flatten() {
+                if filter.matches(&stored.letter) {
+                    found.push(stored);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The dead letter at `sequence`, if there is one.
+    pub async fn get(&self, sequence: u64) -> Result<Option<StoredLetter>, String> {
+        let message = match self.stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("cannot read dead letter {sequence}: {e}")),
+        };
+        let letter = serde_json::from_slice(&message.payload)
+            .map_err(|e| format!("dead letter {sequence} is not a sluice dead letter: {e}"))?;
+        Ok(Some(StoredLetter { sequence, letter }))
+    }
+
+    /// Publishes the dead-lettered message again on its original subject and,
+    /// once JetStream stored it, deletes the dead letter. A replay cut short
+    /// and run again publishes the same id, so the message goes out once.
+    pub async fn replay(&self, stored: &StoredLetter) -> Result<(), String> {
+        let letter = &stored.letter;
+        let sequence = stored.sequence;
+        let payload = match (&letter.body, &letter.body_base64) {
+            (Some(text), _) => text.clone().into_bytes(),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| format!("dead letter {sequence} has a bad body_base64: {e}"))?,
+            (None, None) => {
+                return Err(format!(
+                    "dead letter {sequence} is a {} report, not a message: fix the file, then replay the message that read it or import again",
+                    letter.kind.as_str()
+                ))
+            }
+        };
+        let original_id = letter
+            .headers
+            .get(HEADER_MSG_ID)
+            .and_then(|v| v.first())
+            .cloned();
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("replay-of-dead-letter-{sequence}"));
+        for (name, values) in &letter.headers {
+            // Dedupe and optimistic-concurrency headers belong to the first publish.
+            if name.starts_with("Nats-") || name == HEADER_REPLAY_OF {
+                continue;
+            }
+            for value in values {
+                message = message.header(name.as_str(), value.as_str());
+            }
+        }
+        // A replay of a replay still stands for the first message.
+        let first = |name: &str| letter.headers.get(name).and_then(|v| v.first()).cloned();
+        if let Some(original) = first(HEADER_REPLAY_OF).or(original_id) {
+            message = message.header(HEADER_REPLAY_OF, original.as_str());
+        }
+        // The import keeps its id even where it was derived from a stream position.
+        if let (Some(id), false) = (
+            &letter.import_id,
+            letter.headers.contains_key(HEADER_IMPORT_ID),
+        ) {
+            message = message.header(HEADER_IMPORT_ID, id.as_str());
+        }
+        self.js
+            .send_publish(letter.subject.clone(), message)
+            .await
+            .map_err(|e| format!("cannot republish dead letter {sequence}: {e}"))?
+            .await
+            .map_err(|e| {
+                format!("JetStream did not store the replay of dead letter {sequence}: {e}")
+            })?;
+        self.stream
+            .delete_message(sequence)
+            .await
+            .map_err(|e| format!("replayed dead letter {sequence} but could not delete it: {e}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! Faults from the outside world: misbehaving HTTP servers, hostile files,
+//! and files that take longer than the ack deadline.
+
+use std::time::Duration;
+
+use sluice_e2e::{Dataset, ExpectedRow, Fault, Pipeline, Route};
+use sluice_messages::{AccountUpdate, DeadLetterKind};
+
+fn rows_without(data: &Dataset, accounts: &[i64]) -> Vec<ExpectedRow> {
+    data.expected
+        .iter()
+        .filter(|r| !accounts.contains(&r.account_id))
+        .cloned()
+        .collect()
+}
+
+fn account_of(letter: &sluice_messages::DeadLetter) -> i64 {
+    let body = letter.body.as_deref().expect("the original message");
+    serde_json::from_str::<AccountUpdate>(body)
+        .expect("an account update")
+        .account_id
+}
+
+/// 500s, a stall past the read timeout, a reset and a truncated gzip body are
+/// retried until the file arrives whole; a 404 and a body that is not CSV are
+/// dead-lettered with the URL and the reason while every other account
+/// completes; once the files exist, `sluice dead-letters replay` completes
+/// the import exactly.
+#[tokio::test]
+async fn http_faults_are_retried_or_dead_lettered_then_replayed() {
+    let p = Pipeline::start(
+        "http-faults",
+        &[
+            ("SLUICE_RETRY_BACKOFF", "100ms"),
+            ("SLUICE_READ_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let data = Dataset::generate(8, 800, 21);
+    p.server.add_dataset(&data);
+    let faults = [
+        Fault::Status(500),
+        Fault::Stall(Duration::from_secs(5)),
+        Fault::Reset,
+        Fault::Truncate,
+    ];
+    for (i, fault) in faults.into_iter().enumerate() {
+        let (path, body) = &data.files[i];
+        let times = if matches!(fault, Fault::Status(_)) {
+            2
+        } else {
+            1
+        };
+        let route = Route::new(body.clone()).fault_first(fault, times);
+        // The truncated body is a gzip stream cut in half.
+        let route = if matches!(fault, Fault::Truncate) {
+            route.gzip()
+        } else {
+            route
+        };
+        p.server.set(path, route);
+    }
+    let (missing, missing_body) = data.files[4].clone();
+    p.server.remove(&missing);
+    let (not_csv, not_csv_body) = data.files[5].clone();
+    p.server.set(
+        &not_csv,
+        Route::new("<html><body>We moved!</body></html>\n"),
+    );
+
+    let import = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    p.assert_saves(&rows_without(&data, &[1004, 1005]), Duration::from_secs(60))
+        .await;
+    for (i, requests) in [3, 2, 2, 2].into_iter().enumerate() {
+        assert_eq!(
+            p.server.request_count(&data.files[i].0),
+            requests,
+            "{}",
+            data.files[i].0
+        );
+    }
+
+    let mut letters = p.dead_letters().await;
+    letters.sort_by_key(account_of);
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let (gone, html) = (&letters[0], &letters[1]);
+    assert_eq!(
+        (account_of(gone), gone.kind, gone.stage.as_str()),
+        (1004, DeadLetterKind::Permanent, "fetcher")
+    );
+    assert_eq!(
+        gone.error,
+        format!("GET {} answered HTTP 404", p.server.url(&missing))
+    );
+    assert_eq!(account_of(html), 1005);
+    assert_eq!(
+        html.error,
+        format!(
+            "{} is not a CSV with columns id,amount: its header is \"<html><body>We moved!</body></html>\"",
+            p.server.url(&not_csv)
+        )
+    );
+    assert_eq!(gone.import_id.as_deref(), Some(import.as_str()));
+
+    // Fix the cause, then replay.
+    p.server.set(&missing, Route::new(missing_body));
+    p.server.set(&not_csv, Route::new(not_csv_body));
+    let out = p.cli(&["dead-letters", "replay", "--import", &import]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    assert!(
+        p.dead_letters().await.is_empty(),
+        "replayed letters are deleted"
+    );
+    p.stop().await;
+}
+
+/// A transactions file that streams for several times `ack_wait` stays owned
+/// by its fetcher (in-progress acks): one download, no redelivery.
+#[tokio::test]
+async fn a_file_slower_than_ack_wait_is_processed_exactly_once() {
+    let p = Pipeline::start("slow-file", &[("SLUICE_ACK_WAIT", "1s")]).await;
+    let data = Dataset::generate(1, 2_000, 31);
+    p.server.add_dataset(&data);
+    let (path, body) = data.files[0].clone();
+    assert!(body.len() > 20_000);
+    // Over 40 chunks 100 ms apart: over four times the ack deadline.
+    p.server.set(
+        &path,
+        Route::new(body).trickle(512, Duration::from_millis(100)),
+    );
+    let started = std::time::Instant::now();
+    p.import(&p.server.url("/accounts.csv")).await;
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    assert!(started.elapsed() > Duration::from_secs(4));
+    assert_eq!(p.server.request_count(&path), 1, "downloaded once");
+    let ns = &p.sandbox.namespace;
+    let stream =
+        p.js.get_stream(ns.stream(sluice_messages::Stream::AccountUpdates))
+            .await
+            .unwrap();
+    let info = stream.consumer_info("fetcher").await.unwrap();
+    assert_eq!(info.num_redelivered, 0);
+    assert_eq!(info.delivered.consumer_sequence, 1, "delivered once");
+    p.stop().await;
+}
+
+/// Each guard refuses what it should, with the reason in the dead letter,
+/// and the good account of the same import is saved.
+#[tokio::test]
+async fn hostile_input_is_refused_with_a_reason() {
+    let p = Pipeline::start(
+        "hostile",
+        &[
+            ("SLUICE_MAX_DOWNLOAD_SIZE", "4MiB"),
+            ("SLUICE_MAX_ROW_LENGTH", "1KiB"),
+            (
+                "SLUICE_DENY_NETWORKS",
+                "169.254.0.0/16,fe80::/10,127.0.0.0/8",
+            ),
+            ("SLUICE_ALLOW_NETWORKS", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let port = p.server.url("").rsplit(':').next().unwrap().to_owned();
+    let accounts = format!(
+        "accountId,transactionsUrl\n\
+         1,good.csv\n\
+         2,big.csv\n\
+         3,long-line.csv\n\
+         4,bomb.csv\n\
+         5,http://169.254.169.254/latest/meta-data/iam.csv\n\
+         6,http://127.0.0.2:{port}/good.csv\n\
+         7,file:///etc/passwd\n\
+         8,http://[fe80::1]:{port}/good.csv\n"
+    );
+    p.server.set("/accounts.csv", Route::new(accounts));
+    p.server.set(
+        "/good.csv",
+        Route::new("id,amount\n1,1.00\n2,-2.50\n3,0.1\n"),
+    );
+    let mut big = String::from("id,amount\n");
+    for id in 1..=400_000 {
+        big.push_str(&format!("{id},{id}.00\n"));
+    }
+    p.server.set("/big.csv", Route::new(big));
+    p.server.set(
+        "/long-line.csv",
+        Route::new(format!(
+            "id,amount\n1,1.00\n2,{}\n3,3.00\n",
+            "9".repeat(2_000)
+        )),
+    );
+    let mut bomb = b"id,amount\n".to_vec();
+    bomb.resize(20 << 20, b'\n');
+    p.server.set("/bomb.csv", Route::new(bomb).gzip());
+
+    p.import(&p.server.url("/accounts.csv")).await;
+    p.import("http://169.254.169.254/latest/accounts.csv").await;
+    p.assert_saves(
+        &sluice_e2e::rows(&[(1, 1, "1.00"), (1, 2, "-2.50"), (1, 3, "0.1")]),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 8, "{letters:#?}");
+    assert!(
+        letters.iter().all(|l| l.kind == DeadLetterKind::Permanent),
+        "{letters:#?}"
+    );
+    let importer: Vec<_> = letters.iter().filter(|l| l.stage == "importer").collect();
+    assert_eq!(importer.len(), 1);
+    assert_eq!(
+        importer[0].error,
+        "GET http://169.254.169.254/latest/accounts.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)"
+    );
+    let mut fetcher: Vec<(i64, &str)> = letters
+        .iter()
+        .filter(|l| l.stage == "fetcher")
+        .map(|l| (account_of(l), l.error.as_str()))
+        .collect();
+    fetcher.sort();
+    let url = |path: &str| p.server.url(path);
+    let expected = [
+        (2, format!("{} refused: it is larger than 4194304 bytes (SLUICE_MAX_DOWNLOAD_SIZE, counted after decompression)", url("/big.csv"))),
+        (3, format!("{} refused: line 3 is longer than 1024 bytes (SLUICE_MAX_ROW_LENGTH)", url("/long-line.csv"))),
+        (4, format!("{} refused: its gzip body expands more than 100 times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?", url("/bomb.csv"))),
+        (5, "GET http://169.254.169.254/latest/meta-data/iam.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)".into()),
+        (6, format!("GET http://127.0.0.2:{port}/good.csv refused: address 127.0.0.2 is in the denied network 127.0.0.0/8 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
+        (7, "file:///etc/passwd: only http and https URLs can be imported".into()),
+        (8, format!("GET http://[fe80::1]:{port}/good.csv refused: address fe80::1 is in the denied network fe80::/10 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
+    ];
+    let got: Vec<(i64, String)> = fetcher.iter().map(|(a, e)| (*a, e.to_string())).collect();
+    assert_eq!(got, expected);
+    p.stop().await;
+}

@@ -1,0 +1,239 @@
+//! Private NATS and PostgreSQL servers for tests that restart them: the
+//! machine's shared servers must keep serving the tests running beside.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn scratch_dir(kind: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("sluice-{kind}-{}", sluice_devkit::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    crate::wait_until(Duration::from_secs(20), what, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+/// A JetStream server of its own: `SLUICE_TEST_NATS_SERVER` names the binary
+/// (default `nats-server` on the PATH, else Debian's `/usr/sbin/nats-server`).
+pub struct PrivateNats {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> PrivateNats {
+        let mut nats = PrivateNats {
+            port: free_port(),
+            store: scratch_dir("nats"),
+            child: None,
+        };
+        nats.launch().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn binary() -> String {
+        if let Ok(binary) = std::env::var("SLUICE_TEST_NATS_SERVER") {
+            return binary;
+        }
+        let on_path = Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if on_path {
+            "nats-server".into()
+        } else {
+            "/usr/sbin/nats-server".into()
+        }
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(Self::binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        wait_for_port(self.port, "private NATS to listen").await;
+    }
+
+    /// Kills the server (as a crash would) and starts it again on the same
+    /// port and store after `down`.
+    pub async fn restart(&mut self, down: Duration) {
+        self.kill();
+        tokio::time::sleep(down).await;
+        self.launch().await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A PostgreSQL cluster of its own, from the machine's installation, run as
+/// the `postgres` user when the tests run as root.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .max()
+            .expect("a PostgreSQL version");
+        let dir = scratch_dir("postgres");
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        let _ = Command::new("chown").arg("postgres").arg(&pg.dir).status();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.launch().await;
+        pg
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// PostgreSQL refuses to run as root: run its tools as `postgres` then.
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("PostgreSQL tool runs");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn launch(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+        wait_for_port(self.port, "private PostgreSQL to listen").await;
+    }
+
+    /// Stops the server abruptly (every connection cut, as in a crash) and
+    /// starts it again after `down`.
+    pub async fn restart(&self, down: Duration) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        tokio::time::sleep(down).await;
+        self.launch().await;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
