@@ -1,52 +1,29 @@
 use std::time::Duration;
 
-use sluice_e2e::{Dataset, Pipeline, Route};
+use sluice_devkit::sandbox::{admin_database_url, nats_url};
+use sluice_e2e::{Dataset, Pipeline, PrivateNats, PrivatePostgres, Route};
 use sluice_messages::Stream;
 
-/// kill -9 of each service in the middle of an import, each restarted:
-/// the table ends exactly right, and the streams hold each message once
-/// (republished outputs were recognised as duplicates).
-#[tokio::test]
-async fn killing_every_service_mid_import_loses_and_duplicates_nothing() {
-    let mut p = Pipeline::start(
-        "kill",
-        &[
-            ("SLUICE_ACK_WAIT", "2s"),
-            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
-            ("SLUICE_CONCURRENCY", "4"),
-        ],
-    )
-    .await;
-    let data = Dataset::generate(50, 50_000, 11);
-    // Trickled files keep every stage busy long enough to be killed mid-way.
+/// Transactions files trickled so that one import of 50,000 transactions
+/// keeps every stage busy for many seconds; the accounts file too.
+fn serve_slowly(p: &Pipeline, data: &Dataset, delay: Duration) {
     for (path, body) in &data.files {
         let route = if path == "/accounts.csv" {
-            Route::new(body.clone()).trickle(64, Duration::from_millis(100))
+            Route::new(body.clone()).trickle(32, Duration::from_millis(100))
         } else {
-            Route::new(body.clone()).trickle(512, Duration::from_millis(10))
+            Route::new(body.clone()).trickle(512, delay)
         };
         p.server.set(path, route);
     }
-    p.import(&p.server.url("/accounts.csv")).await;
+}
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    p.service("importer").kill().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    p.service("importer").restart().unwrap();
-
-    for (name, saved) in [("fetcher", 5_000), ("saver", 20_000), ("fetcher", 35_000)] {
-        p.sandbox
-            .wait_for_count(saved, Duration::from_secs(120))
-            .await;
-        p.service(name).kill().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        p.service(name).restart().unwrap();
-    }
-
-    p.assert_saves_exactly(&data, Duration::from_secs(180))
-        .await;
-    assert!(p.dead_letters().await.is_empty());
-    for (stream, count) in [(Stream::AccountUpdates, 50), (Stream::Transactions, 5_000)] {
+/// Each stream holds each message once: every republished output after a
+/// crash was recognised as a duplicate.
+async fn assert_each_message_stored_once(p: &Pipeline, accounts: u64, transaction_messages: u64) {
+    for (stream, count) in [
+        (Stream::AccountUpdates, accounts),
+        (Stream::Transactions, transaction_messages),
+    ] {
         let info =
             p.js.get_stream(p.sandbox.namespace.stream(stream))
                 .await
@@ -59,22 +36,100 @@ async fn killing_every_service_mid_import_loses_and_duplicates_nothing() {
             "{stream:?} holds each message once"
         );
     }
+}
+
+const RESILIENCE_ENV: [(&str, &str); 3] = [
+    ("SLUICE_ACK_WAIT", "2s"),
+    ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+    ("SLUICE_CONCURRENCY", "4"),
+];
+
+/// kill -9 of each of the three services three times, in random order at
+/// random moments of one import of 50,000 transactions, each restarted at
+/// once: the table ends exactly right and nothing was stored twice.
+#[tokio::test]
+async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
+    let mut p = Pipeline::start("kill", &RESILIENCE_ENV).await;
+    let data = Dataset::generate(50, 50_000, 11);
+    serve_slowly(&p, &data, Duration::from_millis(30));
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    p.import(&p.server.url("/accounts.csv")).await;
+
+    let mut kills = Vec::new();
+    for _round in 0..3 {
+        let mut order = sluice_e2e::SERVICES;
+        rng.shuffle(&mut order);
+        for name in order {
+            tokio::time::sleep(Duration::from_millis(rng.u64(150..700))).await;
+            let saved = p.sandbox.saved_count().await;
+            p.service(name).kill().await;
+            kills.push((name, saved));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.service(name).restart().unwrap();
+        }
+    }
+    eprintln!("killed (service, rows saved at the time): {kills:?}");
+    assert!(
+        kills.last().unwrap().1 < 50_000,
+        "every kill landed mid-import"
+    );
+
+    p.assert_saves_exactly(&data, Duration::from_secs(180))
+        .await;
+    assert!(p.dead_letters().await.is_empty());
+    assert_each_message_stored_once(&p, 50, 5_000).await;
     p.stop().await;
 }
 
-/// A 5xx is transient: retried with backoff until the file is served.
+/// The NATS server crashes and comes back mid-import: the services
+/// reconnect on their own and the import completes exactly.
 #[tokio::test]
-async fn server_errors_are_retried_until_the_file_arrives() {
-    let p = Pipeline::start("retry", &[("SLUICE_RETRY_BACKOFF", "100ms")]).await;
-    let data = Dataset::generate(3, 300, 8);
-    p.server.add_dataset(&data);
-    p.server.set(
-        "/transactions/1001.csv",
-        Route::new(data.files[1].1.clone()).fail_first(503, 2),
-    );
+async fn nats_restarted_mid_import_loses_and_duplicates_nothing() {
+    let mut nats = PrivateNats::start().await;
+    let p = Pipeline::start_on(
+        "nats-restart",
+        &RESILIENCE_ENV,
+        &nats.url(),
+        &admin_database_url(),
+    )
+    .await;
+    let data = Dataset::generate(20, 20_000, 12);
+    serve_slowly(&p, &data, Duration::from_millis(20));
     p.import(&p.server.url("/accounts.csv")).await;
-    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
-    assert_eq!(p.server.request_count("/transactions/1001.csv"), 3);
+    p.sandbox
+        .wait_for_count(4_000, Duration::from_secs(60))
+        .await;
+    nats.restart(Duration::from_secs(1)).await;
+    let saved = p.sandbox.saved_count().await;
+    assert!(saved < 20_000, "restarted mid-import ({saved} saved)");
+
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
+    assert!(p.dead_letters().await.is_empty());
+    assert_each_message_stored_once(&p, 20, 2_000).await;
+    p.stop().await;
+}
+
+/// PostgreSQL crashes and comes back mid-import: the saver's writers
+/// reconnect, unacknowledged batches come again, and the rows end exact.
+#[tokio::test]
+async fn postgres_restarted_mid_import_loses_and_duplicates_nothing() {
+    let pg = PrivatePostgres::start().await;
+    let p = Pipeline::start_on("pg-restart", &RESILIENCE_ENV, &nats_url(), &pg.admin_url()).await;
+    let data = Dataset::generate(20, 20_000, 13);
+    serve_slowly(&p, &data, Duration::from_millis(20));
+    p.import(&p.server.url("/accounts.csv")).await;
+    p.sandbox
+        .wait_for_count(4_000, Duration::from_secs(60))
+        .await;
+    pg.restart(Duration::from_secs(1)).await;
+    let saved = p.sandbox.saved_count().await;
+    assert!(saved < 20_000, "restarted mid-import ({saved} saved)");
+
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
     assert!(p.dead_letters().await.is_empty());
     p.stop().await;
 }

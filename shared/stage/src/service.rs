@@ -39,7 +39,21 @@ pub async fn connect(
 ) -> Result<(async_nats::Client, jetstream::Context), StageError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(client_name)
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        // Reconnecting is automatic and endless; say so in the logs.
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                // Every failed reconnect attempt; the disconnect said enough.
+                async_nats::Event::ClientError(e) => {
+                    tracing::debug!(error = %e, "NATS client error")
+                }
+                other => tracing::warn!(event = %other, "NATS connection event"),
+            }
+        });
     if keep_trying {
         options = options.retry_on_initial_connect();
     }
