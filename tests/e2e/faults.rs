@@ -240,3 +240,58 @@ async fn hostile_input_is_refused_with_a_reason() {
     assert_eq!(got, expected);
     p.stop().await;
 }
+
+/// Messages no stage can read are dead-lettered as permanent by the stage
+/// that got them; a file that keeps failing is dead-lettered as exhausted
+/// after `SLUICE_MAX_DELIVERIES`; the good account of the import completes.
+#[tokio::test]
+async fn undecodable_and_exhausted_messages_are_dead_lettered() {
+    let p = Pipeline::start(
+        "poison",
+        &[
+            ("SLUICE_MAX_DELIVERIES", "3"),
+            ("SLUICE_RETRY_BACKOFF", "50ms"),
+        ],
+    )
+    .await;
+    let data = Dataset::generate(2, 100, 41);
+    p.server.add_dataset(&data);
+    let (failing, _) = &data.files[1];
+    p.server
+        .set(failing, Route::new("never served").fail_first(503, 1_000));
+    p.import(&p.server.url("/accounts.csv")).await;
+
+    let ns = &p.sandbox.namespace;
+    let client = p.sandbox.nats().await;
+    for (subject, body) in [
+        (ns.account_updates(), "not json"),
+        (ns.transactions(7), "{\"import_id\":\"x\",\"account_id\":7}"),
+    ] {
+        p.js.publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    p.assert_saves(&rows_without(&data, &[1001]), Duration::from_secs(60))
+        .await;
+
+    let mut letters: Vec<_> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| (l.stage, l.kind, l.delivered, l.error))
+        .collect();
+    letters.sort();
+    assert_eq!(
+        letters,
+        vec![
+            ("fetcher".into(), DeadLetterKind::Permanent, 1, format!("message on {} is not a valid AccountUpdate: expected ident at line 1 column 2", ns.account_updates())),
+            ("fetcher".into(), DeadLetterKind::Exhausted, 3, format!("GET {} answered HTTP 503", p.server.url(failing))),
+            ("saver".into(), DeadLetterKind::Permanent, 1, format!("message on {} is not a valid TransactionBatch: missing field `transactions` at line 1 column 32", ns.transactions(7))),
+        ]
+    );
+    assert_eq!(p.server.request_count(failing), 3);
+    p.stop().await;
+}

@@ -133,3 +133,47 @@ async fn postgres_restarted_mid_import_loses_and_duplicates_nothing() {
     assert!(p.dead_letters().await.is_empty());
     p.stop().await;
 }
+
+/// SIGTERM to the fetcher and SIGINT to the saver in the middle of files:
+/// each stops pulling, hands back what it cannot finish within
+/// `SLUICE_SHUTDOWN_TIMEOUT` and exits 0 promptly; restarted, they complete
+/// the import exactly. With a 30 s ack deadline, work that was not handed
+/// back would only return after the assertion's 20 s have passed.
+#[tokio::test]
+async fn sigterm_and_sigint_mid_import_exit_promptly_and_lose_nothing() {
+    let mut p = Pipeline::start(
+        "drain",
+        &[
+            ("SLUICE_SHUTDOWN_TIMEOUT", "1s"),
+            ("SLUICE_ACK_WAIT", "30s"),
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+        ],
+    )
+    .await;
+    let data = Dataset::generate(4, 8_000, 14);
+    serve_slowly(&p, &data, Duration::from_millis(50));
+    p.import(&p.server.url("/accounts.csv")).await;
+    p.sandbox.wait_for_count(500, Duration::from_secs(60)).await;
+
+    for (name, signal) in [("fetcher", libc::SIGTERM), ("saver", libc::SIGINT)] {
+        let started = std::time::Instant::now();
+        let status = p
+            .service(name)
+            .stop_with(signal, Duration::from_secs(10))
+            .await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} exits 0: {status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(p.sandbox.saved_count().await < 8_000, "stopped mid-import");
+    p.service("fetcher").restart().unwrap();
+    p.service("saver").restart().unwrap();
+    p.assert_saves_exactly(&data, Duration::from_secs(20)).await;
+    p.stop().await;
+}

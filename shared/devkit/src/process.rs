@@ -95,11 +95,20 @@ impl Process {
 
     /// SIGTERM, then waits up to `timeout` for a graceful exit (SIGKILL after).
     pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.stop_with(libc::SIGTERM, timeout).await
+    }
+
+    /// Sends `signal`, then waits up to `timeout` for an exit (SIGKILL after).
+    pub async fn stop_with(
+        &mut self,
+        signal: libc::c_int,
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         if let Some(pid) = child.id() {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                libc::kill(pid as libc::pid_t, signal);
             }
         }
         match tokio::time::timeout(timeout, child.wait()).await {
