@@ -83,6 +83,27 @@ async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
     p.stop().await;
 }
 
+/// Imports 20,000 transactions and runs `outage` once 4,000 are saved: the
+/// import must still end exact, with nothing dead-lettered.
+async fn import_through_outage(
+    p: &Pipeline,
+    seed: u64,
+    outage: impl std::future::Future<Output = ()>,
+) {
+    let data = Dataset::generate(20, 20_000, seed);
+    serve_slowly(p, &data, Duration::from_millis(20));
+    p.import(&p.server.url("/accounts.csv")).await;
+    p.sandbox
+        .wait_for_count(4_000, Duration::from_secs(60))
+        .await;
+    outage.await;
+    let saved = p.sandbox.saved_count().await;
+    assert!(saved < 20_000, "the outage came mid-import ({saved} saved)");
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
+    assert!(p.dead_letters().await.is_empty());
+}
+
 /// The NATS server crashes and comes back mid-import: the services
 /// reconnect on their own and the import completes exactly.
 #[tokio::test]
@@ -95,19 +116,7 @@ async fn nats_restarted_mid_import_loses_and_duplicates_nothing() {
         &admin_database_url(),
     )
     .await;
-    let data = Dataset::generate(20, 20_000, 12);
-    serve_slowly(&p, &data, Duration::from_millis(20));
-    p.import(&p.server.url("/accounts.csv")).await;
-    p.sandbox
-        .wait_for_count(4_000, Duration::from_secs(60))
-        .await;
-    nats.restart(Duration::from_secs(1)).await;
-    let saved = p.sandbox.saved_count().await;
-    assert!(saved < 20_000, "restarted mid-import ({saved} saved)");
-
-    p.assert_saves_exactly(&data, Duration::from_secs(120))
-        .await;
-    assert!(p.dead_letters().await.is_empty());
+    import_through_outage(&p, 12, nats.restart(Duration::from_secs(1))).await;
     assert_each_message_stored_once(&p, 20, 2_000).await;
     p.stop().await;
 }
@@ -118,19 +127,7 @@ async fn nats_restarted_mid_import_loses_and_duplicates_nothing() {
 async fn postgres_restarted_mid_import_loses_and_duplicates_nothing() {
     let pg = PrivatePostgres::start().await;
     let p = Pipeline::start_on("pg-restart", &RESILIENCE_ENV, &nats_url(), &pg.admin_url()).await;
-    let data = Dataset::generate(20, 20_000, 13);
-    serve_slowly(&p, &data, Duration::from_millis(20));
-    p.import(&p.server.url("/accounts.csv")).await;
-    p.sandbox
-        .wait_for_count(4_000, Duration::from_secs(60))
-        .await;
-    pg.restart(Duration::from_secs(1)).await;
-    let saved = p.sandbox.saved_count().await;
-    assert!(saved < 20_000, "restarted mid-import ({saved} saved)");
-
-    p.assert_saves_exactly(&data, Duration::from_secs(120))
-        .await;
-    assert!(p.dead_letters().await.is_empty());
+    import_through_outage(&p, 13, pg.restart(Duration::from_secs(1))).await;
     p.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! fetcher: one account in, its transactions CSV out as
 //! `transactions.<account_id>` messages of up to N transactions each.
 
-use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
+use sluice_download::{DownloadOptions, Downloader, Record, Row};
 use sluice_messages::{stage, AccountUpdate, Transaction, TransactionBatch};
 use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
 
@@ -34,22 +34,14 @@ impl FlatMap for Fetcher {
         if out.import_id().is_none() {
             out.set_import_id(&account.import_id);
         }
-        let url = Url::parse(&account.transactions_url).map_err(|e| {
-            StageError::permanent(format!(
-                "transactions URL {:?} is invalid: {e}",
-                account.transactions_url
-            ))
-        })?;
-        let download_error =
-            |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
         let mut file = self
             .downloader
-            .open_csv(&url, &COLUMNS)
-            .await
-            .map_err(download_error)?;
+            .open_csv(&account.transactions_url, &COLUMNS)
+            .await?;
+        let url = file.url().clone();
         let subject = out.namespace().transactions(account.account_id);
         let mut chunk = Chunk::new(self.transactions_per_message);
-        while let Some(row) = file.next_row().await.map_err(download_error)? {
+        while let Some(row) = file.next_row().await? {
             match row {
                 Row::Record(record) => match transaction(&record) {
                     Ok(transaction) => chunk.push(record.line(), transaction),

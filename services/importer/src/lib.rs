@@ -30,18 +30,10 @@ impl FlatMap for Importer {
         out.set_import_id(&import_id);
         out.set_identity(&import_id);
 
-        let url = Url::parse(&request.url).map_err(|e| {
-            StageError::permanent(format!("import URL {:?} is invalid: {e}", request.url))
-        })?;
-        let download_error =
-            |e: sluice_download::DownloadError| StageError::classified(e.is_transient(), &e);
-        let mut file = self
-            .downloader
-            .open_csv(&url, &COLUMNS)
-            .await
-            .map_err(download_error)?;
+        let mut file = self.downloader.open_csv(&request.url, &COLUMNS).await?;
+        let url = file.url().clone();
         let subject = out.namespace().account_updates();
-        while let Some(row) = file.next_row().await.map_err(download_error)? {
+        while let Some(row) = file.next_row().await? {
             match row {
                 Row::Record(record) => match account_update(&import_id, &url, &record) {
                     Ok(update) => {

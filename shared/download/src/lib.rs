@@ -126,6 +126,11 @@ impl Default for DownloadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    #[error("{url:?} is not a valid URL: {reason}")]
+    InvalidUrl {
+        url: String,
+        reason: url::ParseError,
+    },
     #[error("{url}: only http and https URLs can be imported")]
     UnsupportedScheme { url: Url },
     #[error("GET {url} refused: {reason}")]
@@ -166,7 +171,8 @@ impl DownloadError {
             }
             // A cut connection, a truncated gzip stream: the next try may get it whole.
             DownloadError::Body { .. } => true,
-            DownloadError::UnsupportedScheme { .. }
+            DownloadError::InvalidUrl { .. }
+            | DownloadError::UnsupportedScheme { .. }
             | DownloadError::Refused { .. }
             | DownloadError::UnsupportedEncoding { .. }
             | DownloadError::Limit { .. }
@@ -186,6 +192,13 @@ impl DownloadError {
                 source,
             },
         }
+    }
+}
+
+/// A download failure as the stage runtime sees it: retried or dead-lettered.
+impl From<DownloadError> for sluice_stage::StageError {
+    fn from(e: DownloadError) -> Self {
+        sluice_stage::StageError::classified(e.is_transient(), &e)
     }
 }
 
@@ -237,7 +250,11 @@ impl Downloader {
 
     /// Starts downloading `url` and reads its header, which must name every
     /// one of `columns` (matched ignoring case and surrounding spaces).
-    pub async fn open_csv(&self, url: &Url, columns: &[&str]) -> Result<CsvFile, DownloadError> {
+    pub async fn open_csv(&self, url: &str, columns: &[&str]) -> Result<CsvFile, DownloadError> {
+        let url = &Url::parse(url).map_err(|reason| DownloadError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(DownloadError::UnsupportedScheme { url: url.clone() });
         }
