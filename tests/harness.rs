@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use sluice_devkit::{FileServer, Process, Sandbox};
 use sluice_messages::{stage, DeadLetter};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
+use sluice_stage::topology::{consumer_info, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
 
@@ -90,19 +91,14 @@ impl Pipeline {
     }
 
     pub async fn wait_for_consumers(&self) {
-        for name in SERVICES {
-            let stream = self
-                .sandbox
-                .namespace
-                .stream(sluice_stage::topology::input_of(name).expect("a stage"));
+        for name in CONSUMERS {
             wait_until(
                 Duration::from_secs(30),
                 &format!("{name} consumer"),
                 || async {
-                    match self.js.get_stream(&stream).await {
-                        Ok(s) => s.consumer_info(name).await.is_ok(),
-                        Err(_) => false,
-                    }
+                    consumer_info(&self.js, &self.sandbox.namespace, name)
+                        .await
+                        .is_ok()
                 },
             )
             .await;
@@ -113,19 +109,10 @@ impl Pipeline {
     /// an ack: the pipeline has finished all the work it was given.
     pub async fn wait_until_idle(&self, timeout: Duration) {
         wait_until(timeout, "pipeline idle", || async {
-            for name in SERVICES {
-                let stream = self
-                    .sandbox
-                    .namespace
-                    .stream(sluice_stage::topology::input_of(name).expect("a stage"));
-                let Ok(s) = self.js.get_stream(&stream).await else {
-                    return false;
-                };
-                let Ok(info) = s.consumer_info(name).await else {
-                    return false;
-                };
-                if info.num_pending > 0 || info.num_ack_pending > 0 {
-                    return false;
+            for name in CONSUMERS {
+                match consumer_info(&self.js, &self.sandbox.namespace, name).await {
+                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                    _ => return false,
                 }
             }
             true

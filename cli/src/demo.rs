@@ -12,6 +12,7 @@ use std::{
 
 use sluice_devkit::{data::format_cents, Dataset, FileServer, Process, Sandbox};
 use sluice_messages::{stage, Stream};
+use sluice_stage::topology::consumer_info;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -176,14 +177,9 @@ async fn wait_for_consumers(
     sandbox: &Sandbox,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
-        let input = sluice_stage::topology::input_of(name).expect("known stage");
+    for name in sluice_stage::topology::CONSUMERS {
         loop {
-            let ready = match js.get_stream(sandbox.namespace.stream(input)).await {
-                Ok(stream) => stream.consumer_info(name).await.is_ok(),
-                Err(_) => false,
-            };
-            if ready {
+            if consumer_info(js, &sandbox.namespace, name).await.is_ok() {
                 break;
             }
             if Instant::now() > deadline {

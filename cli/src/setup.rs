@@ -1,4 +1,3 @@
-use sluice_messages::stage;
 use sluice_stage::{
     connect,
     topology::{self, ConsumerSpec},
@@ -41,7 +40,7 @@ pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), Str
     topology::ensure_streams(&js, nats)
         .await
         .map_err(|e| e.to_string())?;
-    for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
+    for name in topology::CONSUMERS {
         let spec = ConsumerSpec {
             name,
             input: topology::input_of(name).expect("known stage"),

@@ -2,7 +2,7 @@
 //! `transactions.<account_id>` messages of up to N transactions each.
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
-use sluice_messages::{stage, AccountUpdate, Transaction, TransactionBatch};
+use sluice_messages::{stage, AccountUpdate, ImportProgress, Transaction, TransactionBatch};
 use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
 
 const COLUMNS: [&str; 2] = ["id", "amount"];
@@ -55,7 +55,17 @@ impl FlatMap for Fetcher {
                 chunk.publish(&account, &subject, out).await?;
             }
         }
-        chunk.publish(&account, &subject, out).await
+        chunk.publish(&account, &subject, out).await?;
+        let (account_key, rejected_rows) = (out.identity().to_owned(), out.rejected_rows());
+        out.report(&ImportProgress::Fetched {
+            import_id: account.import_id,
+            account_key,
+            account_id: account.account_id,
+            messages: chunk.messages,
+            transactions: chunk.transactions_total,
+            rejected_rows,
+        })
+        .await
     }
 }
 
@@ -65,6 +75,9 @@ struct Chunk {
     first_line: u64,
     last_line: u64,
     transactions: Vec<Transaction>,
+    /// Messages published so far, and the transactions in them.
+    messages: u64,
+    transactions_total: u64,
 }
 
 impl Chunk {
@@ -74,6 +87,8 @@ impl Chunk {
             first_line: 0,
             last_line: 0,
             transactions: Vec::with_capacity(capacity),
+            messages: 0,
+            transactions_total: 0,
         }
     }
 
@@ -109,6 +124,8 @@ impl Chunk {
                 Vec::with_capacity(self.capacity),
             ),
         };
+        self.messages += 1;
+        self.transactions_total += batch.transactions.len() as u64;
         let position = format!("lines-{}-{}", self.first_line, self.last_line);
         out.publish_json(subject.to_owned(), position, &batch).await
     }

@@ -2,7 +2,7 @@
 //! account listed in its accounts CSV out.
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
-use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportRequest};
+use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, ImportRequest};
 use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
 
 const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
@@ -30,15 +30,23 @@ impl FlatMap for Importer {
         out.set_import_id(&import_id);
         out.set_identity(&import_id);
 
+        out.report(&ImportProgress::Started {
+            import_id: import_id.clone(),
+            url: request.url.clone(),
+            time: sluice_stage::now(),
+        })
+        .await?;
         let mut file = self.downloader.open_csv(&request.url, &COLUMNS).await?;
         let url = file.url().clone();
         let subject = out.namespace().account_updates();
+        let mut accounts = 0;
         while let Some(row) = file.next_row().await? {
             match row {
                 Row::Record(record) => match account_update(&import_id, &url, &record) {
                     Ok(update) => {
                         out.publish_json(subject.clone(), record.line(), &update)
-                            .await?
+                            .await?;
+                        accounts += 1;
                     }
                     Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
                 },
@@ -47,7 +55,13 @@ impl FlatMap for Importer {
                 }
             }
         }
-        Ok(())
+        let rejected_rows = out.rejected_rows();
+        out.report(&ImportProgress::Listed {
+            import_id,
+            accounts,
+            rejected_rows,
+        })
+        .await
     }
 }
 

@@ -1,7 +1,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use sluice_saver::Saver;
+use sluice_saver::{announce_completions, Database, Saver, Tracker};
 use sluice_stage::{config::parse_duration, run_service, Runtime, Sink, SinkOptions, StageArgs};
 
 /// sluice saver: writes the transactions published on `transactions.>` to
@@ -36,9 +36,20 @@ fn main() -> ExitCode {
             batch_size: config.batch_size as usize,
             batch_wait: config.batch_wait,
         };
-        Runtime::start(Saver::NAME, config.stage, stop)
-            .await?
-            .run_sink(Saver::new(config.database_url), options)
-            .await
+        let database = Database::new(config.database_url);
+        let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
+        let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
+        let announcer = announce_completions(
+            database.clone(),
+            tracker.jetstream(),
+            tracker.namespace().clone(),
+            stop,
+        );
+        tokio::try_join!(
+            saver.run_sink(Saver::new(database.clone()), options),
+            tracker.run_sink(Tracker::new(database), options),
+            announcer,
+        )?;
+        Ok(())
     })
 }

@@ -3,7 +3,8 @@
 use tokio_postgres::Client;
 
 /// Applied in order, each exactly once; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE transactions (
         account_id BIGINT NOT NULL,
         id BIGINT NOT NULL,
@@ -11,7 +12,61 @@ const MIGRATIONS: &[&str] = &["
         import_id TEXT NOT NULL,
         saved_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (account_id, id)
-    )"];
+    )",
+    // Import tracking. Every counter on `imports` grows only when a keyed
+    // row below is first inserted, so a fact or batch processed twice
+    // counts once.
+    "
+    CREATE TABLE imports (
+        id TEXT PRIMARY KEY,
+        url TEXT,
+        started_at TIMESTAMPTZ,
+        -- NULL until the importer read the whole accounts CSV.
+        accounts_listed BIGINT,
+        -- The accounts request itself was dead-lettered.
+        import_failed BOOLEAN NOT NULL DEFAULT false,
+        accounts_settled BIGINT NOT NULL DEFAULT 0,
+        accounts_failed BIGINT NOT NULL DEFAULT 0,
+        messages_expected BIGINT NOT NULL DEFAULT 0,
+        chunks_settled BIGINT NOT NULL DEFAULT 0,
+        transactions_saved BIGINT NOT NULL DEFAULT 0,
+        rows_rejected BIGINT NOT NULL DEFAULT 0,
+        failures BIGINT NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'running'
+            CHECK (status IN ('running', 'completed', 'completed_with_errors')),
+        finished_at TIMESTAMPTZ,
+        event_published_at TIMESTAMPTZ
+    );
+    CREATE INDEX imports_unannounced ON imports (id)
+        WHERE status <> 'running' AND event_published_at IS NULL;
+    -- One row per account message of an import: fetched, or dead-lettered.
+    CREATE TABLE import_accounts (
+        import_id TEXT NOT NULL,
+        account_key TEXT NOT NULL,
+        account_id BIGINT,
+        state TEXT NOT NULL CHECK (state IN ('fetched', 'failed')),
+        messages BIGINT NOT NULL DEFAULT 0,
+        transactions BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (import_id, account_key)
+    );
+    -- One row per transactions message of an import: saved, or dead-lettered.
+    CREATE TABLE import_chunks (
+        import_id TEXT NOT NULL,
+        chunk_key TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('saved', 'failed')),
+        transactions BIGINT NOT NULL,
+        PRIMARY KEY (import_id, chunk_key)
+    );
+    -- Every message of an import that a stage dead-lettered.
+    CREATE TABLE import_failures (
+        import_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        error TEXT NOT NULL,
+        PRIMARY KEY (import_id, key)
+    )",
+];
 
 /// Brings the schema up to date. Replicas starting together serialise on an
 /// advisory lock, so each migration runs once.

@@ -25,6 +25,9 @@ pub mod stage {
     pub const IMPORTER: &str = "importer";
     pub const FETCHER: &str = "fetcher";
     pub const SAVER: &str = "saver";
+    /// The saver's second consumer: it records import progress facts and
+    /// decides when each import is complete.
+    pub const TRACKER: &str = "tracker";
 }
 
 /// A request to import one accounts CSV, as published on `imports`.
@@ -67,18 +70,19 @@ impl ImportRequest {
     }
 }
 
-/// Import ids appear inside `Nats-Msg-Id`s and headers: keep them printable.
+/// Import ids appear in subjects (`import-events.<id>`), `Nats-Msg-Id`s and
+/// headers: no dots, spaces or wildcards.
 pub fn validate_import_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ . :"
+            "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ :"
         ))
     }
 }
@@ -196,4 +200,100 @@ mod tests {
         );
         assert!(serde_json::from_str::<Transaction>(r#"{"id":1,"amount":"1e5"}"#).is_err());
     }
+}
+
+/// What the stages report about an import as they go, published on
+/// `import-progress.<id>.<fact>`. The saver's tracker records these facts,
+/// keyed so that a redelivered fact never counts twice, and decides when the
+/// import is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "kebab-case")]
+pub enum ImportProgress {
+    /// The importer began reading the accounts CSV.
+    Started {
+        import_id: String,
+        url: String,
+        time: String,
+    },
+    /// The importer read the whole accounts CSV: `accounts` account
+    /// messages are stored, `rejected_rows` rows were dead-lettered.
+    Listed {
+        import_id: String,
+        accounts: u64,
+        rejected_rows: u64,
+    },
+    /// The fetcher read one account's whole transactions CSV: `messages`
+    /// transaction messages holding `transactions` transactions are stored.
+    Fetched {
+        import_id: String,
+        /// The account message's identity (`<import>/<line>`).
+        account_key: String,
+        account_id: i64,
+        messages: u64,
+        transactions: u64,
+        rejected_rows: u64,
+    },
+    /// A stage dead-lettered a message of this import.
+    Failed {
+        import_id: String,
+        stage: String,
+        /// The identity of the message given up on.
+        key: String,
+        kind: DeadLetterKind,
+        error: String,
+    },
+}
+
+impl ImportProgress {
+    pub fn import_id(&self) -> &str {
+        match self {
+            ImportProgress::Started { import_id, .. }
+            | ImportProgress::Listed { import_id, .. }
+            | ImportProgress::Fetched { import_id, .. }
+            | ImportProgress::Failed { import_id, .. } => import_id,
+        }
+    }
+
+    /// The last token of its subject.
+    pub fn fact(&self) -> &'static str {
+        match self {
+            ImportProgress::Started { .. } => "started",
+            ImportProgress::Listed { .. } => "listed",
+            ImportProgress::Fetched { .. } => "fetched",
+            ImportProgress::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// How an import ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    /// Every transaction listed is saved; nothing was rejected.
+    Completed,
+    /// Everything is settled, but some rows were rejected or some messages
+    /// were dead-lettered (`sluice dead-letters list --import ID`).
+    CompletedWithErrors,
+}
+
+/// Published once per import on `import-events.<id>` when every
+/// transaction of it is committed in PostgreSQL or dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCompleted {
+    pub import_id: String,
+    pub status: ImportStatus,
+    pub url: Option<String>,
+    /// Accounts listed by the accounts CSV (well-formed rows).
+    pub accounts: u64,
+    /// Accounts whose transactions CSV could not be read (dead-lettered).
+    pub accounts_failed: u64,
+    /// Transactions committed for this import (including ones an earlier
+    /// import had already saved).
+    pub transactions_saved: u64,
+    /// CSV rows rejected as malformed, in both files.
+    pub rows_rejected: u64,
+    /// Messages of this import dead-lettered (other than rejected rows).
+    pub dead_letters: u64,
+    pub started_at: Option<String>,
+    pub finished_at: String,
 }

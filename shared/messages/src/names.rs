@@ -1,20 +1,25 @@
 use std::fmt;
 
-/// The four streams of the contract.
+/// The streams of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Imports,
     AccountUpdates,
     Transactions,
     DeadLetters,
+    /// Import lifecycle: progress facts the stages report
+    /// (`import-progress.<id>.<fact>`) and the completion events sluice
+    /// publishes (`import-events.<id>`).
+    ImportEvents,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 4] = [
+    pub const ALL: [Stream; 5] = [
         Stream::Imports,
         Stream::AccountUpdates,
         Stream::Transactions,
         Stream::DeadLetters,
+        Stream::ImportEvents,
     ];
 
     /// Stream name without namespace, as in the contract.
@@ -24,16 +29,18 @@ impl Stream {
             Stream::AccountUpdates => "ACCOUNT_UPDATES",
             Stream::Transactions => "TRANSACTIONS",
             Stream::DeadLetters => "DEAD_LETTERS",
+            Stream::ImportEvents => "IMPORT_EVENTS",
         }
     }
 
-    /// Subject pattern without namespace.
-    const fn base_subjects(self) -> &'static str {
+    /// Subject patterns without namespace.
+    const fn base_subjects(self) -> &'static [&'static str] {
         match self {
-            Stream::Imports => "imports",
-            Stream::AccountUpdates => "account-updates",
-            Stream::Transactions => "transactions.>",
-            Stream::DeadLetters => "dead-letters.>",
+            Stream::Imports => &["imports"],
+            Stream::AccountUpdates => &["account-updates"],
+            Stream::Transactions => &["transactions.>"],
+            Stream::DeadLetters => &["dead-letters.>"],
+            Stream::ImportEvents => &["import-events.>", "import-progress.>"],
         }
     }
 }
@@ -91,9 +98,28 @@ impl Namespace {
         }
     }
 
-    /// The subject filter a stream captures.
-    pub fn stream_subjects(&self, stream: Stream) -> String {
-        self.subject(stream.base_subjects())
+    /// The subject filters a stream captures.
+    pub fn stream_subjects(&self, stream: Stream) -> Vec<String> {
+        stream
+            .base_subjects()
+            .iter()
+            .map(|s| self.subject(s))
+            .collect()
+    }
+
+    /// Progress facts of every import: what the saver's tracker consumes.
+    pub fn all_import_progress(&self) -> String {
+        self.subject("import-progress.>")
+    }
+
+    /// A progress fact of import `id`: `started`, `listed`, `fetched`, `failed`.
+    pub fn import_progress(&self, id: &str, fact: &str) -> String {
+        self.subject(&format!("import-progress.{id}.{fact}"))
+    }
+
+    /// Where the completion event of import `id` is published.
+    pub fn import_events(&self, id: &str) -> String {
+        self.subject(&format!("import-events.{id}"))
     }
 
     pub fn imports(&self) -> String {
@@ -130,7 +156,8 @@ mod tests {
         assert_eq!(ns.stream(Stream::Imports), "IMPORTS");
         assert_eq!(ns.imports(), "imports");
         assert_eq!(ns.transactions(-4), "transactions.-4");
-        assert_eq!(ns.stream_subjects(Stream::DeadLetters), "dead-letters.>");
+        assert_eq!(ns.stream_subjects(Stream::DeadLetters), ["dead-letters.>"]);
+        assert_eq!(ns.import_events("42"), "import-events.42");
     }
 
     #[test]
@@ -140,7 +167,11 @@ mod tests {
         assert_eq!(ns.account_updates(), "t-1a.account-updates");
         assert_eq!(
             ns.stream_subjects(Stream::Transactions),
-            "t-1a.transactions.>"
+            ["t-1a.transactions.>"]
+        );
+        assert_eq!(
+            ns.import_progress("7", "listed"),
+            "t-1a.import-progress.7.listed"
         );
         assert!(Namespace::new(Some("Bad.Name")).is_err());
     }

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::message::PublishMessage;
 use base64::Engine;
-use sluice_messages::{DeadLetter, DeadLetterKind, HEADER_IMPORT_ID};
-use time::format_description::well_known::Rfc3339;
+use sluice_messages::{DeadLetter, DeadLetterKind, ImportProgress, HEADER_IMPORT_ID};
 
 use crate::{emitter::publish_error, service::Shared, Delivery, StageError};
 
@@ -55,9 +54,7 @@ pub(crate) fn letter(
         delivered,
         url: None,
         line: None,
-        time: time::OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        time: crate::now(),
     }
 }
 
@@ -97,5 +94,31 @@ pub(crate) async fn store(
         .await
         .map_err(|e| publish_error(&e))?;
     ack.await.map_err(|e| publish_error(&e))?;
+
+    // The import's tracker settles this message as failed. Both publishes
+    // are acked before the input is terminated; a retry repeats both ids.
+    if let Some(import_id) = delivery.import_id() {
+        let fact = ImportProgress::Failed {
+            import_id: import_id.to_owned(),
+            stage: shared.stage.to_owned(),
+            key: delivery.identity().to_owned(),
+            kind,
+            error: error.to_string(),
+        };
+        let message = PublishMessage::build()
+            .payload(
+                serde_json::to_vec(&fact)
+                    .expect("facts always encode")
+                    .into(),
+            )
+            .message_id(format!("{}/failed", delivery.message_id()));
+        shared
+            .js
+            .send_publish(shared.ns.import_progress(import_id, fact.fact()), message)
+            .await
+            .map_err(|e| publish_error(&e))?
+            .await
+            .map_err(|e| publish_error(&e))?;
+    }
     Ok(())
 }

@@ -11,6 +11,8 @@ pub struct Delivery {
     delivered: i64,
     message_id: String,
     identity: String,
+    /// From the `Sluice-Import-Id` header, or as the stage worked it out.
+    import_id: Option<String>,
 }
 
 impl Delivery {
@@ -29,7 +31,9 @@ impl Delivery {
         let message_id =
             header(HEADER_MSG_ID).unwrap_or_else(|| format!("{}:{}", info.stream, stream_sequence));
         let identity = header(HEADER_REPLAY_OF).unwrap_or_else(|| message_id.clone());
+        let import_id = header(HEADER_IMPORT_ID);
         Ok(Delivery {
+            import_id,
             message,
             stream_sequence,
             delivered,
@@ -55,7 +59,15 @@ impl Delivery {
     }
 
     pub fn import_id(&self) -> Option<&str> {
-        self.header(HEADER_IMPORT_ID)
+        self.import_id.as_deref()
+    }
+
+    /// The import this message belongs to, as the stage found out (the
+    /// importer derives it from the body), so its dead letter names it.
+    pub(crate) fn learn_import_id(&mut self, id: Option<&str>) {
+        if self.import_id.is_none() {
+            self.import_id = id.map(str::to_owned);
+        }
     }
 
     /// Position of the message in its stream: stable across redeliveries.

@@ -67,6 +67,16 @@ impl Emitter {
         self.import_id.as_deref()
     }
 
+    /// Rows rejected so far through [`Emitter::reject_row`].
+    pub fn rejected_rows(&self) -> u64 {
+        self.rejected_rows
+    }
+
+    /// The identity outputs are derived from.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// Derives output ids from `identity` instead of the input message's own
     /// (the importer's outputs belong to the import, not to the request).
     pub fn set_identity(&mut self, identity: &str) {
@@ -99,6 +109,19 @@ impl Emitter {
         let payload = serde_json::to_vec(body)
             .map_err(|e| StageError::permanent(format!("cannot encode output: {e}")))?;
         self.publish(subject, position, payload.into()).await
+    }
+
+    /// Reports a progress fact of the current import to its tracker, at most
+    /// once per input however often it is processed.
+    pub async fn report(
+        &mut self,
+        fact: &sluice_messages::ImportProgress,
+    ) -> Result<(), StageError> {
+        let subject = self
+            .shared
+            .ns
+            .import_progress(fact.import_id(), fact.fact());
+        self.publish_json(subject, fact.fact(), fact).await
     }
 
     /// Reports one unusable row of `url` as a dead letter and lets the stage

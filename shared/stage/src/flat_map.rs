@@ -111,7 +111,7 @@ async fn handle<S: FlatMap>(
     abort: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let delivery = match Delivery::new(message) {
+    let mut delivery = match Delivery::new(message) {
         Ok(d) => d,
         Err(e) => return tracing::error!(error = %e, "skipping message"),
     };
@@ -148,5 +148,6 @@ async fn handle<S: FlatMap>(
         &abort,
     )
     .await;
+    delivery.learn_import_id(out.import_id());
     pull::settle(&shared, &delivery, outcome).await;
 }

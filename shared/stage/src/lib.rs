@@ -32,3 +32,10 @@ pub use flat_map::FlatMap;
 pub use service::{connect, run_service, Runtime};
 pub use shutdown::shutdown_signal;
 pub use sink::{Sink, SinkOptions};
+
+/// The current time as RFC 3339, as every sluice message carries it.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -152,6 +152,11 @@ impl Runtime {
         self.finish().await
     }
 
+    /// For work beside the stage's own (an outbox publisher, say).
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.shared.js.clone()
+    }
+
     /// Runs a sink stage until the stop token fires, then drains.
     pub async fn run_sink<S: Sink>(self, stage: S, options: SinkOptions) -> Result<(), StageError> {
         sink::run(

@@ -24,7 +24,7 @@ pub fn stream_config(nats: &NatsArgs, which: Stream) -> stream::Config {
     };
     stream::Config {
         name: nats.namespace.stream(which),
-        subjects: vec![nats.namespace.stream_subjects(which)],
+        subjects: nats.namespace.stream_subjects(which),
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         discard: DiscardPolicy::Old,
@@ -74,20 +74,54 @@ pub struct ConsumerSpec {
 }
 
 /// The stream each service consumes.
-pub fn input_of(service: &str) -> Option<Stream> {
-    match service {
+pub fn input_of(consumer: &str) -> Option<Stream> {
+    match consumer {
         stage::IMPORTER => Some(Stream::Imports),
         stage::FETCHER => Some(Stream::AccountUpdates),
         stage::SAVER => Some(Stream::Transactions),
+        stage::TRACKER => Some(Stream::ImportEvents),
         _ => None,
     }
+}
+
+/// Every durable consumer: the three stages and the saver's import tracker.
+pub const CONSUMERS: [&str; 4] = [
+    stage::IMPORTER,
+    stage::FETCHER,
+    stage::SAVER,
+    stage::TRACKER,
+];
+
+/// The subjects a consumer takes from its stream: all of them, except that
+/// the tracker leaves the completion events to their readers.
+fn input_filter(ns: &Namespace, input: Stream) -> String {
+    match input {
+        Stream::ImportEvents => ns.all_import_progress(),
+        _ => ns.stream_subjects(input).remove(0),
+    }
+}
+
+/// A consumer's state (pending, ack pending, redelivered), for status and tests.
+pub async fn consumer_info(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    consumer: &str,
+) -> Result<jetstream::consumer::Info, String> {
+    let input = input_of(consumer).ok_or_else(|| format!("unknown consumer {consumer}"))?;
+    let stream = ns.stream(input);
+    js.get_stream(&stream)
+        .await
+        .map_err(|e| format!("cannot open stream {stream}: {e}"))?
+        .consumer_info(consumer)
+        .await
+        .map_err(|e| format!("cannot read consumer {consumer} on {stream}: {e}"))
 }
 
 pub fn consumer_config(ns: &Namespace, spec: &ConsumerSpec) -> pull::Config {
     pull::Config {
         durable_name: Some(spec.name.to_owned()),
         description: Some(format!("sluice {}", spec.name)),
-        filter_subject: ns.stream_subjects(spec.input),
+        filter_subject: input_filter(ns, spec.input),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: spec.ack_wait,

@@ -1,0 +1,307 @@
+//! Import completion: the tracker records the stages' progress facts, the
+//! saver records which transaction messages it committed, and whichever
+//! commit settles the last piece marks the import complete. The completion
+//! event is then published from the `imports` table (an outbox), so it goes
+//! out once even if the saver dies in between.
+//!
+//! No lock is held across services and nothing is counted twice: every
+//! counter on `imports` moves only when a keyed row (an account, a
+//! transactions message, a failure) is inserted for the first time.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use sluice_messages::{stage, ImportCompleted, ImportProgress, ImportStatus, Namespace};
+use sluice_stage::{Delivery, Sink, StageError};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::{db_error, Database};
+
+/// Marks the given imports complete if everything they listed is settled.
+/// Runs after the commit that may have settled the last piece: of two
+/// concurrent commits, the later one's check sees both.
+pub(crate) const SETTLE: &str = "
+    UPDATE imports SET
+        status = CASE WHEN import_failed OR failures > 0 OR rows_rejected > 0 OR accounts_failed > 0
+                      THEN 'completed_with_errors' ELSE 'completed' END,
+        finished_at = now()
+    WHERE id = ANY($1) AND status = 'running'
+      AND (import_failed
+           OR (accounts_listed IS NOT NULL
+               AND accounts_settled >= accounts_listed
+               AND chunks_settled >= messages_expected))";
+
+/// Adds newly settled transactions messages to their imports' counters:
+/// used by the saver within its insert statement.
+pub(crate) const COUNT_CHUNKS: &str = "
+    chunks AS (
+        INSERT INTO import_chunks (import_id, chunk_key, state, transactions)
+        SELECT import_id, chunk_key, 'saved', transactions
+        FROM unnest($5::text[], $6::text[], $7::int8[]) AS c(import_id, chunk_key, transactions)
+        ON CONFLICT (import_id, chunk_key) DO UPDATE SET state = 'saved'
+            WHERE import_chunks.state = 'failed'
+        RETURNING import_id, transactions, (xmax = 0) AS inserted
+    )
+    INSERT INTO imports AS i (id, chunks_settled, transactions_saved)
+    SELECT import_id, count(*) FILTER (WHERE inserted), sum(transactions)
+    FROM chunks GROUP BY import_id
+    ON CONFLICT (id) DO UPDATE SET
+        chunks_settled = i.chunks_settled + excluded.chunks_settled,
+        transactions_saved = i.transactions_saved + excluded.transactions_saved";
+
+const STARTED: &str = "
+    INSERT INTO imports AS i (id, url, started_at) VALUES ($1, $2, $3::text::timestamptz)
+    ON CONFLICT (id) DO UPDATE SET
+        url = COALESCE(i.url, excluded.url),
+        started_at = COALESCE(i.started_at, excluded.started_at)";
+
+const LISTED: &str = "
+    INSERT INTO imports AS i (id, accounts_listed, rows_rejected) VALUES ($1, $2, $3)
+    ON CONFLICT (id) DO UPDATE SET
+        accounts_listed = COALESCE(i.accounts_listed, excluded.accounts_listed),
+        rows_rejected = i.rows_rejected
+            + CASE WHEN i.accounts_listed IS NULL THEN excluded.rows_rejected ELSE 0 END";
+
+/// An account fetched: a new account settles, a dead-lettered one that was
+/// replayed stops counting as failed.
+const FETCHED: &str = "
+    WITH account AS (
+        INSERT INTO import_accounts (import_id, account_key, account_id, state, messages, transactions)
+        VALUES ($1, $2, $3, 'fetched', $4::int8, $5)
+        ON CONFLICT (import_id, account_key) DO UPDATE SET
+            state = 'fetched', messages = excluded.messages, transactions = excluded.transactions
+            WHERE import_accounts.state = 'failed'
+        RETURNING (xmax = 0) AS inserted
+    )
+    INSERT INTO imports AS i (id, accounts_settled, accounts_failed, messages_expected, rows_rejected)
+    SELECT $1, CASE WHEN inserted THEN 1 ELSE 0 END, CASE WHEN inserted THEN 0 ELSE -1 END, $4::int8, $6::int8
+    FROM account
+    ON CONFLICT (id) DO UPDATE SET
+        accounts_settled = i.accounts_settled + excluded.accounts_settled,
+        accounts_failed = i.accounts_failed + excluded.accounts_failed,
+        messages_expected = i.messages_expected + excluded.messages_expected,
+        rows_rejected = i.rows_rejected + excluded.rows_rejected";
+
+/// A dead-lettered message: counted once, and it settles what it was (the
+/// import request, an account, a transactions message).
+const FAILED: &str = "
+    WITH failure AS (
+        INSERT INTO import_failures (import_id, key, stage, kind, error) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ),
+    account AS (
+        INSERT INTO import_accounts (import_id, account_key, state)
+        SELECT $1, $2, 'failed' WHERE $3 = 'fetcher'
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ),
+    chunk AS (
+        INSERT INTO import_chunks (import_id, chunk_key, state, transactions)
+        SELECT $1, $2, 'failed', 0 WHERE $3 = 'saver'
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    )
+    INSERT INTO imports AS i (id, import_failed, failures, accounts_settled, accounts_failed, chunks_settled)
+    SELECT $1, $3 = 'importer', (SELECT count(*) FROM failure),
+           (SELECT count(*) FROM account), (SELECT count(*) FROM account), (SELECT count(*) FROM chunk)
+    ON CONFLICT (id) DO UPDATE SET
+        import_failed = i.import_failed OR excluded.import_failed,
+        failures = i.failures + excluded.failures,
+        accounts_settled = i.accounts_settled + excluded.accounts_settled,
+        accounts_failed = i.accounts_failed + excluded.accounts_failed,
+        chunks_settled = i.chunks_settled + excluded.chunks_settled";
+
+/// The saver's second consumer: records progress facts.
+pub struct Tracker {
+    database: Database,
+}
+
+impl Tracker {
+    pub fn new(database: Database) -> Self {
+        Tracker { database }
+    }
+}
+
+impl Sink for Tracker {
+    const NAME: &'static str = stage::TRACKER;
+    // Facts are few (a handful per account); one writer keeps them in order.
+    const DEFAULT_WRITERS: u16 = 1;
+
+    type Item = ImportProgress;
+    type Writer = Client;
+
+    fn decode(&self, input: &Delivery) -> Result<ImportProgress, StageError> {
+        input.json()
+    }
+
+    async fn open(&self) -> Result<Client, StageError> {
+        self.database.connect().await
+    }
+
+    async fn write(&self, client: &mut Client, facts: &[ImportProgress]) -> Result<(), StageError> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("begin", &e))?;
+        for fact in facts {
+            let result = match fact {
+                ImportProgress::Started {
+                    import_id,
+                    url,
+                    time,
+                } => tx.execute(STARTED, &[import_id, url, time]).await,
+                ImportProgress::Listed {
+                    import_id,
+                    accounts,
+                    rejected_rows,
+                } => {
+                    tx.execute(
+                        LISTED,
+                        &[import_id, &(*accounts as i64), &(*rejected_rows as i64)],
+                    )
+                    .await
+                }
+                ImportProgress::Fetched {
+                    import_id,
+                    account_key,
+                    account_id,
+                    messages,
+                    transactions,
+                    rejected_rows,
+                } => {
+                    tx.execute(
+                        FETCHED,
+                        &[
+                            import_id,
+                            account_key,
+                            account_id,
+                            &(*messages as i64),
+                            &(*transactions as i64),
+                            &(*rejected_rows as i64),
+                        ],
+                    )
+                    .await
+                }
+                ImportProgress::Failed {
+                    import_id,
+                    stage,
+                    key,
+                    kind,
+                    error,
+                } => {
+                    tx.execute(FAILED, &[import_id, key, stage, &kind.as_str(), error])
+                        .await
+                }
+            };
+            result.map_err(|e| db_error("record progress", &e))?;
+        }
+        tx.commit().await.map_err(|e| db_error("commit", &e))?;
+        let mut ids: Vec<&str> = facts.iter().map(ImportProgress::import_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        settle(client, &ids).await
+    }
+}
+
+pub(crate) async fn settle(client: &Client, import_ids: &[&str]) -> Result<(), StageError> {
+    client
+        .execute(SETTLE, &[&import_ids])
+        .await
+        .map_err(|e| db_error("settle imports", &e))?;
+    Ok(())
+}
+
+/// Publishes the completion event of every settled import not yet
+/// announced, then marks it announced. The event's `Nats-Msg-Id` is the
+/// import's, so replicas announcing the same import at once, or a saver
+/// that died between publishing and marking, publish it once.
+pub async fn announce_completions(
+    database: Database,
+    js: jetstream::Context,
+    ns: Namespace,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
+    let mut client: Option<Client> = None;
+    while !stop.is_cancelled() {
+        let result = async {
+            if client.is_none() {
+                client = Some(database.connect().await?);
+            }
+            announce_pending(client.as_ref().expect("connected"), &js, &ns).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot announce completed imports yet");
+            client = None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    Ok(())
+}
+
+async fn announce_pending(
+    client: &Client,
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<(), StageError> {
+    let rows = client
+        .query(
+            "SELECT id, status, url, COALESCE(accounts_listed, 0), accounts_failed, transactions_saved,
+                    rows_rejected, failures,
+                    to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+             FROM imports WHERE status <> 'running' AND event_published_at IS NULL
+             ORDER BY finished_at LIMIT 100",
+            &[],
+        )
+        .await
+        .map_err(|e| db_error("read settled imports", &e))?;
+    for row in rows {
+        let id: String = row.get(0);
+        let status = match row.get::<_, &str>(1) {
+            "completed" => ImportStatus::Completed,
+            _ => ImportStatus::CompletedWithErrors,
+        };
+        let event = ImportCompleted {
+            import_id: id.clone(),
+            status,
+            url: row.get(2),
+            accounts: row.get::<_, i64>(3) as u64,
+            accounts_failed: row.get::<_, i64>(4) as u64,
+            transactions_saved: row.get::<_, i64>(5) as u64,
+            rows_rejected: row.get::<_, i64>(6) as u64,
+            dead_letters: row.get::<_, i64>(7) as u64,
+            started_at: row.get(8),
+            finished_at: row.get::<_, Option<String>>(9).unwrap_or_default(),
+        };
+        let message = PublishMessage::build()
+            .payload(
+                serde_json::to_vec(&event)
+                    .expect("events always encode")
+                    .into(),
+            )
+            .message_id(format!("import-completed/{id}"))
+            .header(sluice_messages::HEADER_IMPORT_ID, id.as_str());
+        js.send_publish(ns.import_events(&id), message)
+            .await
+            .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
+            .await
+            .map_err(|e| {
+                StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
+            })?;
+        client
+            .execute(
+                "UPDATE imports SET event_published_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_error("mark import announced", &e))?;
+        tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
+    }
+    Ok(())
+}
