@@ -5,8 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream;
 use sluice_devkit::{FileServer, Process, Sandbox};
-use sluice_messages::{stage, DeadLetter};
+use sluice_messages::{stage, DeadLetter, ImportCompleted};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
+use sluice_stage::lifecycle::{completion_count, wait_for_completion};
 use sluice_stage::topology::{consumer_info, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
@@ -138,13 +139,33 @@ impl Pipeline {
         assert_eq!(self.sandbox.saved_rows().await, want);
     }
 
-    /// Runs the `sluice` command against this pipeline's servers.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+    /// Runs the `sluice` command against this pipeline's servers (without
+    /// blocking the test's runtime, which serves the HTTP files).
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
             .args(args)
             .envs(self.sandbox.service_env())
             .output()
+            .await
             .expect("sluice runs")
+    }
+
+    /// The completion event of import `id`, waiting up to `timeout`.
+    pub async fn completion(&self, id: &str, timeout: Duration) -> ImportCompleted {
+        tokio::time::timeout(
+            timeout,
+            wait_for_completion(&self.js, &self.sandbox.namespace, id),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("import {id} did not complete within {timeout:?}"))
+        .expect("completion event")
+    }
+
+    /// How many completion events import `id` has.
+    pub async fn completion_count(&self, id: &str) -> u64 {
+        completion_count(&self.js, &self.sandbox.namespace, id)
+            .await
+            .expect("event count")
     }
 
     /// Every dead letter, oldest first.

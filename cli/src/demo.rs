@@ -14,6 +14,8 @@ use sluice_devkit::{data::format_cents, Dataset, FileServer, Process, Sandbox};
 use sluice_messages::{stage, Stream};
 use sluice_stage::topology::consumer_info;
 
+use crate::imports::group;
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Accounts in the generated data set.
@@ -189,21 +191,4 @@ async fn wait_for_consumers(
         }
     }
     Ok(())
-}
-
-/// 1234567 → "1,234,567".
-fn group(n: i128) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
 }

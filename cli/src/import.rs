@@ -1,17 +1,35 @@
+use std::{
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
 use async_nats::jetstream::message::PublishMessage;
-use sluice_messages::{validate_import_id, ImportRequest};
-use sluice_stage::{connect, NatsArgs};
+use sluice_messages::{validate_import_id, ImportCompleted, ImportRequest, ImportStatus};
+use sluice_stage::{
+    connect,
+    dead_letters::{DeadLetters, Filter},
+    lifecycle::wait_for_completion,
+    NatsArgs,
+};
+
+use crate::imports::{self, group, DatabaseArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// The accounts CSV (`accountId,transactionsUrl`), http or https.
     url: String,
     /// Your id for this import (default: its position in the IMPORTS stream).
     /// Publishing the same id again within the duplicate window is a no-op.
     #[arg(long)]
     id: Option<String>,
+    /// Show progress until the import completes; exit 0 only if it
+    /// completed without errors, 1 with a summary of what failed otherwise.
+    #[arg(long)]
+    wait: bool,
 }
 
 pub async fn run(args: ImportArgs) -> Result<(), String> {
@@ -36,6 +54,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         message = message.message_id(format!("import-{id}"));
     }
     let subject = args.nats.namespace.imports();
+    let started = Instant::now();
     let ack = js
         .send_publish(subject.clone(), message)
         .await
@@ -50,5 +69,87 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     }
     println!("{id}");
     let _ = client.flush().await;
-    Ok(())
+    if !args.wait {
+        return Ok(());
+    }
+
+    let progress = tokio::spawn(show_progress(args.database.clone(), id.clone(), started));
+    let completion = wait_for_completion(&js, &args.nats.namespace, &id).await;
+    progress.abort();
+    let _ = progress.await;
+    let event = completion?;
+    println!("{}", summary(&event, started.elapsed()));
+    if event.status == ImportStatus::Completed {
+        return Ok(());
+    }
+    let mut letters = DeadLetters::open(&js, &args.nats.namespace).await?;
+    let filter = Filter {
+        import_id: Some(id.clone()),
+        ..Filter::default()
+    };
+    for stored in letters.list(&filter).await? {
+        let letter = stored.letter;
+        println!(
+            "  {} {}: {}",
+            letter.stage,
+            letter.kind.as_str(),
+            letter.error
+        );
+    }
+    Err(format!(
+        "import {id} completed with errors (details: sluice dead-letters list --import {id})"
+    ))
+}
+
+/// The last line of `--wait`.
+fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
+    let status = match event.status {
+        ImportStatus::Completed => "completed",
+        ImportStatus::CompletedWithErrors => "completed with errors",
+    };
+    format!(
+        "import {} {status}: {} accounts ({} failed), {} transactions saved, {} rows rejected, {} dead letters, {:.1} s",
+        event.import_id,
+        group(event.accounts.into()),
+        group(event.accounts_failed.into()),
+        group(event.transactions_saved.into()),
+        group(event.rows_rejected.into()),
+        group(event.dead_letters.into()),
+        elapsed.as_secs_f64()
+    )
+}
+
+/// Progress from the saver's records: one line redrawn in place on a
+/// terminal, a plain line every few seconds otherwise (logs, CI).
+async fn show_progress(database: DatabaseArgs, id: String, started: Instant) {
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_millis(if terminal { 250 } else { 2_000 });
+    let mut db = None;
+    loop {
+        tokio::time::sleep(every).await;
+        if db.is_none() {
+            db = database.connect().await.ok();
+        }
+        let Some(client) = &db else { continue };
+        let Some(row) = imports::one(client, &id).await else {
+            continue;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let listed = row
+            .accounts_listed
+            .map_or_else(|| "…".to_owned(), |n| group(n.into()));
+        let line = format!(
+            "import {id}: accounts {}/{listed} fetched, {} transactions saved, {} rows/s, {elapsed:.1} s",
+            group(row.accounts_settled.into()),
+            group(row.transactions_saved.into()),
+            group((row.transactions_saved as f64 / elapsed.max(0.001)) as i128),
+        );
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
 }

@@ -3,7 +3,9 @@
 mod dead_letters;
 mod demo;
 mod import;
+mod imports;
 mod setup;
+mod status;
 
 use std::process::ExitCode;
 
@@ -22,8 +24,10 @@ struct Cli {
 enum Command {
     /// Create or update the streams and durable consumers (and the database if missing).
     Setup(setup::SetupArgs),
-    /// Publish an import of an accounts CSV URL and print its id.
+    /// Publish an import of an accounts CSV URL and print its id (`--wait`: and follow it).
     Import(import::ImportArgs),
+    /// Each consumer's lag and dead letters, and the progress of imports.
+    Status(status::StatusArgs),
     /// List, show and replay what the stages could not process.
     #[command(name = "dead-letters")]
     DeadLetters(dead_letters::DeadLettersArgs),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
             Command::Import(args) => import::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     match result {

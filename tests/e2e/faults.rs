@@ -105,7 +105,9 @@ async fn http_faults_are_retried_or_dead_lettered_then_replayed() {
     // Fix the cause, then replay.
     p.server.set(&missing, Route::new(missing_body));
     p.server.set(&not_csv, Route::new(not_csv_body));
-    let out = p.cli(&["dead-letters", "replay", "--import", &import]);
+    let out = p
+        .cli(&["dead-letters", "replay", "--import", &import])
+        .await;
     assert!(
         out.status.success(),
         "{}",

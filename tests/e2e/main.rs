@@ -5,5 +5,6 @@
 
 mod cli;
 mod faults;
+mod lifecycle;
 mod pipeline;
 mod resilience;

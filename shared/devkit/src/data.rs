@@ -25,12 +25,25 @@ impl Dataset {
     /// ±100,000.00 with two decimals, links relative to the accounts file.
     /// The same seed gives the same files.
     pub fn generate(accounts: usize, transactions: usize, seed: u64) -> Dataset {
+        Dataset::generate_from(1_000, "", accounts, transactions, seed)
+    }
+
+    /// Like [`Dataset::generate`], with account ids from `first_account` and
+    /// every file under the path `prefix` (`/b` gives `/b/accounts.csv`), so
+    /// several data sets can be served and saved side by side.
+    pub fn generate_from(
+        first_account: i64,
+        prefix: &str,
+        accounts: usize,
+        transactions: usize,
+        seed: u64,
+    ) -> Dataset {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut accounts_csv = String::from("accountId,transactionsUrl\n");
         let mut files = Vec::with_capacity(accounts + 1);
         let mut expected = Vec::with_capacity(transactions);
         for a in 0..accounts {
-            let account_id = 1_000 + a as i64;
+            let account_id = first_account + a as i64;
             let count = transactions / accounts + usize::from(a < transactions % accounts);
             writeln!(accounts_csv, "{account_id},transactions/{account_id}.csv").unwrap();
             let mut csv = String::with_capacity(16 + count * 20);
@@ -45,9 +58,12 @@ impl Dataset {
                     amount,
                 });
             }
-            files.push((format!("/transactions/{account_id}.csv"), Bytes::from(csv)));
+            files.push((
+                format!("{prefix}/transactions/{account_id}.csv"),
+                Bytes::from(csv),
+            ));
         }
-        files.push(("/accounts.csv".to_owned(), Bytes::from(accounts_csv)));
+        files.push((format!("{prefix}/accounts.csv"), Bytes::from(accounts_csv)));
         Dataset {
             files,
             expected,

@@ -17,6 +17,7 @@ mod emitter;
 mod error;
 mod flat_map;
 mod keep_alive;
+pub mod lifecycle;
 mod pull;
 mod service;
 mod shutdown;

@@ -1,0 +1,100 @@
+//! What the saver's `imports` table says about imports, for `import --wait`
+//! and `status`.
+
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls};
+
+/// The saver's database, as a flag shared by the commands that read it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// The saver's database, where import progress is recorded.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sluice"
+    )]
+    pub database_url: String,
+}
+
+impl DatabaseArgs {
+    pub async fn connect(&self) -> Result<Client, String> {
+        let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to the saver's database: {e}"))?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+/// One import's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportRow {
+    pub id: String,
+    pub url: Option<String>,
+    pub status: String,
+    /// `None` until the whole accounts CSV was read.
+    pub accounts_listed: Option<i64>,
+    pub accounts_settled: i64,
+    pub accounts_failed: i64,
+    pub transactions_saved: i64,
+    pub rows_rejected: i64,
+    pub dead_letters: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accounts_failed,
+    transactions_saved, rows_rejected, failures, started_at::text, finished_at::text";
+
+fn row(r: &tokio_postgres::Row) -> ImportRow {
+    ImportRow {
+        id: r.get(0),
+        url: r.get(1),
+        status: r.get(2),
+        accounts_listed: r.get(3),
+        accounts_settled: r.get(4),
+        accounts_failed: r.get(5),
+        transactions_saved: r.get(6),
+        rows_rejected: r.get(7),
+        dead_letters: r.get(8),
+        started_at: r.get(9),
+        finished_at: r.get(10),
+    }
+}
+
+/// `None` while the saver has recorded nothing of it yet (or has no schema).
+pub async fn one(db: &Client, id: &str) -> Option<ImportRow> {
+    let sql = format!("SELECT {COLUMNS} FROM imports WHERE id = $1");
+    db.query_opt(&sql, &[&id])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| row(&r))
+}
+
+pub async fn recent(db: &Client, limit: i64) -> Result<Vec<ImportRow>, String> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM imports ORDER BY started_at DESC NULLS LAST, id LIMIT $1");
+    let rows = db
+        .query(&sql, &[&limit])
+        .await
+        .map_err(|e| format!("cannot read imports: {e}"))?;
+    Ok(rows.iter().map(row).collect())
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: i128) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}

@@ -1,0 +1,246 @@
+//! Import lifecycle: one completion event per import, exactly when every
+//! transaction is committed or dead-lettered, with exact counts.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sluice_e2e::{Dataset, ExpectedRow, Pipeline, Route};
+use sluice_messages::{ImportCompleted, ImportStatus};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The event arrives once, and at the moment it arrives every row is
+/// already committed.
+#[tokio::test]
+async fn completion_is_published_once_after_every_row_is_committed() {
+    let p = Pipeline::start("complete", &[]).await;
+    let data = Dataset::generate(20, 5_000, 51);
+    p.server.add_dataset(&data);
+    let client = p.sandbox.nats().await;
+    let mut events = client
+        .subscribe(p.sandbox.namespace.import_events("*"))
+        .await
+        .unwrap();
+    let url = p.server.url("/accounts.csv");
+    let id = p.import(&url).await.to_string();
+
+    let message = tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("completion within 60 s")
+        .expect("subscription open");
+    let rows_at_event = p.sandbox.saved_rows().await;
+    assert_eq!(
+        rows_at_event, data.expected,
+        "every row committed before the event"
+    );
+    let event: ImportCompleted = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        message.subject.as_str(),
+        p.sandbox.namespace.import_events(&id)
+    );
+    assert_eq!(
+        (event.import_id.as_str(), event.status, event.url.as_deref()),
+        (id.as_str(), ImportStatus::Completed, Some(url.as_str()))
+    );
+    assert_eq!(
+        (
+            event.accounts,
+            event.accounts_failed,
+            event.transactions_saved,
+            event.rows_rejected,
+            event.dead_letters
+        ),
+        (20, 0, 5_000, 0, 0)
+    );
+    assert!(event.started_at.is_some() && !event.finished_at.is_empty());
+
+    p.wait_until_idle(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}
+
+/// A 404 account and malformed rows in both files: the import completes
+/// with errors, `import --wait` exits 1 and names each failure.
+#[tokio::test]
+async fn failures_complete_with_errors_and_wait_exits_non_zero() {
+    let p = Pipeline::start("with-errors", &[]).await;
+    let data = Dataset::generate(5, 500, 52);
+    p.server.add_dataset(&data);
+    let (missing, _) = &data.files[1];
+    p.server.remove(missing);
+    let (bad_file, body) = &data.files[2];
+    let bad_body = format!("{}x,1.00\n", text(body));
+    p.server.set(bad_file, Route::new(bad_body.clone()));
+    let accounts = format!("{}notanumber,elsewhere.csv\n", text(&data.files[5].1));
+    p.server.set("/accounts.csv", Route::new(accounts));
+    let url = p.server.url("/accounts.csv");
+
+    let out = p.cli(&["import", &url, "--wait"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let id = lines[0];
+    assert!(
+        lines[1].starts_with(&format!(
+            "import {id} completed with errors: 5 accounts (1 failed), 400 transactions saved, 2 rows rejected, 1 dead letters, "
+        )),
+        "{stdout}"
+    );
+    let mut failures: Vec<&str> = lines[2..].to_vec();
+    failures.sort();
+    let bad_line = bad_body.lines().count();
+    assert_eq!(
+        failures,
+        [
+            format!("  fetcher malformed-row: {} line {bad_line}: id \"x\" is not a 64-bit integer", p.server.url(bad_file)),
+            format!("  fetcher permanent: GET {} answered HTTP 404", p.server.url(missing)),
+            format!("  importer malformed-row: {url} line 7: accountId \"notanumber\" is not a 64-bit integer"),
+        ]
+    );
+    assert!(stderr.trim_end().ends_with(&format!("sluice: import {id} completed with errors (details: sluice dead-letters list --import {id})")), "{stderr}");
+
+    let want: Vec<ExpectedRow> = data
+        .expected
+        .iter()
+        .filter(|r| r.account_id != 1001)
+        .cloned()
+        .collect();
+    assert_eq!(p.sandbox.saved_rows().await, want);
+    assert_eq!(p.completion_count(id).await, 1);
+    p.stop().await;
+}
+
+/// An accounts file with no account, and one whose accounts all have empty
+/// transactions files, both complete; `--wait` exits 0 with its summary.
+#[tokio::test]
+async fn empty_imports_complete() {
+    let p = Pipeline::start("empty", &[]).await;
+    p.server
+        .set("/none.csv", Route::new("accountId,transactionsUrl\n"));
+    p.server.set(
+        "/three.csv",
+        Route::new("accountId,transactionsUrl\n1,e.csv\n2,e.csv\n3,e.csv\n"),
+    );
+    p.server.set("/e.csv", Route::new("id,amount\r\n"));
+
+    let out = p
+        .cli(&[
+            "import",
+            &p.server.url("/none.csv"),
+            "--wait",
+            "--id",
+            "none",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], "none");
+    assert!(lines[1].starts_with("import none completed: 0 accounts (0 failed), 0 transactions saved, 0 rows rejected, 0 dead letters, "));
+
+    let id = p.import(&p.server.url("/three.csv")).await.to_string();
+    let event = p.completion(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (event.status, event.accounts, event.transactions_saved),
+        (ImportStatus::Completed, 3, 0)
+    );
+    assert_eq!(p.sandbox.saved_count().await, 0);
+    p.stop().await;
+}
+
+/// Two imports at once are tallied apart.
+#[tokio::test]
+async fn concurrent_imports_are_tracked_separately() {
+    let p = Pipeline::start("two", &[]).await;
+    let a = Dataset::generate_from(1_000, "/a", 10, 3_000, 53);
+    let b = Dataset::generate_from(5_000, "/b", 15, 4_000, 54);
+    p.server.add_dataset(&a);
+    p.server.add_dataset(&b);
+    let (id_a, id_b) = (
+        p.import(&p.server.url("/a/accounts.csv")).await.to_string(),
+        p.import(&p.server.url("/b/accounts.csv")).await.to_string(),
+    );
+    let (event_a, event_b) = (
+        p.completion(&id_a, Duration::from_secs(60)).await,
+        p.completion(&id_b, Duration::from_secs(60)).await,
+    );
+    assert_eq!(
+        (event_a.accounts, event_a.transactions_saved, event_a.status),
+        (10, 3_000, ImportStatus::Completed)
+    );
+    assert_eq!(
+        (event_b.accounts, event_b.transactions_saved, event_b.status),
+        (15, 4_000, ImportStatus::Completed)
+    );
+    let mut want = a.expected.clone();
+    want.extend(b.expected.iter().cloned());
+    p.assert_saves(&want, Duration::from_secs(30)).await;
+    assert_eq!(
+        (
+            p.completion_count(&id_a).await,
+            p.completion_count(&id_b).await
+        ),
+        (1, 1)
+    );
+    p.stop().await;
+}
+
+/// kill -9 of the saver (and with it the tracker), the fetcher and the
+/// importer during an import: the completion is still exact and fires once.
+#[tokio::test]
+async fn completion_survives_kill_9_exactly_once() {
+    let mut p = Pipeline::start(
+        "complete-kill",
+        &[
+            ("SLUICE_ACK_WAIT", "2s"),
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+            ("SLUICE_CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    let data = Dataset::generate(30, 30_000, 55);
+    for (path, body) in &data.files {
+        let delay = if path == "/accounts.csv" { 100 } else { 20 };
+        p.server.set(
+            path,
+            Route::new(body.clone()).trickle(256, Duration::from_millis(delay)),
+        );
+    }
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    for (name, after) in [
+        ("importer", 300),
+        ("saver", 1_500),
+        ("fetcher", 700),
+        ("saver", 1_500),
+    ] {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        p.service(name).kill().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.service(name).restart().unwrap();
+    }
+    assert!(p.sandbox.saved_count().await < 30_000, "killed mid-import");
+    let event = p.completion(&id, Duration::from_secs(120)).await;
+    assert_eq!(
+        (
+            event.status,
+            event.accounts,
+            event.accounts_failed,
+            event.transactions_saved,
+            event.dead_letters
+        ),
+        (ImportStatus::Completed, 30, 0, 30_000, 0)
+    );
+    assert_eq!(
+        p.sandbox.saved_rows().await,
+        data.expected,
+        "every row committed before the event"
+    );
+    p.wait_until_idle(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}
