@@ -57,6 +57,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     ));
     let mut services = Vec::new();
     for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
+        // (the saver also runs the import tracker)
         services.push(
             Process::start(name, env.clone(), &log_dir)
                 .map_err(|e| format!("cannot start {name}: {e}"))?,
@@ -130,6 +131,13 @@ async fn import_and_verify(
     if tty {
         println!();
     }
+    let id = ack.sequence.to_string();
+    let event = tokio::time::timeout(
+        args.stall_timeout,
+        sluice_stage::lifecycle::wait_for_completion(&js, &sandbox.namespace, &id),
+    )
+    .await
+    .map_err(|_| format!("every row is saved but import {id} was not announced complete"))??;
 
     let mut want = dataset.expected.clone();
     want.sort();
@@ -162,12 +170,20 @@ async fn import_and_verify(
     );
     println!("  sum of amounts    {sum} saved, {expected_sum} expected");
     println!("  dead letters      {dead_letters}");
+    println!(
+        "  completion event  {:?} on {}: {} transactions saved",
+        event.status,
+        sandbox.namespace.import_events(&id),
+        group(event.transactions_saved.into())
+    );
     println!("  elapsed           {:.2} s", elapsed.as_secs_f64());
     println!(
         "  throughput        {} rows/s",
         group((got.len() as f64 / elapsed.as_secs_f64()) as i128)
     );
-    if got != want || sum != expected_sum || dead_letters != 0 {
+    let announced = event.status == sluice_messages::ImportStatus::Completed
+        && event.transactions_saved == want.len() as u64;
+    if got != want || sum != expected_sum || dead_letters != 0 || !announced {
         return Err("the saved rows differ from the data set".into());
     }
     println!("every row is exactly as in the files: no loss, no duplicates");
