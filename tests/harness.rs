@@ -1,11 +1,11 @@
 //! A whole sluice deployment for one test: a private namespace and
 //! database, a real HTTP file server, and the three real service binaries.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use sluice_devkit::{FileServer, Process, Sandbox};
-use sluice_messages::{stage, DeadLetter, ImportCompleted};
+use sluice_devkit::{Deployment, FileServer, Process, Sandbox};
+use sluice_messages::{DeadLetter, ImportCompleted};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
 use sluice_stage::lifecycle::{completion_count, wait_for_completion};
 use sluice_stage::topology::{consumer_info, CONSUMERS};
@@ -15,14 +15,13 @@ pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
 mod servers;
 pub use servers::{PrivateNats, PrivatePostgres};
 
-pub const SERVICES: [&str; 3] = [stage::IMPORTER, stage::FETCHER, stage::SAVER];
+pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 
 pub struct Pipeline {
     pub sandbox: Sandbox,
     pub server: FileServer,
     pub js: jetstream::Context,
-    services: Vec<Process>,
-    pub log_dir: PathBuf,
+    pub deployment: Deployment,
 }
 
 impl Pipeline {
@@ -49,34 +48,21 @@ impl Pipeline {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let server = FileServer::start().await.expect("HTTP server starts");
-        let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
-        eprintln!("service logs: {}", log_dir.display());
-        let mut service_env = sandbox.service_env();
-        service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
-        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let services = SERVICES
-            .iter()
-            .map(|name| {
-                Process::start(name, service_env.clone(), &log_dir).expect("service binary starts")
-            })
-            .collect();
+        let deployment = Deployment::start(&sandbox, env).expect("service binaries start");
+        eprintln!("service logs: {}", deployment.log_dir.display());
         let js = jetstream::new(sandbox.nats().await);
         let pipeline = Pipeline {
             sandbox,
             server,
             js,
-            services,
-            log_dir,
+            deployment,
         };
         pipeline.wait_for_consumers().await;
         pipeline
     }
 
     pub fn service(&mut self, name: &str) -> &mut Process {
-        self.services
-            .iter_mut()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no service {name}"))
+        self.deployment.service(name)
     }
 
     /// Publishes a plain-text import request, as `nats pub imports URL` does;
@@ -188,14 +174,8 @@ impl Pipeline {
 
     /// SIGTERM to every service; each must exit 0 within 30 s.
     pub async fn stop(mut self) {
-        for service in &mut self.services {
-            let status = service.terminate(Duration::from_secs(30)).await;
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "{} did not exit cleanly on SIGTERM: {status:?} (log: {})",
-                service.name,
-                service.log_path().display()
-            );
+        if let Err(e) = self.deployment.stop(Duration::from_secs(30)).await {
+            panic!("{e}");
         }
     }
 }

@@ -10,8 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice_devkit::{data::format_cents, Dataset, FileServer, Process, Sandbox};
-use sluice_messages::{stage, Stream};
+use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
+use sluice_messages::Stream;
 use sluice_stage::topology::consumer_info;
 
 use crate::imports::group;
@@ -49,35 +49,22 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         group(dataset.expected.len() as i128)
     );
 
-    let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
-    let mut env = sandbox.service_env();
-    env.push((
-        "SLUICE_TRANSACTIONS_PER_MESSAGE".into(),
-        args.transactions_per_message.to_string(),
-    ));
-    let mut services = Vec::new();
-    for name in [stage::IMPORTER, stage::FETCHER, stage::SAVER] {
-        // (the saver also runs the import tracker)
-        services.push(
-            Process::start(name, env.clone(), &log_dir)
-                .map_err(|e| format!("cannot start {name}: {e}"))?,
-        );
-    }
+    let per_message = args.transactions_per_message.to_string();
+    let mut deployment = Deployment::start(
+        &sandbox,
+        &[("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message)],
+    )
+    .map_err(|e| format!("cannot start the services: {e}"))?;
     println!(
         "started importer, fetcher, saver (namespace {}, database {}, logs in {})",
         sandbox.namespace.name().unwrap_or(""),
         sandbox.database,
-        log_dir.display()
+        deployment.log_dir.display()
     );
 
     let result = import_and_verify(&sandbox, &dataset, &accounts_url, &args).await;
-    for service in &mut services {
-        match service.terminate(Duration::from_secs(30)).await {
-            Some(status) if status.success() => {}
-            other => eprintln!("{} did not stop cleanly: {other:?}", service.name),
-        }
-    }
-    result
+    let stopped = deployment.stop(Duration::from_secs(30)).await;
+    result.and(stopped)
 }
 
 async fn import_and_verify(

@@ -15,7 +15,7 @@ pub mod sandbox;
 
 pub use data::{Dataset, ExpectedRow};
 pub use http::{Fault, FileServer, Route};
-pub use process::{binary_dir, Process};
+pub use process::{binary_dir, Deployment, Process};
 pub use sandbox::Sandbox;
 
 /// A short random lowercase hex string for unique names.

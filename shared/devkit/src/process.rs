@@ -86,6 +86,13 @@ impl Process {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// The most resident memory the process has used so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// SIGKILL: the process gets no chance to finish anything.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -130,5 +137,60 @@ impl Process {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+/// The three sluice services running against one sandbox.
+pub struct Deployment {
+    pub services: Vec<Process>,
+    pub log_dir: PathBuf,
+}
+
+impl Deployment {
+    /// The service binaries sluice consists of (the saver also runs the
+    /// import tracker).
+    pub const SERVICES: [&'static str; 3] = ["importer", "fetcher", "saver"];
+
+    /// Starts every service with the sandbox's environment plus `env`, its
+    /// logs in a folder named after the sandbox's database.
+    pub fn start(sandbox: &crate::Sandbox, env: &[(&str, &str)]) -> std::io::Result<Deployment> {
+        let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
+        let mut service_env = sandbox.service_env();
+        if std::env::var_os("RUST_LOG").is_none() {
+            service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+        }
+        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let services = Self::SERVICES
+            .iter()
+            .map(|name| Process::start(name, service_env.clone(), &log_dir))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Deployment { services, log_dir })
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut Process {
+        self.services
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    /// SIGTERM to every service; says which did not exit 0 within `timeout`.
+    pub async fn stop(&mut self, timeout: Duration) -> Result<(), String> {
+        let mut failed = Vec::new();
+        for service in &mut self.services {
+            match service.terminate(timeout).await {
+                Some(status) if status.success() => {}
+                other => failed.push(format!(
+                    "{} did not exit cleanly on SIGTERM: {other:?} (log: {})",
+                    service.name,
+                    service.log_path().display()
+                )),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
     }
 }
