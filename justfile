@@ -27,3 +27,8 @@ demo *ARGS: services
 check:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
+bench *ARGS: services
+    cargo build --release --workspace --bins
+    target/release/sluice-bench {{ARGS}}

@@ -1,0 +1,133 @@
+//! What the pipeline is measured against, on the same rows and the same
+//! PostgreSQL: the seed's naive job, and COPY (raw and idempotent).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use sluice_devkit::{Dataset, FileServer, Sandbox};
+use tokio_postgres::Client;
+
+const KEYED_TABLE: &str = "CREATE TABLE transactions (
+    account_id BIGINT NOT NULL, id BIGINT NOT NULL, amount NUMERIC NOT NULL,
+    PRIMARY KEY (account_id, id))";
+
+/// The seed's job: download the accounts file, then for each account its
+/// transactions file, and insert each row with its own statement, in one
+/// loop. Run on the first accounts until `sample` rows, and extrapolated.
+pub async fn naive_job(
+    server: &FileServer,
+    prefix: &str,
+    sample: usize,
+) -> Result<(u64, Duration), String> {
+    let sandbox = Sandbox::create("bench-naive").await?;
+    let db = sandbox.db().await;
+    db.batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let insert = db
+        .prepare(
+            "INSERT INTO transactions (account_id, id, amount) VALUES ($1, $2, $3::text::numeric)",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let started = Instant::now();
+    let accounts = get(server.url(&format!("{prefix}/accounts.csv"))).await?;
+    let mut rows = 0u64;
+    for line in accounts.lines().skip(1) {
+        if rows as usize >= sample {
+            break;
+        }
+        let (account, link) = line.split_once(',').ok_or("bad accounts row")?;
+        let account: i64 = account.parse().map_err(|_| "bad account id")?;
+        let file = get(server.url(&format!("{prefix}/{link}"))).await?;
+        for row in file.lines().skip(1) {
+            let (id, amount) = row.split_once(',').ok_or("bad transactions row")?;
+            let id: i64 = id.parse().map_err(|_| "bad id")?;
+            db.execute(&insert, &[&account, &id, &amount])
+                .await
+                .map_err(|e| e.to_string())?;
+            rows += 1;
+        }
+    }
+    Ok((rows, started.elapsed()))
+}
+
+/// Every row as CSV `account_id,id,amount`, built before any clock starts.
+pub fn copy_data(dataset: &Dataset) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut chunk = String::with_capacity(1 << 20);
+    for row in &dataset.expected {
+        chunk.push_str(&format!("{},{},{}\n", row.account_id, row.id, row.amount));
+        if chunk.len() >= 1 << 20 {
+            chunks.push(Bytes::from(std::mem::replace(
+                &mut chunk,
+                String::with_capacity(1 << 20),
+            )));
+        }
+    }
+    chunks.push(Bytes::from(chunk));
+    chunks
+}
+
+async fn copy_into(db: &Client, table: &str, data: &[Bytes]) -> Result<(), String> {
+    let sink = db
+        .copy_in(&format!(
+            "COPY {table} (account_id, id, amount) FROM STDIN (FORMAT csv)"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    futures_util::pin_mut!(sink);
+    for chunk in data {
+        sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
+    }
+    sink.finish().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// COPY straight into an empty keyed table: the most PostgreSQL takes in.
+pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
+    let sandbox = Sandbox::create("bench-copy").await?;
+    let db = sandbox.db().await;
+    db.batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    copy_into(&db, "transactions", data).await?;
+    Ok(started.elapsed())
+}
+
+/// COPY into a staging table, then `INSERT … ON CONFLICT DO NOTHING` into
+/// the keyed one: the fastest write that can be replayed safely.
+pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
+    let sandbox = Sandbox::create("bench-upsert").await?;
+    let db = sandbox.db().await;
+    db.batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.batch_execute(
+        "CREATE UNLOGGED TABLE staging (account_id BIGINT, id BIGINT, amount NUMERIC)",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    copy_into(&db, "staging", data).await?;
+    db.batch_execute("INSERT INTO transactions SELECT * FROM staging ON CONFLICT DO NOTHING")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
+}

@@ -1,0 +1,382 @@
+//! `just bench`: the real pipeline end to end on generated data, next to
+//! what the same machine does without it, measured in the same run.
+
+mod baselines;
+
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
+use sluice_messages::ImportStatus;
+use sluice_stage::{lifecycle::wait_for_completion, topology};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice-bench")]
+struct Args {
+    /// Accounts in the generated data set.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: usize,
+    /// Transactions per account.
+    #[arg(long, default_value_t = 1_000)]
+    transactions: usize,
+    /// Transactions per message in the main run.
+    #[arg(long, default_value_t = 100)]
+    transactions_per_message: u32,
+    /// Transactions for the seed's literal mode (one per message); 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
+    seed_mode_transactions: usize,
+    /// Rows the naive job inserts before its rate is extrapolated.
+    #[arg(long, default_value_t = 10_000)]
+    naive_sample: usize,
+    /// Where the report is written ("-": nowhere).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    output: PathBuf,
+}
+
+struct PipelineRun {
+    rows: u64,
+    elapsed: Duration,
+    /// Peak RSS of importer, fetcher, saver, in KiB.
+    rss: Vec<(String, u64)>,
+}
+
+impl PipelineRun {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The three services on their own namespace and database; one import of
+/// `prefix/accounts.csv`, timed from publish to the completion event, and
+/// checked: every row saved, the exact sum.
+async fn run_pipeline(
+    server: &FileServer,
+    data: &Dataset,
+    prefix: &str,
+    per_message: u32,
+) -> Result<PipelineRun, String> {
+    let sandbox = Sandbox::create("bench").await?;
+    let per_message = per_message.to_string();
+    let mut deployment = Deployment::start(
+        &sandbox,
+        &[
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .map_err(|e| format!("cannot start the services: {e}"))?;
+    let js = async_nats::jetstream::new(sandbox.nats().await);
+    for name in topology::CONSUMERS {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while topology::consumer_info(&js, &sandbox.namespace, name)
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} did not start; see {}",
+                    deployment.log_dir.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let started = Instant::now();
+    let ack = js
+        .publish(
+            sandbox.namespace.imports(),
+            server.url(&format!("{prefix}/accounts.csv")).into(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = ack.sequence.to_string();
+    let event = tokio::time::timeout(
+        Duration::from_secs(3_600),
+        wait_for_completion(&js, &sandbox.namespace, &id),
+    )
+    .await
+    .map_err(|_| "the import did not complete within an hour".to_owned())??;
+    let elapsed = started.elapsed();
+    let rss = deployment
+        .services
+        .iter()
+        .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
+        .collect();
+    deployment.stop(Duration::from_secs(30)).await?;
+
+    let (count, sum): (i64, String) = {
+        let db = sandbox.db().await;
+        let row = db
+            .query_one(
+                "SELECT count(*), COALESCE(sum(amount), 0)::text FROM transactions",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        (row.get(0), row.get(1))
+    };
+    let want_sum = format_cents(data.expected_sum_cents() as i64);
+    if event.status != ImportStatus::Completed
+        || count as usize != data.expected.len()
+        || sum != want_sum
+    {
+        return Err(format!(
+            "wrong result: {count} rows summing to {sum}, expected {} summing to {want_sum} ({:?})",
+            data.expected.len(),
+            event.status
+        ));
+    }
+    Ok(PipelineRun {
+        rows: count as u64,
+        elapsed,
+        rss,
+    })
+}
+
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_owned();
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or("?".to_owned(), |kib| {
+            format!("{:.0} GiB", kib as f64 / 1_048_576.0)
+        });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cores} cores ({cpu}), {memory} RAM, Linux {}",
+        read("/proc/sys/kernel/osrelease").trim()
+    )
+}
+
+async fn versions() -> (String, String) {
+    let nats = match async_nats::connect(sluice_devkit::sandbox::nats_url()).await {
+        Ok(client) => client.server_info().version,
+        Err(_) => "?".into(),
+    };
+    let pg = match Sandbox::create("bench-version").await {
+        Ok(sandbox) => sandbox
+            .db()
+            .await
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default(),
+        Err(_) => "?".into(),
+    };
+    (nats, pg)
+}
+
+fn group(n: f64) -> String {
+    let digits = format!("{:.0}", n.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let total = args.accounts * args.transactions;
+    eprintln!(
+        "generating {} accounts x {} transactions…",
+        args.accounts, args.transactions
+    );
+    let data = Dataset::generate_from(1_000, "/main", args.accounts, total, 7);
+    let server = FileServer::start().await.map_err(|e| e.to_string())?;
+    server.add_dataset(&data);
+    let copy_rows = baselines::copy_data(&data);
+
+    eprintln!("naive job on a {} row sample…", args.naive_sample);
+    let (naive_rows, naive_time) =
+        baselines::naive_job(&server, "/main", args.naive_sample).await?;
+    let naive_rate = naive_rows as f64 / naive_time.as_secs_f64();
+    eprintln!("COPY into a keyed table…");
+    let copy_time = baselines::raw_copy(&copy_rows).await?;
+    eprintln!("COPY into staging, then INSERT … ON CONFLICT DO NOTHING…");
+    let upsert_time = baselines::idempotent_copy(&copy_rows).await?;
+    drop(copy_rows);
+    let upsert_rate = total as f64 / upsert_time.as_secs_f64();
+
+    eprintln!(
+        "sluice, {} transactions per message…",
+        args.transactions_per_message
+    );
+    let main = run_pipeline(&server, &data, "/main", args.transactions_per_message).await?;
+
+    let seed = if args.seed_mode_transactions > 0 {
+        let accounts = (args.seed_mode_transactions / args.transactions.max(1)).max(1);
+        let seed_data =
+            Dataset::generate_from(1_000, "/seed", accounts, accounts * args.transactions, 8);
+        server.add_dataset(&seed_data);
+        eprintln!(
+            "sluice, one transaction per message (the seed's design), {} transactions…",
+            seed_data.expected.len()
+        );
+        Some(run_pipeline(&server, &seed_data, "/seed", 1).await?)
+    } else {
+        None
+    };
+
+    let (nats_version, pg_version) = versions().await;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "| measurement | rows | seconds | rows/s | × idempotent COPY | × naive job |"
+    );
+    let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut line = |name: &str, rows: f64, seconds: f64| {
+        let rate = rows / seconds;
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {seconds:.2} | {} | {:.2} | {:.1} |",
+            group(rows),
+            group(rate),
+            rate / upsert_rate,
+            rate / naive_rate
+        );
+    };
+    line(
+        "naive job: one INSERT per row (sample, extrapolated)",
+        naive_rows as f64,
+        naive_time.as_secs_f64(),
+    );
+    line(
+        "PostgreSQL COPY into a keyed table (raw limit)",
+        total as f64,
+        copy_time.as_secs_f64(),
+    );
+    line(
+        "COPY to staging + INSERT … ON CONFLICT DO NOTHING (idempotent limit)",
+        total as f64,
+        upsert_time.as_secs_f64(),
+    );
+    line(
+        &format!(
+            "**sluice end to end, {} transactions/message**",
+            args.transactions_per_message
+        ),
+        main.rows as f64,
+        main.elapsed.as_secs_f64(),
+    );
+    if let Some(seed) = &seed {
+        line(
+            "sluice end to end, 1 transaction/message (seed mode)",
+            seed.rows as f64,
+            seed.elapsed.as_secs_f64(),
+        );
+    }
+    let _ = writeln!(report);
+    let _ = writeln!(report, "| peak RSS (MiB) | importer | fetcher | saver |");
+    let _ = writeln!(report, "| --- | ---: | ---: | ---: |");
+    for (name, run) in [("main run", Some(&main)), ("seed mode", seed.as_ref())] {
+        if let Some(run) = run {
+            let mib: Vec<String> = run
+                .rss
+                .iter()
+                .map(|(_, kib)| format!("{:.1}", *kib as f64 / 1024.0))
+                .collect();
+            let _ = writeln!(report, "| {name} | {} |", mib.join(" | "));
+        }
+    }
+
+    let worst_rss = main
+        .rss
+        .iter()
+        .chain(seed.iter().flat_map(|s| s.rss.iter()))
+        .map(|(_, kib)| *kib)
+        .max()
+        .unwrap_or(0);
+    let checks = [
+        (
+            format!(
+                "end to end ≥ 0.70 × idempotent COPY: {:.2}",
+                main.rate() / upsert_rate
+            ),
+            main.rate() >= 0.70 * upsert_rate,
+        ),
+        (
+            format!(
+                "end to end ≥ 30 × naive job: {:.1}",
+                main.rate() / naive_rate
+            ),
+            main.rate() >= 30.0 * naive_rate,
+        ),
+        (
+            format!(
+                "seed mode ≥ 20,000 transactions/s: {}",
+                seed.as_ref().map_or("not run".into(), |s| group(s.rate()))
+            ),
+            seed.as_ref().is_none_or(|s| s.rate() >= 20_000.0),
+        ),
+        (
+            format!(
+                "peak RSS ≤ 64 MiB per service: {:.1} MiB",
+                worst_rss as f64 / 1024.0
+            ),
+            worst_rss <= 64 * 1024,
+        ),
+    ];
+    let _ = writeln!(report);
+    for (text, ok) in &checks {
+        let _ = writeln!(report, "- {} {text}", if *ok { "✅" } else { "❌" });
+    }
+    let context = format!(
+        "{} accounts × {} transactions ({} rows), served by a local HTTP server; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
+        group(args.accounts as f64),
+        group(args.transactions as f64),
+        group(total as f64),
+        machine()
+    );
+    println!("\n{context}\n\n{report}");
+    if args.output.as_os_str() != "-" {
+        let doc = format!(
+            "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum.\n",
+            group(naive_rows as f64)
+        );
+        if let Some(dir) = args.output.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(&args.output, doc)
+            .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+        eprintln!("written to {}", args.output.display());
+    }
+    Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("sluice-bench: some targets were missed (see the ❌ lines)");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("sluice-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
