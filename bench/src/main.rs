@@ -30,6 +30,10 @@ struct Args {
     /// Transactions for the seed's literal mode (one per message); 0 skips it.
     #[arg(long, default_value_t = 200_000)]
     seed_mode_transactions: usize,
+    /// Also run the main mode on this many accounts (of the same size), to
+    /// check that peak RSS stays flat as the input grows (0: skip).
+    #[arg(long, default_value_t = 0)]
+    flat_check_accounts: usize,
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     naive_sample: usize,
@@ -236,6 +240,27 @@ async fn run(args: Args) -> Result<bool, String> {
         None
     };
 
+    let large = if args.flat_check_accounts > 0 {
+        let rows = args.flat_check_accounts * args.transactions;
+        let large_data = Dataset::generate_from(1_000, "/large", args.flat_check_accounts, rows, 9);
+        server.add_dataset(&large_data);
+        eprintln!(
+            "sluice, {} transactions per message, {} transactions, for peak RSS…",
+            args.transactions_per_message, rows
+        );
+        Some(
+            run_pipeline(
+                &server,
+                &large_data,
+                "/large",
+                args.transactions_per_message,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let (nats_version, pg_version) = versions().await;
     let mut report = String::new();
     let _ = writeln!(
@@ -287,7 +312,18 @@ async fn run(args: Args) -> Result<bool, String> {
     let _ = writeln!(report);
     let _ = writeln!(report, "| peak RSS (MiB) | importer | fetcher | saver |");
     let _ = writeln!(report, "| --- | ---: | ---: | ---: |");
-    for (name, run) in [("main run", Some(&main)), ("seed mode", seed.as_ref())] {
+    let large_name = large
+        .as_ref()
+        .map(|l| format!("main mode, {} rows", group(l.rows as f64)))
+        .unwrap_or_default();
+    for (name, run) in [
+        (
+            format!("main run, {} rows", group(main.rows as f64)),
+            Some(&main),
+        ),
+        ("seed mode".to_owned(), seed.as_ref()),
+        (large_name, large.as_ref()),
+    ] {
         if let Some(run) = run {
             let mib: Vec<String> = run
                 .rss
@@ -297,14 +333,31 @@ async fn run(args: Args) -> Result<bool, String> {
             let _ = writeln!(report, "| {name} | {} |", mib.join(" | "));
         }
     }
+    if let Some(large) = &large {
+        let _ = writeln!(
+            report,
+            "\nsluice end to end on {} rows: {:.2} s, {} rows/s.",
+            group(large.rows as f64),
+            large.elapsed.as_secs_f64(),
+            group(large.rate())
+        );
+    }
 
-    let worst_rss = main
-        .rss
-        .iter()
-        .chain(seed.iter().flat_map(|s| s.rss.iter()))
+    let worst_rss = [Some(&main), seed.as_ref(), large.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|run| run.rss.iter())
         .map(|(_, kib)| *kib)
         .max()
         .unwrap_or(0);
+    // Flat: no service grows by more than 10% from the main run to the large one.
+    let growth = large.as_ref().map(|large| {
+        main.rss
+            .iter()
+            .zip(&large.rss)
+            .map(|((_, small), (_, big))| *big as f64 / (*small).max(1) as f64 - 1.0)
+            .fold(f64::MIN, f64::max)
+    });
     let checks = [
         (
             format!(
@@ -333,6 +386,15 @@ async fn run(args: Args) -> Result<bool, String> {
                 worst_rss as f64 / 1024.0
             ),
             worst_rss <= 64 * 1024,
+        ),
+        (
+            format!(
+                "peak RSS flat (within 10%) as rows grow: {}",
+                growth.map_or("not measured (--flat-check-accounts)".into(), |g| {
+                    format!("largest growth {:+.1}%", g * 100.0)
+                })
+            ),
+            growth.is_none_or(|g| g <= 0.10),
         ),
     ];
     let _ = writeln!(report);

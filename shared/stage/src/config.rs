@@ -75,9 +75,10 @@ pub struct ConsumerArgs {
     #[arg(long, env = "SLUICE_RETRY_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
     pub retry_backoff_max: Duration,
 
-    /// Publishes awaiting their JetStream ack per input message; bounds memory
+    /// Publishes awaiting their JetStream ack in this replica, across all
+    /// the messages it works on: bounds memory, whatever the file sizes,
     /// while keeping the pipe full.
-    #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value_t = 256,
+    #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub publish_window: u32,
 

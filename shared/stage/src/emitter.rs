@@ -1,23 +1,27 @@
-use std::{fmt::Display, future::IntoFuture, sync::Arc};
+use std::{fmt::Display, future::Future, future::IntoFuture, pin::Pin, sync::Arc};
 
 use async_nats::{
-    jetstream::context::{PublishAckFuture, PublishErrorKind},
-    jetstream::message::PublishMessage,
+    jetstream::context::{PublishError, PublishErrorKind},
+    jetstream::{message::PublishMessage, publish::PublishAck},
     HeaderMap,
 };
 use bytes::Bytes;
-use futures_util::{stream::FuturesUnordered, StreamExt};
+use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
 use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{dead_letter, service::Shared, Delivery, StageError};
 
-type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+/// A publish awaiting its ack, holding one of the replica's publish slots
+/// until the ack is in.
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// Where a stage's outputs for one input message go.
 ///
 /// Publishes are pipelined: each is sent at once and its JetStream ack is
-/// awaited later, with at most `--publish-window` outstanding. The runtime
+/// awaited later, with at most `--publish-window` outstanding in the whole
+/// replica (so memory stays flat however large the files). The runtime
 /// acknowledges the input only after [`Emitter::flush`] saw every ack.
 ///
 /// Every output's `Nats-Msg-Id` is `<input identity>/<position>`, so a
@@ -159,9 +163,7 @@ impl Emitter {
         msg_id: String,
         payload: Bytes,
     ) -> Result<(), StageError> {
-        while self.in_flight.len() >= self.shared.consumer.publish_window as usize {
-            self.settle_one().await?;
-        }
+        let slot = self.publish_slot().await?;
         let mut headers = HeaderMap::new();
         if let Some(import_id) = &self.import_id {
             headers.insert(HEADER_IMPORT_ID, import_id.as_str());
@@ -176,17 +178,51 @@ impl Emitter {
             .send_publish(subject, message)
             .await
             .map_err(|e| publish_error(&e))?;
-        self.in_flight.push(ack.into_future());
+        let ack = ack.into_future();
+        self.in_flight.push(Box::pin(async move {
+            let result = ack.await;
+            drop(slot);
+            result
+        }));
         Ok(())
     }
 
-    async fn settle_one(&mut self) -> Result<(), StageError> {
-        if let Some(result) = self.in_flight.next().await {
-            let ack = result.map_err(|e| publish_error(&e))?;
-            self.published += 1;
-            if ack.duplicate {
-                self.duplicates += 1;
+    /// Takes a publish slot: first collects the acks already in (freeing
+    /// theirs), then waits for one of this input's own, or, with none
+    /// outstanding, for another task's.
+    async fn publish_slot(&mut self) -> Result<OwnedSemaphorePermit, StageError> {
+        loop {
+            while let Some(Some(result)) = self.in_flight.next().now_or_never() {
+                self.count(result)?;
             }
+            match self.shared.publish_slots.clone().try_acquire_owned() {
+                Ok(slot) => return Ok(slot),
+                Err(_) if !self.in_flight.is_empty() => self.settle_one().await?,
+                Err(_) => {
+                    return Ok(self
+                        .shared
+                        .publish_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the slots are never closed"))
+                }
+            }
+        }
+    }
+
+    async fn settle_one(&mut self) -> Result<(), StageError> {
+        match self.in_flight.next().await {
+            Some(result) => self.count(result),
+            None => Ok(()),
+        }
+    }
+
+    fn count(&mut self, result: Result<PublishAck, PublishError>) -> Result<(), StageError> {
+        let ack = result.map_err(|e| publish_error(&e))?;
+        self.published += 1;
+        if ack.duplicate {
+            self.duplicates += 1;
         }
         Ok(())
     }

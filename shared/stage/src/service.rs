@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub ns: Namespace,
     pub stage: &'static str,
     pub consumer: ConsumerArgs,
+    /// One per publish awaiting its ack, shared by every task of the replica.
+    pub publish_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -130,6 +132,9 @@ impl Runtime {
                 js,
                 ns: nats.namespace,
                 stage,
+                publish_slots: Arc::new(tokio::sync::Semaphore::new(
+                    consumer.publish_window as usize,
+                )),
                 consumer,
             }),
             stop,
