@@ -162,8 +162,10 @@ async fn sigterm_and_sigint_mid_import_exit_promptly_and_lose_nothing() {
             status.is_some_and(|s| s.success()),
             "{name} exits 0: {status:?}"
         );
+        // Bound: the 1 s shutdown timeout, the last pull request's 2 s expiry,
+        // a final flush; slack for a loaded 2-core machine.
         assert!(
-            started.elapsed() < Duration::from_secs(4),
+            started.elapsed() < Duration::from_secs(8),
             "{name} took {:?}",
             started.elapsed()
         );

@@ -28,10 +28,10 @@ pub struct DownloadArgs {
     #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
     /// Largest file accepted, counted after decompression (`512MiB`, `2GB`).
-    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = sluice_stage::config::parse_size)]
     pub max_download_size: u64,
     /// Longest line accepted; a longer one fails the file.
-    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = sluice_stage::config::parse_size)]
     pub max_row_length: u64,
     /// Most a gzip body may expand (decompressed / compressed size).
     #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
@@ -62,36 +62,6 @@ impl DownloadArgs {
             },
         }
     }
-}
-
-/// A byte size: `1048576`, `64KiB`, `512MiB`, `2GB`, `4GiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 64KiB or 512MiB"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit: use B, KB, KiB, MB, MiB, GB or GiB"
-            ))
-        }
-    };
-    number
-        .checked_mul(scale)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// How files are fetched.

@@ -75,12 +75,11 @@ pub struct ConsumerArgs {
     #[arg(long, env = "SLUICE_RETRY_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
     pub retry_backoff_max: Duration,
 
-    /// Publishes awaiting their JetStream ack in this replica, across all
-    /// the messages it works on: bounds memory, whatever the file sizes,
-    /// while keeping the pipe full.
-    #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub publish_window: u32,
+    /// Bytes of published messages awaiting their JetStream ack in this
+    /// replica, shared out among the messages it works on at once: bounds
+    /// memory whatever the file sizes, while keeping the pipe full.
+    #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value = "1MiB", value_parser = parse_size)]
+    pub publish_window: u64,
 
     /// On SIGTERM, how long work in flight may take to finish before it is
     /// handed back to JetStream (`Nak`) for another replica.
@@ -100,6 +99,36 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be more than zero".into());
     }
     Ok(d)
+}
+
+/// A byte size: `1048576`, `64KiB`, `512MiB`, `2GB`, `4GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 64KiB or 512MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit: use B, KB, KiB, MB, MiB, GB or GiB"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// Parses flags and environment; on a bad value prints one line naming the

@@ -6,22 +6,21 @@ use async_nats::{
     HeaderMap,
 };
 use bytes::Bytes;
-use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{dead_letter, service::Shared, Delivery, StageError};
 
-/// A publish awaiting its ack, holding one of the replica's publish slots
-/// until the ack is in.
-type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+/// A publish awaiting its ack, and its payload size.
+type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishError>)> + Send>>;
 
 /// Where a stage's outputs for one input message go.
 ///
 /// Publishes are pipelined: each is sent at once and its JetStream ack is
-/// awaited later, with at most `--publish-window` outstanding in the whole
-/// replica (so memory stays flat however large the files). The runtime
+/// awaited later. The replica's `--publish-window` (bytes awaiting acks) is
+/// shared out evenly among the inputs it works on at once, so memory stays
+/// flat however large the files, and no input waits on another's acks. The runtime
 /// acknowledges the input only after [`Emitter::flush`] saw every ack.
 ///
 /// Every output's `Nats-Msg-Id` is `<input identity>/<position>`, so a
@@ -34,6 +33,9 @@ pub struct Emitter {
     input_subject: String,
     input_delivered: i64,
     in_flight: FuturesUnordered<AckFuture>,
+    /// Payload bytes awaiting their ack, and how many may.
+    in_flight_bytes: usize,
+    budget: usize,
     published: u64,
     duplicates: u64,
     rejected_rows: u64,
@@ -48,7 +50,9 @@ pub(crate) struct EmitStats {
 }
 
 impl Emitter {
-    pub(crate) fn new(shared: Arc<Shared>, input: &Delivery) -> Self {
+    /// `budget`: payload bytes this input may have awaiting acks (its share
+    /// of the replica's publish window).
+    pub(crate) fn new(shared: Arc<Shared>, input: &Delivery, budget: usize) -> Self {
         Emitter {
             shared,
             identity: input.identity().to_owned(),
@@ -56,6 +60,8 @@ impl Emitter {
             input_subject: input.subject().to_owned(),
             input_delivered: input.delivered(),
             in_flight: FuturesUnordered::new(),
+            in_flight_bytes: 0,
+            budget: budget.max(1),
             published: 0,
             duplicates: 0,
             rejected_rows: 0,
@@ -163,7 +169,11 @@ impl Emitter {
         msg_id: String,
         payload: Bytes,
     ) -> Result<(), StageError> {
-        let slot = self.publish_slot().await?;
+        let size = payload.len();
+        // Over budget: wait for earlier acks first (one message always goes).
+        while self.in_flight_bytes + size > self.budget && !self.in_flight.is_empty() {
+            self.settle_one().await?;
+        }
         let mut headers = HeaderMap::new();
         if let Some(import_id) = &self.import_id {
             headers.insert(HEADER_IMPORT_ID, import_id.as_str());
@@ -179,41 +189,18 @@ impl Emitter {
             .await
             .map_err(|e| publish_error(&e))?;
         let ack = ack.into_future();
-        self.in_flight.push(Box::pin(async move {
-            let result = ack.await;
-            drop(slot);
-            result
-        }));
+        self.in_flight_bytes += size;
+        self.in_flight
+            .push(Box::pin(async move { (size, ack.await) }));
         Ok(())
-    }
-
-    /// Takes a publish slot: first collects the acks already in (freeing
-    /// theirs), then waits for one of this input's own, or, with none
-    /// outstanding, for another task's.
-    async fn publish_slot(&mut self) -> Result<OwnedSemaphorePermit, StageError> {
-        loop {
-            while let Some(Some(result)) = self.in_flight.next().now_or_never() {
-                self.count(result)?;
-            }
-            match self.shared.publish_slots.clone().try_acquire_owned() {
-                Ok(slot) => return Ok(slot),
-                Err(_) if !self.in_flight.is_empty() => self.settle_one().await?,
-                Err(_) => {
-                    return Ok(self
-                        .shared
-                        .publish_slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("the slots are never closed"))
-                }
-            }
-        }
     }
 
     async fn settle_one(&mut self) -> Result<(), StageError> {
         match self.in_flight.next().await {
-            Some(result) => self.count(result),
+            Some((size, result)) => {
+                self.in_flight_bytes -= size;
+                self.count(result)
+            }
             None => Ok(()),
         }
     }

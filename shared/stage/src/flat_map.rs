@@ -125,7 +125,12 @@ async fn handle<S: FlatMap>(
         .await;
     }
     let started = Instant::now();
-    let mut out = Emitter::new(shared.clone(), &delivery);
+    let inputs_at_once = shared
+        .consumer
+        .concurrency
+        .unwrap_or(S::DEFAULT_CONCURRENCY);
+    let budget = shared.consumer.publish_window as usize / usize::from(inputs_at_once);
+    let mut out = Emitter::new(shared.clone(), &delivery, budget);
     let work = async {
         stage.process(&delivery, &mut out).await?;
         let stats = out.flush().await?;

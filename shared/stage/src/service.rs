@@ -17,8 +17,6 @@ pub(crate) struct Shared {
     pub ns: Namespace,
     pub stage: &'static str,
     pub consumer: ConsumerArgs,
-    /// One per publish awaiting its ack, shared by every task of the replica.
-    pub publish_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -66,9 +64,12 @@ pub async fn connect(
             crate::error_chain(&e)
         ))
     })?;
+    // The emitters bound what awaits acks (`--publish-window`). The context's
+    // own limit must never bind before theirs: a task waiting on it would
+    // hold unpolled acks that other waiting tasks need, and all would stall.
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
-        .max_ack_inflight(8_192)
+        .max_ack_inflight(1 << 20)
         .backpressure_on_inflight(true)
         .build(client.clone());
     Ok((client, js))
@@ -132,9 +133,6 @@ impl Runtime {
                 js,
                 ns: nats.namespace,
                 stage,
-                publish_slots: Arc::new(tokio::sync::Semaphore::new(
-                    consumer.publish_window as usize,
-                )),
                 consumer,
             }),
             stop,
