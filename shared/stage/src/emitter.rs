@@ -169,7 +169,9 @@ impl Emitter {
         msg_id: String,
         payload: Bytes,
     ) -> Result<(), StageError> {
-        let size = payload.len();
+        // A message awaiting its ack costs its payload and about a KiB of
+        // bookkeeping, which dominates for small ones.
+        let size = payload.len() + MESSAGE_OVERHEAD;
         // Over budget: wait for earlier acks first (one message always goes).
         while self.in_flight_bytes + size > self.budget && !self.in_flight.is_empty() {
             self.settle_one().await?;
@@ -226,6 +228,8 @@ impl Emitter {
         })
     }
 }
+
+const MESSAGE_OVERHEAD: usize = 1024;
 
 pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
     let transient = !matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded);
