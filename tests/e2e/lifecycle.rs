@@ -204,7 +204,7 @@ async fn completion_survives_kill_9_exactly_once() {
     .await;
     let data = Dataset::generate(30, 30_000, 55);
     for (path, body) in &data.files {
-        let delay = if path == "/accounts.csv" { 100 } else { 20 };
+        let delay = if path == "/accounts.csv" { 100 } else { 40 };
         p.server.set(
             path,
             Route::new(body.clone()).trickle(256, Duration::from_millis(delay)),
