@@ -1,8 +1,6 @@
 //! Building and storing dead letters: what a stage gave up on, with enough
 //! context (subject, body, headers, reason) to understand and replay it.
 
-use std::collections::BTreeMap;
-
 use async_nats::jetstream::message::PublishMessage;
 use base64::Engine;
 use sluice_messages::{DeadLetter, DeadLetterKind, ImportProgress, HEADER_IMPORT_ID};
@@ -41,7 +39,7 @@ pub(crate) fn letter(
                 })
                 .collect()
         })
-        .unwrap_or_else(BTreeMap::new);
+        .unwrap_or_default();
     DeadLetter {
         stage: stage.to_owned(),
         kind,
