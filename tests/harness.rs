@@ -8,7 +8,7 @@ use sluice_devkit::{Deployment, FileServer, Process, Sandbox};
 use sluice_messages::{DeadLetter, ImportCompleted};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
 use sluice_stage::lifecycle::{completion_count, wait_for_completion};
-use sluice_stage::topology::{consumer_info, CONSUMERS};
+use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
 
@@ -78,18 +78,9 @@ impl Pipeline {
     }
 
     pub async fn wait_for_consumers(&self) {
-        for name in CONSUMERS {
-            wait_until(
-                Duration::from_secs(30),
-                &format!("{name} consumer"),
-                || async {
-                    consumer_info(&self.js, &self.sandbox.namespace, name)
-                        .await
-                        .is_ok()
-                },
-            )
-            .await;
-        }
+        wait_for_consumers(&self.js, &self.sandbox.namespace, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e} (logs: {})", self.deployment.log_dir.display()));
     }
 
     /// Waits until every consumer has nothing pending and nothing awaiting

@@ -75,21 +75,9 @@ async fn run_pipeline(
     )
     .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
-    for name in topology::CONSUMERS {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while topology::consumer_info(&js, &sandbox.namespace, name)
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{name} did not start; see {}",
-                    deployment.log_dir.display()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
     let started = Instant::now();
     let ack = js
         .publish(

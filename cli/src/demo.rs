@@ -12,7 +12,6 @@ use std::{
 
 use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
 use sluice_messages::Stream;
-use sluice_stage::topology::consumer_info;
 
 use crate::imports::group;
 
@@ -75,7 +74,9 @@ async fn import_and_verify(
 ) -> Result<(), String> {
     let nats = sandbox.nats().await;
     let js = async_nats::jetstream::new(nats);
-    wait_for_consumers(&js, sandbox).await?;
+    sluice_stage::topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}; see the service logs"))?;
 
     let started = Instant::now();
     let ack = js
@@ -174,24 +175,5 @@ async fn import_and_verify(
         return Err("the saved rows differ from the data set".into());
     }
     println!("every row is exactly as in the files: no loss, no duplicates");
-    Ok(())
-}
-
-async fn wait_for_consumers(
-    js: &async_nats::jetstream::Context,
-    sandbox: &Sandbox,
-) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for name in sluice_stage::topology::CONSUMERS {
-        loop {
-            if consumer_info(js, &sandbox.namespace, name).await.is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{name} did not come up within 30 s; see its log"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
     Ok(())
 }
