@@ -102,6 +102,48 @@ async fn http_faults_are_retried_or_dead_lettered_then_replayed() {
     );
     assert_eq!(gone.import_id.as_deref(), Some(import.as_str()));
 
+    // What an operator sees: one JSON object per letter, then one in full.
+    let listed = p
+        .cli(&[
+            "dead-letters",
+            "list",
+            "--import",
+            &import,
+            "--stage",
+            "fetcher",
+            "--json",
+        ])
+        .await;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    let sequence = listed
+        .iter()
+        .find(|l| l["error"].as_str().is_some_and(|e| e.ends_with("HTTP 404")))
+        .expect("the 404 is listed")["sequence"]
+        .to_string();
+    let shown = p.cli(&["dead-letters", "show", &sequence]).await;
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["error"].as_str(), Some(gone.error.as_str()));
+    assert_eq!(shown["kind"].as_str(), Some("permanent"));
+    let none = p
+        .cli(&[
+            "dead-letters",
+            "list",
+            "--import",
+            "no-such-import",
+            "--json",
+        ])
+        .await;
+    assert!(none.status.success() && none.stdout.is_empty());
+
     // Fix the cause, then replay.
     p.server.set(&missing, Route::new(missing_body));
     p.server.set(&not_csv, Route::new(not_csv_body));
