@@ -339,3 +339,60 @@ async fn undecodable_and_exhausted_messages_are_dead_lettered() {
     assert_eq!(p.server.request_count(failing), 3);
     p.stop().await;
 }
+
+/// A server that trickles a file forever, never silent long enough for the
+/// read timeout, cannot hold its message forever: the work is given up after
+/// `SLUICE_MAX_PROCESSING_TIME`, retried, then dead-lettered as exhausted.
+#[tokio::test]
+async fn an_endless_trickle_is_given_up_after_the_max_processing_time() {
+    let p = Pipeline::start(
+        "trickle",
+        &[
+            ("SLUICE_MAX_PROCESSING_TIME", "1s"),
+            ("SLUICE_MAX_DELIVERIES", "2"),
+            ("SLUICE_RETRY_BACKOFF", "100ms"),
+            ("SLUICE_READ_TIMEOUT", "2s"),
+        ],
+    )
+    .await;
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,good.csv\n2,slow.csv\n"),
+    );
+    p.server.set(
+        "/good.csv",
+        Route::new("id,amount\n1,1.00\n2,2.00\n3,3.00\n"),
+    );
+    let mut slow = String::from("id,amount\n");
+    for id in 1..=1_000 {
+        slow.push_str(&format!("{id},{id}.00\n"));
+    }
+    // 16 bytes every 200 ms: about 20 minutes for the whole file.
+    p.server.set(
+        "/slow.csv",
+        Route::new(slow).trickle(16, Duration::from_millis(200)),
+    );
+    p.import(&p.server.url("/accounts.csv")).await;
+
+    p.assert_saves(
+        &sluice_e2e::rows(&[(1, 1, "1.00"), (1, 2, "2.00"), (1, 3, "3.00")]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(
+        (
+            letters[0].kind,
+            letters[0].delivered,
+            letters[0].error.as_str()
+        ),
+        (
+            DeadLetterKind::Exhausted,
+            2,
+            "gave up after 1s of processing (SLUICE_MAX_PROCESSING_TIME)"
+        )
+    );
+    assert_eq!(p.server.request_count("/slow.csv"), 2);
+    p.stop().await;
+}

@@ -81,6 +81,12 @@ pub struct ConsumerArgs {
     #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value = "1MiB", value_parser = parse_size)]
     pub publish_window: u64,
 
+    /// Longest work on one message (or one saver batch) before it is given
+    /// up as a transient failure and retried: a server trickling a file
+    /// forever must not hold its message forever.
+    #[arg(long, env = "SLUICE_MAX_PROCESSING_TIME", default_value = "1h", value_parser = parse_duration)]
+    pub max_processing_time: Duration,
+
     /// On SIGTERM, how long work in flight may take to finish before it is
     /// handed back to JetStream (`Nak`) for another replica.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]

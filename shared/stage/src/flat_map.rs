@@ -150,6 +150,7 @@ async fn handle<S: FlatMap>(
         work,
         &[delivery.message()],
         shared.progress_interval(),
+        shared.consumer.max_processing_time,
         &abort,
     )
     .await;

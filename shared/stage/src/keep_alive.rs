@@ -3,6 +3,8 @@ use std::{future::Future, time::Duration};
 use async_nats::jetstream::{self, AckKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::StageError;
+
 /// How work on some messages ended.
 pub(crate) enum Outcome<T> {
     Done(T),
@@ -12,14 +14,19 @@ pub(crate) enum Outcome<T> {
 
 /// Runs `work` while telling JetStream every `period` that `messages` are
 /// still in progress, so a file that streams for an hour stays with this
-/// replica instead of being redelivered to another one mid-way.
-pub(crate) async fn keep_alive<T>(
-    work: impl Future<Output = T>,
+/// replica instead of being redelivered to another one mid-way; but never
+/// longer than `limit`, so a server that trickles forever cannot hold a
+/// message for ever either.
+pub(crate) async fn keep_alive(
+    work: impl Future<Output = Result<(), StageError>>,
     messages: &[&jetstream::Message],
     period: Duration,
+    limit: Duration,
     abort: &CancellationToken,
-) -> Outcome<T> {
+) -> Outcome<Result<(), StageError>> {
     tokio::pin!(work);
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -33,6 +40,12 @@ pub(crate) async fn keep_alive<T>(
                 }
             }
             _ = abort.cancelled() => return Outcome::Aborted,
+            _ = &mut deadline => {
+                return Outcome::Done(Err(StageError::transient(format!(
+                    "gave up after {} of processing (SLUICE_MAX_PROCESSING_TIME)",
+                    humantime::format_duration(limit)
+                ))))
+            }
         }
     }
 }

@@ -169,6 +169,7 @@ async fn writer_loop<S: Sink>(
             stage.write(open, &items),
             &messages,
             shared.progress_interval(),
+            shared.consumer.max_processing_time,
             &abort,
         )
         .await;
