@@ -174,16 +174,9 @@ async fn versions() -> (String, String) {
     (nats, pg)
 }
 
+/// A rate or count, rounded, with thousands separators.
 fn group(n: f64) -> String {
-    let digits = format!("{:.0}", n.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    sluice_devkit::data::group(n.round() as i128)
 }
 
 async fn run(args: Args) -> Result<bool, String> {

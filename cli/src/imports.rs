@@ -82,19 +82,4 @@ pub async fn recent(db: &Client, limit: i64) -> Result<Vec<ImportRow>, String> {
     Ok(rows.iter().map(row).collect())
 }
 
-/// 1234567 → "1,234,567".
-pub fn group(n: i128) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
+pub use sluice_devkit::data::group;

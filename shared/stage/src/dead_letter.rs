@@ -86,37 +86,45 @@ pub(crate) async fn store(
     if let Some(import_id) = delivery.import_id() {
         message = message.header(HEADER_IMPORT_ID, import_id);
     }
-    let ack = shared
+    let letter_ack = shared
         .js
         .send_publish(shared.ns.dead_letters(shared.stage), message)
         .await
         .map_err(|e| publish_error(&e))?;
-    ack.await.map_err(|e| publish_error(&e))?;
 
-    // The import's tracker settles this message as failed. Both publishes
-    // are acked before the input is terminated; a retry repeats both ids.
-    if let Some(import_id) = delivery.import_id() {
-        let fact = ImportProgress::Failed {
-            import_id: import_id.to_owned(),
-            stage: shared.stage.to_owned(),
-            key: delivery.identity().to_owned(),
-            kind,
-            error: error.to_string(),
-        };
-        let message = PublishMessage::build()
-            .payload(
-                serde_json::to_vec(&fact)
-                    .expect("facts always encode")
-                    .into(),
+    // The import's tracker settles this message as failed. Both publishes go
+    // out before either ack is awaited, and both are acked before the input
+    // is terminated; a retry repeats both ids.
+    let fact_ack = match delivery.import_id() {
+        Some(import_id) => {
+            let fact = ImportProgress::Failed {
+                import_id: import_id.to_owned(),
+                stage: shared.stage.to_owned(),
+                key: delivery.identity().to_owned(),
+                kind,
+                error: error.to_string(),
+            };
+            let message = PublishMessage::build()
+                .payload(
+                    serde_json::to_vec(&fact)
+                        .expect("facts always encode")
+                        .into(),
+                )
+                .message_id(format!("{}/failed", delivery.message_id()));
+            let subject = shared.ns.import_progress(import_id, fact.fact());
+            Some(
+                shared
+                    .js
+                    .send_publish(subject, message)
+                    .await
+                    .map_err(|e| publish_error(&e))?,
             )
-            .message_id(format!("{}/failed", delivery.message_id()));
-        shared
-            .js
-            .send_publish(shared.ns.import_progress(import_id, fact.fact()), message)
-            .await
-            .map_err(|e| publish_error(&e))?
-            .await
-            .map_err(|e| publish_error(&e))?;
+        }
+        None => None,
+    };
+    letter_ack.await.map_err(|e| publish_error(&e))?;
+    if let Some(ack) = fact_ack {
+        ack.await.map_err(|e| publish_error(&e))?;
     }
     Ok(())
 }

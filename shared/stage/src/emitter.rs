@@ -12,7 +12,7 @@ use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
 use crate::{dead_letter, service::Shared, Delivery, StageError};
 
-/// A publish awaiting its ack, and its payload size.
+/// A publish awaiting its ack, and what it counts against the budget.
 type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishError>)> + Send>>;
 
 /// Where a stage's outputs for one input message go.
@@ -33,7 +33,7 @@ pub struct Emitter {
     input_subject: String,
     input_delivered: i64,
     in_flight: FuturesUnordered<AckFuture>,
-    /// Payload bytes awaiting their ack, and how many may.
+    /// Bytes awaiting their ack (payload plus bookkeeping), and how many may.
     in_flight_bytes: usize,
     budget: usize,
     published: u64,
@@ -50,8 +50,8 @@ pub(crate) struct EmitStats {
 }
 
 impl Emitter {
-    /// `budget`: payload bytes this input may have awaiting acks (its share
-    /// of the replica's publish window).
+    /// `budget`: bytes this input may have awaiting acks (its share of the
+    /// replica's publish window).
     pub(crate) fn new(shared: Arc<Shared>, input: &Delivery, budget: usize) -> Self {
         Emitter {
             shared,
@@ -229,6 +229,8 @@ impl Emitter {
     }
 }
 
+/// What one publish awaiting its ack costs besides its payload (futures,
+/// reply subscription, header map), as counted against the window.
 const MESSAGE_OVERHEAD: usize = 1024;
 
 pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {

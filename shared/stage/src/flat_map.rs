@@ -49,6 +49,8 @@ pub(crate) async fn run<S: FlatMap>(
             .unwrap_or(S::DEFAULT_CONCURRENCY),
     );
     let slots = Arc::new(Semaphore::new(concurrency));
+    // Each input in work gets an equal share of the replica's publish window.
+    let publish_budget = shared.consumer.publish_window as usize / concurrency;
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -87,6 +89,7 @@ pub(crate) async fn run<S: FlatMap>(
                             message,
                             abort.clone(),
                             permit,
+                            publish_budget,
                         ));
                     }
                     _ => release(&message).await,
@@ -110,6 +113,7 @@ async fn handle<S: FlatMap>(
     message: jetstream::Message,
     abort: CancellationToken,
     _slot: OwnedSemaphorePermit,
+    publish_budget: usize,
 ) {
     let mut delivery = match Delivery::new(message) {
         Ok(d) => d,
@@ -125,12 +129,7 @@ async fn handle<S: FlatMap>(
         .await;
     }
     let started = Instant::now();
-    let inputs_at_once = shared
-        .consumer
-        .concurrency
-        .unwrap_or(S::DEFAULT_CONCURRENCY);
-    let budget = shared.consumer.publish_window as usize / usize::from(inputs_at_once);
-    let mut out = Emitter::new(shared.clone(), &delivery, budget);
+    let mut out = Emitter::new(shared.clone(), &delivery, publish_budget);
     let work = async {
         stage.process(&delivery, &mut out).await?;
         let stats = out.flush().await?;
