@@ -1,26 +1,45 @@
 # sluice task runner. `just --list` shows the recipes.
+#
+# NATS_URL and DATABASE_URL choose the servers, as they do for the services:
+# `just services` starts embedded ones where they point at this machine and
+# nothing answers.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# What the demo runs: the three services and the `sluice` command.
+shipped := "-p sluice-importer -p sluice-fetcher -p sluice-saver -p sluice-cli"
 
 # List the recipes.
 default:
     @just --list
 
-# Start NATS (JetStream) and PostgreSQL on this machine if they are not running.
+# Make sure NATS (JetStream) and PostgreSQL answer at NATS_URL / DATABASE_URL; start embedded ones on this machine if not.
 services:
-    bash deploy/local/ensure-services.sh
+    python3 deploy/local/services.py up
+
+# Stop what `just services` started, and only that (data stays in .local/ for the next run).
+services-down:
+    python3 deploy/local/services.py down
+
+# What answers, and what `just services` started.
+services-status:
+    python3 deploy/local/services.py status
+
+# Build the tools the tests drive as users do: the official `nats` CLI, from the Go module proxy, into .local/bin.
+tools:
+    python3 deploy/local/services.py tools
 
 # Build the three services and the `sluice` CLI (debug).
 build:
     cargo build --workspace --bins
 
-# Unit tests, then end-to-end tests against real NATS, PostgreSQL and HTTP.
-test: services build
+# Unit tests, then end-to-end tests against real NATS, PostgreSQL, HTTP and the nats CLI.
+test: services tools build
     cargo test --workspace
 
 # A real import end to end: 200 accounts x 100,000 transactions by default.
 demo *ARGS: services
-    cargo build --release --workspace --bins
+    cargo build --release {{shipped}}
     target/release/sluice demo {{ARGS}}
 
 # Format and lint.
@@ -30,5 +49,5 @@ check:
 
 # Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
 bench *ARGS: services
-    cargo build --release --workspace --bins
+    cargo build --release {{shipped}} -p sluice-bench
     target/release/sluice-bench {{ARGS}}

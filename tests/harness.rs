@@ -13,7 +13,7 @@ use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
 
 mod servers;
-pub use servers::{PrivateNats, PrivatePostgres};
+pub use servers::{local_setting, PrivateNats, PrivatePostgres};
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 
@@ -47,6 +47,11 @@ impl Pipeline {
         let sandbox = Sandbox::create_on(name, nats_url, admin_database_url)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        Pipeline::start_in(sandbox, env).await
+    }
+
+    /// Starts the three services in `sandbox`, with `env` added.
+    pub async fn start_in(sandbox: Sandbox, env: &[(&str, &str)]) -> Pipeline {
         let server = FileServer::start().await.expect("HTTP server starts");
         let deployment = Deployment::start(&sandbox, env).expect("service binaries start");
         eprintln!("service logs: {}", deployment.log_dir.display());

@@ -55,18 +55,7 @@ impl PrivateNats {
     }
 
     fn binary() -> String {
-        if let Ok(binary) = std::env::var("SLUICE_TEST_NATS_SERVER") {
-            return binary;
-        }
-        let on_path = Command::new("nats-server")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if on_path {
-            "nats-server".into()
-        } else {
-            "/usr/sbin/nats-server".into()
-        }
+        local_setting("SLUICE_TEST_NATS_SERVER").unwrap_or_else(|| "nats-server".into())
     }
 
     async fn launch(&mut self) {
@@ -117,22 +106,26 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Who runs the server when the tests run as root (PostgreSQL refuses root).
+    user: Option<String>,
 }
 
 impl PrivatePostgres {
     pub async fn start() -> PrivatePostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL is installed under /usr/lib/postgresql")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .max()
-            .expect("a PostgreSQL version");
+        let bin = PathBuf::from(local_setting("SLUICE_TEST_PG_BIN").expect(
+            "SLUICE_TEST_PG_BIN names PostgreSQL's bin folder (`just services` records it in .local/env)",
+        ));
+        let user = local_setting("SLUICE_TEST_PG_USER").filter(|u| !u.is_empty());
         let dir = scratch_dir("postgres");
         let pg = PrivatePostgres {
             port: free_port(),
             dir,
             bin,
+            user,
         };
-        let _ = Command::new("chown").arg("postgres").arg(&pg.dir).status();
+        if let Some(user) = &pg.user {
+            let _ = Command::new("chown").arg(user).arg(&pg.dir).status();
+        }
         pg.run(
             "initdb",
             &[
@@ -159,15 +152,16 @@ impl PrivatePostgres {
         self.dir.join("data").display().to_string()
     }
 
-    /// PostgreSQL refuses to run as root: run its tools as `postgres` then.
+    /// PostgreSQL refuses to run as root: run its tools as `user` then.
     fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
+        match &self.user {
+            Some(user) if is_root() => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            _ => Command::new(program),
         }
     }
 
@@ -231,6 +225,22 @@ impl Drop for PrivatePostgres {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A setting for the tests: the environment variable, else what
+/// `just services` recorded in `.local/env` at the workspace root.
+pub fn local_setting(key: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(key) {
+        return Some(value);
+    }
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/env");
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k == key).then(|| v.to_owned())
+        })
 }
 
 fn is_root() -> bool {

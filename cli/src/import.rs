@@ -9,7 +9,7 @@ use sluice_stage::{
     connect,
     dead_letters::{DeadLetters, Filter},
     lifecycle::wait_for_completion,
-    NatsArgs,
+    ConsumerArgs, NatsArgs,
 };
 
 use crate::imports::{self, group, DatabaseArgs};
@@ -20,6 +20,9 @@ pub struct ImportArgs {
     nats: NatsArgs,
     #[command(flatten)]
     database: DatabaseArgs,
+    /// How the consumers are declared if the topology does not exist yet.
+    #[command(flatten)]
+    consumer: ConsumerArgs,
     /// The accounts CSV (`accountId,transactionsUrl`), http or https.
     url: String,
     /// Your id for this import (default: its position in the IMPORTS stream).
@@ -53,6 +56,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     if let Some(id) = &args.id {
         message = message.message_id(format!("import-{id}"));
     }
+    ensure_topology(&js, &args.nats, &args.consumer).await?;
     let subject = args.nats.namespace.imports();
     let started = Instant::now();
     let ack = js
@@ -99,6 +103,32 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     Err(format!(
         "import {id} completed with errors (details: sluice dead-letters list --import {id})"
     ))
+}
+
+/// Declares the streams and consumers, as `sluice setup` does, when the
+/// IMPORTS stream does not exist yet: an import sent before any service has
+/// started then waits durably until they do. An existing topology is left
+/// as its operator configured it.
+async fn ensure_topology(
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    consumer: &ConsumerArgs,
+) -> Result<(), String> {
+    use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
+    let imports = nats.namespace.stream(sluice_messages::Stream::Imports);
+    match js.get_stream(&imports).await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            eprintln!(
+                "stream {imports} does not exist yet; declaring sluice's streams and consumers"
+            );
+            crate::setup::declare(js, nats, consumer).await
+        }
+        Err(e) => Err(format!("cannot look up stream {imports}: {e}")),
+    }
 }
 
 /// The last line of `--wait`.

@@ -24,20 +24,28 @@ pub struct SetupArgs {
 }
 
 pub async fn run(args: SetupArgs) -> Result<(), String> {
-    declare(&args.nats, &args.consumer).await?;
+    let (client, js) = connect(&args.nats, "sluice-setup", false)
+        .await
+        .map_err(|e| e.to_string())?;
+    declare(&js, &args.nats, &args.consumer).await?;
+    for stream in sluice_messages::Stream::ALL {
+        println!("stream {} ready", args.nats.namespace.stream(stream));
+    }
+    let _ = client.flush().await;
     if !args.skip_database {
         ensure_database(&args.database_url).await?;
     }
     Ok(())
 }
 
-/// The streams and the three durable consumers, exactly as the services
-/// declare them.
-pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), String> {
-    let (client, js) = connect(nats, "sluice-setup", false)
-        .await
-        .map_err(|e| e.to_string())?;
-    topology::ensure_streams(&js, nats)
+/// The streams and the durable consumers, exactly as the services declare
+/// them.
+pub async fn declare(
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    consumer: &ConsumerArgs,
+) -> Result<(), String> {
+    topology::ensure_streams(js, nats)
         .await
         .map_err(|e| e.to_string())?;
     for name in topology::CONSUMERS {
@@ -47,14 +55,10 @@ pub async fn declare(nats: &NatsArgs, consumer: &ConsumerArgs) -> Result<(), Str
             ack_wait: consumer.ack_wait,
             max_ack_pending: consumer.max_ack_pending.into(),
         };
-        topology::ensure_consumer(&js, &nats.namespace, &spec)
+        topology::ensure_consumer(js, &nats.namespace, &spec)
             .await
             .map_err(|e| e.to_string())?;
     }
-    for stream in sluice_messages::Stream::ALL {
-        println!("stream {} ready", nats.namespace.stream(stream));
-    }
-    let _ = client.flush().await;
     Ok(())
 }
 

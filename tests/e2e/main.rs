@@ -6,5 +6,6 @@
 mod cli;
 mod faults;
 mod lifecycle;
+mod nats_cli;
 mod pipeline;
 mod resilience;

@@ -9,16 +9,43 @@ use tokio_postgres::NoTls;
 
 use crate::{data::ExpectedRow, unique_suffix};
 
-/// NATS to use; tests honour `SLUICE_TEST_NATS_URL`.
+/// NATS to use: `SLUICE_TEST_NATS_URL`, else `NATS_URL` (as the services
+/// read it), else the services' default.
 pub fn nats_url() -> String {
-    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    std::env::var("SLUICE_TEST_NATS_URL")
+        .or_else(|_| std::env::var("NATS_URL"))
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// A database to connect to for creating and dropping others;
-/// `SLUICE_TEST_DATABASE_URL` overrides it.
+/// A database to connect to for creating and dropping others:
+/// `SLUICE_TEST_DATABASE_URL`, else the server `DATABASE_URL` names (its
+/// `postgres` database), else the services' default server.
 pub fn admin_database_url() -> String {
-    std::env::var("SLUICE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    if let Ok(url) = std::env::var("SLUICE_TEST_DATABASE_URL") {
+        return url;
+    }
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => with_database(&url, "postgres"),
+        Err(_) => "postgres://postgres@127.0.0.1:5432/postgres".into(),
+    }
+}
+
+/// `url` with its database name replaced, query parameters kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, _)) => format!("{scheme}://{authority}"),
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
 }
 
 pub struct Sandbox {
@@ -73,13 +100,17 @@ impl Sandbox {
         })
     }
 
+    /// The contract's plain names (`IMPORTS`, `imports`) instead of a
+    /// namespace: only for a server of the test's own, where nothing else
+    /// uses them.
+    pub fn with_plain_names(mut self) -> Sandbox {
+        self.namespace = Namespace::new(None).expect("the empty namespace is valid");
+        self
+    }
+
     /// The URL of this environment's database.
     pub fn database_url(&self) -> String {
-        let base = self
-            .admin_url
-            .rsplit_once('/')
-            .map_or(self.admin_url.as_str(), |(b, _)| b);
-        format!("{base}/{}", self.database)
+        with_database(&self.admin_url, &self.database)
     }
 
     /// Environment variables that point a sluice binary at this environment.
@@ -195,4 +226,22 @@ async fn connect(url: &str) -> tokio_postgres::Client {
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} is reachable: {e}"));
     tokio::spawn(connection);
     client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_only_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:15432/sluice", "postgres"),
+            "postgres://u:p@127.0.0.1:15432/postgres"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432/a?sslmode=require", "b"),
+            "postgres://h:5432/b?sslmode=require"
+        );
+        assert_eq!(with_database("postgres://h", "b"), "postgres://h/b");
+    }
 }

@@ -1,0 +1,798 @@
+#!/usr/bin/env python3
+"""Assertions over the sluice chart's rendered manifests, the image and the
+compose file. Run by deploy/helm/check.sh (which installs what this needs);
+standalone: `python deploy/helm/test_chart.py [--helm PATH]`.
+
+It renders the chart itself with the real `helm` (the value sets in
+deploy/helm/ci/ plus a few variants written here), then checks:
+  - every variable of README's configuration table reaches the container of
+    every program README says uses it, and every value set reaches it intact;
+  - the `sluice setup` hook Job runs before the Deployments (hook phases and
+    weights, and the Secrets it reads exist by then);
+  - probes, ports and terminationGracePeriodSeconds relate correctly;
+  - Secrets are referenced by name and never inlined;
+  - pods run non-root, read-only, without capabilities;
+  - the custom resources (KEDA ScaledObject, ServiceMonitor) carry the fields
+    their CRDs require, pointing at the right stream, consumer and Service;
+  - nats-values.yaml, the Dockerfile, deploy/build-command, .dockerignore and
+    deploy/compose.yaml agree with the chart, README and Cargo manifests.
+Prints one line per failure and ends with `N passed, M failed`.
+"""
+
+import argparse
+import base64
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CHART = HERE / "sluice"
+SERVICES = ("importer", "fetcher", "saver")
+COMPONENTS = SERVICES + ("setup",)
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN")
+RELEASE, NAMESPACE = "sluice", "sluice"
+
+passed = 0
+failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name}" + (f": {detail}" if detail else ""))
+    return ok
+
+
+# ----------------------------------------------------------------- rendering
+
+
+class Render:
+    def __init__(self, name, docs, values):
+        self.name = name
+        self.docs = docs
+        self.values = values  # chart defaults coalesced with the value set
+
+    def kind(self, kind):
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind, name):
+        found = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return found[0] if len(found) == 1 else None
+
+    def workload(self, component):
+        """The Deployment (or, for setup, the Job) of a component."""
+        kind = "Job" if component == "setup" else "Deployment"
+        return self.one(kind, f"{RELEASE}-{component}")
+
+    def container(self, component):
+        w = self.workload(component)
+        return None if w is None else w["spec"]["template"]["spec"]["containers"][0]
+
+    def env(self, component):
+        c = self.container(component)
+        return {} if c is None else {e["name"]: e for e in c.get("env", [])}
+
+
+def coalesce(base, override):
+    """Helm's merge of a value set over the chart's values (null deletes)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = coalesce(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def helm_template(helm, kube_version, values_files=(), sets=()):
+    cmd = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube_version]
+    for f in values_files:
+        cmd += ["-f", str(f)]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def render(helm, kube_version, name, values_files=(), sets=(), extra_values=None):
+    result = helm_template(helm, kube_version, values_files, sets)
+    if not check(f"{name}: helm template succeeds", result.returncode == 0, result.stderr.strip()):
+        return None
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for f in values_files:
+        values = coalesce(values, yaml.safe_load(Path(f).read_text()))
+    if extra_values:
+        values = coalesce(values, extra_values)
+    return Render(name, docs, values)
+
+
+def write_values(tmp, name, data):
+    path = Path(tmp) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# ------------------------------------------------------------------ sources
+
+
+def readme_variables(path):
+    """(name, default, users) for each variable of README's Configuration table."""
+    text = Path(path).read_text()
+    section = re.search(r"^## Configuration\n(.*?)(?=^## )", text, re.S | re.M)
+    if not section:
+        return []
+    rows = []
+    for line in section.group(1).splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) < 3:
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0])
+        defaults = [d.strip() for d in cells[1].split(" / ")] if len(names) > 1 else [cells[1]]
+        if len(defaults) != len(names):
+            defaults = [cells[1]] * len(names)
+        users = parse_users(cells[2])
+        for name, default in zip(names, defaults):
+            rows.append((name, default, users))
+    return rows
+
+
+def parse_users(cell):
+    users = set()
+    for token in re.split(r",|\band\b", cell.replace("`", "")):
+        token = token.strip().lower()
+        if not token:
+            continue
+        if token == "all":
+            users |= set(COMPONENTS)
+        elif token in ("services", "every service", "all services"):
+            users |= set(SERVICES)
+        elif token in SERVICES:
+            users.add(token)
+        elif token in ("sluice setup", "setup", "sluice", "cli", "the cli"):
+            users.add("setup")
+        else:
+            users.add(f"?{token}")
+    return users
+
+
+def default_is_empty(default):
+    return default.strip().strip("`").strip().lower() in ("", "empty", "none", "unset", "-")
+
+
+def duration_seconds(text):
+    """Seconds in a humantime duration (20s, 1m30s, 500ms), rounded up."""
+    units = {"ms": 0.001, "msec": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
+             "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400, "day": 86400, "days": 86400}
+    parts = re.findall(r"(\d+)\s*([a-z]+)", text)
+    if not parts or re.sub(r"(\d+)\s*([a-z]+)", "", text).strip():
+        raise ValueError(f"not a duration: {text!r}")
+    total = sum(int(n) * units[u] for n, u in parts)
+    return int(-(-total // 1))
+
+
+def env_text(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stream_of_consumer():
+    """consumer name -> base stream name, read from the code's topology."""
+    names = (REPO / "shared/messages/src/names.rs").read_text()
+    base = dict(re.findall(r"Stream::(\w+)\s*=>\s*\"([A-Z_]+)\"", names))
+    consts = {}
+    for path in (REPO / "shared").rglob("*.rs"):
+        consts.update(re.findall(r"pub const (\w+): &str = \"([a-z-]+)\";", path.read_text()))
+    topo = (REPO / "shared/stage/src/topology.rs").read_text()
+    out = {}
+    for const, stream in re.findall(r"stage::(\w+)\s*=>\s*Some\(Stream::(\w+)\)", topo):
+        if const in consts and stream in base:
+            out[consts[const]] = base[stream]
+    return out
+
+
+def namespaced_stream(namespace, stream):
+    # shared/messages/src/names.rs: `ns` gives `ns_STREAM`, '-' becoming '_'.
+    return f"{namespace.replace('-', '_')}_{stream}" if namespace else stream
+
+
+# --------------------------------------------------------------- the checks
+
+
+def check_security(r):
+    for component in COMPONENTS:
+        w = r.workload(component)
+        if w is None:
+            continue
+        pod = w["spec"]["template"]["spec"]
+        psc = pod.get("securityContext", {})
+        check(f"{r.name}/{component}: pod runs as non-root",
+              psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, str(psc))
+        check(f"{r.name}/{component}: no service account token mounted",
+              pod.get("automountServiceAccountToken") is False)
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            check(f"{r.name}/{component}: read-only root filesystem, no privilege escalation",
+                  sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+                  and not sc.get("privileged", False), str(sc))
+            check(f"{r.name}/{component}: all capabilities dropped",
+                  "ALL" in sc.get("capabilities", {}).get("drop", []) and not sc.get("capabilities", {}).get("add"),
+                  str(sc.get("capabilities")))
+            check(f"{r.name}/{component}: image is the chart's one image",
+                  c["image"].startswith(r.values["image"]["repository"]), c["image"])
+
+
+def check_probes_and_grace(r, readme):
+    defaults = {name: default.strip("`") for name, default, _ in readme}
+    for component in SERVICES:
+        w = r.workload(component)
+        if not check(f"{r.name}/{component}: Deployment rendered", w is not None):
+            continue
+        pod = w["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = r.env(component)
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        addr = env.get("SLUICE_METRICS_ADDR", {}).get("value", "")
+        check(f"{r.name}/{component}: SLUICE_METRICS_ADDR listens on the container port named metrics",
+              "metrics" in ports and addr.rsplit(":", 1)[-1] == str(ports["metrics"]) and addr.startswith("0.0.0.0:"),
+              f"addr={addr!r} ports={ports}")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            p = c.get(probe, {})
+            get = p.get("httpGet", {})
+            check(f"{r.name}/{component}: {probe} is GET {path} on the metrics port",
+                  get.get("path") == path and get.get("port") in ("metrics", ports.get("metrics")), str(p))
+        live, ready = c.get("livenessProbe", {}), c.get("readinessProbe", {})
+        tolerance = lambda p: p.get("periodSeconds", 10) * p.get("failureThreshold", 3)
+        check(f"{r.name}/{component}: liveness tolerates longer than readiness (a NATS outage unreadies, never restarts)",
+              tolerance(live) >= tolerance(ready), f"liveness {tolerance(live)}s, readiness {tolerance(ready)}s")
+        timeout_text = env.get("SLUICE_SHUTDOWN_TIMEOUT", {}).get("value") or defaults.get("SLUICE_SHUTDOWN_TIMEOUT", "20s")
+        try:
+            timeout = duration_seconds(timeout_text)
+        except ValueError as e:
+            check(f"{r.name}/{component}: SLUICE_SHUTDOWN_TIMEOUT parses", False, str(e))
+            continue
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        check(f"{r.name}/{component}: terminationGracePeriodSeconds ({grace}) > SLUICE_SHUTDOWN_TIMEOUT ({timeout_text})",
+              grace > timeout)
+        strategy = w["spec"].get("strategy", {}).get("rollingUpdate", {})
+        check(f"{r.name}/{component}: rolling update starts a new pod before stopping an old one",
+              str(strategy.get("maxUnavailable")) == "0", str(strategy))
+
+
+def check_hook(r):
+    job = r.workload("setup")
+    if not check(f"{r.name}: the setup Job is rendered", job is not None):
+        return
+    ann = job["metadata"].get("annotations", {})
+    phases = set(ann.get("helm.sh/hook", "").split(","))
+    check(f"{r.name}: setup Job is a pre-install and pre-upgrade hook",
+          {"pre-install", "pre-upgrade"} <= phases, str(ann))
+    check(f"{r.name}: setup Job hook-delete-policy is before-hook-creation",
+          "before-hook-creation" in ann.get("helm.sh/hook-delete-policy", ""), str(ann))
+    job_weight = int(ann.get("helm.sh/hook-weight", "0"))
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    check(f"{r.name}: setup Job runs `sluice setup`",
+          c.get("command", [])[:2] == ["/usr/local/bin/sluice", "setup"], str(c.get("command")))
+    check(f"{r.name}: setup Job retries and is bounded",
+          job["spec"].get("backoffLimit", 0) > 0 and job["spec"].get("activeDeadlineSeconds", 0) > 0
+          and job["spec"]["template"]["spec"].get("restartPolicy") in ("OnFailure", "Never"))
+    expected_replicas = env_text(r.values["config"]["SLUICE_STREAM_REPLICAS"])
+    check(f"{r.name}: setup Job creates streams with SLUICE_STREAM_REPLICAS={expected_replicas}",
+          r.env("setup").get("SLUICE_STREAM_REPLICAS", {}).get("value") == expected_replicas,
+          str(r.env("setup").get("SLUICE_STREAM_REPLICAS")))
+    for d in r.docs:
+        if d["kind"] in ("Deployment", "ScaledObject", "HorizontalPodAutoscaler", "Service", "PodDisruptionBudget", "ServiceMonitor"):
+            check(f"{r.name}: {d['kind']} {d['metadata']['name']} is applied after the hooks (is no hook itself)",
+                  "helm.sh/hook" not in d["metadata"].get("annotations", {}))
+    # The streams the services expect are the ones setup creates.
+    for component in SERVICES:
+        for key in ("SLUICE_NAMESPACE", "SLUICE_STREAM_REPLICAS", "SLUICE_STREAM_MAX_AGE", "SLUICE_DUPLICATE_WINDOW", "NATS_URL"):
+            if r.workload(component) is None:
+                continue
+            a = r.env("setup").get(key, {}).get("value")
+            b = r.env(component).get(key, {}).get("value")
+            check(f"{r.name}: setup and {component} agree on {key}", a == b, f"setup={a!r} {component}={b!r}")
+    # Every Secret the Job reads exists before it: an existing one named in
+    # values, or one of the chart's, created by an earlier hook.
+    pod = job["spec"]["template"]["spec"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    refs |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    existing = {r.values["database"]["existingSecret"], r.values["nats"]["auth"]["existingSecret"],
+                r.values["nats"]["tls"]["existingSecret"]} - {""}
+    for name in sorted(refs):
+        secret = r.one("Secret", name)
+        if secret is None:
+            check(f"{r.name}: Secret {name} read by the setup Job is an existing one named in values",
+                  name in existing, f"existing: {sorted(existing)}")
+            continue
+        sann = secret["metadata"].get("annotations", {})
+        check(f"{r.name}: Secret {name} is created by a hook before the setup Job",
+              {"pre-install", "pre-upgrade"} <= set(sann.get("helm.sh/hook", "").split(","))
+              and int(sann.get("helm.sh/hook-weight", "0")) < job_weight, str(sann))
+
+
+def check_variables(r, readme, expect_all):
+    """README's variables in the containers of their users.
+
+    With expect_all every variable must be there; otherwise those whose
+    README default is not empty (the service would run on them)."""
+    for name, default, users in readme:
+        unknown = [u for u in users if u.startswith("?")]
+        if unknown:
+            check(f"README: 'used by' of {name} is understood", False, f"unknown: {unknown}")
+            continue
+        if not expect_all and default_is_empty(default):
+            continue
+        for component in sorted(users):
+            if r.workload(component) is None:
+                continue
+            check(f"{r.name}: {name} reaches the {component} container", name in r.env(component))
+
+
+def check_settings_are_values(readme):
+    """Every SLUICE_* setting of README is a key of values.yaml, in a map that
+    reaches each program README says uses it. The chart derives the others:
+    SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name, _, users in readme:
+        if not name.startswith("SLUICE_") or name == "SLUICE_METRICS_ADDR" or name.startswith("SLUICE_NATS_"):
+            continue
+        for component in sorted(u for u in users if not u.startswith("?")):
+            maps = [values.get("config") or {}]
+            if component in ("importer", "fetcher"):
+                maps.append(values.get("downloadConfig") or {})
+            if component != "setup":
+                maps.append(values.get(component, {}).get("config") or {})
+            check(f"values.yaml: {name} is a value reaching {component}", any(name in m for m in maps))
+
+
+def check_values_reach(r):
+    """Each setting in the value set arrives in the env, with its value."""
+    v = r.values
+    for component in COMPONENTS:
+        if r.workload(component) is None:
+            continue
+        expected = dict(v.get("config") or {})
+        if component in ("importer", "fetcher"):
+            expected.update(v.get("downloadConfig") or {})
+        if component != "setup":
+            expected.update(v[component].get("config") or {})
+        env = r.env(component)
+        for key, value in sorted(expected.items()):
+            if value is None or env_text(value) == "":
+                check(f"{r.name}: empty {key} is left out of {component}", key not in env)
+                continue
+            got = env.get(key, {}).get("value")
+            check(f"{r.name}: {key}={env_text(value)} reaches {component}", got == env_text(value), f"got {got!r}")
+        check(f"{r.name}: NATS_URL reaches {component}", env.get("NATS_URL", {}).get("value") == v["nats"]["url"])
+        if component != "setup":
+            check(f"{r.name}: {component} image command is its binary",
+                  r.container(component)["command"] == [f"/usr/local/bin/{component}"])
+
+
+def check_secrets_by_name(r):
+    for component in COMPONENTS:
+        env = r.env(component)
+        for name in SECRET_ENV:
+            if name in env:
+                e = env[name]
+                check(f"{r.name}/{component}: {name} comes from a Secret by name, never inline",
+                      "value" not in e and "secretKeyRef" in e.get("valueFrom", {}), str(e))
+        pod = r.workload(component)
+        if pod is None:
+            continue
+        pod = pod["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in r.container(component).get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for name in ("SLUICE_NATS_CREDS", "SLUICE_NATS_NKEY", "SLUICE_NATS_TLS_CA", "SLUICE_NATS_TLS_CERT", "SLUICE_NATS_TLS_KEY"):
+            if name not in env:
+                continue
+            path = env[name].get("value", "")
+            mount = os.path.dirname(path)
+            vol = volumes.get(mounts.get(mount, ""), {})
+            item_paths = [i["path"] for i in vol.get("secret", {}).get("items", [])]
+            check(f"{r.name}/{component}: {name} names a file of a mounted Secret",
+                  "secret" in vol and os.path.basename(path) in item_paths, f"{path} mounts={mounts}")
+    check(f"{r.name}: no ConfigMap (settings are env, secrets are Secrets)", not r.kind("ConfigMap"))
+
+
+def check_selectors(r):
+    deployments = {d["metadata"]["name"]: d for d in r.kind("Deployment")}
+    for pdb in r.kind("PodDisruptionBudget"):
+        target = deployments.get(pdb["metadata"]["name"])
+        check(f"{r.name}: PDB {pdb['metadata']['name']} selects its Deployment's pods",
+              target is not None and pdb["spec"]["selector"]["matchLabels"].items()
+              <= target["spec"]["template"]["metadata"]["labels"].items())
+        check(f"{r.name}: PDB {pdb['metadata']['name']} lets a drain proceed one pod at a time",
+              pdb["spec"].get("maxUnavailable") == 1, str(pdb["spec"]))
+    for svc in r.kind("Service"):
+        target = deployments.get(svc["metadata"]["name"])
+        check(f"{r.name}: Service {svc['metadata']['name']} selects its Deployment's pods on the metrics port",
+              target is not None and svc["spec"]["selector"].items() <= target["spec"]["template"]["metadata"]["labels"].items()
+              and [p["targetPort"] for p in svc["spec"]["ports"]] == ["metrics"])
+
+
+def check_custom_resources(r, consumers):
+    """KEDA and Prometheus-operator objects: the fields their CRDs require."""
+    deployments = {d["metadata"]["name"]: d for d in r.kind("Deployment")}
+    services = {s["metadata"]["name"]: s for s in r.kind("Service")}
+    for so in r.kind("ScaledObject"):
+        name = so["metadata"]["name"]
+        component = name.removeprefix(f"{RELEASE}-")
+        spec = so.get("spec", {})
+        check(f"{r.name}: ScaledObject {name} is keda.sh/v1alpha1", so.get("apiVersion") == "keda.sh/v1alpha1")
+        target = spec.get("scaleTargetRef", {}).get("name")
+        check(f"{r.name}: ScaledObject {name} scaleTargetRef.name is its Deployment", target in deployments, str(target))
+        if target in deployments:
+            check(f"{r.name}: Deployment {target} leaves replicas to KEDA", "replicas" not in deployments[target]["spec"])
+        check(f"{r.name}: ScaledObject {name} min <= max replicas",
+              0 <= spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100))
+        triggers = spec.get("triggers") or []
+        if not check(f"{r.name}: ScaledObject {name} has one nats-jetstream trigger",
+                     len(triggers) == 1 and triggers[0].get("type") == "nats-jetstream", str(triggers)):
+            continue
+        meta = triggers[0].get("metadata", {})
+        required = ("natsServerMonitoringEndpoint", "account", "stream", "consumer", "lagThreshold")
+        check(f"{r.name}: ScaledObject {name} trigger has {', '.join(required)}",
+              all(meta.get(k) not in (None, "") for k in required), str(meta))
+        check(f"{r.name}: ScaledObject {name} trigger metadata are strings",
+              all(isinstance(v, str) for v in meta.values()), str(meta))
+        namespace = r.env(component).get("SLUICE_NAMESPACE", {}).get("value", "")
+        check(f"{r.name}: ScaledObject {name} reads consumer {component} on its input stream",
+              meta.get("consumer") == component and component in consumers
+              and meta.get("stream") == namespaced_stream(namespace, consumers[component]),
+              f"stream={meta.get('stream')} consumer={meta.get('consumer')} code={consumers.get(component)}")
+        check(f"{r.name}: ScaledObject {name} reads the NATS monitoring port through the headless Service",
+              re.fullmatch(r"[a-z0-9-]+-headless(\.[a-z0-9-]+)*:\d+", meta.get("natsServerMonitoringEndpoint", "")) is not None,
+              meta.get("natsServerMonitoringEndpoint"))
+    for sm in r.kind("ServiceMonitor"):
+        name = sm["metadata"]["name"]
+        spec = sm.get("spec", {})
+        check(f"{r.name}: ServiceMonitor {name} is monitoring.coreos.com/v1", sm.get("apiVersion") == "monitoring.coreos.com/v1")
+        labels = spec.get("selector", {}).get("matchLabels", {})
+        matched = [s for s in services.values() if labels and labels.items() <= s["metadata"]["labels"].items()]
+        check(f"{r.name}: ServiceMonitor {name} selector matches exactly one metrics Service", len(matched) == 1, str(labels))
+        endpoints = spec.get("endpoints") or []
+        check(f"{r.name}: ServiceMonitor {name} scrapes /metrics on the port named metrics",
+              endpoints and all(e.get("port") == "metrics" and e.get("path") == "/metrics" for e in endpoints), str(endpoints))
+    for hpa in r.kind("HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        check(f"{r.name}: HPA {hpa['metadata']['name']} targets its Deployment, which leaves replicas to it",
+              target in deployments and "replicas" not in deployments[target]["spec"])
+        container = deployments.get(target, {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+        check(f"{r.name}: HPA {hpa['metadata']['name']} measures CPU against a CPU request",
+              "cpu" in container.get("resources", {}).get("requests", {}))
+
+
+def check_kube_validate(r, kube_version):
+    import kubernetes_validate
+
+    for d in r.docs:
+        if d["apiVersion"].startswith(CUSTOM_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(d, kube_version, strict=True)
+            ok, detail = True, ""
+        except Exception as e:  # ValidationError, SchemaNotFoundError, ...
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        check(f"{r.name}: {d['kind']} {d['metadata']['name']} validates strictly against Kubernetes {kube_version}", ok, detail)
+
+
+# ------------------------------------------------------- files beside the chart
+
+
+def check_nats_values(r_default):
+    nv = yaml.safe_load((HERE / "nats-values.yaml").read_text())
+    cfg = nv.get("config", {})
+    check("nats-values: cluster enabled with 3 replicas",
+          cfg.get("cluster", {}).get("enabled") is True and cfg.get("cluster", {}).get("replicas") == 3)
+    check("nats-values: enough servers for the chart's stream replicas",
+          cfg.get("cluster", {}).get("replicas", 1) >= int(r_default.values["config"]["SLUICE_STREAM_REPLICAS"]))
+    js = cfg.get("jetstream", {})
+    check("nats-values: JetStream on file storage on a PVC with a size",
+          js.get("enabled") is True and js.get("fileStore", {}).get("enabled", True) is True
+          and js.get("fileStore", {}).get("pvc", {}).get("enabled", True) is True
+          and re.fullmatch(r"\d+[KMGT]i", str(js.get("fileStore", {}).get("pvc", {}).get("size", ""))) is not None)
+    monitor = cfg.get("monitor", {})
+    endpoint = r_default.values["autoscaling"]["keda"]["natsServerMonitoringEndpoint"]
+    check("nats-values: monitoring port on, and the one KEDA is pointed at",
+          monitor.get("enabled") is True and endpoint.endswith(f":{monitor.get('port')}"), f"{monitor} vs {endpoint}")
+    # Release `nats` in namespace `nats`: Services `nats` and `nats-headless`.
+    check("chart defaults: NATS_URL is the client Service of release nats in namespace nats",
+          r_default.values["nats"]["url"] == "nats://nats.nats.svc.cluster.local:4222")
+    check("chart defaults: KEDA reads the headless Service of release nats in namespace nats",
+          endpoint.startswith("nats-headless.nats.svc.cluster.local:"))
+
+
+def check_chart_meta():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
+    check("Chart.yaml: appVersion is the workspace version",
+          chart.get("appVersion") == cargo["workspace"]["package"]["version"], f"{chart.get('appVersion')}")
+    check("Chart.yaml: no dependencies (NATS is its own release; renders offline)", not chart.get("dependencies"))
+
+
+def binaries():
+    """package name -> bin names, for every Cargo.toml under services/ and cli/."""
+    out = {}
+    for manifest in sorted(list((REPO / "services").glob("*/Cargo.toml")) + [REPO / "cli/Cargo.toml"]):
+        data = tomllib.loads(manifest.read_text())
+        out[data["package"]["name"]] = [b["name"] for b in data.get("bin", [])] or [data["package"]["name"]]
+    return out
+
+
+def dockerfile_stages(text):
+    text = re.sub(r"\\\n", " ", text)
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            stages.append({"from": rest.strip(), "lines": []})
+        elif stages:
+            stages[-1]["lines"].append((word.upper(), rest.strip()))
+    return stages
+
+
+def check_image():
+    command = (REPO / "deploy/build-command").read_text()
+    lines = [l for l in command.splitlines() if l.strip()]
+    check("deploy/build-command is one line", len(lines) == 1)
+    command = lines[0].strip() if lines else ""
+    bins = binaries()
+    packages = re.findall(r"-p\s+(\S+)", command)
+    check("build-command: cargo build --release --locked", command.startswith("cargo build --release --locked "))
+    wanted = {"importer", "fetcher", "saver", "sluice"}
+    built = {b for p in packages for b in bins.get(p, [])}
+    check("build-command: its packages exist and build exactly importer, fetcher, saver, sluice",
+          all(p in bins for p in packages) and built == wanted, f"packages={packages} bins={bins}")
+
+    text = (REPO / "Dockerfile").read_text()
+    stages = dockerfile_stages(text)
+    runs = [(i, rest) for i, s in enumerate(stages) for w, rest in s["lines"] if w == "RUN"]
+    check("Dockerfile: a build stage runs exactly deploy/build-command", any(rest == command for _, rest in runs),
+          "no `RUN " + command + "`")
+    check("Dockerfile: its header comment quotes deploy/build-command", f"#   {command}" in text)
+    if not check("Dockerfile: multi-stage", len(stages) >= 2):
+        return
+    builder = next((s for s in stages if any(w == "RUN" and rest == command for w, rest in s["lines"])), None)
+    if builder:
+        words = [(w, rest) for w, rest in builder["lines"]]
+        cook = next((i for i, (w, rest) in enumerate(words) if w == "RUN" and "cargo chef cook" in rest), None)
+        copy_all = next((i for i, (w, rest) in enumerate(words) if w == "COPY" and rest.split()[:1] == ["."]), None)
+        build = next(i for i, (w, rest) in enumerate(words) if w == "RUN" and rest == command)
+        check("Dockerfile: dependencies are built in their own cached layer before the source is copied",
+              cook is not None and copy_all is not None and cook < copy_all < build)
+        if cook is not None:
+            cook_packages = re.findall(r"-p\s+(\S+)", words[cook][1])
+            check("Dockerfile: the dependency layer cooks the same packages, --release --locked",
+                  cook_packages == packages and "--release" in words[cook][1] and "--locked" in words[cook][1])
+    final = stages[-1]
+    check("Dockerfile: runtime is distroless (no shell) and non-root",
+          final["from"].startswith("gcr.io/distroless/") and ":nonroot" in final["from"], final["from"])
+    users = [rest for w, rest in final["lines"] if w == "USER"]
+    check("Dockerfile: runtime USER is non-root", users and users[-1].split(":")[0] not in ("0", "root"), str(users))
+    check("Dockerfile: runtime stage runs nothing (needs no shell)", not any(w == "RUN" for w, _ in final["lines"]))
+    cmd = [rest for w, rest in final["lines"] if w in ("CMD", "ENTRYPOINT")]
+    check("Dockerfile: CMD/ENTRYPOINT in exec form", all(c.startswith("[") for c in cmd), str(cmd))
+    labels = " ".join(rest for w, rest in final["lines"] if w == "LABEL")
+    for label in ("title", "description", "version", "revision", "licenses"):
+        check(f"Dockerfile: OCI label org.opencontainers.image.{label}", f"org.opencontainers.image.{label}=" in labels)
+    copied = " ".join(rest for w, rest in final["lines"] if w == "COPY")
+    for b in sorted(wanted):
+        check(f"Dockerfile: runtime image holds /usr/local/bin/{b}",
+              f"/target/release/{b} " in copied + " " and copied.rstrip().endswith("/usr/local/bin/"))
+    rust = re.search(r"ARG RUST_VERSION=(\d+)\.(\d+)", text)
+    need = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"].get("rust-version", "1.0")
+    check("Dockerfile: RUST_VERSION meets the workspace rust-version",
+          rust is not None and (int(rust.group(1)), int(rust.group(2))) >= tuple(int(x) for x in need.split(".")[:2]))
+
+    ignore = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    check(".dockerignore: leaves out target/ and .git", "target" in ignore and ".git" in ignore)
+    members = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["members"]
+    kept = all(not any(m == i or m.startswith(i.rstrip("/") + "/") for i in ignore) for m in members + ["Cargo.lock", "Cargo.toml"])
+    check(".dockerignore: keeps every workspace member, Cargo.toml and Cargo.lock", kept, str(ignore))
+
+
+def check_compose(readme):
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
+    services = compose.get("services", {})
+    for name in ("nats", "postgres", "jaeger", "setup") + SERVICES:
+        check(f"compose: service {name}", name in services)
+    if not all(n in services for n in ("nats", "setup") + SERVICES):
+        return
+    nats_cmd = " ".join(services["nats"].get("command", []))
+    check("compose: NATS runs with JetStream and its monitoring port",
+          ("--jetstream" in nats_cmd or "-js" in nats_cmd.split()) and "8222" in nats_cmd)
+    check("compose: Jaeger all-in-one", "jaeger" in services.get("jaeger", {}).get("image", ""))
+    check("compose: setup waits for healthy NATS and PostgreSQL",
+          all(services["setup"].get("depends_on", {}).get(s, {}).get("condition") == "service_healthy" for s in ("nats", "postgres")))
+    check("compose: setup runs `sluice setup`", services["setup"].get("command") == ["sluice", "setup"])
+    for name in ("setup",) + SERVICES:
+        s = services[name]
+        build = s.get("build", {})
+        check(f"compose: {name} is built from the repository's Dockerfile",
+              (REPO / "deploy" / build.get("context", "")).resolve() == REPO and build.get("dockerfile") == "Dockerfile")
+        check(f"compose: {name} runs non-root and read-only like the chart",
+              str(s.get("user", "0")).split(":")[0] not in ("0", "root") and s.get("read_only") is True and "ALL" in s.get("cap_drop", []))
+        if name in SERVICES:
+            check(f"compose: {name} starts after setup completed",
+                  s.get("depends_on", {}).get("setup", {}).get("condition") == "service_completed_successfully")
+            check(f"compose: {name} runs its binary", s.get("command") == [name])
+            check(f"compose: {name} has time to drain",
+                  duration_seconds(s.get("stop_grace_period", "10s")) > duration_seconds(s["environment"].get("SLUICE_SHUTDOWN_TIMEOUT", "20s")))
+        env = s.get("environment", {})
+        for var, _, users in readme:
+            if name in users and not var.startswith("SLUICE_NATS_"):
+                # NATS credentials and TLS: the local stack runs without them.
+                check(f"compose: {var} is set for {name}, as in the chart", var in env)
+        check(f"compose: {name} traces to Jaeger", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").startswith("http://jaeger:"))
+
+
+# -------------------------------------------------------------------- main
+
+
+def negative_cases(helm, kube_version, tmp):
+    """Settings the chart must refuse, each with the message it must give."""
+    cases = [
+        ("KEDA and HPA on one service", {"saver": {"autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}}},
+         "at most one of autoscaling.keda and autoscaling.hpa"),
+        ("a grace period not above SLUICE_SHUTDOWN_TIMEOUT", {"fetcher": {"terminationGracePeriodSeconds": 20}},
+         "must exceed its SLUICE_SHUTDOWN_TIMEOUT"),
+        ("DATABASE_URL among the settings", {"config": {"DATABASE_URL": "postgres://u:p@h/db"}}, "DATABASE_URL is database.*"),
+        ("a NATS password among the settings", {"config": {"SLUICE_NATS_PASSWORD": "secret"}}, "is set by the chart"),
+        ("a secret as a plain extraEnv value", {"extraEnv": [{"name": "DATABASE_URL", "value": "postgres://u:p@h/db"}]},
+         "never as a plain value"),
+        ("a duration sluice cannot read", {"config": {"SLUICE_SHUTDOWN_TIMEOUT": "20"}}, "is not a duration"),
+        ("an HPA without a CPU request", {"importer": {"resources": {"requests": None}, "autoscaling": {"hpa": {"enabled": True}}}},
+         "needs importer.resources.requests.cpu"),
+        ("TLS without certificates", {"nats": {"tls": {"enabled": True, "existingSecretKeys": {"ca": "", "cert": "", "key": ""}}}},
+         "nats.tls.enabled"),
+        ("a NATS user without a password", {"nats": {"auth": {"user": "sluice"}}}, "a user needs a password"),
+        ("a misspelt value (values.schema.json)", {"importer": {"replica": 3}}, "additional properties 'replica' not allowed"),
+        ("a ServiceMonitor without the metrics Service",
+         {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "needs metrics.service.enabled"),
+    ]
+    for i, (name, values, message) in enumerate(cases):
+        path = write_values(tmp, f"negative-{i}", values)
+        result = helm_template(helm, kube_version, [path])
+        check(f"chart refuses {name}", result.returncode != 0 and message in result.stderr, result.stderr.strip()[-300:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--helm", default=None, help="helm binary (default: .local/bin/helm, then PATH)")
+    parser.add_argument("--kube-version", default=os.environ.get("KUBE_VERSION", "1.37.0"))
+    parser.add_argument("--readme", default=str(REPO / "README.md"), help="where the Configuration table is")
+    args = parser.parse_args()
+    helm = args.helm or (str(REPO / ".local/bin/helm") if (REPO / ".local/bin/helm").exists() else shutil.which("helm"))
+    if not helm:
+        print("helm not found: run deploy/helm/check.sh, which installs it")
+        print("0 passed, 1 failed")
+        return 1
+    kv = args.kube_version
+
+    readme = readme_variables(args.readme)
+    check("README: the Configuration table lists variables", len(readme) >= 20, f"{len(readme)} found")
+    check_settings_are_values(readme)
+    consumers = stream_of_consumer()
+    check("code: each service's input stream is known", set(SERVICES) <= set(consumers), str(consumers))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {n: render(helm, kv, n, [HERE / "ci" / f"{n}.yaml"]) for n in ("default", "minimal", "everything")}
+
+        created = {
+            "database": {"url": "postgres://sluice:SENTINEL-db-password@db:5432/sluice"},
+            "nats": {
+                "auth": {"user": "SENTINEL-user", "password": "SENTINEL-password", "token": "SENTINEL-token",
+                         "creds": "SENTINEL-creds-file", "nkey": "SENTINEL-nkey-seed"},
+                "tls": {"enabled": True, "ca": "SENTINEL-ca-pem", "cert": "SENTINEL-cert-pem", "key": "SENTINEL-key-pem"},
+            },
+        }
+        sets["created-secrets"] = render(helm, kv, "created-secrets", [write_values(tmp, "created", created)])
+        hpa = {s: {"autoscaling": {"hpa": {"enabled": True}}} for s in SERVICES}
+        sets["hpa"] = render(helm, kv, "hpa", [write_values(tmp, "hpa", hpa)])
+        skip = {"setup": {"database": False}}
+        sets["skip-database"] = render(helm, kv, "skip-database", [write_values(tmp, "skip", skip)])
+
+        for name, r in sets.items():
+            if r is None:
+                continue
+            check_kube_validate(r, kv)
+            check_security(r)
+            check_probes_and_grace(r, readme)
+            check_hook(r)
+            check_values_reach(r)
+            check_secrets_by_name(r)
+            check_selectors(r)
+            check_custom_resources(r, consumers)
+
+        if sets["default"]:
+            r = sets["default"]
+            check_variables(r, readme, expect_all=False)
+            check("default: SLUICE_STREAM_REPLICAS is 3 (a clustered NATS)",
+                  r.env("setup").get("SLUICE_STREAM_REPLICAS", {}).get("value") == "3")
+            check("default: no KEDA, ServiceMonitor or HPA objects",
+                  not (r.kind("ScaledObject") or r.kind("ServiceMonitor") or r.kind("HorizontalPodAutoscaler")))
+            check("default: a PodDisruptionBudget per service", len(r.kind("PodDisruptionBudget")) == 3)
+            check_nats_values(r)
+        if sets["everything"]:
+            r = sets["everything"]
+            check_variables(r, readme, expect_all=True)
+            check("everything: a ScaledObject and a ServiceMonitor per service",
+                  len(r.kind("ScaledObject")) == 3 and len(r.kind("ServiceMonitor")) == 3)
+            check("everything: existing Secrets only, none created", not r.kind("Secret"))
+            check("everything: explicit saver grace period kept", r.workload("saver")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 150)
+            check("everything: large numbers keep their digits",
+                  r.env("importer")["SLUICE_MAX_ACK_PENDING"].get("value") == "1000000")
+        if sets["minimal"]:
+            r = sets["minimal"]
+            check_variables(r, readme, expect_all=False)
+            check("minimal: nothing optional (no PDB, Service, ServiceMonitor, autoscaler, created Secret)",
+                  not any(r.kind(k) for k in ("PodDisruptionBudget", "Service", "ServiceMonitor", "ScaledObject",
+                                              "HorizontalPodAutoscaler", "Secret")))
+            check("minimal: streams with one replica", r.env("setup")["SLUICE_STREAM_REPLICAS"].get("value") == "1")
+        if sets["created-secrets"]:
+            r = sets["created-secrets"]
+            sentinels = re.findall(r"SENTINEL-[a-z-]+", yaml.safe_dump(created))
+            for d in r.docs:
+                text = yaml.safe_dump(d)
+                if d["kind"] != "Secret":
+                    leaked = [s for s in sentinels if s in text or base64.b64encode(s.encode()).decode()[:12] in text]
+                    check(f"created-secrets: {d['kind']} {d['metadata']['name']} inlines no secret", not leaked, str(leaked))
+            secret_text = "".join(yaml.safe_dump(d) for d in r.kind("Secret"))
+            check("created-secrets: the chart's Secrets hold every secret value",
+                  all(base64.b64encode(v.encode()).decode() in secret_text
+                      for v in (created["database"]["url"], *created["nats"]["auth"].values(),
+                                created["nats"]["tls"]["ca"], created["nats"]["tls"]["cert"], created["nats"]["tls"]["key"])))
+            check("created-secrets: three Secrets (database, NATS auth, NATS TLS)", len(r.kind("Secret")) == 3)
+            for component in COMPONENTS:
+                env = r.env(component)
+                check(f"created-secrets: {component} gets user, password, token, creds, nkey and TLS",
+                      all(k in env for k in ("SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN", "SLUICE_NATS_CREDS",
+                                             "SLUICE_NATS_NKEY", "SLUICE_NATS_TLS_CA", "SLUICE_NATS_TLS_CERT", "SLUICE_NATS_TLS_KEY")))
+            default_annotations = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"].get("checksum/secrets")
+                                   for d in sets["default"].kind("Deployment")} if sets["default"] else {}
+            ours = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"].get("checksum/secrets")
+                    for d in r.kind("Deployment")}
+            check("created-secrets: changing a secret value rolls the pods (checksum annotation)",
+                  ours and default_annotations and all(ours[k] != default_annotations.get(k) for k in ours))
+        if sets["hpa"]:
+            check("hpa: an HPA per service on CPU", len(sets["hpa"].kind("HorizontalPodAutoscaler")) == 3)
+        if sets["skip-database"]:
+            r = sets["skip-database"]
+            c = r.container("setup")
+            check("skip-database: setup runs with --skip-database and no DATABASE_URL",
+                  c.get("args") == ["--skip-database"] and "DATABASE_URL" not in r.env("setup"))
+
+        negative_cases(helm, kv, tmp)
+
+    check_chart_meta()
+    check_image()
+    check_compose(readme)
+
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

