@@ -6,8 +6,8 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# What the demo runs: the three services and the `sluice` command.
-shipped := "-p sluice-importer -p sluice-fetcher -p sluice-saver -p sluice-cli"
+# What ships (the three services and `sluice`) is built by deploy/build-command:
+# the same line in the Dockerfile, `just demo` and CI.
 
 # List the recipes.
 default:
@@ -39,7 +39,7 @@ test: services tools build
 
 # A real import end to end: 200 accounts x 100,000 transactions by default.
 demo *ARGS: services
-    cargo build --release {{shipped}}
+    sh deploy/build-command
     target/release/sluice demo {{ARGS}}
 
 # Format and lint.
@@ -49,5 +49,10 @@ check:
 
 # Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
 bench *ARGS: services
-    cargo build --release {{shipped}} -p sluice-bench
+    sh deploy/build-command
+    cargo build --release --locked -p sluice-bench
     target/release/sluice-bench {{ARGS}}
+
+# The Helm chart, Dockerfile and compose file, checked offline with helm, kubernetes-validate and hadolint.
+deploy-check:
+    bash deploy/helm/check.sh

@@ -13,7 +13,7 @@ use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
 
 mod servers;
-pub use servers::{local_setting, PrivateNats, PrivatePostgres};
+pub use servers::{free_port, local_setting, PrivateNats, PrivatePostgres};
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 
@@ -52,8 +52,19 @@ impl Pipeline {
 
     /// Starts the three services in `sandbox`, with `env` added.
     pub async fn start_in(sandbox: Sandbox, env: &[(&str, &str)]) -> Pipeline {
+        Pipeline::start_each(sandbox, env, |_| Vec::new()).await
+    }
+
+    /// Like [`Pipeline::start_in`], with `per_service(name)` added to each
+    /// service's environment.
+    pub async fn start_each(
+        sandbox: Sandbox,
+        env: &[(&str, &str)],
+        per_service: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> Pipeline {
         let server = FileServer::start().await.expect("HTTP server starts");
-        let deployment = Deployment::start(&sandbox, env).expect("service binaries start");
+        let deployment =
+            Deployment::start_each(&sandbox, env, per_service).expect("service binaries start");
         eprintln!("service logs: {}", deployment.log_dir.display());
         let js = jetstream::new(sandbox.nats().await);
         let pipeline = Pipeline {

@@ -159,14 +159,17 @@ def parse_users(cell):
         token = token.strip().lower()
         if not token:
             continue
-        if token == "all":
+        if token in ("all", "everything", "all programs"):
             users |= set(COMPONENTS)
-        elif token in ("services", "every service", "all services"):
+        elif token in ("services", "every service", "all services", "the services"):
             users |= set(SERVICES)
         elif token in SERVICES:
             users.add(token)
-        elif token in ("sluice setup", "setup", "sluice", "cli", "the cli"):
+        elif token in ("sluice setup", "setup", "sluice", "cli", "the cli", "sluice cli"):
+            # The chart runs one CLI command: `sluice setup`, the hook.
             users.add("setup")
+        elif token.startswith("sluice "):
+            pass  # another CLI command (`sluice import`, `sluice status`): not deployed
         else:
             users.add(f"?{token}")
     return users

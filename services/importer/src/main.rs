@@ -18,11 +18,15 @@ struct Config {
 
 fn main() -> ExitCode {
     let config: Config = sluice_stage::config::parse(Importer::NAME);
-    run_service(Importer::NAME, |stop| async move {
-        let importer = Importer::new(&config.download.options())?;
-        Runtime::start(Importer::NAME, config.stage, stop)
-            .await?
-            .run_flat_map(importer)
-            .await
-    })
+    run_service(
+        Importer::NAME,
+        &config.stage.observe.clone(),
+        |stop| async move {
+            let importer = Importer::new(&config.download.options())?;
+            Runtime::start(Importer::NAME, config.stage, stop)
+                .await?
+                .run_flat_map(importer)
+                .await
+        },
+    )
 }

@@ -31,25 +31,29 @@ fn parse_database_url(s: &str) -> Result<tokio_postgres::Config, String> {
 
 fn main() -> ExitCode {
     let config: Config = sluice_stage::config::parse(Saver::NAME);
-    run_service(Saver::NAME, |stop| async move {
-        let options = SinkOptions {
-            batch_size: config.batch_size as usize,
-            batch_wait: config.batch_wait,
-        };
-        let database = Database::new(config.database_url);
-        let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
-        let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
-        let announcer = announce_completions(
-            database.clone(),
-            tracker.jetstream(),
-            tracker.namespace().clone(),
-            stop,
-        );
-        tokio::try_join!(
-            saver.run_sink(Saver::new(database.clone()), options),
-            tracker.run_sink(Tracker::new(database), options),
-            announcer,
-        )?;
-        Ok(())
-    })
+    run_service(
+        Saver::NAME,
+        &config.stage.observe.clone(),
+        |stop| async move {
+            let options = SinkOptions {
+                batch_size: config.batch_size as usize,
+                batch_wait: config.batch_wait,
+            };
+            let database = Database::new(config.database_url);
+            let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
+            let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
+            let announcer = announce_completions(
+                database.clone(),
+                tracker.jetstream(),
+                tracker.namespace().clone(),
+                stop,
+            );
+            tokio::try_join!(
+                saver.run_sink(Saver::new(database.clone()), options),
+                tracker.run_sink(Tracker::new(database), options),
+                announcer,
+            )?;
+            Ok(())
+        },
+    )
 }

@@ -154,6 +154,16 @@ impl Deployment {
     /// Starts every service with the sandbox's environment plus `env`, its
     /// logs in a folder named after the sandbox's database.
     pub fn start(sandbox: &crate::Sandbox, env: &[(&str, &str)]) -> std::io::Result<Deployment> {
+        Deployment::start_each(sandbox, env, |_| Vec::new())
+    }
+
+    /// Like [`Deployment::start`], with `per_service(name)` added to each
+    /// service's environment (its own metrics port, say).
+    pub fn start_each(
+        sandbox: &crate::Sandbox,
+        env: &[(&str, &str)],
+        per_service: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> std::io::Result<Deployment> {
         let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
         let mut service_env = sandbox.service_env();
         if std::env::var_os("RUST_LOG").is_none() {
@@ -162,7 +172,11 @@ impl Deployment {
         service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let services = Self::SERVICES
             .iter()
-            .map(|name| Process::start(name, service_env.clone(), &log_dir))
+            .map(|name| {
+                let mut env = service_env.clone();
+                env.extend(per_service(name));
+                Process::start(name, env, &log_dir)
+            })
             .collect::<std::io::Result<_>>()?;
         Ok(Deployment { services, log_dir })
     }

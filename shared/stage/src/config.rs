@@ -13,6 +13,8 @@ pub struct StageArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub observe: crate::observe::ObserveArgs,
 }
 
 /// Where NATS is and how the sluice streams are laid out on it.

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     keep_alive::keep_alive,
+    observe::names,
     pull::{self, pause_after_failure, reap, release},
     service::Shared,
     Delivery, Emitter, StageError,
@@ -129,10 +130,15 @@ async fn handle<S: FlatMap>(
         .await;
     }
     let started = Instant::now();
+    let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
+    in_flight.increment(1.0);
+    metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
     let mut out = Emitter::new(shared.clone(), &delivery, publish_budget);
     let work = async {
         stage.process(&delivery, &mut out).await?;
         let stats = out.flush().await?;
+        metrics::counter!(names::PUBLISHED, "stage" => S::NAME).increment(stats.published);
+        metrics::counter!(names::ROWS_REJECTED, "stage" => S::NAME).increment(stats.rejected_rows);
         tracing::info!(
             stage = S::NAME,
             subject = delivery.subject(),
@@ -155,4 +161,7 @@ async fn handle<S: FlatMap>(
     .await;
     delivery.learn_import_id(out.import_id());
     pull::settle(&shared, &delivery, outcome).await;
+    metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
+        .record(started.elapsed().as_secs_f64());
+    in_flight.decrement(1.0);
 }

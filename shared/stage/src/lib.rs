@@ -18,6 +18,7 @@ mod error;
 mod flat_map;
 mod keep_alive;
 pub mod lifecycle;
+pub mod observe;
 mod pull;
 mod service;
 mod shutdown;

@@ -8,7 +8,9 @@ use sluice_messages::DeadLetterKind;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{dead_letter, keep_alive::Outcome, service::Shared, Delivery, StageError};
+use crate::{
+    dead_letter, keep_alive::Outcome, observe::names, service::Shared, Delivery, StageError,
+};
 
 /// Asks for up to `max` messages; the batch ends when they arrived or after
 /// `expires`. Asking only for what there is room for means nothing waits
@@ -81,6 +83,7 @@ pub(crate) async fn settle(
     let message = delivery.message();
     match outcome {
         Outcome::Done(Ok(())) => {
+            metrics::counter!(names::ACKED, "stage" => shared.stage).increment(1);
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
             }
@@ -102,6 +105,7 @@ pub(crate) async fn settle(
                     %error,
                     "transient failure; retrying in {delay:?}"
                 );
+                metrics::counter!(names::RETRIED, "stage" => shared.stage).increment(1);
                 if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
                     tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
                 }
@@ -134,6 +138,8 @@ pub(crate) async fn dead_letter_and_terminate(
     );
     match dead_letter::store(shared, delivery, kind, error).await {
         Ok(()) => {
+            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => kind.as_str())
+                .increment(1);
             if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
             }

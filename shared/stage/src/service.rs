@@ -4,6 +4,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use sluice_messages::Namespace;
 use tokio_util::sync::CancellationToken;
 
+use crate::observe::{ObserveArgs, HEALTH};
 use crate::{
     config::{ConsumerArgs, NatsArgs, StageArgs},
     flat_map, sink,
@@ -43,8 +44,12 @@ pub async fn connect(
         // Reconnecting is automatic and endless; say so in the logs.
         .event_callback(|event| async move {
             match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Connected => {
+                    HEALTH.set_nats_connected(true);
+                    tracing::info!("connected to NATS")
+                }
                 async_nats::Event::Disconnected => {
+                    HEALTH.set_nats_connected(false);
                     tracing::warn!("disconnected from NATS; reconnecting")
                 }
                 // Every failed reconnect attempt; the disconnect said enough.
@@ -91,7 +96,7 @@ impl Runtime {
         args: StageArgs,
         stop: CancellationToken,
     ) -> Result<Self, StageError> {
-        let StageArgs { nats, consumer } = args;
+        let StageArgs { nats, consumer, .. } = args;
         let input = topology::input_of(stage)
             .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
         let (client, js) = connect(&nats, stage, true).await?;
@@ -120,6 +125,7 @@ impl Runtime {
                 }
             }
         };
+        HEALTH.set_consumer_bound();
         tracing::info!(
             stage,
             nats = %nats.nats_url,
@@ -187,7 +193,7 @@ impl Runtime {
 /// A service's whole `main`: logging, a single-threaded runtime (sluice
 /// stages wait on the network far more than they compute), SIGTERM/SIGINT
 /// handling, and one clear line plus exit status 1 on a fatal error.
-pub fn run_service<F, Fut>(name: &'static str, body: F) -> ExitCode
+pub fn run_service<F, Fut>(name: &'static str, observe: &ObserveArgs, body: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), StageError>>,
@@ -204,10 +210,14 @@ where
         }
     };
     let result = runtime.block_on(async {
+        if let Err(e) = crate::observe::serve(observe).await {
+            return Err(StageError::permanent(e));
+        }
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
         tokio::spawn(async move {
             crate::shutdown_signal().await;
+            HEALTH.set_draining();
             tracing::info!("shutdown requested: no new work; finishing what is in flight");
             on_signal.cancel();
         });

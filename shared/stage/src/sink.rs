@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     keep_alive::{keep_alive, Outcome},
+    observe::{names, HEALTH},
     pull::{self, pause_after_failure, release},
     service::Shared,
     Delivery, StageError,
@@ -93,10 +94,12 @@ async fn writer_loop<S: Sink>(
         let Some(open) = writer.as_mut() else {
             match stage.open().await {
                 Ok(w) => {
+                    HEALTH.set_destination_reachable(true);
                     writer = Some(w);
                     failures = 0;
                 }
                 Err(e) => {
+                    HEALTH.set_destination_reachable(false);
                     failures += 1;
                     tracing::warn!(stage = S::NAME, error = %e, failures, "cannot open writer");
                     pause_after_failure(failures, &e, &stop).await;
@@ -164,6 +167,8 @@ async fn writer_loop<S: Sink>(
             continue;
         }
 
+        metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(accepted.len() as u64);
+        let started = std::time::Instant::now();
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
         let outcome = keep_alive(
             stage.write(open, &items),
@@ -173,6 +178,8 @@ async fn writer_loop<S: Sink>(
             &abort,
         )
         .await;
+        metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Done(Ok(())) => {
                 tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
@@ -187,6 +194,9 @@ async fn writer_loop<S: Sink>(
                 join_all(accepted.iter().map(|d| release(d.message()))).await;
             }
             Outcome::Done(Err(error)) if error.is_transient() || items.len() == 1 => {
+                if error.is_transient() {
+                    HEALTH.set_destination_reachable(false);
+                }
                 writer = None;
                 join_all(
                     accepted

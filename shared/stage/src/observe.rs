@@ -1,0 +1,254 @@
+//! What operators and orchestrators read from a running service on
+//! `SLUICE_METRICS_ADDR`: Prometheus metrics on `/metrics`, liveness on
+//! `/healthz`, readiness on `/readyz`.
+//!
+//! Metrics are recorded through the `metrics` facade; with no address set
+//! no recorder is installed and every update is a no-op.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, AtomicU8, Ordering},
+};
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Where the service serves its metrics and probes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ObserveArgs {
+    /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`);
+    /// unset serves nothing.
+    #[arg(long, env = "SLUICE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Metric names, in one place so dashboards, alerts and tests agree.
+pub mod names {
+    pub const RECEIVED: &str = "sluice_messages_received_total";
+    pub const ACKED: &str = "sluice_messages_acked_total";
+    pub const RETRIED: &str = "sluice_messages_retried_total";
+    pub const DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
+    pub const PUBLISHED: &str = "sluice_messages_published_total";
+    pub const ROWS_REJECTED: &str = "sluice_rows_rejected_total";
+    pub const PROCESSING_SECONDS: &str = "sluice_processing_seconds";
+    pub const IN_FLIGHT: &str = "sluice_messages_in_flight";
+    pub const READY: &str = "sluice_ready";
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// The process's view of what it depends on, for `/readyz`.
+pub struct Health {
+    nats_connected: AtomicBool,
+    consumer_bound: AtomicBool,
+    draining: AtomicBool,
+    /// A sink's destination (the saver's PostgreSQL); unknown for stages
+    /// that have none.
+    destination: AtomicU8,
+}
+
+/// One process runs one service: its health is process-wide.
+pub static HEALTH: Health = Health {
+    nats_connected: AtomicBool::new(false),
+    consumer_bound: AtomicBool::new(false),
+    draining: AtomicBool::new(false),
+    destination: AtomicU8::new(UNKNOWN),
+};
+
+impl Health {
+    pub fn set_nats_connected(&self, connected: bool) {
+        self.nats_connected.store(connected, Ordering::Relaxed);
+        self.publish();
+    }
+
+    pub fn set_consumer_bound(&self) {
+        self.consumer_bound.store(true, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// After SIGTERM: no new work, so no new traffic should be routed here.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.publish();
+    }
+
+    pub fn set_destination_reachable(&self, reachable: bool) {
+        self.destination
+            .store(if reachable { UP } else { DOWN }, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// Ready, or every reason why not.
+    pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
+        let mut reasons = Vec::new();
+        if self.draining.load(Ordering::Relaxed) {
+            reasons.push("draining after a shutdown request");
+        }
+        if !self.nats_connected.load(Ordering::Relaxed) {
+            reasons.push("not connected to NATS");
+        }
+        if !self.consumer_bound.load(Ordering::Relaxed) {
+            reasons.push("durable consumer not bound yet");
+        }
+        if self.destination.load(Ordering::Relaxed) == DOWN {
+            reasons.push("cannot reach the database");
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    fn publish(&self) {
+        metrics::gauge!(names::READY).set(if self.readiness().is_ok() { 1.0 } else { 0.0 });
+    }
+}
+
+/// Installs the Prometheus recorder and serves the endpoints in the
+/// background. A taken port is a configuration error, reported at once.
+pub async fn serve(args: &ObserveArgs) -> Result<(), String> {
+    let Some(addr) = args.metrics_addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on SLUICE_METRICS_ADDR {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+            ],
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    HEALTH.publish();
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| respond(request, handle.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    metrics: PrometheusHandle,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => match HEALTH.readiness() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            Err(reasons) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {}\n", reasons.join("; ")),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid"))
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        names::RECEIVED,
+        "Input messages delivered to this replica, by stage."
+    );
+    describe_counter!(
+        names::ACKED,
+        "Input messages acknowledged after their outputs were stored."
+    );
+    describe_counter!(
+        names::RETRIED,
+        "Input messages handed back for a retry after a transient failure."
+    );
+    describe_counter!(
+        names::DEAD_LETTERED,
+        "Input messages dead-lettered, by stage and kind."
+    );
+    describe_counter!(
+        names::PUBLISHED,
+        "Output messages stored by JetStream (duplicates included), by stage."
+    );
+    describe_counter!(
+        names::ROWS_REJECTED,
+        "Malformed CSV rows reported as dead letters, by stage."
+    );
+    describe_histogram!(
+        names::PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time from delivery to settling one input message (saver: one batch)."
+    );
+    describe_gauge!(
+        names::IN_FLIGHT,
+        "Input messages this replica is working on."
+    );
+    describe_gauge!(names::READY, "1 when /readyz answers 200.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_every_reason() {
+        let health = Health {
+            nats_connected: AtomicBool::new(false),
+            consumer_bound: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            destination: AtomicU8::new(UNKNOWN),
+        };
+        assert_eq!(
+            health.readiness(),
+            Err(vec![
+                "not connected to NATS",
+                "durable consumer not bound yet"
+            ])
+        );
+        health.set_nats_connected(true);
+        health.set_consumer_bound();
+        assert_eq!(health.readiness(), Ok(()));
+        health.set_destination_reachable(false);
+        assert_eq!(health.readiness(), Err(vec!["cannot reach the database"]));
+        health.set_destination_reachable(true);
+        health.set_draining();
+        assert_eq!(
+            health.readiness(),
+            Err(vec!["draining after a shutdown request"])
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Metrics and probes as Prometheus and Kubernetes read them: each service
+//! on its own `SLUICE_METRICS_ADDR`, scraped during a known import and
+//! parsed by a second implementation (Python's `prometheus_client`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+use sluice_devkit::Sandbox;
+use sluice_e2e::{free_port, local_setting, wait_until, Dataset, Pipeline};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` on `port`: the status code and body, or `None` when nothing
+/// listens (the process has exited).
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_owned()))
+}
+
+/// Every sample as `name{label="value",…}` → value, by the reference parser.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let python =
+        local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
+    let script = r##"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+        out.setdefault("__types__", {})[family.name] = family.type
+print(json.dumps(out))
+"##;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition:\n{text}"
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let types = parsed["__types__"].clone();
+    for (family, kind) in types.as_object().into_iter().flatten() {
+        let expected = if family.ends_with("_seconds") {
+            "histogram"
+        } else if family.starts_with("sluice_messages_in_flight") || family == "sluice_ready" {
+            "gauge"
+        } else {
+            "counter"
+        };
+        assert_eq!(kind, expected, "type of {family}");
+    }
+    parsed
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+        .collect()
+}
+
+fn sample(metrics: &BTreeMap<String, f64>, key: &str) -> f64 {
+    metrics.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
+    let ports: BTreeMap<&str, u16> = sluice_e2e::SERVICES
+        .iter()
+        .map(|s| (*s, free_port()))
+        .collect();
+    let sandbox = Sandbox::new("observe").await;
+    let mut p = Pipeline::start_each(
+        sandbox,
+        &[("SLUICE_TRANSACTIONS_PER_MESSAGE", "100")],
+        |name| {
+            vec![(
+                "SLUICE_METRICS_ADDR".into(),
+                format!("127.0.0.1:{}", ports[name]),
+            )]
+        },
+    )
+    .await;
+    for (name, port) in &ports {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{name} ready"),
+            || async { get(*port, "/readyz").await.is_some_and(|(s, _)| s == 200) },
+        )
+        .await;
+        assert_eq!(get(*port, "/healthz").await, Some((200, "ok\n".into())));
+        assert_eq!(get(*port, "/nope").await.map(|r| r.0), Some(404));
+    }
+
+    // 4 accounts of 250 rows: 3 messages of at most 100 rows each.
+    let data = Dataset::generate(4, 1_000, 3);
+    p.server.add_dataset(&data);
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    p.completion(&id, Duration::from_secs(30)).await;
+
+    let importer = parse_metrics(&get(ports["importer"], "/metrics").await.unwrap().1);
+    assert_eq!(
+        sample(
+            &importer,
+            r#"sluice_messages_received_total{stage="importer"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &importer,
+            r#"sluice_messages_acked_total{stage="importer"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &importer,
+            r#"sluice_processing_seconds_count{stage="importer"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&importer, r#"sluice_messages_in_flight{stage="importer"}"#),
+        0.0
+    );
+    assert_eq!(sample(&importer, "sluice_ready{}"), 1.0);
+
+    let fetcher = parse_metrics(&get(ports["fetcher"], "/metrics").await.unwrap().1);
+    assert_eq!(
+        sample(
+            &fetcher,
+            r#"sluice_messages_received_total{stage="fetcher"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        sample(&fetcher, r#"sluice_messages_acked_total{stage="fetcher"}"#),
+        4.0
+    );
+    let dead: f64 = fetcher
+        .iter()
+        .filter(|(k, _)| k.starts_with("sluice_messages_dead_lettered_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(dead, 0.0);
+
+    let saver = parse_metrics(&get(ports["saver"], "/metrics").await.unwrap().1);
+    assert_eq!(
+        sample(&saver, r#"sluice_messages_acked_total{stage="saver"}"#),
+        12.0
+    );
+    assert_eq!(
+        sample(&saver, r#"sluice_messages_received_total{stage="saver"}"#),
+        12.0
+    );
+    assert_eq!(sample(&saver, "sluice_ready{}"), 1.0);
+    eprintln!("fetcher metrics: {fetcher:#?}");
+    assert_eq!(
+        sample(
+            &fetcher,
+            r#"sluice_messages_published_total{stage="fetcher"}"#
+        ),
+        12.0 + 4.0,
+        "12 transaction messages and one `fetched` fact per account"
+    );
+
+    // SIGTERM: /readyz says 503 before the process is gone.
+    let port = ports["fetcher"];
+    let fetcher = p.service("fetcher");
+    let watch = async {
+        loop {
+            match get(port, "/readyz").await {
+                Some((503, body)) => return body,
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                None => panic!("the fetcher stopped serving before /readyz turned 503"),
+            }
+        }
+    };
+    let (status, body) = tokio::join!(fetcher.terminate(Duration::from_secs(30)), watch);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(body.contains("draining"), "{body}");
+}
