@@ -36,14 +36,25 @@ async fn wait_for_port(port: u16, what: &str) {
 pub struct PrivateNats {
     pub port: u16,
     store: PathBuf,
+    jetstream: bool,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     pub async fn start() -> PrivateNats {
+        PrivateNats::start_with(true).await
+    }
+
+    /// A plain NATS server, as a misconfigured deployment would have.
+    pub async fn start_without_jetstream() -> PrivateNats {
+        PrivateNats::start_with(false).await
+    }
+
+    async fn start_with(jetstream: bool) -> PrivateNats {
         let mut nats = PrivateNats {
             port: free_port(),
             store: scratch_dir("nats"),
+            jetstream,
             child: None,
         };
         nats.launch().await;
@@ -59,16 +70,12 @@ impl PrivateNats {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(Self::binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
+        let mut command = Command::new(Self::binary());
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.jetstream {
+            command.arg("-js").arg("-sd").arg(&self.store);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -112,6 +119,16 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub async fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with(None).await
+    }
+
+    /// A server that checks passwords (scram-sha-256) over TCP; the
+    /// superuser `postgres` has `password`.
+    pub async fn start_with_password(password: &str) -> PrivatePostgres {
+        PrivatePostgres::start_with(Some(password)).await
+    }
+
+    async fn start_with(password: Option<&str>) -> PrivatePostgres {
         let bin = PathBuf::from(local_setting("SLUICE_TEST_PG_BIN").expect(
             "SLUICE_TEST_PG_BIN names PostgreSQL's bin folder (`just services` records it in .local/env)",
         ));
@@ -126,20 +143,31 @@ impl PrivatePostgres {
         if let Some(user) = &pg.user {
             let _ = Command::new("chown").arg(user).arg(&pg.dir).status();
         }
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.data(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
+        let data = pg.data();
+        let mut initdb = vec![
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--auth-local=trust",
+        ];
+        let pwfile = pg.dir.join("pwfile");
+        let pwfile_arg = format!("--pwfile={}", pwfile.display());
+        match password {
+            Some(password) => {
+                std::fs::write(&pwfile, format!("{password}\n")).expect("password file");
+                if let Some(user) = &pg.user {
+                    let _ = Command::new("chown").arg(user).arg(&pwfile).status();
+                }
+                initdb.extend(["--auth-host=scram-sha-256", &pwfile_arg]);
+            }
+            None => initdb.push("--auth-host=trust"),
+        }
+        pg.run("initdb", &initdb);
+        let _ = std::fs::remove_file(&pwfile);
         pg.launch().await;
         pg
     }

@@ -3,7 +3,6 @@
 use clap::Subcommand;
 use sluice_messages::DeadLetterKind;
 use sluice_stage::{
-    connect,
     dead_letters::{DeadLetters, Filter, StoredLetter},
     NatsArgs,
 };
@@ -72,9 +71,7 @@ fn parse_kind(text: &str) -> Result<DeadLetterKind, String> {
 }
 
 pub async fn run(args: DeadLettersArgs) -> Result<(), String> {
-    let (client, js) = connect(&args.nats, "sluice-dead-letters", false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-dead-letters").await?;
     let mut store = DeadLetters::open(&js, &args.nats.namespace).await?;
     let result = match args.command {
         Command::List { filter, json } => list(&mut store, &filter.filter(), json).await,

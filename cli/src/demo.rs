@@ -5,15 +5,13 @@
 //! namespace and database, removed afterwards), publishes one import, waits
 //! for every transaction to be saved and checks the rows are exactly right.
 
-use std::{
-    io::{IsTerminal, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
 use sluice_messages::Stream;
 
 use crate::imports::group;
+use crate::progress::{self, Progress};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -35,6 +33,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     if args.accounts == 0 {
         return Err("--accounts must be at least 1".into());
     }
+    let interrupted = progress::interrupted();
     let sandbox = Sandbox::create("demo").await?;
     let dataset = Dataset::generate(args.accounts, args.transactions, 42);
     let server = FileServer::start()
@@ -61,8 +60,28 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         deployment.log_dir.display()
     );
 
-    let result = import_and_verify(&sandbox, &dataset, &accounts_url, &args).await;
+    let result = tokio::select! {
+        result = import_and_verify(&sandbox, &dataset, &accounts_url, &args) => result,
+        _ = interrupted => {
+            progress::exit_on_second_interrupt();
+            eprintln!(
+                "\ninterrupted: stopping the services, removing database {} and namespace {} (again to exit at once)",
+                sandbox.database,
+                sandbox.namespace.name().unwrap_or("")
+            );
+            Err(progress::INTERRUPTED.to_owned())
+        }
+    };
     let stopped = deployment.stop(Duration::from_secs(30)).await;
+    let (database, namespace) = (sandbox.database.clone(), sandbox.namespace.clone());
+    // Dropping the sandbox removes its database and streams.
+    drop(sandbox);
+    if result.as_ref().is_err_and(|e| e == progress::INTERRUPTED) {
+        eprintln!(
+            "removed database {database} and namespace {}",
+            namespace.name().unwrap_or("")
+        );
+    }
     result.and(stopped)
 }
 
@@ -88,22 +107,16 @@ async fn import_and_verify(
     println!("published import {} of {accounts_url}", ack.sequence);
 
     let expected = dataset.expected.len() as i64;
-    let tty = std::io::stdout().is_terminal();
+    let mut progress = Progress::new();
     let (mut last, mut last_change) = (-1, Instant::now());
     loop {
         let saved = sandbox.saved_count().await;
         if saved != last {
             last = saved;
             last_change = Instant::now();
-            if tty {
-                print!(
-                    "\r  saved {} / {}",
-                    group(saved.into()),
-                    group(expected.into())
-                );
-                let _ = std::io::stdout().flush();
-            }
         }
+        let behind = progress::behind(&js, &sandbox.namespace).await;
+        progress.update(saved as u64, expected as u64, &behind);
         if saved >= expected {
             break;
         }
@@ -113,12 +126,10 @@ async fn import_and_verify(
                 args.stall_timeout
             ));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
-    if tty {
-        println!();
-    }
+    progress.finish();
     let id = ack.sequence.to_string();
     let event = tokio::time::timeout(
         args.stall_timeout,

@@ -1,18 +1,15 @@
-use std::{
-    io::{IsTerminal, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
 use sluice_messages::{validate_import_id, ImportCompleted, ImportRequest, ImportStatus};
 use sluice_stage::{
-    connect,
     dead_letters::{DeadLetters, Filter},
     lifecycle::wait_for_completion,
     ConsumerArgs, NatsArgs,
 };
 
 use crate::imports::{self, group, DatabaseArgs};
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -44,9 +41,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     if let Some(id) = &args.id {
         validate_import_id(id)?;
     }
-    let (client, js) = connect(&args.nats, "sluice-import", false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-import").await?;
     let request = ImportRequest {
         url: args.url.clone(),
         id: args.id.clone(),
@@ -56,6 +51,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     if let Some(id) = &args.id {
         message = message.message_id(format!("import-{id}"));
     }
+    let interrupted = crate::progress::interrupted();
     ensure_topology(&js, &args.nats, &args.consumer).await?;
     let subject = args.nats.namespace.imports();
     let started = Instant::now();
@@ -77,8 +73,20 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         return Ok(());
     }
 
-    let progress = tokio::spawn(show_progress(args.database.clone(), id.clone(), started));
-    let completion = wait_for_completion(&js, &args.nats.namespace, &id).await;
+    let progress = tokio::spawn(show_progress(
+        args.database.clone(),
+        js.clone(),
+        args.nats.namespace.clone(),
+        id.clone(),
+    ));
+    let completion = tokio::select! {
+        completion = wait_for_completion(&js, &args.nats.namespace, &id) => completion,
+        _ = interrupted => {
+            progress.abort();
+            eprintln!("\nstopped following import {id}; it goes on without you: follow it again with `sluice status {id}`");
+            return Err(crate::progress::INTERRUPTED.into());
+        }
+    };
     progress.abort();
     let _ = progress.await;
     let event = completion?;
@@ -149,37 +157,40 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
     )
 }
 
-/// Progress from the saver's records: one line redrawn in place on a
-/// terminal, a plain line every few seconds otherwise (logs, CI).
-async fn show_progress(database: DatabaseArgs, id: String, started: Instant) {
-    let terminal = std::io::stderr().is_terminal();
-    let every = Duration::from_millis(if terminal { 250 } else { 2_000 });
+/// Progress from the saver's records: rows saved of the rows the fetched
+/// accounts announced (it grows until every account is fetched), the rate,
+/// the ETA and the stage that is behind.
+async fn show_progress(
+    database: DatabaseArgs,
+    js: async_nats::jetstream::Context,
+    ns: sluice_messages::Namespace,
+    id: String,
+) {
+    let mut progress = Progress::new();
     let mut db = None;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         if db.is_none() {
             db = database.connect().await.ok();
         }
         let Some(client) = &db else { continue };
-        let Some(row) = imports::one(client, &id).await else {
+        let Ok(Some(row)) = imports::one(client, &id, &database.database_url).await else {
             continue;
         };
-        let elapsed = started.elapsed().as_secs_f64();
+        let announced = imports::announced_transactions(client, &id)
+            .await
+            .unwrap_or(0);
+        let behind = crate::progress::behind(&js, &ns).await;
         let listed = row
             .accounts_listed
             .map_or_else(|| "…".to_owned(), |n| group(n.into()));
-        let line = format!(
-            "import {id}: accounts {}/{listed} fetched, {} transactions saved, {} rows/s, {elapsed:.1} s",
-            group(row.accounts_settled.into()),
-            group(row.transactions_saved.into()),
-            group((row.transactions_saved as f64 / elapsed.max(0.001)) as i128),
+        progress.update(
+            row.transactions_saved as u64,
+            announced as u64,
+            &format!(
+                "accounts {}/{listed} fetched, {behind}",
+                group(row.accounts_settled.into())
+            ),
         );
-        let mut err = std::io::stderr().lock();
-        if terminal {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
     }
 }

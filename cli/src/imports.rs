@@ -1,6 +1,7 @@
 //! What the saver's `imports` table says about imports, for `import --wait`
 //! and `status`.
 
+use crate::explain::Problem;
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
@@ -17,10 +18,12 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    pub async fn connect(&self) -> Result<Client, String> {
+    pub async fn connect(&self) -> Result<Client, crate::explain::Problem> {
         let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls)
             .await
-            .map_err(|e| format!("cannot connect to the saver's database: {e}"))?;
+            .map_err(|e| {
+                crate::explain::postgres("connect to the saver's database", &self.database_url, &e)
+            })?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -62,24 +65,33 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
     }
 }
 
-/// `None` while the saver has recorded nothing of it yet (or has no schema).
-pub async fn one(db: &Client, id: &str) -> Option<ImportRow> {
+/// `None` while the saver has recorded nothing of it yet.
+pub async fn one(db: &Client, id: &str, url: &str) -> Result<Option<ImportRow>, Problem> {
     let sql = format!("SELECT {COLUMNS} FROM imports WHERE id = $1");
     db.query_opt(&sql, &[&id])
         .await
-        .ok()
-        .flatten()
-        .map(|r| row(&r))
+        .map(|r| r.as_ref().map(row))
+        .map_err(|e| crate::explain::postgres("read imports", url, &e))
 }
 
-pub async fn recent(db: &Client, limit: i64) -> Result<Vec<ImportRow>, String> {
+pub async fn recent(db: &Client, limit: i64, url: &str) -> Result<Vec<ImportRow>, Problem> {
     let sql =
         format!("SELECT {COLUMNS} FROM imports ORDER BY started_at DESC NULLS LAST, id LIMIT $1");
     let rows = db
         .query(&sql, &[&limit])
         .await
-        .map_err(|e| format!("cannot read imports: {e}"))?;
+        .map_err(|e| crate::explain::postgres("read imports", url, &e))?;
     Ok(rows.iter().map(row).collect())
+}
+
+/// Rows the import's fetched accounts announced so far.
+pub async fn announced_transactions(db: &Client, id: &str) -> Result<i64, tokio_postgres::Error> {
+    db.query_one(
+        "SELECT COALESCE(sum(transactions), 0)::int8 FROM import_accounts WHERE import_id = $1 AND state = 'fetched'",
+        &[&id],
+    )
+    .await
+    .map(|r| r.get(0))
 }
 
 pub use sluice_devkit::data::group;

@@ -2,8 +2,11 @@
 
 mod dead_letters;
 mod demo;
+mod doctor;
+mod explain;
 mod import;
 mod imports;
+mod progress;
 mod setup;
 mod status;
 
@@ -33,6 +36,8 @@ enum Command {
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Run a real import end to end on generated data and show the result.
     Demo(demo::DemoArgs),
+    /// Check NATS, JetStream, the topology, PostgreSQL and the schema; say how to fix what is wrong.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,10 +56,12 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e == progress::INTERRUPTED => ExitCode::from(130),
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::FAILURE

@@ -1,9 +1,10 @@
 use sluice_stage::{
-    connect,
     topology::{self, ConsumerSpec},
     ConsumerArgs, NatsArgs,
 };
 use tokio_postgres::NoTls;
+
+use crate::explain;
 
 #[derive(clap::Args, Debug)]
 pub struct SetupArgs {
@@ -24,9 +25,7 @@ pub struct SetupArgs {
 }
 
 pub async fn run(args: SetupArgs) -> Result<(), String> {
-    let (client, js) = connect(&args.nats, "sluice-setup", false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-setup").await?;
     declare(&js, &args.nats, &args.consumer).await?;
     for stream in sluice_messages::Stream::ALL {
         println!("stream {} ready", args.nats.namespace.stream(stream));
@@ -74,12 +73,12 @@ pub async fn ensure_database(url: &str) -> Result<(), String> {
     let (admin, connection) = admin_config
         .connect(NoTls)
         .await
-        .map_err(|e| format!("cannot connect to PostgreSQL for {url}: {e}"))?;
+        .map_err(|e| explain::postgres("connect to the server's postgres database", url, &e))?;
     tokio::spawn(connection);
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
-        .map_err(|e| format!("cannot list databases: {e}"))?
+        .map_err(|e| explain::postgres("list databases", url, &e))?
         .is_some();
     if exists {
         println!("database {name} ready");
@@ -88,8 +87,19 @@ pub async fn ensure_database(url: &str) -> Result<(), String> {
         admin
             .batch_execute(&format!("CREATE DATABASE {quoted}"))
             .await
-            .map_err(|e| format!("cannot create database {name}: {e}"))?;
+            .map_err(|e| explain::postgres(&format!("create database {name}"), url, &e))?;
         println!("database {name} created");
     }
+    // The saver migrates at start-up too; doing it here means `status` and
+    // `doctor` find the schema before the first saver runs.
+    let (db, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| explain::postgres("connect to the database", url, &e))?;
+    tokio::spawn(connection);
+    sluice_saver::migrate(&db)
+        .await
+        .map_err(|e| explain::postgres("migrate the schema", url, &e))?;
+    println!("schema at version {}", sluice_saver::SCHEMA_VERSION);
     Ok(())
 }

@@ -8,5 +8,6 @@ mod faults;
 mod lifecycle;
 mod nats_cli;
 mod observe;
+mod operator;
 mod pipeline;
 mod resilience;

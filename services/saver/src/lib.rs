@@ -11,7 +11,7 @@ use sluice_stage::{error_chain, Delivery, Sink, StageError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, NoTls, Statement};
 
-pub use schema::migrate;
+pub use schema::{migrate, SCHEMA_VERSION};
 pub use tracking::{announce_completions, Tracker};
 
 /// The saver's database: connections, with the schema migrated once first.

@@ -68,6 +68,9 @@ const MIGRATIONS: &[&str] = &[
     )",
 ];
 
+/// The version `migrate` brings a database to.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 /// Brings the schema up to date. Replicas starting together serialise on an
 /// advisory lock, so each migration runs once.
 pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {

@@ -64,8 +64,8 @@ pub async fn connect(
     }
     let client = options.connect(nats.nats_url.as_str()).await.map_err(|e| {
         StageError::transient(format!(
-            "cannot connect to NATS at {}: {}",
-            nats.nats_url,
+            "cannot connect to NATS at {} (NATS_URL): {}",
+            crate::config::redact_url(&nats.nats_url),
             crate::error_chain(&e)
         ))
     })?;
@@ -128,7 +128,7 @@ impl Runtime {
         HEALTH.set_consumer_bound();
         tracing::info!(
             stage,
-            nats = %nats.nats_url,
+            nats = %crate::config::redact_url(&nats.nats_url),
             namespace = nats.namespace.name().unwrap_or(""),
             "consumer ready"
         );

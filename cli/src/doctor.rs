@@ -1,0 +1,394 @@
+//! `sluice doctor`: every precondition of a working sluice, checked in
+//! order, one ✓/✗ line each with the fix. Exit 0 only when all hold.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use serde::Serialize;
+use sluice_download::DownloadArgs;
+use sluice_messages::Stream;
+use sluice_stage::{
+    config::redact_url,
+    topology::{self, ConsumerSpec},
+    ConsumerArgs, NatsArgs,
+};
+
+use crate::explain::{self, Problem};
+use crate::imports::DatabaseArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    download: DownloadArgs,
+    /// JSON for scripts: one object per check.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One check's verdict.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn pass(check: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(check: impl Into<String>, problem: Problem) -> Check {
+        Check {
+            check: check.into(),
+            ok: false,
+            detail: problem.what,
+            fix: problem.fix,
+        }
+    }
+
+    fn print(&self) {
+        let mark = if self.ok { "✓" } else { "✗" };
+        println!("{mark} {}: {}", self.check, self.detail);
+        if let Some(fix) = &self.fix {
+            println!("    fix: {fix}");
+        }
+    }
+}
+
+pub async fn run(args: DoctorArgs) -> Result<(), String> {
+    let mut checks = Vec::new();
+    check_nats(&args, &mut checks).await;
+    check_database(&args, &mut checks).await;
+    checks.push(Check::pass(
+        "downloads",
+        format!(
+            "refused: {} (SLUICE_DENY_NETWORKS); allowed anyway: {} (SLUICE_ALLOW_NETWORKS)",
+            non_empty(args.download.deny_networks.to_string()),
+            non_empty(args.download.allow_networks.to_string()),
+        ),
+    ));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).expect("encodes")
+        );
+    } else {
+        checks.iter().for_each(Check::print);
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} of {} checks failed", checks.len()))
+    }
+}
+
+fn non_empty(list: String) -> String {
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list
+    }
+}
+
+async fn check_nats(args: &DoctorArgs, checks: &mut Vec<Check>) {
+    let nats = &args.nats;
+    let (client, js) = match explain::connect_nats_server(nats, "sluice-doctor").await {
+        Ok(connected) => connected,
+        Err(problem) => return checks.push(Check::fail("NATS", problem)),
+    };
+    let server = client.server_info();
+    checks.push(Check::pass(
+        "NATS",
+        format!(
+            "{} answers: nats-server {} ({})",
+            redact_url(&nats.nats_url),
+            server.version,
+            server.server_name
+        ),
+    ));
+    let account = match explain::jetstream_account(nats, &js).await {
+        Ok(account) => account,
+        Err(problem) => return checks.push(Check::fail("JetStream", problem)),
+    };
+    let limit = |l: Option<i64>| l.map_or("unlimited".to_owned(), |n| n.to_string());
+    checks.push(Check::pass(
+        "JetStream",
+        format!(
+            "enabled; account uses {} streams, {} consumers, {} bytes on file (limits: streams {}, consumers {}, storage {})",
+            account.streams,
+            account.consumers,
+            account.storage,
+            limit(account.limits.max_streams),
+            limit(account.limits.max_consumers),
+            limit(account.limits.max_storage),
+        ),
+    ));
+    for which in Stream::ALL {
+        checks.push(check_stream(nats, &js, which).await);
+    }
+    for name in topology::CONSUMERS {
+        checks.push(check_consumer(args, &js, name).await);
+    }
+    let _ = client.flush().await;
+}
+
+async fn check_stream(nats: &NatsArgs, js: &jetstream::Context, which: Stream) -> Check {
+    let want = topology::stream_config(nats, which);
+    let label = format!("stream {}", want.name);
+    let mut found = match js.get_stream(&want.name).await {
+        Ok(stream) => stream,
+        Err(_) => {
+            let missing = explain::stream_missing(&want.name);
+            return Check::fail(
+                label,
+                Problem::new("does not exist").fix(missing.fix.unwrap_or_default()),
+            );
+        }
+    };
+    let have = match found.info().await {
+        Ok(info) => info.config.clone(),
+        Err(e) => return Check::fail(label, Problem::new(format!("cannot read it: {e}"))),
+    };
+    let drift = stream_drift(&want, &have);
+    if drift.is_empty() {
+        Check::pass(
+            label,
+            format!(
+                "subjects {}, {:?} retention, {} replica(s), max age {}",
+                have.subjects.join(" "),
+                have.retention,
+                have.num_replicas,
+                humantime::format_duration(have.max_age)
+            )
+            .to_lowercase(),
+        )
+    } else {
+        Check::fail(
+            label,
+            Problem::new(format!(
+                "differs from what `sluice setup` creates: {}",
+                drift.join("; ")
+            ))
+            .fix("run `sluice setup` with the same settings as the services"),
+        )
+    }
+}
+
+fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<String> {
+    let mut drift = Vec::new();
+    let mut compare = |what: &str, want: String, have: String| {
+        if want != have {
+            drift.push(format!("{what} is {have}, expected {want}"));
+        }
+    };
+    compare("subjects", want.subjects.join(" "), have.subjects.join(" "));
+    compare(
+        "retention",
+        format!("{:?}", want.retention),
+        format!("{:?}", have.retention),
+    );
+    compare(
+        "storage",
+        format!("{:?}", want.storage),
+        format!("{:?}", have.storage),
+    );
+    compare(
+        "replicas",
+        want.num_replicas.to_string(),
+        have.num_replicas.to_string(),
+    );
+    compare(
+        "max age",
+        format!("{:?}", want.max_age),
+        format!("{:?}", have.max_age),
+    );
+    compare(
+        "duplicate window",
+        format!("{:?}", want.duplicate_window),
+        format!("{:?}", have.duplicate_window),
+    );
+    drift
+}
+
+async fn check_consumer(args: &DoctorArgs, js: &jetstream::Context, name: &'static str) -> Check {
+    let ns = &args.nats.namespace;
+    let input = topology::input_of(name).expect("known consumer");
+    let spec = ConsumerSpec {
+        name,
+        input,
+        ack_wait: args.consumer.ack_wait,
+        max_ack_pending: args.consumer.max_ack_pending.into(),
+    };
+    let want = topology::consumer_config(ns, &spec);
+    let label = format!("consumer {name} on {}", ns.stream(input));
+    let Ok(mut info) = topology::consumer_info(js, ns, name).await else {
+        return Check::fail(
+            label,
+            Problem::new("does not exist").fix("run `sluice setup` (or start the services)"),
+        );
+    };
+    let drift = consumer_drift(&want, &info.config);
+    if !drift.is_empty() {
+        return Check::fail(
+            label,
+            Problem::new(format!(
+                "differs from what `sluice setup` creates: {}",
+                drift.join("; ")
+            ))
+            .fix("run `sluice setup` with the same settings as the services"),
+        );
+    }
+    // A bound replica keeps a pull request waiting at almost every moment;
+    // look a few times before calling the consumer unattended.
+    for _ in 0..12 {
+        if info.num_waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match topology::consumer_info(js, ns, name).await {
+            Ok(fresh) => info = fresh,
+            Err(_) => break,
+        }
+    }
+    let backlog = format!(
+        "{} pending, {} in flight",
+        info.num_pending, info.num_ack_pending
+    );
+    if info.num_waiting == 0 {
+        let service = if name == "tracker" { "saver" } else { name };
+        return Check::fail(
+            label,
+            Problem::new(format!("no replica is pulling ({backlog})"))
+                .fix(format!("start `{service}`")),
+        );
+    }
+    Check::pass(
+        label,
+        format!(
+            "{} pull request(s) waiting from bound replicas; {backlog}",
+            info.num_waiting
+        ),
+    )
+}
+
+fn consumer_drift(want: &pull::Config, have: &jetstream::consumer::Config) -> Vec<String> {
+    let mut drift = Vec::new();
+    let mut compare = |what: &str, want: String, have: String| {
+        if want != have {
+            drift.push(format!("{what} is {have}, expected {want}"));
+        }
+    };
+    compare(
+        "filter subject",
+        want.filter_subject.clone(),
+        have.filter_subject.clone(),
+    );
+    compare(
+        "ack policy",
+        format!("{:?}", want.ack_policy),
+        format!("{:?}", have.ack_policy),
+    );
+    compare(
+        "ack wait",
+        format!("{:?}", want.ack_wait),
+        format!("{:?}", have.ack_wait),
+    );
+    compare(
+        "max deliver",
+        want.max_deliver.to_string(),
+        have.max_deliver.to_string(),
+    );
+    compare(
+        "max ack pending",
+        want.max_ack_pending.to_string(),
+        have.max_ack_pending.to_string(),
+    );
+    drift
+}
+
+async fn check_database(args: &DoctorArgs, checks: &mut Vec<Check>) {
+    let url = &args.database.database_url;
+    let db = match args.database.connect().await {
+        Ok(db) => db,
+        Err(problem) => return checks.push(Check::fail("PostgreSQL", problem)),
+    };
+    let version: String = match db.query_one("SHOW server_version", &[]).await {
+        Ok(row) => row.get(0),
+        Err(e) => {
+            return checks.push(Check::fail(
+                "PostgreSQL",
+                explain::postgres("read the server version", url, &e),
+            ))
+        }
+    };
+    checks.push(Check::pass(
+        "PostgreSQL",
+        format!("{} answers: PostgreSQL {version}", redact_url(url)),
+    ));
+    let tls: bool = db
+        .query_one(
+            "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    let local = [
+        "@127.",
+        "@localhost",
+        "@[::1]",
+        "//127.",
+        "//localhost",
+        "//[::1]",
+    ]
+    .iter()
+    .any(|h| url.contains(h));
+    checks.push(if tls || local {
+        Check::pass(
+            "PostgreSQL TLS",
+            if tls { "in use" } else { "not in use (the server is on this machine)" },
+        )
+    } else {
+        Check::fail(
+            "PostgreSQL TLS",
+            Problem::new("not in use: passwords and rows cross the network in the clear")
+                .fix("sluice cannot connect to PostgreSQL with TLS yet; keep the database on a private network"),
+        )
+    });
+    let want = sluice_saver::SCHEMA_VERSION;
+    match db
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM sluice_migrations",
+            &[],
+        )
+        .await
+    {
+        Ok(row) if row.get::<_, i32>(0) as usize == want => {
+            checks.push(Check::pass("schema", format!("migrated to version {want}")))
+        }
+        Ok(row) => checks.push(Check::fail(
+            "schema",
+            Problem::new(format!("at version {} of {want}", row.get::<_, i32>(0)))
+                .fix("run `sluice setup` (or start the saver): it migrates the schema"),
+        )),
+        Err(e) => checks.push(Check::fail(
+            "schema",
+            explain::postgres("read the schema version", url, &e),
+        )),
+    }
+}
