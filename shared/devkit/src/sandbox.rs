@@ -78,7 +78,12 @@ impl Sandbox {
         let nats_url = nats_url.to_owned();
         async_nats::connect(&nats_url)
             .await
-            .map_err(|e| format!("NATS is not reachable at {nats_url}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "NATS is not reachable at {} (NATS_URL): {e}\n  fix: `just services` starts one there",
+                    sluice_messages::redact_url(&nats_url)
+                )
+            })?;
         let suffix = unique_suffix();
         let namespace =
             Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
@@ -86,7 +91,13 @@ impl Sandbox {
         let admin_url = admin_url.to_owned();
         let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
             .await
-            .map_err(|e| format!("PostgreSQL is not reachable at {admin_url}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "PostgreSQL is not reachable at {} (DATABASE_URL): {e}{}\n  fix: `just services` starts one there",
+                    sluice_messages::redact_url(&admin_url),
+                    std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"))
+                )
+            })?;
         tokio::spawn(connection);
         admin
             .batch_execute(&format!("CREATE DATABASE {database}"))

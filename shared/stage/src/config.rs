@@ -182,46 +182,7 @@ fn one_line<T: CommandFactory>(e: &clap::Error) -> String {
     }
 }
 
-/// A server URL fit to show: the password (or a token standing alone as
-/// the user) replaced by `***`, and any query string by `?…`, since query
-/// parameters may carry secrets too. Several comma-separated URLs are
-/// redacted each; in libpq's `key=value` form, `password=` is masked.
-pub fn redact_url(urls: &str) -> String {
-    urls.split(',')
-        .map(|one| {
-            let one = one.trim();
-            let Some((scheme, rest)) = one.split_once("://") else {
-                // libpq's key=value form.
-                return one
-                    .split_whitespace()
-                    .map(|pair| match pair.split_once('=') {
-                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                            "password=***".to_owned()
-                        }
-                        _ => pair.to_owned(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ");
-            };
-            let (rest, query) = match rest.split_once('?') {
-                Some((r, _)) => (r, "?…"),
-                None => (rest, ""),
-            };
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    // `nats://TOKEN@host`: the lone user may be the secret.
-                    None if scheme.starts_with("nats") || scheme == "tls" => format!("***@{host}"),
-                    None => format!("{userinfo}@{host}"),
-                },
-                None => authority.to_owned(),
-            };
-            format!("{scheme}://{host}{path}{query}")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use sluice_messages::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -243,27 +204,6 @@ mod tests {
         assert_eq!(cli.nats.nats_url, expected);
         assert_eq!(cli.consumer.ack_wait, Duration::from_secs(30));
         assert_eq!(cli.nats.namespace, Namespace::default());
-    }
-
-    #[test]
-    fn redacted_urls_show_no_secret() {
-        assert_eq!(
-            redact_url("postgres://sluice:s3cret@db:5432/sluice?sslmode=require&password=x"),
-            "postgres://sluice:***@db:5432/sluice?…"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1:5432/sluice"),
-            "postgres://postgres@127.0.0.1:5432/sluice"
-        );
-        assert_eq!(
-            redact_url("nats://tok3n@a:4222, nats://u:p@b:4222"),
-            "nats://***@a:4222,nats://u:***@b:4222"
-        );
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(
-            redact_url("host=db password=x user=u"),
-            "host=db password=*** user=u"
-        );
     }
 
     #[test]
