@@ -9,5 +9,6 @@ mod lifecycle;
 mod nats_cli;
 mod observe;
 mod operator;
+mod outages;
 mod pipeline;
 mod resilience;

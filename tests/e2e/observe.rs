@@ -62,7 +62,10 @@ print(json.dumps(out))
     for (family, kind) in types.as_object().into_iter().flatten() {
         let expected = if family.ends_with("_seconds") {
             "histogram"
-        } else if family.starts_with("sluice_messages_in_flight") || family == "sluice_ready" {
+        } else if family.starts_with("sluice_messages_in_flight")
+            || family == "sluice_ready"
+            || family == "sluice_paused_tasks"
+        {
             "gauge"
         } else {
             "counter"

@@ -142,6 +142,9 @@ impl Sink for Saver {
             })
             .collect();
         settled.sort_unstable();
+        // The same message twice in one batch (a redelivery racing its
+        // first delivery) would make the upsert touch a row twice (21000).
+        settled.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let chunk_imports: Vec<&str> = settled.iter().map(|c| c.0).collect();
         let chunk_keys: Vec<&str> = settled.iter().map(|c| c.1).collect();
         let chunk_sizes: Vec<i64> = settled.iter().map(|c| c.2).collect();
@@ -168,14 +171,83 @@ impl Sink for Saver {
     }
 }
 
-/// Bad data (class 22), constraint (23) and schema (42) errors stay bad
-/// however often they are retried; everything else (lost connection,
-/// deadlock, shutdown, too many clients) may pass.
+/// Whose fault a database error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The database cannot take writes now; no message is to blame: wait.
+    Outage,
+    /// The data of the batch: it stays bad however often it is retried.
+    Data,
+    /// Anything else: retry, counting deliveries.
+    Transient,
+}
+
+/// The SQLSTATE table: which errors are outages, which the data's fault.
+fn fault(sqlstate: Option<&str>) -> Fault {
+    let Some(code) = sqlstate else {
+        // No SQLSTATE: the connection could not be made or was lost.
+        return Fault::Outage;
+    };
+    match (code.get(..2).unwrap_or(""), code) {
+        // Read-only (a failover, maintenance), serialization failure and
+        // deadlock (retry at once), lock not available, and permission or a
+        // table missing while an operator works on the schema.
+        (_, "25006" | "40001" | "40P01" | "55P03" | "42501" | "42P01") => Fault::Outage,
+        // Connection exceptions; insufficient resources (disk full 53100,
+        // out of memory, too many connections 53300); operator
+        // intervention (shutting down 57P01-57P03, cancelled).
+        ("08" | "53" | "57", _) => Fault::Outage,
+        // Data exceptions, integrity constraints, other statement errors.
+        ("22" | "23" | "42", _) => Fault::Data,
+        _ => Fault::Transient,
+    }
+}
+
 fn db_error(action: &str, e: &tokio_postgres::Error) -> StageError {
-    let class = e.code().map(|code| &code.code()[..2]);
-    let message = format!("database {action} failed: {}", error_chain(e));
-    match class {
-        Some("22" | "23" | "42") => StageError::permanent(message),
-        _ => StageError::transient(message),
+    let code = e.code().map(|c| c.code());
+    let message = match code {
+        Some(code) => format!(
+            "database {action} failed (SQLSTATE {code}): {}",
+            error_chain(e)
+        ),
+        None => format!("database {action} failed: {}", error_chain(e)),
+    };
+    match fault(code) {
+        Fault::Outage => StageError::outage(message),
+        Fault::Data => StageError::permanent(message),
+        Fault::Transient => StageError::transient(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fault, Fault};
+
+    #[test]
+    fn the_sqlstate_table() {
+        let cases = [
+            (None, Fault::Outage),
+            (Some("08006"), Fault::Outage),
+            (Some("08001"), Fault::Outage),
+            (Some("25006"), Fault::Outage),
+            (Some("40001"), Fault::Outage),
+            (Some("40P01"), Fault::Outage),
+            (Some("55P03"), Fault::Outage),
+            (Some("42501"), Fault::Outage),
+            (Some("42P01"), Fault::Outage),
+            (Some("53100"), Fault::Outage),
+            (Some("53300"), Fault::Outage),
+            (Some("57P01"), Fault::Outage),
+            (Some("57P03"), Fault::Outage),
+            (Some("22003"), Fault::Data),
+            (Some("22P02"), Fault::Data),
+            (Some("23505"), Fault::Data),
+            (Some("42804"), Fault::Data),
+            (Some("XX000"), Fault::Transient),
+            (Some("58030"), Fault::Transient),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(fault(code), expected, "{code:?}");
+        }
     }
 }

@@ -233,18 +233,13 @@ impl Emitter {
 /// reply subscription, header map), as counted against the window.
 const MESSAGE_OVERHEAD: usize = 1024;
 
+/// JetStream not storing a publish is an outage (NATS down, no stream
+/// leader, timeouts), except for a message too large, which is its own fault.
 pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
-    let transient = !matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded);
-    StageError::classified(transient, e).prefixed("publish failed")
-}
-
-impl StageError {
-    fn prefixed(self, context: &str) -> StageError {
-        let message = format!("{context}: {}", self.message());
-        if self.is_transient() {
-            StageError::transient(message)
-        } else {
-            StageError::permanent(message)
-        }
+    let chain = crate::error_chain(e);
+    if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) {
+        StageError::permanent(format!("publish failed: {chain}"))
+    } else {
+        StageError::outage(format!("publish failed: {chain}"))
     }
 }

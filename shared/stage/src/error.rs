@@ -1,21 +1,31 @@
 use std::{error::Error, fmt};
 
-/// Why a stage could not finish a message, and whether trying again can help.
+/// Why a stage could not finish a message, and whose fault that is.
 ///
-/// The runtime turns this into the message's fate: a transient error is
-/// retried later (`Nak` with backoff) until deliveries run out; a permanent
-/// one goes straight to the dead letters.
+/// The runtime turns this into the message's fate: a permanent error goes
+/// straight to the dead letters; a transient one is retried later (`Nak`
+/// with backoff) until deliveries run out; an outage is not the message's
+/// fault at all, so the stage keeps the message and waits for the
+/// dependency instead of spending a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageError {
-    transient: bool,
+    kind: ErrorKind,
     message: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Permanent,
+    Transient,
+    Outage,
+}
+
 impl StageError {
-    /// Worth retrying: timeouts, lost connections, 5xx, an unavailable database.
+    /// Worth retrying, and maybe about this message: timeouts, 5xx, a
+    /// connection reset by the file's server.
     pub fn transient(reason: impl fmt::Display) -> Self {
         StageError {
-            transient: true,
+            kind: ErrorKind::Transient,
             message: reason.to_string(),
         }
     }
@@ -23,7 +33,16 @@ impl StageError {
     /// Retrying cannot help: a 404, a file that is not CSV, an undecodable body.
     pub fn permanent(reason: impl fmt::Display) -> Self {
         StageError {
-            transient: false,
+            kind: ErrorKind::Permanent,
+            message: reason.to_string(),
+        }
+    }
+
+    /// A dependency every message needs is down (the database, NATS): wait
+    /// for it; the message is not at fault.
+    pub fn outage(reason: impl fmt::Display) -> Self {
+        StageError {
+            kind: ErrorKind::Outage,
             message: reason.to_string(),
         }
     }
@@ -31,14 +50,28 @@ impl StageError {
     /// Wraps an error that already knows whether it is transient, keeping its
     /// whole cause chain in the message.
     pub fn classified(transient: bool, error: &(dyn Error + 'static)) -> Self {
-        StageError {
-            transient,
-            message: error_chain(error),
+        if transient {
+            StageError::transient(error_chain(error))
+        } else {
+            StageError::permanent(error_chain(error))
         }
     }
 
+    /// Worth trying again (an outage included).
     pub fn is_transient(&self) -> bool {
-        self.transient
+        self.kind != ErrorKind::Permanent
+    }
+
+    pub fn is_outage(&self) -> bool {
+        self.kind == ErrorKind::Outage
+    }
+
+    /// The same kind of error, its message prefixed with `context`.
+    pub fn context(self, context: &str) -> StageError {
+        StageError {
+            kind: self.kind,
+            message: format!("{context}: {}", self.message),
+        }
     }
 
     pub fn message(&self) -> &str {

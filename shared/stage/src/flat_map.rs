@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     keep_alive::keep_alive,
     observe::names,
+    outage::Pause,
     pull::{self, pause_after_failure, reap, release},
     service::Shared,
     Delivery, Emitter, StageError,
@@ -133,23 +134,54 @@ async fn handle<S: FlatMap>(
     let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
     in_flight.increment(1.0);
     metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
-    let mut out = Emitter::new(shared.clone(), &delivery, publish_budget);
+    let mut import_id = None;
     let work = async {
-        stage.process(&delivery, &mut out).await?;
-        let stats = out.flush().await?;
-        metrics::counter!(names::PUBLISHED, "stage" => S::NAME).increment(stats.published);
-        metrics::counter!(names::ROWS_REJECTED, "stage" => S::NAME).increment(stats.rejected_rows);
-        tracing::info!(
-            stage = S::NAME,
-            subject = delivery.subject(),
-            import_id = out.import_id(),
-            published = stats.published,
-            duplicates = stats.duplicates,
-            rejected_rows = stats.rejected_rows,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "processed"
-        );
-        Ok(())
+        let mut pause: Option<Pause> = None;
+        loop {
+            let mut out = Emitter::new(shared.clone(), &delivery, publish_budget);
+            let result = async {
+                stage.process(&delivery, &mut out).await?;
+                out.flush().await
+            }
+            .await;
+            import_id = out.import_id().map(str::to_owned);
+            match result {
+                Ok(stats) => {
+                    metrics::counter!(names::PUBLISHED, "stage" => S::NAME)
+                        .increment(stats.published);
+                    metrics::counter!(names::ROWS_REJECTED, "stage" => S::NAME)
+                        .increment(stats.rejected_rows);
+                    tracing::info!(
+                        stage = S::NAME,
+                        subject = delivery.subject(),
+                        import_id = out.import_id(),
+                        published = stats.published,
+                        duplicates = stats.duplicates,
+                        rejected_rows = stats.rejected_rows,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "processed"
+                    );
+                    return Ok(());
+                }
+                // NATS not storing what we publish is not this message's
+                // fault: keep it, wait for JetStream, and do it again (what
+                // was stored already comes back as duplicates).
+                Err(e) if e.is_outage() => {
+                    pause
+                        .get_or_insert_with(|| Pause::begin(S::NAME, &e))
+                        .wait(|| async {
+                            shared
+                                .js
+                                .query_account()
+                                .await
+                                .map(drop)
+                                .map_err(StageError::outage)
+                        })
+                        .await
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
     let outcome = keep_alive(
         work,
@@ -158,8 +190,9 @@ async fn handle<S: FlatMap>(
         shared.consumer.max_processing_time,
         &abort,
     )
-    .await;
-    delivery.learn_import_id(out.import_id());
+    .await
+    .map(|r| r.and_then(|done| done));
+    delivery.learn_import_id(import_id.as_deref());
     pull::settle(&shared, &delivery, outcome).await;
     metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
         .record(started.elapsed().as_secs_f64());

@@ -12,18 +12,27 @@ pub(crate) enum Outcome<T> {
     Aborted,
 }
 
+impl<T> Outcome<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Done(t) => Outcome::Done(f(t)),
+            Outcome::Aborted => Outcome::Aborted,
+        }
+    }
+}
+
 /// Runs `work` while telling JetStream every `period` that `messages` are
 /// still in progress, so a file that streams for an hour stays with this
 /// replica instead of being redelivered to another one mid-way; but never
 /// longer than `limit`, so a server that trickles forever cannot hold a
 /// message for ever either.
-pub(crate) async fn keep_alive(
-    work: impl Future<Output = Result<(), StageError>>,
+pub(crate) async fn keep_alive<T>(
+    work: impl Future<Output = T>,
     messages: &[&jetstream::Message],
     period: Duration,
     limit: Duration,
     abort: &CancellationToken,
-) -> Outcome<Result<(), StageError>> {
+) -> Outcome<Result<T, StageError>> {
     tokio::pin!(work);
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
@@ -31,7 +40,7 @@ pub(crate) async fn keep_alive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            result = &mut work => return Outcome::Done(result),
+            result = &mut work => return Outcome::Done(Ok(result)),
             _ = ticker.tick() => {
                 for message in messages {
                     if let Err(e) = message.ack_with(AckKind::Progress).await {

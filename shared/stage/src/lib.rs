@@ -19,6 +19,7 @@ mod flat_map;
 mod keep_alive;
 pub mod lifecycle;
 pub mod observe;
+mod outage;
 mod pull;
 mod service;
 mod shutdown;

@@ -8,7 +8,7 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::atomic::{AtomicBool, AtomicU8, Ordering},
+    sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
 };
 
 use bytes::Bytes;
@@ -38,6 +38,7 @@ pub mod names {
     pub const PROCESSING_SECONDS: &str = "sluice_processing_seconds";
     pub const IN_FLIGHT: &str = "sluice_messages_in_flight";
     pub const READY: &str = "sluice_ready";
+    pub const PAUSED: &str = "sluice_paused_tasks";
 }
 
 const UNKNOWN: u8 = 0;
@@ -52,6 +53,18 @@ pub struct Health {
     /// A sink's destination (the saver's PostgreSQL); unknown for stages
     /// that have none.
     destination: AtomicU8,
+    /// Tasks holding their messages while waiting out an outage.
+    paused: AtomicUsize,
+}
+
+/// While alive, the process counts as paused for an outage.
+pub struct Paused(());
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        HEALTH.paused.fetch_sub(1, Ordering::Relaxed);
+        HEALTH.publish();
+    }
 }
 
 /// One process runs one service: its health is process-wide.
@@ -60,6 +73,7 @@ pub static HEALTH: Health = Health {
     consumer_bound: AtomicBool::new(false),
     draining: AtomicBool::new(false),
     destination: AtomicU8::new(UNKNOWN),
+    paused: AtomicUsize::new(0),
 };
 
 impl Health {
@@ -85,6 +99,13 @@ impl Health {
         self.publish();
     }
 
+    /// Marks the process paused until the returned guard is dropped.
+    pub fn pause(&'static self) -> Paused {
+        self.paused.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+        Paused(())
+    }
+
     /// Ready, or every reason why not.
     pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
         let mut reasons = Vec::new();
@@ -100,6 +121,9 @@ impl Health {
         if self.destination.load(Ordering::Relaxed) == DOWN {
             reasons.push("cannot reach the database");
         }
+        if self.paused.load(Ordering::Relaxed) > 0 {
+            reasons.push("paused: waiting out an outage");
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -109,6 +133,7 @@ impl Health {
 
     fn publish(&self) {
         metrics::gauge!(names::READY).set(if self.readiness().is_ok() { 1.0 } else { 0.0 });
+        metrics::gauge!(names::PAUSED).set(self.paused.load(Ordering::Relaxed) as f64);
     }
 }
 
@@ -218,6 +243,10 @@ fn describe() {
         "Input messages this replica is working on."
     );
     describe_gauge!(names::READY, "1 when /readyz answers 200.");
+    describe_gauge!(
+        names::PAUSED,
+        "Tasks holding their messages while a dependency is down."
+    );
 }
 
 #[cfg(test)]
@@ -231,6 +260,7 @@ mod tests {
             consumer_bound: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             destination: AtomicU8::new(UNKNOWN),
+            paused: AtomicUsize::new(0),
         };
         assert_eq!(
             health.readiness(),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     keep_alive::{keep_alive, Outcome},
     observe::{names, HEALTH},
+    outage::Pause,
     pull::{self, pause_after_failure, release},
     service::Shared,
     Delivery, StageError,
@@ -91,7 +92,8 @@ async fn writer_loop<S: Sink>(
     let mut writer: Option<S::Writer> = None;
     let mut failures = 0u32;
     while !stop.is_cancelled() {
-        let Some(open) = writer.as_mut() else {
+        // No pulling without a working writer: messages would only wait.
+        if writer.is_none() {
             match stage.open().await {
                 Ok(w) => {
                     HEALTH.set_destination_reachable(true);
@@ -106,7 +108,7 @@ async fn writer_loop<S: Sink>(
                 }
             }
             continue;
-        };
+        }
 
         let mut batch = match pull::pull(&consumer, options.batch_size, options.batch_wait).await {
             Ok(batch) => batch,
@@ -171,7 +173,7 @@ async fn writer_loop<S: Sink>(
         let started = std::time::Instant::now();
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
         let outcome = keep_alive(
-            stage.write(open, &items),
+            write_batch(&*stage, &mut writer, &items),
             &messages,
             shared.progress_interval(),
             shared.consumer.max_processing_time,
@@ -181,22 +183,19 @@ async fn writer_loop<S: Sink>(
         metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
             .record(started.elapsed().as_secs_f64());
         match outcome {
-            Outcome::Done(Ok(())) => {
+            Outcome::Done(Ok(results)) => {
                 tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
                 join_all(
                     accepted
                         .iter()
-                        .map(|d| pull::settle(&shared, d, Outcome::Done(Ok(())))),
+                        .zip(results)
+                        .map(|(d, result)| pull::settle(&shared, d, Outcome::Done(result))),
                 )
                 .await;
             }
-            Outcome::Aborted => {
-                join_all(accepted.iter().map(|d| release(d.message()))).await;
-            }
-            Outcome::Done(Err(error)) if error.is_transient() || items.len() == 1 => {
-                if error.is_transient() {
-                    HEALTH.set_destination_reachable(false);
-                }
+            // Past SLUICE_MAX_PROCESSING_TIME (an outage that lasts):
+            // hand the batch back to be retried later.
+            Outcome::Done(Err(error)) => {
                 writer = None;
                 join_all(
                     accepted
@@ -205,22 +204,72 @@ async fn writer_loop<S: Sink>(
                 )
                 .await;
             }
-            Outcome::Done(Err(error)) => {
-                // One bad message must not sink its whole batch: write them
-                // one by one so only the culprit is dead-lettered.
-                tracing::warn!(stage = S::NAME, %error, messages = items.len(), "batch rejected; isolating the bad message");
-                for (delivery, item) in accepted.iter().zip(&items) {
-                    let result = match writer.as_mut() {
-                        Some(w) => stage.write(w, std::slice::from_ref(item)).await,
-                        None => Err(StageError::transient(
-                            "writer lost while isolating a bad message",
-                        )),
-                    };
-                    if result.as_ref().is_err_and(StageError::is_transient) {
-                        writer = None;
-                    }
-                    pull::settle(&shared, delivery, Outcome::Done(result)).await;
+            Outcome::Aborted => {
+                join_all(accepted.iter().map(|d| release(d.message()))).await;
+            }
+        }
+    }
+}
+
+/// Writes a batch, waiting out outages of the destination with the batch in
+/// hand, and returns each message's result. A batch the destination rejects
+/// for its data is written again one message at a time, so only the bad
+/// message fails.
+async fn write_batch<S: Sink>(
+    stage: &S,
+    writer: &mut Option<S::Writer>,
+    items: &[S::Item],
+) -> Vec<Result<(), StageError>> {
+    match write_through_outages(stage, writer, items).await {
+        Ok(()) => items.iter().map(|_| Ok(())).collect(),
+        Err(error) if error.is_transient() || items.len() == 1 => {
+            *writer = None;
+            items.iter().map(|_| Err(error.clone())).collect()
+        }
+        Err(error) => {
+            tracing::warn!(stage = S::NAME, %error, messages = items.len(), "batch rejected; writing its messages one by one");
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                let result = write_through_outages(stage, writer, std::slice::from_ref(item)).await;
+                if result.as_ref().is_err_and(StageError::is_transient) {
+                    *writer = None;
                 }
+                results.push(result);
+            }
+            results
+        }
+    }
+}
+
+async fn write_through_outages<S: Sink>(
+    stage: &S,
+    writer: &mut Option<S::Writer>,
+    items: &[S::Item],
+) -> Result<(), StageError> {
+    let mut pause: Option<Pause> = None;
+    loop {
+        let result = async {
+            if writer.is_none() {
+                *writer = Some(stage.open().await?);
+            }
+            let open = writer.as_mut().expect("opened above");
+            stage.write(open, items).await
+        }
+        .await;
+        match result {
+            // The write itself is the real probe (a read-only database
+            // still accepts connections): try it again after each wait.
+            Err(error) if error.is_outage() => {
+                *writer = None;
+                HEALTH.set_destination_reachable(false);
+                pause
+                    .get_or_insert_with(|| Pause::begin(S::NAME, &error))
+                    .wait(|| async { stage.open().await.map(drop) })
+                    .await;
+            }
+            other => {
+                HEALTH.set_destination_reachable(other.as_ref().is_ok());
+                return other;
             }
         }
     }

@@ -1,0 +1,58 @@
+//! Waiting out a dependency that is down (the database, NATS) while the
+//! messages in hand stay owned: an outage is nobody's fault, so it must not
+//! spend their deliveries or dead-letter them.
+
+use std::time::Duration;
+
+use crate::{
+    observe::{Paused, HEALTH},
+    StageError,
+};
+
+/// One task's outage, from the first failure to the first success after it:
+/// logged once at each end; the process reports itself not ready meanwhile.
+pub(crate) struct Pause {
+    stage: &'static str,
+    started: tokio::time::Instant,
+    delay: Duration,
+    _paused: Paused,
+}
+
+impl Pause {
+    pub(crate) fn begin(stage: &'static str, cause: &StageError) -> Pause {
+        tracing::warn!(stage, error = %cause, "dependency unavailable; holding the messages in hand until it is back");
+        Pause {
+            stage,
+            started: tokio::time::Instant::now(),
+            delay: Duration::from_millis(250),
+            _paused: HEALTH.pause(),
+        }
+    }
+
+    /// Waits until `probe` succeeds, probing with backoff (250 ms, doubling
+    /// to 5 s, kept across the calls of one outage).
+    pub(crate) async fn wait<F, Fut>(&mut self, mut probe: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StageError>>,
+    {
+        loop {
+            tokio::time::sleep(self.delay).await;
+            self.delay = (self.delay * 2).min(Duration::from_secs(5));
+            match probe().await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(stage = self.stage, error = %e, "still unavailable"),
+            }
+        }
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        tracing::info!(
+            stage = self.stage,
+            paused_ms = self.started.elapsed().as_millis() as u64,
+            "dependency available again; resuming"
+        );
+    }
+}
