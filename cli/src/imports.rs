@@ -46,8 +46,11 @@ pub struct ImportRow {
     pub finished_at: Option<String>,
 }
 
+/// Rows saved are counted live from the saver's records, so a replay after
+/// completion shows too.
 const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accounts_failed,
-    transactions_saved, rows_rejected, failures, started_at::text, finished_at::text";
+    (SELECT COALESCE(sum(inserted), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+    rows_rejected, failures, started_at::text, finished_at::text";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {

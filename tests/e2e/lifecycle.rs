@@ -244,3 +244,56 @@ async fn completion_survives_kill_9_exactly_once() {
     assert_eq!(p.completion_count(&id).await, 1);
     p.stop().await;
 }
+
+/// An account that fails after publishing part of its file must not let
+/// the import complete before the healthy account's rows are all saved:
+/// completion matches each fetched account's announced messages, key by
+/// key, and a failed account's messages count for nothing.
+#[tokio::test]
+async fn completion_waits_for_every_healthy_row_when_an_account_fails_part_way() {
+    let p = Pipeline::start(
+        "partial-fail",
+        &[
+            ("SLUICE_BATCH_SIZE", "1"),
+            ("SLUICE_CONCURRENCY", "1"),
+            ("SLUICE_MAX_ROW_LENGTH", "64KiB"),
+        ],
+    )
+    .await;
+    // Account 1: 3,000 good rows, then a 70 KiB line that fails the file.
+    let mut failing = String::from("id,amount\n");
+    for id in 1..=3_000 {
+        failing.push_str(&format!("{id},1.00\n"));
+    }
+    failing.push_str(&format!("3001,\"{}\"\n", "9".repeat(70 * 1024)));
+    let mut healthy = String::from("id,amount\n");
+    for id in 1..=3_000 {
+        healthy.push_str(&format!("{id},2.50\n"));
+    }
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,/a.csv\n2,/b.csv\n"),
+    );
+    p.server.set("/a.csv", Route::new(failing));
+    p.server.set("/b.csv", Route::new(healthy));
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+
+    let event = p.completion(&id, Duration::from_secs(120)).await;
+    let db = p.sandbox.db().await;
+    let healthy_saved: i64 = db
+        .query_one(
+            "SELECT count(*) FROM transactions WHERE account_id = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        healthy_saved, 3_000,
+        "every row of the healthy account is saved when the import completes"
+    );
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors);
+    assert_eq!(event.accounts_failed, 1);
+    assert_eq!(event.dead_letters, 1);
+    p.stop().await;
+}

@@ -338,10 +338,12 @@ async fn demo_progress_in_a_terminal_shows_rate_and_eta() {
                 .output()
                 .expect("capture-pane");
             seen = String::from_utf8_lossy(&pane.stdout).into_owned();
-            if seen
-                .lines()
-                .any(|l| l.contains("saved ") && l.contains("/s") && l.contains("ETA "))
-            {
+            if seen.lines().any(|l| {
+                l.contains("saved ")
+                    && l.contains("/s")
+                    && l.contains("ETA ")
+                    && (l.contains("behind: ") || l.contains("no stage behind"))
+            }) {
                 return true;
             }
             if seen.contains("every row is exactly") {
@@ -359,7 +361,10 @@ async fn demo_progress_in_a_terminal_shows_rate_and_eta() {
         .args(["kill-session", "-t", &session])
         .status();
     assert_eq!(found, Ok(true), "the pane showed no rate and ETA:\n{seen}");
-    let line = seen.lines().find(|l| l.contains("ETA ")).unwrap();
+    let line = seen
+        .lines()
+        .find(|l| l.contains("ETA ") && l.contains("behind"))
+        .unwrap();
     assert!(line.contains("rows"), "{line}");
     assert!(
         line.contains("behind: ") || line.contains("no stage behind"),

@@ -40,95 +40,125 @@ impl FlatMap for Fetcher {
             .await?;
         let url = file.url().clone();
         let subject = out.namespace().transactions(account.account_id);
-        let mut chunk = Chunk::new(self.transactions_per_message);
+        let mut window = Window::new(self.transactions_per_message as u64);
         while let Some(row) = file.next_row().await? {
+            let line = match &row {
+                Row::Record(record) => record.line(),
+                Row::Malformed { line, .. } => *line,
+            };
+            window.advance_to(line, &account, &subject, out).await?;
             match row {
                 Row::Record(record) => match transaction(&record) {
-                    Ok(transaction) => chunk.push(record.line(), transaction),
+                    Ok(transaction) => window.transactions.push(transaction),
                     Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
                 },
                 Row::Malformed { line, reason } => {
                     out.reject_row(url.as_str(), line, reason).await?
                 }
             }
-            if chunk.is_full() {
-                chunk.publish(&account, &subject, out).await?;
-            }
         }
-        chunk.publish(&account, &subject, out).await?;
+        window.finish(&account, &subject, out).await?;
         let (account_key, rejected_rows) = (out.identity().to_owned(), out.rejected_rows());
-        out.report(&ImportProgress::Fetched {
+        out.report_after_stored(&ImportProgress::Fetched {
             import_id: account.import_id,
             account_key,
             account_id: account.account_id,
-            messages: chunk.messages,
-            transactions: chunk.transactions_total,
+            messages: window.published,
+            lines_per_message: window.lines,
+            transactions: window.transactions_total,
             rejected_rows,
         })
         .await
     }
 }
 
-/// Consecutive transactions bound for one message.
-struct Chunk {
-    capacity: usize,
-    first_line: u64,
-    last_line: u64,
+/// The transactions of one window of file lines, bound for one message.
+///
+/// Windows, not counts, make the ids: window `w` of `N` lines is always
+/// `lines-<2+w·N>-<1+(w+1)·N>` whatever the rows in it, so the ids depend on
+/// the file and `N` alone, and the tracker can name every id an account
+/// announced from its count. A window with no valid row is published empty.
+struct Window {
+    lines: u64,
+    index: u64,
+    /// Whether any row reached the current window (else nothing to publish).
+    started: bool,
     transactions: Vec<Transaction>,
-    /// Messages published so far, and the transactions in them.
-    messages: u64,
+    published: u64,
     transactions_total: u64,
 }
 
-impl Chunk {
-    fn new(capacity: usize) -> Self {
-        Chunk {
-            capacity,
-            first_line: 0,
-            last_line: 0,
-            transactions: Vec::with_capacity(capacity),
-            messages: 0,
+impl Window {
+    fn new(lines: u64) -> Self {
+        Window {
+            lines: lines.max(1),
+            index: 0,
+            started: false,
+            transactions: Vec::new(),
+            published: 0,
             transactions_total: 0,
         }
     }
 
-    fn push(&mut self, line: u64, transaction: Transaction) {
-        if self.transactions.is_empty() {
-            self.first_line = line;
+    /// The window holding file line `line` (line 1 is the header).
+    fn index_of(&self, line: u64) -> u64 {
+        line.saturating_sub(2) / self.lines
+    }
+
+    /// Publishes every window before the one holding `line`.
+    async fn advance_to(
+        &mut self,
+        line: u64,
+        account: &AccountUpdate,
+        subject: &str,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let target = self.index_of(line);
+        while self.index < target {
+            self.publish(account, subject, out).await?;
+            self.index += 1;
         }
-        self.last_line = line;
-        self.transactions.push(transaction);
+        self.started = true;
+        Ok(())
     }
 
-    fn is_full(&self) -> bool {
-        self.transactions.len() >= self.capacity
+    async fn finish(
+        &mut self,
+        account: &AccountUpdate,
+        subject: &str,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        if self.started {
+            self.publish(account, subject, out).await?;
+        }
+        Ok(())
     }
 
-    /// Publishes and empties the chunk. Its id names the file lines it holds,
-    /// so a re-run with another chunk size never mistakes a different chunk
-    /// for a duplicate.
     async fn publish(
         &mut self,
         account: &AccountUpdate,
         subject: &str,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        if self.transactions.is_empty() {
-            return Ok(());
-        }
         let batch = TransactionBatch {
             import_id: account.import_id.clone(),
             account_id: account.account_id,
-            transactions: std::mem::replace(
-                &mut self.transactions,
-                Vec::with_capacity(self.capacity),
-            ),
+            transactions: std::mem::take(&mut self.transactions),
         };
-        self.messages += 1;
+        self.published += 1;
         self.transactions_total += batch.transactions.len() as u64;
-        let position = format!("lines-{}-{}", self.first_line, self.last_line);
-        out.publish_json(subject.to_owned(), position, &batch).await
+        out.publish_json(
+            subject.to_owned(),
+            window_position(self.index, self.lines),
+            &batch,
+        )
+        .await
     }
+}
+
+/// The position part of window `index`'s id.
+pub fn window_position(index: u64, lines: u64) -> String {
+    format!("lines-{}-{}", 2 + index * lines, 1 + (index + 1) * lines)
 }
 
 fn transaction(record: &Record<'_>) -> Result<Transaction, String> {
@@ -139,4 +169,23 @@ fn transaction(record: &Record<'_>) -> Result<Transaction, String> {
             .map_err(|_| format!("id {id:?} is not a 64-bit integer"))?,
         amount: amount.parse().map_err(|e| format!("{e}"))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_ids_depend_on_the_line_and_window_size_only() {
+        assert_eq!(window_position(0, 100), "lines-2-101");
+        assert_eq!(window_position(1, 100), "lines-102-201");
+        assert_eq!(window_position(0, 1), "lines-2-2");
+        assert_eq!(window_position(4, 1), "lines-6-6");
+        let w = Window::new(100);
+        assert_eq!(w.index_of(2), 0);
+        assert_eq!(w.index_of(101), 0);
+        assert_eq!(w.index_of(102), 1);
+        // The header line and a multi-line header's first data line.
+        assert_eq!(w.index_of(1), 0);
+    }
 }

@@ -24,6 +24,11 @@ impl FlatMap for Importer {
     // Each request is one file; a few at once keep the network busy.
     const DEFAULT_CONCURRENCY: u16 = 4;
 
+    fn import_id_of(&self, input: &Delivery) -> Option<String> {
+        let request = ImportRequest::parse(input.payload()).ok()?;
+        import_id(&request, input).ok()
+    }
+
     async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
         let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
         let import_id = import_id(&request, input)?;
@@ -56,7 +61,7 @@ impl FlatMap for Importer {
             }
         }
         let rejected_rows = out.rejected_rows();
-        out.report(&ImportProgress::Listed {
+        out.report_after_stored(&ImportProgress::Listed {
             import_id,
             accounts,
             rejected_rows,

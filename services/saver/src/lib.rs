@@ -59,8 +59,8 @@ impl Saver {
     }
 }
 
-/// One transactions message: its rows, and its identity for the import's
-/// tally of settled messages.
+/// One transactions message: its rows, and its identity, recorded with the
+/// rows so the tracker can tell which of an account's messages are saved.
 pub struct Chunk {
     batch: TransactionBatch,
     key: String,
@@ -73,22 +73,38 @@ pub struct Writer {
 }
 
 /// One statement, so one round trip and one atomic transaction: every row
-/// of the batch, and every message of it counted as settled for its import.
-/// Existing keys are left alone, so replaying a message any number of times
-/// leaves the same rows and the same counts. Amounts travel as text and are
-/// cast by PostgreSQL, so they stay exact.
-fn insert_statement() -> String {
-    format!(
-        "WITH saved AS (
-            INSERT INTO transactions (account_id, id, amount, import_id)
-            SELECT account_id, id, amount::numeric, import_id
-            FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[]) AS t(account_id, id, amount, import_id)
-            ON CONFLICT (account_id, id) DO NOTHING
-        ),
-        {}",
-        tracking::COUNT_CHUNKS
+/// of the batch, and a record of every message of it with the rows it
+/// actually inserted. Existing keys are left alone, so replaying a message
+/// any number of times leaves the same rows and the same records. Amounts
+/// travel as text and are cast by PostgreSQL, so they stay exact. Nothing
+/// here touches a row shared by all writers of an import.
+const INSERT: &str = "
+    WITH input AS (
+        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[]) AS t(account_id, id, amount, chunk)
+    ),
+    chunks AS (
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[]) AS c(import_id, chunk_key, account_key, chunk)
+    ),
+    saved AS (
+        INSERT INTO transactions (account_id, id, amount, import_id)
+        SELECT i.account_id, i.id, i.amount::numeric, c.import_id
+        FROM input i JOIN chunks c USING (chunk)
+        ORDER BY i.account_id, i.id
+        ON CONFLICT (account_id, id) DO NOTHING
+        RETURNING account_id, id
+    ),
+    counts AS (
+        SELECT i.chunk, count(*) AS rows, count(s.id) AS inserted
+        FROM input i LEFT JOIN saved s USING (account_id, id)
+        GROUP BY i.chunk
     )
-}
+    INSERT INTO import_chunks AS k (import_id, chunk_key, account_key, state, transactions, inserted)
+    SELECT c.import_id, c.chunk_key, c.account_key, 'saved', COALESCE(n.rows, 0), COALESCE(n.inserted, 0)
+    FROM chunks c LEFT JOIN counts n USING (chunk)
+    ORDER BY c.import_id, c.chunk_key
+    ON CONFLICT (import_id, chunk_key) DO UPDATE SET
+        state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted
+        WHERE k.state = 'failed'";
 
 impl Sink for Saver {
     const NAME: &'static str = stage::SAVER;
@@ -107,47 +123,40 @@ impl Sink for Saver {
     async fn open(&self) -> Result<Writer, StageError> {
         let client = self.database.connect().await?;
         let insert = client
-            .prepare(&insert_statement())
+            .prepare(INSERT)
             .await
             .map_err(|e| db_error("prepare", &e))?;
         Ok(Writer { client, insert })
     }
 
     async fn write(&self, writer: &mut Writer, chunks: &[Chunk]) -> Result<(), StageError> {
-        let mut rows: Vec<(i64, i64, &str, &str)> = chunks
+        // Messages in stream order, which within an account is file order;
+        // a message delivered twice in one batch (a redelivery racing the
+        // first) counts once.
+        let mut seen = std::collections::HashSet::new();
+        let chunks: Vec<&Chunk> = chunks
             .iter()
-            .flat_map(|c| {
-                let b = &c.batch;
-                b.transactions
-                    .iter()
-                    .map(move |t| (b.account_id, t.id, t.amount.as_str(), b.import_id.as_str()))
-            })
+            .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        // Writers running side by side lock keys in the same order, so they
-        // wait for each other instead of deadlocking.
-        rows.sort_unstable_by_key(|r| (r.0, r.1));
-        let account_ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
-        let amounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-        let import_ids: Vec<&str> = rows.iter().map(|r| r.3).collect();
-
-        let mut settled: Vec<(&str, &str, i64)> = chunks
-            .iter()
-            .map(|c| {
-                (
-                    c.batch.import_id.as_str(),
-                    c.key.as_str(),
-                    c.batch.transactions.len() as i64,
-                )
-            })
-            .collect();
-        settled.sort_unstable();
-        // The same message twice in one batch (a redelivery racing its
-        // first delivery) would make the upsert touch a row twice (21000).
-        settled.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        let chunk_imports: Vec<&str> = settled.iter().map(|c| c.0).collect();
-        let chunk_keys: Vec<&str> = settled.iter().map(|c| c.1).collect();
-        let chunk_sizes: Vec<i64> = settled.iter().map(|c| c.2).collect();
+        // A key twice in one statement: the first in file order wins.
+        let mut keys = std::collections::HashSet::new();
+        let (mut account_ids, mut ids, mut amounts, mut chunk_of) =
+            (vec![], vec![], vec![], vec![]);
+        for (n, chunk) in chunks.iter().enumerate() {
+            let b = &chunk.batch;
+            for t in &b.transactions {
+                if keys.insert((b.account_id, t.id)) {
+                    account_ids.push(b.account_id);
+                    ids.push(t.id);
+                    amounts.push(t.amount.as_str());
+                    chunk_of.push(n as i32);
+                }
+            }
+        }
+        let import_ids: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
+        let chunk_keys: Vec<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
+        let account_keys: Vec<&str> = chunks.iter().map(|c| account_key(&c.key)).collect();
+        let numbers: Vec<i32> = (0..chunks.len() as i32).collect();
         writer
             .client
             .execute(
@@ -156,19 +165,24 @@ impl Sink for Saver {
                     &account_ids,
                     &ids,
                     &amounts,
+                    &chunk_of,
                     &import_ids,
-                    &chunk_imports,
                     &chunk_keys,
-                    &chunk_sizes,
+                    &account_keys,
+                    &numbers,
                 ],
             )
             .await
             .map_err(|e| db_error("insert", &e))?;
-
-        let mut imports = chunk_imports;
-        imports.dedup();
-        tracking::settle(&writer.client, &imports).await
+        Ok(())
     }
+}
+
+/// A transactions message's id is `<account key>/lines-<first>-<last>`.
+pub(crate) fn account_key(chunk_key: &str) -> &str {
+    chunk_key
+        .rsplit_once('/')
+        .map_or(chunk_key, |(account, _)| account)
 }
 
 /// Whose fault a database error is.
@@ -222,6 +236,15 @@ fn db_error(action: &str, e: &tokio_postgres::Error) -> StageError {
 #[cfg(test)]
 mod tests {
     use super::{fault, Fault};
+
+    #[test]
+    fn a_chunk_names_its_account() {
+        assert_eq!(super::account_key("42/7/lines-2-101"), "42/7");
+        assert_eq!(
+            super::account_key("nightly:3/12/lines-102-201"),
+            "nightly:3/12"
+        );
+    }
 
     #[test]
     fn the_sqlstate_table() {

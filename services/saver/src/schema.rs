@@ -66,6 +66,19 @@ const MIGRATIONS: &[&str] = &[
         error TEXT NOT NULL,
         PRIMARY KEY (import_id, key)
     )",
+    // Completion by matching keys, not counting: every chunk records its
+    // account and the rows it actually inserted, every fetched account the
+    // window size its chunk ids derive from. The saver no longer touches
+    // `imports`, so its writers never wait on one row.
+    "
+    ALTER TABLE import_chunks
+        ADD COLUMN account_key TEXT,
+        ADD COLUMN inserted BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX import_chunks_by_account ON import_chunks (import_id, account_key);
+    ALTER TABLE import_accounts
+        ADD COLUMN lines_per_message BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN complete BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX imports_running ON imports (id) WHERE status = 'running'",
 ];
 
 /// The version `migrate` brings a database to.

@@ -1,12 +1,15 @@
 //! Import completion: the tracker records the stages' progress facts, the
-//! saver records which transaction messages it committed, and whichever
-//! commit settles the last piece marks the import complete. The completion
-//! event is then published from the `imports` table (an outbox), so it goes
-//! out once even if the saver dies in between.
+//! saver records which transactions messages it committed, and a check
+//! that runs beside them matches the two: an import is complete when its
+//! listing is done, every listed account is fetched or dead-lettered, and
+//! every message each fetched account announced is committed or
+//! dead-lettered, key by key. The completion event is then published from
+//! the `imports` table (an outbox), so it goes out once even if the saver
+//! dies in between.
 //!
-//! No lock is held across services and nothing is counted twice: every
-//! counter on `imports` moves only when a keyed row (an account, a
-//! transactions message, a failure) is inserted for the first time.
+//! No lock is held across services and nothing is counted twice: the
+//! tracker's counters move only when a keyed row (an account, a failure) is
+//! first inserted, and the saver writes only rows of its own messages.
 
 use std::time::Duration;
 
@@ -18,37 +21,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{db_error, Database};
 
-/// Marks the given imports complete if everything they listed is settled.
-/// Runs after the commit that may have settled the last piece: of two
-/// concurrent commits, the later one's check sees both.
-pub(crate) const SETTLE: &str = "
-    UPDATE imports SET
+/// Marks complete every fetched account whose announced messages are all
+/// committed or dead-lettered: the keys are named from the account's key,
+/// its message count and window size, and looked up one by one.
+const ACCOUNTS_COMPLETE: &str = "
+    UPDATE import_accounts a SET complete = true
+    WHERE a.import_id = ANY($1) AND a.state = 'fetched' AND NOT a.complete
+      AND a.lines_per_message > 0
+      AND (SELECT count(*)
+           FROM generate_series(0, a.messages - 1) AS w
+           JOIN import_chunks c ON c.import_id = a.import_id
+            AND c.chunk_key = a.account_key || '/lines-' || (2 + w * a.lines_per_message)
+                              || '-' || (1 + (w + 1) * a.lines_per_message)) = a.messages";
+
+/// Marks complete every import whose listing is done and whose listed
+/// accounts are all settled (dead-lettered, or complete as above), and
+/// fixes its count of rows saved.
+const IMPORTS_COMPLETE: &str = "
+    UPDATE imports i SET
         status = CASE WHEN import_failed OR failures > 0 OR rows_rejected > 0 OR accounts_failed > 0
                       THEN 'completed_with_errors' ELSE 'completed' END,
-        finished_at = now()
-    WHERE id = ANY($1) AND status = 'running'
-      AND (import_failed
-           OR (accounts_listed IS NOT NULL
-               AND accounts_settled >= accounts_listed
-               AND chunks_settled >= messages_expected))";
-
-/// Adds newly settled transactions messages to their imports' counters:
-/// used by the saver within its insert statement.
-pub(crate) const COUNT_CHUNKS: &str = "
-    chunks AS (
-        INSERT INTO import_chunks (import_id, chunk_key, state, transactions)
-        SELECT import_id, chunk_key, 'saved', transactions
-        FROM unnest($5::text[], $6::text[], $7::int8[]) AS c(import_id, chunk_key, transactions)
-        ON CONFLICT (import_id, chunk_key) DO UPDATE SET state = 'saved'
-            WHERE import_chunks.state = 'failed'
-        RETURNING import_id, transactions, (xmax = 0) AS inserted
-    )
-    INSERT INTO imports AS i (id, chunks_settled, transactions_saved)
-    SELECT import_id, count(*) FILTER (WHERE inserted), sum(transactions)
-    FROM chunks GROUP BY import_id
-    ON CONFLICT (id) DO UPDATE SET
-        chunks_settled = i.chunks_settled + excluded.chunks_settled,
-        transactions_saved = i.transactions_saved + excluded.transactions_saved";
+        finished_at = now(),
+        transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c WHERE c.import_id = i.id)
+    WHERE i.id = ANY($1) AND i.status = 'running'
+      AND (i.import_failed
+           OR (i.accounts_listed IS NOT NULL
+               AND (SELECT count(*) FROM import_accounts a
+                    WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete)) >= i.accounts_listed))";
 
 const STARTED: &str = "
     INSERT INTO imports AS i (id, url, started_at) VALUES ($1, $2, $3::text::timestamptz)
@@ -67,24 +66,27 @@ const LISTED: &str = "
 /// replayed stops counting as failed.
 const FETCHED: &str = "
     WITH account AS (
-        INSERT INTO import_accounts (import_id, account_key, account_id, state, messages, transactions)
-        VALUES ($1, $2, $3, 'fetched', $4::int8, $5)
+        INSERT INTO import_accounts
+            (import_id, account_key, account_id, state, messages, lines_per_message, transactions)
+        VALUES ($1, $2, $3, 'fetched', $4::int8, $7::int8, $5)
         ON CONFLICT (import_id, account_key) DO UPDATE SET
-            state = 'fetched', messages = excluded.messages, transactions = excluded.transactions
+            state = 'fetched', messages = excluded.messages,
+            lines_per_message = excluded.lines_per_message, transactions = excluded.transactions
             WHERE import_accounts.state = 'failed'
         RETURNING (xmax = 0) AS inserted
     )
-    INSERT INTO imports AS i (id, accounts_settled, accounts_failed, messages_expected, rows_rejected)
-    SELECT $1, CASE WHEN inserted THEN 1 ELSE 0 END, CASE WHEN inserted THEN 0 ELSE -1 END, $4::int8, $6::int8
+    INSERT INTO imports AS i (id, accounts_settled, accounts_failed, rows_rejected)
+    SELECT $1, CASE WHEN inserted THEN 1 ELSE 0 END, CASE WHEN inserted THEN 0 ELSE -1 END, $6::int8
     FROM account
     ON CONFLICT (id) DO UPDATE SET
         accounts_settled = i.accounts_settled + excluded.accounts_settled,
         accounts_failed = i.accounts_failed + excluded.accounts_failed,
-        messages_expected = i.messages_expected + excluded.messages_expected,
         rows_rejected = i.rows_rejected + excluded.rows_rejected";
 
 /// A dead-lettered message: counted once, and it settles what it was (the
-/// import request, an account, a transactions message).
+/// import request, an account, a transactions message). A fact the tracker
+/// itself could not record leaves the import unknowable: it ends with
+/// errors rather than never.
 const FAILED: &str = "
     WITH failure AS (
         INSERT INTO import_failures (import_id, key, stage, kind, error) VALUES ($1, $2, $3, $4, $5)
@@ -98,20 +100,19 @@ const FAILED: &str = "
         RETURNING 1
     ),
     chunk AS (
-        INSERT INTO import_chunks (import_id, chunk_key, state, transactions)
-        SELECT $1, $2, 'failed', 0 WHERE $3 = 'saver'
+        INSERT INTO import_chunks (import_id, chunk_key, account_key, state, transactions)
+        SELECT $1, $2, regexp_replace($2, '/[^/]*$', ''), 'failed', 0 WHERE $3 = 'saver'
         ON CONFLICT DO NOTHING
         RETURNING 1
     )
-    INSERT INTO imports AS i (id, import_failed, failures, accounts_settled, accounts_failed, chunks_settled)
-    SELECT $1, $3 = 'importer', (SELECT count(*) FROM failure),
-           (SELECT count(*) FROM account), (SELECT count(*) FROM account), (SELECT count(*) FROM chunk)
+    INSERT INTO imports AS i (id, import_failed, failures, accounts_settled, accounts_failed)
+    SELECT $1, $3 IN ('importer', 'tracker'), (SELECT count(*) FROM failure),
+           (SELECT count(*) FROM account), (SELECT count(*) FROM account)
     ON CONFLICT (id) DO UPDATE SET
         import_failed = i.import_failed OR excluded.import_failed,
         failures = i.failures + excluded.failures,
         accounts_settled = i.accounts_settled + excluded.accounts_settled,
-        accounts_failed = i.accounts_failed + excluded.accounts_failed,
-        chunks_settled = i.chunks_settled + excluded.chunks_settled";
+        accounts_failed = i.accounts_failed + excluded.accounts_failed";
 
 /// The saver's second consumer: records progress facts.
 pub struct Tracker {
@@ -126,7 +127,8 @@ impl Tracker {
 
 impl Sink for Tracker {
     const NAME: &'static str = stage::TRACKER;
-    // Facts are few (a handful per account); one writer keeps them in order.
+    // Facts are few (a handful per account); their order does not matter,
+    // one writer is plenty.
     const DEFAULT_WRITERS: u16 = 1;
 
     type Item = ImportProgress;
@@ -168,6 +170,7 @@ impl Sink for Tracker {
                     account_key,
                     account_id,
                     messages,
+                    lines_per_message,
                     transactions,
                     rejected_rows,
                 } => {
@@ -180,6 +183,7 @@ impl Sink for Tracker {
                             &(*messages as i64),
                             &(*transactions as i64),
                             &(*rejected_rows as i64),
+                            &(*lines_per_message as i64),
                         ],
                     )
                     .await
@@ -198,23 +202,37 @@ impl Sink for Tracker {
             result.map_err(|e| db_error("record progress", &e))?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))?;
-        let mut ids: Vec<&str> = facts.iter().map(ImportProgress::import_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        settle(client, &ids).await
+        Ok(())
     }
 }
 
-pub(crate) async fn settle(client: &Client, import_ids: &[&str]) -> Result<(), StageError> {
+/// Matches what every running import announced against what is committed,
+/// and marks the imports that are complete.
+async fn settle_running(client: &Client) -> Result<(), StageError> {
+    let running: Vec<String> = client
+        .query("SELECT id FROM imports WHERE status = 'running'", &[])
+        .await
+        .map_err(|e| db_error("list running imports", &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
     client
-        .execute(SETTLE, &[&import_ids])
+        .execute(ACCOUNTS_COMPLETE, &[&running])
+        .await
+        .map_err(|e| db_error("match accounts", &e))?;
+    client
+        .execute(IMPORTS_COMPLETE, &[&running])
         .await
         .map_err(|e| db_error("settle imports", &e))?;
     Ok(())
 }
 
-/// Publishes the completion event of every settled import not yet
-/// announced, then marks it announced. The event's `Nats-Msg-Id` is the
+/// Every 200 ms: settles the imports that are complete, then publishes the
+/// completion event of every settled import not yet announced, and marks
+/// it announced. The event's `Nats-Msg-Id` is the
 /// import's, so replicas announcing the same import at once, or a saver
 /// that died between publishing and marking, publish it once.
 pub async fn announce_completions(
@@ -229,7 +247,9 @@ pub async fn announce_completions(
             if client.is_none() {
                 client = Some(database.connect().await?);
             }
-            announce_pending(client.as_ref().expect("connected"), &js, &ns).await
+            let connected = client.as_ref().expect("connected");
+            settle_running(connected).await?;
+            announce_pending(connected, &js, &ns).await
         }
         .await;
         if let Err(e) = result {

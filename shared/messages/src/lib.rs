@@ -229,7 +229,12 @@ pub enum ImportProgress {
         /// The account message's identity (`<import>/<line>`).
         account_key: String,
         account_id: i64,
+        /// The transactions messages published for the account, one per
+        /// window of `lines_per_message` file lines (empty windows
+        /// included), with ids `<account_key>/lines-<first>-<last>`:
+        /// window `w` spans lines `2 + w·N` to `1 + (w+1)·N`.
         messages: u64,
+        lines_per_message: u64,
         transactions: u64,
         rejected_rows: u64,
     },

@@ -134,6 +134,16 @@ impl Emitter {
         self.publish_json(subject, fact.fact(), fact).await
     }
 
+    /// Reports a fact about what this input published only once JetStream
+    /// stored all of it, so the fact never runs ahead of its data.
+    pub async fn report_after_stored(
+        &mut self,
+        fact: &sluice_messages::ImportProgress,
+    ) -> Result<(), StageError> {
+        self.flush().await?;
+        self.report(fact).await
+    }
+
     /// Reports one unusable row of `url` as a dead letter and lets the stage
     /// carry on with the rest of the file.
     pub async fn reject_row(

@@ -10,7 +10,7 @@ use crate::{
     keep_alive::keep_alive,
     observe::names,
     outage::Pause,
-    pull::{self, pause_after_failure, reap, release},
+    pull::{self, pause_after_failure, reap, release_after},
     service::Shared,
     Delivery, Emitter, StageError,
 };
@@ -32,6 +32,13 @@ pub trait FlatMap: Send + Sync + 'static {
         input: &Delivery,
         out: &mut Emitter,
     ) -> impl Future<Output = Result<(), StageError>> + Send;
+
+    /// The import an input belongs to, read without processing it, so that
+    /// a message given up on before any work (exhausted, say) still names
+    /// its import in the dead letter and the import can complete.
+    fn import_id_of(&self, _input: &Delivery) -> Option<String> {
+        None
+    }
 }
 
 /// How long one pull request waits for messages; also the most a stop waits
@@ -94,7 +101,7 @@ pub(crate) async fn run<S: FlatMap>(
                             publish_budget,
                         ));
                     }
-                    _ => release(&message).await,
+                    _ => release_after(&message, Some(PULL_EXPIRES)).await,
                 },
                 Err(e) => {
                     failures += 1;
@@ -121,6 +128,8 @@ async fn handle<S: FlatMap>(
         Ok(d) => d,
         Err(e) => return tracing::error!(error = %e, "skipping message"),
     };
+    let known = stage.import_id_of(&delivery);
+    delivery.learn_import_id(known.as_deref());
     if let Some(error) = pull::exhausted(&shared, &delivery) {
         return pull::dead_letter_and_terminate(
             &shared,

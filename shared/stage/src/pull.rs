@@ -48,7 +48,15 @@ pub(crate) async fn pause_after_failure(
 /// Hands a message we will not work on back to JetStream for immediate
 /// redelivery (to this or another replica).
 pub(crate) async fn release(message: &jetstream::Message) {
-    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+    release_after(message, None).await
+}
+
+/// Hands back a message that arrived for a replica that is stopping, after
+/// `delay`: long enough for the replica's last pull requests to expire, so
+/// it goes to another replica instead of bouncing between this one's
+/// requests, each bounce spending a delivery.
+pub(crate) async fn release_after(message: &jetstream::Message, delay: Option<Duration>) {
+    if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
         tracing::debug!(error = %e, "could not release message; it is redelivered after ack_wait");
     }
 }

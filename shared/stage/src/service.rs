@@ -80,6 +80,25 @@ pub async fn connect(
     Ok((client, js))
 }
 
+/// A retry republishes an input's outputs under the same ids up to the
+/// longest work plus the longest retry delay after its first attempt; past
+/// the duplicate window JetStream no longer recognises them. Writes stay
+/// idempotent, but streams would hold the outputs twice: say so once.
+fn warn_if_duplicates_can_slip(nats: &NatsArgs, consumer: &ConsumerArgs) {
+    let span = consumer.max_processing_time + consumer.retry_backoff_max;
+    if nats.duplicate_window < span {
+        tracing::warn!(
+            "SLUICE_DUPLICATE_WINDOW ({}) is shorter than SLUICE_MAX_PROCESSING_TIME + SLUICE_RETRY_BACKOFF_MAX ({}): \
+             a retry of work that long republishes outputs JetStream no longer recognises as duplicates \
+             (rows stay exact, streams may hold them twice); raise the window or lower the processing time",
+            humantime::format_duration(nats.duplicate_window),
+            humantime::format_duration(span)
+        );
+    }
+}
+
+const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
+
 /// A connected stage, its topology declared, ready to run its step.
 pub struct Runtime {
     client: async_nats::Client,
@@ -120,11 +139,12 @@ impl Runtime {
                     let delay = Duration::from_millis(250 * u64::from(attempt.min(20)));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return Err(StageError::transient("stopped before NATS was ready")),
+                        _ = stop.cancelled() => return Err(StageError::transient(STOPPED_BEFORE_READY)),
                     }
                 }
             }
         };
+        warn_if_duplicates_can_slip(&nats, &consumer);
         HEALTH.set_consumer_bound();
         tracing::info!(
             stage,
@@ -209,11 +229,11 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let stop = CancellationToken::new();
     let result = runtime.block_on(async {
         if let Err(e) = crate::observe::serve(observe).await {
             return Err(StageError::permanent(e));
         }
-        let stop = CancellationToken::new();
         let on_signal = stop.clone();
         tokio::spawn(async move {
             crate::shutdown_signal().await;
@@ -221,10 +241,15 @@ where
             tracing::info!("shutdown requested: no new work; finishing what is in flight");
             on_signal.cancel();
         });
-        body(stop).await
+        body(stop.clone()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Asked to stop before it was connected: nothing was in hand.
+        Err(e) if stop.is_cancelled() && e.message() == STOPPED_BEFORE_READY => {
+            tracing::info!("stopped before NATS was ready");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!(error = %e, "{name} failed");
             eprintln!("{name}: {e}");

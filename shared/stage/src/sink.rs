@@ -10,7 +10,7 @@ use crate::{
     keep_alive::{keep_alive, Outcome},
     observe::{names, HEALTH},
     outage::Pause,
-    pull::{self, pause_after_failure, release},
+    pull::{self, pause_after_failure, release, release_after},
     service::Shared,
     Delivery, StageError,
 };
@@ -50,6 +50,10 @@ pub struct SinkOptions {
     /// Longest a writer waits to fill a batch before writing what it has.
     pub batch_wait: Duration,
 }
+
+/// Beyond the last pull request's expiry, before a stopping replica's late
+/// arrivals are redelivered.
+const STOPPING_HAND_BACK: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run<S: Sink>(
     stage: Arc<S>,
@@ -121,7 +125,9 @@ async fn writer_loop<S: Sink>(
         let mut deliveries = Vec::with_capacity(options.batch_size);
         while let Some(next) = batch.next().await {
             match next {
-                Ok(message) if stop.is_cancelled() => release(&message).await,
+                Ok(message) if stop.is_cancelled() => {
+                    release_after(&message, Some(options.batch_wait + STOPPING_HAND_BACK)).await
+                }
                 Ok(message) => match Delivery::new(message) {
                     Ok(d) => deliveries.push(d),
                     Err(e) => tracing::error!(error = %e, "skipping message"),
@@ -135,7 +141,7 @@ async fn writer_loop<S: Sink>(
         }
         if stop.is_cancelled() {
             for d in &deliveries {
-                release(d.message()).await;
+                release_after(d.message(), Some(options.batch_wait + STOPPING_HAND_BACK)).await;
             }
             break;
         }
