@@ -86,7 +86,7 @@ pub struct ConsumerArgs {
     /// Longest work on one message (or one saver batch) before it is given
     /// up as a transient failure and retried: a server trickling a file
     /// forever must not hold its message forever.
-    #[arg(long, env = "SLUICE_MAX_PROCESSING_TIME", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "SLUICE_MAX_PROCESSING_TIME", default_value = "8m", value_parser = parse_duration)]
     pub max_processing_time: Duration,
 
     /// On SIGTERM, how long work in flight may take to finish before it is
