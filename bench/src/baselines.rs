@@ -131,3 +131,43 @@ pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
 }
+
+/// The idempotent COPY in `sessions` PostgreSQL sessions at once, each with
+/// its share of the rows and a staging table of its own, into one keyed
+/// table: what the database takes from several writers.
+pub async fn parallel_idempotent_copy(data: &[Bytes], sessions: usize) -> Result<Duration, String> {
+    let sandbox = Sandbox::create("bench-parallel").await?;
+    let setup = sandbox.db().await;
+    setup
+        .batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut clients = Vec::with_capacity(sessions);
+    for n in 0..sessions {
+        let db = sandbox.db().await;
+        db.batch_execute(&format!(
+            "CREATE UNLOGGED TABLE staging_{n} (account_id BIGINT, id BIGINT, amount NUMERIC)"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        clients.push(db);
+    }
+    let share = data.len().div_ceil(sessions);
+    let started = Instant::now();
+    let work = clients.iter().enumerate().map(|(n, db)| {
+        let part = &data[(n * share).min(data.len())..((n + 1) * share).min(data.len())];
+        async move {
+            let staging = format!("staging_{n}");
+            copy_into(db, &staging, part).await?;
+            db.batch_execute(&format!(
+                "INSERT INTO transactions SELECT * FROM {staging} ON CONFLICT DO NOTHING"
+            ))
+            .await
+            .map_err(|e| e.to_string())
+        }
+    });
+    for result in futures_util::future::join_all(work).await {
+        result?;
+    }
+    Ok(started.elapsed())
+}

@@ -34,6 +34,15 @@ struct Args {
     /// check that peak RSS stays flat as the input grows (0: skip).
     #[arg(long, default_value_t = 0)]
     flat_check_accounts: usize,
+    /// Replicas of every stage for the scaling run (0 skips it).
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    /// The main run's rows as this many concurrent imports (0 skips it).
+    #[arg(long, default_value_t = 4)]
+    imports: usize,
+    /// PostgreSQL sessions of the parallel idempotent COPY baseline.
+    #[arg(long, default_value_t = 2)]
+    copy_sessions: usize,
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     naive_sample: usize,
@@ -47,6 +56,8 @@ struct PipelineRun {
     elapsed: Duration,
     /// Peak RSS of importer, fetcher, saver, in KiB.
     rss: Vec<(String, u64)>,
+    /// `deadlock detected` lines in the services' logs.
+    deadlocks: usize,
 }
 
 impl PipelineRun {
@@ -55,23 +66,25 @@ impl PipelineRun {
     }
 }
 
-/// The three services on their own namespace and database; one import of
-/// `prefix/accounts.csv`, timed from publish to the completion event, and
-/// checked: every row saved, the exact sum.
+/// The three services (`replicas` of each) on their own namespace and
+/// database; one import per data set, all published at once, timed from the
+/// first publish to the last completion event, and checked: every row
+/// saved, the exact sum.
 async fn run_pipeline(
     server: &FileServer,
-    data: &Dataset,
-    prefix: &str,
+    imports: &[(&Dataset, &str)],
     per_message: u32,
+    replicas: usize,
 ) -> Result<PipelineRun, String> {
     let sandbox = Sandbox::create("bench").await?;
     let per_message = per_message.to_string();
-    let mut deployment = Deployment::start(
+    let mut deployment = Deployment::start_replicas(
         &sandbox,
         &[
             ("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message),
             ("RUST_LOG", "warn"),
         ],
+        replicas.max(1),
     )
     .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
@@ -79,29 +92,47 @@ async fn run_pipeline(
         .await
         .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
     let started = Instant::now();
-    let ack = js
-        .publish(
-            sandbox.namespace.imports(),
-            server.url(&format!("{prefix}/accounts.csv")).into(),
+    let mut ids = Vec::new();
+    for (_, prefix) in imports {
+        let ack = js
+            .publish(
+                sandbox.namespace.imports(),
+                server.url(&format!("{prefix}/accounts.csv")).into(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        ids.push(ack.sequence.to_string());
+    }
+    let mut statuses = Vec::new();
+    for id in &ids {
+        let event = tokio::time::timeout(
+            Duration::from_secs(3_600),
+            wait_for_completion(&js, &sandbox.namespace, id),
         )
         .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    let id = ack.sequence.to_string();
-    let event = tokio::time::timeout(
-        Duration::from_secs(3_600),
-        wait_for_completion(&js, &sandbox.namespace, &id),
-    )
-    .await
-    .map_err(|_| "the import did not complete within an hour".to_owned())??;
+        .map_err(|_| "an import did not complete within an hour".to_owned())??;
+        statuses.push(event.status);
+    }
     let elapsed = started.elapsed();
     let rss = deployment
         .services
         .iter()
+        .take(3)
         .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
         .collect();
     deployment.stop(Duration::from_secs(30)).await?;
+    let deadlocks = deployment
+        .services
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p.log_path())
+                .unwrap_or_default()
+                .matches("deadlock detected")
+                .count()
+        })
+        .sum();
 
     let (count, sum): (i64, String) = {
         let db = sandbox.db().await;
@@ -114,21 +145,25 @@ async fn run_pipeline(
             .map_err(|e| e.to_string())?;
         (row.get(0), row.get(1))
     };
-    let want_sum = format_cents(data.expected_sum_cents() as i64);
-    if event.status != ImportStatus::Completed
-        || count as usize != data.expected.len()
+    let want_rows: usize = imports.iter().map(|(d, _)| d.expected.len()).sum();
+    let want_cents: i128 = imports
+        .iter()
+        .map(|(d, _)| d.expected_sum_cents() as i128)
+        .sum();
+    let want_sum = format_cents(want_cents as i64);
+    if statuses.iter().any(|s| *s != ImportStatus::Completed)
+        || count as usize != want_rows
         || sum != want_sum
     {
         return Err(format!(
-            "wrong result: {count} rows summing to {sum}, expected {} summing to {want_sum} ({:?})",
-            data.expected.len(),
-            event.status
+            "wrong result: {count} rows summing to {sum}, expected {want_rows} summing to {want_sum} ({statuses:?})"
         ));
     }
     Ok(PipelineRun {
         rows: count as u64,
         elapsed,
         rss,
+        deadlocks,
     })
 }
 
@@ -205,7 +240,62 @@ async fn run(args: Args) -> Result<bool, String> {
         "sluice, {} transactions per message…",
         args.transactions_per_message
     );
-    let main = run_pipeline(&server, &data, "/main", args.transactions_per_message).await?;
+    let main = run_pipeline(
+        &server,
+        &[(&data, "/main")],
+        args.transactions_per_message,
+        1,
+    )
+    .await?;
+    eprintln!(
+        "COPY to staging + INSERT … ON CONFLICT, {} sessions at once…",
+        args.copy_sessions
+    );
+    let parallel_upsert_time = {
+        let rows = baselines::copy_data(&data);
+        baselines::parallel_idempotent_copy(&rows, args.copy_sessions.max(1)).await?
+    };
+
+    let replicated = if args.replicas > 1 {
+        eprintln!("sluice, {} replicas of every stage…", args.replicas);
+        Some(
+            run_pipeline(
+                &server,
+                &[(&data, "/main")],
+                args.transactions_per_message,
+                args.replicas,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    let concurrent = if args.imports > 1 {
+        let per_import = (args.accounts / args.imports).max(1);
+        let parts: Vec<(Dataset, String)> = (0..args.imports)
+            .map(|k| {
+                let prefix = format!("/import-{k}");
+                let part = Dataset::generate_from(
+                    100_000 + (k * per_import) as i64,
+                    &prefix,
+                    per_import,
+                    per_import * args.transactions,
+                    20 + k as u64,
+                );
+                server.add_dataset(&part);
+                (part, prefix)
+            })
+            .collect();
+        eprintln!(
+            "sluice, the same rows as {} concurrent imports…",
+            args.imports
+        );
+        let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
+        Some(run_pipeline(&server, &imports, args.transactions_per_message, 1).await?)
+    } else {
+        None
+    };
 
     let seed = if args.seed_mode_transactions > 0 {
         let accounts = (args.seed_mode_transactions / args.transactions.max(1)).max(1);
@@ -216,7 +306,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "sluice, one transaction per message (the seed's design), {} transactions…",
             seed_data.expected.len()
         );
-        Some(run_pipeline(&server, &seed_data, "/seed", 1).await?)
+        Some(run_pipeline(&server, &[(&seed_data, "/seed")], 1, 1).await?)
     } else {
         None
     };
@@ -232,9 +322,9 @@ async fn run(args: Args) -> Result<bool, String> {
         Some(
             run_pipeline(
                 &server,
-                &large_data,
-                "/large",
+                &[(&large_data, "/large")],
                 args.transactions_per_message,
+                1,
             )
             .await?,
         )
@@ -277,12 +367,40 @@ async fn run(args: Args) -> Result<bool, String> {
     );
     line(
         &format!(
+            "COPY to staging + INSERT … ON CONFLICT DO NOTHING, {} sessions in parallel",
+            args.copy_sessions.max(1)
+        ),
+        total as f64,
+        parallel_upsert_time.as_secs_f64(),
+    );
+    line(
+        &format!(
             "**sluice end to end, {} transactions/message**",
             args.transactions_per_message
         ),
         main.rows as f64,
         main.elapsed.as_secs_f64(),
     );
+    if let Some(run) = &replicated {
+        line(
+            &format!(
+                "sluice end to end, {} replicas of every stage",
+                args.replicas
+            ),
+            run.rows as f64,
+            run.elapsed.as_secs_f64(),
+        );
+    }
+    if let Some(run) = &concurrent {
+        line(
+            &format!(
+                "sluice end to end, the same rows as {} concurrent imports",
+                args.imports
+            ),
+            run.rows as f64,
+            run.elapsed.as_secs_f64(),
+        );
+    }
     if let Some(seed) = &seed {
         line(
             "sluice end to end, 1 transaction/message (seed mode)",
@@ -339,13 +457,54 @@ async fn run(args: Args) -> Result<bool, String> {
             .map(|((_, small), (_, big))| *big as f64 / (*small).max(1) as f64 - 1.0)
             .fold(f64::MIN, f64::max)
     });
+    let deadlocks: usize = [
+        Some(&main),
+        replicated.as_ref(),
+        concurrent.as_ref(),
+        seed.as_ref(),
+        large.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.deadlocks)
+    .sum();
     let checks = [
         (
             format!(
-                "end to end ≥ 0.70 × idempotent COPY: {:.2}",
+                "end to end ≥ 0.75 × idempotent COPY: {:.2}",
                 main.rate() / upsert_rate
             ),
-            main.rate() >= 0.70 * upsert_rate,
+            main.rate() >= 0.75 * upsert_rate,
+        ),
+        (
+            format!(
+                "{} replicas per stage ≥ 0.8 × one replica: {}",
+                args.replicas,
+                replicated.as_ref().map_or("not run".into(), |r| format!(
+                    "{:.2}",
+                    r.rate() / main.rate()
+                ))
+            ),
+            replicated
+                .as_ref()
+                .is_none_or(|r| r.rate() >= 0.8 * main.rate()),
+        ),
+        (
+            format!(
+                "{} concurrent imports ≥ 0.9 × one import: {}",
+                args.imports,
+                concurrent.as_ref().map_or("not run".into(), |r| format!(
+                    "{:.2}",
+                    r.rate() / main.rate()
+                ))
+            ),
+            concurrent
+                .as_ref()
+                .is_none_or(|r| r.rate() >= 0.9 * main.rate()),
+        ),
+        (
+            format!("`deadlock detected` in the service logs: {deadlocks}"),
+            deadlocks == 0,
         ),
         (
             format!(

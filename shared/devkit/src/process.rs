@@ -40,6 +40,17 @@ impl Process {
         env: Vec<(String, String)>,
         log_dir: &Path,
     ) -> std::io::Result<Process> {
+        Process::start_replica(name, name, env, log_dir)
+    }
+
+    /// Like [`Process::start`], logging to `<replica>.log` (one of several
+    /// replicas of the same binary).
+    pub fn start_replica(
+        name: &str,
+        replica: &str,
+        env: Vec<(String, String)>,
+        log_dir: &Path,
+    ) -> std::io::Result<Process> {
         let binary = binary_dir().join(name);
         if !binary.exists() {
             return Err(std::io::Error::new(
@@ -55,7 +66,7 @@ impl Process {
             name: name.to_owned(),
             binary,
             env,
-            log: log_dir.join(format!("{name}.log")),
+            log: log_dir.join(format!("{replica}.log")),
             child: None,
         };
         process.spawn()?;
@@ -179,6 +190,28 @@ impl Deployment {
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Deployment { services, log_dir })
+    }
+
+    /// `replicas` copies of every service, all on the same consumers.
+    pub fn start_replicas(
+        sandbox: &crate::Sandbox,
+        env: &[(&str, &str)],
+        replicas: usize,
+    ) -> std::io::Result<Deployment> {
+        let mut deployment = Deployment::start(sandbox, env)?;
+        let mut service_env = sandbox.service_env();
+        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        for n in 2..=replicas {
+            for name in Self::SERVICES {
+                deployment.services.push(Process::start_replica(
+                    name,
+                    &format!("{name}-{n}"),
+                    service_env.clone(),
+                    &deployment.log_dir,
+                )?);
+            }
+        }
+        Ok(deployment)
     }
 
     pub fn service(&mut self, name: &str) -> &mut Process {
