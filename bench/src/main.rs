@@ -148,7 +148,7 @@ async fn run_pipeline(
     let want_rows: usize = imports.iter().map(|(d, _)| d.expected.len()).sum();
     let want_cents: i128 = imports
         .iter()
-        .map(|(d, _)| d.expected_sum_cents() as i128)
+        .map(|(d, _)| d.expected_sum_cents())
         .sum();
     let want_sum = format_cents(want_cents as i64);
     if statuses.iter().any(|s| *s != ImportStatus::Completed)
