@@ -146,10 +146,7 @@ async fn run_pipeline(
         (row.get(0), row.get(1))
     };
     let want_rows: usize = imports.iter().map(|(d, _)| d.expected.len()).sum();
-    let want_cents: i128 = imports
-        .iter()
-        .map(|(d, _)| d.expected_sum_cents())
-        .sum();
+    let want_cents: i128 = imports.iter().map(|(d, _)| d.expected_sum_cents()).sum();
     let want_sum = format_cents(want_cents as i64);
     if statuses.iter().any(|s| *s != ImportStatus::Completed)
         || count as usize != want_rows

@@ -189,40 +189,39 @@ async fn check_stream(nats: &NatsArgs, js: &jetstream::Context, which: Stream) -
     }
 }
 
-fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<String> {
-    let mut drift = Vec::new();
-    let mut compare = |what: &str, want: String, have: String| {
+/// What differs between the configuration `sluice setup` would apply and
+/// the one on the server, one line per field.
+#[derive(Default)]
+struct Drift(Vec<String>);
+
+impl Drift {
+    fn field(
+        mut self,
+        what: &str,
+        want: impl std::fmt::Debug,
+        have: impl std::fmt::Debug,
+    ) -> Drift {
+        let (want, have) = (format!("{want:?}"), format!("{have:?}"));
         if want != have {
-            drift.push(format!("{what} is {have}, expected {want}"));
+            self.0.push(format!("{what} is {have}, expected {want}"));
         }
-    };
-    compare("subjects", want.subjects.join(" "), have.subjects.join(" "));
-    compare(
-        "retention",
-        format!("{:?}", want.retention),
-        format!("{:?}", have.retention),
-    );
-    compare(
-        "storage",
-        format!("{:?}", want.storage),
-        format!("{:?}", have.storage),
-    );
-    compare(
-        "replicas",
-        want.num_replicas.to_string(),
-        have.num_replicas.to_string(),
-    );
-    compare(
-        "max age",
-        format!("{:?}", want.max_age),
-        format!("{:?}", have.max_age),
-    );
-    compare(
-        "duplicate window",
-        format!("{:?}", want.duplicate_window),
-        format!("{:?}", have.duplicate_window),
-    );
-    drift
+        self
+    }
+}
+
+fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<String> {
+    Drift::default()
+        .field("subjects", &want.subjects, &have.subjects)
+        .field("retention", want.retention, have.retention)
+        .field("storage", want.storage, have.storage)
+        .field("replicas", want.num_replicas, have.num_replicas)
+        .field("max age", want.max_age, have.max_age)
+        .field(
+            "duplicate window",
+            want.duplicate_window,
+            have.duplicate_window,
+        )
+        .0
 }
 
 async fn check_consumer(args: &DoctorArgs, js: &jetstream::Context, name: &'static str) -> Check {
@@ -287,38 +286,17 @@ async fn check_consumer(args: &DoctorArgs, js: &jetstream::Context, name: &'stat
 }
 
 fn consumer_drift(want: &pull::Config, have: &jetstream::consumer::Config) -> Vec<String> {
-    let mut drift = Vec::new();
-    let mut compare = |what: &str, want: String, have: String| {
-        if want != have {
-            drift.push(format!("{what} is {have}, expected {want}"));
-        }
-    };
-    compare(
-        "filter subject",
-        want.filter_subject.clone(),
-        have.filter_subject.clone(),
-    );
-    compare(
-        "ack policy",
-        format!("{:?}", want.ack_policy),
-        format!("{:?}", have.ack_policy),
-    );
-    compare(
-        "ack wait",
-        format!("{:?}", want.ack_wait),
-        format!("{:?}", have.ack_wait),
-    );
-    compare(
-        "max deliver",
-        want.max_deliver.to_string(),
-        have.max_deliver.to_string(),
-    );
-    compare(
-        "max ack pending",
-        want.max_ack_pending.to_string(),
-        have.max_ack_pending.to_string(),
-    );
-    drift
+    Drift::default()
+        .field("filter subject", &want.filter_subject, &have.filter_subject)
+        .field("ack policy", want.ack_policy, have.ack_policy)
+        .field("ack wait", want.ack_wait, have.ack_wait)
+        .field("max deliver", want.max_deliver, have.max_deliver)
+        .field(
+            "max ack pending",
+            want.max_ack_pending,
+            have.max_ack_pending,
+        )
+        .0
 }
 
 async fn check_database(args: &DoctorArgs, checks: &mut Vec<Check>) {

@@ -184,6 +184,22 @@ async fn doctor_passes_a_healthy_pipeline_and_names_a_missing_service() {
     assert_eq!(checks.as_array().unwrap().len(), 15);
     assert!(checks.as_array().unwrap().iter().all(|c| c["ok"] == true));
 
+    // Settings other than the ones the topology was made with: drift.
+    let mut drifted = env.clone();
+    drifted.push(("SLUICE_ACK_WAIT", "45s".into()));
+    let doctor = sluice(&["doctor"], &drifted).await;
+    assert_eq!(doctor.code, Some(1), "{}", doctor.stdout);
+    let importer_line = doctor
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("✗ consumer importer on "))
+        .unwrap_or_else(|| panic!("{}", doctor.stdout));
+    assert!(
+        importer_line
+            .ends_with(": differs from what `sluice setup` creates: ack wait is 30s, expected 45s"),
+        "{importer_line}"
+    );
+
     let fetcher = p
         .service("fetcher")
         .terminate(Duration::from_secs(30))
