@@ -55,6 +55,26 @@ impl Pipeline {
         Pipeline::start_each(sandbox, env, |_| Vec::new()).await
     }
 
+    /// `replicas` of every service on the shared servers.
+    pub async fn start_replicas(name: &str, env: &[(&str, &str)], replicas: usize) -> Pipeline {
+        let sandbox = Sandbox::create(name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let server = FileServer::start().await.expect("HTTP server starts");
+        let deployment =
+            Deployment::start_replicas(&sandbox, env, replicas).expect("service binaries start");
+        eprintln!("service logs: {}", deployment.log_dir.display());
+        let js = jetstream::new(sandbox.nats().await);
+        let pipeline = Pipeline {
+            sandbox,
+            server,
+            js,
+            deployment,
+        };
+        pipeline.wait_for_consumers().await;
+        pipeline
+    }
+
     /// Like [`Pipeline::start_in`], with `per_service(name)` added to each
     /// service's environment.
     pub async fn start_each(

@@ -146,6 +146,11 @@ impl Sink for Tracker {
     }
 
     async fn write(&self, client: &mut Client, facts: &[ImportProgress]) -> Result<(), StageError> {
+        // Replicas of the tracker write facts of the same imports: taking
+        // the row locks in one order (import, then the fact's own key) lets
+        // them wait for each other instead of deadlocking.
+        let mut facts: Vec<&ImportProgress> = facts.iter().collect();
+        facts.sort_by_key(|f| (f.import_id(), f.fact(), fact_key(f)));
         let tx = client
             .transaction()
             .await
@@ -206,6 +211,15 @@ impl Sink for Tracker {
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))?;
         Ok(())
+    }
+}
+
+/// The key a fact records its row under, for ordering.
+fn fact_key(fact: &ImportProgress) -> &str {
+    match fact {
+        ImportProgress::Fetched { account_key, .. } => account_key,
+        ImportProgress::Failed { key, .. } => key,
+        _ => "",
     }
 }
 

@@ -82,6 +82,23 @@ pub(crate) fn exhausted(shared: &Shared, delivery: &Delivery) -> Option<StageErr
     })
 }
 
+/// What becomes of a message whose work ended in `error` on delivery
+/// `delivered` of at most `limit`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Handed back, to come again after a backoff.
+    Retry,
+    DeadLetter(DeadLetterKind),
+}
+
+pub(crate) fn fate(error: &StageError, delivered: i64, limit: i64) -> Fate {
+    match (error.is_transient(), delivered < limit) {
+        (true, true) => Fate::Retry,
+        (true, false) => Fate::DeadLetter(DeadLetterKind::Exhausted),
+        (false, _) => Fate::DeadLetter(DeadLetterKind::Permanent),
+    }
+}
+
 /// Acts on how the work on one message ended.
 pub(crate) async fn settle(
     shared: &Shared,
@@ -99,31 +116,25 @@ pub(crate) async fn settle(
         Outcome::Aborted => release(message).await,
         Outcome::Done(Err(error)) => {
             let limit = i64::from(shared.consumer.max_deliveries);
-            if error.is_transient() && delivery.delivered() < limit {
-                let delay = retry_delay(
-                    shared.consumer.retry_backoff,
-                    shared.consumer.retry_backoff_max,
-                    delivery.delivered(),
-                );
-                tracing::warn!(
-                    stage = shared.stage,
-                    subject = delivery.subject(),
-                    import_id = delivery.import_id(),
-                    delivered = delivery.delivered(),
-                    %error,
-                    "transient failure; retrying in {delay:?}"
-                );
-                metrics::counter!(names::RETRIED, "stage" => shared.stage).increment(1);
-                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                    tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
-                }
-            } else {
-                let kind = if error.is_transient() {
-                    DeadLetterKind::Exhausted
-                } else {
-                    DeadLetterKind::Permanent
-                };
-                dead_letter_and_terminate(shared, delivery, kind, &error).await;
+            if let Fate::DeadLetter(kind) = fate(&error, delivery.delivered(), limit) {
+                return dead_letter_and_terminate(shared, delivery, kind, &error).await;
+            }
+            let delay = retry_delay(
+                shared.consumer.retry_backoff,
+                shared.consumer.retry_backoff_max,
+                delivery.delivered(),
+            );
+            tracing::warn!(
+                stage = shared.stage,
+                subject = delivery.subject(),
+                import_id = delivery.import_id(),
+                delivered = delivery.delivered(),
+                %error,
+                "transient failure; retrying in {delay:?}"
+            );
+            metrics::counter!(names::RETRIED, "stage" => shared.stage).increment(1);
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
             }
         }
     }
@@ -205,6 +216,28 @@ pub(crate) fn reap(tasks: &mut JoinSet<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_fate() {
+        let transient = StageError::transient("HTTP 503");
+        let outage = StageError::outage("database read-only");
+        let permanent = StageError::permanent("HTTP 404");
+        assert_eq!(fate(&transient, 1, 10), Fate::Retry);
+        assert_eq!(fate(&transient, 9, 10), Fate::Retry);
+        assert_eq!(
+            fate(&transient, 10, 10),
+            Fate::DeadLetter(DeadLetterKind::Exhausted)
+        );
+        assert_eq!(
+            fate(&permanent, 1, 10),
+            Fate::DeadLetter(DeadLetterKind::Permanent)
+        );
+        // An outage only reaches here past SLUICE_MAX_PROCESSING_TIME: it is
+        // handed back like any transient failure.
+        assert_eq!(fate(&outage, 1, 10), Fate::Retry);
+        assert!(outage.is_outage() && outage.is_transient());
+        assert!(!transient.is_outage());
+    }
 
     #[test]
     fn retry_delay_doubles_with_jitter_and_caps() {
