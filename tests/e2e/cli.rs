@@ -110,3 +110,37 @@ async fn sluice_setup_is_idempotent() {
         .expect("importer consumer exists");
     assert_eq!(consumer.config.max_deliver, -1);
 }
+
+/// A service asked to stop while it still waits for NATS has nothing in
+/// hand: it exits 0, as README promises for SIGTERM.
+#[tokio::test]
+async fn sigterm_before_nats_is_ready_exits_zero() {
+    let port = sluice_e2e::free_port();
+    for binary in ["importer", "saver"] {
+        let child = Command::new(binary_dir().join(binary))
+            .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("service starts");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let asked = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{binary} took {:?}",
+            asked.elapsed()
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{binary}: {log}");
+        assert!(
+            log.contains("stopped before NATS was ready"),
+            "{binary}: {log}"
+        );
+    }
+}

@@ -347,3 +347,52 @@ async fn replicas_and_concurrent_imports_never_deadlock() {
     assert_eq!(deadlocks, 0, "logs in {}", p.deployment.log_dir.display());
     p.stop().await;
 }
+
+/// The completion check against a real database, fed rows directly: an
+/// import completes only when every key a fetched account announced is
+/// committed or dead-lettered; counts of other messages never stand in.
+#[tokio::test]
+async fn completion_matches_announced_keys_one_by_one() {
+    let sandbox = sluice_devkit::Sandbox::new("matching").await;
+    let db = sandbox.db().await;
+    sluice_saver::migrate(&db).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO imports (id, accounts_listed) VALUES ('m', 2);
+         -- Account 1 announced 3 windows of 10 lines; account 2 was dead-lettered.
+         INSERT INTO import_accounts (import_id, account_key, account_id, state, messages, lines_per_message, transactions)
+             VALUES ('m', 'm/2', 1, 'fetched', 3, 10, 25), ('m', 'm/3', 2, 'failed', 0, 0, 0);
+         UPDATE imports SET accounts_settled = 2, accounts_failed = 1, failures = 1 WHERE id = 'm';
+         INSERT INTO import_chunks (import_id, chunk_key, account_key, state, transactions, inserted) VALUES
+             ('m', 'm/2/lines-2-11', 'm/2', 'saved', 10, 10),
+             ('m', 'm/2/lines-12-21', 'm/2', 'saved', 10, 10),
+             -- A run with another window size, and the failed account's output.
+             ('m', 'm/2/lines-2-6', 'm/2', 'saved', 5, 0),
+             ('m', 'm/3/lines-2-11', 'm/3', 'saved', 10, 10);",
+    )
+    .await
+    .unwrap();
+    let read = async |db: &tokio_postgres::Client| -> (String, i64) {
+        let row = db
+            .query_one(
+                "SELECT status, transactions_saved FROM imports WHERE id = 'm'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    // Three messages recorded for account 1, but only two of its keys.
+    sluice_saver::settle_running(&db).await.unwrap();
+    assert_eq!(read(&db).await.0, "running");
+
+    db.batch_execute(
+        "INSERT INTO import_chunks (import_id, chunk_key, account_key, state, transactions, inserted)
+             VALUES ('m', 'm/2/lines-22-31', 'm/2', 'failed', 0, 0)",
+    )
+    .await
+    .unwrap();
+    sluice_saver::settle_running(&db).await.unwrap();
+    let (status, saved) = read(&db).await;
+    assert_eq!(status, "completed_with_errors");
+    assert_eq!(saved, 30, "rows actually inserted by the import's messages");
+}

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, NoTls, Statement};
 
 pub use schema::{migrate, SCHEMA_VERSION};
-pub use tracking::{announce_completions, Tracker};
+pub use tracking::{announce_completions, settle_running, Tracker};
 
 /// The saver's database: connections, with the schema migrated once first.
 #[derive(Clone)]

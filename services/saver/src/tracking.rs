@@ -225,7 +225,7 @@ fn fact_key(fact: &ImportProgress) -> &str {
 
 /// Matches what every running import announced against what is committed,
 /// and marks the imports that are complete.
-async fn settle_running(client: &Client) -> Result<(), StageError> {
+pub async fn settle_running(client: &Client) -> Result<(), StageError> {
     let running: Vec<String> = client
         .query("SELECT id FROM imports WHERE status = 'running'", &[])
         .await

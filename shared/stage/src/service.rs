@@ -131,7 +131,11 @@ impl Runtime {
                 topology::ensure_streams(&js, &nats).await?;
                 topology::ensure_consumer(&js, &nats.namespace, &spec).await
             };
-            match declared.await {
+            let declared = tokio::select! {
+                declared = declared => declared,
+                _ = stop.cancelled() => return Err(StageError::transient(STOPPED_BEFORE_READY)),
+            };
+            match declared {
                 Ok(c) => break c,
                 Err(e) => {
                     attempt += 1;
