@@ -60,19 +60,9 @@ impl Pipeline {
         let sandbox = Sandbox::create(name)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let server = FileServer::start().await.expect("HTTP server starts");
         let deployment =
             Deployment::start_replicas(&sandbox, env, replicas).expect("service binaries start");
-        eprintln!("service logs: {}", deployment.log_dir.display());
-        let js = jetstream::new(sandbox.nats().await);
-        let pipeline = Pipeline {
-            sandbox,
-            server,
-            js,
-            deployment,
-        };
-        pipeline.wait_for_consumers().await;
-        pipeline
+        Pipeline::around(sandbox, deployment).await
     }
 
     /// Like [`Pipeline::start_in`], with `per_service(name)` added to each
@@ -82,9 +72,15 @@ impl Pipeline {
         env: &[(&str, &str)],
         per_service: impl Fn(&str) -> Vec<(String, String)>,
     ) -> Pipeline {
-        let server = FileServer::start().await.expect("HTTP server starts");
         let deployment =
             Deployment::start_each(&sandbox, env, per_service).expect("service binaries start");
+        Pipeline::around(sandbox, deployment).await
+    }
+
+    /// A file server and a NATS connection around running services, once
+    /// their consumers exist.
+    async fn around(sandbox: Sandbox, deployment: Deployment) -> Pipeline {
+        let server = FileServer::start().await.expect("HTTP server starts");
         eprintln!("service logs: {}", deployment.log_dir.display());
         let js = jetstream::new(sandbox.nats().await);
         let pipeline = Pipeline {
