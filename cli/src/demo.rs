@@ -59,6 +59,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         sandbox.database,
         deployment.log_dir.display()
     );
+    let (allow, networks) = Deployment::ALLOW_LOOPBACK;
+    println!(
+        "the files are on this machine, so downloads from loopback are allowed: {allow}={networks}"
+    );
 
     let result = tokio::select! {
         result = import_and_verify(&sandbox, &dataset, &accounts_url, &args) => result,

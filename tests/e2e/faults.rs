@@ -396,3 +396,28 @@ async fn an_endless_trickle_is_given_up_after_the_max_processing_time() {
     assert_eq!(p.server.request_count("/slow.csv"), 2);
     p.stop().await;
 }
+
+/// With the defaults, a URL on this machine is refused: loopback, like
+/// every private network, is reachable only when SLUICE_ALLOW_NETWORKS
+/// names it (the harness and the demo do, for their local file server).
+#[tokio::test]
+async fn internal_addresses_are_refused_by_default() {
+    let p = Pipeline::start("deny-default", &[("SLUICE_ALLOW_NETWORKS", "")]).await;
+    p.server.add_dataset(&Dataset::generate(1, 10, 3));
+    let url = p.server.url("/accounts.csv");
+    let id = p.import(&url).await.to_string();
+    let event = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        event.status,
+        sluice_messages::ImportStatus::CompletedWithErrors
+    );
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].kind, DeadLetterKind::Permanent);
+    assert_eq!(
+        letters[0].error,
+        format!("GET {url} refused: address 127.0.0.1 is in the denied network 127.0.0.0/8 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")
+    );
+    assert_eq!(p.sandbox.saved_count().await, 0);
+    p.stop().await;
+}

@@ -176,7 +176,7 @@ impl Deployment {
         per_service: impl Fn(&str) -> Vec<(String, String)>,
     ) -> std::io::Result<Deployment> {
         let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
-        let mut service_env = sandbox.service_env();
+        let mut service_env = Self::local_env(sandbox);
         if std::env::var_os("RUST_LOG").is_none() {
             service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
         }
@@ -192,6 +192,18 @@ impl Deployment {
         Ok(Deployment { services, log_dir })
     }
 
+    /// Loopback, which downloads refuse by default, is where the local file
+    /// server of tests, the demo and the bench lives: allowed explicitly.
+    pub const ALLOW_LOOPBACK: (&'static str, &'static str) =
+        ("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8,::1");
+
+    /// The sandbox's settings, and loopback allowed.
+    fn local_env(sandbox: &crate::Sandbox) -> Vec<(String, String)> {
+        let mut env = sandbox.service_env();
+        env.push((Self::ALLOW_LOOPBACK.0.into(), Self::ALLOW_LOOPBACK.1.into()));
+        env
+    }
+
     /// `replicas` copies of every service, all on the same consumers.
     pub fn start_replicas(
         sandbox: &crate::Sandbox,
@@ -199,7 +211,7 @@ impl Deployment {
         replicas: usize,
     ) -> std::io::Result<Deployment> {
         let mut deployment = Deployment::start(sandbox, env)?;
-        let mut service_env = sandbox.service_env();
+        let mut service_env = Self::local_env(sandbox);
         service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         for n in 2..=replicas {
             for name in Self::SERVICES {

@@ -19,6 +19,14 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::Body;
 
+/// What downloads never connect to unless `SLUICE_ALLOW_NETWORKS` says so:
+/// this host, private and shared address space, link-local (cloud metadata
+/// at 169.254.169.254 and fd00:ec2::254), benchmarking, multicast and
+/// reserved ranges. The same choices GitLab and Gitea make for URLs their
+/// users supply.
+pub const DEFAULT_DENY: &str = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,\
+172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,224.0.0.0/3,::/128,::1/128,fc00::/7,fe80::/10,ff00::/8";
+
 /// A comma-separated list of networks, `169.254.0.0/16,fe80::/10`; a bare
 /// address is a network of one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,13 +78,37 @@ impl AddressPolicy {
     pub fn check(&self, ip: IpAddr) -> Result<(), AddressRefused> {
         // `::ffff:169.254.169.254` is the same host as `169.254.169.254`.
         let ip = ip.to_canonical();
-        match self.deny.find(ip) {
-            Some(network) if self.allow.find(ip).is_none() => Err(AddressRefused {
-                ip,
-                network: *network,
-            }),
-            _ => Ok(()),
+        for candidate in std::iter::once(ip).chain(embedded_ipv4(ip).map(IpAddr::V4)) {
+            if let Some(network) = self.deny.find(candidate) {
+                if self.allow.find(candidate).is_none() {
+                    return Err(AddressRefused {
+                        ip,
+                        network: *network,
+                    });
+                }
+            }
         }
+        Ok(())
+    }
+}
+
+/// The IPv4 address an IPv6 one carries and routes to: IPv4-compatible
+/// (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
+/// (IPv4-mapped addresses are canonicalised before.)
+fn embedded_ipv4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] if s[6] != 0 => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new(
+            (a >> 8) as u8,
+            a as u8,
+            (b >> 8) as u8,
+            b as u8,
+        )),
+        _ => None,
     }
 }
 
@@ -267,6 +299,61 @@ mod tests {
         assert!(policy.check("169.254.11.7".parse().unwrap()).is_err());
         assert!(Networks::parse("10.0.0.0/33").is_err());
         assert_eq!(Networks::parse("").unwrap(), Networks::default());
+    }
+
+    #[test]
+    fn internal_networks_are_refused_by_default_in_every_spelling() {
+        let policy = AddressPolicy {
+            deny: Networks::parse(DEFAULT_DENY).unwrap(),
+            allow: Networks::default(),
+        };
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "100.100.100.200",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+        ] {
+            let refused = policy.check(ip.parse().unwrap());
+            assert!(refused.is_err(), "{ip} must be refused");
+            assert!(refused
+                .unwrap_err()
+                .to_string()
+                .contains("SLUICE_ALLOW_NETWORKS"));
+        }
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "64:ff9b::101:101",
+            "2002:101:101::",
+        ] {
+            assert!(policy.check(ip.parse().unwrap()).is_ok(), "{ip} is public");
+        }
+        let loopback_allowed = AddressPolicy {
+            allow: Networks::parse("127.0.0.0/8,::1").unwrap(),
+            ..policy
+        };
+        assert!(loopback_allowed.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(loopback_allowed.check("::1".parse().unwrap()).is_ok());
+        assert!(loopback_allowed.check("10.0.0.1".parse().unwrap()).is_err());
     }
 
     #[tokio::test]

@@ -37,8 +37,9 @@ pub struct DownloadArgs {
     #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_compression_ratio: u64,
-    /// Networks downloads never connect to (cloud metadata, link-local).
-    #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = "169.254.0.0/16,fe80::/10,fd00:ec2::254/128",
+    /// Networks downloads never connect to: this host, private, shared,
+    /// link-local (cloud metadata), multicast and reserved ranges.
+    #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = guard::DEFAULT_DENY,
           value_parser = Networks::parse)]
     pub deny_networks: Networks,
     /// Exceptions to `--deny-networks`.
@@ -87,7 +88,7 @@ impl Default for DownloadOptions {
                 max_ratio: 100,
             },
             addresses: AddressPolicy {
-                deny: Networks::parse("169.254.0.0/16,fe80::/10,fd00:ec2::254/128").expect("valid"),
+                deny: Networks::parse(guard::DEFAULT_DENY).expect("valid"),
                 allow: Networks::default(),
             },
         }
@@ -198,6 +199,16 @@ impl Downloader {
                     let message = format!("redirect to {} is not http or https", attempt.url());
                     attempt.error(message)
                 }
+                // What came over TLS must not continue in the clear.
+                _ if attempt.url().scheme() == "http"
+                    && attempt
+                        .previous()
+                        .last()
+                        .is_some_and(|u| u.scheme() == "https") =>
+                {
+                    let message = format!("redirect from https to http ({})", attempt.url());
+                    attempt.error(message)
+                }
                 _ => attempt.follow(),
             }
         });
@@ -205,6 +216,9 @@ impl Downloader {
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            // A proxy would resolve names past the address guard: none,
+            // whatever HTTP_PROXY says.
+            .no_proxy()
             .dns_resolver(Arc::new(guard::GuardedResolver {
                 policy: addresses.clone(),
             }))
