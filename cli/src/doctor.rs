@@ -226,13 +226,8 @@ fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<String> {
 
 async fn check_consumer(args: &DoctorArgs, js: &jetstream::Context, name: &'static str) -> Check {
     let ns = &args.nats.namespace;
-    let input = topology::input_of(name).expect("known consumer");
-    let spec = ConsumerSpec {
-        name,
-        input,
-        ack_wait: args.consumer.ack_wait,
-        max_ack_pending: args.consumer.max_ack_pending.into(),
-    };
+    let spec = ConsumerSpec::of(name, &args.consumer).expect("known consumer");
+    let input = spec.input;
     let want = topology::consumer_config(ns, &spec);
     let label = format!("consumer {name} on {}", ns.stream(input));
     let Ok(mut info) = topology::consumer_info(js, ns, name).await else {

@@ -48,12 +48,7 @@ pub async fn declare(
         .await
         .map_err(|e| e.to_string())?;
     for name in topology::CONSUMERS {
-        let spec = ConsumerSpec {
-            name,
-            input: topology::input_of(name).expect("known stage"),
-            ack_wait: consumer.ack_wait,
-            max_ack_pending: consumer.max_ack_pending.into(),
-        };
+        let spec = ConsumerSpec::of(name, consumer).expect("known consumer");
         topology::ensure_consumer(js, &nats.namespace, &spec)
             .await
             .map_err(|e| e.to_string())?;

@@ -116,15 +116,9 @@ impl Runtime {
         stop: CancellationToken,
     ) -> Result<Self, StageError> {
         let StageArgs { nats, consumer, .. } = args;
-        let input = topology::input_of(stage)
+        let spec = ConsumerSpec::of(stage, &consumer)
             .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
         let (client, js) = connect(&nats, stage, true).await?;
-        let spec = ConsumerSpec {
-            name: stage,
-            input,
-            ack_wait: consumer.ack_wait,
-            max_ack_pending: consumer.max_ack_pending.into(),
-        };
         let mut attempt = 0u32;
         let pull_consumer = loop {
             let declared = async {

@@ -10,7 +10,10 @@ use async_nats::jetstream::{
 };
 use sluice_messages::{stage, Namespace, Stream};
 
-use crate::{config::NatsArgs, StageError};
+use crate::{
+    config::{ConsumerArgs, NatsArgs},
+    StageError,
+};
 
 /// The stream configuration for one of the contract's streams.
 ///
@@ -71,6 +74,19 @@ pub struct ConsumerSpec {
     pub input: Stream,
     pub ack_wait: Duration,
     pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    /// The consumer of `name` (a stage or the tracker) under `consumer`'s
+    /// settings: what the services, `sluice setup` and `sluice doctor` agree on.
+    pub fn of(name: &'static str, consumer: &ConsumerArgs) -> Option<ConsumerSpec> {
+        Some(ConsumerSpec {
+            name,
+            input: input_of(name)?,
+            ack_wait: consumer.ack_wait,
+            max_ack_pending: consumer.max_ack_pending.into(),
+        })
+    }
 }
 
 /// The stream each service consumes.
