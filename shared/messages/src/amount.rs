@@ -76,6 +76,26 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": format!(
+                "An exact decimal as text: optional sign, digits, optional fraction, \
+                 at most {MAX_DIGITS} digits in all; no exponent, NaN or separators."
+            ),
+            "pattern": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$",
+            "maxLength": MAX_DIGITS + 2,
+            "examples": ["-12.50", "0.1", "12345678901.99"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 
 mod amount;
 mod names;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use amount::{Amount, InvalidAmount};
 pub use names::{InvalidNamespace, Namespace, Stream};
@@ -35,6 +37,7 @@ pub mod stage {
 /// The body is either the URL as plain text (what `nats pub imports URL`
 /// sends) or JSON `{"url": "...", "id": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// The accounts CSV (`accountId,transactionsUrl`).
@@ -89,8 +92,11 @@ pub fn validate_import_id(id: &str) -> Result<(), String> {
 
 /// One account listed by an accounts CSV, published on `account-updates`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountUpdate {
+    /// The import this account belongs to.
     pub import_id: String,
+    /// The accounts CSV's `accountId`, a 64-bit integer.
     pub account_id: i64,
     /// Absolute: relative links were resolved against the accounts CSV URL.
     pub transactions_url: String,
@@ -99,14 +105,20 @@ pub struct AccountUpdate {
 /// Some consecutive transactions of one account, published on
 /// `transactions.<account_id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TransactionBatch {
+    /// The import this window of lines belongs to.
     pub import_id: String,
+    /// The account, as in the subject `transactions.<account_id>`.
     pub account_id: i64,
+    /// The window's valid rows in file order; empty when it has none.
     pub transactions: Vec<Transaction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Transaction {
+    /// The transactions CSV's `id`, a 64-bit integer, unique per account.
     pub id: i64,
     /// An exact decimal, carried as its text so no float ever touches it.
     pub amount: Amount,
@@ -114,6 +126,7 @@ pub struct Transaction {
 
 /// What a stage could not process, published on `dead-letters.<stage>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeadLetter {
     /// The stage that gave up: `importer`, `fetcher` or `saver`.
     pub stage: String,
@@ -146,6 +159,7 @@ pub struct DeadLetter {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum DeadLetterKind {
     /// The message failed for a reason retrying cannot fix.
@@ -207,12 +221,15 @@ mod tests {
 /// keyed so that a redelivered fact never counts twice, and decides when the
 /// import is complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "fact", rename_all = "kebab-case")]
 pub enum ImportProgress {
     /// The importer began reading the accounts CSV.
     Started {
         import_id: String,
+        /// The accounts CSV, redacted for display.
         url: String,
+        /// RFC 3339, UTC.
         time: String,
     },
     /// The importer read the whole accounts CSV: `accounts` account
@@ -272,6 +289,7 @@ impl ImportProgress {
 
 /// How an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ImportStatus {
     /// Every transaction listed is saved; nothing was rejected.
@@ -284,9 +302,11 @@ pub enum ImportStatus {
 /// Published once per import on `import-events.<id>` when every
 /// transaction of it is committed in PostgreSQL or dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImportCompleted {
     pub import_id: String,
     pub status: ImportStatus,
+    /// The accounts CSV, redacted for display.
     pub url: Option<String>,
     /// Accounts listed by the accounts CSV (well-formed rows).
     pub accounts: u64,
@@ -299,7 +319,9 @@ pub struct ImportCompleted {
     pub rows_rejected: u64,
     /// Messages of this import dead-lettered (other than rejected rows).
     pub dead_letters: u64,
+    /// RFC 3339, UTC.
     pub started_at: Option<String>,
+    /// RFC 3339, UTC.
     pub finished_at: String,
 }
 

@@ -110,7 +110,8 @@ pub(crate) async fn store(
                         .expect("facts always encode")
                         .into(),
                 )
-                .message_id(format!("{}/failed", delivery.message_id()));
+                .message_id(format!("{}/failed", delivery.message_id()))
+                .header(HEADER_IMPORT_ID, import_id);
             let subject = shared.ns.import_progress(import_id, fact.fact());
             Some(
                 shared

@@ -1,0 +1,246 @@
+//! JSON Schemas of every message sluice publishes, generated from the types
+//! the services themselves encode and decode, and the catalog that places
+//! each on its stream and subject. `shared/messages/schema/` holds the
+//! committed copies; a test fails when they differ from these.
+
+use schemars::{generate::SchemaSettings, JsonSchema, Schema};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    AccountUpdate, DeadLetter, ImportCompleted, ImportProgress, ImportRequest, Stream,
+    TransactionBatch,
+};
+
+/// The contract's version. It changes only with an incompatible change
+/// (a field removed, renamed or retyped, a meaning changed); adding an
+/// optional field keeps it, since readers ignore fields they do not know.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// The rule of `validate_import_id`, for every field holding an import id.
+const IMPORT_ID_PATTERN: &str = "^[A-Za-z0-9_:-]{1,128}$";
+
+/// How a stage names what it publishes. Every output's `Nats-Msg-Id` starts
+/// with the key of the input it came from: the input's `Sluice-Replay-Of`
+/// header when it is a replayed dead letter, else its own `Nats-Msg-Id`.
+/// So a replay republishes exactly the ids the first attempt did.
+pub const KEY_RULE: &str =
+    "The key of a message is its `Sluice-Replay-Of` header when present (a replayed \
+     dead letter), else its `Nats-Msg-Id`. Every output's `Nats-Msg-Id` is derived from the key of \
+     the input it came from, so a re-run or a replay republishes the same ids and JetStream drops \
+     the duplicates. Every message downstream of `imports` carries its import id in the \
+     `Sluice-Import-Id` header.";
+
+/// One kind of message: where it travels and what it holds.
+#[derive(Debug, Serialize)]
+pub struct MessageKind {
+    pub name: &'static str,
+    pub stream: &'static str,
+    /// Without namespace; `<…>` marks a token that varies.
+    pub subject: &'static str,
+    pub producer: &'static str,
+    pub schema: String,
+    /// How the `Nats-Msg-Id` header is made (JetStream drops a second
+    /// message with the same id within the stream's duplicate window).
+    pub msg_id: &'static str,
+    /// Headers besides `Nats-Msg-Id`.
+    pub headers: &'static [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    #[serde(skip)]
+    body: fn() -> Schema,
+}
+
+impl MessageKind {
+    /// The schema of the body, as committed under `schema/`.
+    pub fn body_schema(&self) -> Value {
+        let mut schema = (self.body)();
+        schema.insert(
+            "$id".into(),
+            format!("urn:sluice:v{CONTRACT_VERSION}:{}", self.name).into(),
+        );
+        let mut value = schema.to_value();
+        constrain_import_ids(&mut value);
+        value
+    }
+}
+
+fn schema_of<T: JsonSchema>() -> Schema {
+    SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+}
+
+const IMPORT_ID_HEADER: &[&str] = &[crate::HEADER_IMPORT_ID];
+
+/// Every message sluice publishes.
+pub fn catalog() -> Vec<MessageKind> {
+    let kind = |name: &'static str,
+                stream: Stream,
+                subject: &'static str,
+                producer: &'static str,
+                msg_id: &'static str,
+                body: fn() -> Schema| MessageKind {
+        name,
+        stream: stream.base_name(),
+        subject,
+        producer,
+        schema: format!("{name}.schema.json"),
+        msg_id,
+        headers: IMPORT_ID_HEADER,
+        note: None,
+        body,
+    };
+    vec![
+        MessageKind {
+            headers: &[],
+            note: Some(
+                "The body may also be the URL alone as plain text (what `nats pub imports URL` \
+                 sends); surrounding whitespace is ignored. A `Sluice-Import-Id` header names \
+                 the import when the body has no id.",
+            ),
+            ..kind(
+                "import-request",
+                Stream::Imports,
+                "imports",
+                "users, `sluice import`",
+                "optional; `sluice import` sets `import-<id>`",
+                schema_of::<ImportRequest>,
+            )
+        },
+        kind(
+            "account-update",
+            Stream::AccountUpdates,
+            "account-updates",
+            "importer",
+            "`<import id>/<line>`: the account's line in the accounts CSV, e.g. `42/7`; \
+             this id is the account's key",
+            schema_of::<AccountUpdate>,
+        ),
+        kind(
+            "transactions",
+            Stream::Transactions,
+            "transactions.<account_id>",
+            "fetcher",
+            "`<account key>/lines-<first>-<last>`: window `w` of N = \
+             SLUICE_TRANSACTIONS_PER_MESSAGE file lines spans lines 2+w·N to 1+(w+1)·N; \
+             every window from the first data line to the last line read is published, \
+             empty ones included",
+            schema_of::<TransactionBatch>,
+        ),
+        MessageKind {
+            note: Some(
+                "The last subject token equals the body's `fact`. `started` and `listed` come \
+                 from the importer, `fetched` from the fetcher, `failed` from whichever stage \
+                 dead-lettered a message of the import.",
+            ),
+            ..kind(
+                "import-progress",
+                Stream::ImportEvents,
+                "import-progress.<import id>.<fact>",
+                "importer, fetcher, any stage's dead-lettering",
+                "`<import id>/started` and `<import id>/listed`; `<account key>/fetched`; \
+                 `<Nats-Msg-Id of the message given up on>/failed` (its `key` field is that \
+                 message's key)",
+                schema_of::<ImportProgress>,
+            )
+        },
+        MessageKind {
+            note: Some(
+                "Published once per import by the saver's tracker; `sluice import --wait` and \
+                 `nats sub 'import-events.>'` read it.",
+            ),
+            ..kind(
+                "import-completed",
+                Stream::ImportEvents,
+                "import-events.<import id>",
+                "saver",
+                "`import-completed/<import id>`",
+                schema_of::<ImportCompleted>,
+            )
+        },
+        MessageKind {
+            note: Some(
+                "A `malformed-row` letter names the file (`url`, redacted) and `line`; the \
+                 others carry the original message (`subject`, `body` or `body_base64`, \
+                 `headers`).",
+            ),
+            ..kind(
+                "dead-letter",
+                Stream::DeadLetters,
+                "dead-letters.<stage>",
+                "any stage",
+                "`<Nats-Msg-Id of the message given up on>/dead-letter`; for a malformed row \
+                 `<key of the message being read>/rejected-line-<line>`",
+                schema_of::<DeadLetter>,
+            )
+        },
+    ]
+}
+
+/// The files under `schema/`: one body schema per message kind, and the
+/// catalog (`messages.json`) that places them.
+pub fn files() -> Vec<(String, String)> {
+    let catalog = catalog();
+    let mut files: Vec<(String, String)> = catalog
+        .iter()
+        .map(|kind| (kind.schema.clone(), pretty(&kind.body_schema())))
+        .collect();
+    let index = serde_json::json!({
+        "contract_version": CONTRACT_VERSION,
+        "key_rule": KEY_RULE,
+        "messages": catalog,
+    });
+    files.push(("messages.json".into(), pretty(&index)));
+    files
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("schemas encode");
+    text.push('\n');
+    text
+}
+
+/// Import ids are plain `String`s in the types; the schema states their
+/// rule wherever one appears.
+fn constrain_import_ids(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get_mut("properties") {
+                for (name, prop) in props.iter_mut() {
+                    if name == "import_id" {
+                        constrain(prop);
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                constrain_import_ids(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(constrain_import_ids),
+        _ => {}
+    }
+}
+
+fn constrain(prop: &mut Value) {
+    let Value::Object(map) = prop else { return };
+    // `Option<String>` comes out as `"type": ["string", "null"]`.
+    map.insert("pattern".into(), IMPORT_ID_PATTERN.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_schema_with_an_id() {
+        for kind in catalog() {
+            let schema = kind.body_schema();
+            assert_eq!(
+                schema["$id"],
+                format!("urn:sluice:v{CONTRACT_VERSION}:{}", kind.name)
+            );
+            assert!(schema.get("$schema").is_some(), "{}", kind.name);
+        }
+    }
+}
