@@ -211,6 +211,11 @@ impl Pipeline {
 
     /// SIGTERM to every service; each must exit 0 within 30 s.
     pub async fn stop(mut self) {
+        self.stop_services().await;
+    }
+
+    /// Like [`Pipeline::stop`], keeping the servers and sandbox to inspect.
+    pub async fn stop_services(&mut self) {
         if let Err(e) = self.deployment.stop(Duration::from_secs(30)).await {
             panic!("{e}");
         }

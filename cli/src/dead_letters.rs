@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use sluice_messages::DeadLetterKind;
 use sluice_stage::{
-    dead_letters::{DeadLetters, Filter, StoredLetter},
+    dead_letters::{DeadLetters, Filter, ReplayError, StoredLetter},
     NatsArgs,
 };
 
@@ -77,9 +77,10 @@ pub async fn run(args: DeadLettersArgs) -> Result<(), String> {
         Command::List { filter, json } => list(&mut store, &filter.filter(), json).await,
         Command::Show { sequence } => match store.get(sequence).await? {
             Some(stored) => {
+                let shown = for_display(&stored.letter);
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&stored.letter).expect("encodes")
+                    escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
                 );
                 Ok(())
             }
@@ -99,9 +100,9 @@ async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> Result<()
     let letters = store.list(filter).await?;
     if json {
         for stored in &letters {
-            let mut value = serde_json::to_value(&stored.letter).expect("encodes");
+            let mut value = for_display(&stored.letter);
             value["sequence"] = stored.sequence.into();
-            println!("{value}");
+            println!("{}", escape_c1(value.to_string()));
         }
         return Ok(());
     }
@@ -109,14 +110,17 @@ async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> Result<()
         "{:>6}  {:<20}  {:<8}  {:<13}  {:<12}  ERROR",
         "SEQ", "TIME", "STAGE", "KIND", "IMPORT"
     );
-    for StoredLetter { sequence, letter } in &letters {
+    for StoredLetter {
+        sequence, letter, ..
+    } in &letters
+    {
         println!(
             "{sequence:>6}  {:<20}  {:<8}  {:<13}  {:<12}  {}",
-            letter.time.get(..19).unwrap_or(&letter.time),
-            letter.stage,
+            printable(letter.time.get(..19).unwrap_or(&letter.time)),
+            printable(&letter.stage),
             letter.kind.as_str(),
-            letter.import_id.as_deref().unwrap_or("-"),
-            letter.error
+            printable(letter.import_id.as_deref().unwrap_or("-")),
+            printable(&letter.error)
         );
     }
     eprintln!("{} dead letter(s)", letters.len());
@@ -147,7 +151,7 @@ async fn replay(
             "name the dead letters to replay: sequences, --import/--stage/--kind, or --all".into(),
         );
     };
-    let (mut replayed, mut skipped) = (0, 0);
+    let (mut replayed, mut skipped, mut refused) = (0, 0, 0);
     for stored in &chosen {
         if stored.letter.kind == DeadLetterKind::MalformedRow {
             // A row report carries no message to replay; its file is fixed
@@ -155,10 +159,116 @@ async fn replay(
             skipped += 1;
             continue;
         }
-        store.replay(stored).await?;
-        println!("replayed {} to {}", stored.sequence, stored.letter.subject);
-        replayed += 1;
+        match store.replay(stored).await {
+            Ok(()) => {
+                println!(
+                    "replayed {} to {}",
+                    stored.sequence,
+                    printable(&stored.letter.subject)
+                );
+                replayed += 1;
+            }
+            Err(ReplayError::Refused(why)) => {
+                eprintln!("{}", printable(&why));
+                refused += 1;
+            }
+            Err(ReplayError::Failed(why)) => return Err(why),
+        }
     }
-    eprintln!("replayed {replayed} dead letter(s); skipped {skipped} malformed-row report(s)");
+    eprintln!(
+        "replayed {replayed} dead letter(s); skipped {skipped} malformed-row report(s){}",
+        if refused > 0 {
+            format!(", refused {refused} that named no input of their stage")
+        } else {
+            String::new()
+        }
+    );
+    if refused > 0 {
+        return Err(format!("{refused} dead letter(s) refused"));
+    }
     Ok(())
+}
+
+/// Text from a dead letter, safe on a terminal: a letter is data anyone able
+/// to publish can forge, and control characters in it could rewrite the
+/// screen, so they are shown escaped (`\u{1b}`).
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// JSON escapes C0 controls but leaves DEL and the C1 range (some terminals
+/// read U+009B as an escape sequence): escape those too, still valid JSON.
+fn escape_c1(json: String) -> String {
+    json.chars()
+        .map(|c| match c {
+            '\u{7f}'..='\u{9f}' => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A letter as shown: the URLs it quotes without userinfo or query (the
+/// stored body keeps them, since a replay needs the real URL).
+fn for_display(letter: &sluice_messages::DeadLetter) -> serde_json::Value {
+    use serde_json::Value;
+    let mut value = serde_json::to_value(letter).expect("encodes");
+    let redact_fields = |body: &mut Value| {
+        if let Value::Object(fields) = body {
+            for key in ["url", "transactions_url"] {
+                if let Some(Value::String(url)) = fields.get_mut(key) {
+                    *url = sluice_messages::redact_file_url(url);
+                }
+            }
+        }
+    };
+    redact_fields(&mut value);
+    if let Some(body) = &letter.body {
+        let shown = match serde_json::from_str::<Value>(body) {
+            Ok(mut json) => {
+                redact_fields(&mut json);
+                json.to_string()
+            }
+            // A plain-text import request is the URL itself.
+            Err(_) => sluice_messages::redact_file_url(body.trim()),
+        };
+        value["body"] = shown.into();
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_are_shown_without_control_characters_or_secrets() {
+        assert_eq!(
+            printable("bad\u{1b}[2J\r\nrow\u{9b}31m"),
+            "bad\\u{1b}[2J\\r\\nrow\\u{9b}31m"
+        );
+        assert_eq!(
+            escape_c1("\"a\u{9b}b\u{7f}\"".into()),
+            "\"a\\u009bb\\u007f\""
+        );
+        let letter: sluice_messages::DeadLetter = serde_json::from_value(serde_json::json!({
+            "stage": "fetcher", "kind": "permanent", "error": "e", "subject": "account-updates",
+            "body": "{\"import_id\":\"1\",\"account_id\":2,\"transactions_url\":\"http://u:TOKEN@h/f.csv?sig=SIG\"}",
+            "delivered": 1, "time": "t"
+        }))
+        .unwrap();
+        let shown = for_display(&letter).to_string();
+        assert!(
+            !shown.contains("TOKEN") && !shown.contains("SIG"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://h/f.csv?…"), "{shown}");
+    }
 }

@@ -16,6 +16,7 @@ pub struct SetupArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/sluice"
     )]
     database_url: String,

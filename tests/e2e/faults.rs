@@ -273,7 +273,7 @@ async fn hostile_input_is_refused_with_a_reason() {
     let url = |path: &str| p.server.url(path);
     let expected = [
         (2, format!("{} refused: it is larger than 4194304 bytes (SLUICE_MAX_DOWNLOAD_SIZE, counted after decompression)", url("/big.csv"))),
-        (3, format!("{} refused: line 3 is longer than 1024 bytes (SLUICE_MAX_ROW_LENGTH)", url("/long-line.csv"))),
+        (3, format!("{} refused: the record starting on line 3 is longer than 1024 bytes (SLUICE_MAX_ROW_LENGTH)", url("/long-line.csv"))),
         (4, format!("{} refused: its gzip body expands more than 100 times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?", url("/bomb.csv"))),
         (5, "GET http://169.254.169.254/latest/meta-data/iam.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)".into()),
         (6, format!("GET http://127.0.0.2:{port}/good.csv refused: address 127.0.0.2 is in the denied network 127.0.0.0/8 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),

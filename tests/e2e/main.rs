@@ -6,6 +6,7 @@
 mod cli;
 mod contract;
 mod faults;
+mod hostile;
 mod lifecycle;
 mod nats_cli;
 mod observe;

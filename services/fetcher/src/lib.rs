@@ -38,7 +38,7 @@ impl FlatMap for Fetcher {
             .downloader
             .open_csv(&account.transactions_url, &COLUMNS)
             .await?;
-        let url = file.url().clone();
+        let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
         let mut window = Window::new(self.transactions_per_message as u64);
         while let Some(row) = file.next_row().await? {
@@ -50,11 +50,9 @@ impl FlatMap for Fetcher {
             match row {
                 Row::Record(record) => match transaction(&record) {
                     Ok(transaction) => window.transactions.push(transaction),
-                    Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
+                    Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
                 },
-                Row::Malformed { line, reason } => {
-                    out.reject_row(url.as_str(), line, reason).await?
-                }
+                Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
             }
         }
         window.finish(&account, &subject, out).await?;

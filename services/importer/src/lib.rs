@@ -37,12 +37,12 @@ impl FlatMap for Importer {
 
         out.report(&ImportProgress::Started {
             import_id: import_id.clone(),
-            url: request.url.clone(),
+            url: sluice_messages::redact_file_url(&request.url),
             time: sluice_stage::now(),
         })
         .await?;
         let mut file = self.downloader.open_csv(&request.url, &COLUMNS).await?;
-        let url = file.url().clone();
+        let (url, shown) = (file.url().clone(), file.shown_url());
         let subject = out.namespace().account_updates();
         let mut accounts = 0;
         while let Some(row) = file.next_row().await? {
@@ -53,11 +53,9 @@ impl FlatMap for Importer {
                             .await?;
                         accounts += 1;
                     }
-                    Err(reason) => out.reject_row(url.as_str(), record.line(), reason).await?,
+                    Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
                 },
-                Row::Malformed { line, reason } => {
-                    out.reject_row(url.as_str(), line, reason).await?
-                }
+                Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
             }
         }
         let rejected_rows = out.rejected_rows();
@@ -95,9 +93,10 @@ fn account_update(
         return Err("transactionsUrl is empty".into());
     }
     // Relative links resolve against the accounts file, as in a browser.
-    let transactions_url = accounts_url
-        .join(link)
-        .map_err(|e| format!("transactionsUrl {link:?} is not a URL: {e}"))?;
+    let transactions_url = accounts_url.join(link).map_err(|e| {
+        let link = sluice_messages::redact_file_url(link);
+        format!("transactionsUrl {link:?} is not a URL: {e}")
+    })?;
     Ok(AccountUpdate {
         import_id: import_id.to_owned(),
         account_id,

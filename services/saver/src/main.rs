@@ -12,7 +12,7 @@ struct Config {
     #[command(flatten)]
     stage: StageArgs,
     /// PostgreSQL connection (URL or key=value form); the schema is migrated at start-up.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice",
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice", hide_env_values = true,
           value_parser = parse_database_url, hide_default_value = false)]
     database_url: tokio_postgres::Config,
     /// Most messages written in one statement.

@@ -159,13 +159,15 @@ pub struct BodyLimits {
 
 /// A body that broke a limit; travels inside an `io::Error` through the CSV
 /// reader and comes out as a permanent download error.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
     #[error(
         "it is larger than {limit} bytes (SLUICE_MAX_DOWNLOAD_SIZE, counted after decompression)"
     )]
     Size { limit: u64 },
-    #[error("line {line} is longer than {limit} bytes (SLUICE_MAX_ROW_LENGTH)")]
+    #[error(
+        "the record starting on line {line} is longer than {limit} bytes (SLUICE_MAX_ROW_LENGTH)"
+    )]
     Line { line: u64, limit: u64 },
     #[error("its gzip body expands more than {limit} times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?")]
     Ratio { limit: u64 },
@@ -199,12 +201,11 @@ pub(crate) fn gunzip(compressed: Body, limits: BodyLimits) -> Body {
     )
 }
 
-/// Stops a body that grows past the size limit or has an overlong line, so
-/// neither a huge file nor one endless line is ever buffered.
+/// Stops a body that grows past the size limit or has an overlong record,
+/// so neither a huge file nor one endless record is ever buffered.
 pub(crate) fn bounded(body: Body, limits: BodyLimits) -> Body {
     let mut total = 0u64;
-    let mut line = 1u64;
-    let mut line_len = 0u64;
+    let mut records = RecordBound::new(limits.max_line);
     Box::pin(body.map(move |chunk: io::Result<Bytes>| {
         let chunk = chunk?;
         total += chunk.len() as u64;
@@ -213,24 +214,76 @@ pub(crate) fn bounded(body: Body, limits: BodyLimits) -> Body {
                 limit: limits.max_size,
             }));
         }
-        let mut rest: &[u8] = &chunk;
-        while let Some(end) = memchr::memchr(b'\n', rest) {
-            if line_len + end as u64 > limits.max_line {
-                break;
-            }
-            line += 1;
-            line_len = 0;
-            rest = &rest[end + 1..];
-        }
-        line_len += memchr::memchr(b'\n', rest).unwrap_or(rest.len()) as u64;
-        if line_len > limits.max_line {
-            return Err(limit_error(LimitExceeded::Line {
-                line,
-                limit: limits.max_line,
-            }));
-        }
+        records.scan(&chunk).map_err(limit_error)?;
         Ok(chunk)
     }))
+}
+
+/// Measures CSV records as the parser will see them: a quoted field may
+/// span lines, so the bound is on the bytes from a record's start to its
+/// unquoted line end, not between any two `\n`. Quotes open a field only
+/// at its start and `""` inside quotes is one quote, as in csv-core.
+pub(crate) struct RecordBound {
+    limit: u64,
+    state: Quoting,
+    /// Bytes of the current record so far.
+    length: u64,
+    /// The line the current record started on, and the line being read.
+    start_line: u64,
+    line: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the field's end, or half of `""`.
+    QuoteInQuoted,
+}
+
+impl RecordBound {
+    pub(crate) fn new(limit: u64) -> Self {
+        RecordBound {
+            limit,
+            state: Quoting::FieldStart,
+            length: 0,
+            start_line: 1,
+            line: 1,
+        }
+    }
+
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<(), LimitExceeded> {
+        for &byte in bytes {
+            use Quoting::*;
+            if byte == b'\n' {
+                self.line += 1;
+            }
+            self.state = match (self.state, byte) {
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (FieldStart, b'"') => Quoted,
+                (FieldStart | Unquoted | QuoteInQuoted, b'\n') => {
+                    self.length = 0;
+                    self.start_line = self.line;
+                    FieldStart
+                }
+                (_, b',') => FieldStart,
+                (_, _) => Unquoted,
+            };
+            if self.state != FieldStart || byte != b'\n' {
+                self.length += 1;
+                if self.length > self.limit {
+                    return Err(LimitExceeded::Line {
+                        line: self.start_line,
+                        limit: self.limit,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn limit_error(e: LimitExceeded) -> io::Error {
@@ -368,6 +421,33 @@ mod tests {
                 Some(LimitExceeded::Line { line: 2, limit: 10 })
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_record_is_bounded_whole_however_many_lines_its_quotes_span() {
+        let scan = |text: &[u8]| RecordBound::new(10).scan(text);
+        assert!(scan(b"1234567890\n1234567890\n").is_ok());
+        // Eleven bytes of one record over three lines, inside quotes.
+        assert_eq!(
+            scan(b"id\n\"12\n34\n56789\"\n"),
+            Err(LimitExceeded::Line { line: 2, limit: 10 })
+        );
+        // Escaped quotes stay inside the field; the record ends at line 3.
+        assert!(scan(b"\"a\"\"\nb\",1\n\"x\"\n").is_ok());
+        assert_eq!(
+            scan(b"\"a\"\"\nb\",1\n1234567890X\n"),
+            Err(LimitExceeded::Line { line: 3, limit: 10 })
+        );
+        // A quote inside an unquoted field is text, as the parser reads it:
+        // it does not turn the rest of the file into one record.
+        assert!(scan(b"12\"4,5\n12345\n12345\n12345\n").is_ok());
+        // Split anywhere, the count is the same.
+        let mut split = RecordBound::new(10);
+        assert!(split.scan(b"id\n\"12\n3").is_ok());
+        assert_eq!(
+            split.scan(b"4\n56789\"\n"),
+            Err(LimitExceeded::Line { line: 2, limit: 10 })
         );
     }
 

@@ -97,34 +97,36 @@ impl Default for DownloadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("{url:?} is not a valid URL: {reason}")]
+    #[error("{:?} is not a valid URL: {reason}", shown_text(.url))]
     InvalidUrl {
         url: String,
         reason: url::ParseError,
     },
-    #[error("{url}: only http and https URLs can be imported")]
+    #[error("{}: only http and https URLs can be imported", shown(.url))]
     UnsupportedScheme { url: Url },
-    #[error("GET {url} refused: {reason}")]
+    #[error("GET {} refused: {reason}", shown(.url))]
     Refused { url: Url, reason: AddressRefused },
-    #[error("GET {url} failed")]
+    #[error("GET {} failed", shown(.url))]
     Request {
         url: Url,
         #[source]
         source: reqwest::Error,
     },
-    #[error("GET {url} answered HTTP {status}")]
+    #[error("GET {} answered HTTP {status}", shown(.url))]
     Status { url: Url, status: u16 },
-    #[error("{url} has Content-Encoding {encoding:?}: only gzip is accepted")]
+    #[error("{} has Content-Encoding {encoding:?}: only gzip is accepted", shown(.url))]
     UnsupportedEncoding { url: Url, encoding: String },
-    #[error("reading {url} failed")]
+    #[error("reading {} failed", shown(.url))]
     Body {
         url: Url,
         #[source]
         source: io::Error,
     },
-    #[error("{url} refused: {limit}")]
+    #[error("{} refused: {limit}", shown(.url))]
     Limit { url: Url, limit: LimitExceeded },
-    #[error("{url} is not a CSV with columns {expected}: its header is {found:?}")]
+    #[error("{} has a line break inside its header ({found:?}): lines must end in LF or CRLF (a file with lone CR line ends, as old Mac exports have, reads as one line)", shown(.url))]
+    HeaderLineBreak { url: Url, found: String },
+    #[error("{} is not a CSV with columns {expected}: its header is {found:?}", shown(.url))]
     MissingColumns {
         url: Url,
         expected: String,
@@ -147,6 +149,7 @@ impl DownloadError {
             | DownloadError::Refused { .. }
             | DownloadError::UnsupportedEncoding { .. }
             | DownloadError::Limit { .. }
+            | DownloadError::HeaderLineBreak { .. }
             | DownloadError::MissingColumns { .. } => false,
         }
     }
@@ -173,6 +176,16 @@ impl From<DownloadError> for sluice_stage::StageError {
     }
 }
 
+/// A file URL as errors show it: no userinfo, query or fragment, since
+/// presigned URLs carry their secrets there.
+fn shown(url: &Url) -> String {
+    sluice_messages::redact_file_url(url.as_str())
+}
+
+fn shown_text(url: &str) -> String {
+    sluice_messages::redact_file_url(url)
+}
+
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
 
@@ -196,7 +209,8 @@ impl Downloader {
             match literal_ip(attempt.url()).map(|ip| policy.check(ip)) {
                 Some(Err(refused)) => attempt.error(refused),
                 _ if !matches!(attempt.url().scheme(), "http" | "https") => {
-                    let message = format!("redirect to {} is not http or https", attempt.url());
+                    let message =
+                        format!("redirect to {} is not http or https", shown(attempt.url()));
                     attempt.error(message)
                 }
                 // What came over TLS must not continue in the clear.
@@ -206,7 +220,7 @@ impl Downloader {
                         .last()
                         .is_some_and(|u| u.scheme() == "https") =>
                 {
-                    let message = format!("redirect from https to http ({})", attempt.url());
+                    let message = format!("redirect from https to http ({})", shown(attempt.url()));
                     attempt.error(message)
                 }
                 _ => attempt.follow(),
@@ -259,9 +273,10 @@ impl Downloader {
                     url: url.clone(),
                     reason,
                 },
+                // reqwest's message would repeat the URL with its secrets.
                 None => DownloadError::Request {
                     url: url.clone(),
-                    source,
+                    source: source.without_url(),
                 },
             })?;
         let status = response.status();
@@ -384,6 +399,14 @@ impl CsvFile {
             .iter()
             .map(|h| String::from_utf8_lossy(h).trim().to_owned())
             .collect();
+        // A lone CR (or a quoted line break) inside the header would make
+        // every row part of it: the columns might match, and no row be read.
+        if names.iter().any(|n| n.contains(['\r', '\n'])) {
+            return Err(DownloadError::HeaderLineBreak {
+                url,
+                found: shorten(names.join(",")),
+            });
+        }
         let mut positions = Vec::with_capacity(columns.len());
         let mut missing = Vec::new();
         for wanted in columns {
@@ -393,19 +416,10 @@ impl CsvFile {
             }
         }
         if !missing.is_empty() {
-            let mut found = names.join(",");
-            if found.len() > 200 {
-                let cut = (0..=200)
-                    .rev()
-                    .find(|&i| found.is_char_boundary(i))
-                    .unwrap_or(0);
-                found.truncate(cut);
-                found.push('…');
-            }
             return Err(DownloadError::MissingColumns {
                 url,
                 expected: columns.join(","),
-                found,
+                found: shorten(names.join(",")),
             });
         }
         Ok(CsvFile {
@@ -419,6 +433,11 @@ impl CsvFile {
 
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The URL fit to show: in dead letters, logs and reports.
+    pub fn shown_url(&self) -> String {
+        shown(&self.url)
     }
 
     /// The next row, `None` at the end of the file, or an error if the
@@ -465,6 +484,19 @@ impl CsvFile {
         }
         Ok(Some(Row::Record(Record { line, fields })))
     }
+}
+
+/// At most 200 bytes of a header, for a message.
+fn shorten(mut text: String) -> String {
+    if text.len() > 200 {
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 fn csv_io_error(e: csv_async::Error) -> io::Error {
@@ -564,6 +596,29 @@ mod tests {
         assert!(matches!(&got[1], Err((3, r)) if r.contains("found 1")));
         assert!(matches!(&got[2], Err((4, r)) if r.contains("found 3")));
         assert_eq!(got[3], Ok((5, "7".into(), "8".into())));
+    }
+
+    #[tokio::test]
+    async fn a_header_holding_a_line_break_is_refused_not_read_as_zero_rows() {
+        let url = Url::parse("http://x/t.csv").unwrap();
+        // Old-Mac line ends: the columns are all there, on one long "line".
+        for data in [
+            &b"id,amount,note\r1,1.75,n1\r2,2.00,n2\r"[..],
+            b"\"id\nx\",amount\n1,2\n",
+        ] {
+            let err = CsvFile::from_stream(url.clone(), chunked(data, 4), &["id", "amount"])
+                .await
+                .err()
+                .expect("refused");
+            assert!(!err.is_transient());
+            assert!(
+                err.to_string()
+                    .starts_with("http://x/t.csv has a line break inside its header"),
+                "{err}"
+            );
+        }
+        // CRLF is ordinary.
+        assert_eq!(rows(b"id,amount\r\n1,2\r\n", 3).await.len(), 1);
     }
 
     #[tokio::test]

@@ -366,9 +366,46 @@ pub fn redact_url(urls: &str) -> String {
         .join(",")
 }
 
+/// The URL of a file fit to show or store for display: without userinfo
+/// (`reader:TOKEN@`), query (`?sig=…` of a presigned URL becomes `?…`) or
+/// fragment. Used for every file URL in errors, dead-letter fields, facts,
+/// logs and `sluice status`; the messages themselves keep the real URL.
+pub fn redact_file_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.split(['?', '#']).next().unwrap_or("").to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..end]
+        .rsplit_once('@')
+        .map_or(&rest[..end], |(_, h)| h);
+    let rest = &rest[end..];
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let query = if rest[path_end..].starts_with('?') {
+        "?…"
+    } else {
+        ""
+    };
+    format!("{scheme}://{host}{}{query}", &rest[..path_end])
+}
+
 #[cfg(test)]
 mod redact_tests {
-    use super::redact_url;
+    use super::{redact_file_url, redact_url};
+
+    #[test]
+    fn file_urls_lose_userinfo_query_and_fragment() {
+        assert_eq!(
+            redact_file_url("http://reader:TOKEN@host:8080/a/file.csv?sig=SIGNATURE&x=1#frag"),
+            "http://host:8080/a/file.csv?…"
+        );
+        assert_eq!(redact_file_url("https://TOKEN@host?x=1"), "https://host?…");
+        assert_eq!(redact_file_url("https://h/p/f.csv"), "https://h/p/f.csv");
+        assert_eq!(
+            redact_file_url("https://h/p@x/f.csv"),
+            "https://h/p@x/f.csv"
+        );
+        assert_eq!(redact_file_url("not a url?secret"), "not a url");
+    }
 
     #[test]
     fn redacted_urls_show_no_secret() {

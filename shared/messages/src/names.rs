@@ -138,6 +138,31 @@ impl Namespace {
         self.subject(&format!("dead-letters.{stage}"))
     }
 
+    /// Whether `subject` is one that stage `stage` reads in this namespace:
+    /// the only place a replay of its dead letters may go. Never a
+    /// JetStream API, system or inbox subject, nor another namespace's.
+    pub fn is_input_of(&self, stage: &str, subject: &str) -> bool {
+        let Some(base) = (match &self.0 {
+            None => Some(subject),
+            Some(ns) => subject
+                .strip_prefix(ns.as_str())
+                .and_then(|rest| rest.strip_prefix('.')),
+        }) else {
+            return false;
+        };
+        let tokens: Vec<&str> = base.split('.').collect();
+        match (stage, tokens.as_slice()) {
+            ("importer", ["imports"]) => true,
+            ("fetcher", ["account-updates"]) => true,
+            ("saver", ["transactions", account]) => account.parse::<i64>().is_ok(),
+            ("tracker", ["import-progress", id, fact]) => {
+                crate::validate_import_id(id).is_ok()
+                    && ["started", "listed", "fetched", "failed"].contains(fact)
+            }
+            _ => false,
+        }
+    }
+
     fn subject(&self, base: &str) -> String {
         match &self.0 {
             None => base.to_owned(),
@@ -174,5 +199,32 @@ mod tests {
             "t-1a.import-progress.7.listed"
         );
         assert!(Namespace::new(Some("Bad.Name")).is_err());
+    }
+
+    #[test]
+    fn only_a_stage_input_in_this_namespace_is_an_input() {
+        let ns = Namespace::new(Some("t-1a")).unwrap();
+        assert!(ns.is_input_of("fetcher", "t-1a.account-updates"));
+        assert!(ns.is_input_of("saver", "t-1a.transactions.-4"));
+        assert!(ns.is_input_of("importer", "t-1a.imports"));
+        assert!(ns.is_input_of("tracker", "t-1a.import-progress.42.fetched"));
+        for (stage, subject) in [
+            ("fetcher", "$JS.API.STREAM.PURGE.TRANSACTIONS"),
+            ("fetcher", "t-1a.$JS.API.STREAM.PURGE.TRANSACTIONS"),
+            ("fetcher", "$SYS.REQ.SERVER.PING"),
+            ("fetcher", "_INBOX.abc"),
+            ("fetcher", "other.account-updates"),
+            ("fetcher", "account-updates"),
+            ("fetcher", "t-1a.imports"),
+            ("saver", "t-1a.transactions.x"),
+            ("saver", "t-1a.transactions.1.2"),
+            ("tracker", "t-1a.import-progress.a b.listed"),
+            ("tracker", "t-1a.import-progress.42.purge"),
+            ("nobody", "t-1a.imports"),
+        ] {
+            assert!(!ns.is_input_of(stage, subject), "{stage} {subject}");
+        }
+        assert!(Namespace::default().is_input_of("fetcher", "account-updates"));
+        assert!(!Namespace::default().is_input_of("fetcher", "t-1a.account-updates"));
     }
 }

@@ -21,7 +21,12 @@ pub struct StageArgs {
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// Prefix for every stream and subject (`ns` gives `ns_IMPORTS` and

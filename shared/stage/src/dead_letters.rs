@@ -12,6 +12,8 @@ use sluice_messages::{
 #[derive(Debug, Clone)]
 pub struct StoredLetter {
     pub sequence: u64,
+    /// The subject it is stored on: `dead-letters.<stage>`.
+    pub subject: String,
     pub letter: DeadLetter,
 }
 
@@ -37,6 +39,24 @@ impl Filter {
 pub struct DeadLetters {
     stream: jetstream::stream::Stream,
     js: jetstream::Context,
+    ns: Namespace,
+}
+
+/// Why a dead letter was not replayed.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The letter does not say where to replay it in a way sluice accepts
+    /// (a forged or foreign letter): skip it, replay the others.
+    Refused(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::Refused(why) | ReplayError::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 impl DeadLetters {
@@ -49,6 +69,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             stream,
             js: js.clone(),
+            ns: ns.clone(),
         })
     }
 
@@ -87,13 +108,46 @@ impl DeadLetters {
         };
         let letter = serde_json::from_slice(&message.payload)
             .map_err(|e| format!("dead letter {sequence} is not a sluice dead letter: {e}"))?;
-        Ok(Some(StoredLetter { sequence, letter }))
+        Ok(Some(StoredLetter {
+            sequence,
+            subject: message.subject.to_string(),
+            letter,
+        }))
     }
 
     /// Publishes the dead-lettered message again on its original subject and,
     /// once JetStream stored it, deletes the dead letter. A replay cut short
     /// and run again publishes the same id, so the message goes out once.
-    pub async fn replay(&self, stored: &StoredLetter) -> Result<(), String> {
+    pub async fn replay(&self, stored: &StoredLetter) -> Result<(), ReplayError> {
+        let target = self.replay_target(stored).map_err(ReplayError::Refused)?;
+        self.republish(stored, target)
+            .await
+            .map_err(ReplayError::Failed)
+    }
+
+    /// Where a letter may be replayed: only to the input subject of the
+    /// stage it was stored for, in this namespace. A letter is data anyone
+    /// able to publish on `dead-letters.>` can forge; aimed at
+    /// `$JS.API.…` it would be a command.
+    fn replay_target(&self, stored: &StoredLetter) -> Result<String, String> {
+        let letter = &stored.letter;
+        let sequence = stored.sequence;
+        if stored.subject != self.ns.dead_letters(&letter.stage) {
+            return Err(format!(
+                "dead letter {sequence} names stage {:?} but is stored on {}: not replayed",
+                letter.stage, stored.subject
+            ));
+        }
+        if !self.ns.is_input_of(&letter.stage, &letter.subject) {
+            return Err(format!(
+                "dead letter {sequence} would be replayed to {:?}, which stage {:?} does not read: not replayed",
+                letter.subject, letter.stage
+            ));
+        }
+        Ok(letter.subject.clone())
+    }
+
+    async fn republish(&self, stored: &StoredLetter, target: String) -> Result<(), String> {
         let letter = &stored.letter;
         let sequence = stored.sequence;
         let payload = match (&letter.body, &letter.body_base64) {
@@ -138,7 +192,7 @@ impl DeadLetters {
             message = message.header(HEADER_IMPORT_ID, id.as_str());
         }
         self.js
-            .send_publish(letter.subject.clone(), message)
+            .send_publish(target, message)
             .await
             .map_err(|e| format!("cannot republish dead letter {sequence}: {e}"))?
             .await
