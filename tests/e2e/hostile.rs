@@ -284,3 +284,168 @@ async fn help_never_shows_a_password() {
         );
     }
 }
+
+/// Every output a hostile file can multiply is capped: malformed rows per
+/// file, accounts per import, and the size of a dead letter.
+#[tokio::test]
+async fn what_a_file_can_multiply_is_capped() {
+    let p = Pipeline::start(
+        "hostile-caps",
+        &[
+            ("SLUICE_MAX_REJECTED_ROWS", "5"),
+            ("SLUICE_MAX_ACCOUNTS_PER_IMPORT", "3"),
+        ],
+    )
+    .await;
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,a.csv\n2,bad.csv\n3,a.csv\n4,a.csv\n5,a.csv\n"),
+    );
+    p.server.set("/a.csv", Route::new("id,amount\n1,1.00\n"));
+    let mut bad = String::from("id,amount\n1,2.00\n");
+    for line in 0..20 {
+        bad.push_str(&format!("x{line},1.00\n"));
+    }
+    p.server.set("/bad.csv", Route::new(bad));
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    let done = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, ImportStatus::CompletedWithErrors);
+    // Accounts 1 to 3 were listed before the cap; account 2's file failed
+    // at its sixth bad row, inside its first window: the account is
+    // dead-lettered whole (replay it once the file is fixed).
+    p.assert_saves(
+        &rows(&[(1, 1, "1.00"), (3, 1, "1.00")]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut letters: Vec<(String, DeadLetterKind, String)> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| (l.stage, l.kind, l.error))
+        .collect();
+    letters.sort();
+    let malformed = letters
+        .iter()
+        .filter(|l| l.1 == DeadLetterKind::MalformedRow)
+        .count();
+    assert_eq!(malformed, 5, "{letters:#?}");
+    let permanent: Vec<_> = letters
+        .iter()
+        .filter(|l| l.1 == DeadLetterKind::Permanent)
+        .map(|l| (l.0.as_str(), l.2.as_str()))
+        .collect();
+    assert_eq!(
+        permanent,
+        [
+            (
+                "fetcher",
+                format!(
+                    "{}: more than 5 malformed rows (SLUICE_MAX_REJECTED_ROWS); the first 5 are \
+                     dead-lettered as malformed-row, the rest of the file is not read",
+                    p.server.url("/bad.csv")
+                )
+                .as_str()
+            ),
+            (
+                "importer",
+                format!(
+                    "{} lists more than 3 accounts (SLUICE_MAX_ACCOUNTS_PER_IMPORT); the first 3 are imported",
+                    p.server.url("/accounts.csv")
+                )
+                .as_str()
+            ),
+        ]
+    );
+
+    // A request as large as a message can be, which fails: its letter
+    // (body + an error quoting it) is cut to fit, marked, and not replayed.
+    let huge = format!("http://exa mple/{}", "a".repeat(1_040_000));
+    let sequence = p.import(&huge).await;
+    let sequence = sequence.to_string();
+    let letter = loop {
+        let found = p
+            .stored_dead_letters()
+            .await
+            .into_iter()
+            .find(|s| s.letter.import_id.as_deref() == Some(sequence.as_str()));
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(letter.letter.truncated);
+    assert!(
+        letter.letter.error.len() <= 4100,
+        "{}",
+        letter.letter.error.len()
+    );
+    assert!(letter.letter.error.ends_with('…'));
+    let body = letter.letter.body.as_deref().unwrap();
+    assert!(
+        body.len() > 1_000_000 && body.len() < huge.len(),
+        "{}",
+        body.len()
+    );
+    let replay = p
+        .cli(&["dead-letters", "replay", &letter.sequence.to_string()])
+        .await;
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(text(&replay.stderr).contains("was cut short to fit in a message"));
+    p.stop().await;
+}
+
+/// A full stream refuses what would overflow it (never dropping what may
+/// be unprocessed): the stage publishing to it waits, nothing is
+/// dead-lettered, and once there is room the import completes exactly.
+#[tokio::test]
+async fn a_full_stream_pauses_its_producers_and_loses_nothing() {
+    let p = Pipeline::start("hostile-full", &[("SLUICE_STREAM_MAX_BYTES", "64KiB")]).await;
+    let data = sluice_e2e::Dataset::generate(4, 8_000, 9);
+    p.server.add_dataset(&data);
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    let transactions = p.sandbox.namespace.stream(Stream::Transactions);
+    let info =
+        p.js.get_stream(&transactions)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+    assert_eq!(
+        (info.max_bytes, info.discard),
+        (64 * 1024, async_nats::jetstream::stream::DiscardPolicy::New)
+    );
+    // Full: the fetcher holds its accounts and keeps trying.
+    sluice_e2e::wait_until(Duration::from_secs(30), "TRANSACTIONS full", || async {
+        let mut stream = p.js.get_stream(&transactions).await.unwrap();
+        stream.info().await.unwrap().state.bytes > 60 * 1024
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(p.sandbox.saved_count().await < data.expected.len() as i64);
+    assert!(p.dead_letters().await.is_empty());
+
+    // The operator raises the limit.
+    let mut env = p.sandbox.service_env();
+    env.push(("SLUICE_STREAM_MAX_BYTES".into(), "64MiB".into()));
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("setup")
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    p.assert_saves_exactly(&data, Duration::from_secs(90)).await;
+    let done = p.completion(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (done.status, done.transactions_saved),
+        (ImportStatus::Completed, 8_000)
+    );
+    assert!(p.dead_letters().await.is_empty());
+    // The services still run with their own 64 KiB setting: stop them
+    // before they shrink the streams back.
+    p.stop().await;
+}

@@ -60,7 +60,10 @@ print(json.dumps(out))
     let parsed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let types = parsed["__types__"].clone();
     for (family, kind) in types.as_object().into_iter().flatten() {
-        let expected = if family.ends_with("_seconds") {
+        let expected = if family.ends_with("_seconds")
+            || family == "sluice_batch_bytes"
+            || family == "sluice_batch_messages"
+        {
             "histogram"
         } else if family.starts_with("sluice_messages_in_flight")
             || family == "sluice_ready"
@@ -202,4 +205,68 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
     let (status, body) = tokio::join!(fetcher.terminate(Duration::from_secs(30)), watch);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(body.contains("draining"), "{body}");
+}
+
+/// A backlog larger than one batch's bytes is written in several batches,
+/// each within the bound (SLUICE_BATCH_MAX_BYTES, raised to what admits the
+/// largest message), even when the message count alone would take it all.
+#[tokio::test]
+async fn saver_batches_are_bounded_in_bytes() {
+    let port = free_port();
+    let sandbox = Sandbox::new("batch-bytes").await;
+    let mut p = Pipeline::start_each(
+        sandbox,
+        &[
+            ("SLUICE_BATCH_SIZE", "10000"),
+            ("SLUICE_BATCH_MAX_BYTES", "1"),
+            ("SLUICE_BATCH_WAIT", "1s"),
+        ],
+        |name| {
+            if name == "saver" {
+                vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
+            } else {
+                Vec::new()
+            }
+        },
+    )
+    .await;
+    // Let a backlog of about 3 MB build up in TRANSACTIONS first.
+    p.service("saver").terminate(Duration::from_secs(30)).await;
+    let data = Dataset::generate(10, 100_000, 8);
+    p.server.add_dataset(&data);
+    p.import(&p.server.url("/accounts.csv")).await;
+    let transactions = p
+        .sandbox
+        .namespace
+        .stream(sluice_messages::Stream::Transactions);
+    wait_until(
+        Duration::from_secs(60),
+        "1,000 messages in TRANSACTIONS",
+        || async {
+            let mut stream = p.js.get_stream(&transactions).await.unwrap();
+            stream.info().await.unwrap().state.messages >= 1_000
+        },
+    )
+    .await;
+    p.service("saver").restart().unwrap();
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+
+    let saver = parse_metrics(&get(port, "/metrics").await.unwrap().1);
+    let batches = sample(&saver, r#"sluice_batch_bytes_count{stage="saver"}"#);
+    let bytes = sample(&saver, r#"sluice_batch_bytes_sum{stage="saver"}"#);
+    assert!(bytes > 3_000_000.0, "{bytes}");
+    assert!(batches >= 3.0, "{batches} batches for {bytes} bytes");
+    assert_eq!(
+        sample(
+            &saver,
+            r#"sluice_batch_bytes_bucket{le="1114112",stage="saver"}"#
+        ),
+        batches,
+        "every batch within max payload + 64 KiB: {:?}",
+        saver
+            .keys()
+            .filter(|k| k.contains("batch_bytes"))
+            .collect::<Vec<_>>()
+    );
+    p.stop().await;
 }

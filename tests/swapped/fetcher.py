@@ -6,8 +6,8 @@ input is acked only after JetStream acked all of that.
 
 Run: NATS_URL=... SLUICE_NAMESPACE=... SLUICE_ALLOW_NETWORKS=... python fetcher.py
 """
-import asyncio, base64, csv, datetime, gzip, http.client, io, ipaddress, json
-import os, random, re, signal, socket, ssl, sys, threading, time, zlib
+import asyncio, base64, contextlib, csv, datetime, gzip, http.client, io, ipaddress, json
+import os, random, re, signal, socket, sys, threading, zlib
 from urllib.parse import urljoin, urlsplit, urlunsplit
 import nats, nats.errors
 
@@ -15,6 +15,8 @@ def die(msg): print(f"fetcher: {msg}", file=sys.stderr); sys.exit(2)
 
 UNITS = {"ms": .001, "s": 1, "m": 60, "h": 3600, "d": 86400,
          "": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+WHAT = {"int": "an integer", "nets": "a comma-separated list of networks (10.0.0.0/8,::1)",
+        "dur": "a duration (500ms, 30s, 10m, 7d)", "size": "a size (1048576, 64KiB, 512MiB, 2GB)"}
 def setting(name, default, kind):  # a bad value stops the service with one line naming it
     raw = os.environ.get(name, "").strip() or default
     try:
@@ -23,7 +25,7 @@ def setting(name, default, kind):  # a bad value stops the service with one line
         num, unit = re.fullmatch(r"([0-9.]+)\s*([A-Za-z]*)", raw).groups()
         if kind == "dur" and unit == "": raise ValueError  # a duration needs its unit
         return float(num) * UNITS[unit.lower()]
-    except Exception: die(f"{name}={raw!r} is not a valid {kind}")
+    except Exception: die(f"{name}={raw!r} is not {WHAT[kind]}")
 
 DENY_DEFAULT = ("0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,172.16.0.0/12,"
                 "192.168.0.0/16,198.18.0.0/15,224.0.0.0/3,::/128,::1/128,fc00::/7,fe80::/10,ff00::/8")
@@ -239,7 +241,9 @@ class Stage:
                 await asyncio.sleep(delay); delay = min(delay * 2, 5)
 
     async def keep_owned(self, msg):  # in-progress acks so a long download is not redelivered
-        while True: await asyncio.sleep(self.ack_wait / 3); await msg.in_progress()
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception): await msg.in_progress()  # NATS away: try again next tick
 
     async def handle(self, msg):
         meta, hdrs = msg.metadata, msg.headers or {}
@@ -259,7 +263,8 @@ class Stage:
                 self.loop.call_soon_threadsafe(lambda: fut.done() or (fut.set_result(r[1]) if r[0] else fut.set_exception(r[1])))
             threading.Thread(target=work, daemon=True).start()
             try: st = await asyncio.wait_for(fut, MAX_PROCESSING)
-            except asyncio.TimeoutError: raise Transient(f"gave up after {MAX_PROCESSING:.0f}s of processing")
+            except asyncio.TimeoutError:  # a download that never ends: stop its thread, retry later
+                job.cancelled = True; raise Transient(f"{redact(upd['transactions_url'])}: gave up after {MAX_PROCESSING:.0f}s of processing")
             await self.publish(f"{SUBJ}import-progress.{imp}.fetched", json.dumps({
                 "fact": "fetched", "import_id": imp, "account_key": key, "account_id": upd["account_id"], "messages": st["messages"],
                 "lines_per_message": N, "transactions": st["transactions"], "rejected_rows": st["rejected"]}).encode(), f"{key}/fetched", imp)
@@ -298,4 +303,5 @@ class Stage:
 
 if __name__ == "__main__":
     asyncio.run(Stage().run())
-    sys.exit(0)
+    sys.stderr.flush()
+    os._exit(0)  # downloads handed back may still block their daemon threads; interpreter teardown would wait on them

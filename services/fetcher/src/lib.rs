@@ -24,6 +24,52 @@ impl Fetcher {
     }
 }
 
+impl Fetcher {
+    /// Refuses a window so large that a message of it could exceed the
+    /// server's largest message: it would fail every file that fills it.
+    pub fn check_fits(&self, max_payload: usize) -> Result<(), StageError> {
+        let largest = largest_message(self.transactions_per_message);
+        // Headers (ids, import id) travel in the same message.
+        let room = max_payload.saturating_sub(HEADER_ROOM);
+        if largest <= room {
+            return Ok(());
+        }
+        let fits = (1..=self.transactions_per_message)
+            .rev()
+            .find(|&n| largest_message(n) <= room)
+            .unwrap_or(1);
+        Err(StageError::permanent(format!(
+            "SLUICE_TRANSACTIONS_PER_MESSAGE={} allows messages of up to {largest} bytes, \
+             over the NATS server's max_payload of {max_payload}: use at most {fits}",
+            self.transactions_per_message
+        )))
+    }
+}
+
+const HEADER_ROOM: usize = 4096;
+
+/// The encoded size of a message of `n` transactions of the longest kind
+/// (a 128-character import id, 20-digit ids, 62-character amounts).
+fn largest_message(n: usize) -> usize {
+    let batch = |count: usize| TransactionBatch {
+        import_id: "i".repeat(128),
+        account_id: i64::MIN,
+        transactions: vec![
+            Transaction {
+                id: i64::MIN,
+                amount: format!("-{}.", "9".repeat(60))
+                    .parse()
+                    .expect("a valid amount"),
+            };
+            count
+        ],
+    };
+    let size = |count| serde_json::to_vec(&batch(count)).expect("encodes").len();
+    let (empty, one) = (size(0), size(1));
+    // Each transaction adds itself, and each but the first a comma.
+    empty + n * (one - empty) + n.saturating_sub(1)
+}
+
 impl FlatMap for Fetcher {
     const NAME: &'static str = stage::FETCHER;
     // Downloads mostly wait on the network; many at once fill the pipe.
@@ -172,6 +218,38 @@ fn transaction(record: &Record<'_>) -> Result<Transaction, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_that_could_outgrow_max_payload_is_refused_at_start() {
+        let fetcher = |n| Fetcher::new(&DownloadOptions::default(), n).unwrap();
+        assert!(fetcher(100).check_fits(1 << 20).is_ok());
+        // The most clap allows fits NATS' default 1 MiB, not a 512 KiB server.
+        assert!(fetcher(10_000).check_fits(1 << 20).is_ok());
+        let err = fetcher(10_000)
+            .check_fits(512 << 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SLUICE_TRANSACTIONS_PER_MESSAGE=10000 allows messages of up to"),
+            "{err}"
+        );
+        let fits: usize = err.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(largest_message(fits) <= (512 << 10) - HEADER_ROOM);
+        assert!(largest_message(fits + 1) > (512 << 10) - HEADER_ROOM);
+        // The worst case is the real encoding's size.
+        let one = TransactionBatch {
+            import_id: "i".repeat(128),
+            account_id: i64::MIN,
+            transactions: vec![
+                Transaction {
+                    id: i64::MIN,
+                    amount: format!("-{}.", "9".repeat(60)).parse().unwrap()
+                };
+                3
+            ],
+        };
+        assert_eq!(serde_json::to_vec(&one).unwrap().len(), largest_message(3));
+    }
 
     #[test]
     fn window_ids_depend_on_the_line_and_window_size_only() {

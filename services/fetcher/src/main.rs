@@ -30,10 +30,9 @@ fn main() -> ExitCode {
                 &config.download.options(),
                 config.transactions_per_message as usize,
             )?;
-            Runtime::start(Fetcher::NAME, config.stage, stop)
-                .await?
-                .run_flat_map(fetcher)
-                .await
+            let runtime = Runtime::start(Fetcher::NAME, config.stage, stop).await?;
+            fetcher.check_fits(runtime.max_payload())?;
+            runtime.run_flat_map(fetcher).await
         },
     )
 }

@@ -9,12 +9,16 @@ const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
 
 pub struct Importer {
     downloader: Downloader,
+    max_accounts: u64,
 }
 
 impl Importer {
-    pub fn new(download: &DownloadOptions) -> Result<Self, StageError> {
+    /// `max_accounts`: most accounts one import may list, so one file
+    /// cannot fan out into unbounded work.
+    pub fn new(download: &DownloadOptions, max_accounts: u64) -> Result<Self, StageError> {
         Ok(Importer {
             downloader: Downloader::new(download).map_err(StageError::permanent)?,
+            max_accounts,
         })
     }
 }
@@ -48,6 +52,13 @@ impl FlatMap for Importer {
         while let Some(row) = file.next_row().await? {
             match row {
                 Row::Record(record) => match account_update(&import_id, &url, &record) {
+                    Ok(_) if accounts == self.max_accounts => {
+                        return Err(StageError::permanent(format!(
+                            "{shown} lists more than {} accounts (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
+                             the first {} are imported",
+                            self.max_accounts, self.max_accounts
+                        )))
+                    }
                     Ok(update) => {
                         out.publish_json(subject.clone(), record.line(), &update)
                             .await?;

@@ -14,6 +14,11 @@ struct Config {
     stage: StageArgs,
     #[command(flatten)]
     download: DownloadArgs,
+    /// Most accounts one import may list; past it the accounts file fails
+    /// (the accounts before it are still imported).
+    #[arg(long, env = "SLUICE_MAX_ACCOUNTS_PER_IMPORT", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_accounts_per_import: u64,
 }
 
 fn main() -> ExitCode {
@@ -22,7 +27,8 @@ fn main() -> ExitCode {
         Importer::NAME,
         &config.stage.observe.clone(),
         |stop| async move {
-            let importer = Importer::new(&config.download.options())?;
+            let importer =
+                Importer::new(&config.download.options(), config.max_accounts_per_import)?;
             Runtime::start(Importer::NAME, config.stage, stop)
                 .await?
                 .run_flat_map(importer)

@@ -19,6 +19,11 @@ struct Config {
     #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch_size: u32,
+    /// Most bytes of messages written in one statement (at least one message
+    /// always fits).
+    #[arg(long, env = "SLUICE_BATCH_MAX_BYTES", default_value = "8MiB",
+          value_parser = sluice_stage::config::parse_size)]
+    batch_max_bytes: u64,
     /// Longest wait to fill a batch before writing what has arrived.
     #[arg(long, env = "SLUICE_BATCH_WAIT", default_value = "100ms", value_parser = parse_duration)]
     batch_wait: Duration,
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         |stop| async move {
             let options = SinkOptions {
                 batch_size: config.batch_size as usize,
+                batch_max_bytes: usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX),
                 batch_wait: config.batch_wait,
             };
             let database = Database::new(config.database_url);

@@ -156,6 +156,10 @@ pub struct DeadLetter {
     pub line: Option<u64>,
     /// RFC 3339, UTC.
     pub time: String,
+    /// The letter would not fit in one NATS message: `error` and the body
+    /// were cut short to fit. Such a letter cannot be replayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -43,6 +43,12 @@ pub struct NatsArgs {
     #[arg(long, env = "SLUICE_STREAM_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
     pub stream_max_age: Duration,
 
+    /// Most bytes each stream keeps. A full stream refuses new messages
+    /// (the stages publishing to it pause, as in an outage) rather than drop
+    /// old ones that may not be processed yet.
+    #[arg(long, env = "SLUICE_STREAM_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub stream_max_bytes: u64,
+
     /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished
     /// duplicate; must cover a crashed service's restart plus `--ack-wait`.
     #[arg(long, env = "SLUICE_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
@@ -87,6 +93,12 @@ pub struct ConsumerArgs {
     /// memory whatever the file sizes, while keeping the pipe full.
     #[arg(long, env = "SLUICE_PUBLISH_WINDOW", default_value = "1MiB", value_parser = parse_size)]
     pub publish_window: u64,
+
+    /// Rows of one file dead-lettered as malformed before the whole file is
+    /// given up on (one dead letter per row otherwise grows without bound).
+    #[arg(long, env = "SLUICE_MAX_REJECTED_ROWS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rejected_rows: u64,
 
     /// Longest work on one message (or one saver batch) before it is given
     /// up as a transient failure and retried: a server trickling a file

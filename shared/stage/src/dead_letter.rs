@@ -53,6 +53,50 @@ pub(crate) fn letter(
         url: None,
         line: None,
         time: crate::now(),
+        truncated: false,
+    }
+}
+
+/// Longest `error` a letter carries: a reason, not a transcript.
+const MAX_ERROR: usize = 4096;
+
+/// Room left in a message for the letter's headers and NATS framing.
+const HEADROOM: usize = 8192;
+
+/// Encodes `letter`, cutting its error and body short (and saying so) when
+/// it would not fit in a message of `max_payload` bytes: a letter that
+/// cannot be stored would leave its input to be retried forever.
+pub(crate) fn encode_within(mut letter: DeadLetter, max_payload: usize) -> Vec<u8> {
+    if letter.error.len() > MAX_ERROR {
+        truncate(&mut letter.error, MAX_ERROR);
+        letter.truncated = true;
+    }
+    let mut encoded = serde_json::to_vec(&letter).expect("dead letters always encode");
+    let budget = max_payload.saturating_sub(HEADROOM).max(1024);
+    if encoded.len() > budget {
+        let excess = encoded.len() - budget;
+        for field in [&mut letter.body, &mut letter.body_base64]
+            .into_iter()
+            .flatten()
+        {
+            // JSON escaping can make the encoded body longer than the text.
+            let keep = field.len().saturating_sub(excess * 2);
+            truncate(field, keep);
+        }
+        letter.truncated = true;
+        encoded = serde_json::to_vec(&letter).expect("dead letters always encode");
+    }
+    encoded
+}
+
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
     }
 }
 
@@ -75,11 +119,7 @@ pub(crate) async fn store(
         delivery.delivered(),
     );
     let mut message = PublishMessage::build()
-        .payload(
-            serde_json::to_vec(&letter)
-                .expect("dead letters always encode")
-                .into(),
-        )
+        .payload(encode_within(letter, shared.max_payload).into())
         // One dead letter per input, however often its settling is retried
         // (and a new one when a replay of it fails again).
         .message_id(format!("{}/dead-letter", delivery.message_id()));
@@ -97,12 +137,14 @@ pub(crate) async fn store(
     // is terminated; a retry repeats both ids.
     let fact_ack = match delivery.import_id() {
         Some(import_id) => {
+            let mut error = error.to_string();
+            truncate(&mut error, MAX_ERROR);
             let fact = ImportProgress::Failed {
                 import_id: import_id.to_owned(),
                 stage: shared.stage.to_owned(),
                 key: delivery.identity().to_owned(),
                 kind,
-                error: error.to_string(),
+                error,
             };
             let message = PublishMessage::build()
                 .payload(
@@ -128,4 +170,39 @@ pub(crate) async fn store(
         ack.await.map_err(|e| publish_error(&e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_letter_too_large_for_one_message_is_cut_to_fit_and_marked() {
+        let body = "x".repeat(900_000);
+        let letter = letter(
+            "importer",
+            DeadLetterKind::Permanent,
+            "e".repeat(900_000),
+            None,
+            "imports",
+            Some(body.as_bytes()),
+            None,
+            1,
+        );
+        let encoded = encode_within(letter.clone(), 1 << 20);
+        assert!(encoded.len() <= (1 << 20) - HEADROOM, "{}", encoded.len());
+        let decoded: DeadLetter = serde_json::from_slice(&encoded).unwrap();
+        assert!(decoded.truncated);
+        assert_eq!(decoded.error.len(), MAX_ERROR + '…'.len_utf8());
+        assert!(decoded.body.unwrap().len() > 500_000);
+
+        let small = DeadLetter {
+            error: "short".into(),
+            body: Some("{}".into()),
+            ..letter
+        };
+        let decoded: DeadLetter =
+            serde_json::from_slice(&encode_within(small.clone(), 1 << 20)).unwrap();
+        assert_eq!(decoded, small);
+    }
 }

@@ -138,6 +138,11 @@ impl DeadLetters {
                 letter.stage, stored.subject
             ));
         }
+        if letter.truncated {
+            return Err(format!(
+                "dead letter {sequence} was cut short to fit in a message; its body is incomplete: not replayed"
+            ));
+        }
         if !self.ns.is_input_of(&letter.stage, &letter.subject) {
             return Err(format!(
                 "dead letter {sequence} would be replayed to {:?}, which stage {:?} does not read: not replayed",

@@ -152,6 +152,13 @@ impl Emitter {
         line: u64,
         reason: impl Display,
     ) -> Result<(), StageError> {
+        let limit = self.shared.consumer.max_rejected_rows;
+        if self.rejected_rows >= limit {
+            return Err(StageError::permanent(format!(
+                "{url}: more than {limit} malformed rows (SLUICE_MAX_REJECTED_ROWS); \
+                 the first {limit} are dead-lettered as malformed-row, the rest of the file is not read"
+            )));
+        }
         let error = format!("{url} line {line}: {reason}");
         tracing::warn!(stage = self.shared.stage, import_id = self.import_id.as_deref(), %error, "rejected row");
         let mut letter = dead_letter::letter(

@@ -74,7 +74,7 @@ pub(crate) async fn run<S: FlatMap>(
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
-        let mut batch = match pull::pull(&consumer, permits.len(), PULL_EXPIRES).await {
+        let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
             Ok(batch) => {
                 failures = 0;
                 batch

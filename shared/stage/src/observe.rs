@@ -39,6 +39,8 @@ pub mod names {
     pub const IN_FLIGHT: &str = "sluice_messages_in_flight";
     pub const READY: &str = "sluice_ready";
     pub const PAUSED: &str = "sluice_paused_tasks";
+    pub const BATCH_MESSAGES: &str = "sluice_batch_messages";
+    pub const BATCH_BYTES: &str = "sluice_batch_bytes";
 }
 
 const UNKNOWN: u8 = 0;
@@ -153,6 +155,23 @@ pub async fn serve(args: &ObserveArgs) -> Result<(), String> {
                 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
             ],
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(names::BATCH_MESSAGES.into()),
+                &[1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0],
+            )
+        })
+        .and_then(|b| {
+            // The saver's pull bound is max payload + 64 KiB: 1,114,112 for
+            // NATS' default 1 MiB.
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(names::BATCH_BYTES.into()),
+                &[
+                    1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 1114112.0, 4194304.0, 8388608.0,
+                    33554432.0,
+                ],
+            )
+        })
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
@@ -237,6 +256,16 @@ fn describe() {
         names::PROCESSING_SECONDS,
         Unit::Seconds,
         "Time from delivery to settling one input message (saver: one batch)."
+    );
+    describe_histogram!(
+        names::BATCH_MESSAGES,
+        Unit::Count,
+        "Input messages in one sink batch (the saver's writes)."
+    );
+    describe_histogram!(
+        names::BATCH_BYTES,
+        Unit::Bytes,
+        "Payload bytes in one sink batch (the saver's writes)."
     );
     describe_gauge!(
         names::IN_FLIGHT,

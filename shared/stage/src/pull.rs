@@ -12,17 +12,20 @@ use crate::{
     dead_letter, keep_alive::Outcome, observe::names, service::Shared, Delivery, StageError,
 };
 
-/// Asks for up to `max` messages; the batch ends when they arrived or after
-/// `expires`. Asking only for what there is room for means nothing waits
-/// unseen in a client buffer, so shutdown can hand everything back promptly.
+/// Asks for up to `max` messages and `max_bytes` bytes (0: any); the batch
+/// ends when they arrived or after `expires`. Asking only for what there is
+/// room for means nothing waits unseen in a client buffer, so shutdown can
+/// hand everything back promptly.
 pub(crate) async fn pull(
     consumer: &PullConsumer,
     max: usize,
+    max_bytes: usize,
     expires: Duration,
 ) -> Result<Batch, StageError> {
     consumer
         .batch()
         .max_messages(max)
+        .max_bytes(max_bytes)
         .expires(expires)
         .messages()
         .await
@@ -30,6 +33,10 @@ pub(crate) async fn pull(
             StageError::transient(format!("pull request failed: {}", crate::error_chain(&e)))
         })
 }
+
+/// What a message may add to its payload (headers, subject, framing), for
+/// byte limits that must always admit the largest message.
+pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
 
 /// Sleeps after a failed pull, longer each time in a row, unless stopped.
 pub(crate) async fn pause_after_failure(
@@ -140,6 +147,10 @@ pub(crate) async fn settle(
     }
 }
 
+/// Deliveries on which storing a message's dead letter may fail for a
+/// reason other than an outage before the message is terminated.
+const DEAD_LETTER_ATTEMPTS: i64 = 3;
+
 pub(crate) async fn dead_letter_and_terminate(
     shared: &Shared,
     delivery: &Delivery,
@@ -162,6 +173,21 @@ pub(crate) async fn dead_letter_and_terminate(
             if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
             }
+        }
+        // Not an outage, and it failed on several deliveries: retrying
+        // forever would only keep it in flight. Say so loudly and let go.
+        Err(e) if !e.is_outage() && delivery.delivered() >= DEAD_LETTER_ATTEMPTS => {
+            tracing::error!(
+                stage = shared.stage,
+                subject = delivery.subject(),
+                import_id = delivery.import_id(),
+                delivered = delivery.delivered(),
+                error = %e,
+                "cannot dead-letter this message; terminating it (it is lost to sluice: this log line is its only record)"
+            );
+            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => "undeliverable")
+                .increment(1);
+            let _ = delivery.message().ack_with(AckKind::Term).await;
         }
         Err(e) => {
             // Never drop it: leave it to be redelivered and dead-lettered later.

@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub ns: Namespace,
     pub stage: &'static str,
     pub consumer: ConsumerArgs,
+    /// The largest message the server takes.
+    pub max_payload: usize,
 }
 
 impl Shared {
@@ -150,6 +152,7 @@ impl Runtime {
             namespace = nats.namespace.name().unwrap_or(""),
             "consumer ready"
         );
+        let max_payload = client.server_info().max_payload;
         Ok(Runtime {
             client,
             consumer: pull_consumer,
@@ -158,6 +161,7 @@ impl Runtime {
                 ns: nats.namespace,
                 stage,
                 consumer,
+                max_payload,
             }),
             stop,
         })
@@ -165,6 +169,11 @@ impl Runtime {
 
     pub fn namespace(&self) -> &Namespace {
         &self.shared.ns
+    }
+
+    /// The largest message the NATS server accepts.
+    pub fn max_payload(&self) -> usize {
+        self.shared.max_payload
     }
 
     /// Runs a flatMap stage until the stop token fires, then drains.

@@ -47,6 +47,9 @@ pub trait Sink: Send + Sync + 'static {
 pub struct SinkOptions {
     /// Most input messages in one write.
     pub batch_size: usize,
+    /// Most bytes of input messages in one write; never less than the
+    /// largest message, which could otherwise never be pulled.
+    pub batch_max_bytes: usize,
     /// Longest a writer waits to fill a batch before writing what it has.
     pub batch_wait: Duration,
 }
@@ -114,7 +117,11 @@ async fn writer_loop<S: Sink>(
             continue;
         }
 
-        let mut batch = match pull::pull(&consumer, options.batch_size, options.batch_wait).await {
+        let max_bytes = options
+            .batch_max_bytes
+            .max(shared.max_payload + pull::MESSAGE_HEADROOM);
+        let pull = pull::pull(&consumer, options.batch_size, max_bytes, options.batch_wait);
+        let mut batch = match pull.await {
             Ok(batch) => batch,
             Err(e) => {
                 failures += 1;
@@ -176,6 +183,10 @@ async fn writer_loop<S: Sink>(
         }
 
         metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(accepted.len() as u64);
+        metrics::histogram!(names::BATCH_MESSAGES, "stage" => S::NAME)
+            .record(accepted.len() as f64);
+        let bytes: usize = accepted.iter().map(|d| d.payload().len()).sum();
+        metrics::histogram!(names::BATCH_BYTES, "stage" => S::NAME).record(bytes as f64);
         let started = std::time::Instant::now();
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
         let outcome = keep_alive(

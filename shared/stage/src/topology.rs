@@ -30,7 +30,9 @@ pub fn stream_config(nats: &NatsArgs, which: Stream) -> stream::Config {
         subjects: nats.namespace.stream_subjects(which),
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
-        discard: DiscardPolicy::Old,
+        // Full means stop taking more, never drop what may be unprocessed.
+        discard: DiscardPolicy::New,
+        max_bytes: i64::try_from(nats.stream_max_bytes).unwrap_or(i64::MAX),
         num_replicas: nats.stream_replicas as usize,
         max_age,
         duplicate_window: nats.duplicate_window.min(max_age),
