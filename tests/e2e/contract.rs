@@ -11,7 +11,7 @@ use std::{
 use serde_json::{json, Value};
 use sluice_devkit::{unique_suffix, FileServer};
 use sluice_e2e::{local_setting, rows, ExpectedRow, Pipeline, Route};
-use sluice_messages::{DeadLetter, ImportCompleted, ImportStatus, Stream, HEADER_IMPORT_ID};
+use sluice_messages::{DeadLetter, ImportStatus, Stream, HEADER_IMPORT_ID};
 
 fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/messages/schema")
@@ -272,18 +272,56 @@ fn expected_counts() -> Value {
     })
 }
 
+/// The dead letters left after the quirky import, by what any fetcher
+/// must put in them: (stage, kind, subject, import, url, line, original
+/// message kept).
+pub fn letter_fields(p: &Pipeline, letters: &[DeadLetter]) -> Vec<String> {
+    let ns = p.sandbox.namespace.name().unwrap_or("");
+    let mut fields: Vec<String> = letters
+        .iter()
+        .map(|l| {
+            let subject = l.subject.strip_prefix(ns).unwrap_or(&l.subject);
+            format!(
+                "{} {} {subject} {:?} {:?} {:?} body={}",
+                l.stage,
+                l.kind.as_str(),
+                l.import_id,
+                l.url,
+                l.line,
+                l.body.is_some() || l.body_base64.is_some()
+            )
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+pub fn expected_letter_fields(p: &Pipeline) -> Vec<String> {
+    let url = |path: &str| format!("{:?}", Some(p.server.url(path)));
+    let two = url("/transactions/2.csv");
+    vec![
+        format!(
+            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(3) body=false"
+        ),
+        format!(
+            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(4) body=false"
+        ),
+        format!("fetcher permanent .account-updates Some(\"{FIRST}\") None None body=true"),
+        format!(
+            "importer malformed-row .imports Some(\"{FIRST}\") {} Some(5) body=false",
+            url("/accounts.csv")
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn every_message_of_a_quirky_import_matches_its_schema() {
     let p = Pipeline::start("contract", &[]).await;
     let run = run_quirky_import(&p).await;
-    let namespace = p
-        .sandbox
-        .namespace
-        .name()
-        .expect("a test namespace")
-        .to_owned();
+    assert_eq!(letter_fields(&p, &run.letters), expected_letter_fields(&p));
+    let namespace = p.sandbox.namespace.name().expect("a test namespace");
     assert_eq!(
-        validate_with_python(&namespace, &run.recorded),
+        validate_with_python(namespace, &run.recorded),
         expected_counts()
     );
     p.stop().await;
