@@ -326,3 +326,43 @@ async fn every_message_of_a_quirky_import_matches_its_schema() {
     );
     p.stop().await;
 }
+
+/// The swap guarantee: a fetcher written in Python from README and the
+/// schemas alone (tests/swapped/fetcher.py) runs the same quirky import in
+/// place of the Rust one with the same outcome: rows exact, each completion
+/// event once with the same counts, the same dead letters, every message
+/// valid.
+#[tokio::test]
+async fn a_fetcher_written_from_the_contract_alone_replaces_the_rust_one() {
+    let sandbox = sluice_devkit::Sandbox::new("swapped").await;
+    // The Python stage binds to the consumer `sluice setup` declares.
+    let setup = std::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("setup")
+        .envs(sandbox.service_env())
+        .output()
+        .expect("sluice runs");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let python =
+        local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("swapped/fetcher.py");
+    let p = Pipeline::start_swapped(
+        sandbox,
+        &[],
+        "fetcher",
+        PathBuf::from(python),
+        vec![script.display().to_string()],
+    )
+    .await;
+    let run = run_quirky_import(&p).await;
+    assert_eq!(letter_fields(&p, &run.letters), expected_letter_fields(&p));
+    let namespace = p.sandbox.namespace.name().expect("a test namespace");
+    assert_eq!(
+        validate_with_python(namespace, &run.recorded),
+        expected_counts()
+    );
+    p.stop().await;
+}
