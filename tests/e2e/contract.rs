@@ -84,7 +84,7 @@ fn serve_quirky_files(server: &FileServer) -> Vec<ExpectedRow> {
     );
     server.set(
         "/transactions/2.csv",
-        Route::new("id,amount\n1,100\n2,1e5\nx,1.00\n4,0.1\n").gzip(),
+        Route::new("id,amount\n1,100\n\n2,1e5\nx,1.00\n4,0.1\n").gzip(),
     );
     server.set("/transactions/5.csv", Route::new("id,amount\n"));
     let mut six = String::from("id,amount\n");
@@ -301,10 +301,10 @@ pub fn expected_letter_fields(p: &Pipeline) -> Vec<String> {
     let two = url("/transactions/2.csv");
     vec![
         format!(
-            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(3) body=false"
+            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(4) body=false"
         ),
         format!(
-            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(4) body=false"
+            "fetcher malformed-row .account-updates Some(\"{FIRST}\") {two} Some(5) body=false"
         ),
         format!("fetcher permanent .account-updates Some(\"{FIRST}\") None None body=true"),
         format!(

@@ -335,6 +335,7 @@ pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 pub struct CsvFile {
     url: Url,
     reader: AsyncReader<StreamReader<Body, Bytes>>,
+    lines: LineIndex,
     /// Where each requested column sits in a record.
     positions: Vec<usize>,
     header_len: usize,
@@ -380,6 +381,8 @@ impl CsvFile {
     ) -> Result<CsvFile, DownloadError> {
         let body_error = |source| DownloadError::body(&url, source);
         let body = strip_bom(Box::pin(body)).await.map_err(body_error)?;
+        let lines = LineIndex::default();
+        let body = lines.watch(body);
         let mut reader = AsyncReaderBuilder::new()
             .has_headers(true)
             // Wrong field counts are reported per row, not fatal to the file.
@@ -425,6 +428,7 @@ impl CsvFile {
         Ok(CsvFile {
             url,
             reader,
+            lines,
             positions,
             header_len: header.len(),
             record: ByteRecord::new(),
@@ -459,7 +463,11 @@ impl CsvFile {
                 break;
             }
         }
-        let line = self.record.position().map_or(0, |p| p.line());
+        // csv-core does not count the empty lines it skips: count them here.
+        let line = self
+            .record
+            .position()
+            .map_or(0, |p| self.lines.line_at(p.byte()));
         if self.record.len() != self.header_len {
             return Ok(Some(Row::Malformed {
                 line,
@@ -483,6 +491,54 @@ impl CsvFile {
             }
         }
         Ok(Some(Row::Record(Record { line, fields })))
+    }
+}
+
+/// Line numbers by byte offset, as every `\n` counts, empty lines included.
+/// The parser reads a little ahead of the record it returns, so only the
+/// line ends between the last record asked about and the read position are
+/// kept.
+#[derive(Clone, Default)]
+struct LineIndex(Arc<std::sync::Mutex<Lines>>);
+
+#[derive(Default)]
+struct Lines {
+    /// Line ends at or after the last offset asked about.
+    ends: std::collections::VecDeque<u64>,
+    /// Line ends before it.
+    passed: u64,
+    /// Bytes seen so far.
+    read: u64,
+}
+
+impl LineIndex {
+    /// Notes the line ends of everything `body` yields.
+    fn watch(&self, body: Body) -> Body {
+        let index = self.clone();
+        Box::pin(body.inspect_ok(move |chunk| {
+            let mut lines = index.0.lock().expect("never poisoned");
+            let start = lines.read;
+            lines.ends.extend(memchr::memchr_iter(b'\n', chunk).map(|i| start + i as u64));
+            lines.read += chunk.len() as u64;
+        }))
+    }
+
+    /// The line a record dated at byte `offset` starts on; offsets must not
+    /// go backwards. csv-core dates a record from the empty lines it skipped
+    /// before it, so a run of line ends right at `offset` is skipped too.
+    fn line_at(&self, offset: u64) -> u64 {
+        let mut lines = self.0.lock().expect("never poisoned");
+        let mut next = offset;
+        while let Some(&end) = lines.ends.front() {
+            if end < offset || end == next {
+                next += u64::from(end == next);
+                lines.ends.pop_front();
+                lines.passed += 1;
+            } else {
+                break;
+            }
+        }
+        lines.passed + 1
     }
 }
 
@@ -574,6 +630,16 @@ mod tests {
         assert!(matches!(&got[1], Ok((4, id, _)) if id == "3\r\nx"));
         assert_eq!(got[2], Ok((6, "5".into(), "6".into())));
         assert_eq!(got.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn empty_lines_count_as_lines() {
+        let got = rows(b"id,amount\n\n1,2\n\n\nx\n5,6\n", 3).await;
+        assert_eq!(got[0], Ok((3, "1".into(), "2".into())));
+        assert!(matches!(&got[1], Err((6, _))), "{got:?}");
+        assert_eq!(got[2], Ok((7, "5".into(), "6".into())));
+        let got = rows(b"\n\nid,amount\n1,2\n", 3).await;
+        assert_eq!(got, vec![Ok((4, "1".into(), "2".into()))]);
     }
 
     #[tokio::test]
