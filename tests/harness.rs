@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use sluice_devkit::{Deployment, FileServer, Process, Sandbox};
 use sluice_messages::{DeadLetter, ImportCompleted};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
-use sluice_stage::lifecycle::{completion_count, wait_for_completion};
+use sluice_stage::lifecycle::{completion_count, derived_import_id_at, wait_for_completion};
 use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
@@ -112,15 +112,19 @@ impl Pipeline {
     }
 
     /// Publishes a plain-text import request, as `nats pub imports URL` does;
-    /// returns its stream sequence (the derived import id).
-    pub async fn import(&self, url: &str) -> u64 {
-        self.js
+    /// returns the import id sluice derives for it.
+    pub async fn import(&self, url: &str) -> String {
+        let sequence = self
+            .js
             .publish(self.sandbox.namespace.imports(), url.to_owned().into())
             .await
             .expect("publish")
             .await
             .expect("import stored")
-            .sequence
+            .sequence;
+        derived_import_id_at(&self.js, &self.sandbox.namespace, sequence)
+            .await
+            .expect("the stored request")
     }
 
     pub async fn wait_for_consumers(&self) {

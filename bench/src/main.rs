@@ -103,7 +103,10 @@ async fn run_pipeline(
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
-        ids.push(ack.sequence.to_string());
+        ids.push(
+            sluice_stage::lifecycle::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
+                .await?,
+        );
     }
     let mut statuses = Vec::new();
     for id in &ids {

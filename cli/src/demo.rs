@@ -108,7 +108,9 @@ async fn import_and_verify(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| format!("import not stored: {e}"))?;
-    println!("published import {} of {accounts_url}", ack.sequence);
+    let id = sluice_stage::lifecycle::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
+        .await?;
+    println!("published import {id} of {accounts_url}");
 
     let expected = dataset.expected.len() as i64;
     let mut progress = Progress::new();
@@ -134,7 +136,6 @@ async fn import_and_verify(
     }
     let elapsed = started.elapsed();
     progress.finish();
-    let id = ack.sequence.to_string();
     let event = tokio::time::timeout(
         args.stall_timeout,
         sluice_stage::lifecycle::wait_for_completion(&js, &sandbox.namespace, &id),

@@ -63,7 +63,13 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         .map_err(|e| {
             format!("JetStream did not store the import on {subject}: {e} (run `sluice setup`?)")
         })?;
-    let id = args.id.unwrap_or_else(|| ack.sequence.to_string());
+    let id = match args.id {
+        Some(id) => id,
+        None => {
+            sluice_stage::lifecycle::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
+                .await?
+        }
+    };
     if ack.duplicate {
         eprintln!("import {id} was already published; nothing new was queued");
     }

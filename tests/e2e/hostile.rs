@@ -362,7 +362,6 @@ async fn what_a_file_can_multiply_is_capped() {
     // (body + an error quoting it) is cut to fit, marked, and not replayed.
     let huge = format!("http://exa mple/{}", "a".repeat(1_040_000));
     let sequence = p.import(&huge).await;
-    let sequence = sequence.to_string();
     let letter = loop {
         let found = p
             .stored_dead_letters()
@@ -447,5 +446,86 @@ async fn a_full_stream_pauses_its_producers_and_loses_nothing() {
     assert!(p.dead_letters().await.is_empty());
     // The services still run with their own 64 KiB setting: stop them
     // before they shrink the streams back.
+    p.stop().await;
+}
+
+/// Import ids are checked wherever a message is decoded, a bad one never
+/// holds up the announcements of the others, and derived ids stay unique
+/// when `IMPORTS` is recreated while the database keeps earlier imports.
+#[tokio::test]
+async fn import_ids_are_checked_everywhere_and_stay_unique() {
+    let mut p = Pipeline::start("hostile-ids", &[]).await;
+    let data = sluice_e2e::Dataset::generate(2, 20, 6);
+    p.server.add_dataset(&data);
+    // A forged fact whose id could not be a subject token, and a row with
+    // such an id already in the table (an older version, a hand edit).
+    let ns = p.sandbox.namespace.clone();
+    p.js.send_publish(
+        ns.import_progress("forged", "listed"),
+        PublishMessage::build().payload(
+            json!({"fact": "listed", "import_id": "a b", "accounts": 0, "rejected_rows": 0})
+                .to_string()
+                .into(),
+        ),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let db = p.sandbox.db().await;
+    // Once the saver migrated its schema.
+    sluice_e2e::wait_until(Duration::from_secs(30), "table imports", || async {
+        db.execute(
+            "INSERT INTO imports (id, status, finished_at) VALUES ('a b', 'completed', now())",
+            &[],
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    let first = p.import(&p.server.url("/accounts.csv")).await;
+    p.completion(&first, Duration::from_secs(60)).await;
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(
+        (letters[0].stage.as_str(), letters[0].kind),
+        ("tracker", DeadLetterKind::Permanent)
+    );
+    assert!(
+        letters[0].error.contains("import id \"a b\" is invalid"),
+        "{}",
+        letters[0].error
+    );
+
+    // The operator recreates IMPORTS: sequences start again at 1.
+    p.js.delete_stream(ns.stream(Stream::Imports))
+        .await
+        .unwrap();
+    p.service("importer")
+        .terminate(Duration::from_secs(30))
+        .await;
+    p.service("importer").restart().unwrap();
+    p.wait_for_consumers().await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = p.import(&p.server.url("/accounts.csv")).await;
+    assert!(
+        first.starts_with("1-") && second.starts_with("1-"),
+        "{first} {second}"
+    );
+    assert_ne!(first, second);
+    let done = p.completion(&second, Duration::from_secs(60)).await;
+    assert_eq!(done.import_id, second);
+    let imports: i64 = p
+        .sandbox
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM imports WHERE id IN ($1, $2)",
+            &[&first, &second],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(imports, 2);
     p.stop().await;
 }

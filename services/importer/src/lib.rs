@@ -80,14 +80,22 @@ impl FlatMap for Importer {
 }
 
 /// The publisher's id (JSON `id`, then the `Sluice-Import-Id` header), else
-/// the request's position in the `IMPORTS` stream: stable across redeliveries.
+/// one derived from where and when the request was stored: stable across
+/// redeliveries, unique even if `IMPORTS` is recreated.
 fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageError> {
-    match request.id.as_deref().or(input.import_id()) {
+    let header = input
+        .headers()
+        .and_then(|h| h.get(sluice_messages::HEADER_IMPORT_ID))
+        .map(|v| v.as_str());
+    match request.id.as_deref().or(header) {
         Some(id) => {
             validate_import_id(id).map_err(StageError::permanent)?;
             Ok(id.to_owned())
         }
-        None => Ok(input.stream_sequence().to_string()),
+        None => Ok(sluice_stage::lifecycle::derived_import_id(
+            input.stream_sequence(),
+            input.stored_at(),
+        )),
     }
 }
 

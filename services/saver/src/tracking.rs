@@ -281,6 +281,17 @@ pub async fn announce_completions(
     Ok(())
 }
 
+async fn mark_announced(client: &Client, id: &str) -> Result<(), StageError> {
+    client
+        .execute(
+            "UPDATE imports SET event_published_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| db_error("mark import announced", &e))?;
+    Ok(())
+}
+
 async fn announce_pending(
     client: &Client,
     js: &jetstream::Context,
@@ -300,6 +311,14 @@ async fn announce_pending(
         .map_err(|e| db_error("read settled imports", &e))?;
     for row in rows {
         let id: String = row.get(0);
+        // Ids are checked where messages are decoded; one that got into the
+        // table otherwise (an older version, a hand edit) has no subject to
+        // go to. It must not hold up the imports after it.
+        if let Err(why) = sluice_messages::validate_import_id(&id) {
+            tracing::error!(import_id = ?id, %why, "cannot announce this import; marking it announced without an event");
+            mark_announced(client, &id).await?;
+            continue;
+        }
         let status = match row.get::<_, &str>(1) {
             "completed" => ImportStatus::Completed,
             _ => ImportStatus::CompletedWithErrors,
@@ -331,13 +350,7 @@ async fn announce_pending(
             .map_err(|e| {
                 StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
             })?;
-        client
-            .execute(
-                "UPDATE imports SET event_published_at = now() WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(|e| db_error("mark import announced", &e))?;
+        mark_announced(client, &id).await?;
         tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
     }
     Ok(())

@@ -518,7 +518,9 @@ impl LineIndex {
         Box::pin(body.inspect_ok(move |chunk| {
             let mut lines = index.0.lock().expect("never poisoned");
             let start = lines.read;
-            lines.ends.extend(memchr::memchr_iter(b'\n', chunk).map(|i| start + i as u64));
+            lines
+                .ends
+                .extend(memchr::memchr_iter(b'\n', chunk).map(|i| start + i as u64));
             lines.read += chunk.len() as u64;
         }))
     }

@@ -90,11 +90,31 @@ pub fn validate_import_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Every import id a message carries is checked as it is decoded: an id
+/// that could not be a subject token would fail later, far from its cause.
+fn checked_import_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    validate_import_id(&id).map_err(serde::de::Error::custom)?;
+    Ok(id)
+}
+
+fn checked_optional_import_id<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(id) => validate_import_id(&id)
+            .map(|()| Some(id))
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
 /// One account listed by an accounts CSV, published on `account-updates`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountUpdate {
     /// The import this account belongs to.
+    #[serde(deserialize_with = "checked_import_id")]
     pub import_id: String,
     /// The accounts CSV's `accountId`, a 64-bit integer.
     pub account_id: i64,
@@ -108,6 +128,7 @@ pub struct AccountUpdate {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TransactionBatch {
     /// The import this window of lines belongs to.
+    #[serde(deserialize_with = "checked_import_id")]
     pub import_id: String,
     /// The account, as in the subject `transactions.<account_id>`.
     pub account_id: i64,
@@ -135,7 +156,11 @@ pub struct DeadLetter {
     /// Human-readable reason, with the cause chain.
     pub error: String,
     /// The import this belongs to, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "checked_optional_import_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub import_id: Option<String>,
     /// The original message's subject.
     pub subject: String,
@@ -218,6 +243,23 @@ mod tests {
         );
         assert!(serde_json::from_str::<Transaction>(r#"{"id":1,"amount":"1e5"}"#).is_err());
     }
+
+    #[test]
+    fn every_message_refuses_an_import_id_that_is_no_subject_token() {
+        let bad = [
+            r#"{"import_id":"a b","account_id":1,"transactions_url":"http://h/x"}"#,
+            r#"{"import_id":"a.b","account_id":1,"transactions":[]}"#,
+            r#"{"fact":"listed","import_id":"a b","accounts":1,"rejected_rows":0}"#,
+        ];
+        assert!(serde_json::from_str::<AccountUpdate>(bad[0]).is_err());
+        assert!(serde_json::from_str::<TransactionBatch>(bad[1]).is_err());
+        assert!(serde_json::from_str::<ImportProgress>(bad[2]).is_err());
+        let fine = r#"{"fact":"listed","import_id":"nightly-42","accounts":1,"rejected_rows":0}"#;
+        assert!(serde_json::from_str::<ImportProgress>(fine).is_ok());
+        let letter = r#"{"stage":"fetcher","kind":"permanent","error":"e","import_id":"x y",
+            "subject":"s","delivered":1,"time":"t"}"#;
+        assert!(serde_json::from_str::<DeadLetter>(letter).is_err());
+    }
 }
 
 /// What the stages report about an import as they go, published on
@@ -230,6 +272,7 @@ mod tests {
 pub enum ImportProgress {
     /// The importer began reading the accounts CSV.
     Started {
+        #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         /// The accounts CSV, redacted for display.
         url: String,
@@ -239,6 +282,7 @@ pub enum ImportProgress {
     /// The importer read the whole accounts CSV: `accounts` account
     /// messages are stored, `rejected_rows` rows were dead-lettered.
     Listed {
+        #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         accounts: u64,
         rejected_rows: u64,
@@ -246,6 +290,7 @@ pub enum ImportProgress {
     /// The fetcher read one account's whole transactions CSV: `messages`
     /// transaction messages holding `transactions` transactions are stored.
     Fetched {
+        #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         /// The account message's identity (`<import>/<line>`).
         account_key: String,
@@ -261,6 +306,7 @@ pub enum ImportProgress {
     },
     /// A stage dead-lettered a message of this import.
     Failed {
+        #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         stage: String,
         /// The identity of the message given up on.
@@ -308,6 +354,7 @@ pub enum ImportStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImportCompleted {
+    #[serde(deserialize_with = "checked_import_id")]
     pub import_id: String,
     pub status: ImportStatus,
     /// The accounts CSV, redacted for display.

@@ -9,6 +9,7 @@ pub struct Delivery {
     message: jetstream::Message,
     stream_sequence: u64,
     delivered: i64,
+    stored_at: time::OffsetDateTime,
     message_id: String,
     identity: String,
     /// From the `Sluice-Import-Id` header, or as the stage worked it out.
@@ -20,7 +21,8 @@ impl Delivery {
         let info = message
             .info()
             .map_err(|e| StageError::permanent(format!("not a JetStream delivery: {e}")))?;
-        let (stream_sequence, delivered) = (info.stream_sequence, info.delivered);
+        let (stream_sequence, delivered, stored_at) =
+            (info.stream_sequence, info.delivered, info.published);
         let header = |name| {
             message
                 .headers
@@ -31,12 +33,16 @@ impl Delivery {
         let message_id =
             header(HEADER_MSG_ID).unwrap_or_else(|| format!("{}:{}", info.stream, stream_sequence));
         let identity = header(HEADER_REPLAY_OF).unwrap_or_else(|| message_id.clone());
-        let import_id = header(HEADER_IMPORT_ID);
+        // A header anyone could set: an id that is no subject token would
+        // make every report about this message unpublishable.
+        let import_id =
+            header(HEADER_IMPORT_ID).filter(|id| sluice_messages::validate_import_id(id).is_ok());
         Ok(Delivery {
             import_id,
             message,
             stream_sequence,
             delivered,
+            stored_at,
             message_id,
             identity,
         })
@@ -66,8 +72,15 @@ impl Delivery {
     /// importer derives it from the body), so its dead letter names it.
     pub(crate) fn learn_import_id(&mut self, id: Option<&str>) {
         if self.import_id.is_none() {
-            self.import_id = id.map(str::to_owned);
+            self.import_id = id
+                .filter(|id| sluice_messages::validate_import_id(id).is_ok())
+                .map(str::to_owned);
         }
+    }
+
+    /// When JetStream stored the message: stable across redeliveries.
+    pub fn stored_at(&self) -> time::OffsetDateTime {
+        self.stored_at
     }
 
     /// Position of the message in its stream: stable across redeliveries.
