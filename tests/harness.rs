@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use sluice_devkit::{Deployment, FileServer, Process, Sandbox};
+use sluice_devkit::{Deployment, Process, Sandbox};
 use sluice_messages::{DeadLetter, ImportCompleted};
 use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
 use sluice_stage::lifecycle::{completion_count, derived_import_id_at, wait_for_completion};
 use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 
-pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, Route};
+pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
 mod servers;
 pub use servers::{free_port, local_setting, PrivateNats, PrivatePostgres};
@@ -104,6 +104,14 @@ impl Pipeline {
             deployment,
         };
         pipeline.wait_for_consumers().await;
+        // The saver declares its consumer before its schema is migrated.
+        let db = pipeline.sandbox.db().await;
+        wait_until(Duration::from_secs(30), "the saver's schema", || async {
+            db.query_one("SELECT to_regclass('import_chunks') IS NOT NULL", &[])
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0))
+        })
+        .await;
         pipeline
     }
 

@@ -421,3 +421,141 @@ async fn internal_addresses_are_refused_by_default() {
     assert_eq!(p.sandbox.saved_count().await, 0);
     p.stop().await;
 }
+
+/// A server trickling a file fails the download once its average rate over
+/// a read timeout of waiting falls under SLUICE_MIN_DOWNLOAD_RATE (retried,
+/// then dead-lettered), rather than holding a slot for an hour.
+#[tokio::test]
+async fn a_trickling_server_is_given_up_on_by_rate() {
+    let p = Pipeline::start(
+        "trickle",
+        &[
+            ("SLUICE_READ_TIMEOUT", "2s"),
+            ("SLUICE_MIN_DOWNLOAD_RATE", "1KiB"),
+            ("SLUICE_MAX_DELIVERIES", "2"),
+            ("SLUICE_RETRY_BACKOFF", "100ms"),
+        ],
+    )
+    .await;
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,slow.csv\n2,fine.csv\n"),
+    );
+    let mut slow = String::from("id,amount\n");
+    for id in 1..=200 {
+        slow.push_str(&format!("{id},1.00\n"));
+    }
+    // A byte every 400 ms: about 3 bytes/s.
+    p.server.set(
+        "/slow.csv",
+        Route::new(slow).trickle(1, Duration::from_millis(400)),
+    );
+    p.server.set("/fine.csv", Route::new("id,amount\n1,2.00\n"));
+    let started = std::time::Instant::now();
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    let done = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!((done.accounts_failed, done.transactions_saved), (1, 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].kind, DeadLetterKind::Exhausted);
+    assert!(
+        letters[0]
+            .error
+            .starts_with(&format!("{} is too slow: ", p.server.url("/slow.csv")))
+            && letters[0]
+                .error
+                .contains("under SLUICE_MIN_DOWNLOAD_RATE (1024 bytes/s)"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(p.server.request_count("/slow.csv"), 2);
+    p.stop().await;
+}
+
+/// A slow host gets at most SLUICE_MAX_DOWNLOADS_PER_HOST downloads, and
+/// its other accounts wait without a processing slot: an account on another
+/// host, listed after them, is saved long before they are.
+#[tokio::test]
+async fn one_slow_host_cannot_take_every_slot() {
+    let p = Pipeline::start(
+        "per-host",
+        &[
+            ("SLUICE_CONCURRENCY", "2"),
+            ("SLUICE_MAX_DOWNLOADS_PER_HOST", "1"),
+            ("SLUICE_MIN_DOWNLOAD_RATE", "0"),
+        ],
+    )
+    .await;
+    let fast = sluice_e2e::FileServer::start().await.unwrap();
+    let mut accounts = String::from("accountId,transactionsUrl\n");
+    for account in 1..=6 {
+        accounts.push_str(&format!("{account},slow.csv\n"));
+    }
+    accounts.push_str(&format!("7,{}\n", fast.url("/fast.csv")));
+    p.server.set("/accounts.csv", Route::new(accounts));
+    // Each slow file takes about 1.5 s; one at a time, 9 s for all six.
+    p.server.set(
+        "/slow.csv",
+        Route::new("id,amount\n1,1.00\n").trickle(2, Duration::from_millis(170)),
+    );
+    fast.set("/fast.csv", Route::new("id,amount\n1,7.00\n"));
+    let started = std::time::Instant::now();
+    p.import(&p.server.url("/accounts.csv")).await;
+    let db = p.sandbox.db().await;
+    let saved = |account: i64| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM transactions WHERE account_id = $1",
+                &[&account],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    sluice_e2e::wait_until(
+        Duration::from_secs(30),
+        "the fast account saved",
+        || async { saved(7).await == 1 },
+    )
+    .await;
+    let fast_after = started.elapsed();
+    let slow_done: i64 = db
+        .query_one(
+            "SELECT count(*) FROM transactions WHERE account_id BETWEEN 1 AND 6",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        slow_done <= 3,
+        "the fast account waited for {slow_done} slow ones ({fast_after:?})"
+    );
+    p.assert_saves(
+        &sluice_e2e::rows(&[
+            (1, 1, "1.00"),
+            (2, 1, "1.00"),
+            (3, 1, "1.00"),
+            (4, 1, "1.00"),
+            (5, 1, "1.00"),
+            (6, 1, "1.00"),
+            (7, 1, "7.00"),
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    // One at a time: six slow files took about six times one.
+    assert!(
+        started.elapsed() > Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    p.stop().await;
+}

@@ -80,10 +80,11 @@ impl FlatMap for Fetcher {
         if out.import_id().is_none() {
             out.set_import_id(&account.import_id);
         }
-        let mut file = self
-            .downloader
-            .open_csv(&account.transactions_url, &COLUMNS)
+        // A busy host makes this account wait, not the accounts behind it.
+        let reserved = out
+            .without_slot(self.downloader.reserve(&account.transactions_url))
             .await?;
+        let mut file = self.downloader.open_csv(reserved, &COLUMNS).await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
         let mut window = Window::new(self.transactions_per_message as u64);

@@ -45,7 +45,7 @@ impl FlatMap for Importer {
             time: sluice_stage::now(),
         })
         .await?;
-        let mut file = self.downloader.open_csv(&request.url, &COLUMNS).await?;
+        let mut file = self.downloader.open(&request.url, &COLUMNS).await?;
         let (url, shown) = (file.url().clone(), file.shown_url());
         let subject = out.namespace().account_updates();
         let mut accounts = 0;

@@ -201,6 +201,59 @@ pub(crate) fn gunzip(compressed: Body, limits: BodyLimits) -> Body {
     )
 }
 
+/// A server sending slower than the minimum rate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{bytes} bytes in {waited:?} of waiting, under SLUICE_MIN_DOWNLOAD_RATE ({min_rate} bytes/s)"
+)]
+pub struct TooSlow {
+    pub bytes: u64,
+    pub waited: std::time::Duration,
+    pub min_rate: u64,
+}
+
+/// Fails a body that, over any `window` spent waiting on the server,
+/// averages under `min_rate` bytes per second. Only time waiting for the
+/// network counts: a stage that stops reading (paused for an outage, a full
+/// publish window) does not make the server look slow.
+pub(crate) fn min_rate(mut body: Body, min_rate: u64, window: std::time::Duration) -> Body {
+    if min_rate == 0 {
+        return body;
+    }
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let mut waited = std::time::Duration::ZERO;
+    let mut bytes = 0u64;
+    Box::pin(futures_util::stream::poll_fn(move |cx| {
+        let started = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+        let polled = body.as_mut().poll_next(cx);
+        if polled.is_pending() {
+            // The read timeout stops a server that sends nothing at all.
+            return polled;
+        }
+        waiting_since = None;
+        waited += started.elapsed();
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            bytes += chunk.len() as u64;
+        }
+        if waited >= window {
+            let expected = min_rate as f64 * waited.as_secs_f64();
+            if (bytes as f64) < expected {
+                let slow = TooSlow {
+                    bytes,
+                    waited,
+                    min_rate,
+                };
+                return std::task::Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    slow,
+                ))));
+            }
+            (waited, bytes) = (std::time::Duration::ZERO, 0);
+        }
+        polled
+    }))
+}
+
 /// Stops a body that grows past the size limit or has an overlong record,
 /// so neither a huge file nor one endless record is ever buffered.
 pub(crate) fn bounded(body: Body, limits: BodyLimits) -> Body {
@@ -449,6 +502,42 @@ mod tests {
             split.scan(b"4\n56789\"\n"),
             Err(LimitExceeded::Line { line: 2, limit: 10 })
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_server_fails_and_a_paused_reader_does_not() {
+        use std::time::Duration;
+        let trickle = |gap: Duration| -> Body {
+            Box::pin(futures_util::stream::unfold(0, move |n| async move {
+                (n < 100).then_some(())?;
+                tokio::time::sleep(gap).await;
+                Some((Ok(Bytes::from_static(b"x")), n + 1))
+            }))
+        };
+        // One byte every 2 s: 15 bytes in 30 s of waiting, far under 1 KiB/s.
+        let err = collect(min_rate(
+            trickle(Duration::from_secs(2)),
+            1024,
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap_err();
+        let slow = err.get_ref().unwrap().downcast_ref::<TooSlow>().unwrap();
+        assert_eq!((slow.bytes, slow.waited), (15, Duration::from_secs(30)));
+        // A fast server whose reader pauses for minutes is not slow.
+        let mut fast = min_rate(
+            Box::pin(futures_util::stream::iter(
+                (0..50).map(|_| Ok(Bytes::from(vec![b'x'; 4096]))),
+            )),
+            1024,
+            Duration::from_secs(30),
+        );
+        let mut total = 0;
+        while let Some(chunk) = fast.next().await {
+            total += chunk.unwrap().len();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        assert_eq!(total, 50 * 4096);
     }
 
     #[tokio::test]

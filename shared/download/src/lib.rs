@@ -15,7 +15,7 @@ pub use url::Url;
 
 mod guard;
 
-pub use guard::{AddressPolicy, AddressRefused, BodyLimits, LimitExceeded, Networks};
+pub use guard::{AddressPolicy, AddressRefused, BodyLimits, LimitExceeded, Networks, TooSlow};
 
 /// Download settings as flags and environment variables.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,6 +37,17 @@ pub struct DownloadArgs {
     #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_compression_ratio: u64,
+    /// Slowest average transfer accepted, over each `--read-timeout` spent
+    /// waiting on the server (`0` turns the check off): a server that
+    /// trickles a byte now and then fails the download (and it is retried)
+    /// instead of holding a slot for hours.
+    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = parse_rate)]
+    pub min_download_rate: u64,
+    /// Downloads from one host at once per replica; the others wait without
+    /// taking a processing slot, so one slow host cannot occupy them all.
+    #[arg(long, env = "SLUICE_MAX_DOWNLOADS_PER_HOST", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downloads_per_host: u32,
     /// Networks downloads never connect to: this host, private, shared,
     /// link-local (cloud metadata), multicast and reserved ranges.
     #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = guard::DEFAULT_DENY,
@@ -45,6 +56,14 @@ pub struct DownloadArgs {
     /// Exceptions to `--deny-networks`.
     #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
     pub allow_networks: Networks,
+}
+
+/// A size per second, or `0` for no minimum.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        other => sluice_stage::config::parse_size(other),
+    }
 }
 
 impl DownloadArgs {
@@ -57,6 +76,8 @@ impl DownloadArgs {
                 max_line: self.max_row_length,
                 max_ratio: self.max_compression_ratio,
             },
+            min_rate: self.min_download_rate,
+            per_host: self.max_downloads_per_host as usize,
             addresses: AddressPolicy {
                 deny: self.deny_networks.clone(),
                 allow: self.allow_networks.clone(),
@@ -74,6 +95,10 @@ pub struct DownloadOptions {
     /// download (and it is retried) instead of hanging it forever.
     pub read_timeout: Duration,
     pub limits: BodyLimits,
+    /// Bytes per second, averaged over each `read_timeout` of waiting; 0: any.
+    pub min_rate: u64,
+    /// Downloads from one host at once.
+    pub per_host: usize,
     pub addresses: AddressPolicy,
 }
 
@@ -87,6 +112,8 @@ impl Default for DownloadOptions {
                 max_line: 64 << 10,
                 max_ratio: 100,
             },
+            min_rate: 1024,
+            per_host: 4,
             addresses: AddressPolicy {
                 deny: Networks::parse(guard::DEFAULT_DENY).expect("valid"),
                 allow: Networks::default(),
@@ -122,6 +149,8 @@ pub enum DownloadError {
         #[source]
         source: io::Error,
     },
+    #[error("{} is too slow: {rate}", shown(.url))]
+    TooSlow { url: Url, rate: guard::TooSlow },
     #[error("{} refused: {limit}", shown(.url))]
     Limit { url: Url, limit: LimitExceeded },
     #[error("{} has a line break inside its header ({found:?}): lines must end in LF or CRLF (a file with lone CR line ends, as old Mac exports have, reads as one line)", shown(.url))]
@@ -143,7 +172,7 @@ impl DownloadError {
                 *status == 408 || *status == 429 || *status >= 500
             }
             // A cut connection, a truncated gzip stream: the next try may get it whole.
-            DownloadError::Body { .. } => true,
+            DownloadError::Body { .. } | DownloadError::TooSlow { .. } => true,
             DownloadError::InvalidUrl { .. }
             | DownloadError::UnsupportedScheme { .. }
             | DownloadError::Refused { .. }
@@ -156,6 +185,15 @@ impl DownloadError {
 
     /// A broken body, or one that broke a limit (which is permanent).
     fn body(url: &Url, source: io::Error) -> DownloadError {
+        if let Some(rate) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<guard::TooSlow>())
+        {
+            return DownloadError::TooSlow {
+                url: url.clone(),
+                rate: rate.clone(),
+            };
+        }
         match guard::limit_of(&source) {
             Some(limit) => DownloadError::Limit {
                 url: url.clone(),
@@ -193,7 +231,38 @@ const MAX_REDIRECTS: usize = 10;
 pub struct Downloader {
     client: reqwest::Client,
     limits: BodyLimits,
+    min_rate: u64,
+    read_timeout: Duration,
     addresses: Arc<AddressPolicy>,
+    hosts: HostSlots,
+}
+
+/// The downloads each host may have at once.
+#[derive(Debug, Clone)]
+struct HostSlots {
+    per_host: usize,
+    hosts: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl HostSlots {
+    fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut hosts = self.hosts.lock().expect("never poisoned");
+        if hosts.len() > 4096 {
+            // Forget hosts nobody is downloading from.
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone()
+    }
+}
+
+/// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
+/// needs. Waiting for it may take long when the host is busy.
+pub struct Reserved {
+    url: Url,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Downloader {
@@ -242,20 +311,54 @@ impl Downloader {
         Ok(Downloader {
             client,
             limits: options.limits,
+            min_rate: options.min_rate,
+            read_timeout: options.read_timeout,
             addresses,
+            hosts: HostSlots {
+                per_host: options.per_host.max(1),
+                hosts: Default::default(),
+            },
         })
     }
 
-    /// Starts downloading `url` and reads its header, which must name every
-    /// one of `columns` (matched ignoring case and surrounding spaces).
-    pub async fn open_csv(&self, url: &str, columns: &[&str]) -> Result<CsvFile, DownloadError> {
-        let url = &Url::parse(url).map_err(|reason| DownloadError::InvalidUrl {
+    /// Checks `url` and waits for a download slot on its host.
+    pub async fn reserve(&self, url: &str) -> Result<Reserved, DownloadError> {
+        let url = Url::parse(url).map_err(|reason| DownloadError::InvalidUrl {
             url: url.to_owned(),
             reason,
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(DownloadError::UnsupportedScheme { url: url.clone() });
+            return Err(DownloadError::UnsupportedScheme { url });
         }
+        let host = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let slot = self
+            .hosts
+            .semaphore(&host)
+            .acquire_owned()
+            .await
+            .expect("host semaphores never close");
+        Ok(Reserved { url, _slot: slot })
+    }
+
+    /// Reserves a slot for `url` and opens it: for callers with nothing
+    /// better to do while the host is busy.
+    pub async fn open(&self, url: &str, columns: &[&str]) -> Result<CsvFile, DownloadError> {
+        let reserved = self.reserve(url).await?;
+        self.open_csv(reserved, columns).await
+    }
+
+    /// Starts downloading and reads the header, which must name every one
+    /// of `columns` (matched ignoring case and surrounding spaces).
+    pub async fn open_csv(
+        &self,
+        reserved: Reserved,
+        columns: &[&str],
+    ) -> Result<CsvFile, DownloadError> {
+        let url = &reserved.url;
         if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
             return Err(DownloadError::Refused {
                 url: url.clone(),
@@ -316,7 +419,11 @@ impl Downloader {
                 })
             }
         };
-        CsvFile::from_stream(url.clone(), guard::bounded(body, self.limits), columns).await
+        let body = guard::min_rate(body, self.min_rate, self.read_timeout);
+        let mut file =
+            CsvFile::from_stream(url.clone(), guard::bounded(body, self.limits), columns).await?;
+        file.slot = Some(reserved._slot);
+        Ok(file)
     }
 }
 
@@ -336,6 +443,8 @@ pub struct CsvFile {
     url: Url,
     reader: AsyncReader<StreamReader<Body, Bytes>>,
     lines: LineIndex,
+    /// The host's download slot, held while the file is read.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Where each requested column sits in a record.
     positions: Vec<usize>,
     header_len: usize,
@@ -429,6 +538,7 @@ impl CsvFile {
             url,
             reader,
             lines,
+            slot: None,
             positions,
             header_len: header.len(),
             record: ByteRecord::new(),

@@ -28,6 +28,8 @@ type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishE
 /// duplicates.
 pub struct Emitter {
     shared: Arc<Shared>,
+    /// This input's processing slot.
+    slot: Arc<crate::flat_map::Slot>,
     identity: String,
     import_id: Option<String>,
     input_subject: String,
@@ -52,9 +54,15 @@ pub(crate) struct EmitStats {
 impl Emitter {
     /// `budget`: bytes this input may have awaiting acks (its share of the
     /// replica's publish window).
-    pub(crate) fn new(shared: Arc<Shared>, input: &Delivery, budget: usize) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        input: &Delivery,
+        budget: usize,
+        slot: Arc<crate::flat_map::Slot>,
+    ) -> Self {
         Emitter {
             shared,
+            slot,
             identity: input.identity().to_owned(),
             import_id: input.import_id().map(str::to_owned),
             input_subject: input.subject().to_owned(),
@@ -66,6 +74,13 @@ impl Emitter {
             duplicates: 0,
             rejected_rows: 0,
         }
+    }
+
+    /// Awaits `wait` (a download slot on a busy host, say) without holding
+    /// a processing slot, so the replica works on other messages meanwhile.
+    /// The input stays owned (in-progress acks) throughout.
+    pub async fn without_slot<F: std::future::Future>(&mut self, wait: F) -> F::Output {
+        self.slot.release_while(wait).await
     }
 
     /// Marks everything published from now on as part of import `id`.

@@ -41,6 +41,36 @@ pub trait FlatMap: Send + Sync + 'static {
     }
 }
 
+/// A task's processing slot, which it may give up while it waits for
+/// something other than work (a busy host), so that other messages go on.
+pub(crate) struct Slot {
+    slots: Arc<Semaphore>,
+    /// Bounds the messages held while waiting without a slot.
+    waiting_room: Arc<Semaphore>,
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    /// Awaits `wait` without holding the slot when the waiting room has a
+    /// place (else holding it), then takes a slot again.
+    pub(crate) async fn release_while<F: Future>(&self, wait: F) -> F::Output {
+        let Ok(place) = self.waiting_room.clone().try_acquire_owned() else {
+            return wait.await;
+        };
+        drop(self.permit.lock().expect("never poisoned").take());
+        let output = wait.await;
+        drop(place);
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        *self.permit.lock().expect("never poisoned") = Some(permit);
+        output
+    }
+}
+
 /// How long one pull request waits for messages; also the most a stop waits
 /// for the last request to end.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
@@ -58,6 +88,9 @@ pub(crate) async fn run<S: FlatMap>(
             .unwrap_or(S::DEFAULT_CONCURRENCY),
     );
     let slots = Arc::new(Semaphore::new(concurrency));
+    // Messages waiting without a slot (for a busy host): up to three times
+    // as many as are worked on, each kept with in-progress acks.
+    let waiting_room = Arc::new(Semaphore::new(concurrency * 3));
     // Each input in work gets an equal share of the replica's publish window.
     let publish_budget = shared.consumer.publish_window as usize / concurrency;
     let abort = CancellationToken::new();
@@ -92,12 +125,17 @@ pub(crate) async fn run<S: FlatMap>(
             match next {
                 Ok(message) => match (stop.is_cancelled(), permits.pop()) {
                     (false, Some(permit)) => {
+                        let slot = Arc::new(Slot {
+                            slots: slots.clone(),
+                            waiting_room: waiting_room.clone(),
+                            permit: std::sync::Mutex::new(Some(permit)),
+                        });
                         tasks.spawn(handle(
                             stage.clone(),
                             shared.clone(),
                             message,
                             abort.clone(),
-                            permit,
+                            slot,
                             publish_budget,
                         ));
                     }
@@ -121,7 +159,7 @@ async fn handle<S: FlatMap>(
     shared: Arc<Shared>,
     message: jetstream::Message,
     abort: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    slot: Arc<Slot>,
     publish_budget: usize,
 ) {
     let mut delivery = match Delivery::new(message) {
@@ -147,7 +185,7 @@ async fn handle<S: FlatMap>(
     let work = async {
         let mut pause: Option<Pause> = None;
         loop {
-            let mut out = Emitter::new(shared.clone(), &delivery, publish_budget);
+            let mut out = Emitter::new(shared.clone(), &delivery, publish_budget, slot.clone());
             let result = async {
                 stage.process(&delivery, &mut out).await?;
                 out.flush().await
