@@ -43,6 +43,8 @@ pub struct ImportRow {
     pub transactions_saved: i64,
     pub rows_rejected: i64,
     pub dead_letters: i64,
+    /// Later occurrences of an `(account, id)` the import already had.
+    pub conflicts: i64,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }
@@ -51,7 +53,8 @@ pub struct ImportRow {
 /// completion shows too.
 const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accounts_failed,
     (SELECT COALESCE(sum(inserted), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    rows_rejected, failures, started_at::text, finished_at::text";
+    rows_rejected, failures, started_at::text, finished_at::text,
+    (SELECT count(*) FROM import_conflicts k WHERE k.import_id = imports.id)";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {
@@ -66,7 +69,61 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
         dead_letters: r.get(8),
         started_at: r.get(9),
         finished_at: r.get(10),
+        conflicts: r.get(11),
     }
+}
+
+/// A row an import listed again: the first in file order was kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub account_id: i64,
+    pub id: i64,
+    /// The row ignored: its transactions CSV and line, and the account's
+    /// line in the accounts CSV.
+    pub url: Option<String>,
+    pub line: i64,
+    pub account_line: i64,
+    /// The row kept, likewise.
+    pub kept_url: Option<String>,
+    pub kept_line: i64,
+    pub kept_account_line: i64,
+}
+
+/// The first `limit` conflicts of import `id`, in file order.
+pub async fn conflicts(
+    db: &Client,
+    id: &str,
+    limit: i64,
+    url: &str,
+) -> Result<Vec<Conflict>, Problem> {
+    let rows = db
+        .query(
+            "SELECT k.account_id, k.id, a.url, k.line, k.account_line,
+                    kept.url, k.kept_line, k.kept_account_line
+             FROM import_conflicts k
+             LEFT JOIN import_accounts a
+               ON a.import_id = k.import_id AND a.account_key = k.import_id || '/' || k.account_line
+             LEFT JOIN import_accounts kept
+               ON kept.import_id = k.import_id
+              AND kept.account_key = k.import_id || '/' || k.kept_account_line
+             WHERE k.import_id = $1 ORDER BY k.account_line, k.line LIMIT $2",
+            &[&id, &limit],
+        )
+        .await
+        .map_err(|e| crate::explain::postgres("read import conflicts", url, &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Conflict {
+            account_id: r.get(0),
+            id: r.get(1),
+            url: r.get(2),
+            line: r.get(3),
+            account_line: r.get(4),
+            kept_url: r.get(5),
+            kept_line: r.get(6),
+            kept_account_line: r.get(7),
+        })
+        .collect())
 }
 
 /// `None` while the saver has recorded nothing of it yet.

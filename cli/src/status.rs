@@ -40,6 +40,9 @@ struct ConsumerStatus {
 struct Status {
     consumers: Vec<ConsumerStatus>,
     imports: Vec<ImportRow>,
+    /// For one import: its first conflicting rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conflicts: Vec<imports::Conflict>,
     /// What could not be read, and why: the rest is shown all the same.
     problems: Vec<String>,
 }
@@ -48,6 +51,7 @@ pub async fn run(args: StatusArgs) -> Result<(), String> {
     let mut status = Status {
         consumers: Vec::new(),
         imports: Vec::new(),
+        conflicts: Vec::new(),
         problems: Vec::new(),
     };
     match consumers(&args).await {
@@ -57,6 +61,19 @@ pub async fn run(args: StatusArgs) -> Result<(), String> {
     match imports(&args).await {
         Ok(imports) => status.imports = imports,
         Err(problem) => status.problems.push(format!("imports: {problem}")),
+    }
+    if let Some(one) = status
+        .imports
+        .first()
+        .filter(|i| args.id.is_some() && i.conflicts > 0)
+    {
+        let url = &args.database.database_url;
+        let found =
+            async { imports::conflicts(&args.database.connect().await?, &one.id, 20, url).await };
+        match found.await {
+            Ok(conflicts) => status.conflicts = conflicts,
+            Err(problem) => status.problems.push(format!("conflicts: {problem}")),
+        }
     }
     if args.json {
         println!(
@@ -169,22 +186,50 @@ fn print_consumers(status: &Status) {
 
 fn print_imports(status: &Status) {
     println!(
-        "{:<16} {:<22} {:>12} {:>14} {:>9} {:>8}  STARTED",
-        "IMPORT", "STATUS", "ACCOUNTS", "TRANSACTIONS", "REJECTED", "FAILED"
+        "{:<20} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9}  STARTED",
+        "IMPORT", "STATUS", "ACCOUNTS", "TRANSACTIONS", "REJECTED", "FAILED", "CONFLICTS"
     );
     for i in &status.imports {
         let listed = i
             .accounts_listed
             .map_or_else(|| "…".to_owned(), |n| group(n.into()));
         println!(
-            "{:<16} {:<22} {:>12} {:>14} {:>9} {:>8}  {}",
+            "{:<20} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9}  {}",
             i.id,
             i.status,
             format!("{}/{listed}", group(i.accounts_settled.into())),
             group(i.transactions_saved.into()),
             group(i.rows_rejected.into()),
             group(i.dead_letters.into()),
+            group(i.conflicts.into()),
             i.started_at.as_deref().unwrap_or("-")
         );
+    }
+    if let (Some(one), false) = (status.imports.first(), status.conflicts.is_empty()) {
+        println!(
+            "\n{} row(s) repeated an (account, id) of import {}; the first in file order was kept:",
+            group(one.conflicts.into()),
+            one.id
+        );
+        for c in &status.conflicts {
+            let file = |url: &Option<String>, account_line| match url {
+                Some(url) => url.clone(),
+                None => format!("the file of accounts line {account_line}"),
+            };
+            let ignored = file(&c.url, c.account_line);
+            let kept = if c.kept_account_line == c.account_line {
+                format!("line {}", c.kept_line)
+            } else {
+                format!(
+                    "line {} of {}",
+                    c.kept_line,
+                    file(&c.kept_url, c.kept_account_line)
+                )
+            };
+            println!(
+                "  account {} id {}: line {} of {ignored} repeats {kept}, which was kept",
+                c.account_id, c.id, c.line
+            );
+        }
     }
 }

@@ -91,6 +91,8 @@ fn serve_quirky_files(server: &FileServer) -> Vec<ExpectedRow> {
     for id in 1..=250 {
         six.push_str(&format!("{id},{id}.01\n"));
     }
+    // Id 5 again, with another amount: a conflict, the first is kept.
+    six.push_str("5,99.99\n");
     server.set("/transactions/6.csv", Route::new(six));
     server.set(
         "/transactions/7.csv",
@@ -145,9 +147,10 @@ pub async fn run_quirky_import(p: &Pipeline) -> QuirkyRun {
             first.accounts_failed,
             first.transactions_saved,
             first.rows_rejected,
-            first.dead_letters
+            first.dead_letters,
+            first.conflicts
         ),
-        (ImportStatus::CompletedWithErrors, 6, 2, 254, 3, 2),
+        (ImportStatus::CompletedWithErrors, 6, 2, 254, 3, 2, 1),
         "{first:#?}"
     );
     // The JSON form, as `sluice import --id` sends it.

@@ -529,3 +529,74 @@ async fn import_ids_are_checked_everywhere_and_stay_unique() {
     assert_eq!(imports, 2);
     p.stop().await;
 }
+
+/// The same (account, id) twice in one import with different amounts: the
+/// first in file order is kept whatever order the messages commit in, and
+/// every later one is counted in the completion event and named (file and
+/// line) by `sluice status`.
+#[tokio::test]
+async fn conflicting_duplicates_keep_the_first_in_file_order_and_are_reported() {
+    let p = Pipeline::start(
+        "hostile-dups",
+        &[
+            // Every row its own message, each batch one message, several
+            // writers: commit order is anyone's guess.
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "1"),
+            ("SLUICE_BATCH_SIZE", "1"),
+            ("SLUICE_CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    // Account 1 lists id 5 on lines 3, 6 and 8; account 2 is listed twice
+    // in the accounts file (lines 3 and 4) with id 9 in both files.
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,one.csv\n2,two-a.csv\n2,two-b.csv\n"),
+    );
+    p.server.set(
+        "/one.csv",
+        Route::new("id,amount\n1,1.00\n5,5.00\n2,2.00\n3,3.00\n5,50.00\n4,4.00\n5,500.00\n"),
+    );
+    p.server
+        .set("/two-a.csv", Route::new("id,amount\n9,9.00\n"));
+    p.server
+        .set("/two-b.csv", Route::new("id,amount\n9,90.00\n10,10.00\n"));
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    let done = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (done.status, done.conflicts, done.transactions_saved),
+        (ImportStatus::CompletedWithErrors, 3, 7)
+    );
+    p.assert_saves(
+        &rows(&[
+            (1, 1, "1.00"),
+            (1, 2, "2.00"),
+            (1, 3, "3.00"),
+            (1, 4, "4.00"),
+            (1, 5, "5.00"),
+            (2, 9, "9.00"),
+            (2, 10, "10.00"),
+        ]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let status = p.cli(&["status", &id]).await;
+    let shown = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let one = p.server.url("/one.csv");
+    for line in [
+        format!(
+            "3 row(s) repeated an (account, id) of import {id}; the first in file order was kept:"
+        ),
+        format!("  account 1 id 5: line 6 of {one} repeats line 3, which was kept"),
+        format!("  account 1 id 5: line 8 of {one} repeats line 3, which was kept"),
+        format!(
+            "  account 2 id 9: line 2 of {} repeats line 2 of {}, which was kept",
+            p.server.url("/two-b.csv"),
+            p.server.url("/two-a.csv")
+        ),
+    ] {
+        assert!(shown.contains(&line), "missing {line:?} in:\n{shown}");
+    }
+    p.stop().await;
+}

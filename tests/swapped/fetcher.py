@@ -186,7 +186,7 @@ def fetch_account(job, upd, key, in_subject, delivered):
                 while (first - 2) // N > st["window"]: flush()
                 try:
                     tid, amount = parse_row(row, cols, i_id, i_amount)
-                    st["batch"].append({"id": tid, "amount": amount}); st["transactions"] += 1
+                    st["batch"].append({"id": tid, "amount": amount, "line": first}); st["transactions"] += 1
                 except ValueError as e:
                     st["rejected"] += 1
                     job.publish(f"{SUBJ}dead-letters.fetcher", {
@@ -267,7 +267,8 @@ class Stage:
                 job.cancelled = True; raise Transient(f"{redact(upd['transactions_url'])}: gave up after {MAX_PROCESSING:.0f}s of processing")
             await self.publish(f"{SUBJ}import-progress.{imp}.fetched", json.dumps({
                 "fact": "fetched", "import_id": imp, "account_key": key, "account_id": upd["account_id"], "messages": st["messages"],
-                "lines_per_message": N, "transactions": st["transactions"], "rejected_rows": st["rejected"]}).encode(), f"{key}/fetched", imp)
+                "lines_per_message": N, "transactions": st["transactions"], "rejected_rows": st["rejected"],
+                "url": redact(upd["transactions_url"])}).encode(), f"{key}/fetched", imp)
             await msg.ack_sync()  # only now: everything above is stored
             log(f"account {key} ({redact(upd['transactions_url'])}): {st['messages']} messages, "
                 f"{st['transactions']} transactions, {st['rejected']} rejected rows")

@@ -49,7 +49,8 @@ impl Fetcher {
 const HEADER_ROOM: usize = 4096;
 
 /// The encoded size of a message of `n` transactions of the longest kind
-/// (a 128-character import id, 20-digit ids, 62-character amounts).
+/// (a 128-character import id, 20-digit ids and lines, 62-character
+/// amounts).
 fn largest_message(n: usize) -> usize {
     let batch = |count: usize| TransactionBatch {
         import_id: "i".repeat(128),
@@ -60,6 +61,7 @@ fn largest_message(n: usize) -> usize {
                 amount: format!("-{}.", "9".repeat(60))
                     .parse()
                     .expect("a valid amount"),
+                line: Some(u64::MAX),
             };
             count
         ],
@@ -95,7 +97,7 @@ impl FlatMap for Fetcher {
             };
             window.advance_to(line, &account, &subject, out).await?;
             match row {
-                Row::Record(record) => match transaction(&record) {
+                Row::Record(record) => match transaction(&record, line) {
                     Ok(transaction) => window.transactions.push(transaction),
                     Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
                 },
@@ -112,6 +114,7 @@ impl FlatMap for Fetcher {
             lines_per_message: window.lines,
             transactions: window.transactions_total,
             rejected_rows,
+            url: Some(shown),
         })
         .await
     }
@@ -206,9 +209,10 @@ pub fn window_position(index: u64, lines: u64) -> String {
     format!("lines-{}-{}", 2 + index * lines, 1 + (index + 1) * lines)
 }
 
-fn transaction(record: &Record<'_>) -> Result<Transaction, String> {
+fn transaction(record: &Record<'_>, line: u64) -> Result<Transaction, String> {
     let (id, amount) = (record.get(0), record.get(1));
     Ok(Transaction {
+        line: Some(line),
         id: id
             .parse()
             .map_err(|_| format!("id {id:?} is not a 64-bit integer"))?,
@@ -224,19 +228,16 @@ mod tests {
     fn a_window_that_could_outgrow_max_payload_is_refused_at_start() {
         let fetcher = |n| Fetcher::new(&DownloadOptions::default(), n).unwrap();
         assert!(fetcher(100).check_fits(1 << 20).is_ok());
-        // The most clap allows fits NATS' default 1 MiB, not a 512 KiB server.
-        assert!(fetcher(10_000).check_fits(1 << 20).is_ok());
-        let err = fetcher(10_000)
-            .check_fits(512 << 10)
-            .unwrap_err()
-            .to_string();
+        // NATS' default 1 MiB takes 5,000 of the longest, not 10,000.
+        assert!(fetcher(5_000).check_fits(1 << 20).is_ok());
+        let err = fetcher(10_000).check_fits(1 << 20).unwrap_err().to_string();
         assert!(
             err.starts_with("SLUICE_TRANSACTIONS_PER_MESSAGE=10000 allows messages of up to"),
             "{err}"
         );
         let fits: usize = err.rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(largest_message(fits) <= (512 << 10) - HEADER_ROOM);
-        assert!(largest_message(fits + 1) > (512 << 10) - HEADER_ROOM);
+        assert!(largest_message(fits) <= (1 << 20) - HEADER_ROOM);
+        assert!(largest_message(fits + 1) > (1 << 20) - HEADER_ROOM);
         // The worst case is the real encoding's size.
         let one = TransactionBatch {
             import_id: "i".repeat(128),
@@ -244,7 +245,8 @@ mod tests {
             transactions: vec![
                 Transaction {
                     id: i64::MIN,
-                    amount: format!("-{}.", "9".repeat(60)).parse().unwrap()
+                    amount: format!("-{}.", "9".repeat(60)).parse().unwrap(),
+                    line: Some(u64::MAX),
                 };
                 3
             ],

@@ -80,21 +80,40 @@ pub struct Writer {
 /// here touches a row shared by all writers of an import.
 const INSERT: &str = "
     WITH input AS (
-        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[]) AS t(account_id, id, amount, chunk)
+        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $9::int8[])
+            AS t(account_id, id, amount, chunk, position)
     ),
     chunks AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[]) AS c(import_id, chunk_key, account_key, chunk)
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[])
+            AS c(import_id, chunk_key, account_key, chunk)
     ),
     saved AS (
-        INSERT INTO transactions (account_id, id, amount, import_id)
-        SELECT i.account_id, i.id, i.amount::numeric, c.import_id
+        INSERT INTO transactions AS t (account_id, id, amount, import_id, position)
+        SELECT i.account_id, i.id, i.amount::numeric, c.import_id, i.position
         FROM input i JOIN chunks c USING (chunk)
         ORDER BY i.account_id, i.id
-        ON CONFLICT (account_id, id) DO NOTHING
-        RETURNING account_id, id
+        -- Another import's row keeps its first amount. Within one import
+        -- the earlier position wins, so the outcome does not depend on
+        -- which message commits first; a redelivery (same position)
+        -- changes nothing.
+        ON CONFLICT (account_id, id) DO UPDATE SET
+            amount = CASE WHEN excluded.position < t.position THEN excluded.amount ELSE t.amount END,
+            position = LEAST(t.position, excluded.position),
+            displaced = GREATEST(t.position, excluded.position)
+            WHERE t.import_id = excluded.import_id AND t.position <> excluded.position
+        RETURNING account_id, id, xmax = 0 AS inserted, position, displaced
+    ),
+    conflicts AS (
+        INSERT INTO import_conflicts
+            (import_id, account_id, id, account_line, line, kept_account_line, kept_line)
+        SELECT c.import_id, s.account_id, s.id, s.displaced >> 32, s.displaced & 4294967295,
+               s.position >> 32, s.position & 4294967295
+        FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
+        WHERE NOT s.inserted
+        ON CONFLICT DO NOTHING
     ),
     counts AS (
-        SELECT i.chunk, count(*) AS rows, count(s.id) AS inserted
+        SELECT i.chunk, count(*) AS rows, count(s.id) FILTER (WHERE s.inserted) AS inserted
         FROM input i LEFT JOIN saved s USING (account_id, id)
         GROUP BY i.chunk
     )
@@ -105,6 +124,17 @@ const INSERT: &str = "
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
         state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted
         WHERE k.state = 'failed'";
+
+/// Where a row stands in its import: the account's line in the accounts
+/// CSV (from the message key `<import>/<line>/lines-…`) above the row's
+/// line in the transactions CSV. `None` for a message without lines (from
+/// an older fetcher): such rows take no part in conflict resolution.
+fn position(chunk_key: &str, line: Option<u64>) -> Option<i64> {
+    let mut segments = chunk_key.rsplit('/');
+    let account_line: u64 = segments.nth(1)?.parse().ok()?;
+    let line = line?;
+    (account_line < 1 << 31 && line < 1 << 32).then(|| ((account_line << 32) | line) as i64)
+}
 
 impl Sink for Saver {
     const NAME: &'static str = stage::SAVER;
@@ -138,44 +168,116 @@ impl Sink for Saver {
             .iter()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        // A key twice in one statement: the first in file order wins.
-        let mut keys = std::collections::HashSet::new();
-        let (mut account_ids, mut ids, mut amounts, mut chunk_of) =
-            (vec![], vec![], vec![], vec![]);
+        // A key twice in one statement cannot be resolved by the statement:
+        // keep the earliest position here, and send the later ones in a
+        // second statement, where they meet the first as a conflict.
+        let mut first: std::collections::HashMap<(i64, i64), usize> =
+            std::collections::HashMap::new();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut later: Vec<Row> = Vec::new();
         for (n, chunk) in chunks.iter().enumerate() {
             let b = &chunk.batch;
             for t in &b.transactions {
-                if keys.insert((b.account_id, t.id)) {
-                    account_ids.push(b.account_id);
-                    ids.push(t.id);
-                    amounts.push(t.amount.as_str());
-                    chunk_of.push(n as i32);
+                let row = Row {
+                    account_id: b.account_id,
+                    id: t.id,
+                    amount: t.amount.as_str(),
+                    chunk: n as i32,
+                    position: position(&chunk.key, t.line),
+                };
+                match first.entry((b.account_id, t.id)) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(rows.len());
+                        rows.push(row);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        let kept = &mut rows[*o.get()];
+                        if row.position < kept.position && row.position.is_some() {
+                            later.push(std::mem::replace(kept, row));
+                        } else {
+                            later.push(row);
+                        }
+                    }
                 }
             }
         }
-        let import_ids: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
-        let chunk_keys: Vec<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
-        let account_keys: Vec<&str> = chunks.iter().map(|c| account_key(&c.key)).collect();
-        let numbers: Vec<i32> = (0..chunks.len() as i32).collect();
-        writer
-            .client
+        let messages = Messages {
+            import_ids: chunks.iter().map(|c| c.batch.import_id.as_str()).collect(),
+            chunk_keys: chunks.iter().map(|c| c.key.as_str()).collect(),
+            account_keys: chunks.iter().map(|c| account_key(&c.key)).collect(),
+            numbers: (0..chunks.len() as i32).collect(),
+        };
+        if later.is_empty() {
+            return writer.insert(&rows, &messages).await;
+        }
+        // Both statements in one transaction: the batch stays atomic. The
+        // second meets the rows of the first as conflicts; its messages are
+        // recorded already, so recording them again changes nothing.
+        writer.execute("BEGIN").await?;
+        let result = async {
+            writer.insert(&rows, &messages).await?;
+            writer.insert(&later, &messages).await?;
+            writer.execute("COMMIT").await
+        }
+        .await;
+        if result.is_err() {
+            let _ = writer.execute("ROLLBACK").await;
+        }
+        result
+    }
+}
+
+/// The messages of a batch, column by column.
+struct Messages<'a> {
+    import_ids: Vec<&'a str>,
+    chunk_keys: Vec<&'a str>,
+    account_keys: Vec<&'a str>,
+    numbers: Vec<i32>,
+}
+
+impl Writer {
+    async fn insert(&self, rows: &[Row<'_>], messages: &Messages<'_>) -> Result<(), StageError> {
+        let account_ids: Vec<i64> = rows.iter().map(|r| r.account_id).collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let amounts: Vec<&str> = rows.iter().map(|r| r.amount).collect();
+        let chunk_of: Vec<i32> = rows.iter().map(|r| r.chunk).collect();
+        let positions: Vec<Option<i64>> = rows.iter().map(|r| r.position).collect();
+        self.client
             .execute(
-                &writer.insert,
+                &self.insert,
                 &[
                     &account_ids,
                     &ids,
                     &amounts,
                     &chunk_of,
-                    &import_ids,
-                    &chunk_keys,
-                    &account_keys,
-                    &numbers,
+                    &messages.import_ids,
+                    &messages.chunk_keys,
+                    &messages.account_keys,
+                    &messages.numbers,
+                    &positions,
                 ],
             )
             .await
             .map_err(|e| db_error("insert", &e))?;
         Ok(())
     }
+
+    async fn execute(&self, statement: &str) -> Result<(), StageError> {
+        self.client
+            .batch_execute(statement)
+            .await
+            .map_err(|e| db_error(statement, &e))
+    }
+}
+
+/// One transaction of a batch, as the insert takes it.
+struct Row<'a> {
+    account_id: i64,
+    id: i64,
+    amount: &'a str,
+    /// Which message of the batch it came from.
+    chunk: i32,
+    position: Option<i64>,
 }
 
 /// A transactions message's id is `<account key>/lines-<first>-<last>`.
@@ -236,6 +338,18 @@ fn db_error(action: &str, e: &tokio_postgres::Error) -> StageError {
 #[cfg(test)]
 mod tests {
     use super::{fault, Fault};
+
+    #[test]
+    fn positions_order_rows_by_account_line_then_file_line() {
+        let p = |key, line| super::position(key, line);
+        assert!(p("42/7/lines-2-101", Some(9)) < p("42/7/lines-2-101", Some(10)));
+        assert!(p("42/7/lines-102-201", Some(150)) < p("42/8/lines-2-101", Some(2)));
+        assert_eq!(p("42/7/lines-2-101", Some(9)), Some((7 << 32) | 9));
+        assert_eq!(p("nightly:3-x/12/lines-2-3", Some(3)), Some((12 << 32) | 3));
+        // No line (an older fetcher) or no account line: no position.
+        assert_eq!(p("42/7/lines-2-101", None), None);
+        assert_eq!(p("ACCOUNT_UPDATES:5/lines-2-101", Some(3)), None);
+    }
 
     #[test]
     fn a_chunk_names_its_account() {

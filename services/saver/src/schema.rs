@@ -79,6 +79,28 @@ const MIGRATIONS: &[&str] = &[
         ADD COLUMN lines_per_message BIGINT NOT NULL DEFAULT 0,
         ADD COLUMN complete BOOLEAN NOT NULL DEFAULT false;
     CREATE INDEX imports_running ON imports (id) WHERE status = 'running'",
+    // Conflicting duplicates: the same (account, id) twice in one import.
+    // `position` orders a row within its import (accounts-file line << 32 |
+    // transactions-file line) so the first in file order is kept whatever
+    // the commit order; every later occurrence is recorded.
+    "
+    ALTER TABLE transactions
+        ADD COLUMN position BIGINT,
+        ADD COLUMN displaced BIGINT;
+    CREATE TABLE import_conflicts (
+        import_id TEXT NOT NULL,
+        account_id BIGINT NOT NULL,
+        id BIGINT NOT NULL,
+        -- Where the later occurrence is, and the one kept: the account's
+        -- line in the accounts CSV, the row's in the transactions CSV.
+        account_line BIGINT NOT NULL,
+        line BIGINT NOT NULL,
+        kept_account_line BIGINT NOT NULL,
+        kept_line BIGINT NOT NULL,
+        PRIMARY KEY (import_id, account_id, id, account_line, line)
+    );
+    -- The transactions CSV of a fetched account (redacted), for reports.
+    ALTER TABLE import_accounts ADD COLUMN url TEXT",
 ];
 
 /// The version `migrate` brings a database to.

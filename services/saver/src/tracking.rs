@@ -43,6 +43,7 @@ const ACCOUNTS_COMPLETE: &str = "
 const IMPORTS_COMPLETE: &str = "
     UPDATE imports i SET
         status = CASE WHEN import_failed OR failures > 0 OR rows_rejected > 0 OR accounts_failed > 0
+                           OR EXISTS (SELECT 1 FROM import_conflicts k WHERE k.import_id = i.id)
                       THEN 'completed_with_errors' ELSE 'completed' END,
         finished_at = now(),
         transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c WHERE c.import_id = i.id)
@@ -70,11 +71,12 @@ const LISTED: &str = "
 const FETCHED: &str = "
     WITH account AS (
         INSERT INTO import_accounts
-            (import_id, account_key, account_id, state, messages, lines_per_message, transactions)
-        VALUES ($1, $2, $3, 'fetched', $4::int8, $7::int8, $5)
+            (import_id, account_key, account_id, state, messages, lines_per_message, transactions, url)
+        VALUES ($1, $2, $3, 'fetched', $4::int8, $7::int8, $5, $8)
         ON CONFLICT (import_id, account_key) DO UPDATE SET
             state = 'fetched', messages = excluded.messages,
-            lines_per_message = excluded.lines_per_message, transactions = excluded.transactions
+            lines_per_message = excluded.lines_per_message, transactions = excluded.transactions,
+            url = excluded.url
             WHERE import_accounts.state = 'failed'
         RETURNING (xmax = 0) AS inserted
     )
@@ -181,6 +183,7 @@ impl Sink for Tracker {
                     lines_per_message,
                     transactions,
                     rejected_rows,
+                    url,
                 } => {
                     tx.execute(
                         FETCHED,
@@ -192,6 +195,7 @@ impl Sink for Tracker {
                             &(*transactions as i64),
                             &(*rejected_rows as i64),
                             &(*lines_per_message as i64),
+                            url,
                         ],
                     )
                     .await
@@ -301,6 +305,7 @@ async fn announce_pending(
         .query(
             "SELECT id, status, url, COALESCE(accounts_listed, 0), accounts_failed, transactions_saved,
                     rows_rejected, failures,
+                    (SELECT count(*) FROM import_conflicts k WHERE k.import_id = imports.id),
                     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
              FROM imports WHERE status <> 'running' AND event_published_at IS NULL
@@ -332,8 +337,9 @@ async fn announce_pending(
             transactions_saved: row.get::<_, i64>(5) as u64,
             rows_rejected: row.get::<_, i64>(6) as u64,
             dead_letters: row.get::<_, i64>(7) as u64,
-            started_at: row.get(8),
-            finished_at: row.get::<_, Option<String>>(9).unwrap_or_default(),
+            conflicts: row.get::<_, i64>(8) as u64,
+            started_at: row.get(9),
+            finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
         };
         let message = PublishMessage::build()
             .payload(

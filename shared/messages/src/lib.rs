@@ -143,6 +143,11 @@ pub struct Transaction {
     pub id: i64,
     /// An exact decimal, carried as its text so no float ever touches it.
     pub amount: Amount,
+    /// The file line the row starts on. When an import lists the same
+    /// `(account, id)` twice, the first in file order is kept and the
+    /// others are reported as conflicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 /// What a stage could not process, published on `dead-letters.<stage>`.
@@ -233,6 +238,7 @@ mod tests {
             transactions: vec![Transaction {
                 id: 1,
                 amount: "12345678901.99".parse().unwrap(),
+                line: Some(2),
             }],
         };
         let json = serde_json::to_string(&batch).unwrap();
@@ -303,6 +309,10 @@ pub enum ImportProgress {
         lines_per_message: u64,
         transactions: u64,
         rejected_rows: u64,
+        /// The transactions CSV, redacted for display (conflict reports
+        /// name it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
     /// A stage dead-lettered a message of this import.
     Failed {
@@ -344,8 +354,9 @@ impl ImportProgress {
 pub enum ImportStatus {
     /// Every transaction listed is saved; nothing was rejected.
     Completed,
-    /// Everything is settled, but some rows were rejected or some messages
-    /// were dead-lettered (`sluice dead-letters list --import ID`).
+    /// Everything is settled, but some rows were rejected or conflicted,
+    /// or some messages were dead-lettered (`sluice dead-letters list
+    /// --import ID`, `sluice status ID`).
     CompletedWithErrors,
 }
 
@@ -370,6 +381,11 @@ pub struct ImportCompleted {
     pub rows_rejected: u64,
     /// Messages of this import dead-lettered (other than rejected rows).
     pub dead_letters: u64,
+    /// Rows that repeated an `(account, id)` of this import with a later
+    /// file position: the first in file order was kept
+    /// (`sluice status ID` names them).
+    #[serde(default)]
+    pub conflicts: u64,
     /// RFC 3339, UTC.
     pub started_at: Option<String>,
     /// RFC 3339, UTC.
