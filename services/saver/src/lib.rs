@@ -133,7 +133,7 @@ fn position(chunk_key: &str, line: Option<u64>) -> Option<i64> {
     let mut segments = chunk_key.rsplit('/');
     let account_line: u64 = segments.nth(1)?.parse().ok()?;
     let line = line?;
-    (account_line < 1 << 31 && line < 1 << 32).then(|| ((account_line << 32) | line) as i64)
+    (account_line < 1 << 31 && line < 1 << 32).then_some(((account_line << 32) | line) as i64)
 }
 
 impl Sink for Saver {
