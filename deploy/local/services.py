@@ -446,8 +446,25 @@ def tools() -> None:
     write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()), SLUICE_TEST_PYTHON=str(venv_python()))
 
 
+CARGO_FUZZ = "cargo-fuzz@0.13.2"
+
+
+def fuzz_tools() -> None:
+    """cargo-fuzz, from crates.io, into .local/cargo (the fuzz targets build with nightly)."""
+    binary = LOCAL / "cargo" / "bin" / "cargo-fuzz"
+    if binary.exists():
+        return
+    started = time.monotonic()
+    say(f"installing {CARGO_FUZZ} from crates.io into .local/cargo")
+    subprocess.run(
+        ["cargo", "install", "--quiet", "--locked", "--root", str(LOCAL / "cargo"), CARGO_FUZZ],
+        check=True,
+    )
+    say(f"installed {CARGO_FUZZ} in {time.monotonic() - started:.0f} s")
+
+
 def main() -> None:
-    commands = {"up": up, "down": down, "status": status, "tools": tools}
+    commands = {"up": up, "down": down, "status": status, "tools": tools, "fuzz-tools": fuzz_tools}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         fail(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
     commands[sys.argv[1]]()

@@ -100,7 +100,9 @@ fn embedded_ipv4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
     let s = v6.segments();
     let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        [0, 0, 0, 0, 0, 0, _, _] if s[6] != 0 => Some(low),
+        // IPv4-compatible `::a.b.c.d`, except `::` and `::1`, which are
+        // IPv6's own unspecified and loopback addresses (and listed as such).
+        [0, 0, 0, 0, 0, 0, _, _] if s[6] != 0 || s[7] > 1 => Some(low),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
         [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new(
             (a >> 8) as u8,
@@ -432,6 +434,7 @@ mod tests {
             "::ffff:127.0.0.1",
             "::127.0.0.1",
             "::169.254.169.254",
+            "::ff00",
             "64:ff9b::10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
