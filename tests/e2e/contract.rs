@@ -369,3 +369,64 @@ async fn a_fetcher_written_from_the_contract_alone_replaces_the_rust_one() {
     );
     p.stop().await;
 }
+
+/// Reuse: another consumer of the contract (examples/account_totals.py, in
+/// Python) sums each account from TRANSACTIONS while the imports run; its
+/// totals equal the database's, duplicates and re-imports included.
+#[tokio::test]
+async fn another_consumer_of_the_stream_agrees_with_the_database() {
+    let p = Pipeline::start("reuse", &[]).await;
+    let python =
+        local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/account_totals.py");
+    let consumer = tokio::process::Command::new(python)
+        .arg(example)
+        .args(["--idle", "3"])
+        .envs(p.sandbox.service_env())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python runs");
+
+    let data = sluice_e2e::Dataset::generate(8, 4_000, 17);
+    p.server.add_dataset(&data);
+    let first = p.import(&p.server.url("/accounts.csv")).await;
+    p.completion(&first, Duration::from_secs(60)).await;
+    // A second import: account 1000 again, one row it already has with
+    // another amount (the first import's amount stays), and a new id listed
+    // twice (the first in file order wins).
+    p.server.set(
+        "/again.csv",
+        Route::new("accountId,transactionsUrl\n1000,again-1000.csv\n"),
+    );
+    p.server.set(
+        "/again-1000.csv",
+        Route::new("id,amount\n1,999999.99\n900001,1.00\n900001,2.00\n"),
+    );
+    let second = p.import(&p.server.url("/again.csv")).await;
+    let done = p.completion(&second, Duration::from_secs(60)).await;
+    assert_eq!((done.transactions_saved, done.conflicts), (1, 1));
+
+    let out = tokio::time::timeout(Duration::from_secs(30), consumer.wait_with_output())
+        .await
+        .expect("the example exits once idle")
+        .expect("output");
+    assert!(out.status.success());
+    let totals: serde_json::Map<String, Value> =
+        serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(totals.len(), 8);
+    let db = p.sandbox.db().await;
+    for (account, total) in &totals {
+        let account: i64 = account.parse().unwrap();
+        let equal: bool = db
+            .query_one(
+                "SELECT sum(amount) = $2::text::numeric FROM transactions WHERE account_id = $1",
+                &[&account, &total.as_str().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(equal, "account {account}: the example says {total}");
+    }
+    p.stop().await;
+}

@@ -79,9 +79,8 @@ impl FlatMap for Fetcher {
 
     async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
         let account: AccountUpdate = input.json()?;
-        if out.import_id().is_none() {
-            out.set_import_id(&account.import_id);
-        }
+        // The body is what the contract guarantees; a header may disagree.
+        out.set_import_id(&account.import_id);
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(self.downloader.reserve(&account.transactions_url))
