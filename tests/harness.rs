@@ -203,6 +203,13 @@ impl Pipeline {
             .expect("event count")
     }
 
+    /// What stream `which` of this pipeline holds now.
+    pub async fn stream_state(&self, which: sluice_messages::Stream) -> jetstream::stream::State {
+        let name = self.sandbox.namespace.stream(which);
+        let mut stream = self.js.get_stream(&name).await.expect("stream exists");
+        stream.info().await.expect("stream info").state.clone()
+    }
+
     /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Vec<DeadLetter> {
         self.stored_dead_letters()
@@ -262,4 +269,21 @@ pub fn rows(list: &[(i64, i64, &str)]) -> Vec<ExpectedRow> {
         .collect();
     rows.sort();
     rows
+}
+
+/// `sluice setup` for `sandbox`, with `env` added: streams, consumers and
+/// the database, as an operator prepares them.
+pub async fn setup(sandbox: &Sandbox, env: &[(&str, &str)]) {
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("setup")
+        .envs(sandbox.service_env())
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("sluice runs");
+    assert!(
+        out.status.success(),
+        "sluice setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -317,9 +317,9 @@ pub fn expected_letter_fields(p: &Pipeline) -> Vec<String> {
     ]
 }
 
-#[tokio::test]
-async fn every_message_of_a_quirky_import_matches_its_schema() {
-    let p = Pipeline::start("contract", &[]).await;
+/// Runs the quirky import on `p` and checks all any fetcher must produce,
+/// every message read by the independent validator.
+async fn assert_quirky_import_meets_the_contract(p: Pipeline) {
     let run = run_quirky_import(&p).await;
     assert_eq!(letter_fields(&p, &run.letters), expected_letter_fields(&p));
     let namespace = p.sandbox.namespace.name().expect("a test namespace");
@@ -328,6 +328,11 @@ async fn every_message_of_a_quirky_import_matches_its_schema() {
         expected_counts()
     );
     p.stop().await;
+}
+
+#[tokio::test]
+async fn every_message_of_a_quirky_import_matches_its_schema() {
+    assert_quirky_import_meets_the_contract(Pipeline::start("contract", &[]).await).await;
 }
 
 /// The swap guarantee: a fetcher written in Python from README and the
@@ -339,16 +344,7 @@ async fn every_message_of_a_quirky_import_matches_its_schema() {
 async fn a_fetcher_written_from_the_contract_alone_replaces_the_rust_one() {
     let sandbox = sluice_devkit::Sandbox::new("swapped").await;
     // The Python stage binds to the consumer `sluice setup` declares.
-    let setup = std::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("setup")
-        .envs(sandbox.service_env())
-        .output()
-        .expect("sluice runs");
-    assert!(
-        setup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    sluice_e2e::setup(&sandbox, &[]).await;
     let python =
         local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("swapped/fetcher.py");
@@ -360,14 +356,7 @@ async fn a_fetcher_written_from_the_contract_alone_replaces_the_rust_one() {
         vec![script.display().to_string()],
     )
     .await;
-    let run = run_quirky_import(&p).await;
-    assert_eq!(letter_fields(&p, &run.letters), expected_letter_fields(&p));
-    let namespace = p.sandbox.namespace.name().expect("a test namespace");
-    assert_eq!(
-        validate_with_python(namespace, &run.recorded),
-        expected_counts()
-    );
-    p.stop().await;
+    assert_quirky_import_meets_the_contract(p).await;
 }
 
 /// Reuse: another consumer of the contract (examples/account_totals.py, in

@@ -175,15 +175,7 @@ async fn forged_dead_letters_cannot_aim_a_replay_or_a_terminal() {
     p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     let ns = &p.sandbox.namespace;
     let transactions = ns.stream(Stream::Transactions);
-    let stored_before =
-        p.js.get_stream(&transactions)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
+    let stored_before = p.stream_state(Stream::Transactions).await.messages;
     assert!(stored_before > 0);
 
     let forge = |subject: String, stored_on: String, error: &str| {
@@ -233,15 +225,7 @@ async fn forged_dead_letters_cannot_aim_a_replay_or_a_terminal() {
         stderr.contains("refused 3 that named no input of their stage"),
         "{stderr}"
     );
-    let stored_after =
-        p.js.get_stream(&transactions)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
+    let stored_after = p.stream_state(Stream::Transactions).await.messages;
     assert_eq!(stored_after, stored_before, "TRANSACTIONS was purged");
     assert_eq!(p.dead_letters().await.len(), 3, "refused letters are kept");
 
@@ -419,8 +403,7 @@ async fn a_full_stream_pauses_its_producers_and_loses_nothing() {
     );
     // Full: the fetcher holds its accounts and keeps trying.
     sluice_e2e::wait_until(Duration::from_secs(30), "TRANSACTIONS full", || async {
-        let mut stream = p.js.get_stream(&transactions).await.unwrap();
-        stream.info().await.unwrap().state.bytes > 60 * 1024
+        p.stream_state(Stream::Transactions).await.bytes > 60 * 1024
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -428,15 +411,7 @@ async fn a_full_stream_pauses_its_producers_and_loses_nothing() {
     assert!(p.dead_letters().await.is_empty());
 
     // The operator raises the limit.
-    let mut env = p.sandbox.service_env();
-    env.push(("SLUICE_STREAM_MAX_BYTES".into(), "64MiB".into()));
-    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("setup")
-        .envs(env)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sluice_e2e::setup(&p.sandbox, &[("SLUICE_STREAM_MAX_BYTES", "64MiB")]).await;
     p.assert_saves_exactly(&data, Duration::from_secs(90)).await;
     let done = p.completion(&id, Duration::from_secs(30)).await;
     assert_eq!(
