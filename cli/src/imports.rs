@@ -99,13 +99,14 @@ pub async fn conflicts(
     let rows = db
         .query(
             "SELECT k.account_id, k.id, a.url, k.line, k.account_line,
-                    kept.url, k.kept_line, k.kept_account_line
+                    kept.url, t.position & 4294967295, t.position >> 32
              FROM import_conflicts k
+             JOIN transactions t ON t.account_id = k.account_id AND t.id = k.id
              LEFT JOIN import_accounts a
                ON a.import_id = k.import_id AND a.account_key = k.import_id || '/' || k.account_line
              LEFT JOIN import_accounts kept
                ON kept.import_id = k.import_id
-              AND kept.account_key = k.import_id || '/' || k.kept_account_line
+              AND kept.account_key = k.import_id || '/' || (t.position >> 32)
              WHERE k.import_id = $1 ORDER BY k.account_line, k.line LIMIT $2",
             &[&id, &limit],
         )

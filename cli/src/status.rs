@@ -106,7 +106,7 @@ async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
             pending: info.num_pending,
             ack_pending: info.num_ack_pending,
             redelivered: info.num_redelivered,
-            lag: info.num_pending + info.num_ack_pending as u64 + info.num_redelivered as u64,
+            lag: sluice_stage::topology::Lag::of(&info).total(),
             dead_letters: letters
                 .iter()
                 .find(|(stage, _)| stage == name)

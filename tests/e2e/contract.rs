@@ -91,8 +91,9 @@ fn serve_quirky_files(server: &FileServer) -> Vec<ExpectedRow> {
     for id in 1..=250 {
         six.push_str(&format!("{id},{id}.01\n"));
     }
-    // Id 5 again, with another amount: a conflict, the first is kept.
-    six.push_str("5,99.99\n");
+    // Id 5 twice more, in one message, with other amounts: two conflicts,
+    // the first (line 7) is kept.
+    six.push_str("5,99.99\n5,77.77\n");
     server.set("/transactions/6.csv", Route::new(six));
     server.set(
         "/transactions/7.csv",
@@ -150,7 +151,7 @@ pub async fn run_quirky_import(p: &Pipeline) -> QuirkyRun {
             first.dead_letters,
             first.conflicts
         ),
-        (ImportStatus::CompletedWithErrors, 6, 2, 254, 3, 2, 1),
+        (ImportStatus::CompletedWithErrors, 6, 2, 254, 3, 2, 2),
         "{first:#?}"
     );
     // The JSON form, as `sluice import --id` sends it.

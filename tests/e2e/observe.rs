@@ -68,6 +68,8 @@ print(json.dumps(out))
         } else if family.starts_with("sluice_messages_in_flight")
             || family == "sluice_ready"
             || family == "sluice_paused_tasks"
+            || family.starts_with("sluice_consumer_")
+            || family == "sluice_publish_window_used_bytes"
         {
             "gauge"
         } else {
@@ -81,6 +83,33 @@ print(json.dumps(out))
         .iter()
         .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
         .collect()
+}
+
+/// `promtool check metrics` on a scrape: Prometheus' own linter for names,
+/// units, types and help texts.
+fn promtool_accepts(text: &str) {
+    let promtool = local_setting("SLUICE_TEST_PROMTOOL").expect("`just tools` records promtool");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sample(metrics: &BTreeMap<String, f64>, key: &str) -> f64 {
@@ -123,6 +152,9 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
     p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     p.completion(&id, Duration::from_secs(30)).await;
 
+    for port in ports.values() {
+        promtool_accepts(&get(*port, "/metrics").await.unwrap().1);
+    }
     let importer = parse_metrics(&get(ports["importer"], "/metrics").await.unwrap().1);
     assert_eq!(
         sample(
@@ -189,6 +221,15 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
         12.0 + 4.0,
         "12 transaction messages and one `fetched` fact per account"
     );
+    // Everything published was acked: none of the window is in use.
+    assert_eq!(
+        sample(
+            &fetcher,
+            r#"sluice_publish_window_used_bytes{stage="fetcher"}"#
+        ),
+        0.0
+    );
+    assert!(fetcher.contains_key(r#"sluice_consumer_lag_messages{consumer="fetcher"}"#));
 
     // SIGTERM: /readyz says 503 before the process is gone.
     let port = ports["fetcher"];
@@ -249,7 +290,33 @@ async fn saver_batches_are_bounded_in_bytes() {
     )
     .await;
     p.service("saver").restart().unwrap();
+    // The backlog shows as the saver's consumer lag, read at start-up and
+    // every 5 s, until it is gone.
+    let lag = |metrics: &BTreeMap<String, f64>| {
+        sample(metrics, r#"sluice_consumer_lag_messages{consumer="saver"}"#)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the backlog in the lag gauge",
+        || async {
+            match get(port, "/metrics").await {
+                Some((200, text)) => lag(&parse_metrics(&text)) >= 1_000.0,
+                _ => false,
+            }
+        },
+    )
+    .await;
     p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    wait_until(Duration::from_secs(15), "lag 0 once saved", || async {
+        let text = get(port, "/metrics").await.map(|r| r.1).unwrap_or_default();
+        let metrics = parse_metrics(&text);
+        lag(&metrics) == 0.0
+            && sample(
+                &metrics,
+                r#"sluice_consumer_pending_messages{consumer="saver"}"#,
+            ) == 0.0
+    })
+    .await;
 
     let saver = parse_metrics(&get(port, "/metrics").await.unwrap().1);
     let batches = sample(&saver, r#"sluice_batch_bytes_count{stage="saver"}"#);

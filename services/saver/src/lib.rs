@@ -104,10 +104,8 @@ const INSERT: &str = "
         RETURNING account_id, id, xmax = 0 AS inserted, position, displaced
     ),
     conflicts AS (
-        INSERT INTO import_conflicts
-            (import_id, account_id, id, account_line, line, kept_account_line, kept_line)
-        SELECT c.import_id, s.account_id, s.id, s.displaced >> 32, s.displaced & 4294967295,
-               s.position >> 32, s.position & 4294967295
+        INSERT INTO import_conflicts (import_id, account_id, id, account_line, line)
+        SELECT c.import_id, s.account_id, s.id, s.displaced >> 32, s.displaced & 4294967295
         FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
         WHERE NOT s.inserted
         ON CONFLICT DO NOTHING
@@ -168,13 +166,14 @@ impl Sink for Saver {
             .iter()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        // A key twice in one statement cannot be resolved by the statement:
-        // keep the earliest position here, and send the later ones in a
-        // second statement, where they meet the first as a conflict.
-        let mut first: std::collections::HashMap<(i64, i64), usize> =
+        // A key twice in one statement cannot be resolved by the statement
+        // (PostgreSQL refuses to update a row twice): each round holds a
+        // key at most once. The first round has each key's winner, the
+        // earliest position of the import that reaches it first; the later
+        // rounds meet it as conflicts.
+        let mut order: Vec<(i64, i64)> = Vec::new();
+        let mut by_key: std::collections::HashMap<(i64, i64), Vec<Row>> =
             std::collections::HashMap::new();
-        let mut rows: Vec<Row> = Vec::new();
-        let mut later: Vec<Row> = Vec::new();
         for (n, chunk) in chunks.iter().enumerate() {
             let b = &chunk.batch;
             for t in &b.transactions {
@@ -185,20 +184,30 @@ impl Sink for Saver {
                     chunk: n as i32,
                     position: position(&chunk.key, t.line),
                 };
-                match first.entry((b.account_id, t.id)) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(rows.len());
-                        rows.push(row);
-                    }
-                    std::collections::hash_map::Entry::Occupied(o) => {
-                        let kept = &mut rows[*o.get()];
-                        if row.position < kept.position && row.position.is_some() {
-                            later.push(std::mem::replace(kept, row));
-                        } else {
-                            later.push(row);
-                        }
-                    }
+                by_key
+                    .entry((b.account_id, t.id))
+                    .or_insert_with(|| {
+                        order.push((b.account_id, t.id));
+                        Vec::new()
+                    })
+                    .push(row);
+            }
+        }
+        let import_of = |row: &Row| chunks[row.chunk as usize].batch.import_id.as_str();
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new()];
+        for key in order {
+            let mut rows = by_key.remove(&key).expect("every key was grouped");
+            let import = import_of(&rows[0]);
+            let winner = (0..rows.len())
+                .filter(|&i| import_of(&rows[i]) == import && rows[i].position.is_some())
+                .min_by_key(|&i| rows[i].position)
+                .unwrap_or(0);
+            rows.swap(0, winner);
+            for (round, row) in rows.into_iter().enumerate() {
+                if rounds.len() == round {
+                    rounds.push(Vec::new());
                 }
+                rounds[round].push(row);
             }
         }
         let messages = Messages {
@@ -207,16 +216,16 @@ impl Sink for Saver {
             account_keys: chunks.iter().map(|c| account_key(&c.key)).collect(),
             numbers: (0..chunks.len() as i32).collect(),
         };
-        if later.is_empty() {
-            return writer.insert(&rows, &messages).await;
+        if rounds.len() == 1 {
+            return writer.insert(&rounds[0], &messages).await;
         }
-        // Both statements in one transaction: the batch stays atomic. The
-        // second meets the rows of the first as conflicts; its messages are
-        // recorded already, so recording them again changes nothing.
+        // All rounds in one transaction: the batch stays atomic. Recording
+        // the messages again in later rounds changes nothing.
         writer.execute("BEGIN").await?;
         let result = async {
-            writer.insert(&rows, &messages).await?;
-            writer.insert(&later, &messages).await?;
+            for round in &rounds {
+                writer.insert(round, &messages).await?;
+            }
             writer.execute("COMMIT").await
         }
         .await;
@@ -313,8 +322,9 @@ fn fault(sqlstate: Option<&str>) -> Fault {
         // out of memory, too many connections 53300); operator
         // intervention (shutting down 57P01-57P03, cancelled).
         ("08" | "53" | "57", _) => Fault::Outage,
-        // Data exceptions, integrity constraints, other statement errors.
-        ("22" | "23" | "42", _) => Fault::Data,
+        // Cardinality violations, data exceptions, integrity constraints,
+        // other statement errors.
+        ("21" | "22" | "23" | "42", _) => Fault::Data,
         _ => Fault::Transient,
     }
 }
@@ -379,6 +389,7 @@ mod tests {
             (Some("22003"), Fault::Data),
             (Some("22P02"), Fault::Data),
             (Some("23505"), Fault::Data),
+            (Some("21000"), Fault::Data),
             (Some("42804"), Fault::Data),
             (Some("XX000"), Fault::Transient),
             (Some("58030"), Fault::Transient),

@@ -91,12 +91,11 @@ const MIGRATIONS: &[&str] = &[
         import_id TEXT NOT NULL,
         account_id BIGINT NOT NULL,
         id BIGINT NOT NULL,
-        -- Where the later occurrence is, and the one kept: the account's
-        -- line in the accounts CSV, the row's in the transactions CSV.
+        -- Where the later occurrence is: the account's line in the accounts
+        -- CSV, the row's in the transactions CSV. The one kept is the row's
+        -- `position` in `transactions`, final only once all are saved.
         account_line BIGINT NOT NULL,
         line BIGINT NOT NULL,
-        kept_account_line BIGINT NOT NULL,
-        kept_line BIGINT NOT NULL,
         PRIMARY KEY (import_id, account_id, id, account_line, line)
     );
     -- The transactions CSV of a fetched account (redacted), for reports.

@@ -280,6 +280,9 @@ pub(crate) fn bounded(body: Body, limits: BodyLimits) -> Body {
 /// at its start and `""` inside quotes is one quote, as in csv-core.
 pub(crate) struct RecordBound {
     limit: u64,
+    /// Bytes of a leading UTF-8 BOM matched so far: the parser never sees
+    /// it, so neither may the quoting state.
+    bom: usize,
     state: Quoting,
     /// Bytes of the current record so far.
     length: u64,
@@ -301,6 +304,7 @@ impl RecordBound {
     pub(crate) fn new(limit: u64) -> Self {
         RecordBound {
             limit,
+            bom: 0,
             state: Quoting::FieldStart,
             length: 0,
             start_line: 1,
@@ -309,7 +313,16 @@ impl RecordBound {
     }
 
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<(), LimitExceeded> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
         for &byte in bytes {
+            if self.bom < BOM.len() {
+                if self.length == 0 && self.line == 1 && byte == BOM[self.bom] {
+                    self.bom += 1;
+                    continue;
+                }
+                // Not a BOM after all (or past the start): never look again.
+                self.bom = BOM.len();
+            }
             use Quoting::*;
             if byte == b'\n' {
                 self.line += 1;
@@ -498,6 +511,11 @@ mod tests {
         // A quote inside an unquoted field is text, as the parser reads it:
         // it does not turn the rest of the file into one record.
         assert!(scan(b"12\"4,5\n12345\n12345\n12345\n").is_ok());
+        // A BOM is not text: a quote right after it opens a quoted field.
+        assert_eq!(
+            scan(b"\xEF\xBB\xBF\"id\n1\n2\n3\n4\n5\n\",x\n"),
+            Err(LimitExceeded::Line { line: 1, limit: 10 })
+        );
         // Split anywhere, the count is the same.
         let mut split = RecordBound::new(10);
         assert!(split.scan(b"id\n\"12\n3").is_ok());

@@ -41,7 +41,7 @@ pub struct DownloadArgs {
     /// waiting on the server (`0` turns the check off): a server that
     /// trickles a byte now and then fails the download (and it is retried)
     /// instead of holding a slot for hours.
-    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = parse_rate)]
+    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = sluice_stage::config::parse_limit)]
     pub min_download_rate: u64,
     /// Downloads from one host at once per replica; the others wait without
     /// taking a processing slot, so one slow host cannot occupy them all.
@@ -56,14 +56,6 @@ pub struct DownloadArgs {
     /// Exceptions to `--deny-networks`.
     #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
     pub allow_networks: Networks,
-}
-
-/// A size per second, or `0` for no minimum.
-fn parse_rate(text: &str) -> Result<u64, String> {
-    match text.trim() {
-        "0" => Ok(0),
-        other => sluice_stage::config::parse_size(other),
-    }
 }
 
 impl DownloadArgs {
@@ -408,7 +400,12 @@ impl Downloader {
                 });
             }
         }
-        let raw: Body = Box::pin(response.bytes_stream().map_err(io::Error::other));
+        // The rate is the server's, before decompression.
+        let raw: Body = guard::min_rate(
+            Box::pin(response.bytes_stream().map_err(io::Error::other)),
+            self.min_rate,
+            self.read_timeout,
+        );
         let body = match encoding.as_deref() {
             None | Some("" | "identity") => raw,
             Some("gzip" | "x-gzip") => guard::gunzip(raw, self.limits),
@@ -419,7 +416,6 @@ impl Downloader {
                 })
             }
         };
-        let body = guard::min_rate(body, self.min_rate, self.read_timeout);
         let mut file =
             CsvFile::from_stream(url.clone(), guard::bounded(body, self.limits), columns).await?;
         file.slot = Some(reserved._slot);
@@ -566,11 +562,15 @@ impl CsvFile {
             if !more {
                 return Ok(None);
             }
-            // A blank line (just "\r" now that '\n' ends records) is no row.
+            // A blank line (just "\r" now that '\n' ends records) is no row;
+            // its line end still counts.
             let blank =
                 self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
             if !blank || self.header_len == 1 {
                 break;
+            }
+            if let Some(position) = self.record.position() {
+                self.lines.line_at(position.byte());
             }
         }
         // csv-core does not count the empty lines it skips: count them here.
@@ -607,14 +607,16 @@ impl CsvFile {
 /// Line numbers by byte offset, as every `\n` counts, empty lines included.
 /// The parser reads a little ahead of the record it returns, so only the
 /// line ends between the last record asked about and the read position are
-/// kept.
+/// kept, and a run of consecutive line ends (empty lines) as one entry: a
+/// flood of empty lines costs nothing.
 #[derive(Clone, Default)]
 struct LineIndex(Arc<std::sync::Mutex<Lines>>);
 
 #[derive(Default)]
 struct Lines {
-    /// Line ends at or after the last offset asked about.
-    ends: std::collections::VecDeque<u64>,
+    /// Runs of line ends at or after the last offset asked about: the
+    /// offset of the first, and how many follow it byte by byte.
+    ends: std::collections::VecDeque<(u64, u64)>,
     /// Line ends before it.
     passed: u64,
     /// Bytes seen so far.
@@ -628,9 +630,12 @@ impl LineIndex {
         Box::pin(body.inspect_ok(move |chunk| {
             let mut lines = index.0.lock().expect("never poisoned");
             let start = lines.read;
-            lines
-                .ends
-                .extend(memchr::memchr_iter(b'\n', chunk).map(|i| start + i as u64));
+            for end in memchr::memchr_iter(b'\n', chunk).map(|i| start + i as u64) {
+                match lines.ends.back_mut() {
+                    Some((first, count)) if *first + *count == end => *count += 1,
+                    _ => lines.ends.push_back((end, 1)),
+                }
+            }
             lines.read += chunk.len() as u64;
         }))
     }
@@ -640,12 +645,17 @@ impl LineIndex {
     /// before it, so a run of line ends right at `offset` is skipped too.
     fn line_at(&self, offset: u64) -> u64 {
         let mut lines = self.0.lock().expect("never poisoned");
-        let mut next = offset;
-        while let Some(&end) = lines.ends.front() {
-            if end < offset || end == next {
-                next += u64::from(end == next);
+        while let Some(&(first, count)) = lines.ends.front() {
+            if first + count <= offset || first == offset {
+                // Wholly before the record, or the empty lines it starts with.
                 lines.ends.pop_front();
-                lines.passed += 1;
+                lines.passed += count;
+            } else if first < offset {
+                // A run reaching into the record: the part before it passed.
+                let before = offset - first;
+                lines.passed += before;
+                let rest = count - before;
+                lines.ends[0] = (offset, rest);
             } else {
                 break;
             }
@@ -752,6 +762,31 @@ mod tests {
         assert_eq!(got[2], Ok((7, "5".into(), "6".into())));
         let got = rows(b"\n\nid,amount\n1,2\n", 3).await;
         assert_eq!(got, vec![Ok((4, "1".into(), "2".into()))]);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_empty_lines_keeps_no_memory_and_counts() {
+        let mut data = b"id,amount\n1,2\n".to_vec();
+        data.extend(std::iter::repeat_n(b'\n', 100_000));
+        data.extend(b"\r\n\r\n \n3,4\n");
+        let url = Url::parse("http://x/t.csv").unwrap();
+        let body = stream::iter(
+            data.chunks(777)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let mut file = CsvFile::from_stream(url, body, &["id", "amount"])
+            .await
+            .unwrap();
+        let mut lines = vec![];
+        while let Some(row) = file.next_row().await.unwrap() {
+            if let Row::Record(r) = row {
+                lines.push(r.line());
+            }
+            // Runs, not line ends: a handful of entries at most.
+            assert!(file.lines.0.lock().unwrap().ends.len() < 16);
+        }
+        assert_eq!(lines, [2, 3 + 100_000 + 3]);
     }
 
     #[tokio::test]

@@ -438,8 +438,25 @@ pub fn redact_url(urls: &str) -> String {
 /// fragment. Used for every file URL in errors, dead-letter fields, facts,
 /// logs and `sluice status`; the messages themselves keep the real URL.
 pub fn redact_file_url(url: &str) -> String {
+    // What the downloader will fetch, spelled the way it reads it: the
+    // parser takes `http:user:pass@host` and `http:\\host` as URLs too.
+    if let Ok(mut parsed) = url::Url::parse(url.trim()) {
+        if parsed.has_host() {
+            let had_query = parsed.query().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut shown = parsed.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            return shown;
+        }
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.split(['?', '#']).next().unwrap_or("").to_owned();
+        let head = url.split(['?', '#']).next().unwrap_or("");
+        return head.rsplit_once('@').map_or(head, |(_, h)| h).to_owned();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = rest[..end]
@@ -465,13 +482,24 @@ mod redact_tests {
             redact_file_url("http://reader:TOKEN@host:8080/a/file.csv?sig=SIGNATURE&x=1#frag"),
             "http://host:8080/a/file.csv?…"
         );
-        assert_eq!(redact_file_url("https://TOKEN@host?x=1"), "https://host?…");
+        assert_eq!(redact_file_url("https://TOKEN@host?x=1"), "https://host/?…");
         assert_eq!(redact_file_url("https://h/p/f.csv"), "https://h/p/f.csv");
         assert_eq!(
             redact_file_url("https://h/p@x/f.csv"),
             "https://h/p@x/f.csv"
         );
+        // Spellings the URL parser accepts as the same URL.
+        assert_eq!(
+            redact_file_url("http:reader:TOKEN@host/a.csv"),
+            "http://host/a.csv"
+        );
+        assert_eq!(
+            redact_file_url("http:\\\\u:TOKEN@host/a.csv?s=1"),
+            "http://host/a.csv?…"
+        );
+        // Not a URL at all: nothing after `?` or `#`, or before `@`.
         assert_eq!(redact_file_url("not a url?secret"), "not a url");
+        assert_eq!(redact_file_url("user:TOKEN@nowhere"), "nowhere");
     }
 
     #[test]

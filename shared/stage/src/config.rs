@@ -43,10 +43,12 @@ pub struct NatsArgs {
     #[arg(long, env = "SLUICE_STREAM_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
     pub stream_max_age: Duration,
 
-    /// Most bytes each stream keeps. A full stream refuses new messages
-    /// (the stages publishing to it pause, as in an outage) rather than drop
-    /// old ones that may not be processed yet.
-    #[arg(long, env = "SLUICE_STREAM_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    /// Most bytes each stream keeps; `0`, no limit but the server's store.
+    /// A full stream refuses new messages (the stages publishing to it
+    /// pause, as in an outage) rather than drop old ones that may not be
+    /// processed yet. Streams keep messages for `--stream-max-age`, so size
+    /// it to hold that much traffic.
+    #[arg(long, env = "SLUICE_STREAM_MAX_BYTES", default_value = "0", value_parser = parse_limit)]
     pub stream_max_bytes: u64,
 
     /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished
@@ -154,6 +156,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .checked_mul(scale)
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+/// A size where `0` means no limit at all.
+pub fn parse_limit(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        other => parse_size(other),
+    }
 }
 
 /// Parses flags and environment; on a bad value prints one line naming the

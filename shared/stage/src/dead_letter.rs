@@ -86,6 +86,12 @@ pub(crate) fn encode_within(mut letter: DeadLetter, max_payload: usize) -> Vec<u
         letter.truncated = true;
         encoded = serde_json::to_vec(&letter).expect("dead letters always encode");
     }
+    if encoded.len() > budget {
+        // What is left is the headers: a message can carry nearly a payload
+        // of them.
+        letter.headers.clear();
+        encoded = serde_json::to_vec(&letter).expect("dead letters always encode");
+    }
     encoded
 }
 
@@ -135,38 +141,60 @@ pub(crate) async fn store(
     // The import's tracker settles this message as failed. Both publishes go
     // out before either ack is awaited, and both are acked before the input
     // is terminated; a retry repeats both ids.
-    let fact_ack = match delivery.import_id() {
-        Some(import_id) => {
-            let mut error = error.to_string();
-            truncate(&mut error, MAX_ERROR);
-            let fact = ImportProgress::Failed {
-                import_id: import_id.to_owned(),
-                stage: shared.stage.to_owned(),
-                key: delivery.identity().to_owned(),
-                kind,
-                error,
-            };
-            let message = PublishMessage::build()
-                .payload(
-                    serde_json::to_vec(&fact)
-                        .expect("facts always encode")
-                        .into(),
-                )
-                .message_id(format!("{}/failed", delivery.message_id()))
-                .header(HEADER_IMPORT_ID, import_id);
-            let subject = shared.ns.import_progress(import_id, fact.fact());
-            Some(
-                shared
-                    .js
-                    .send_publish(subject, message)
-                    .await
-                    .map_err(|e| publish_error(&e))?,
-            )
-        }
-        None => None,
-    };
+    let fact_ack = send_failed_fact(shared, delivery, kind, error).await?;
     letter_ack.await.map_err(|e| publish_error(&e))?;
     if let Some(ack) = fact_ack {
+        ack.await.map_err(|e| publish_error(&e))?;
+    }
+    Ok(())
+}
+
+/// Reports to the import's tracker that `delivery` was given up on, so
+/// the import can still complete; `None` when no import is known.
+async fn send_failed_fact(
+    shared: &Shared,
+    delivery: &Delivery,
+    kind: DeadLetterKind,
+    error: &StageError,
+) -> Result<Option<async_nats::jetstream::context::PublishAckFuture>, StageError> {
+    let Some(import_id) = delivery.import_id() else {
+        return Ok(None);
+    };
+    let mut error = error.to_string();
+    truncate(&mut error, MAX_ERROR);
+    let fact = ImportProgress::Failed {
+        import_id: import_id.to_owned(),
+        stage: shared.stage.to_owned(),
+        key: delivery.identity().to_owned(),
+        kind,
+        error,
+    };
+    let message = PublishMessage::build()
+        .payload(
+            serde_json::to_vec(&fact)
+                .expect("facts always encode")
+                .into(),
+        )
+        .message_id(format!("{}/failed", delivery.message_id()))
+        .header(HEADER_IMPORT_ID, import_id);
+    let subject = shared.ns.import_progress(import_id, fact.fact());
+    shared
+        .js
+        .send_publish(subject, message)
+        .await
+        .map(Some)
+        .map_err(|e| publish_error(&e))
+}
+
+/// For a message whose dead letter cannot be stored at all: at least its
+/// import learns it was given up on.
+pub(crate) async fn report_failed(
+    shared: &Shared,
+    delivery: &Delivery,
+    kind: DeadLetterKind,
+    error: &StageError,
+) -> Result<(), StageError> {
+    if let Some(ack) = send_failed_fact(shared, delivery, kind, error).await? {
         ack.await.map_err(|e| publish_error(&e))?;
     }
     Ok(())

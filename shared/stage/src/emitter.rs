@@ -10,7 +10,7 @@ use futures_util::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
-use crate::{dead_letter, service::Shared, Delivery, StageError};
+use crate::{dead_letter, observe::names, service::Shared, Delivery, StageError};
 
 /// A publish awaiting its ack, and what it counts against the budget.
 type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishError>)> + Send>>;
@@ -224,6 +224,8 @@ impl Emitter {
             .map_err(|e| publish_error(&e))?;
         let ack = ack.into_future();
         self.in_flight_bytes += size;
+        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+            .increment(size as f64);
         self.in_flight
             .push(Box::pin(async move { (size, ack.await) }));
         Ok(())
@@ -233,6 +235,8 @@ impl Emitter {
         match self.in_flight.next().await {
             Some((size, result)) => {
                 self.in_flight_bytes -= size;
+                metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+                    .decrement(size as f64);
                 self.count(result)
             }
             None => Ok(()),
@@ -258,6 +262,17 @@ impl Emitter {
             duplicates: self.duplicates,
             rejected_rows: self.rejected_rows,
         })
+    }
+}
+
+impl Drop for Emitter {
+    /// Publishes abandoned with their input (an error, a stop) no longer
+    /// hold any of the window.
+    fn drop(&mut self) {
+        if self.in_flight_bytes > 0 {
+            metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+                .decrement(self.in_flight_bytes as f64);
+        }
     }
 }
 

@@ -48,15 +48,25 @@ pub(crate) struct Slot {
     /// Bounds the messages held while waiting without a slot.
     waiting_room: Arc<Semaphore>,
     permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// Time spent waiting without the slot, in nanoseconds: it does not
+    /// count against SLUICE_MAX_PROCESSING_TIME.
+    pub(crate) waited: std::sync::atomic::AtomicU64,
 }
 
 impl Slot {
-    /// Awaits `wait` without holding the slot when the waiting room has a
-    /// place (else holding it), then takes a slot again.
+    /// Awaits `wait`; if it cannot finish at once and the waiting room has
+    /// a place, without holding the slot, which it then takes again.
     pub(crate) async fn release_while<F: Future>(&self, wait: F) -> F::Output {
+        tokio::pin!(wait);
+        tokio::select! {
+            biased;
+            output = &mut wait => return output,
+            () = std::future::ready(()) => {}
+        }
         let Ok(place) = self.waiting_room.clone().try_acquire_owned() else {
             return wait.await;
         };
+        let started = Instant::now();
         drop(self.permit.lock().expect("never poisoned").take());
         let output = wait.await;
         drop(place);
@@ -67,6 +77,10 @@ impl Slot {
             .await
             .expect("semaphore never closes");
         *self.permit.lock().expect("never poisoned") = Some(permit);
+        self.waited.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         output
     }
 }
@@ -129,6 +143,7 @@ pub(crate) async fn run<S: FlatMap>(
                             slots: slots.clone(),
                             waiting_room: waiting_room.clone(),
                             permit: std::sync::Mutex::new(Some(permit)),
+                            waited: Default::default(),
                         });
                         tasks.spawn(handle(
                             stage.clone(),
@@ -235,6 +250,7 @@ async fn handle<S: FlatMap>(
         &[delivery.message()],
         shared.progress_interval(),
         shared.consumer.max_processing_time,
+        Some(&slot.waited),
         &abort,
     )
     .await

@@ -1,4 +1,8 @@
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, AckKind};
 use tokio_util::sync::CancellationToken;
@@ -25,17 +29,20 @@ impl<T> Outcome<T> {
 /// still in progress, so a file that streams for an hour stays with this
 /// replica instead of being redelivered to another one mid-way; but never
 /// longer than `limit`, so a server that trickles forever cannot hold a
-/// message for ever either.
+/// message for ever either. Time the work spent waiting outside its slot
+/// (`waited`, in nanoseconds) extends the limit: it was not processing.
 pub(crate) async fn keep_alive<T>(
     work: impl Future<Output = T>,
     messages: &[&jetstream::Message],
     period: Duration,
     limit: Duration,
+    waited: Option<&AtomicU64>,
     abort: &CancellationToken,
 ) -> Outcome<Result<T, StageError>> {
     tokio::pin!(work);
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
+    let mut granted = 0u64;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -50,6 +57,14 @@ pub(crate) async fn keep_alive<T>(
             }
             _ = abort.cancelled() => return Outcome::Aborted,
             _ = &mut deadline => {
+                let total = waited.map_or(0, |w| w.load(Ordering::Relaxed));
+                if total > granted {
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_nanos(total - granted));
+                    granted = total;
+                    continue;
+                }
                 return Outcome::Done(Err(StageError::transient(format!(
                     "gave up after {} of processing (SLUICE_MAX_PROCESSING_TIME)",
                     humantime::format_duration(limit)

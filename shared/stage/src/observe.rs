@@ -27,6 +27,42 @@ pub struct ObserveArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// Whether a recorder is installed: work done only to feed metrics (reading
+/// consumer info) is skipped when nobody reads them.
+static METRICS_ON: AtomicBool = AtomicBool::new(false);
+
+pub fn metrics_on() -> bool {
+    METRICS_ON.load(Ordering::Relaxed)
+}
+
+/// How often each service reads its consumer's lag for the gauges.
+const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads `consumer`'s info every few seconds and publishes its lag as
+/// gauges labelled with the consumer, until `stop`. The same figures as
+/// `sluice status`, seen from every replica (take `max` across them).
+pub(crate) async fn report_lag(
+    mut consumer: async_nats::jetstream::consumer::PullConsumer,
+    name: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Ok(info) = consumer.info().await {
+            let lag = crate::topology::Lag::of(info);
+            metrics::gauge!(names::CONSUMER_PENDING, "consumer" => name).set(lag.pending as f64);
+            metrics::gauge!(names::CONSUMER_ACK_PENDING, "consumer" => name)
+                .set(lag.ack_pending as f64);
+            metrics::gauge!(names::CONSUMER_REDELIVERED, "consumer" => name)
+                .set(lag.redelivered as f64);
+            metrics::gauge!(names::CONSUMER_LAG, "consumer" => name).set(lag.total() as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LAG_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Metric names, in one place so dashboards, alerts and tests agree.
 pub mod names {
     pub const RECEIVED: &str = "sluice_messages_received_total";
@@ -40,6 +76,11 @@ pub mod names {
     pub const READY: &str = "sluice_ready";
     pub const PAUSED: &str = "sluice_paused_tasks";
     pub const BATCH_MESSAGES: &str = "sluice_batch_messages";
+    pub const CONSUMER_PENDING: &str = "sluice_consumer_pending_messages";
+    pub const CONSUMER_ACK_PENDING: &str = "sluice_consumer_ack_pending_messages";
+    pub const CONSUMER_REDELIVERED: &str = "sluice_consumer_redelivered_messages";
+    pub const CONSUMER_LAG: &str = "sluice_consumer_lag_messages";
+    pub const PUBLISH_WINDOW_USED: &str = "sluice_publish_window_used_bytes";
     pub const BATCH_BYTES: &str = "sluice_batch_bytes";
 }
 
@@ -148,6 +189,7 @@ pub async fn serve(args: &ObserveArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on SLUICE_METRICS_ADDR {addr}: {e}"))?;
+    METRICS_ON.store(true, Ordering::Relaxed);
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
@@ -272,6 +314,26 @@ fn describe() {
         "Input messages this replica is working on."
     );
     describe_gauge!(names::READY, "1 when /readyz answers 200.");
+    describe_gauge!(
+        names::CONSUMER_PENDING,
+        "Messages the consumer has not delivered yet, read every 5 s."
+    );
+    describe_gauge!(
+        names::CONSUMER_ACK_PENDING,
+        "Messages delivered to the consumer's replicas and not acknowledged yet."
+    );
+    describe_gauge!(
+        names::CONSUMER_REDELIVERED,
+        "Unacknowledged messages on their second delivery or later."
+    );
+    describe_gauge!(
+        names::CONSUMER_LAG,
+        "pending + ack pending + redelivered, as `sluice status` shows it."
+    );
+    describe_gauge!(
+        names::PUBLISH_WINDOW_USED,
+        "Bytes of published messages awaiting JetStream's ack in this replica (SLUICE_PUBLISH_WINDOW bounds it)."
+    );
     describe_gauge!(
         names::PAUSED,
         "Tasks holding their messages while a dependency is down."

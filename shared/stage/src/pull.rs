@@ -187,6 +187,9 @@ pub(crate) async fn dead_letter_and_terminate(
             );
             metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => "undeliverable")
                 .increment(1);
+            if let Err(e) = dead_letter::report_failed(shared, delivery, kind, error).await {
+                tracing::error!(error = %e, "cannot report the message as failed either; its import may not complete");
+            }
             let _ = delivery.message().ack_with(AckKind::Term).await;
         }
         Err(e) => {

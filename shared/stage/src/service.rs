@@ -178,6 +178,7 @@ impl Runtime {
 
     /// Runs a flatMap stage until the stop token fires, then drains.
     pub async fn run_flat_map<S: FlatMap>(self, stage: S) -> Result<(), StageError> {
+        self.report_lag();
         flat_map::run(
             Arc::new(stage),
             self.shared.clone(),
@@ -195,6 +196,7 @@ impl Runtime {
 
     /// Runs a sink stage until the stop token fires, then drains.
     pub async fn run_sink<S: Sink>(self, stage: S, options: SinkOptions) -> Result<(), StageError> {
+        self.report_lag();
         sink::run(
             Arc::new(stage),
             self.shared.clone(),
@@ -204,6 +206,16 @@ impl Runtime {
         )
         .await;
         self.finish().await
+    }
+
+    fn report_lag(&self) {
+        if crate::observe::metrics_on() {
+            tokio::spawn(crate::observe::report_lag(
+                self.consumer.clone(),
+                self.shared.stage,
+                self.stop.clone(),
+            ));
+        }
     }
 
     /// Acks are fire-and-forget publishes: make sure the last ones left the

@@ -194,6 +194,7 @@ async fn writer_loop<S: Sink>(
             &messages,
             shared.progress_interval(),
             shared.consumer.max_processing_time,
+            None,
             &abort,
         )
         .await;

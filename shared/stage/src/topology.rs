@@ -32,7 +32,10 @@ pub fn stream_config(nats: &NatsArgs, which: Stream) -> stream::Config {
         storage: StorageType::File,
         // Full means stop taking more, never drop what may be unprocessed.
         discard: DiscardPolicy::New,
-        max_bytes: i64::try_from(nats.stream_max_bytes).unwrap_or(i64::MAX),
+        max_bytes: match nats.stream_max_bytes {
+            0 => -1,
+            limit => i64::try_from(limit).unwrap_or(i64::MAX),
+        },
         num_replicas: nats.stream_replicas as usize,
         max_age,
         duplicate_window: nats.duplicate_window.min(max_age),
@@ -120,6 +123,31 @@ fn input_filter(ns: &Namespace, input: Stream) -> String {
 }
 
 /// A consumer's state (pending, ack pending, redelivered), for status and tests.
+/// A consumer's lag: what it has not delivered, what its replicas hold,
+/// and what is on its second delivery or later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Lag {
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
+}
+
+impl Lag {
+    pub fn of(info: &jetstream::consumer::Info) -> Lag {
+        Lag {
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+        }
+    }
+
+    /// pending + ack_pending + redelivered: what `sluice status` and the
+    /// `sluice_consumer_lag` gauge show.
+    pub fn total(&self) -> u64 {
+        self.pending + self.ack_pending + self.redelivered
+    }
+}
+
 pub async fn consumer_info(
     js: &jetstream::Context,
     ns: &Namespace,
