@@ -39,20 +39,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out.setdefault("__types__", {})[family.name] = family.type
 print(json.dumps(out))
 "##;
-    let mut child = std::process::Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("parser output");
+    let out = run_with_input(&python, &["-c", script], text);
     assert!(
         out.status.success(),
         "prometheus_client rejected the exposition:\n{text}"
@@ -85,25 +72,30 @@ print(json.dumps(out))
         .collect()
 }
 
-/// `promtool check metrics` on a scrape: Prometheus' own linter for names,
-/// units, types and help texts.
-fn promtool_accepts(text: &str) {
-    let promtool = local_setting("SLUICE_TEST_PROMTOOL").expect("`just tools` records promtool");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
+/// Runs `program args…` with `input` on its standard input.
+fn run_with_input(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool runs");
-    use std::io::Write;
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     child
         .stdin
         .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("promtool output");
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .expect("input written");
+    child.wait_with_output().expect("output")
+}
+
+/// `promtool check metrics` on a scrape: Prometheus' own linter for names,
+/// units, types and help texts.
+fn promtool_accepts(text: &str) {
+    let promtool = local_setting("SLUICE_TEST_PROMTOOL").expect("`just tools` records promtool");
+    let out = run_with_input(&promtool, &["check", "metrics"], text);
     assert!(
         out.status.success(),
         "promtool check metrics: {}{}\n{text}",
