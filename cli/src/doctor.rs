@@ -216,6 +216,8 @@ fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<String> {
         .field("storage", want.storage, have.storage)
         .field("replicas", want.num_replicas, have.num_replicas)
         .field("max age", want.max_age, have.max_age)
+        .field("max bytes", want.max_bytes, have.max_bytes)
+        .field("discard", want.discard, have.discard)
         .field(
             "duplicate window",
             want.duplicate_window,

@@ -171,43 +171,42 @@ impl Sink for Saver {
         // key at most once. The first round has each key's winner, the
         // earliest position of the import that reaches it first; the later
         // rounds meet it as conflicts.
-        let mut order: Vec<(i64, i64)> = Vec::new();
-        let mut by_key: std::collections::HashMap<(i64, i64), Vec<Row>> =
+        let import_of = |chunk: i32| chunks[chunk as usize].batch.import_id.as_str();
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new()];
+        // Each key: its row in the first round, and how many rows it has.
+        let mut seen: std::collections::HashMap<(i64, i64), (usize, usize)> =
             std::collections::HashMap::new();
         for (n, chunk) in chunks.iter().enumerate() {
             let b = &chunk.batch;
             for t in &b.transactions {
-                let row = Row {
+                let mut row = Row {
                     account_id: b.account_id,
                     id: t.id,
                     amount: t.amount.as_str(),
                     chunk: n as i32,
                     position: position(&chunk.key, t.line),
                 };
-                by_key
-                    .entry((b.account_id, t.id))
-                    .or_insert_with(|| {
-                        order.push((b.account_id, t.id));
-                        Vec::new()
-                    })
-                    .push(row);
-            }
-        }
-        let import_of = |row: &Row| chunks[row.chunk as usize].batch.import_id.as_str();
-        let mut rounds: Vec<Vec<Row>> = vec![Vec::new()];
-        for key in order {
-            let mut rows = by_key.remove(&key).expect("every key was grouped");
-            let import = import_of(&rows[0]);
-            let winner = (0..rows.len())
-                .filter(|&i| import_of(&rows[i]) == import && rows[i].position.is_some())
-                .min_by_key(|&i| rows[i].position)
-                .unwrap_or(0);
-            rows.swap(0, winner);
-            for (round, row) in rows.into_iter().enumerate() {
-                if rounds.len() == round {
-                    rounds.push(Vec::new());
+                match seen.entry((b.account_id, t.id)) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((rounds[0].len(), 1));
+                        rounds[0].push(row);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let (first, count) = o.get_mut();
+                        let kept = &mut rounds[0][*first];
+                        if import_of(row.chunk) == import_of(kept.chunk)
+                            && row.position.is_some()
+                            && (kept.position.is_none() || row.position < kept.position)
+                        {
+                            std::mem::swap(kept, &mut row);
+                        }
+                        if rounds.len() == *count {
+                            rounds.push(Vec::new());
+                        }
+                        rounds[*count].push(row);
+                        *count += 1;
+                    }
                 }
-                rounds[round].push(row);
             }
         }
         let messages = Messages {
