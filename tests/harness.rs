@@ -13,7 +13,7 @@ use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
 mod servers;
-pub use servers::{free_port, local_setting, PrivateNats, PrivatePostgres};
+pub use servers::{free_port, local_setting, PrivateJaeger, PrivateNats, PrivatePostgres};
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 

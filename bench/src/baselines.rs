@@ -31,6 +31,7 @@ pub async fn naive_job(
         )
         .await
         .map_err(|e| e.to_string())?;
+    sluice_download::install_tls_provider();
     let http = reqwest::Client::new();
     let get = |url: String| {
         let http = http.clone();

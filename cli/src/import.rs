@@ -5,6 +5,7 @@ use sluice_messages::{validate_import_id, ImportCompleted, ImportRequest, Import
 use sluice_stage::{
     dead_letters::{DeadLetters, Filter},
     lifecycle::wait_for_completion,
+    telemetry::{self, KeyValue, TraceHeaders},
     ConsumerArgs, NatsArgs,
 };
 
@@ -46,8 +47,18 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         url: args.url.clone(),
         id: args.id.clone(),
     };
-    let mut message =
-        PublishMessage::build().payload(serde_json::to_vec(&request).expect("encodes").into());
+    // The root of the import's trace: every stage continues it.
+    let span = telemetry::messaging_span("publish imports", "producer", "publish");
+    telemetry::record_ids(&span);
+    telemetry::annotate(
+        &span,
+        [KeyValue::new("sluice.file.url", sluice_messages::redact_file_url(&args.url))],
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    TraceHeaders::of(&span).apply(&mut headers);
+    let mut message = PublishMessage::build()
+        .payload(serde_json::to_vec(&request).expect("encodes").into())
+        .headers(headers);
     if let Some(id) = &args.id {
         message = message.message_id(format!("import-{id}"));
     }
@@ -63,13 +74,29 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         .map_err(|e| {
             format!("JetStream did not store the import on {subject}: {e} (run `sluice setup`?)")
         })?;
-    let id = match args.id {
+    let id = match args.id.clone() {
         Some(id) => id,
         None => {
             sluice_stage::lifecycle::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
                 .await?
         }
     };
+    telemetry::annotate(
+        &span,
+        [
+            KeyValue::new("sluice.import.id", id.clone()),
+            KeyValue::new("messaging.destination.name", subject.clone()),
+            // As the importer names it: the Nats-Msg-Id, else the stream position.
+            KeyValue::new(
+                "messaging.message.id",
+                match &args.id {
+                    Some(id) => format!("import-{id}"),
+                    None => format!("{}:{}", ack.stream, ack.sequence),
+                },
+            ),
+        ],
+    );
+    drop(span);
     if ack.duplicate {
         eprintln!("import {id} was already published; nothing new was queued");
     }

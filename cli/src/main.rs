@@ -42,9 +42,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = sluice_stage::config::parse("sluice");
-    if std::env::var_os("RUST_LOG").is_some() {
-        sluice_stage::telemetry::init_logging();
-    }
+    // Logs only when asked for: the commands' output is for people. Traces
+    // whenever an OTLP endpoint is set; declared first, flushed last.
+    let _telemetry =
+        sluice_stage::telemetry::Telemetry::init("sluice", std::env::var_os("RUST_LOG").is_some());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

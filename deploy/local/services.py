@@ -355,6 +355,30 @@ def nats_cli() -> Path:
     return go_tool("nats", NATS_CLI_MODULE)
 
 
+JAEGER_TOOL = ROOT / "deploy" / "local" / "jaeger"
+
+
+def jaeger() -> Path:
+    """Jaeger, built from the Go module proxy with `go build` in its tools
+    module (deploy/local/jaeger/go.mod, from `go get -tool`): `go install`
+    refuses the replace directives of Jaeger's own module."""
+    binary = GOBIN / "jaeger"
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        fail("`jaeger` is built from the Go module proxy: install Go first")
+    say("building jaeger v1.76.0 from its tools module (about 7 minutes, once)")
+    started = time.monotonic()
+    GOBIN.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "github.com/jaegertracing/jaeger/cmd/jaeger"],
+        check=True,
+        cwd=JAEGER_TOOL,
+    )
+    say(f"built {binary.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    return binary
+
+
 def write_env_file(**extra: str) -> None:
     """Records where the binaries are, for tests that start private servers."""
     values = {}
@@ -454,6 +478,7 @@ def tools() -> None:
     write_env_file(
         SLUICE_TEST_NATS_CLI=str(nats_cli()),
         SLUICE_TEST_PROMTOOL=str(go_tool("promtool", PROMTOOL_MODULE)),
+        SLUICE_TEST_JAEGER=str(jaeger()),
         SLUICE_TEST_PYTHON=str(venv_python()),
     )
 

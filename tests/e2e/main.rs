@@ -14,3 +14,4 @@ mod operator;
 mod outages;
 mod pipeline;
 mod resilience;
+mod traces;

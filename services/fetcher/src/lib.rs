@@ -3,7 +3,7 @@
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
 use sluice_messages::{stage, AccountUpdate, ImportProgress, Transaction, TransactionBatch};
-use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
+use sluice_stage::{telemetry::KeyValue, Delivery, Emitter, FlatMap, StageError};
 
 const COLUMNS: [&str; 2] = ["id", "amount"];
 
@@ -81,6 +81,7 @@ impl FlatMap for Fetcher {
         let account: AccountUpdate = input.json()?;
         // The body is what the contract guarantees; a header may disagree.
         out.set_import_id(&account.import_id);
+        out.annotate([KeyValue::new("sluice.account.id", account.account_id)]);
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(self.downloader.reserve(&account.transactions_url))
@@ -105,6 +106,11 @@ impl FlatMap for Fetcher {
         }
         window.finish(&account, &subject, out).await?;
         let (account_key, rejected_rows) = (out.identity().to_owned(), out.rejected_rows());
+        out.annotate([
+            KeyValue::new("sluice.file.url", shown.clone()),
+            KeyValue::new("sluice.rows.read", (window.transactions_total + rejected_rows) as i64),
+            KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
+        ]);
         out.report_after_stored(&ImportProgress::Fetched {
             import_id: account.import_id,
             account_key,

@@ -3,7 +3,7 @@
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
 use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, ImportRequest};
-use sluice_stage::{Delivery, Emitter, FlatMap, StageError};
+use sluice_stage::{telemetry::KeyValue, Delivery, Emitter, FlatMap, StageError};
 
 const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
 
@@ -70,6 +70,11 @@ impl FlatMap for Importer {
             }
         }
         let rejected_rows = out.rejected_rows();
+        out.annotate([
+            KeyValue::new("sluice.file.url", shown),
+            KeyValue::new("sluice.rows.read", (accounts + rejected_rows) as i64),
+            KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
+        ]);
         out.report_after_stored(&ImportProgress::Listed {
             import_id,
             accounts,

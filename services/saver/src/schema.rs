@@ -100,6 +100,10 @@ const MIGRATIONS: &[&str] = &[
     );
     -- The transactions CSV of a fetched account (redacted), for reports.
     ALTER TABLE import_accounts ADD COLUMN url TEXT",
+    // The W3C trace context the import was started in, so its completion
+    // event is published in the import's trace.
+    "
+    ALTER TABLE imports ADD COLUMN traceparent TEXT",
 ];
 
 /// The version `migrate` brings a database to.

@@ -15,7 +15,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use sluice_messages::{stage, ImportCompleted, ImportProgress, ImportStatus, Namespace};
-use sluice_stage::{Delivery, Sink, StageError};
+use sluice_stage::{
+    telemetry::{self, KeyValue, TraceHeaders},
+    Delivery, Sink, StageError,
+};
+use tracing::Instrument;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -54,10 +58,12 @@ const IMPORTS_COMPLETE: &str = "
                     WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete)) >= i.accounts_listed))";
 
 const STARTED: &str = "
-    INSERT INTO imports AS i (id, url, started_at) VALUES ($1, $2, $3::text::timestamptz)
+    INSERT INTO imports AS i (id, url, started_at, traceparent)
+    VALUES ($1, $2, $3::text::timestamptz, $4)
     ON CONFLICT (id) DO UPDATE SET
         url = COALESCE(i.url, excluded.url),
-        started_at = COALESCE(i.started_at, excluded.started_at)";
+        started_at = COALESCE(i.started_at, excluded.started_at),
+        traceparent = COALESCE(i.traceparent, excluded.traceparent)";
 
 const LISTED: &str = "
     INSERT INTO imports AS i (id, accounts_listed, rows_rejected) VALUES ($1, $2, $3)
@@ -119,6 +125,12 @@ const FAILED: &str = "
         accounts_settled = i.accounts_settled + excluded.accounts_settled,
         accounts_failed = i.accounts_failed + excluded.accounts_failed";
 
+/// A progress fact, and the trace context it was published in.
+pub struct Fact {
+    progress: ImportProgress,
+    traceparent: Option<String>,
+}
+
 /// The saver's second consumer: records progress facts.
 pub struct Tracker {
     database: Database,
@@ -136,34 +148,44 @@ impl Sink for Tracker {
     // one writer is plenty.
     const DEFAULT_WRITERS: u16 = 1;
 
-    type Item = ImportProgress;
+    type Item = Fact;
     type Writer = Client;
 
-    fn decode(&self, input: &Delivery) -> Result<ImportProgress, StageError> {
-        input.json()
+    fn decode(&self, input: &Delivery) -> Result<Fact, StageError> {
+        Ok(Fact {
+            progress: input.json()?,
+            traceparent: input.header("traceparent").map(str::to_owned),
+        })
     }
 
     async fn open(&self) -> Result<Client, StageError> {
         self.database.connect().await
     }
 
-    async fn write(&self, client: &mut Client, facts: &[ImportProgress]) -> Result<(), StageError> {
+    async fn write(&self, client: &mut Client, facts: &[Fact]) -> Result<(), StageError> {
         // Replicas of the tracker write facts of the same imports: taking
         // the row locks in one order (import, then the fact's own key) lets
         // them wait for each other instead of deadlocking.
-        let mut facts: Vec<&ImportProgress> = facts.iter().collect();
-        facts.sort_by_key(|f| (f.import_id(), f.fact(), fact_key(f)));
+        let mut facts: Vec<&Fact> = facts.iter().collect();
+        facts.sort_by_key(|f| (f.progress.import_id(), f.progress.fact(), fact_key(&f.progress)));
         let tx = client
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
-        for fact in facts {
-            let result = match fact {
+        for Fact {
+            progress,
+            traceparent,
+        } in facts
+        {
+            let result = match progress {
                 ImportProgress::Started {
                     import_id,
                     url,
                     time,
-                } => tx.execute(STARTED, &[import_id, url, time]).await,
+                } => {
+                    tx.execute(STARTED, &[import_id, url, time, traceparent])
+                        .await
+                }
                 ImportProgress::Listed {
                     import_id,
                     accounts,
@@ -307,7 +329,8 @@ async fn announce_pending(
                     rows_rejected, failures,
                     (SELECT count(*) FROM import_conflicts k WHERE k.import_id = imports.id),
                     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                    traceparent
              FROM imports WHERE status <> 'running' AND event_published_at IS NULL
              ORDER BY finished_at LIMIT 100",
             &[],
@@ -341,15 +364,20 @@ async fn announce_pending(
             started_at: row.get(9),
             finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
         };
+        let span = completion_span(&event, row.get(11));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(sluice_messages::HEADER_IMPORT_ID, id.as_str());
+        TraceHeaders::of(&span).apply(&mut headers);
         let message = PublishMessage::build()
             .payload(
                 serde_json::to_vec(&event)
                     .expect("events always encode")
                     .into(),
             )
-            .message_id(format!("import-completed/{id}"))
-            .header(sluice_messages::HEADER_IMPORT_ID, id.as_str());
+            .headers(headers)
+            .message_id(format!("import-completed/{id}"));
         js.send_publish(ns.import_events(&id), message)
+            .instrument(span)
             .await
             .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
             .await
@@ -360,4 +388,25 @@ async fn announce_pending(
         tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
     }
     Ok(())
+}
+
+/// The completion's span: the last of the import's trace, under the span
+/// that started the import (the importer's).
+fn completion_span(event: &ImportCompleted, traceparent: Option<String>) -> tracing::Span {
+    let span = telemetry::messaging_span("publish import-events", "producer", "publish");
+    let mut started_in = async_nats::HeaderMap::new();
+    if let Some(traceparent) = &traceparent {
+        started_in.insert("traceparent", traceparent.as_str());
+    }
+    telemetry::continue_trace(&span, telemetry::extract(Some(&started_in)));
+    telemetry::annotate(
+        &span,
+        [
+            KeyValue::new("sluice.import.id", event.import_id.clone()),
+            KeyValue::new("sluice.outcome", format!("{:?}", event.status)),
+            KeyValue::new("sluice.transactions.saved", event.transactions_saved as i64),
+            KeyValue::new("sluice.dead_letters", event.dead_letters as i64),
+        ],
+    );
+    span
 }

@@ -252,6 +252,13 @@ impl HostSlots {
 
 /// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
 /// needs. Waiting for it may take long when the host is busy.
+/// Makes ring the process's TLS provider, as async-nats uses it (reqwest
+/// is built without a provider of its own, to spare the aws-lc C build).
+/// Idempotent; every binary that builds an HTTP client calls it first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct Reserved {
     url: Url,
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -259,6 +266,7 @@ pub struct Reserved {
 
 impl Downloader {
     pub fn new(options: &DownloadOptions) -> Result<Self, String> {
+        install_tls_provider();
         let addresses = Arc::new(options.addresses.clone());
         let policy = addresses.clone();
         // Host names are checked by the resolver; literal addresses in a

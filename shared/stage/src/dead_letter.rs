@@ -5,7 +5,9 @@ use async_nats::jetstream::message::PublishMessage;
 use base64::Engine;
 use sluice_messages::{DeadLetter, DeadLetterKind, ImportProgress, HEADER_IMPORT_ID};
 
-use crate::{emitter::publish_error, service::Shared, Delivery, StageError};
+use crate::{
+    emitter::publish_error, service::Shared, telemetry::TraceHeaders, Delivery, StageError,
+};
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn letter(
@@ -124,14 +126,12 @@ pub(crate) async fn store(
         delivery.headers(),
         delivery.delivered(),
     );
-    let mut message = PublishMessage::build()
+    let message = PublishMessage::build()
         .payload(encode_within(letter, shared.max_payload).into())
+        .headers(headers_of(delivery))
         // One dead letter per input, however often its settling is retried
         // (and a new one when a replay of it fails again).
         .message_id(format!("{}/dead-letter", delivery.message_id()));
-    if let Some(import_id) = delivery.import_id() {
-        message = message.header(HEADER_IMPORT_ID, import_id);
-    }
     let letter_ack = shared
         .js
         .send_publish(shared.ns.dead_letters(shared.stage), message)
@@ -147,6 +147,18 @@ pub(crate) async fn store(
         ack.await.map_err(|e| publish_error(&e))?;
     }
     Ok(())
+}
+
+/// The headers of what is published about `delivery`: its import, and the
+/// trace context of the span settling it, so letters and facts appear in
+/// the import's trace.
+fn headers_of(delivery: &Delivery) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(import_id) = delivery.import_id() {
+        headers.insert(HEADER_IMPORT_ID, import_id);
+    }
+    TraceHeaders::of(&tracing::Span::current()).apply(&mut headers);
+    headers
 }
 
 /// Reports to the import's tracker that `delivery` was given up on, so
@@ -175,8 +187,8 @@ async fn send_failed_fact(
                 .expect("facts always encode")
                 .into(),
         )
-        .message_id(format!("{}/failed", delivery.message_id()))
-        .header(HEADER_IMPORT_ID, import_id);
+        .headers(headers_of(delivery))
+        .message_id(format!("{}/failed", delivery.message_id()));
     let subject = shared.ns.import_progress(import_id, fact.fact());
     shared
         .js

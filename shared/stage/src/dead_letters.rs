@@ -2,6 +2,11 @@
 //! (`sluice dead-letters`) and tests.
 
 use async_nats::jetstream::{self, message::PublishMessage};
+use opentelemetry::KeyValue;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::{self, TraceHeaders};
 use base64::Engine;
 use sluice_messages::{
     DeadLetter, DeadLetterKind, Namespace, Stream, HEADER_IMPORT_ID, HEADER_MSG_ID,
@@ -15,6 +20,8 @@ pub struct StoredLetter {
     /// The subject it is stored on: `dead-letters.<stage>`.
     pub subject: String,
     pub letter: DeadLetter,
+    /// The letter's own headers (its import, the trace it was given up in).
+    pub headers: async_nats::HeaderMap,
 }
 
 /// Which dead letters to look at; `None` matches anything.
@@ -112,6 +119,7 @@ impl DeadLetters {
             sequence,
             subject: message.subject.to_string(),
             letter,
+            headers: message.headers,
         }))
     }
 
@@ -172,12 +180,20 @@ impl DeadLetters {
             .get(HEADER_MSG_ID)
             .and_then(|v| v.first())
             .cloned();
+        let span = replay_span(stored, &target);
+        let mut trace_headers = async_nats::HeaderMap::new();
+        TraceHeaders::of(&span).apply(&mut trace_headers);
         let mut message = PublishMessage::build()
             .payload(payload.into())
+            .headers(trace_headers)
             .message_id(format!("replay-of-dead-letter-{sequence}"));
         for (name, values) in &letter.headers {
-            // Dedupe and optimistic-concurrency headers belong to the first publish.
-            if name.starts_with("Nats-") || name == HEADER_REPLAY_OF {
+            // Dedupe and optimistic-concurrency headers belong to the first
+            // publish; the trace context is the replay's own.
+            if name.starts_with("Nats-")
+                || name == HEADER_REPLAY_OF
+                || TRACE_CONTEXT_HEADERS.contains(&name.as_str())
+            {
                 continue;
             }
             for value in values {
@@ -198,6 +214,7 @@ impl DeadLetters {
         }
         self.js
             .send_publish(target, message)
+            .instrument(span)
             .await
             .map_err(|e| format!("cannot republish dead letter {sequence}: {e}"))?
             .await
@@ -210,4 +227,33 @@ impl DeadLetters {
             .map_err(|e| format!("replayed dead letter {sequence} but could not delete it: {e}"))?;
         Ok(())
     }
+}
+
+/// The headers of W3C trace context.
+const TRACE_CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// A replay is a span in its import's trace: under the span that gave the
+/// message up (the letter's trace context), linked to the original
+/// message's publisher.
+fn replay_span(stored: &StoredLetter, target: &str) -> tracing::Span {
+    let span = telemetry::messaging_span(&format!("publish {target}"), "producer", "publish");
+    telemetry::continue_trace(&span, telemetry::extract(Some(&stored.headers)));
+    let mut original = async_nats::HeaderMap::new();
+    for name in TRACE_CONTEXT_HEADERS {
+        if let Some(value) = stored.letter.headers.get(name).and_then(|v| v.first()) {
+            original.insert(name, value.as_str());
+        }
+    }
+    if let Some(link) = telemetry::remote_span(Some(&original)) {
+        span.add_link(link);
+    }
+    let mut attributes = vec![
+        KeyValue::new("messaging.destination.name", target.to_owned()),
+        KeyValue::new("sluice.replay.of", stored.sequence as i64),
+    ];
+    if let Some(id) = &stored.letter.import_id {
+        attributes.push(KeyValue::new("sluice.import.id", id.clone()));
+    }
+    telemetry::annotate(&span, attributes);
+    span
 }

@@ -2,11 +2,14 @@ use async_nats::{jetstream, HeaderMap};
 use serde::de::DeserializeOwned;
 use sluice_messages::{HEADER_IMPORT_ID, HEADER_MSG_ID, HEADER_REPLAY_OF};
 
-use crate::StageError;
+use opentelemetry::KeyValue;
+
+use crate::{telemetry, StageError};
 
 /// One delivery of an input message, as a stage sees it.
 pub struct Delivery {
     message: jetstream::Message,
+    stream: String,
     stream_sequence: u64,
     delivered: i64,
     stored_at: time::OffsetDateTime,
@@ -38,6 +41,7 @@ impl Delivery {
         let import_id =
             header(HEADER_IMPORT_ID).filter(|id| sluice_messages::validate_import_id(id).is_ok());
         Ok(Delivery {
+            stream: info.stream.to_owned(),
             import_id,
             message,
             stream_sequence,
@@ -122,5 +126,35 @@ impl Delivery {
 
     pub(crate) fn message(&self) -> &jetstream::Message {
         &self.message
+    }
+
+    /// A span for `consumer`'s processing of this message, in the trace
+    /// the message's publisher started (a new trace if it carries none).
+    pub(crate) fn process_span(&self, consumer: &str) -> tracing::Span {
+        let span = telemetry::messaging_span(&format!("process {}", self.stream), "consumer", "process");
+        telemetry::continue_trace(&span, telemetry::extract(self.headers()));
+        self.annotate(&span, consumer);
+        span
+    }
+
+    /// The attributes of a span about this one message.
+    pub(crate) fn annotate(&self, span: &tracing::Span, consumer: &str) {
+        telemetry::annotate(
+            span,
+            [
+                KeyValue::new("messaging.destination.name", self.subject().to_owned()),
+                KeyValue::new("messaging.message.id", self.message_id.clone()),
+                KeyValue::new("messaging.consumer.group.name", consumer.to_owned()),
+                KeyValue::new("messaging.nats.delivery_count", self.delivered),
+            ],
+        );
+        if let Some(id) = self.import_id() {
+            telemetry::annotate(span, [KeyValue::new("sluice.import.id", id.to_owned())]);
+        }
+    }
+
+    /// The stream the message is stored in.
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 }

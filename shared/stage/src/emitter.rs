@@ -10,7 +10,9 @@ use futures_util::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
-use crate::{dead_letter, observe::names, service::Shared, Delivery, StageError};
+use crate::{
+    dead_letter, observe::names, service::Shared, telemetry::TraceHeaders, Delivery, StageError,
+};
 
 /// A publish awaiting its ack, and what it counts against the budget.
 type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishError>)> + Send>>;
@@ -41,6 +43,10 @@ pub struct Emitter {
     published: u64,
     duplicates: u64,
     rejected_rows: u64,
+    /// The span of this input's processing, and the trace context every
+    /// output carries so the next stage continues the trace.
+    span: tracing::Span,
+    trace: TraceHeaders,
 }
 
 /// What one input produced, for logs.
@@ -59,6 +65,7 @@ impl Emitter {
         input: &Delivery,
         budget: usize,
         slot: Arc<crate::flat_map::Slot>,
+        (span, trace): (tracing::Span, TraceHeaders),
     ) -> Self {
         Emitter {
             shared,
@@ -73,7 +80,15 @@ impl Emitter {
             published: 0,
             duplicates: 0,
             rejected_rows: 0,
+            span,
+            trace,
         }
+    }
+
+    /// Adds attributes (`sluice.account.id`, rows read, …) to the trace
+    /// span of this input's processing.
+    pub fn annotate(&self, attributes: impl IntoIterator<Item = opentelemetry::KeyValue>) {
+        crate::telemetry::annotate(&self.span, attributes)
     }
 
     /// Awaits `wait` (a download slot on a busy host, say) without holding
@@ -212,6 +227,7 @@ impl Emitter {
         if let Some(import_id) = &self.import_id {
             headers.insert(HEADER_IMPORT_ID, import_id.as_str());
         }
+        self.trace.apply(&mut headers);
         let message = PublishMessage::build()
             .payload(payload)
             .headers(headers)

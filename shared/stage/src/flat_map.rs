@@ -6,8 +6,12 @@ use sluice_messages::DeadLetterKind;
 use tokio::{sync::OwnedSemaphorePermit, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use opentelemetry::KeyValue;
+use tracing::Instrument;
+
 use crate::{
     keep_alive::keep_alive,
+    telemetry::{self, TraceHeaders},
     observe::names,
     outage::Pause,
     pull::{self, pause_after_failure, reap, release_after},
@@ -183,24 +187,47 @@ async fn handle<S: FlatMap>(
     };
     let known = stage.import_id_of(&delivery);
     delivery.learn_import_id(known.as_deref());
+    let span = delivery.process_span(S::NAME);
+    let work = work_on(stage, shared, delivery, abort, slot, publish_budget, span.clone());
+    work.instrument(span).await
+}
+
+/// Processes one delivery and settles it, inside its span.
+async fn work_on<S: FlatMap>(
+    stage: Arc<S>,
+    shared: Arc<Shared>,
+    mut delivery: Delivery,
+    abort: CancellationToken,
+    slot: Arc<Slot>,
+    publish_budget: usize,
+    span: tracing::Span,
+) {
     if let Some(error) = pull::exhausted(&shared, &delivery) {
-        return pull::dead_letter_and_terminate(
+        let settled = pull::dead_letter_and_terminate(
             &shared,
             &delivery,
             DeadLetterKind::Exhausted,
             &error,
         )
         .await;
+        return telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
     }
     let started = Instant::now();
     let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
     in_flight.increment(1.0);
     metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
+    let trace = TraceHeaders::of(&span);
     let mut import_id = None;
     let work = async {
         let mut pause: Option<Pause> = None;
         loop {
-            let mut out = Emitter::new(shared.clone(), &delivery, publish_budget, slot.clone());
+            let mut out = Emitter::new(
+                shared.clone(),
+                &delivery,
+                publish_budget,
+                slot.clone(),
+                (span.clone(), trace.clone()),
+            );
             let result = async {
                 stage.process(&delivery, &mut out).await?;
                 out.flush().await
@@ -209,6 +236,14 @@ async fn handle<S: FlatMap>(
             import_id = out.import_id().map(str::to_owned);
             match result {
                 Ok(stats) => {
+                    telemetry::annotate(
+                        &span,
+                        [
+                            KeyValue::new("sluice.messages.published", stats.published as i64),
+                            KeyValue::new("sluice.messages.duplicate", stats.duplicates as i64),
+                            KeyValue::new("sluice.rows.rejected", stats.rejected_rows as i64),
+                        ],
+                    );
                     metrics::counter!(names::PUBLISHED, "stage" => S::NAME)
                         .increment(stats.published);
                     metrics::counter!(names::ROWS_REJECTED, "stage" => S::NAME)
@@ -256,7 +291,11 @@ async fn handle<S: FlatMap>(
     .await
     .map(|r| r.and_then(|done| done));
     delivery.learn_import_id(import_id.as_deref());
-    pull::settle(&shared, &delivery, outcome).await;
+    let settled = pull::settle(&shared, &delivery, outcome).await;
+    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
+    if let Some(id) = delivery.import_id() {
+        telemetry::annotate(&span, [KeyValue::new("sluice.import.id", id.to_owned())]);
+    }
     metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
         .record(started.elapsed().as_secs_f64());
     in_flight.decrement(1.0);

@@ -106,12 +106,13 @@ pub(crate) fn fate(error: &StageError, delivered: i64, limit: i64) -> Fate {
     }
 }
 
-/// Acts on how the work on one message ended.
+/// Acts on how the work on one message ended; says what became of it
+/// (`acked`, `released`, `retried`, `dead-lettered`, `kept`) for its span.
 pub(crate) async fn settle(
     shared: &Shared,
     delivery: &Delivery,
     outcome: Outcome<Result<(), StageError>>,
-) {
+) -> &'static str {
     let message = delivery.message();
     match outcome {
         Outcome::Done(Ok(())) => {
@@ -119,8 +120,12 @@ pub(crate) async fn settle(
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
             }
+            "acked"
         }
-        Outcome::Aborted => release(message).await,
+        Outcome::Aborted => {
+            release(message).await;
+            "released"
+        }
         Outcome::Done(Err(error)) => {
             let limit = i64::from(shared.consumer.max_deliveries);
             if let Fate::DeadLetter(kind) = fate(&error, delivery.delivered(), limit) {
@@ -143,6 +148,7 @@ pub(crate) async fn settle(
             if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
                 tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
             }
+            "retried"
         }
     }
 }
@@ -156,7 +162,7 @@ pub(crate) async fn dead_letter_and_terminate(
     delivery: &Delivery,
     kind: DeadLetterKind,
     error: &StageError,
-) {
+) -> &'static str {
     tracing::error!(
         stage = shared.stage,
         subject = delivery.subject(),
@@ -173,6 +179,7 @@ pub(crate) async fn dead_letter_and_terminate(
             if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
             }
+            "dead-lettered"
         }
         // Not an outage, and it failed on several deliveries: retrying
         // forever would only keep it in flight. Say so loudly and let go.
@@ -191,6 +198,7 @@ pub(crate) async fn dead_letter_and_terminate(
                 tracing::error!(error = %e, "cannot report the message as failed either; its import may not complete");
             }
             let _ = delivery.message().ack_with(AckKind::Term).await;
+            "terminated"
         }
         Err(e) => {
             // Never drop it: leave it to be redelivered and dead-lettered later.
@@ -201,6 +209,7 @@ pub(crate) async fn dead_letter_and_terminate(
                 delivery.delivered(),
             );
             let _ = delivery.message().ack_with(AckKind::Nak(Some(delay))).await;
+            "kept"
         }
     }
 }

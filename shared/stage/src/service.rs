@@ -237,7 +237,9 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), StageError>>,
 {
-    crate::telemetry::init_logging();
+    // Declared first, dropped last: the spans of the last work are flushed
+    // after the runtime stopped.
+    let _telemetry = crate::telemetry::Telemetry::init(&format!("sluice-{name}"), true);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,11 +6,16 @@ use sluice_messages::DeadLetterKind;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use opentelemetry::KeyValue;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use crate::{
     keep_alive::{keep_alive, Outcome},
+    telemetry,
     observe::{names, HEALTH},
     outage::Pause,
-    pull::{self, pause_after_failure, release, release_after},
+    pull::{self, pause_after_failure, release_after},
     service::Shared,
     Delivery, StageError,
 };
@@ -160,22 +165,34 @@ async fn writer_loop<S: Sink>(
         let mut accepted = Vec::with_capacity(deliveries.len());
         let mut items = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            if let Some(error) = pull::exhausted(&shared, &delivery) {
-                pull::dead_letter_and_terminate(
-                    &shared,
-                    &delivery,
-                    DeadLetterKind::Exhausted,
-                    &error,
-                )
-                .await;
-                continue;
-            }
-            match stage.decode(&delivery) {
+            let refused = match pull::exhausted(&shared, &delivery) {
+                // Given up on before any work.
+                Some(error) => Err((true, error)),
+                None => stage.decode(&delivery).map_err(|error| (false, error)),
+            };
+            match refused {
                 Ok(item) => {
                     items.push(item);
                     accepted.push(delivery);
                 }
-                Err(error) => pull::settle(&shared, &delivery, Outcome::Done(Err(error))).await,
+                // Settled alone, in a span of its own.
+                Err((exhausted, error)) => {
+                    let span = delivery.process_span(S::NAME);
+                    let kind = DeadLetterKind::Exhausted;
+                    let settled = match exhausted {
+                        true => {
+                            pull::dead_letter_and_terminate(&shared, &delivery, kind, &error)
+                                .instrument(span.clone())
+                                .await
+                        }
+                        false => {
+                            pull::settle(&shared, &delivery, Outcome::Done(Err(error)))
+                                .instrument(span.clone())
+                                .await
+                        }
+                    };
+                    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
+                }
             }
         }
         if items.is_empty() {
@@ -188,6 +205,7 @@ async fn writer_loop<S: Sink>(
         let bytes: usize = accepted.iter().map(|d| d.payload().len()).sum();
         metrics::histogram!(names::BATCH_BYTES, "stage" => S::NAME).record(bytes as f64);
         let started = std::time::Instant::now();
+        let traces = BatchTraces::new(S::NAME, &accepted);
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
         let outcome = keep_alive(
             write_batch(&*stage, &mut writer, &items),
@@ -200,31 +218,101 @@ async fn writer_loop<S: Sink>(
         .await;
         metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
             .record(started.elapsed().as_secs_f64());
-        match outcome {
+        let results: Vec<Outcome<Result<(), StageError>>> = match outcome {
             Outcome::Done(Ok(results)) => {
                 tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
-                join_all(
-                    accepted
-                        .iter()
-                        .zip(results)
-                        .map(|(d, result)| pull::settle(&shared, d, Outcome::Done(result))),
-                )
-                .await;
+                results.into_iter().map(Outcome::Done).collect()
             }
             // Past SLUICE_MAX_PROCESSING_TIME (an outage that lasts):
             // hand the batch back to be retried later.
             Outcome::Done(Err(error)) => {
                 writer = None;
-                join_all(
-                    accepted
-                        .iter()
-                        .map(|d| pull::settle(&shared, d, Outcome::Done(Err(error.clone())))),
-                )
-                .await;
+                accepted
+                    .iter()
+                    .map(|_| Outcome::Done(Err(error.clone())))
+                    .collect()
             }
-            Outcome::Aborted => {
-                join_all(accepted.iter().map(|d| release(d.message()))).await;
+            Outcome::Aborted => accepted.iter().map(|_| Outcome::Aborted).collect(),
+        };
+        let settled = join_all(accepted.iter().zip(results).enumerate().map(
+            |(n, (delivery, result))| {
+                pull::settle(&shared, delivery, result).instrument(traces.span_of(n).clone())
+            },
+        ))
+        .await;
+        traces.finish(&settled);
+    }
+}
+
+/// The trace spans of one batch: a batch mixes messages of several imports,
+/// so each import gets a span of its own in that import's trace (parented
+/// by its first message, linked to the others), not one orphan span.
+struct BatchTraces {
+    spans: Vec<tracing::Span>,
+    /// Which span each message of the batch belongs to.
+    span_of: Vec<usize>,
+}
+
+impl BatchTraces {
+    fn new(consumer: &str, batch: &[Delivery]) -> Self {
+        let mut spans: Vec<tracing::Span> = Vec::new();
+        let mut imports: Vec<Option<&str>> = Vec::new();
+        let mut counts: Vec<i64> = Vec::new();
+        // The publishers each span is related to already: one link each,
+        // and none to the parent (Jaeger would then show no parent).
+        let mut related: Vec<Vec<opentelemetry::trace::SpanId>> = Vec::new();
+        let mut span_of = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let import = delivery.import_id();
+            let publisher = telemetry::remote_span(delivery.headers());
+            match imports.iter().position(|i| *i == import) {
+                Some(n) => {
+                    if let Some(link) = publisher {
+                        if !related[n].contains(&link.span_id()) {
+                            related[n].push(link.span_id());
+                            spans[n].add_link(link);
+                        }
+                    }
+                    counts[n] += 1;
+                    span_of.push(n);
+                }
+                None => {
+                    let span = telemetry::messaging_span(
+                        &format!("process {}", delivery.stream()),
+                        "consumer",
+                        "process",
+                    );
+                    let _ = span.set_parent(telemetry::extract(delivery.headers()));
+                    delivery.annotate(&span, consumer);
+                    span_of.push(spans.len());
+                    spans.push(span);
+                    imports.push(import);
+                    counts.push(1);
+                    related.push(publisher.map(|p| p.span_id()).into_iter().collect());
+                }
             }
+        }
+        for (span, count) in spans.iter().zip(counts) {
+            telemetry::record_ids(span);
+            telemetry::annotate(span, [KeyValue::new("messaging.batch.message_count", count)]);
+        }
+        BatchTraces { spans, span_of }
+    }
+
+    fn span_of(&self, message: usize) -> &tracing::Span {
+        &self.spans[self.span_of[message]]
+    }
+
+    /// Records how many of each span's messages were acked.
+    fn finish(self, settled: &[&'static str]) {
+        let mut acked = vec![0i64; self.spans.len()];
+        for (n, outcome) in settled.iter().enumerate() {
+            if *outcome == "acked" {
+                acked[self.span_of[n]] += 1;
+            }
+        }
+        for (span, acked) in self.spans.iter().zip(acked) {
+            telemetry::annotate(span, [KeyValue::new("sluice.messages.acked", acked)]);
         }
     }
 }
