@@ -25,7 +25,11 @@ services-down:
 services-status:
     python3 deploy/local/services.py status
 
-# Build the tools the tests drive as users do: the official `nats` CLI, from the Go module proxy, into .local/bin.
+# Jaeger in the background (built by `just tools`): traces from OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318, query API on :16686; `just services-down` stops it.
+jaeger:
+    python3 deploy/local/services.py jaeger
+
+# Build the tools the tests drive as users do: the official `nats` CLI, promtool and Jaeger, from the Go module proxy, into .local/bin.
 tools:
     python3 deploy/local/services.py tools
 
@@ -52,7 +56,7 @@ check:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
-bench *ARGS: services
+bench *ARGS: services tools
     sh deploy/build-command
     cargo build --release --locked -p sluice-bench
     target/release/sluice-bench {{ARGS}}

@@ -13,7 +13,7 @@ use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
 mod servers;
-pub use servers::{free_port, local_setting, PrivateJaeger, PrivateNats, PrivatePostgres};
+pub use servers::{free_port, local_setting, private_jaeger, PrivateNats, PrivatePostgres};
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 
@@ -286,4 +286,21 @@ pub async fn setup(sandbox: &Sandbox, env: &[(&str, &str)]) {
         "sluice setup failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `GET path` on `port` of this machine: the status code and body, or
+/// `None` when nothing listens (the process has exited). HTTP/1.0, so no
+/// server answers in chunks.
+pub async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_owned()))
 }

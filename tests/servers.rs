@@ -109,48 +109,11 @@ impl Drop for PrivateNats {
 
 /// A Jaeger of its own (`SLUICE_TEST_JAEGER`, built by `just tools` from
 /// the Go module proxy), with in-memory storage, taking OTLP over HTTP.
-pub struct PrivateJaeger {
-    pub otlp_port: u16,
-    pub query_port: u16,
-    child: Child,
-}
-
-impl PrivateJaeger {
-    pub async fn start() -> PrivateJaeger {
-        let binary = local_setting("SLUICE_TEST_JAEGER").expect("`just tools` records jaeger");
-        let config =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/jaeger/config.yaml");
-        let (otlp_port, query_port) = (free_port(), free_port());
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(config)
-            .env("SLUICE_JAEGER_OTLP_HTTP", format!("127.0.0.1:{otlp_port}"))
-            .env("SLUICE_JAEGER_UI", format!("127.0.0.1:{query_port}"))
-            .env("SLUICE_JAEGER_QUERY_GRPC", format!("127.0.0.1:{}", free_port()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("jaeger starts");
-        wait_for_port(otlp_port, "Jaeger to take OTLP").await;
-        wait_for_port(query_port, "Jaeger's query API").await;
-        PrivateJaeger {
-            otlp_port,
-            query_port,
-            child,
-        }
-    }
-
-    /// Where services send their spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
-    pub fn otlp_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.otlp_port)
-    }
-}
-
-impl Drop for PrivateJaeger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+pub fn private_jaeger() -> sluice_devkit::jaeger::Jaeger {
+    let binary = local_setting("SLUICE_TEST_JAEGER").expect("`just tools` records jaeger");
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/jaeger/config.yaml");
+    sluice_devkit::jaeger::Jaeger::start(binary.as_ref(), &config).expect("Jaeger starts")
 }
 
 /// A PostgreSQL cluster of its own, from the machine's installation, run as

@@ -46,6 +46,10 @@ struct Args {
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     naive_sample: usize,
+    /// Also time the main mode with every span exported (100% sampling) to
+    /// a real Jaeger, which `just tools` builds, against the same without.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    traced: bool,
     /// Where the report is written ("-": nowhere).
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
@@ -75,17 +79,16 @@ async fn run_pipeline(
     imports: &[(&Dataset, &str)],
     per_message: u32,
     replicas: usize,
+    extra_env: &[(&str, &str)],
 ) -> Result<PipelineRun, String> {
     let sandbox = Sandbox::create("bench").await?;
     let per_message = per_message.to_string();
-    let mut deployment = Deployment::start_replicas(
-        &sandbox,
-        &[
-            ("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message),
-            ("RUST_LOG", "warn"),
-        ],
-        replicas.max(1),
-    )
+    let mut env = vec![
+        ("SLUICE_TRANSACTIONS_PER_MESSAGE", per_message.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend_from_slice(extra_env);
+    let mut deployment = Deployment::start_replicas(&sandbox, &env, replicas.max(1))
     .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
     topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
@@ -167,6 +170,76 @@ async fn run_pipeline(
     })
 }
 
+/// What tracing costs: the main mode twice with every span exported to a
+/// real Jaeger and once more without, alternating with the main run so
+/// that drift on a busy machine weighs on both sides alike.
+struct TracedRuns {
+    /// Rows per second with every span exported, and without.
+    traced: f64,
+    untraced: f64,
+    /// Spans in the trace of one import of the data set.
+    spans: usize,
+}
+
+async fn traced_runs(
+    server: &FileServer,
+    data: &Dataset,
+    per_message: u32,
+    main: &PipelineRun,
+) -> Result<TracedRuns, String> {
+    let jaeger = sluice_devkit::jaeger::Jaeger::start(
+        std::path::Path::new(".local/bin/jaeger"),
+        std::path::Path::new("deploy/local/jaeger/config.yaml"),
+    )?;
+    let endpoint = jaeger.otlp_endpoint();
+    let traced_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+    ];
+    let (mut traced, mut untraced) = (Vec::new(), vec![main.rate()]);
+    for round in 0..2 {
+        eprintln!("sluice, every span exported to Jaeger (round {})…", round + 1);
+        traced.push(run_pipeline(server, &[(data, "/main")], per_message, 1, &traced_env).await?.rate());
+        if round == 0 {
+            eprintln!("sluice, untraced again…");
+            untraced.push(run_pipeline(server, &[(data, "/main")], per_message, 1, &[]).await?.rate());
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(TracedRuns {
+        traced: mean(&traced),
+        untraced: mean(&untraced),
+        spans: spans_of_one_import(&jaeger).await?,
+    })
+}
+
+/// The span count of the last trace the importer took part in.
+async fn spans_of_one_import(jaeger: &sluice_devkit::jaeger::Jaeger) -> Result<usize, String> {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{}{path}", jaeger.query_url());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("Jaeger query failed: {e}"))?
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
+        }
+    };
+    let recent = get("/api/traces?service=sluice-importer&limit=1".into()).await?;
+    let id = recent["data"][0]["traceID"]
+        .as_str()
+        .ok_or("Jaeger holds no trace of the importer")?
+        .to_owned();
+    let trace = get(format!("/api/traces/{id}")).await?;
+    Ok(trace["data"][0]["spans"].as_array().map_or(0, Vec::len))
+}
+
 fn machine() -> String {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
@@ -233,6 +306,7 @@ async fn run(args: Args) -> Result<bool, String> {
         &[(&warm, "/warm-up")],
         args.transactions_per_message,
         1,
+        &[],
     )
     .await?;
     let copy_rows = baselines::copy_data(&data);
@@ -257,8 +331,14 @@ async fn run(args: Args) -> Result<bool, String> {
         &[(&data, "/main")],
         args.transactions_per_message,
         1,
+        &[],
     )
     .await?;
+    let traced = if args.traced {
+        Some(traced_runs(&server, &data, args.transactions_per_message, &main).await?)
+    } else {
+        None
+    };
     eprintln!(
         "COPY to staging + INSERT … ON CONFLICT, {} sessions at once…",
         args.copy_sessions
@@ -276,6 +356,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 &[(&data, "/main")],
                 args.transactions_per_message,
                 args.replicas,
+                &[],
             )
             .await?,
         )
@@ -304,7 +385,7 @@ async fn run(args: Args) -> Result<bool, String> {
             args.imports
         );
         let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
-        Some(run_pipeline(&server, &imports, args.transactions_per_message, 1).await?)
+        Some(run_pipeline(&server, &imports, args.transactions_per_message, 1, &[]).await?)
     } else {
         None
     };
@@ -318,7 +399,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "sluice, one transaction per message (the seed's design), {} transactions…",
             seed_data.expected.len()
         );
-        Some(run_pipeline(&server, &[(&seed_data, "/seed")], 1, 1).await?)
+        Some(run_pipeline(&server, &[(&seed_data, "/seed")], 1, 1, &[]).await?)
     } else {
         None
     };
@@ -337,6 +418,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 &[(&large_data, "/large")],
                 args.transactions_per_message,
                 1,
+                &[],
             )
             .await?,
         )
@@ -393,6 +475,16 @@ async fn run(args: Args) -> Result<bool, String> {
         main.rows as f64,
         main.elapsed.as_secs_f64(),
     );
+    if let Some(t) = &traced {
+        line(
+            &format!(
+                "sluice end to end, every span exported to Jaeger (mean of 2 runs; untraced, mean of 2: {} rows/s)",
+                group(t.untraced)
+            ),
+            main.rows as f64,
+            main.rows as f64 / t.traced,
+        );
+    }
     if let Some(run) = &replicated {
         line(
             &format!(
@@ -513,6 +605,17 @@ async fn run(args: Args) -> Result<bool, String> {
             concurrent
                 .as_ref()
                 .is_none_or(|r| r.rate() >= 0.9 * main.rate()),
+        ),
+        (
+            format!(
+                "traced (100% of spans to Jaeger) ≥ 0.9 × untraced: {}",
+                traced.as_ref().map_or("not run".into(), |t| format!(
+                    "{:.2} ({} spans in one import's trace)",
+                    t.traced / t.untraced,
+                    t.spans
+                ))
+            ),
+            traced.as_ref().is_none_or(|t| t.traced >= 0.9 * t.untraced),
         ),
         (
             format!("`deadlock detected` in the service logs: {deadlocks}"),

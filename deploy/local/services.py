@@ -405,11 +405,39 @@ def up() -> None:
     )
 
 
+def jaeger_up() -> None:
+    """Jaeger in the background on its usual ports (4318 OTLP HTTP, 16686
+    query API), for `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318`."""
+    binary = jaeger()
+    state = RUN / "jaeger-16686"
+    if (state / "pid").exists() and pid_alive(int((state / "pid").read_text() or 0)):
+        say("Jaeger already runs: http://127.0.0.1:16686 (OTLP HTTP on 127.0.0.1:4318)")
+        return
+    state.mkdir(parents=True, exist_ok=True)
+    log = state / "jaeger.log"
+    process = subprocess.Popen(
+        [str(binary), "--config", str(JAEGER_TOOL / "config.yaml")],
+        stdin=subprocess.DEVNULL, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (state / "pid").write_text(str(process.pid))
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", 16686), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                fail(f"Jaeger exited; see {log.relative_to(ROOT)}")
+            time.sleep(0.1)
+    say("Jaeger ready: query API http://127.0.0.1:16686/api/traces, OTLP HTTP on 127.0.0.1:4318")
+    say("send traces there: export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318")
+
+
 def started_servers() -> list[tuple[str, Path]]:
     found = []
-    for state in sorted(RUN.glob("nats-*")):
+    for state in sorted(RUN.glob("nats-*")) + sorted(RUN.glob("jaeger-*")):
         if (state / "pid").exists():
-            found.append(("nats", state))
+            found.append((state.name.split("-")[0], state))
     for marker in sorted(RUN.glob("postgres-*.data")):
         found.append(("postgres", Path(marker.read_text().strip())))
     return found
@@ -428,7 +456,7 @@ def pid_alive(pid: int) -> bool:
 def down() -> None:
     stopped = 0
     for kind, path in started_servers():
-        if kind == "nats":
+        if kind in ("nats", "jaeger"):
             pid = int((path / "pid").read_text().strip() or 0)
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
@@ -436,7 +464,7 @@ def down() -> None:
                     if not pid_alive(pid):
                         break
                     time.sleep(0.1)
-                say(f"stopped NATS (pid {pid}, {path.relative_to(ROOT)})")
+                say(f"stopped {'NATS' if kind == 'nats' else 'Jaeger'} (pid {pid}, {path.relative_to(ROOT)})")
                 stopped += 1
             (path / "pid").unlink(missing_ok=True)
         else:
@@ -501,7 +529,8 @@ def fuzz_tools() -> None:
 
 
 def main() -> None:
-    commands = {"up": up, "down": down, "status": status, "tools": tools, "fuzz-tools": fuzz_tools}
+    commands = {"up": up, "down": down, "status": status, "tools": tools, "fuzz-tools": fuzz_tools,
+                "jaeger": jaeger_up}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         fail(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
     commands[sys.argv[1]]()

@@ -28,7 +28,7 @@ SUFFIXES = ("_bucket", "_sum", "_count")
 
 def documented_metrics() -> set:
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Metrics and probes", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### Metrics and probes", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\s*\| `(sluice_[a-z_]+)`", section, re.M))
 
 

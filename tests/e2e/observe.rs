@@ -6,23 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 use sluice_devkit::Sandbox;
-use sluice_e2e::{free_port, local_setting, wait_until, Dataset, Pipeline};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` on `port`: the status code and body, or `None` when nothing
-/// listens (the process has exited).
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((status, body.to_owned()))
-}
+use sluice_e2e::{free_port, get, local_setting, wait_until, Dataset, Pipeline};
 
 /// Every sample as `name{label="value",…}` → value, by the reference parser.
 fn parse_metrics(text: &str) -> BTreeMap<String, f64> {

@@ -6,18 +6,14 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 use sluice_devkit::{Route, Sandbox};
-use sluice_e2e::{rows, Pipeline, PrivateJaeger};
+use sluice_devkit::jaeger::Jaeger;
+use sluice_e2e::{get, private_jaeger, rows, Pipeline};
 
 /// `GET` on Jaeger's HTTP query API (the v1 JSON API the UI uses).
-async fn jaeger_get(jaeger: &PrivateJaeger, path: &str) -> Value {
-    let url = format!("http://127.0.0.1:{}{path}", jaeger.query_port);
-    let body = tokio::process::Command::new("curl")
-        .args(["-sf", &url])
-        .output()
-        .await
-        .expect("curl runs");
-    assert!(body.status.success(), "GET {url} failed");
-    serde_json::from_slice(&body.stdout).expect("Jaeger answers JSON")
+async fn jaeger_get(jaeger: &Jaeger, path: &str) -> Value {
+    let (status, body) = get(jaeger.query_port, path).await.expect("Jaeger answers");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("Jaeger answers JSON")
 }
 
 fn tag<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
@@ -45,7 +41,7 @@ fn parent(span: &Value) -> Option<&str> {
 
 #[tokio::test]
 async fn one_import_is_one_trace_in_jaeger_across_every_service() {
-    let jaeger = PrivateJaeger::start().await;
+    let jaeger = private_jaeger();
     let endpoint = jaeger.otlp_endpoint();
     let telemetry = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -7,9 +7,11 @@
 //! - [`sandbox`]: a private namespace on NATS and a private PostgreSQL database,
 //!   both removed on drop.
 //! - [`process`]: the real service binaries, started, killed, restarted.
+//! - [`jaeger`]: a real Jaeger to export traces to.
 
 pub mod data;
 pub mod http;
+pub mod jaeger;
 pub mod process;
 pub mod sandbox;
 

@@ -1,0 +1,73 @@
+//! A Jaeger of its own, for the trace test and the traced benchmark: the
+//! binary `just tools` builds from the Go module proxy, with the repo's
+//! in-memory configuration, on free ports.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct Jaeger {
+    pub otlp_port: u16,
+    pub query_port: u16,
+    child: Child,
+}
+
+impl Jaeger {
+    /// Starts `binary` with `config` (deploy/local/jaeger/config.yaml) and
+    /// waits until it takes spans and answers queries.
+    pub fn start(binary: &Path, config: &Path) -> Result<Jaeger, String> {
+        let (otlp_port, query_port, grpc_port) = (free_port()?, free_port()?, free_port()?);
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .env("SLUICE_JAEGER_OTLP_HTTP", format!("127.0.0.1:{otlp_port}"))
+            .env("SLUICE_JAEGER_UI", format!("127.0.0.1:{query_port}"))
+            .env("SLUICE_JAEGER_QUERY_GRPC", format!("127.0.0.1:{grpc_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {} (run `just tools`): {e}", binary.display()))?;
+        let jaeger = Jaeger {
+            otlp_port,
+            query_port,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in [otlp_port, query_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if Instant::now() > deadline {
+                    return Err(format!("Jaeger did not listen on port {port} within 30 s"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(jaeger)
+    }
+
+    /// Where services send their spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.otlp_port)
+    }
+
+    /// The base of Jaeger's HTTP query API.
+    pub fn query_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.query_port)
+    }
+}
+
+impl Drop for Jaeger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
