@@ -89,7 +89,7 @@ async fn run_pipeline(
     ];
     env.extend_from_slice(extra_env);
     let mut deployment = Deployment::start_replicas(&sandbox, &env, replicas.max(1))
-    .map_err(|e| format!("cannot start the services: {e}"))?;
+        .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
     topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
         .await
@@ -198,11 +198,22 @@ async fn traced_runs(
     ];
     let (mut traced, mut untraced) = (Vec::new(), vec![main.rate()]);
     for round in 0..2 {
-        eprintln!("sluice, every span exported to Jaeger (round {})…", round + 1);
-        traced.push(run_pipeline(server, &[(data, "/main")], per_message, 1, &traced_env).await?.rate());
+        eprintln!(
+            "sluice, every span exported to Jaeger (round {})…",
+            round + 1
+        );
+        traced.push(
+            run_pipeline(server, &[(data, "/main")], per_message, 1, &traced_env)
+                .await?
+                .rate(),
+        );
         if round == 0 {
             eprintln!("sluice, untraced again…");
-            untraced.push(run_pipeline(server, &[(data, "/main")], per_message, 1, &[]).await?.rate());
+            untraced.push(
+                run_pipeline(server, &[(data, "/main")], per_message, 1, &[])
+                    .await?
+                    .rate(),
+            );
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -228,7 +239,9 @@ async fn spans_of_one_import(jaeger: &sluice_devkit::jaeger::Jaeger) -> Result<u
                 .bytes()
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+                })
         }
     };
     let recent = get("/api/traces?service=sluice-importer&limit=1".into()).await?;

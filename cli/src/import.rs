@@ -52,7 +52,10 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     telemetry::record_ids(&span);
     telemetry::annotate(
         &span,
-        [KeyValue::new("sluice.file.url", sluice_messages::redact_file_url(&args.url))],
+        [KeyValue::new(
+            "sluice.file.url",
+            sluice_messages::redact_file_url(&args.url),
+        )],
     );
     let mut headers = async_nats::HeaderMap::new();
     TraceHeaders::of(&span).apply(&mut headers);

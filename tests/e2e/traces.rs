@@ -5,8 +5,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
-use sluice_devkit::{Route, Sandbox};
 use sluice_devkit::jaeger::Jaeger;
+use sluice_devkit::{Route, Sandbox};
 use sluice_e2e::{get, private_jaeger, rows, Pipeline};
 
 /// `GET` on Jaeger's HTTP query API (the v1 JSON API the UI uses).
@@ -71,8 +71,7 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
     p.server.set("/t/1.csv", Route::new(csv(1..=150)));
     p.server.set("/t/2.csv", Route::new(csv(1..=50)));
     let sluice = |args: Vec<String>| {
-        let mut command =
-            tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"));
+        let mut command = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"));
         command
             .args(args)
             .envs(p.sandbox.service_env())
@@ -83,7 +82,11 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
         .output()
         .await
         .expect("sluice import runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let completed = p.completion(&id, Duration::from_secs(60)).await;
     assert_eq!(completed.dead_letters, 1);
@@ -98,22 +101,34 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
     .output()
     .await
     .expect("sluice dead-letters replay runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = Vec::new();
     for (account, count) in [(1, 150), (2, 50), (3, 10)] {
         for n in 1..=count {
             expected.push((account, n, format!("{n}.25")));
         }
     }
-    let expected: Vec<(i64, i64, &str)> =
-        expected.iter().map(|(a, n, s)| (*a, *n, s.as_str())).collect();
-    p.assert_saves(&rows(&expected), Duration::from_secs(60)).await;
+    let expected: Vec<(i64, i64, &str)> = expected
+        .iter()
+        .map(|(a, n, s)| (*a, *n, s.as_str()))
+        .collect();
+    p.assert_saves(&rows(&expected), Duration::from_secs(60))
+        .await;
     // A stop flushes every exporter.
     p.stop_services().await;
 
     // Exactly one trace holds the import: find it through every service.
     let mut traces = BTreeMap::new();
-    for service in ["sluice", "sluice-importer", "sluice-fetcher", "sluice-saver"] {
+    for service in [
+        "sluice",
+        "sluice-importer",
+        "sluice-fetcher",
+        "sluice-saver",
+    ] {
         let mut found = Value::Null;
         for _ in 0..100 {
             found = jaeger_get(&jaeger, &format!("/api/traces?service={service}&limit=100")).await;
@@ -123,11 +138,10 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for trace in found["data"].as_array().expect("traces") {
-            let holds_import = trace["spans"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| tag(s, "sluice.import.id").and_then(Value::as_str) == Some(id.as_str()));
+            let holds_import =
+                trace["spans"].as_array().into_iter().flatten().any(|s| {
+                    tag(s, "sluice.import.id").and_then(Value::as_str) == Some(id.as_str())
+                });
             if holds_import {
                 traces.insert(trace["traceID"].as_str().unwrap().to_owned(), ());
             }
@@ -143,8 +157,10 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
         .map(|(k, v)| (k.as_str(), v["serviceName"].as_str().unwrap()))
         .collect();
     let spans: Vec<&Value> = trace["spans"].as_array().unwrap().iter().collect();
-    let by_id: BTreeMap<&str, &Value> =
-        spans.iter().map(|s| (s["spanID"].as_str().unwrap(), *s)).collect();
+    let by_id: BTreeMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["spanID"].as_str().unwrap(), *s))
+        .collect();
     let service = |s: &Value| service_of[s["processID"].as_str().unwrap()];
     let op = |s: &Value| s["operationName"].as_str().unwrap().to_owned();
     let of = |svc: &str, prefix: &str| -> Vec<&Value> {
@@ -156,21 +172,40 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
     };
 
     // The root is the request `sluice import` published.
-    let roots: Vec<&Value> = spans.iter().copied().filter(|s| parent(s).is_none()).collect();
+    let roots: Vec<&Value> = spans
+        .iter()
+        .copied()
+        .filter(|s| parent(s).is_none())
+        .collect();
     let names: Vec<(String, &str)> = roots.iter().map(|s| (op(s), service(s))).collect();
     assert_eq!(roots.len(), 1, "one root: {names:?} {roots:#?}");
     let root = roots[0];
-    assert_eq!((service(root), op(root).as_str()), ("sluice", "publish imports"));
-    assert_eq!(tag(root, "sluice.import.id").and_then(Value::as_str), Some(id.as_str()));
+    assert_eq!(
+        (service(root), op(root).as_str()),
+        ("sluice", "publish imports")
+    );
+    assert_eq!(
+        tag(root, "sluice.import.id").and_then(Value::as_str),
+        Some(id.as_str())
+    );
 
     // Under it, the importer's processing of the accounts file.
     let importer = of("sluice-importer", "process ");
     assert_eq!(importer.len(), 1);
     let importer = importer[0];
     assert_eq!(parent(importer), root["spanID"].as_str());
-    assert_eq!(tag(importer, "messaging.system").and_then(Value::as_str), Some("nats"));
-    assert_eq!(tag(importer, "sluice.rows.read").and_then(Value::as_i64), Some(3));
-    assert_eq!(tag(importer, "sluice.outcome").and_then(Value::as_str), Some("acked"));
+    assert_eq!(
+        tag(importer, "messaging.system").and_then(Value::as_str),
+        Some("nats")
+    );
+    assert_eq!(
+        tag(importer, "sluice.rows.read").and_then(Value::as_i64),
+        Some(3)
+    );
+    assert_eq!(
+        tag(importer, "sluice.outcome").and_then(Value::as_str),
+        Some("acked")
+    );
 
     // Under that, each account's fetch: three, and the replay's.
     let fetches = of("sluice-fetcher", "process ");
@@ -187,7 +222,10 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
     // The replay sits under the fetch that gave the message up, linked to
     // the original message's publisher (the importer).
     assert_eq!(parent(replay), dead["spanID"].as_str());
-    assert_eq!(references(replay, "FOLLOWS_FROM"), vec![importer["spanID"].as_str().unwrap()]);
+    assert_eq!(
+        references(replay, "FOLLOWS_FROM"),
+        vec![importer["spanID"].as_str().unwrap()]
+    );
     let (importer_id, replay_id) = (importer["spanID"].as_str(), replay["spanID"].as_str());
     for fetch in &fetches {
         assert!(
@@ -209,15 +247,25 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
         .filter(|s| op(s).ends_with("TRANSACTIONS"))
         .collect();
     assert!(!commits.is_empty() && commits.len() <= 4, "{commits:#?}");
-    let fetch_ids: Vec<&str> = fetches.iter().map(|s| s["spanID"].as_str().unwrap()).collect();
+    let fetch_ids: Vec<&str> = fetches
+        .iter()
+        .map(|s| s["spanID"].as_str().unwrap())
+        .collect();
     for commit in &commits {
         assert!(fetch_ids.contains(&parent(commit).unwrap()), "{commit:#?}");
-        assert_eq!(tag(commit, "sluice.messages.acked"), tag(commit, "messaging.batch.message_count"));
+        assert_eq!(
+            tag(commit, "sluice.messages.acked"),
+            tag(commit, "messaging.batch.message_count")
+        );
     }
     // Every message of a batch is in the trace: as the parent or a link.
     let saved_messages: i64 = commits
         .iter()
-        .map(|s| tag(s, "messaging.batch.message_count").and_then(Value::as_i64).unwrap())
+        .map(|s| {
+            tag(s, "messaging.batch.message_count")
+                .and_then(Value::as_i64)
+                .unwrap()
+        })
         .sum();
     assert_eq!(saved_messages, 4, "2 + 1 + 1 transactions messages");
     for commit in &commits {
@@ -236,7 +284,10 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
     assert!(count <= 30, "{count} spans");
     for span in &spans {
         if let Some(p) = parent(span) {
-            assert!(by_id.contains_key(p), "a parent outside the trace: {span:#?}");
+            assert!(
+                by_id.contains_key(p),
+                "a parent outside the trace: {span:#?}"
+            );
         }
     }
     println!("import {id}: one trace of {count} spans");

@@ -108,7 +108,10 @@ impl FlatMap for Fetcher {
         let (account_key, rejected_rows) = (out.identity().to_owned(), out.rejected_rows());
         out.annotate([
             KeyValue::new("sluice.file.url", shown.clone()),
-            KeyValue::new("sluice.rows.read", (window.transactions_total + rejected_rows) as i64),
+            KeyValue::new(
+                "sluice.rows.read",
+                (window.transactions_total + rejected_rows) as i64,
+            ),
             KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
         ]);
         out.report_after_stored(&ImportProgress::Fetched {

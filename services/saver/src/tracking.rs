@@ -19,9 +19,9 @@ use sluice_stage::{
     telemetry::{self, KeyValue, TraceHeaders},
     Delivery, Sink, StageError,
 };
-use tracing::Instrument;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{db_error, Database};
 
@@ -167,7 +167,13 @@ impl Sink for Tracker {
         // the row locks in one order (import, then the fact's own key) lets
         // them wait for each other instead of deadlocking.
         let mut facts: Vec<&Fact> = facts.iter().collect();
-        facts.sort_by_key(|f| (f.progress.import_id(), f.progress.fact(), fact_key(&f.progress)));
+        facts.sort_by_key(|f| {
+            (
+                f.progress.import_id(),
+                f.progress.fact(),
+                fact_key(&f.progress),
+            )
+        });
         let tx = client
             .transaction()
             .await

@@ -131,7 +131,8 @@ impl Delivery {
     /// A span for `consumer`'s processing of this message, in the trace
     /// the message's publisher started (a new trace if it carries none).
     pub(crate) fn process_span(&self, consumer: &str) -> tracing::Span {
-        let span = telemetry::messaging_span(&format!("process {}", self.stream), "consumer", "process");
+        let span =
+            telemetry::messaging_span(&format!("process {}", self.stream), "consumer", "process");
         telemetry::continue_trace(&span, telemetry::extract(self.headers()));
         self.annotate(&span, consumer);
         span

@@ -11,11 +11,11 @@ use tracing::Instrument;
 
 use crate::{
     keep_alive::keep_alive,
-    telemetry::{self, TraceHeaders},
     observe::names,
     outage::Pause,
     pull::{self, pause_after_failure, reap, release_after},
     service::Shared,
+    telemetry::{self, TraceHeaders},
     Delivery, Emitter, StageError,
 };
 
@@ -188,7 +188,15 @@ async fn handle<S: FlatMap>(
     let known = stage.import_id_of(&delivery);
     delivery.learn_import_id(known.as_deref());
     let span = delivery.process_span(S::NAME);
-    let work = work_on(stage, shared, delivery, abort, slot, publish_budget, span.clone());
+    let work = work_on(
+        stage,
+        shared,
+        delivery,
+        abort,
+        slot,
+        publish_budget,
+        span.clone(),
+    );
     work.instrument(span).await
 }
 
@@ -203,13 +211,9 @@ async fn work_on<S: FlatMap>(
     span: tracing::Span,
 ) {
     if let Some(error) = pull::exhausted(&shared, &delivery) {
-        let settled = pull::dead_letter_and_terminate(
-            &shared,
-            &delivery,
-            DeadLetterKind::Exhausted,
-            &error,
-        )
-        .await;
+        let settled =
+            pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error)
+                .await;
         return telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
     }
     let started = Instant::now();

@@ -12,12 +12,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     keep_alive::{keep_alive, Outcome},
-    telemetry,
     observe::{names, HEALTH},
     outage::Pause,
     pull::{self, pause_after_failure, release_after},
     service::Shared,
-    Delivery, StageError,
+    telemetry, Delivery, StageError,
 };
 
 /// A stage that writes batches of input messages somewhere durable.
@@ -294,7 +293,10 @@ impl BatchTraces {
         }
         for (span, count) in spans.iter().zip(counts) {
             telemetry::record_ids(span);
-            telemetry::annotate(span, [KeyValue::new("messaging.batch.message_count", count)]);
+            telemetry::annotate(
+                span,
+                [KeyValue::new("messaging.batch.message_count", count)],
+            );
         }
         BatchTraces { spans, span_of }
     }
