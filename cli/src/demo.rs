@@ -102,14 +102,27 @@ async fn import_and_verify(
         .map_err(|e| format!("{e}; see the service logs"))?;
 
     let started = Instant::now();
+    let (span, headers) = crate::import::root_span(accounts_url);
     let ack = js
-        .publish(sandbox.namespace.imports(), accounts_url.to_owned().into())
+        .publish_with_headers(
+            sandbox.namespace.imports(),
+            headers,
+            accounts_url.to_owned().into(),
+        )
         .await
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| format!("import not stored: {e}"))?;
     let id = sluice_stage::lifecycle::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
         .await?;
+    sluice_stage::telemetry::annotate(
+        &span,
+        [sluice_stage::telemetry::KeyValue::new(
+            "sluice.import.id",
+            id.clone(),
+        )],
+    );
+    drop(span);
     println!("published import {id} of {accounts_url}");
 
     let expected = dataset.expected.len() as i64;

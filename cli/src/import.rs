@@ -47,18 +47,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         url: args.url.clone(),
         id: args.id.clone(),
     };
-    // The root of the import's trace: every stage continues it.
-    let span = telemetry::messaging_span("publish imports", "producer", "publish");
-    telemetry::record_ids(&span);
-    telemetry::annotate(
-        &span,
-        [KeyValue::new(
-            "sluice.file.url",
-            sluice_messages::redact_file_url(&args.url),
-        )],
-    );
-    let mut headers = async_nats::HeaderMap::new();
-    TraceHeaders::of(&span).apply(&mut headers);
+    let (span, headers) = root_span(&args.url);
     let mut message = PublishMessage::build()
         .payload(serde_json::to_vec(&request).expect("encodes").into())
         .headers(headers);
@@ -147,6 +136,23 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     Err(format!(
         "import {id} completed with errors (details: sluice dead-letters list --import {id})"
     ))
+}
+
+/// The root span of an import's trace, which every stage continues, and
+/// the headers that carry it on the request.
+pub(crate) fn root_span(url: &str) -> (tracing::Span, async_nats::HeaderMap) {
+    let span = telemetry::messaging_span("publish imports", "producer", "publish");
+    telemetry::record_ids(&span);
+    telemetry::annotate(
+        &span,
+        [KeyValue::new(
+            "sluice.file.url",
+            sluice_messages::redact_file_url(url),
+        )],
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    TraceHeaders::of(&span).apply(&mut headers);
+    (span, headers)
 }
 
 /// Declares the streams and consumers, as `sluice setup` does, when the
