@@ -2,7 +2,10 @@
 //! command export over OTLP HTTP, the trace context travels in NATS
 //! headers, and Jaeger's query API shows the tree.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use serde_json::Value;
 use sluice_devkit::jaeger::Jaeger;
@@ -37,6 +40,38 @@ fn references<'a>(span: &'a Value, kind: &str) -> Vec<&'a str> {
 
 fn parent(span: &Value) -> Option<&str> {
     references(span, "CHILD_OF").first().copied()
+}
+
+/// The ids of the traces in which a span names import `id`, looked up
+/// through every service (waiting for the first spans to arrive).
+async fn traces_holding(jaeger: &Jaeger, id: &str) -> BTreeSet<String> {
+    let mut traces = BTreeSet::new();
+    for service in [
+        "sluice",
+        "sluice-importer",
+        "sluice-fetcher",
+        "sluice-saver",
+    ] {
+        let mut found = Value::Null;
+        for _ in 0..100 {
+            found = jaeger_get(jaeger, &format!("/api/traces?service={service}&limit=100")).await;
+            if found["data"].as_array().is_some_and(|d| !d.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for trace in found["data"].as_array().expect("traces") {
+            let holds_import = trace["spans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| tag(s, "sluice.import.id").and_then(Value::as_str) == Some(id));
+            if holds_import {
+                traces.insert(trace["traceID"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    traces
 }
 
 #[tokio::test]
@@ -118,37 +153,37 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
         .collect();
     p.assert_saves(&rows(&expected), Duration::from_secs(60))
         .await;
+    // An import published without trace context (`nats pub imports URL`)
+    // starts its trace in the importer.
+    p.server.set(
+        "/plain.csv",
+        Route::new("accountId,transactionsUrl\n2,t/2.csv\n"),
+    );
+    let plain = p.import(&p.server.url("/plain.csv")).await;
+    p.completion(&plain, Duration::from_secs(60)).await;
     // A stop flushes every exporter.
     p.stop_services().await;
+    let traces = traces_holding(&jaeger, &plain).await;
+    assert_eq!(traces.len(), 1, "traces holding import {plain}: {traces:?}");
+    let trace_id = traces.into_iter().next().unwrap();
+    let trace = &jaeger_get(&jaeger, &format!("/api/traces/{trace_id}")).await["data"][0];
+    let roots: Vec<&str> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| parent(s).is_none())
+        .map(|s| {
+            trace["processes"][s["processID"].as_str().unwrap()]["serviceName"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(roots, ["sluice-importer"]);
 
-    // Exactly one trace holds the import: find it through every service.
-    let mut traces = BTreeMap::new();
-    for service in [
-        "sluice",
-        "sluice-importer",
-        "sluice-fetcher",
-        "sluice-saver",
-    ] {
-        let mut found = Value::Null;
-        for _ in 0..100 {
-            found = jaeger_get(&jaeger, &format!("/api/traces?service={service}&limit=100")).await;
-            if found["data"].as_array().is_some_and(|d| !d.is_empty()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for trace in found["data"].as_array().expect("traces") {
-            let holds_import =
-                trace["spans"].as_array().into_iter().flatten().any(|s| {
-                    tag(s, "sluice.import.id").and_then(Value::as_str) == Some(id.as_str())
-                });
-            if holds_import {
-                traces.insert(trace["traceID"].as_str().unwrap().to_owned(), ());
-            }
-        }
-    }
+    // Exactly one trace holds the import.
+    let traces = traces_holding(&jaeger, &id).await;
     assert_eq!(traces.len(), 1, "traces holding import {id}: {traces:?}");
-    let trace_id = traces.keys().next().unwrap().clone();
+    let trace_id = traces.into_iter().next().unwrap();
     let trace = &jaeger_get(&jaeger, &format!("/api/traces/{trace_id}")).await["data"][0];
     let service_of: BTreeMap<&str, &str> = trace["processes"]
         .as_object()
