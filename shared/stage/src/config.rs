@@ -1,7 +1,7 @@
 //! Configuration shared by every service: each field is a flag and an
 //! environment variable, with a default that works on a developer machine.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
 use sluice_messages::Namespace;
@@ -14,7 +14,16 @@ pub struct StageArgs {
     #[command(flatten)]
     pub consumer: ConsumerArgs,
     #[command(flatten)]
-    pub observe: crate::observe::ObserveArgs,
+    pub observe: ObserveArgs,
+}
+
+/// Where the service serves its metrics and probes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ObserveArgs {
+    /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`);
+    /// unset serves nothing.
+    #[arg(long, env = "SLUICE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where NATS is and how the sluice streams are laid out on it.

@@ -6,7 +6,7 @@ use base64::Engine;
 use sluice_messages::{DeadLetter, DeadLetterKind, ImportProgress, HEADER_IMPORT_ID};
 
 use crate::{
-    emitter::publish_error, service::Shared, telemetry::TraceHeaders, Delivery, StageError,
+    context::StageContext, error::publish_error, telemetry::TraceHeaders, Delivery, StageError,
 };
 
 #[allow(clippy::too_many_arguments)]
@@ -111,7 +111,7 @@ fn truncate(text: &mut String, max: usize) {
 /// Stores a dead letter for `delivery` and waits for JetStream's ack; only
 /// then may the original be terminated.
 pub(crate) async fn store(
-    shared: &Shared,
+    shared: &StageContext,
     delivery: &Delivery,
     kind: DeadLetterKind,
     error: &StageError,
@@ -164,7 +164,7 @@ fn headers_of(delivery: &Delivery) -> async_nats::HeaderMap {
 /// Reports to the import's tracker that `delivery` was given up on, so
 /// the import can still complete; `None` when no import is known.
 async fn send_failed_fact(
-    shared: &Shared,
+    shared: &StageContext,
     delivery: &Delivery,
     kind: DeadLetterKind,
     error: &StageError,
@@ -201,7 +201,7 @@ async fn send_failed_fact(
 /// For a message whose dead letter cannot be stored at all: at least its
 /// import learns it was given up on.
 pub(crate) async fn report_failed(
-    shared: &Shared,
+    shared: &StageContext,
     delivery: &Delivery,
     kind: DeadLetterKind,
     error: &StageError,

@@ -1,7 +1,7 @@
 use std::{fmt::Display, future::Future, future::IntoFuture, pin::Pin, sync::Arc};
 
 use async_nats::{
-    jetstream::context::{PublishError, PublishErrorKind},
+    jetstream::context::PublishError,
     jetstream::{message::PublishMessage, publish::PublishAck},
     HeaderMap,
 };
@@ -11,7 +11,8 @@ use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
 use crate::{
-    dead_letter, observe::names, service::Shared, telemetry::TraceHeaders, Delivery, StageError,
+    context::StageContext, dead_letter, error::publish_error, observe::names, slot::Slot,
+    telemetry::TraceHeaders, Delivery, StageError,
 };
 
 /// A publish awaiting its ack, and what it counts against the budget.
@@ -29,9 +30,9 @@ type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishE
 /// redelivered input republishes the same ids and JetStream drops the
 /// duplicates.
 pub struct Emitter {
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     /// This input's processing slot.
-    slot: Arc<crate::flat_map::Slot>,
+    slot: Arc<Slot>,
     identity: String,
     import_id: Option<String>,
     input_subject: String,
@@ -61,10 +62,10 @@ impl Emitter {
     /// `budget`: bytes this input may have awaiting acks (its share of the
     /// replica's publish window).
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<StageContext>,
         input: &Delivery,
         budget: usize,
-        slot: Arc<crate::flat_map::Slot>,
+        slot: Arc<Slot>,
         (span, trace): (tracing::Span, TraceHeaders),
     ) -> Self {
         Emitter {
@@ -295,14 +296,3 @@ impl Drop for Emitter {
 /// What one publish awaiting its ack costs besides its payload (futures,
 /// reply subscription, header map), as counted against the window.
 const MESSAGE_OVERHEAD: usize = 1024;
-
-/// JetStream not storing a publish is an outage (NATS down, no stream
-/// leader, timeouts), except for a message too large, which is its own fault.
-pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
-    let chain = crate::error_chain(e);
-    if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) {
-        StageError::permanent(format!("publish failed: {chain}"))
-    } else {
-        StageError::outage(format!("publish failed: {chain}"))
-    }
-}

@@ -103,6 +103,20 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     text
 }
 
+/// JetStream not storing a publish is an outage (NATS down, no stream
+/// leader, timeouts), except for a message too large, which is its own fault.
+pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
+    let chain = error_chain(e);
+    if matches!(
+        e.kind(),
+        async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded
+    ) {
+        StageError::permanent(format!("publish failed: {chain}"))
+    } else {
+        StageError::outage(format!("publish failed: {chain}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,18 +3,21 @@ use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use sluice_messages::DeadLetterKind;
-use tokio::{sync::OwnedSemaphorePermit, sync::Semaphore, task::JoinSet};
+use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::{
+    context::StageContext,
+    fate,
     keep_alive::keep_alive,
     observe::names,
     outage::Pause,
-    pull::{self, pause_after_failure, reap, release_after},
-    service::Shared,
+    pull::{self, pause_after_failure, release_after},
+    slot::Slot,
+    tasks::{self, reap},
     telemetry::{self, TraceHeaders},
     Delivery, Emitter, StageError,
 };
@@ -45,57 +48,13 @@ pub trait FlatMap: Send + Sync + 'static {
     }
 }
 
-/// A task's processing slot, which it may give up while it waits for
-/// something other than work (a busy host), so that other messages go on.
-pub(crate) struct Slot {
-    slots: Arc<Semaphore>,
-    /// Bounds the messages held while waiting without a slot.
-    waiting_room: Arc<Semaphore>,
-    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
-    /// Time spent waiting without the slot, in nanoseconds: it does not
-    /// count against SLUICE_MAX_PROCESSING_TIME.
-    pub(crate) waited: std::sync::atomic::AtomicU64,
-}
-
-impl Slot {
-    /// Awaits `wait`; if it cannot finish at once and the waiting room has
-    /// a place, without holding the slot, which it then takes again.
-    pub(crate) async fn release_while<F: Future>(&self, wait: F) -> F::Output {
-        tokio::pin!(wait);
-        tokio::select! {
-            biased;
-            output = &mut wait => return output,
-            () = std::future::ready(()) => {}
-        }
-        let Ok(place) = self.waiting_room.clone().try_acquire_owned() else {
-            return wait.await;
-        };
-        let started = Instant::now();
-        drop(self.permit.lock().expect("never poisoned").take());
-        let output = wait.await;
-        drop(place);
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closes");
-        *self.permit.lock().expect("never poisoned") = Some(permit);
-        self.waited.fetch_add(
-            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        output
-    }
-}
-
 /// How long one pull request waits for messages; also the most a stop waits
 /// for the last request to end.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run<S: FlatMap>(
     stage: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     consumer: PullConsumer,
     stop: CancellationToken,
 ) {
@@ -170,12 +129,12 @@ pub(crate) async fn run<S: FlatMap>(
         }
         reap(&mut tasks);
     }
-    pull::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
+    tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
 }
 
 async fn handle<S: FlatMap>(
     stage: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     message: jetstream::Message,
     abort: CancellationToken,
     slot: Arc<Slot>,
@@ -203,16 +162,16 @@ async fn handle<S: FlatMap>(
 /// Processes one delivery and settles it, inside its span.
 async fn work_on<S: FlatMap>(
     stage: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     mut delivery: Delivery,
     abort: CancellationToken,
     slot: Arc<Slot>,
     publish_budget: usize,
     span: tracing::Span,
 ) {
-    if let Some(error) = pull::exhausted(&shared, &delivery) {
+    if let Some(error) = fate::exhausted(&shared, &delivery) {
         let settled =
-            pull::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error)
+            fate::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error)
                 .await;
         return telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
     }
@@ -295,7 +254,7 @@ async fn work_on<S: FlatMap>(
     .await
     .map(|r| r.and_then(|done| done));
     delivery.learn_import_id(import_id.as_deref());
-    let settled = pull::settle(&shared, &delivery, outcome).await;
+    let settled = fate::settle(&shared, &delivery, outcome).await;
     telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
     if let Some(id) = delivery.import_id() {
         telemetry::annotate(&span, [KeyValue::new("sluice.import.id", id.to_owned())]);

@@ -10,11 +10,13 @@
 //! permanent ones, and drains on SIGTERM.
 
 pub mod config;
+mod context;
 mod dead_letter;
 pub mod dead_letters;
 mod delivery;
 mod emitter;
 mod error;
+mod fate;
 mod flat_map;
 mod keep_alive;
 pub mod lifecycle;
@@ -24,6 +26,8 @@ mod pull;
 mod service;
 mod shutdown;
 mod sink;
+mod slot;
+mod tasks;
 pub mod telemetry;
 pub mod topology;
 

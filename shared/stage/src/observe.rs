@@ -7,25 +7,14 @@
 
 use std::{
     convert::Infallible,
-    net::SocketAddr,
     sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
 };
 
 use bytes::Bytes;
-use clap::Args;
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// Where the service serves its metrics and probes.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ObserveArgs {
-    /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`);
-    /// unset serves nothing.
-    #[arg(long, env = "SLUICE_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-}
 
 /// Whether a recorder is installed: work done only to feed metrics (reading
 /// consumer info) is skipped when nobody reads them.
@@ -182,7 +171,7 @@ impl Health {
 
 /// Installs the Prometheus recorder and serves the endpoints in the
 /// background. A taken port is a configuration error, reported at once.
-pub async fn serve(args: &ObserveArgs) -> Result<(), String> {
+pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), String> {
     let Some(addr) = args.metrics_addr else {
         return Ok(());
     };

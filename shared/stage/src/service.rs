@@ -4,31 +4,15 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use sluice_messages::Namespace;
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::{ObserveArgs, HEALTH};
 use crate::{
-    config::{ConsumerArgs, NatsArgs, StageArgs},
-    flat_map, sink,
+    config::{ConsumerArgs, NatsArgs, ObserveArgs, StageArgs},
+    context::StageContext,
+    flat_map,
+    observe::HEALTH,
+    sink,
     topology::{self, ConsumerSpec},
     FlatMap, Sink, SinkOptions, StageError,
 };
-
-/// What every task of a running stage needs.
-pub(crate) struct Shared {
-    pub js: jetstream::Context,
-    pub ns: Namespace,
-    pub stage: &'static str,
-    pub consumer: ConsumerArgs,
-    /// The largest message the server takes.
-    pub max_payload: usize,
-}
-
-impl Shared {
-    /// In-progress acks go out three times per `ack_wait`, so one lost or
-    /// late tick never lets the message be redelivered.
-    pub fn progress_interval(&self) -> Duration {
-        self.consumer.ack_wait / 3
-    }
-}
 
 /// Connects to NATS and builds a JetStream context whose publishes wait
 /// (backpressure) rather than fail when too many acks are outstanding.
@@ -105,7 +89,7 @@ const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
 pub struct Runtime {
     client: async_nats::Client,
     consumer: PullConsumer,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     stop: CancellationToken,
 }
 
@@ -156,7 +140,7 @@ impl Runtime {
         Ok(Runtime {
             client,
             consumer: pull_consumer,
-            shared: Arc::new(Shared {
+            shared: Arc::new(StageContext {
                 js,
                 ns: nats.namespace,
                 stage,

@@ -11,12 +11,13 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    context::StageContext,
+    fate,
     keep_alive::{keep_alive, Outcome},
     observe::{names, HEALTH},
     outage::Pause,
     pull::{self, pause_after_failure, release_after},
-    service::Shared,
-    telemetry, Delivery, StageError,
+    tasks, telemetry, Delivery, StageError,
 };
 
 /// A stage that writes batches of input messages somewhere durable.
@@ -64,7 +65,7 @@ const STOPPING_HAND_BACK: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run<S: Sink>(
     stage: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     consumer: PullConsumer,
     options: SinkOptions,
     stop: CancellationToken,
@@ -89,12 +90,12 @@ pub(crate) async fn run<S: Sink>(
         ));
     }
     stop.cancelled().await;
-    pull::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
+    tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
 }
 
 async fn writer_loop<S: Sink>(
     stage: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<StageContext>,
     consumer: PullConsumer,
     options: SinkOptions,
     stop: CancellationToken,
@@ -164,7 +165,7 @@ async fn writer_loop<S: Sink>(
         let mut accepted = Vec::with_capacity(deliveries.len());
         let mut items = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let refused = match pull::exhausted(&shared, &delivery) {
+            let refused = match fate::exhausted(&shared, &delivery) {
                 // Given up on before any work.
                 Some(error) => Err((true, error)),
                 None => stage.decode(&delivery).map_err(|error| (false, error)),
@@ -180,12 +181,12 @@ async fn writer_loop<S: Sink>(
                     let kind = DeadLetterKind::Exhausted;
                     let settled = match exhausted {
                         true => {
-                            pull::dead_letter_and_terminate(&shared, &delivery, kind, &error)
+                            fate::dead_letter_and_terminate(&shared, &delivery, kind, &error)
                                 .instrument(span.clone())
                                 .await
                         }
                         false => {
-                            pull::settle(&shared, &delivery, Outcome::Done(Err(error)))
+                            fate::settle(&shared, &delivery, Outcome::Done(Err(error)))
                                 .instrument(span.clone())
                                 .await
                         }
@@ -235,7 +236,7 @@ async fn writer_loop<S: Sink>(
         };
         let settled = join_all(accepted.iter().zip(results).enumerate().map(
             |(n, (delivery, result))| {
-                pull::settle(&shared, delivery, result).instrument(traces.span_of(n).clone())
+                fate::settle(&shared, delivery, result).instrument(traces.span_of(n).clone())
             },
         ))
         .await;

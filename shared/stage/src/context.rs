@@ -1,0 +1,27 @@
+//! What every task of a running stage shares: a leaf module, so that the
+//! stage kinds, the fate of messages and the emitters can all use it.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use sluice_messages::Namespace;
+
+use crate::config::ConsumerArgs;
+
+/// What every task of a running stage needs.
+pub(crate) struct StageContext {
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+    pub stage: &'static str,
+    pub consumer: ConsumerArgs,
+    /// The largest message the server takes.
+    pub max_payload: usize,
+}
+
+impl StageContext {
+    /// In-progress acks go out three times per `ack_wait`, so one lost or
+    /// late tick never lets the message be redelivered.
+    pub fn progress_interval(&self) -> Duration {
+        self.consumer.ack_wait / 3
+    }
+}

@@ -1,0 +1,199 @@
+//! The fate of a message: the one place where it is decided whether a
+//! message is acknowledged, retried later or dead-lettered, and where that
+//! is done.
+
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use sluice_messages::DeadLetterKind;
+
+use crate::{
+    context::StageContext, dead_letter, keep_alive::Outcome, observe::names, pull::release,
+    Delivery, StageError,
+};
+
+/// Exponential backoff with jitter from the delivery count: attempt 1 waits
+/// about `base`, attempt 2 about `2·base`, … capped at `max`. Half of the
+/// delay is random so replicas that failed together do not retry together.
+pub(crate) fn retry_delay(base: Duration, max: Duration, delivered: i64) -> Duration {
+    let exponent = delivered.saturating_sub(1).clamp(0, 30) as u32;
+    let full = base.saturating_mul(1 << exponent).min(max);
+    let half = full / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// Gives up on a message that was delivered more often than allowed,
+/// before working on it again (it may be what crashed the last replica).
+pub(crate) fn exhausted(shared: &StageContext, delivery: &Delivery) -> Option<StageError> {
+    let limit = i64::from(shared.consumer.max_deliveries);
+    (delivery.delivered() > limit).then(|| {
+        StageError::permanent(format!(
+            "gave up after {limit} deliveries without success (earlier attempts failed, timed out or crashed)",
+        ))
+    })
+}
+
+/// What becomes of a message whose work ended in `error` on delivery
+/// `delivered` of at most `limit`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Handed back, to come again after a backoff.
+    Retry,
+    DeadLetter(DeadLetterKind),
+}
+
+pub(crate) fn fate(error: &StageError, delivered: i64, limit: i64) -> Fate {
+    match (error.is_transient(), delivered < limit) {
+        (true, true) => Fate::Retry,
+        (true, false) => Fate::DeadLetter(DeadLetterKind::Exhausted),
+        (false, _) => Fate::DeadLetter(DeadLetterKind::Permanent),
+    }
+}
+
+/// Acts on how the work on one message ended; says what became of it
+/// (`acked`, `released`, `retried`, `dead-lettered`, `kept`) for its span.
+pub(crate) async fn settle(
+    shared: &StageContext,
+    delivery: &Delivery,
+    outcome: Outcome<Result<(), StageError>>,
+) -> &'static str {
+    let message = delivery.message();
+    match outcome {
+        Outcome::Done(Ok(())) => {
+            metrics::counter!(names::ACKED, "stage" => shared.stage).increment(1);
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
+            }
+            "acked"
+        }
+        Outcome::Aborted => {
+            release(message).await;
+            "released"
+        }
+        Outcome::Done(Err(error)) => {
+            let limit = i64::from(shared.consumer.max_deliveries);
+            if let Fate::DeadLetter(kind) = fate(&error, delivery.delivered(), limit) {
+                return dead_letter_and_terminate(shared, delivery, kind, &error).await;
+            }
+            let delay = retry_delay(
+                shared.consumer.retry_backoff,
+                shared.consumer.retry_backoff_max,
+                delivery.delivered(),
+            );
+            tracing::warn!(
+                stage = shared.stage,
+                subject = delivery.subject(),
+                import_id = delivery.import_id(),
+                delivered = delivery.delivered(),
+                %error,
+                "transient failure; retrying in {delay:?}"
+            );
+            metrics::counter!(names::RETRIED, "stage" => shared.stage).increment(1);
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
+            }
+            "retried"
+        }
+    }
+}
+
+/// Deliveries on which storing a message's dead letter may fail for a
+/// reason other than an outage before the message is terminated.
+const DEAD_LETTER_ATTEMPTS: i64 = 3;
+
+pub(crate) async fn dead_letter_and_terminate(
+    shared: &StageContext,
+    delivery: &Delivery,
+    kind: DeadLetterKind,
+    error: &StageError,
+) -> &'static str {
+    tracing::error!(
+        stage = shared.stage,
+        subject = delivery.subject(),
+        import_id = delivery.import_id(),
+        delivered = delivery.delivered(),
+        kind = kind.as_str(),
+        %error,
+        "dead-lettering message"
+    );
+    match dead_letter::store(shared, delivery, kind, error).await {
+        Ok(()) => {
+            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => kind.as_str())
+                .increment(1);
+            if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
+            }
+            "dead-lettered"
+        }
+        // Not an outage, and it failed on several deliveries: retrying
+        // forever would only keep it in flight. Say so loudly and let go.
+        Err(e) if !e.is_outage() && delivery.delivered() >= DEAD_LETTER_ATTEMPTS => {
+            tracing::error!(
+                stage = shared.stage,
+                subject = delivery.subject(),
+                import_id = delivery.import_id(),
+                delivered = delivery.delivered(),
+                error = %e,
+                "cannot dead-letter this message; terminating it (it is lost to sluice: this log line is its only record)"
+            );
+            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => "undeliverable")
+                .increment(1);
+            if let Err(e) = dead_letter::report_failed(shared, delivery, kind, error).await {
+                tracing::error!(error = %e, "cannot report the message as failed either; its import may not complete");
+            }
+            let _ = delivery.message().ack_with(AckKind::Term).await;
+            "terminated"
+        }
+        Err(e) => {
+            // Never drop it: leave it to be redelivered and dead-lettered later.
+            tracing::error!(error = %e, "cannot store dead letter; will try again");
+            let delay = retry_delay(
+                shared.consumer.retry_backoff,
+                shared.consumer.retry_backoff_max,
+                delivery.delivered(),
+            );
+            let _ = delivery.message().ack_with(AckKind::Nak(Some(delay))).await;
+            "kept"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_fate() {
+        let transient = StageError::transient("HTTP 503");
+        let outage = StageError::outage("database read-only");
+        let permanent = StageError::permanent("HTTP 404");
+        assert_eq!(fate(&transient, 1, 10), Fate::Retry);
+        assert_eq!(fate(&transient, 9, 10), Fate::Retry);
+        assert_eq!(
+            fate(&transient, 10, 10),
+            Fate::DeadLetter(DeadLetterKind::Exhausted)
+        );
+        assert_eq!(
+            fate(&permanent, 1, 10),
+            Fate::DeadLetter(DeadLetterKind::Permanent)
+        );
+        // An outage only reaches here past SLUICE_MAX_PROCESSING_TIME: it is
+        // handed back like any transient failure.
+        assert_eq!(fate(&outage, 1, 10), Fate::Retry);
+        assert!(outage.is_outage() && outage.is_transient());
+        assert!(!transient.is_outage());
+    }
+
+    #[test]
+    fn retry_delay_doubles_with_jitter_and_caps() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..100 {
+            let first = retry_delay(base, max, 1);
+            assert!(first >= Duration::from_millis(500) && first <= base);
+            let third = retry_delay(base, max, 3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
+            let late = retry_delay(base, max, 50);
+            assert!(late >= Duration::from_secs(30) && late <= max);
+        }
+    }
+}
