@@ -33,17 +33,18 @@ jaeger:
 tools:
     python3 deploy/local/services.py tools
 
-# Build the three services and the `sluice` CLI (debug).
+# Build the three services and the `sluice` CLI (debug, with `sluice demo`, which the tests drive).
 build:
-    cargo build --workspace --bins
+    cargo build --workspace --bins --features sluice-cli/demo
 
 # Unit tests, then end-to-end tests against real NATS, PostgreSQL, HTTP and the nats CLI.
 test: services tools build
-    cargo test --workspace
+    cargo test --workspace --features sluice-cli/demo
 
 # A real import end to end: 200 accounts x 100,000 transactions by default.
 demo *ARGS: services
     sh deploy/build-command
+    cargo build --release --locked -p sluice-cli --features demo
     target/release/sluice demo {{ARGS}}
 
 # Regenerate the message JSON Schemas (shared/messages/schema) after changing a message type.
@@ -53,7 +54,9 @@ schemas:
 # Format and lint.
 check:
     cargo fmt --all --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --features sluice-cli/demo -- -D warnings
+    cargo clippy -p sluice-cli -- -D warnings
+    python3 deploy/checks/layers.py
 
 # Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
 bench *ARGS: services tools

@@ -6,9 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use sluice_devkit::{Deployment, Process, Sandbox};
 use sluice_messages::{DeadLetter, ImportCompleted};
-use sluice_stage::dead_letters::{DeadLetters, Filter, StoredLetter};
-use sluice_stage::lifecycle::{completion_count, derived_import_id_at, wait_for_completion};
-use sluice_stage::topology::{consumer_info, wait_for_consumers, CONSUMERS};
+use sluice_operator::consumers::wait_for_consumers;
+use sluice_operator::dead_letters::{DeadLetters, Filter, StoredLetter};
+use sluice_operator::imports::{completion_count, derived_import_id_at, wait_for_completion};
+use sluice_stage::topology::{consumer_info, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 

@@ -13,7 +13,7 @@ use std::{
 use clap::Parser;
 use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
 use sluice_messages::ImportStatus;
-use sluice_stage::{lifecycle::wait_for_completion, topology};
+use sluice_operator::{consumers::wait_for_consumers, imports::wait_for_completion};
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice-bench")]
@@ -91,7 +91,7 @@ async fn run_pipeline(
     let mut deployment = Deployment::start_replicas(&sandbox, &env, replicas.max(1))
         .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
-    topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
+    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
         .await
         .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
     let started = Instant::now();
@@ -107,7 +107,7 @@ async fn run_pipeline(
             .await
             .map_err(|e| e.to_string())?;
         ids.push(
-            sluice_stage::lifecycle::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
+            sluice_operator::imports::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
                 .await?,
         );
     }

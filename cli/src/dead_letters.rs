@@ -2,10 +2,8 @@
 
 use clap::Subcommand;
 use sluice_messages::DeadLetterKind;
-use sluice_stage::{
-    dead_letters::{DeadLetters, Filter, ReplayError, StoredLetter},
-    NatsArgs,
-};
+use sluice_operator::dead_letters::{DeadLetters, Filter, ReplayError, StoredLetter};
+use sluice_stage::NatsArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct DeadLettersArgs {

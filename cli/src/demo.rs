@@ -97,9 +97,13 @@ async fn import_and_verify(
 ) -> Result<(), String> {
     let nats = sandbox.nats().await;
     let js = async_nats::jetstream::new(nats);
-    sluice_stage::topology::wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}; see the service logs"))?;
+    sluice_operator::consumers::wait_for_consumers(
+        &js,
+        &sandbox.namespace,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| format!("{e}; see the service logs"))?;
 
     let started = Instant::now();
     let (span, headers) = crate::import::root_span(accounts_url);
@@ -113,7 +117,7 @@ async fn import_and_verify(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| format!("import not stored: {e}"))?;
-    let id = sluice_stage::lifecycle::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
+    let id = sluice_operator::imports::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
         .await?;
     sluice_stage::telemetry::annotate(
         &span,
@@ -151,7 +155,7 @@ async fn import_and_verify(
     progress.finish();
     let event = tokio::time::timeout(
         args.stall_timeout,
-        sluice_stage::lifecycle::wait_for_completion(&js, &sandbox.namespace, &id),
+        sluice_operator::imports::wait_for_completion(&js, &sandbox.namespace, &id),
     )
     .await
     .map_err(|_| format!("every row is saved but import {id} was not announced complete"))??;

@@ -2,9 +2,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
 use sluice_messages::{validate_import_id, ImportCompleted, ImportRequest, ImportStatus};
-use sluice_stage::{
+use sluice_operator::{
     dead_letters::{DeadLetters, Filter},
-    lifecycle::wait_for_completion,
+    imports::wait_for_completion,
+};
+use sluice_stage::{
     telemetry::{self, KeyValue, TraceHeaders},
     ConsumerArgs, NatsArgs,
 };
@@ -69,7 +71,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     let id = match args.id.clone() {
         Some(id) => id,
         None => {
-            sluice_stage::lifecycle::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
+            sluice_operator::imports::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
                 .await?
         }
     };

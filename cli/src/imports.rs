@@ -156,4 +156,4 @@ pub async fn announced_transactions(db: &Client, id: &str) -> Result<i64, tokio_
     .map(|r| r.get(0))
 }
 
-pub use sluice_devkit::data::group;
+pub use sluice_messages::units::group;

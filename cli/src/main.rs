@@ -1,6 +1,7 @@
 //! `sluice`: the operator's and newcomer's command.
 
 mod dead_letters;
+#[cfg(feature = "demo")]
 mod demo;
 mod doctor;
 mod explain;
@@ -35,6 +36,7 @@ enum Command {
     #[command(name = "dead-letters")]
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Run a real import end to end on generated data and show the result.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Check NATS, JetStream, the topology, PostgreSQL and the schema; say how to fix what is wrong.
     Doctor(doctor::DoctorArgs),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Setup(args) => setup::run(args).await,
             Command::Import(args) => import::run(args).await,
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Status(args) => status::run(args).await,

@@ -74,6 +74,7 @@ impl Progress {
         );
     }
 
+    #[cfg(feature = "demo")]
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -117,6 +118,7 @@ pub fn interrupted() -> impl std::future::Future<Output = ()> {
 }
 
 /// After a first interrupt: a second one exits at once.
+#[cfg(feature = "demo")]
 pub fn exit_on_second_interrupt() {
     tokio::spawn(async {
         interrupted().await;

@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `importer`, `fetcher`, `saver` and `sluice`
 //! binaries against real NATS, PostgreSQL and HTTP. Every test has its own
 //! namespace and database, so they run in parallel. Build the binaries first
-//! (`just test` does): `cargo build --workspace --bins`.
+//! (`just test` does): `cargo build --workspace --bins --features sluice-cli/demo`.
 
 mod cli;
 mod contract;

@@ -97,7 +97,7 @@ fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageE
             validate_import_id(id).map_err(StageError::permanent)?;
             Ok(id.to_owned())
         }
-        None => Ok(sluice_stage::lifecycle::derived_import_id(
+        None => Ok(sluice_messages::derived_import_id(
             input.stream_sequence(),
             input.stored_at(),
         )),

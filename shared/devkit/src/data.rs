@@ -101,22 +101,7 @@ pub fn parse_cents(amount: &str) -> i128 {
     }
 }
 
-/// 1234567 → "1,234,567".
-pub fn group(n: i128) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
+pub use sluice_messages::units::group;
 
 #[cfg(test)]
 mod tests {

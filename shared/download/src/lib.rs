@@ -28,10 +28,10 @@ pub struct DownloadArgs {
     #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
     /// Largest file accepted, counted after decompression (`512MiB`, `2GB`).
-    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = sluice_stage::config::parse_size)]
+    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = sluice_messages::units::parse_size)]
     pub max_download_size: u64,
     /// Longest line accepted; a longer one fails the file.
-    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = sluice_stage::config::parse_size)]
+    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = sluice_messages::units::parse_size)]
     pub max_row_length: u64,
     /// Most a gzip body may expand (decompressed / compressed size).
     #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
@@ -41,7 +41,7 @@ pub struct DownloadArgs {
     /// waiting on the server (`0` turns the check off): a server that
     /// trickles a byte now and then fails the download (and it is retried)
     /// instead of holding a slot for hours.
-    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = sluice_stage::config::parse_limit)]
+    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = sluice_messages::units::parse_limit)]
     pub min_download_rate: u64,
     /// Downloads from one host at once per replica; the others wait without
     /// taking a processing slot, so one slow host cannot occupy them all.
@@ -199,10 +199,10 @@ impl DownloadError {
     }
 }
 
-/// A download failure as the stage runtime sees it: retried or dead-lettered.
-impl From<DownloadError> for sluice_stage::StageError {
-    fn from(e: DownloadError) -> Self {
-        sluice_stage::StageError::classified(e.is_transient(), &e)
+/// A download failure as the stages see it: retried or dead-lettered.
+impl sluice_messages::Failure for DownloadError {
+    fn is_transient(&self) -> bool {
+        DownloadError::is_transient(self)
     }
 }
 

@@ -6,6 +6,7 @@ mod amount;
 mod names;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod units;
 
 pub use amount::{Amount, InvalidAmount};
 pub use names::{InvalidNamespace, Namespace, Stream};
@@ -212,6 +213,31 @@ impl DeadLetterKind {
             DeadLetterKind::MalformedRow => "malformed-row",
         }
     }
+}
+
+/// A failure that knows whether retrying can help: transient failures
+/// are retried with backoff, permanent ones dead-lettered at once (README,
+/// Delivery semantics). Components of sluice that fail (a download, say)
+/// implement it so every stage treats their failures alike.
+pub trait Failure: std::error::Error + Send + Sync + 'static {
+    fn is_transient(&self) -> bool;
+}
+
+/// The id of an import whose request named none: its position in `IMPORTS`
+/// and the second JetStream stored it (`42-20261128T035601Z`). Stable across
+/// redeliveries, and unique even if `IMPORTS` is recreated (sequences start
+/// again at 1) while the database keeps the earlier imports.
+pub fn derived_import_id(sequence: u64, stored: time::OffsetDateTime) -> String {
+    let t = stored.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{sequence}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
@@ -521,5 +547,19 @@ mod redact_tests {
             redact_url("host=db password=x user=u"),
             "host=db password=*** user=u"
         );
+    }
+}
+
+#[cfg(test)]
+mod derived_id_tests {
+    #[test]
+    fn derived_ids_carry_the_position_and_the_stored_second() {
+        // 03:56:01 in UTC+1.
+        let stored = time::OffsetDateTime::from_unix_timestamp(1795834561)
+            .unwrap()
+            .to_offset(time::UtcOffset::from_hms(1, 0, 0).unwrap());
+        let id = crate::derived_import_id(42, stored);
+        assert_eq!(id, "42-20261128T025601Z");
+        assert!(crate::validate_import_id(&id).is_ok());
     }
 }

@@ -4,6 +4,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
+/// The units every setting is written in (README, Configuration).
+pub use sluice_messages::units::{parse_duration, parse_limit, parse_size};
 use sluice_messages::Namespace;
 
 /// Everything a service's runtime needs: where NATS is and how to consume.
@@ -125,54 +127,6 @@ pub struct ConsumerArgs {
 
 fn parse_namespace(s: &str) -> Result<Namespace, String> {
     Namespace::new(Some(s)).map_err(|e| e.to_string())
-}
-
-/// `30s`, `500ms`, `7d`: humantime's syntax, and never zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write it like 30s, 500ms or 7d)"))?;
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
-}
-
-/// A byte size: `1048576`, `64KiB`, `512MiB`, `2GB`, `4GiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 64KiB or 512MiB"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit: use B, KB, KiB, MB, MiB, GB or GiB"
-            ))
-        }
-    };
-    number
-        .checked_mul(scale)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
-}
-
-/// A size where `0` means no limit at all.
-pub fn parse_limit(text: &str) -> Result<u64, String> {
-    match text.trim() {
-        "0" => Ok(0),
-        other => parse_size(other),
-    }
 }
 
 /// Parses flags and environment; on a bad value prints one line naming the

@@ -1,4 +1,6 @@
-use std::{error::Error, fmt};
+use std::{error::Error, fmt, sync::Arc};
+
+use sluice_messages::Failure;
 
 /// Why a stage could not finish a message, and whose fault that is.
 ///
@@ -7,85 +9,129 @@ use std::{error::Error, fmt};
 /// with backoff) until deliveries run out; an outage is not the message's
 /// fault at all, so the stage keeps the message and waits for the
 /// dependency instead of spending a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageError {
-    kind: ErrorKind,
-    message: String,
+///
+/// The text is the whole story (the cause chain included), as logs and
+/// dead letters show it; the cause itself stays reachable as `source()`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// Retrying cannot help: a 404, a file that is not CSV, an undecodable body.
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// Worth retrying, and maybe about this message: timeouts, 5xx, a
+    /// connection reset by the file's server.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A dependency every message needs is down (the database, NATS): wait
+    /// for it; the message is not at fault.
+    #[error("{message}")]
+    Outage {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
+/// The error a [`StageError`] came from (shared: stage errors are cloned
+/// for every message of a batch).
+pub type Cause = Arc<dyn Error + Send + Sync + 'static>;
+
+/// Whose fault a [`StageError`] is: what decides a message's fate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ErrorKind {
+pub enum Fault {
     Permanent,
     Transient,
     Outage,
 }
 
 impl StageError {
-    /// Worth retrying, and maybe about this message: timeouts, 5xx, a
-    /// connection reset by the file's server.
     pub fn transient(reason: impl fmt::Display) -> Self {
-        StageError {
-            kind: ErrorKind::Transient,
+        StageError::Transient {
             message: reason.to_string(),
+            source: None,
         }
     }
 
-    /// Retrying cannot help: a 404, a file that is not CSV, an undecodable body.
     pub fn permanent(reason: impl fmt::Display) -> Self {
-        StageError {
-            kind: ErrorKind::Permanent,
+        StageError::Permanent {
             message: reason.to_string(),
+            source: None,
         }
     }
 
-    /// A dependency every message needs is down (the database, NATS): wait
-    /// for it; the message is not at fault.
     pub fn outage(reason: impl fmt::Display) -> Self {
-        StageError {
-            kind: ErrorKind::Outage,
+        StageError::Outage {
             message: reason.to_string(),
+            source: None,
         }
     }
 
-    /// Wraps an error that already knows whether it is transient, keeping its
-    /// whole cause chain in the message.
-    pub fn classified(transient: bool, error: &(dyn Error + 'static)) -> Self {
-        if transient {
-            StageError::transient(error_chain(error))
-        } else {
-            StageError::permanent(error_chain(error))
+    /// Wraps an error of `fault`, keeping it as the source and its whole
+    /// cause chain in the text.
+    pub fn caused_by(fault: Fault, error: impl Error + Send + Sync + 'static) -> Self {
+        let message = error_chain(&error);
+        let source = Some(Arc::new(error) as Cause);
+        match fault {
+            Fault::Permanent => StageError::Permanent { message, source },
+            Fault::Transient => StageError::Transient { message, source },
+            Fault::Outage => StageError::Outage { message, source },
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            StageError::Permanent { .. } => Fault::Permanent,
+            StageError::Transient { .. } => Fault::Transient,
+            StageError::Outage { .. } => Fault::Outage,
         }
     }
 
     /// Worth trying again (an outage included).
     pub fn is_transient(&self) -> bool {
-        self.kind != ErrorKind::Permanent
+        self.fault() != Fault::Permanent
     }
 
     pub fn is_outage(&self) -> bool {
-        self.kind == ErrorKind::Outage
+        self.fault() == Fault::Outage
     }
 
-    /// The same kind of error, its message prefixed with `context`.
-    pub fn context(self, context: &str) -> StageError {
-        StageError {
-            kind: self.kind,
-            message: format!("{context}: {}", self.message),
-        }
+    /// The same error, its text prefixed with `context`.
+    pub fn context(mut self, context: &str) -> StageError {
+        let (StageError::Permanent { message, .. }
+        | StageError::Transient { message, .. }
+        | StageError::Outage { message, .. }) = &mut self;
+        *message = format!("{context}: {message}");
+        self
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        let (StageError::Permanent { message, .. }
+        | StageError::Transient { message, .. }
+        | StageError::Outage { message, .. }) = self;
+        message
     }
 }
 
-impl fmt::Display for StageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+/// A failure that knows whether retrying can help (a download's, say)
+/// becomes a stage error of that fault, its source kept.
+impl<E: Failure> From<E> for StageError {
+    fn from(error: E) -> Self {
+        let fault = if error.is_transient() {
+            Fault::Transient
+        } else {
+            Fault::Permanent
+        };
+        StageError::caused_by(fault, error)
     }
 }
-
-impl Error for StageError {}
 
 /// `outer: inner: root`, skipping a source whose text the outer message
 /// already repeats (many errors print their source themselves).
@@ -138,8 +184,16 @@ mod tests {
     fn chain_includes_causes_once() {
         let e = Outer(std::io::Error::other("connection reset"));
         assert_eq!(error_chain(&e), "download failed: connection reset");
-        let classified = StageError::classified(true, &e);
-        assert!(classified.is_transient());
-        assert_eq!(classified.to_string(), "download failed: connection reset");
+        let wrapped = StageError::caused_by(Fault::Transient, e);
+        assert!(wrapped.is_transient() && !wrapped.is_outage());
+        assert_eq!(wrapped.to_string(), "download failed: connection reset");
+        // The cause stays reachable, and the chain does not repeat it.
+        let source = Error::source(&wrapped).expect("the cause");
+        assert_eq!(source.to_string(), "download failed");
+        assert_eq!(error_chain(&wrapped), "download failed: connection reset");
+        assert_eq!(
+            wrapped.context("account 7").to_string(),
+            "account 7: download failed: connection reset"
+        );
     }
 }

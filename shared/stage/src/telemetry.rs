@@ -242,6 +242,13 @@ pub fn record_ids(span: &tracing::Span) {
     }
 }
 
+/// Links `span` to the span whose trace context `headers` carry, if any.
+pub fn link(span: &tracing::Span, headers: &HeaderMap) {
+    if let Some(linked) = remote_span(Some(headers)) {
+        span.add_link(linked);
+    }
+}
+
 /// Sets OTel attributes on `span` (not log fields: they would make every
 /// log line long).
 pub fn annotate(span: &tracing::Span, attributes: impl IntoIterator<Item = KeyValue>) {

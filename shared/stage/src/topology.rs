@@ -198,24 +198,3 @@ pub async fn ensure_consumer(
             ))
         })
 }
-
-/// Waits until every durable consumer exists: the services are up and
-/// have declared their topology. Says which one is missing after `timeout`.
-pub async fn wait_for_consumers(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    for name in CONSUMERS {
-        while consumer_info(js, ns, name).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!(
-                    "the {name} consumer did not appear within {timeout:?}"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}

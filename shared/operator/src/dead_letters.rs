@@ -1,17 +1,13 @@
-//! Reading and replaying what is in `DEAD_LETTERS`, for operators
-//! (`sluice dead-letters`) and tests.
+//! Reading and replaying what is in `DEAD_LETTERS` (`sluice dead-letters`).
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use opentelemetry::KeyValue;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-use crate::telemetry::{self, TraceHeaders};
 use base64::Engine;
 use sluice_messages::{
     DeadLetter, DeadLetterKind, Namespace, Stream, HEADER_IMPORT_ID, HEADER_MSG_ID,
     HEADER_REPLAY_OF,
 };
+use sluice_stage::telemetry::{self, KeyValue, TraceHeaders};
+use tracing::Instrument;
 
 /// A dead letter and where it sits in the stream.
 #[derive(Debug, Clone)]
@@ -244,9 +240,7 @@ fn replay_span(stored: &StoredLetter, target: &str) -> tracing::Span {
             original.insert(name, value.as_str());
         }
     }
-    if let Some(link) = telemetry::remote_span(Some(&original)) {
-        span.add_link(link);
-    }
+    telemetry::link(&span, &original);
     let mut attributes = vec![
         KeyValue::new("messaging.destination.name", target.to_owned()),
         KeyValue::new("sluice.replay.of", stored.sequence as i64),

@@ -1,4 +1,5 @@
-//! Reading import completion events, for `sluice import --wait` and tests.
+//! Imports as an operator follows them: their completion events, and the
+//! ids sluice derived for them.
 
 use async_nats::jetstream::{
     self,
@@ -68,23 +69,6 @@ async fn events_stream(
         .map_err(|e| format!("cannot open stream {name}: {e} (run `sluice setup`?)"))
 }
 
-/// The id of an import whose request named none: its position in `IMPORTS`
-/// and the second JetStream stored it (`42-20261128T035601Z`). Stable across
-/// redeliveries, and unique even if `IMPORTS` is recreated (sequences start
-/// again at 1) while the database keeps the earlier imports.
-pub fn derived_import_id(sequence: u64, stored: time::OffsetDateTime) -> String {
-    let t = stored.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{sequence}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// The derived id of the import request stored at `sequence` in `IMPORTS`,
 /// for a publisher that left the id to sluice.
 pub async fn derived_import_id_at(
@@ -101,19 +85,5 @@ pub async fn derived_import_id_at(
         .get_raw_message(sequence)
         .await
         .map_err(|e| format!("cannot read import request {sequence} in {name}: {e}"))?;
-    Ok(derived_import_id(sequence, stored.time))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn derived_ids_carry_the_position_and_the_stored_second() {
-        // 03:56:01 in UTC+1.
-        let stored = time::OffsetDateTime::from_unix_timestamp(1795834561)
-            .unwrap()
-            .to_offset(time::UtcOffset::from_hms(1, 0, 0).unwrap());
-        let id = super::derived_import_id(42, stored);
-        assert_eq!(id, "42-20261128T025601Z");
-        assert!(sluice_messages::validate_import_id(&id).is_ok());
-    }
+    Ok(sluice_messages::derived_import_id(sequence, stored.time))
 }
