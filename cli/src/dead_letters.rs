@@ -1,5 +1,7 @@
 //! `sluice dead-letters list | show | replay`.
 
+use anyhow::anyhow;
+
 use clap::Subcommand;
 use sluice_messages::DeadLetterKind;
 use sluice_operator::dead_letters::{DeadLetters, Filter, ReplayError, StoredLetter};
@@ -63,27 +65,31 @@ impl FilterArgs {
     }
 }
 
-fn parse_kind(text: &str) -> Result<DeadLetterKind, String> {
+fn parse_kind(text: &str) -> anyhow::Result<DeadLetterKind> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("{text:?} is not one of permanent, exhausted, malformed-row"))
+        .map_err(|_| anyhow!("{text:?} is not one of permanent, exhausted, malformed-row"))
 }
 
-pub async fn run(args: DeadLettersArgs) -> Result<(), String> {
+pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-dead-letters").await?;
-    let mut store = DeadLetters::open(&js, &args.nats.namespace).await?;
+    let mut store = DeadLetters::open(&js, &args.nats.namespace)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let result = match args.command {
         Command::List { filter, json } => list(&mut store, &filter.filter(), json).await,
-        Command::Show { sequence } => match store.get(sequence).await? {
-            Some(stored) => {
-                let shown = for_display(&stored.letter);
-                println!(
-                    "{}",
-                    escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
-                );
-                Ok(())
+        Command::Show { sequence } => {
+            match store.get(sequence).await.map_err(anyhow::Error::msg)? {
+                Some(stored) => {
+                    let shown = for_display(&stored.letter);
+                    println!(
+                        "{}",
+                        escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
+                    );
+                    Ok(())
+                }
+                None => Err(anyhow!("there is no dead letter {sequence}")),
             }
-            None => Err(format!("there is no dead letter {sequence}")),
-        },
+        }
         Command::Replay {
             sequences,
             filter,
@@ -94,8 +100,8 @@ pub async fn run(args: DeadLettersArgs) -> Result<(), String> {
     result
 }
 
-async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> Result<(), String> {
-    let letters = store.list(filter).await?;
+async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> anyhow::Result<()> {
+    let letters = store.list(filter).await.map_err(anyhow::Error::msg)?;
     if json {
         for stored in &letters {
             let mut value = for_display(&stored.letter);
@@ -130,24 +136,29 @@ async fn replay(
     sequences: Vec<u64>,
     filter: &FilterArgs,
     all: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let chosen: Vec<StoredLetter> = if !sequences.is_empty() {
         let mut chosen = Vec::new();
         for sequence in sequences {
             chosen.push(
                 store
                     .get(sequence)
-                    .await?
-                    .ok_or_else(|| format!("there is no dead letter {sequence}"))?,
+                    .await
+                    .map_err(anyhow::Error::msg)?
+                    .ok_or_else(|| format!("there is no dead letter {sequence}"))
+                    .map_err(anyhow::Error::msg)?,
             );
         }
         chosen
     } else if all || !filter.is_empty() {
-        store.list(&filter.filter()).await?
+        store
+            .list(&filter.filter())
+            .await
+            .map_err(anyhow::Error::msg)?
     } else {
-        return Err(
-            "name the dead letters to replay: sequences, --import/--stage/--kind, or --all".into(),
-        );
+        return Err(anyhow!(
+            "name the dead letters to replay: sequences, --import/--stage/--kind, or --all"
+        ));
     };
     let (mut replayed, mut skipped, mut refused) = (0, 0, 0);
     for stored in &chosen {
@@ -170,7 +181,7 @@ async fn replay(
                 eprintln!("{}", printable(&why));
                 refused += 1;
             }
-            Err(ReplayError::Failed(why)) => return Err(why),
+            Err(ReplayError::Failed(why)) => return Err(anyhow!(why)),
         }
     }
     eprintln!(
@@ -182,7 +193,7 @@ async fn replay(
         }
     );
     if refused > 0 {
-        return Err(format!("{refused} dead letter(s) refused"));
+        return Err(anyhow!("{refused} dead letter(s) refused"));
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! namespace and database, removed afterwards), publishes one import, waits
 //! for every transaction to be saved and checks the rows are exactly right.
 
+use anyhow::{anyhow, Context};
+
 use std::time::{Duration, Instant};
 
 use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
@@ -29,16 +31,16 @@ pub struct DemoArgs {
     stall_timeout: Duration,
 }
 
-pub async fn run(args: DemoArgs) -> Result<(), String> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.accounts == 0 {
-        return Err("--accounts must be at least 1".into());
+        return Err(anyhow!("--accounts must be at least 1"));
     }
     let interrupted = progress::interrupted();
-    let sandbox = Sandbox::create("demo").await?;
+    let sandbox = Sandbox::create("demo").await.map_err(anyhow::Error::msg)?;
     let dataset = Dataset::generate(args.accounts, args.transactions, 42);
     let server = FileServer::start()
         .await
-        .map_err(|e| format!("cannot start HTTP server: {e}"))?;
+        .context("cannot start HTTP server")?;
     server.add_dataset(&dataset);
     let accounts_url = server.url("/accounts.csv");
     println!(
@@ -52,7 +54,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         &sandbox,
         &[("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message)],
     )
-    .map_err(|e| format!("cannot start the services: {e}"))?;
+    .context("cannot start the services")?;
     println!(
         "started importer, fetcher, saver (namespace {}, database {}, logs in {})",
         sandbox.namespace.name().unwrap_or(""),
@@ -73,20 +75,23 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                 sandbox.database,
                 sandbox.namespace.name().unwrap_or("")
             );
-            Err(progress::INTERRUPTED.to_owned())
+            Err(progress::Interrupted.into())
         }
     };
     let stopped = deployment.stop(Duration::from_secs(30)).await;
     let (database, namespace) = (sandbox.database.clone(), sandbox.namespace.clone());
     // Dropping the sandbox removes its database and streams.
     drop(sandbox);
-    if result.as_ref().is_err_and(|e| e == progress::INTERRUPTED) {
+    if result
+        .as_ref()
+        .is_err_and(|e| e.is::<progress::Interrupted>())
+    {
         eprintln!(
             "removed database {database} and namespace {}",
             namespace.name().unwrap_or("")
         );
     }
-    result.and(stopped)
+    result.and(stopped.map_err(anyhow::Error::msg))
 }
 
 async fn import_and_verify(
@@ -94,7 +99,7 @@ async fn import_and_verify(
     dataset: &Dataset,
     accounts_url: &str,
     args: &DemoArgs,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let nats = sandbox.nats().await;
     let js = async_nats::jetstream::new(nats);
     sluice_operator::consumers::wait_for_consumers(
@@ -103,7 +108,7 @@ async fn import_and_verify(
         Duration::from_secs(30),
     )
     .await
-    .map_err(|e| format!("{e}; see the service logs"))?;
+    .map_err(|e| anyhow!("{e}; see the service logs"))?;
 
     let started = Instant::now();
     let (span, headers) = crate::import::root_span(accounts_url);
@@ -113,12 +118,12 @@ async fn import_and_verify(
             headers,
             accounts_url.to_owned().into(),
         )
+        .await?
         .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| format!("import not stored: {e}"))?;
+        .context("import not stored")?;
     let id = sluice_operator::imports::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
-        .await?;
+        .await
+        .map_err(anyhow::Error::msg)?;
     sluice_stage::telemetry::annotate(
         &span,
         [sluice_stage::telemetry::KeyValue::new(
@@ -144,7 +149,7 @@ async fn import_and_verify(
             break;
         }
         if last_change.elapsed() > args.stall_timeout {
-            return Err(format!(
+            return Err(anyhow!(
                 "stalled at {saved} of {expected} transactions for {:?}; see the service logs",
                 args.stall_timeout
             ));
@@ -158,7 +163,8 @@ async fn import_and_verify(
         sluice_operator::imports::wait_for_completion(&js, &sandbox.namespace, &id),
     )
     .await
-    .map_err(|_| format!("every row is saved but import {id} was not announced complete"))??;
+    .map_err(|_| anyhow!("every row is saved but import {id} was not announced complete"))?
+    .map_err(anyhow::Error::msg)?;
 
     let mut want = dataset.expected.clone();
     want.sort();
@@ -169,16 +175,13 @@ async fn import_and_verify(
             "SELECT COALESCE(sum(amount), 0)::text FROM transactions",
             &[],
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .get(0);
     let dead_letters = js
         .get_stream(sandbox.namespace.stream(Stream::DeadLetters))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .info()
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .state
         .messages;
     let expected_sum = format_cents(dataset.expected_sum_cents() as i64);
@@ -205,7 +208,7 @@ async fn import_and_verify(
     let announced = event.status == sluice_messages::ImportStatus::Completed
         && event.transactions_saved == want.len() as u64;
     if got != want || sum != expected_sum || dead_letters != 0 || !announced {
-        return Err("the saved rows differ from the data set".into());
+        return Err(anyhow!("the saved rows differ from the data set"));
     }
     println!("every row is exactly as in the files: no loss, no duplicates");
     Ok(())

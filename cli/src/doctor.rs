@@ -69,7 +69,7 @@ impl Check {
     }
 }
 
-pub async fn run(args: DoctorArgs) -> Result<(), String> {
+pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     check_nats(&args, &mut checks).await;
     check_database(&args, &mut checks).await;
@@ -93,7 +93,10 @@ pub async fn run(args: DoctorArgs) -> Result<(), String> {
     if failed == 0 {
         Ok(())
     } else {
-        Err(format!("{failed} of {} checks failed", checks.len()))
+        Err(anyhow::anyhow!(
+            "{failed} of {} checks failed",
+            checks.len()
+        ))
     }
 }
 

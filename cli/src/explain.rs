@@ -39,11 +39,7 @@ impl fmt::Display for Problem {
     }
 }
 
-impl From<Problem> for String {
-    fn from(p: Problem) -> String {
-        p.to_string()
-    }
-}
+impl std::error::Error for Problem {}
 
 /// A PostgreSQL failure while doing `action` on the database `url` names.
 pub fn postgres(action: &str, url: &str, e: &tokio_postgres::Error) -> Problem {

@@ -1,3 +1,4 @@
+use anyhow::{anyhow, Context};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
@@ -35,14 +36,14 @@ pub struct ImportArgs {
     wait: bool,
 }
 
-pub async fn run(args: ImportArgs) -> Result<(), String> {
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let parsed =
-        url::Url::parse(&args.url).map_err(|e| format!("{:?} is not a URL: {e}", args.url))?;
+        url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("{} is not an http or https URL", args.url));
+        return Err(anyhow!("{} is not an http or https URL", args.url));
     }
     if let Some(id) = &args.id {
-        validate_import_id(id)?;
+        validate_import_id(id).map_err(anyhow::Error::msg)?;
     }
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-import").await?;
     let request = ImportRequest {
@@ -63,16 +64,18 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     let ack = js
         .send_publish(subject.clone(), message)
         .await
-        .map_err(|e| format!("cannot publish on {subject}: {e}"))?
+        .with_context(|| format!("cannot publish on {subject}"))?
         .await
         .map_err(|e| {
             format!("JetStream did not store the import on {subject}: {e} (run `sluice setup`?)")
-        })?;
+        })
+        .map_err(anyhow::Error::msg)?;
     let id = match args.id.clone() {
         Some(id) => id,
         None => {
             sluice_operator::imports::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
-                .await?
+                .await
+                .map_err(anyhow::Error::msg)?
         }
     };
     telemetry::annotate(
@@ -111,22 +114,24 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         _ = interrupted => {
             progress.abort();
             eprintln!("\nstopped following import {id}; it goes on without you: follow it again with `sluice status {id}`");
-            return Err(crate::progress::INTERRUPTED.into());
+            return Err(crate::progress::Interrupted.into());
         }
     };
     progress.abort();
     let _ = progress.await;
-    let event = completion?;
+    let event = completion.map_err(anyhow::Error::msg)?;
     println!("{}", summary(&event, started.elapsed()));
     if event.status == ImportStatus::Completed {
         return Ok(());
     }
-    let mut letters = DeadLetters::open(&js, &args.nats.namespace).await?;
+    let mut letters = DeadLetters::open(&js, &args.nats.namespace)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let filter = Filter {
         import_id: Some(id.clone()),
         ..Filter::default()
     };
-    for stored in letters.list(&filter).await? {
+    for stored in letters.list(&filter).await.map_err(anyhow::Error::msg)? {
         let letter = stored.letter;
         println!(
             "  {} {}: {}",
@@ -135,7 +140,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
             letter.error
         );
     }
-    Err(format!(
+    Err(anyhow!(
         "import {id} completed with errors (details: sluice dead-letters list --import {id})"
     ))
 }
@@ -165,7 +170,7 @@ async fn ensure_topology(
     js: &async_nats::jetstream::Context,
     nats: &NatsArgs,
     consumer: &ConsumerArgs,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
     let imports = nats.namespace.stream(sluice_messages::Stream::Imports);
     match js.get_stream(&imports).await {
@@ -179,7 +184,7 @@ async fn ensure_topology(
             );
             crate::setup::declare(js, nats, consumer).await
         }
-        Err(e) => Err(format!("cannot look up stream {imports}: {e}")),
+        Err(e) => Err(anyhow!("cannot look up stream {imports}: {e}")),
     }
 }
 

@@ -65,9 +65,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == progress::INTERRUPTED => ExitCode::from(130),
+        Err(e) if e.is::<progress::Interrupted>() => ExitCode::from(130),
         Err(e) => {
-            eprintln!("sluice: {e}");
+            // The whole chain, each cause once (many errors repeat their source).
+            eprintln!("sluice: {}", sluice_stage::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

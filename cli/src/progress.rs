@@ -16,7 +16,16 @@ use sluice_stage::topology;
 use crate::imports::group;
 
 /// The error of a command a person interrupted: `main` exits 130 on it.
-pub const INTERRUPTED: &str = "interrupted";
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 pub struct Progress {
     bar: Option<ProgressBar>,

@@ -1,3 +1,4 @@
+use anyhow::Context;
 use sluice_stage::{
     topology::{self, ConsumerSpec},
     ConsumerArgs, NatsArgs,
@@ -25,7 +26,7 @@ pub struct SetupArgs {
     skip_database: bool,
 }
 
-pub async fn run(args: SetupArgs) -> Result<(), String> {
+pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-setup").await?;
     declare(&js, &args.nats, &args.consumer).await?;
     for stream in sluice_messages::Stream::ALL {
@@ -44,25 +45,19 @@ pub async fn declare(
     js: &async_nats::jetstream::Context,
     nats: &NatsArgs,
     consumer: &ConsumerArgs,
-) -> Result<(), String> {
-    topology::ensure_streams(js, nats)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> anyhow::Result<()> {
+    topology::ensure_streams(js, nats).await?;
     for name in topology::CONSUMERS {
         let spec = ConsumerSpec::of(name, consumer).expect("known consumer");
-        topology::ensure_consumer(js, &nats.namespace, &spec)
-            .await
-            .map_err(|e| e.to_string())?;
+        topology::ensure_consumer(js, &nats.namespace, &spec).await?;
     }
     Ok(())
 }
 
 /// Creates the database `url` names, connecting to the server's `postgres`
 /// database to do it, unless it exists.
-pub async fn ensure_database(url: &str) -> Result<(), String> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let config: tokio_postgres::Config = url.parse().context("DATABASE_URL is invalid")?;
     let name = config.get_dbname().unwrap_or("postgres").to_owned();
     let mut admin_config = config.clone();
     admin_config.dbname("postgres");

@@ -1,6 +1,8 @@
 //! `sluice status [ID]`: each consumer's lag and the dead letters, and the
 //! progress of imports.
 
+use anyhow::anyhow;
+
 use futures_util::StreamExt;
 use serde::Serialize;
 use sluice_messages::Stream;
@@ -47,7 +49,7 @@ struct Status {
     problems: Vec<String>,
 }
 
-pub async fn run(args: StatusArgs) -> Result<(), String> {
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let mut status = Status {
         consumers: Vec::new(),
         imports: Vec::new(),
@@ -85,7 +87,7 @@ pub async fn run(args: StatusArgs) -> Result<(), String> {
     }
     match status.problems.len() {
         0 => Ok(()),
-        n => Err(format!(
+        n => Err(anyhow!(
             "status is incomplete: {n} part(s) could not be read (see above)"
         )),
     }

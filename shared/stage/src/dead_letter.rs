@@ -9,53 +9,71 @@ use crate::{
     context::StageContext, error::publish_error, telemetry::TraceHeaders, Delivery, StageError,
 };
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn letter(
-    stage: &str,
-    kind: DeadLetterKind,
-    error: String,
-    import_id: Option<String>,
-    subject: &str,
-    payload: Option<&[u8]>,
-    headers: Option<&async_nats::HeaderMap>,
-    delivered: i64,
-) -> DeadLetter {
-    let (body, body_base64) = match payload {
-        None => (None, None),
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-            ),
-        },
-    };
-    let headers = headers
-        .map(|h| {
-            h.iter()
-                .map(|(name, values)| {
-                    (
-                        name.to_string(),
-                        values.iter().map(|v| v.as_str().to_owned()).collect(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    DeadLetter {
-        stage: stage.to_owned(),
-        kind,
-        error,
-        import_id,
-        subject: subject.to_owned(),
-        body,
-        body_base64,
-        headers,
-        delivered,
-        url: None,
-        line: None,
-        time: crate::now(),
-        truncated: false,
+/// What a dead letter says, before it is encoded.
+pub(crate) struct Letter<'a> {
+    /// The stage that gave up.
+    pub stage: &'a str,
+    pub kind: DeadLetterKind,
+    pub error: String,
+    pub import_id: Option<String>,
+    /// The input message: where it was published, its body (none for a
+    /// row's report: the file is at fault, not the message), its headers,
+    /// and on which delivery it was given up.
+    pub subject: &'a str,
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<&'a async_nats::HeaderMap>,
+    pub delivered: i64,
+}
+
+impl Letter<'_> {
+    pub(crate) fn build(self) -> DeadLetter {
+        let Letter {
+            stage,
+            kind,
+            error,
+            import_id,
+            subject,
+            payload,
+            headers,
+            delivered,
+        } = self;
+        let (body, body_base64) = match payload {
+            None => (None, None),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => (Some(text.to_owned()), None),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                ),
+            },
+        };
+        let headers = headers
+            .map(|h| {
+                h.iter()
+                    .map(|(name, values)| {
+                        (
+                            name.to_string(),
+                            values.iter().map(|v| v.as_str().to_owned()).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        DeadLetter {
+            stage: stage.to_owned(),
+            kind,
+            error,
+            import_id,
+            subject: subject.to_owned(),
+            body,
+            body_base64,
+            headers,
+            delivered,
+            url: None,
+            line: None,
+            time: crate::now(),
+            truncated: false,
+        }
     }
 }
 
@@ -116,16 +134,17 @@ pub(crate) async fn store(
     kind: DeadLetterKind,
     error: &StageError,
 ) -> Result<(), StageError> {
-    let letter = letter(
-        shared.stage,
+    let letter = Letter {
+        stage: shared.stage,
         kind,
-        error.to_string(),
-        delivery.import_id().map(str::to_owned),
-        delivery.subject(),
-        Some(delivery.payload()),
-        delivery.headers(),
-        delivery.delivered(),
-    );
+        error: error.to_string(),
+        import_id: delivery.import_id().map(str::to_owned),
+        subject: delivery.subject(),
+        payload: Some(delivery.payload()),
+        headers: delivery.headers(),
+        delivered: delivery.delivered(),
+    }
+    .build();
     let message = PublishMessage::build()
         .payload(encode_within(letter, shared.max_payload).into())
         .headers(headers_of(delivery))
@@ -219,16 +238,17 @@ mod tests {
     #[test]
     fn a_letter_too_large_for_one_message_is_cut_to_fit_and_marked() {
         let body = "x".repeat(900_000);
-        let letter = letter(
-            "importer",
-            DeadLetterKind::Permanent,
-            "e".repeat(900_000),
-            None,
-            "imports",
-            Some(body.as_bytes()),
-            None,
-            1,
-        );
+        let letter = Letter {
+            stage: "importer",
+            kind: DeadLetterKind::Permanent,
+            error: "e".repeat(900_000),
+            import_id: None,
+            subject: "imports",
+            payload: Some(body.as_bytes()),
+            headers: None,
+            delivered: 1,
+        }
+        .build();
         let encoded = encode_within(letter.clone(), 1 << 20);
         assert!(encoded.len() <= (1 << 20) - HEADROOM, "{}", encoded.len());
         let decoded: DeadLetter = serde_json::from_slice(&encoded).unwrap();

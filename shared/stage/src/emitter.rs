@@ -192,16 +192,17 @@ impl Emitter {
         }
         let error = format!("{url} line {line}: {reason}");
         tracing::warn!(stage = self.shared.stage, import_id = self.import_id.as_deref(), %error, "rejected row");
-        let mut letter = dead_letter::letter(
-            self.shared.stage,
-            DeadLetterKind::MalformedRow,
+        let mut letter = dead_letter::Letter {
+            stage: self.shared.stage,
+            kind: DeadLetterKind::MalformedRow,
             error,
-            self.import_id.clone(),
-            &self.input_subject,
-            None,
-            None,
-            self.input_delivered,
-        );
+            import_id: self.import_id.clone(),
+            subject: &self.input_subject,
+            payload: None,
+            headers: None,
+            delivered: self.input_delivered,
+        }
+        .build();
         letter.url = Some(url.to_owned());
         letter.line = Some(line);
         let subject = self.shared.ns.dead_letters(self.shared.stage);
