@@ -382,7 +382,7 @@ async fn completion_matches_announced_keys_one_by_one() {
         (row.get(0), row.get(1))
     };
     // Three messages recorded for account 1, but only two of its keys.
-    sluice_saver::settle_running(&db).await.unwrap();
+    sluice_saver::complete_finished(&db).await.unwrap();
     assert_eq!(read(&db).await.0, "running");
 
     db.batch_execute(
@@ -391,7 +391,7 @@ async fn completion_matches_announced_keys_one_by_one() {
     )
     .await
     .unwrap();
-    sluice_saver::settle_running(&db).await.unwrap();
+    sluice_saver::complete_finished(&db).await.unwrap();
     let (status, saved) = read(&db).await;
     assert_eq!(status, "completed_with_errors");
     assert_eq!(saved, 30, "rows actually inserted by the import's messages");

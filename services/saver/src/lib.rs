@@ -2,6 +2,7 @@
 //! on `(account_id, id)`.
 
 mod schema;
+mod tracker;
 mod tracking;
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, NoTls, Statement};
 
 pub use schema::{migrate, SCHEMA_VERSION};
-pub use tracking::{announce_completions, settle_running, Tracker};
+pub use tracker::{announce_completions, Tracker};
+pub use tracking::complete_finished;
 
 /// The saver's database: connections, with the schema migrated once first.
 #[derive(Clone)]

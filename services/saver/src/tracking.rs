@@ -1,4 +1,4 @@
-//! Import completion: the tracker records the stages' progress facts, the
+//! Import completion, as queries: the tracker records the stages' progress facts, the
 //! saver records which transactions messages it committed, and a check
 //! that runs beside them matches the two: an import is complete when its
 //! listing is done, every listed account is fetched or dead-lettered, and
@@ -11,19 +11,12 @@
 //! tracker's counters move only when a keyed row (an account, a failure) is
 //! first inserted, and the saver writes only rows of its own messages.
 
-use std::time::Duration;
+//!
+//! Every query is a function with typed arguments, its SQL beside it; the
+//! unit tests run them against a real PostgreSQL.
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use sluice_messages::{stage, ImportCompleted, ImportProgress, ImportStatus, Namespace};
-use sluice_stage::{
-    telemetry::{self, KeyValue, TraceHeaders},
-    Delivery, Sink, StageError,
-};
-use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-
-use crate::{db_error, Database};
+use sluice_messages::{DeadLetterKind, ImportCompleted, ImportProgress, ImportStatus};
+use tokio_postgres::{Client, GenericClient};
 
 /// Marks complete every fetched account whose announced messages are all
 /// committed or dead-lettered: the keys are named from the account's key,
@@ -125,129 +118,130 @@ const FAILED: &str = "
         accounts_settled = i.accounts_settled + excluded.accounts_settled,
         accounts_failed = i.accounts_failed + excluded.accounts_failed";
 
-/// A progress fact, and the trace context it was published in.
-pub struct Fact {
-    progress: ImportProgress,
-    traceparent: Option<String>,
-}
-
-/// The saver's second consumer: records progress facts.
-pub struct Tracker {
-    database: Database,
-}
-
-impl Tracker {
-    pub fn new(database: Database) -> Self {
-        Tracker { database }
-    }
-}
-
-impl Sink for Tracker {
-    const NAME: &'static str = stage::TRACKER;
-    // Facts are few (a handful per account); their order does not matter,
-    // one writer is plenty.
-    const DEFAULT_WRITERS: u16 = 1;
-
-    type Item = Fact;
-    type Writer = Client;
-
-    fn decode(&self, input: &Delivery) -> Result<Fact, StageError> {
-        Ok(Fact {
-            progress: input.json()?,
-            traceparent: input.header("traceparent").map(str::to_owned),
-        })
-    }
-
-    async fn open(&self) -> Result<Client, StageError> {
-        self.database.connect().await
-    }
-
-    async fn write(&self, client: &mut Client, facts: &[Fact]) -> Result<(), StageError> {
-        // Replicas of the tracker write facts of the same imports: taking
-        // the row locks in one order (import, then the fact's own key) lets
-        // them wait for each other instead of deadlocking.
-        let mut facts: Vec<&Fact> = facts.iter().collect();
-        facts.sort_by_key(|f| {
-            (
-                f.progress.import_id(),
-                f.progress.fact(),
-                fact_key(&f.progress),
-            )
-        });
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| db_error("begin", &e))?;
-        for Fact {
-            progress,
-            traceparent,
-        } in facts
-        {
-            let result = match progress {
-                ImportProgress::Started {
-                    import_id,
-                    url,
-                    time,
-                } => {
-                    tx.execute(STARTED, &[import_id, url, time, traceparent])
-                        .await
-                }
-                ImportProgress::Listed {
-                    import_id,
-                    accounts,
-                    rejected_rows,
-                } => {
-                    tx.execute(
-                        LISTED,
-                        &[import_id, &(*accounts as i64), &(*rejected_rows as i64)],
-                    )
-                    .await
-                }
-                ImportProgress::Fetched {
-                    import_id,
-                    account_key,
-                    account_id,
-                    messages,
-                    lines_per_message,
-                    transactions,
-                    rejected_rows,
-                    url,
-                } => {
-                    tx.execute(
-                        FETCHED,
-                        &[
-                            import_id,
-                            account_key,
-                            account_id,
-                            &(*messages as i64),
-                            &(*transactions as i64),
-                            &(*rejected_rows as i64),
-                            &(*lines_per_message as i64),
-                            url,
-                        ],
-                    )
-                    .await
-                }
-                ImportProgress::Failed {
-                    import_id,
-                    stage,
-                    key,
-                    kind,
-                    error,
-                } => {
-                    tx.execute(FAILED, &[import_id, key, stage, &kind.as_str(), error])
-                        .await
-                }
+/// Records one progress fact (`traceparent`: the W3C trace context it was
+/// published in, kept for a `started` fact so the completion event joins
+/// the import's trace). Recording a fact again changes nothing.
+pub(crate) async fn record(
+    db: &impl GenericClient,
+    fact: &ImportProgress,
+    traceparent: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    match fact {
+        ImportProgress::Started {
+            import_id,
+            url,
+            time,
+        } => started(db, import_id, url, time, traceparent).await,
+        ImportProgress::Listed {
+            import_id,
+            accounts,
+            rejected_rows,
+        } => listed(db, import_id, *accounts, *rejected_rows).await,
+        ImportProgress::Fetched {
+            import_id,
+            account_key,
+            account_id,
+            messages,
+            lines_per_message,
+            transactions,
+            rejected_rows,
+            url,
+        } => {
+            let account = FetchedAccount {
+                key: account_key,
+                id: *account_id,
+                messages: *messages,
+                lines_per_message: *lines_per_message,
+                transactions: *transactions,
+                rejected_rows: *rejected_rows,
+                url: url.as_deref(),
             };
-            result.map_err(|e| db_error("record progress", &e))?;
+            fetched(db, import_id, &account).await
         }
-        tx.commit().await.map_err(|e| db_error("commit", &e))?;
-        Ok(())
+        ImportProgress::Failed {
+            import_id,
+            stage,
+            key,
+            kind,
+            error,
+        } => failed(db, import_id, key, stage, *kind, error).await,
     }
+}
+
+pub(crate) async fn started(
+    db: &impl GenericClient,
+    import_id: &str,
+    url: &str,
+    time: &str,
+    traceparent: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    db.execute(STARTED, &[&import_id, &url, &time, &traceparent])
+        .await
+        .map(drop)
+}
+
+pub(crate) async fn listed(
+    db: &impl GenericClient,
+    import_id: &str,
+    accounts: u64,
+    rejected_rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let (accounts, rejected_rows) = (accounts as i64, rejected_rows as i64);
+    db.execute(LISTED, &[&import_id, &accounts, &rejected_rows])
+        .await
+        .map(drop)
+}
+
+/// What the fetcher announced of one account.
+pub(crate) struct FetchedAccount<'a> {
+    pub key: &'a str,
+    pub id: i64,
+    pub messages: u64,
+    pub lines_per_message: u64,
+    pub transactions: u64,
+    pub rejected_rows: u64,
+    pub url: Option<&'a str>,
+}
+
+pub(crate) async fn fetched(
+    db: &impl GenericClient,
+    import_id: &str,
+    account: &FetchedAccount<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let counts = [
+        account.messages as i64,
+        account.transactions as i64,
+        account.rejected_rows as i64,
+        account.lines_per_message as i64,
+    ];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &import_id,
+        &account.key,
+        &account.id,
+        &counts[0],
+        &counts[1],
+        &counts[2],
+        &counts[3],
+        &account.url,
+    ];
+    db.execute(FETCHED, &params).await.map(drop)
+}
+
+pub(crate) async fn failed(
+    db: &impl GenericClient,
+    import_id: &str,
+    key: &str,
+    stage: &str,
+    kind: DeadLetterKind,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
+    db.execute(FAILED, &[&import_id, &key, &stage, &kind.as_str(), &error])
+        .await
+        .map(drop)
 }
 
 /// The key a fact records its row under, for ordering.
-fn fact_key(fact: &ImportProgress) -> &str {
+pub(crate) fn fact_key(fact: &ImportProgress) -> &str {
     match fact {
         ImportProgress::Fetched { account_key, .. } => account_key,
         ImportProgress::Failed { key, .. } => key,
@@ -257,78 +251,33 @@ fn fact_key(fact: &ImportProgress) -> &str {
 
 /// Matches what every running import announced against what is committed,
 /// and marks the imports that are complete.
-pub async fn settle_running(client: &Client) -> Result<(), StageError> {
+pub async fn complete_finished(client: &Client) -> Result<(), tokio_postgres::Error> {
     let running: Vec<String> = client
         .query("SELECT id FROM imports WHERE status = 'running'", &[])
-        .await
-        .map_err(|e| db_error("list running imports", &e))?
+        .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
     if running.is_empty() {
         return Ok(());
     }
-    client
-        .execute(ACCOUNTS_COMPLETE, &[&running])
-        .await
-        .map_err(|e| db_error("match accounts", &e))?;
-    client
-        .execute(IMPORTS_COMPLETE, &[&running])
-        .await
-        .map_err(|e| db_error("settle imports", &e))?;
+    client.execute(ACCOUNTS_COMPLETE, &[&running]).await?;
+    client.execute(IMPORTS_COMPLETE, &[&running]).await?;
     Ok(())
 }
 
-/// Every 200 ms: settles the imports that are complete, then publishes the
-/// completion event of every settled import not yet announced, and marks
-/// it announced. The event's `Nats-Msg-Id` is the
-/// import's, so replicas announcing the same import at once, or a saver
-/// that died between publishing and marking, publish it once.
-pub async fn announce_completions(
-    database: Database,
-    js: jetstream::Context,
-    ns: Namespace,
-    stop: CancellationToken,
-) -> Result<(), StageError> {
-    let mut client: Option<Client> = None;
-    while !stop.is_cancelled() {
-        let result = async {
-            if client.is_none() {
-                client = Some(database.connect().await?);
-            }
-            let connected = client.as_ref().expect("connected");
-            settle_running(connected).await?;
-            announce_pending(connected, &js, &ns).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot announce completed imports yet");
-            client = None;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.cancelled() => {}
-        }
-    }
-    Ok(())
+/// A finished import whose completion event is not published yet.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unannounced {
+    pub event: ImportCompleted,
+    /// The trace context the import was started in.
+    pub traceparent: Option<String>,
 }
 
-async fn mark_announced(client: &Client, id: &str) -> Result<(), StageError> {
-    client
-        .execute(
-            "UPDATE imports SET event_published_at = now() WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(|e| db_error("mark import announced", &e))?;
-    Ok(())
-}
-
-async fn announce_pending(
+/// Up to 100 finished imports not yet announced, oldest first.
+pub(crate) async fn unannounced(
     client: &Client,
-    js: &jetstream::Context,
-    ns: &Namespace,
-) -> Result<(), StageError> {
+) -> Result<Vec<Unannounced>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT id, status, url, COALESCE(accounts_listed, 0), accounts_failed, transactions_saved,
@@ -341,78 +290,188 @@ async fn announce_pending(
              ORDER BY finished_at LIMIT 100",
             &[],
         )
-        .await
-        .map_err(|e| db_error("read settled imports", &e))?;
-    for row in rows {
-        let id: String = row.get(0);
-        // Ids are checked where messages are decoded; one that got into the
-        // table otherwise (an older version, a hand edit) has no subject to
-        // go to. It must not hold up the imports after it.
-        if let Err(why) = sluice_messages::validate_import_id(&id) {
-            tracing::error!(import_id = ?id, %why, "cannot announce this import; marking it announced without an event");
-            mark_announced(client, &id).await?;
-            continue;
-        }
-        let status = match row.get::<_, &str>(1) {
-            "completed" => ImportStatus::Completed,
-            _ => ImportStatus::CompletedWithErrors,
-        };
-        let event = ImportCompleted {
-            import_id: id.clone(),
-            status,
-            url: row.get(2),
-            accounts: row.get::<_, i64>(3) as u64,
-            accounts_failed: row.get::<_, i64>(4) as u64,
-            transactions_saved: row.get::<_, i64>(5) as u64,
-            rows_rejected: row.get::<_, i64>(6) as u64,
-            dead_letters: row.get::<_, i64>(7) as u64,
-            conflicts: row.get::<_, i64>(8) as u64,
-            started_at: row.get(9),
-            finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
-        };
-        let span = completion_span(&event, row.get(11));
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(sluice_messages::HEADER_IMPORT_ID, id.as_str());
-        TraceHeaders::of(&span).apply(&mut headers);
-        let message = PublishMessage::build()
-            .payload(
-                serde_json::to_vec(&event)
-                    .expect("events always encode")
-                    .into(),
-            )
-            .headers(headers)
-            .message_id(format!("import-completed/{id}"));
-        js.send_publish(ns.import_events(&id), message)
-            .instrument(span)
-            .await
-            .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
-            .await
-            .map_err(|e| {
-                StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
-            })?;
-        mark_announced(client, &id).await?;
-        tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
-    }
-    Ok(())
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Unannounced {
+            event: ImportCompleted {
+                import_id: row.get(0),
+                status: match row.get::<_, &str>(1) {
+                    "completed" => ImportStatus::Completed,
+                    _ => ImportStatus::CompletedWithErrors,
+                },
+                url: row.get(2),
+                accounts: row.get::<_, i64>(3) as u64,
+                accounts_failed: row.get::<_, i64>(4) as u64,
+                transactions_saved: row.get::<_, i64>(5) as u64,
+                rows_rejected: row.get::<_, i64>(6) as u64,
+                dead_letters: row.get::<_, i64>(7) as u64,
+                conflicts: row.get::<_, i64>(8) as u64,
+                started_at: row.get(9),
+                finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
+            },
+            traceparent: row.get(11),
+        })
+        .collect())
 }
 
-/// The completion's span: the last of the import's trace, under the span
-/// that started the import (the importer's).
-fn completion_span(event: &ImportCompleted, traceparent: Option<String>) -> tracing::Span {
-    let span = telemetry::messaging_span("publish import-events", "producer", "publish");
-    let mut started_in = async_nats::HeaderMap::new();
-    if let Some(traceparent) = &traceparent {
-        started_in.insert("traceparent", traceparent.as_str());
+/// Records that the completion event of import `id` is published.
+pub(crate) async fn mark_announced(client: &Client, id: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE imports SET event_published_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// A database of its own on `DATABASE_URL`'s server, migrated.
+    async fn database() -> (sluice_devkit::Sandbox, Client) {
+        let sandbox = sluice_devkit::Sandbox::new("tracking").await;
+        let db = sandbox.db().await;
+        crate::migrate(&db).await.expect("migrated");
+        (sandbox, db)
     }
-    telemetry::continue_trace(&span, telemetry::extract(Some(&started_in)));
-    telemetry::annotate(
-        &span,
-        [
-            KeyValue::new("sluice.import.id", event.import_id.clone()),
-            KeyValue::new("sluice.outcome", format!("{:?}", event.status)),
-            KeyValue::new("sluice.transactions.saved", event.transactions_saved as i64),
-            KeyValue::new("sluice.dead_letters", event.dead_letters as i64),
-        ],
-    );
-    span
+
+    async fn commit_message(db: &Client, import_id: &str, key: &str, inserted: i64) {
+        let account = crate::account_key(key);
+        db.execute(
+            "INSERT INTO import_chunks (import_id, chunk_key, account_key, state, transactions, inserted)
+             VALUES ($1, $2, $3, 'saved', $4, $4)",
+            &[&import_id, &key, &account, &inserted],
+        )
+        .await
+        .expect("message recorded");
+    }
+
+    #[tokio::test]
+    async fn an_import_completes_once_every_account_is_settled_and_is_announced_once() {
+        let (_sandbox, db) = database().await;
+        let id = "t-1";
+        started(
+            &db,
+            id,
+            "https://files.example/a.csv",
+            "2026-11-28T00:00:00Z",
+            Some(TRACEPARENT),
+        )
+        .await
+        .unwrap();
+        listed(&db, id, 2, 1).await.unwrap();
+        let account = FetchedAccount {
+            key: "t-1/2",
+            id: 7,
+            messages: 2,
+            lines_per_message: 100,
+            transactions: 150,
+            rejected_rows: 0,
+            url: Some("https://files.example/7.csv"),
+        };
+        // Facts come again after a redelivery: counted once.
+        for _ in 0..2 {
+            fetched(&db, id, &account).await.unwrap();
+            failed(
+                &db,
+                id,
+                "t-1/3",
+                "fetcher",
+                DeadLetterKind::Permanent,
+                "HTTP 404",
+            )
+            .await
+            .unwrap();
+        }
+
+        // One of account 7's two messages is committed: not finished.
+        commit_message(&db, id, "t-1/2/lines-2-101", 100).await;
+        complete_finished(&db).await.unwrap();
+        assert_eq!(unannounced(&db).await.unwrap(), []);
+
+        commit_message(&db, id, "t-1/2/lines-102-201", 50).await;
+        complete_finished(&db).await.unwrap();
+        complete_finished(&db).await.unwrap();
+        let pending = unannounced(&db).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        let event = &pending[0].event;
+        assert_eq!(event.import_id, id);
+        assert_eq!(event.status, ImportStatus::CompletedWithErrors);
+        assert_eq!(
+            (
+                event.accounts,
+                event.accounts_failed,
+                event.transactions_saved,
+                event.rows_rejected,
+                event.dead_letters,
+                event.conflicts
+            ),
+            (2, 1, 150, 1, 1, 0)
+        );
+        assert_eq!(event.url.as_deref(), Some("https://files.example/a.csv"));
+        assert_eq!(pending[0].traceparent.as_deref(), Some(TRACEPARENT));
+
+        mark_announced(&db, id).await.unwrap();
+        assert_eq!(unannounced(&db).await.unwrap(), []);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_account_stops_counting_as_failed_and_facts_record_through_record() {
+        let (_sandbox, db) = database().await;
+        let id = "t-2";
+        let facts = [
+            ImportProgress::Started {
+                import_id: id.into(),
+                url: "https://files.example/b.csv".into(),
+                time: "2026-11-28T00:00:00Z".into(),
+            },
+            ImportProgress::Listed {
+                import_id: id.into(),
+                accounts: 1,
+                rejected_rows: 0,
+            },
+            ImportProgress::Failed {
+                import_id: id.into(),
+                stage: "fetcher".into(),
+                key: "t-2/2".into(),
+                kind: DeadLetterKind::Permanent,
+                error: "HTTP 404".into(),
+            },
+            // The letter was replayed once the file existed.
+            ImportProgress::Fetched {
+                import_id: id.into(),
+                account_key: "t-2/2".into(),
+                account_id: 9,
+                messages: 1,
+                lines_per_message: 100,
+                transactions: 1,
+                rejected_rows: 0,
+                url: None,
+            },
+        ];
+        for fact in &facts {
+            record(&db, fact, None).await.unwrap();
+        }
+        commit_message(&db, id, "t-2/2/lines-2-101", 1).await;
+        complete_finished(&db).await.unwrap();
+        let pending = unannounced(&db).await.unwrap();
+        let event = &pending[0].event;
+        // The failure stays on record (a dead letter was written), but the
+        // account is fetched now.
+        assert_eq!(
+            (
+                event.accounts,
+                event.accounts_failed,
+                event.transactions_saved,
+                event.dead_letters
+            ),
+            (1, 0, 1, 1)
+        );
+        assert_eq!(pending[0].traceparent, None);
+    }
 }

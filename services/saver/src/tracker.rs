@@ -1,0 +1,188 @@
+//! The saver's second consumer and its announcer: the tracker records the
+//! stages' progress facts, and every 200 ms the announcer completes the
+//! finished imports and publishes their completion events (when an import
+//! is finished: [`crate::tracking`]).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use sluice_messages::{stage, ImportCompleted, ImportProgress, Namespace};
+use sluice_stage::{
+    telemetry::{self, KeyValue, TraceHeaders},
+    Delivery, Sink, StageError,
+};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{db_error, tracking, Database};
+
+/// A progress fact, and the trace context it was published in.
+pub struct Fact {
+    progress: ImportProgress,
+    traceparent: Option<String>,
+}
+
+/// The saver's second consumer: records progress facts.
+pub struct Tracker {
+    database: Database,
+}
+
+impl Tracker {
+    pub fn new(database: Database) -> Self {
+        Tracker { database }
+    }
+}
+
+impl Sink for Tracker {
+    const NAME: &'static str = stage::TRACKER;
+    // Facts are few (a handful per account); their order does not matter,
+    // one writer is plenty.
+    const DEFAULT_WRITERS: u16 = 1;
+
+    type Item = Fact;
+    type Writer = Client;
+
+    fn decode(&self, input: &Delivery) -> Result<Fact, StageError> {
+        Ok(Fact {
+            progress: input.json()?,
+            traceparent: input.header("traceparent").map(str::to_owned),
+        })
+    }
+
+    async fn open(&self) -> Result<Client, StageError> {
+        self.database.connect().await
+    }
+
+    async fn write(&self, client: &mut Client, facts: &[Fact]) -> Result<(), StageError> {
+        // Replicas of the tracker write facts of the same imports: taking
+        // the row locks in one order (import, then the fact's own key) lets
+        // them wait for each other instead of deadlocking.
+        let mut facts: Vec<&Fact> = facts.iter().collect();
+        facts.sort_by_key(|f| {
+            (
+                f.progress.import_id(),
+                f.progress.fact(),
+                tracking::fact_key(&f.progress),
+            )
+        });
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("begin", &e))?;
+        for fact in facts {
+            tracking::record(&tx, &fact.progress, fact.traceparent.as_deref())
+                .await
+                .map_err(|e| db_error("record progress", &e))?;
+        }
+        tx.commit().await.map_err(|e| db_error("commit", &e))?;
+        Ok(())
+    }
+}
+
+/// Every 200 ms: settles the imports that are complete, then publishes the
+/// completion event of every settled import not yet announced, and marks
+/// it announced. The event's `Nats-Msg-Id` is the
+/// import's, so replicas announcing the same import at once, or a saver
+/// that died between publishing and marking, publish it once.
+pub async fn announce_completions(
+    database: Database,
+    js: jetstream::Context,
+    ns: Namespace,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
+    let mut client: Option<Client> = None;
+    while !stop.is_cancelled() {
+        let result = async {
+            if client.is_none() {
+                client = Some(database.connect().await?);
+            }
+            let connected = client.as_ref().expect("connected");
+            tracking::complete_finished(connected)
+                .await
+                .map_err(|e| db_error("settle imports", &e))?;
+            announce_pending(connected, &js, &ns).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot announce completed imports yet");
+            client = None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    Ok(())
+}
+
+async fn announce_pending(
+    client: &Client,
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<(), StageError> {
+    let pending = tracking::unannounced(client)
+        .await
+        .map_err(|e| db_error("read settled imports", &e))?;
+    for tracking::Unannounced { event, traceparent } in pending {
+        let id = event.import_id.clone();
+        // Ids are checked where messages are decoded; one that got into the
+        // table otherwise (an older version, a hand edit) has no subject to
+        // go to. It must not hold up the imports after it.
+        if let Err(why) = sluice_messages::validate_import_id(&id) {
+            tracing::error!(import_id = ?id, %why, "cannot announce this import; marking it announced without an event");
+            mark_announced(client, &id).await?;
+            continue;
+        }
+        let span = completion_span(&event, traceparent);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(sluice_messages::HEADER_IMPORT_ID, id.as_str());
+        TraceHeaders::of(&span).apply(&mut headers);
+        let message = PublishMessage::build()
+            .payload(
+                serde_json::to_vec(&event)
+                    .expect("events always encode")
+                    .into(),
+            )
+            .headers(headers)
+            .message_id(format!("import-completed/{id}"));
+        js.send_publish(ns.import_events(&id), message)
+            .instrument(span)
+            .await
+            .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
+            .await
+            .map_err(|e| {
+                StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
+            })?;
+        mark_announced(client, &id).await?;
+        tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
+    }
+    Ok(())
+}
+
+async fn mark_announced(client: &Client, id: &str) -> Result<(), StageError> {
+    tracking::mark_announced(client, id)
+        .await
+        .map_err(|e| db_error("mark import announced", &e))
+}
+
+/// The completion's span: the last of the import's trace, under the span
+/// that started the import (the importer's).
+fn completion_span(event: &ImportCompleted, traceparent: Option<String>) -> tracing::Span {
+    let span = telemetry::messaging_span("publish import-events", "producer", "publish");
+    let mut started_in = async_nats::HeaderMap::new();
+    if let Some(traceparent) = &traceparent {
+        started_in.insert("traceparent", traceparent.as_str());
+    }
+    telemetry::continue_trace(&span, telemetry::extract(Some(&started_in)));
+    telemetry::annotate(
+        &span,
+        [
+            KeyValue::new("sluice.import.id", event.import_id.clone()),
+            KeyValue::new("sluice.outcome", format!("{:?}", event.status)),
+            KeyValue::new("sluice.transactions.saved", event.transactions_saved as i64),
+            KeyValue::new("sluice.dead_letters", event.dead_letters as i64),
+        ],
+    );
+    span
+}
