@@ -105,7 +105,7 @@ impl FlatMap for Fetcher {
             }
         }
         window.finish(&account, &subject, out).await?;
-        let (account_key, rejected_rows) = (out.identity().to_owned(), out.rejected_rows());
+        let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
         out.annotate([
             KeyValue::new("sluice.file.url", shown.clone()),
             KeyValue::new(

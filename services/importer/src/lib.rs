@@ -37,7 +37,7 @@ impl FlatMap for Importer {
         let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
         let import_id = import_id(&request, input)?;
         out.set_import_id(&import_id);
-        out.set_identity(&import_id);
+        out.set_key(&import_id);
 
         out.report(&ImportProgress::Started {
             import_id: import_id.clone(),

@@ -61,7 +61,7 @@ impl Saver {
     }
 }
 
-/// One transactions message: its rows, and its identity, recorded with the
+/// One transactions message: its rows, and its key, recorded with the
 /// rows so the tracker can tell which of an account's messages are saved.
 pub struct Chunk {
     batch: TransactionBatch,
@@ -146,7 +146,7 @@ impl Sink for Saver {
     fn decode(&self, input: &Delivery) -> Result<Chunk, StageError> {
         Ok(Chunk {
             batch: input.json()?,
-            key: input.identity().to_owned(),
+            key: input.key().to_owned(),
         })
     }
 

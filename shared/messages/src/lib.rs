@@ -324,7 +324,7 @@ pub enum ImportProgress {
     Fetched {
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
-        /// The account message's identity (`<import>/<line>`).
+        /// The account message's key (`<import>/<line>`).
         account_key: String,
         account_id: i64,
         /// The transactions messages published for the account, one per
@@ -345,7 +345,7 @@ pub enum ImportProgress {
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         stage: String,
-        /// The identity of the message given up on.
+        /// The key of the message given up on.
         key: String,
         kind: DeadLetterKind,
         error: String,

@@ -196,7 +196,7 @@ async fn send_failed_fact(
     let fact = ImportProgress::Failed {
         import_id: import_id.to_owned(),
         stage: shared.stage.to_owned(),
-        key: delivery.identity().to_owned(),
+        key: delivery.key().to_owned(),
         kind,
         error,
     };

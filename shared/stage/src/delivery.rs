@@ -14,7 +14,7 @@ pub struct Delivery {
     delivered: i64,
     stored_at: time::OffsetDateTime,
     message_id: String,
-    identity: String,
+    key: String,
     /// From the `Sluice-Import-Id` header, or as the stage worked it out.
     import_id: Option<String>,
 }
@@ -35,7 +35,7 @@ impl Delivery {
         };
         let message_id =
             header(HEADER_MSG_ID).unwrap_or_else(|| format!("{}:{}", info.stream, stream_sequence));
-        let identity = header(HEADER_REPLAY_OF).unwrap_or_else(|| message_id.clone());
+        let key = header(HEADER_REPLAY_OF).unwrap_or_else(|| message_id.clone());
         // A header anyone could set: an id that is no subject token would
         // make every report about this message unpublishable.
         let import_id =
@@ -48,7 +48,7 @@ impl Delivery {
             delivered,
             stored_at,
             message_id,
-            identity,
+            key,
         })
     }
 
@@ -100,8 +100,8 @@ impl Delivery {
     /// What this message is, stably: its `Nats-Msg-Id` (for a replay, the
     /// replayed message's), or its stream and sequence. The ids of everything
     /// published for it derive from this.
-    pub fn identity(&self) -> &str {
-        &self.identity
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// This very message's `Nats-Msg-Id`, or its stream and sequence.

@@ -26,14 +26,14 @@ type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishE
 /// flat however large the files, and no input waits on another's acks. The runtime
 /// acknowledges the input only after [`Emitter::flush`] saw every ack.
 ///
-/// Every output's `Nats-Msg-Id` is `<input identity>/<position>`, so a
+/// Every output's `Nats-Msg-Id` is `<input key>/<position>`, so a
 /// redelivered input republishes the same ids and JetStream drops the
 /// duplicates.
 pub struct Emitter {
     shared: Arc<StageContext>,
     /// This input's processing slot.
     slot: Arc<Slot>,
-    identity: String,
+    key: String,
     import_id: Option<String>,
     input_subject: String,
     input_delivered: i64,
@@ -71,7 +71,7 @@ impl Emitter {
         Emitter {
             shared,
             slot,
-            identity: input.identity().to_owned(),
+            key: input.key().to_owned(),
             import_id: input.import_id().map(str::to_owned),
             input_subject: input.subject().to_owned(),
             input_delivered: input.delivered(),
@@ -113,15 +113,15 @@ impl Emitter {
         self.rejected_rows
     }
 
-    /// The identity outputs are derived from.
-    pub fn identity(&self) -> &str {
-        &self.identity
+    /// The key outputs are derived from.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
-    /// Derives output ids from `identity` instead of the input message's own
+    /// Derives output ids from `key` instead of the input message's own
     /// (the importer's outputs belong to the import, not to the request).
-    pub fn set_identity(&mut self, identity: &str) {
-        self.identity = identity.to_owned();
+    pub fn set_key(&mut self, key: &str) {
+        self.key = key.to_owned();
     }
 
     /// Where this deployment's subjects are.
@@ -137,7 +137,7 @@ impl Emitter {
         position: impl Display,
         payload: Bytes,
     ) -> Result<(), StageError> {
-        let msg_id = format!("{}/{}", self.identity, position);
+        let msg_id = format!("{}/{}", self.key, position);
         self.send(subject, msg_id, payload).await
     }
 
@@ -206,7 +206,7 @@ impl Emitter {
         letter.url = Some(url.to_owned());
         letter.line = Some(line);
         let subject = self.shared.ns.dead_letters(self.shared.stage);
-        let msg_id = format!("{}/rejected-line-{line}", self.identity);
+        let msg_id = format!("{}/rejected-line-{line}", self.key);
         let payload = serde_json::to_vec(&letter).expect("dead letters always encode");
         self.rejected_rows += 1;
         self.send(subject, msg_id, payload.into()).await

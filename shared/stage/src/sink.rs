@@ -101,104 +101,120 @@ async fn writer_loop<S: Sink>(
     stop: CancellationToken,
     abort: CancellationToken,
 ) {
-    let mut writer: Option<S::Writer> = None;
-    let mut failures = 0u32;
-    while !stop.is_cancelled() {
+    let mut task = WriterTask {
+        stage,
+        shared,
+        consumer,
+        options,
+        stop,
+        abort,
+        writer: None,
+        failures: 0,
+    };
+    while !task.stop.is_cancelled() {
         // No pulling without a working writer: messages would only wait.
-        if writer.is_none() {
-            match stage.open().await {
-                Ok(w) => {
-                    HEALTH.set_destination_reachable(true);
-                    writer = Some(w);
-                    failures = 0;
-                }
-                Err(e) => {
-                    HEALTH.set_destination_reachable(false);
-                    failures += 1;
-                    tracing::warn!(stage = S::NAME, error = %e, failures, "cannot open writer");
-                    pause_after_failure(failures, &e, &stop).await;
-                }
-            }
+        if !task.open_writer().await {
             continue;
         }
+        let Some(deliveries) = task.pull_batch().await else {
+            break;
+        };
+        let (accepted, items) = accept(&*task.stage, &task.shared, deliveries).await;
+        if !items.is_empty() {
+            task.write_and_settle(accepted, items).await;
+        }
+    }
+}
 
+/// One writer task of a sink: its writer (a database connection, say) and
+/// how many times in a row it failed to open it or to pull.
+struct WriterTask<S: Sink> {
+    stage: Arc<S>,
+    shared: Arc<StageContext>,
+    consumer: PullConsumer,
+    options: SinkOptions,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    writer: Option<S::Writer>,
+    failures: u32,
+}
+
+impl<S: Sink> WriterTask<S> {
+    /// Whether a writer is open, opening one if needed (after a pause when
+    /// that fails).
+    async fn open_writer(&mut self) -> bool {
+        if self.writer.is_some() {
+            return true;
+        }
+        match self.stage.open().await {
+            Ok(w) => {
+                HEALTH.set_destination_reachable(true);
+                self.writer = Some(w);
+                self.failures = 0;
+            }
+            Err(e) => {
+                HEALTH.set_destination_reachable(false);
+                self.failures += 1;
+                let failures = self.failures;
+                tracing::warn!(stage = S::NAME, error = %e, failures, "cannot open writer");
+                pause_after_failure(failures, &e, &self.stop).await;
+            }
+        }
+        false
+    }
+
+    /// The next batch (empty when nothing came or the pull failed), or
+    /// `None` once stopping: what arrived then is handed back.
+    async fn pull_batch(&mut self) -> Option<Vec<Delivery>> {
+        let options = self.options;
+        let hand_back = Some(options.batch_wait + STOPPING_HAND_BACK);
         let max_bytes = options
             .batch_max_bytes
-            .max(shared.max_payload + pull::MESSAGE_HEADROOM);
-        let pull = pull::pull(&consumer, options.batch_size, max_bytes, options.batch_wait);
+            .max(self.shared.max_payload + pull::MESSAGE_HEADROOM);
+        let pull = pull::pull(
+            &self.consumer,
+            options.batch_size,
+            max_bytes,
+            options.batch_wait,
+        );
         let mut batch = match pull.await {
             Ok(batch) => batch,
             Err(e) => {
-                failures += 1;
-                pause_after_failure(failures, &e, &stop).await;
-                continue;
+                self.failures += 1;
+                pause_after_failure(self.failures, &e, &self.stop).await;
+                return Some(Vec::new());
             }
         };
         let mut deliveries = Vec::with_capacity(options.batch_size);
         while let Some(next) = batch.next().await {
             match next {
-                Ok(message) if stop.is_cancelled() => {
-                    release_after(&message, Some(options.batch_wait + STOPPING_HAND_BACK)).await
-                }
+                Ok(message) if self.stop.is_cancelled() => release_after(&message, hand_back).await,
                 Ok(message) => match Delivery::new(message) {
                     Ok(d) => deliveries.push(d),
                     Err(e) => tracing::error!(error = %e, "skipping message"),
                 },
                 Err(e) => {
-                    failures += 1;
-                    pause_after_failure(failures, &e, &stop).await;
+                    self.failures += 1;
+                    pause_after_failure(self.failures, &e, &self.stop).await;
                     break;
                 }
             }
         }
-        if stop.is_cancelled() {
+        if self.stop.is_cancelled() {
             for d in &deliveries {
-                release_after(d.message(), Some(options.batch_wait + STOPPING_HAND_BACK)).await;
+                release_after(d.message(), hand_back).await;
             }
-            break;
+            return None;
         }
-        if deliveries.is_empty() {
-            continue;
+        if !deliveries.is_empty() {
+            self.failures = 0;
         }
-        failures = 0;
+        Some(deliveries)
+    }
 
-        let mut accepted = Vec::with_capacity(deliveries.len());
-        let mut items = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let refused = match fate::exhausted(&shared, &delivery) {
-                // Given up on before any work.
-                Some(error) => Err((true, error)),
-                None => stage.decode(&delivery).map_err(|error| (false, error)),
-            };
-            match refused {
-                Ok(item) => {
-                    items.push(item);
-                    accepted.push(delivery);
-                }
-                // Settled alone, in a span of its own.
-                Err((exhausted, error)) => {
-                    let span = delivery.process_span(S::NAME);
-                    let kind = DeadLetterKind::Exhausted;
-                    let settled = match exhausted {
-                        true => {
-                            fate::dead_letter_and_terminate(&shared, &delivery, kind, &error)
-                                .instrument(span.clone())
-                                .await
-                        }
-                        false => {
-                            fate::settle(&shared, &delivery, Outcome::Done(Err(error)))
-                                .instrument(span.clone())
-                                .await
-                        }
-                    };
-                    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
-                }
-            }
-        }
-        if items.is_empty() {
-            continue;
-        }
-
+    /// Writes a batch (holding its messages with in-progress acks), then
+    /// settles each message by its own result, in its import's span.
+    async fn write_and_settle(&mut self, accepted: Vec<Delivery>, items: Vec<S::Item>) {
         metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(accepted.len() as u64);
         metrics::histogram!(names::BATCH_MESSAGES, "stage" => S::NAME)
             .record(accepted.len() as f64);
@@ -208,12 +224,12 @@ async fn writer_loop<S: Sink>(
         let traces = BatchTraces::new(S::NAME, &accepted);
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
         let outcome = keep_alive(
-            write_batch(&*stage, &mut writer, &items),
+            write_batch(&*self.stage, &mut self.writer, &items),
             &messages,
-            shared.progress_interval(),
-            shared.consumer.max_processing_time,
+            self.shared.progress_interval(),
+            self.shared.consumer.max_processing_time,
             None,
-            &abort,
+            &self.abort,
         )
         .await;
         metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
@@ -226,7 +242,7 @@ async fn writer_loop<S: Sink>(
             // Past SLUICE_MAX_PROCESSING_TIME (an outage that lasts):
             // hand the batch back to be retried later.
             Outcome::Done(Err(error)) => {
-                writer = None;
+                self.writer = None;
                 accepted
                     .iter()
                     .map(|_| Outcome::Done(Err(error.clone())))
@@ -234,14 +250,56 @@ async fn writer_loop<S: Sink>(
             }
             Outcome::Aborted => accepted.iter().map(|_| Outcome::Aborted).collect(),
         };
+        let shared = &self.shared;
         let settled = join_all(accepted.iter().zip(results).enumerate().map(
             |(n, (delivery, result))| {
-                fate::settle(&shared, delivery, result).instrument(traces.span_of(n).clone())
+                fate::settle(shared, delivery, result).instrument(traces.span_of(n).clone())
             },
         ))
         .await;
         traces.finish(&settled);
     }
+}
+
+/// Decodes each delivery; one delivered too often, or that does not
+/// decode, is settled alone (dead-lettered), in a span of its own.
+async fn accept<S: Sink>(
+    stage: &S,
+    shared: &StageContext,
+    deliveries: Vec<Delivery>,
+) -> (Vec<Delivery>, Vec<S::Item>) {
+    let mut accepted = Vec::with_capacity(deliveries.len());
+    let mut items = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if let Some(error) = fate::exhausted(shared, &delivery) {
+            let kind = DeadLetterKind::Exhausted;
+            let letter = fate::dead_letter_and_terminate(shared, &delivery, kind, &error);
+            settle_alone(S::NAME, &delivery, letter).await;
+            continue;
+        }
+        match stage.decode(&delivery) {
+            Ok(item) => {
+                items.push(item);
+                accepted.push(delivery);
+            }
+            Err(error) => {
+                let settle = fate::settle(shared, &delivery, Outcome::Done(Err(error)));
+                settle_alone(S::NAME, &delivery, settle).await;
+            }
+        }
+    }
+    (accepted, items)
+}
+
+/// Settles a delivery apart from any batch, in a span of its own.
+async fn settle_alone(
+    consumer: &str,
+    delivery: &Delivery,
+    settle: impl Future<Output = &'static str>,
+) {
+    let span = delivery.process_span(consumer);
+    let settled = settle.instrument(span.clone()).await;
+    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
 }
 
 /// The trace spans of one batch: a batch mixes messages of several imports,
