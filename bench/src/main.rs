@@ -301,6 +301,54 @@ fn group(n: f64) -> String {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
+    let measured = measure(&args).await?;
+    let (nats_version, pg_version) = versions().await;
+    let mut report = tables(&args, &measured);
+    let checks = checks(&args, &measured);
+    let _ = writeln!(report);
+    for (text, ok) in &checks {
+        let _ = writeln!(report, "- {} {text}", if *ok { "✅" } else { "❌" });
+    }
+    let context = format!(
+        "{} accounts × {} transactions ({} rows), served by a local HTTP server; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
+        group(args.accounts as f64),
+        group(args.transactions as f64),
+        group(measured.total as f64),
+        machine()
+    );
+    println!("\n{context}\n\n{report}");
+    if args.output.as_os_str() != "-" {
+        write_doc(&args.output, &context, &report, measured.naive_rows)?;
+    }
+    Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+/// Every figure of one run.
+struct Measured {
+    total: usize,
+    naive_rows: u64,
+    naive_time: Duration,
+    copy_time: Duration,
+    upsert_time: Duration,
+    parallel_upsert_time: Duration,
+    upsert_rate: f64,
+    naive_rate: f64,
+    main: PipelineRun,
+    traced: Option<TracedRuns>,
+    more: MoreRuns,
+}
+
+/// The runs besides the main one, each skipped when its flag says 0.
+struct MoreRuns {
+    replicated: Option<PipelineRun>,
+    concurrent: Option<PipelineRun>,
+    seed: Option<PipelineRun>,
+    large: Option<PipelineRun>,
+}
+
+/// Generates the data, warms the servers up, then measures the baselines
+/// and sluice in every mode.
+async fn measure(args: &Args) -> Result<Measured, String> {
     let total = args.accounts * args.transactions;
     eprintln!(
         "generating {} accounts x {} transactions…",
@@ -361,12 +409,29 @@ async fn run(args: Args) -> Result<bool, String> {
         baselines::parallel_idempotent_copy(&rows, args.copy_sessions.max(1)).await?
     };
 
+    let more = more_runs(args, &server, &data).await?;
+    Ok(Measured {
+        total,
+        naive_rows,
+        naive_time,
+        copy_time,
+        upsert_time,
+        parallel_upsert_time,
+        upsert_rate,
+        naive_rate,
+        main,
+        traced,
+        more,
+    })
+}
+
+async fn more_runs(args: &Args, server: &FileServer, data: &Dataset) -> Result<MoreRuns, String> {
     let replicated = if args.replicas > 1 {
         eprintln!("sluice, {} replicas of every stage…", args.replicas);
         Some(
             run_pipeline(
-                &server,
-                &[(&data, "/main")],
+                server,
+                &[(data, "/main")],
                 args.transactions_per_message,
                 args.replicas,
                 &[],
@@ -398,7 +463,7 @@ async fn run(args: Args) -> Result<bool, String> {
             args.imports
         );
         let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
-        Some(run_pipeline(&server, &imports, args.transactions_per_message, 1, &[]).await?)
+        Some(run_pipeline(server, &imports, args.transactions_per_message, 1, &[]).await?)
     } else {
         None
     };
@@ -412,7 +477,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "sluice, one transaction per message (the seed's design), {} transactions…",
             seed_data.expected.len()
         );
-        Some(run_pipeline(&server, &[(&seed_data, "/seed")], 1, 1, &[]).await?)
+        Some(run_pipeline(server, &[(&seed_data, "/seed")], 1, 1, &[]).await?)
     } else {
         None
     };
@@ -427,7 +492,7 @@ async fn run(args: Args) -> Result<bool, String> {
         );
         Some(
             run_pipeline(
-                &server,
+                server,
                 &[(&large_data, "/large")],
                 args.transactions_per_message,
                 1,
@@ -439,7 +504,36 @@ async fn run(args: Args) -> Result<bool, String> {
         None
     };
 
-    let (nats_version, pg_version) = versions().await;
+    Ok(MoreRuns {
+        replicated,
+        concurrent,
+        seed,
+        large,
+    })
+}
+
+/// The throughput and memory tables.
+fn tables(args: &Args, measured: &Measured) -> String {
+    let Measured {
+        total,
+        naive_rows,
+        naive_time,
+        copy_time,
+        upsert_time,
+        parallel_upsert_time,
+        upsert_rate,
+        naive_rate,
+        main,
+        traced,
+        more:
+            MoreRuns {
+                replicated,
+                concurrent,
+                seed,
+                large,
+            },
+    } = measured;
+    let (total, upsert_rate, naive_rate) = (*total, *upsert_rate, *naive_rate);
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -459,7 +553,7 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     line(
         "naive job: one INSERT per row (sample, extrapolated)",
-        naive_rows as f64,
+        *naive_rows as f64,
         naive_time.as_secs_f64(),
     );
     line(
@@ -535,7 +629,7 @@ async fn run(args: Args) -> Result<bool, String> {
     for (name, run) in [
         (
             format!("main run, {} rows", group(main.rows as f64)),
-            Some(&main),
+            Some(main),
         ),
         ("seed mode".to_owned(), seed.as_ref()),
         (large_name, large.as_ref()),
@@ -559,7 +653,27 @@ async fn run(args: Args) -> Result<bool, String> {
         );
     }
 
-    let worst_rss = [Some(&main), seed.as_ref(), large.as_ref()]
+    report
+}
+
+/// The targets, each with its figure and whether it was met.
+fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
+    let Measured {
+        upsert_rate,
+        naive_rate,
+        main,
+        traced,
+        more:
+            MoreRuns {
+                replicated,
+                concurrent,
+                seed,
+                large,
+            },
+        ..
+    } = measured;
+    let (upsert_rate, naive_rate) = (*upsert_rate, *naive_rate);
+    let worst_rss = [Some(main), seed.as_ref(), large.as_ref()]
         .into_iter()
         .flatten()
         .flat_map(|run| run.rss.iter())
@@ -575,7 +689,7 @@ async fn run(args: Args) -> Result<bool, String> {
             .fold(f64::MIN, f64::max)
     });
     let deadlocks: usize = [
-        Some(&main),
+        Some(main),
         replicated.as_ref(),
         concurrent.as_ref(),
         seed.as_ref(),
@@ -585,7 +699,7 @@ async fn run(args: Args) -> Result<bool, String> {
     .flatten()
     .map(|r| r.deadlocks)
     .sum();
-    let checks = [
+    vec![
         (
             format!(
                 "end to end ≥ 0.75 × idempotent COPY: {:.2}",
@@ -664,32 +778,25 @@ async fn run(args: Args) -> Result<bool, String> {
             ),
             growth.is_none_or(|g| g <= 0.10),
         ),
-    ];
-    let _ = writeln!(report);
-    for (text, ok) in &checks {
-        let _ = writeln!(report, "- {} {text}", if *ok { "✅" } else { "❌" });
-    }
-    let context = format!(
-        "{} accounts × {} transactions ({} rows), served by a local HTTP server; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
-        group(args.accounts as f64),
-        group(args.transactions as f64),
-        group(total as f64),
-        machine()
+    ]
+}
+
+fn write_doc(
+    output: &std::path::Path,
+    context: &str,
+    report: &str,
+    naive_rows: u64,
+) -> Result<(), String> {
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum.\n",
+        group(naive_rows as f64)
     );
-    println!("\n{context}\n\n{report}");
-    if args.output.as_os_str() != "-" {
-        let doc = format!(
-            "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum.\n",
-            group(naive_rows as f64)
-        );
-        if let Some(dir) = args.output.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::write(&args.output, doc)
-            .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
-        eprintln!("written to {}", args.output.display());
+    if let Some(dir) = output.parent() {
+        let _ = std::fs::create_dir_all(dir);
     }
-    Ok(checks.iter().all(|(_, ok)| *ok))
+    std::fs::write(output, doc).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    eprintln!("written to {}", output.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
