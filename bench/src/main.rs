@@ -514,26 +514,9 @@ async fn more_runs(args: &Args, server: &FileServer, data: &Dataset) -> Result<M
 
 /// The throughput and memory tables.
 fn tables(args: &Args, measured: &Measured) -> String {
-    let Measured {
-        total,
-        naive_rows,
-        naive_time,
-        copy_time,
-        upsert_time,
-        parallel_upsert_time,
-        upsert_rate,
-        naive_rate,
-        main,
-        traced,
-        more:
-            MoreRuns {
-                replicated,
-                concurrent,
-                seed,
-                large,
-            },
-    } = measured;
-    let (total, upsert_rate, naive_rate) = (*total, *upsert_rate, *naive_rate);
+    let (main, more) = (&measured.main, &measured.more);
+    let (total, upsert_rate, naive_rate) =
+        (measured.total, measured.upsert_rate, measured.naive_rate);
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -553,18 +536,18 @@ fn tables(args: &Args, measured: &Measured) -> String {
     };
     line(
         "naive job: one INSERT per row (sample, extrapolated)",
-        *naive_rows as f64,
-        naive_time.as_secs_f64(),
+        measured.naive_rows as f64,
+        measured.naive_time.as_secs_f64(),
     );
     line(
         "PostgreSQL COPY into a keyed table (raw limit)",
         total as f64,
-        copy_time.as_secs_f64(),
+        measured.copy_time.as_secs_f64(),
     );
     line(
         "COPY to staging + INSERT … ON CONFLICT DO NOTHING (idempotent limit)",
         total as f64,
-        upsert_time.as_secs_f64(),
+        measured.upsert_time.as_secs_f64(),
     );
     line(
         &format!(
@@ -572,7 +555,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             args.copy_sessions.max(1)
         ),
         total as f64,
-        parallel_upsert_time.as_secs_f64(),
+        measured.parallel_upsert_time.as_secs_f64(),
     );
     line(
         &format!(
@@ -582,7 +565,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
         main.rows as f64,
         main.elapsed.as_secs_f64(),
     );
-    if let Some(t) = &traced {
+    if let Some(t) = &measured.traced {
         line(
             &format!(
                 "sluice end to end, every span exported to Jaeger (mean of 2 runs; untraced, mean of 2: {} rows/s)",
@@ -592,7 +575,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             main.rows as f64 / t.traced,
         );
     }
-    if let Some(run) = &replicated {
+    if let Some(run) = &more.replicated {
         line(
             &format!(
                 "sluice end to end, {} replicas of every stage",
@@ -602,7 +585,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             run.elapsed.as_secs_f64(),
         );
     }
-    if let Some(run) = &concurrent {
+    if let Some(run) = &more.concurrent {
         line(
             &format!(
                 "sluice end to end, the same rows as {} concurrent imports",
@@ -612,7 +595,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             run.elapsed.as_secs_f64(),
         );
     }
-    if let Some(seed) = &seed {
+    if let Some(seed) = &more.seed {
         line(
             "sluice end to end, 1 transaction/message (seed mode)",
             seed.rows as f64,
@@ -622,7 +605,8 @@ fn tables(args: &Args, measured: &Measured) -> String {
     let _ = writeln!(report);
     let _ = writeln!(report, "| peak RSS (MiB) | importer | fetcher | saver |");
     let _ = writeln!(report, "| --- | ---: | ---: | ---: |");
-    let large_name = large
+    let large_name = more
+        .large
         .as_ref()
         .map(|l| format!("main mode, {} rows", group(l.rows as f64)))
         .unwrap_or_default();
@@ -631,8 +615,8 @@ fn tables(args: &Args, measured: &Measured) -> String {
             format!("main run, {} rows", group(main.rows as f64)),
             Some(main),
         ),
-        ("seed mode".to_owned(), seed.as_ref()),
-        (large_name, large.as_ref()),
+        ("seed mode".to_owned(), more.seed.as_ref()),
+        (large_name, more.large.as_ref()),
     ] {
         if let Some(run) = run {
             let mib: Vec<String> = run
@@ -643,7 +627,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             let _ = writeln!(report, "| {name} | {} |", mib.join(" | "));
         }
     }
-    if let Some(large) = &large {
+    if let Some(large) = &more.large {
         let _ = writeln!(
             report,
             "\nsluice end to end on {} rows: {:.2} s, {} rows/s.",
@@ -658,22 +642,9 @@ fn tables(args: &Args, measured: &Measured) -> String {
 
 /// The targets, each with its figure and whether it was met.
 fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
-    let Measured {
-        upsert_rate,
-        naive_rate,
-        main,
-        traced,
-        more:
-            MoreRuns {
-                replicated,
-                concurrent,
-                seed,
-                large,
-            },
-        ..
-    } = measured;
-    let (upsert_rate, naive_rate) = (*upsert_rate, *naive_rate);
-    let worst_rss = [Some(main), seed.as_ref(), large.as_ref()]
+    let (main, more) = (&measured.main, &measured.more);
+    let (upsert_rate, naive_rate) = (measured.upsert_rate, measured.naive_rate);
+    let worst_rss = [Some(main), more.seed.as_ref(), more.large.as_ref()]
         .into_iter()
         .flatten()
         .flat_map(|run| run.rss.iter())
@@ -681,7 +652,7 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
         .max()
         .unwrap_or(0);
     // Flat: no service grows by more than 10% from the main run to the large one.
-    let growth = large.as_ref().map(|large| {
+    let growth = more.large.as_ref().map(|large| {
         main.rss
             .iter()
             .zip(&large.rss)
@@ -690,10 +661,10 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
     });
     let deadlocks: usize = [
         Some(main),
-        replicated.as_ref(),
-        concurrent.as_ref(),
-        seed.as_ref(),
-        large.as_ref(),
+        more.replicated.as_ref(),
+        more.concurrent.as_ref(),
+        more.seed.as_ref(),
+        more.large.as_ref(),
     ]
     .into_iter()
     .flatten()
@@ -711,12 +682,14 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
             format!(
                 "{} replicas per stage ≥ 0.8 × one replica: {}",
                 args.replicas,
-                replicated.as_ref().map_or("not run".into(), |r| format!(
-                    "{:.2}",
-                    r.rate() / main.rate()
-                ))
+                more.replicated
+                    .as_ref()
+                    .map_or("not run".into(), |r| format!(
+                        "{:.2}",
+                        r.rate() / main.rate()
+                    ))
             ),
-            replicated
+            more.replicated
                 .as_ref()
                 .is_none_or(|r| r.rate() >= 0.8 * main.rate()),
         ),
@@ -724,25 +697,33 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
             format!(
                 "{} concurrent imports ≥ 0.9 × one import: {}",
                 args.imports,
-                concurrent.as_ref().map_or("not run".into(), |r| format!(
-                    "{:.2}",
-                    r.rate() / main.rate()
-                ))
+                more.concurrent
+                    .as_ref()
+                    .map_or("not run".into(), |r| format!(
+                        "{:.2}",
+                        r.rate() / main.rate()
+                    ))
             ),
-            concurrent
+            more.concurrent
                 .as_ref()
                 .is_none_or(|r| r.rate() >= 0.9 * main.rate()),
         ),
         (
             format!(
                 "traced (100% of spans to Jaeger) ≥ 0.9 × untraced: {}",
-                traced.as_ref().map_or("not run".into(), |t| format!(
-                    "{:.2} ({} spans in one import's trace)",
-                    t.traced / t.untraced,
-                    t.spans
-                ))
+                measured
+                    .traced
+                    .as_ref()
+                    .map_or("not run".into(), |t| format!(
+                        "{:.2} ({} spans in one import's trace)",
+                        t.traced / t.untraced,
+                        t.spans
+                    ))
             ),
-            traced.as_ref().is_none_or(|t| t.traced >= 0.9 * t.untraced),
+            measured
+                .traced
+                .as_ref()
+                .is_none_or(|t| t.traced >= 0.9 * t.untraced),
         ),
         (
             format!("`deadlock detected` in the service logs: {deadlocks}"),
@@ -758,9 +739,11 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
         (
             format!(
                 "seed mode ≥ 20,000 transactions/s: {}",
-                seed.as_ref().map_or("not run".into(), |s| group(s.rate()))
+                more.seed
+                    .as_ref()
+                    .map_or("not run".into(), |s| group(s.rate()))
             ),
-            seed.as_ref().is_none_or(|s| s.rate() >= 20_000.0),
+            more.seed.as_ref().is_none_or(|s| s.rate() >= 20_000.0),
         ),
         (
             format!(

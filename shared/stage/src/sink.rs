@@ -80,50 +80,20 @@ pub(crate) async fn run<S: Sink>(
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for _ in 0..writers {
-        tasks.spawn(writer_loop(
-            stage.clone(),
-            shared.clone(),
-            consumer.clone(),
+        let task = WriterTask {
+            stage: stage.clone(),
+            shared: shared.clone(),
+            consumer: consumer.clone(),
             options,
-            stop.clone(),
-            abort.clone(),
-        ));
+            stop: stop.clone(),
+            abort: abort.clone(),
+            writer: None,
+            failures: 0,
+        };
+        tasks.spawn(task.run());
     }
     stop.cancelled().await;
     tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
-}
-
-async fn writer_loop<S: Sink>(
-    stage: Arc<S>,
-    shared: Arc<StageContext>,
-    consumer: PullConsumer,
-    options: SinkOptions,
-    stop: CancellationToken,
-    abort: CancellationToken,
-) {
-    let mut task = WriterTask {
-        stage,
-        shared,
-        consumer,
-        options,
-        stop,
-        abort,
-        writer: None,
-        failures: 0,
-    };
-    while !task.stop.is_cancelled() {
-        // No pulling without a working writer: messages would only wait.
-        if !task.open_writer().await {
-            continue;
-        }
-        let Some(deliveries) = task.pull_batch().await else {
-            break;
-        };
-        let (accepted, items) = accept(&*task.stage, &task.shared, deliveries).await;
-        if !items.is_empty() {
-            task.write_and_settle(accepted, items).await;
-        }
-    }
 }
 
 /// One writer task of a sink: its writer (a database connection, say) and
@@ -140,6 +110,23 @@ struct WriterTask<S: Sink> {
 }
 
 impl<S: Sink> WriterTask<S> {
+    /// Pulls, writes and settles batches until the stop.
+    async fn run(mut self) {
+        while !self.stop.is_cancelled() {
+            // No pulling without a working writer: messages would only wait.
+            if !self.open_writer().await {
+                continue;
+            }
+            let Some(deliveries) = self.pull_batch().await else {
+                break;
+            };
+            let (accepted, items) = accept(&*self.stage, &self.shared, deliveries).await;
+            if !items.is_empty() {
+                self.write_and_settle(accepted, items).await;
+            }
+        }
+    }
+
     /// Whether a writer is open, opening one if needed (after a pause when
     /// that fails).
     async fn open_writer(&mut self) -> bool {
