@@ -37,6 +37,8 @@ pub struct PrivateNats {
     pub port: u16,
     store: PathBuf,
     jetstream: bool,
+    /// More arguments: TLS, logins, a config file.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -50,11 +52,25 @@ impl PrivateNats {
         PrivateNats::start_with(false).await
     }
 
+    /// A JetStream server started with `extra` arguments (TLS, a login).
+    pub async fn start_secured(extra: Vec<String>) -> PrivateNats {
+        let mut nats = PrivateNats {
+            port: free_port(),
+            store: scratch_dir("nats"),
+            jetstream: true,
+            extra,
+            child: None,
+        };
+        nats.launch().await;
+        nats
+    }
+
     async fn start_with(jetstream: bool) -> PrivateNats {
         let mut nats = PrivateNats {
             port: free_port(),
             store: scratch_dir("nats"),
             jetstream,
+            extra: Vec::new(),
             child: None,
         };
         nats.launch().await;
@@ -75,6 +91,7 @@ impl PrivateNats {
         if self.jetstream {
             command.arg("-js").arg("-sd").arg(&self.store);
         }
+        command.args(&self.extra);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())

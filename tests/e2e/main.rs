@@ -14,4 +14,5 @@ mod operator;
 mod outages;
 mod pipeline;
 mod resilience;
+mod secured;
 mod traces;

@@ -51,8 +51,42 @@ fn with_database(url: &str, database: &str) -> String {
 pub struct Sandbox {
     pub namespace: Namespace,
     pub nats_url: String,
+    /// How to log in to NATS besides the URL (`SLUICE_NATS_*` settings, as
+    /// the services read them): for a NATS that requires TLS or a login.
+    pub nats_login: Vec<(String, String)>,
     pub database: String,
     admin_url: String,
+}
+
+/// Connects to NATS as the services do, with `login` (`SLUICE_NATS_*`
+/// variables and their values).
+pub async fn connect_nats(
+    url: &str,
+    login: &[(String, String)],
+) -> Result<async_nats::Client, String> {
+    #[derive(clap::Parser)]
+    struct Settings {
+        #[command(flatten)]
+        nats: sluice_stage::NatsArgs,
+    }
+    // Each variable as its flag: SLUICE_NATS_TLS_CA is --nats-tls-ca.
+    let mut args = vec![
+        "sandbox".to_owned(),
+        "--nats-url".to_owned(),
+        url.to_owned(),
+    ];
+    for (name, value) in login {
+        let flag = name
+            .trim_start_matches("SLUICE_")
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        args.extend([format!("--{flag}"), value.clone()]);
+    }
+    let settings = <Settings as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
+    sluice_stage::connect(&settings.nats, "sluice-tests", false)
+        .await
+        .map(|(client, _)| client)
+        .map_err(|e| e.to_string())
 }
 
 impl Sandbox {
@@ -75,8 +109,19 @@ impl Sandbox {
         nats_url: &str,
         admin_url: &str,
     ) -> Result<Sandbox, String> {
+        Sandbox::create_secured(prefix, nats_url, Vec::new(), admin_url).await
+    }
+
+    /// A sandbox on a NATS that requires `nats_login` (`SLUICE_NATS_*`
+    /// variables), which the services get too.
+    pub async fn create_secured(
+        prefix: &str,
+        nats_url: &str,
+        nats_login: Vec<(String, String)>,
+        admin_url: &str,
+    ) -> Result<Sandbox, String> {
         let nats_url = nats_url.to_owned();
-        async_nats::connect(&nats_url)
+        connect_nats(&nats_url, &nats_login)
             .await
             .map_err(|e| {
                 format!(
@@ -106,6 +151,7 @@ impl Sandbox {
         Ok(Sandbox {
             namespace,
             nats_url,
+            nats_login,
             database,
             admin_url,
         })
@@ -126,20 +172,22 @@ impl Sandbox {
 
     /// Environment variables that point a sluice binary at this environment.
     pub fn service_env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("NATS_URL".into(), self.nats_url.clone()),
             (
                 "SLUICE_NAMESPACE".into(),
                 self.namespace.name().unwrap_or("").to_owned(),
             ),
             ("DATABASE_URL".into(), self.database_url()),
-        ]
+        ];
+        env.extend(self.nats_login.iter().cloned());
+        env
     }
 
     pub async fn nats(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats_url)
+        connect_nats(&self.nats_url, &self.nats_login)
             .await
-            .expect("NATS is reachable")
+            .unwrap_or_else(|e| panic!("NATS is reachable: {e}"))
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
@@ -193,8 +241,13 @@ impl Sandbox {
         }
     }
 
-    async fn cleanup(namespace: Namespace, nats_url: String, admin_url: String, database: String) {
-        if let Ok(client) = async_nats::connect(&nats_url).await {
+    async fn cleanup(
+        namespace: Namespace,
+        (nats_url, nats_login): (String, Vec<(String, String)>),
+        admin_url: String,
+        database: String,
+    ) {
+        if let Ok(client) = connect_nats(&nats_url, &nats_login).await {
             let js = async_nats::jetstream::new(client);
             for stream in Stream::ALL {
                 let _ = js.delete_stream(namespace.stream(stream)).await;
@@ -215,7 +268,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let args = (
             self.namespace.clone(),
-            self.nats_url.clone(),
+            (self.nats_url.clone(), self.nats_login.clone()),
             self.admin_url.clone(),
             self.database.clone(),
         );

@@ -1,7 +1,7 @@
 //! Configuration shared by every service: each field is a flag and an
 //! environment variable, with a default that works on a developer machine.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
 /// The units every setting is written in (README, Configuration).
@@ -39,6 +39,36 @@ pub struct NatsArgs {
         hide_env_values = true
     )]
     pub nats_url: String,
+
+    /// NATS user, with --nats-password (a user and password in NATS_URL,
+    /// `nats://user:password@host`, work too).
+    #[arg(long, env = "SLUICE_NATS_USER", conflicts_with_all = ["nats_token", "nats_creds", "nats_nkey"])]
+    pub nats_user: Option<String>,
+    #[arg(
+        long,
+        env = "SLUICE_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+    /// NATS token (a token in NATS_URL, `nats://token@host`, works too).
+    #[arg(long, env = "SLUICE_NATS_TOKEN", hide_env_values = true, conflicts_with_all = ["nats_creds", "nats_nkey"])]
+    pub nats_token: Option<String>,
+    /// NATS credentials file: a user JWT and its NKey seed, as `nats --creds` takes.
+    #[arg(long, env = "SLUICE_NATS_CREDS", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+    /// NKey seed file (`SU…`) of a NATS user.
+    #[arg(long, env = "SLUICE_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// CA certificates (PEM) NATS's certificate must chain to; TLS is then
+    /// required (as with a `tls://` URL).
+    #[arg(long, env = "SLUICE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --nats-tls-key, for servers that verify clients.
+    #[arg(long, env = "SLUICE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SLUICE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
 
     /// Prefix for every stream and subject (`ns` gives `ns_IMPORTS` and
     /// `ns.imports`); empty for the contract's plain names.

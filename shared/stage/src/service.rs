@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ConsumerArgs, NatsArgs, ObserveArgs, StageArgs},
     context::StageContext,
-    flat_map,
+    flat_map, nats_login,
     observe::HEALTH,
     sink,
     topology::{self, ConsumerSpec},
@@ -18,43 +18,50 @@ use crate::{
 /// (backpressure) rather than fail when too many acks are outstanding.
 ///
 /// `keep_trying` is for services: they start before NATS may be reachable
-/// and keep reconnecting. Commands want to fail fast instead.
+/// and keep reconnecting. Commands want to fail fast instead. Either way a
+/// first attempt is made on its own, so that NATS refusing sluice
+/// (credentials, certificates) is reported with its reason.
 pub async fn connect(
     nats: &NatsArgs,
     client_name: &str,
     keep_trying: bool,
 ) -> Result<(async_nats::Client, jetstream::Context), StageError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(client_name)
-        .connection_timeout(Duration::from_secs(5))
-        // Reconnecting is automatic and endless; say so in the logs.
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => {
-                    HEALTH.set_nats_connected(true);
-                    tracing::info!("connected to NATS")
-                }
-                async_nats::Event::Disconnected => {
-                    HEALTH.set_nats_connected(false);
-                    tracing::warn!("disconnected from NATS; reconnecting")
-                }
-                // Every failed reconnect attempt; the disconnect said enough.
-                async_nats::Event::ClientError(e) => {
-                    tracing::debug!(error = %e, "NATS client error")
-                }
-                other => tracing::warn!(event = %other, "NATS connection event"),
+    let nats_login::Servers { addrs, login } =
+        nats_login::servers(&nats.nats_url).map_err(StageError::permanent)?;
+    let shown = crate::config::redact_url(&nats.nats_url);
+    let first = options(nats, client_name, login.clone())
+        .await?
+        .connect(addrs.clone())
+        .await;
+    let client = match first {
+        Ok(client) => client,
+        Err(e) if !keep_trying => {
+            return Err(StageError::transient(format!(
+                "cannot connect to NATS at {shown} (NATS_URL): {}",
+                crate::error_chain(&e)
+            )))
+        }
+        Err(e) => {
+            let why = crate::error_chain(&e);
+            if nats_login::is_refusal(e.kind()) {
+                nats_login::refused(&why);
+                tracing::error!(nats = %shown, "NATS refuses sluice: {why}; check NATS_URL and the SLUICE_NATS_* settings");
+            } else {
+                tracing::warn!(nats = %shown, error = %why, "NATS is not reachable yet; waiting for it");
             }
-        });
-    if keep_trying {
-        options = options.retry_on_initial_connect();
-    }
-    let client = options.connect(nats.nats_url.as_str()).await.map_err(|e| {
-        StageError::transient(format!(
-            "cannot connect to NATS at {} (NATS_URL): {}",
-            crate::config::redact_url(&nats.nats_url),
-            crate::error_chain(&e)
-        ))
-    })?;
+            options(nats, client_name, login)
+                .await?
+                .retry_on_initial_connect()
+                .connect(addrs)
+                .await
+                .map_err(|e| {
+                    StageError::transient(format!(
+                        "cannot connect to NATS at {shown} (NATS_URL): {}",
+                        crate::error_chain(&e)
+                    ))
+                })?
+        }
+    };
     // The emitters bound what awaits acks (`--publish-window`). The context's
     // own limit must never bind before theirs: a task waiting on it would
     // hold unpolled acks that other waiting tasks need, and all would stall.
@@ -64,6 +71,48 @@ pub async fn connect(
         .backpressure_on_inflight(true)
         .build(client.clone());
     Ok((client, js))
+}
+
+/// The connection settings: name, timeouts, login and TLS, and logs of
+/// what happens to the connection.
+async fn options(
+    nats: &NatsArgs,
+    client_name: &str,
+    login: Option<nats_login::UrlLogin>,
+) -> Result<async_nats::ConnectOptions, StageError> {
+    let options = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(5))
+        // Reconnecting is automatic and endless; say so in the logs.
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => {
+                    nats_login::accepted();
+                    HEALTH.set_nats_connected(true);
+                    tracing::info!("connected to NATS")
+                }
+                async_nats::Event::Disconnected => {
+                    HEALTH.set_nats_connected(false);
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                // Every failed reconnect attempt; the disconnect said enough,
+                // unless NATS refuses sluice.
+                async_nats::Event::ClientError(e) => {
+                    let why = e.to_string();
+                    if nats_login::is_refusal_text(&why) {
+                        if nats_login::refused(&why) {
+                            tracing::error!("NATS refuses sluice: {why}; check NATS_URL and the SLUICE_NATS_* settings");
+                        }
+                    } else {
+                        tracing::debug!(error = %why, "NATS client error")
+                    }
+                }
+                other => tracing::warn!(event = %other, "NATS connection event"),
+            }
+        });
+    nats_login::login(options, nats, login)
+        .await
+        .map_err(StageError::permanent)
 }
 
 /// A retry republishes an input's outputs under the same ids up to the
@@ -84,6 +133,10 @@ fn warn_if_duplicates_can_slip(nats: &NatsArgs, consumer: &ConsumerArgs) {
 }
 
 const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
+
+/// How long a service waits for NATS to stop refusing it (credentials,
+/// certificates) before it exits: a wrong setting is no outage.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A connected stage, its topology declared, ready to run its step.
 pub struct Runtime {
@@ -118,6 +171,13 @@ impl Runtime {
             match declared {
                 Ok(c) => break c,
                 Err(e) => {
+                    if let Some(why) = nats_login::refused_for(REFUSAL_DEADLINE) {
+                        return Err(StageError::permanent(format!(
+                            "NATS at {} has refused sluice for {}: {why}; check NATS_URL and the SLUICE_NATS_* settings",
+                            crate::config::redact_url(&nats.nats_url),
+                            humantime::format_duration(REFUSAL_DEADLINE)
+                        )));
+                    }
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "waiting for NATS JetStream");
                     let delay = Duration::from_millis(250 * u64::from(attempt.min(20)));

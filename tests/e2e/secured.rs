@@ -1,0 +1,274 @@
+//! sluice on a NATS that requires what production NATS requires: TLS with
+//! client certificates, and a login (user and password, token, NKey). The
+//! certificates are made here with `rcgen`, the NKey with `nkeys`; every
+//! server is a real nats-server of the test's own.
+
+use std::{path::PathBuf, time::Duration};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Process, Sandbox};
+use sluice_e2e::{Pipeline, PrivateNats};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it
+/// signed, and a second CA that signed nothing here; removed on drop.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!("sluice-pki-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        let ca_params = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params
+        };
+        let ca =
+            CertifiedIssuer::self_signed(ca_params("sluice test CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        write("ca.pem", ca.pem());
+        for (name, names, usage) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+            (
+                "client",
+                vec!["sluice".to_owned()],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        let other =
+            CertifiedIssuer::self_signed(ca_params("another CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        write("other-ca.pem", other.pem());
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The client settings that trust `ca` and present the client certificate.
+    fn client_login(&self, ca: &str) -> Vec<(String, String)> {
+        vec![
+            ("SLUICE_NATS_TLS_CA".into(), self.path(ca)),
+            ("SLUICE_NATS_TLS_CERT".into(), self.path("client.pem")),
+            ("SLUICE_NATS_TLS_KEY".into(), self.path("client-key.pem")),
+        ]
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a small import through the three services on `url` with `login`
+/// and asserts every row; returns the pipeline to look at afterwards.
+async fn import_through(url: &str, login: Vec<(String, String)>) -> Pipeline {
+    let sandbox = Sandbox::create_secured("secured", url, login, &admin_database_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = Pipeline::start_in(sandbox, &[]).await;
+    let data = Dataset::generate(3, 300, 17);
+    p.server.add_dataset(&data);
+    let out = p
+        .cli(&["import", &p.server.url("/accounts.csv"), "--wait"])
+        .await;
+    assert!(
+        out.status.success(),
+        "sluice import --wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    p
+}
+
+/// Every service log of `p`, as one text.
+fn logs(p: &Pipeline) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&p.deployment.log_dir).unwrap() {
+        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_pipeline_runs_on_nats_with_tls_client_certificates_and_a_password() {
+    let pki = Pki::new();
+    let password = format!("pw-{}", unique_suffix());
+    let nats = PrivateNats::start_secured(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        pki.path("server.pem"),
+        "--tlskey".into(),
+        pki.path("server-key.pem"),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        pki.path("ca.pem"),
+        "--user".into(),
+        "sluice".into(),
+        "--pass".into(),
+        password.clone(),
+    ])
+    .await;
+    // The password in the URL, as with the `nats` CLI.
+    let url = format!("tls://sluice:{password}@127.0.0.1:{}", nats.port);
+    let mut p = import_through(&url, pki.client_login("ca.pem")).await;
+    let status = p.cli(&["status"]).await;
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    p.stop_services().await;
+    let logs = logs(&p);
+    assert!(logs.contains("connected to NATS"), "{logs}");
+    assert!(!logs.contains(&password), "the password is in a log");
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(&password));
+
+    // Refusals are named, and show no secret.
+    let env_with = |url: String, login: Vec<(String, String)>| {
+        let mut env = p.sandbox.service_env();
+        env.retain(|(k, _)| k != "NATS_URL" && !k.starts_with("SLUICE_NATS_"));
+        env.push(("NATS_URL".into(), url));
+        env.extend(login);
+        env
+    };
+    let wrong = format!("tls://sluice:not-{password}@127.0.0.1:{}", nats.port);
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("status")
+        .env_clear()
+        .envs(env_with(wrong.clone(), pki.client_login("ca.pem")))
+        .output()
+        .await
+        .unwrap();
+    // `status` says what it could not read, then that it is incomplete.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(said.contains("authorization violation"), "{said}");
+    assert!(!said.contains(&password), "{said}");
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("status")
+        .env_clear()
+        .envs(env_with(url.clone(), pki.client_login("other-ca.pem")))
+        .output()
+        .await
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(said.contains("certificate"), "{said}");
+
+    // A service NATS keeps refusing says why once, then exits 1: a wrong
+    // setting is no outage to wait out.
+    let log_dir = p.deployment.log_dir.join("refused");
+    let mut importer = Process::start(
+        "importer",
+        env_with(wrong, pki.client_login("ca.pem")),
+        &log_dir,
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let status = loop {
+        if let Some(status) = importer.try_status() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the importer still runs while NATS refuses it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    let log = std::fs::read_to_string(importer.log_path()).unwrap();
+    assert_eq!(
+        log.matches("NATS refuses sluice: ").count(),
+        1,
+        "one line says why: {log}"
+    );
+    assert!(log.contains("authorization violation"), "{log}");
+    assert!(log.contains("has refused sluice for 30s"), "{log}");
+    assert!(!log.contains(&password), "{log}");
+}
+
+#[tokio::test]
+async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
+    let scratch = std::env::temp_dir().join(format!("sluice-nkey-{}", unique_suffix()));
+    std::fs::create_dir_all(&scratch).unwrap();
+
+    // A token, from SLUICE_NATS_TOKEN.
+    let token = format!("tok-{}", unique_suffix());
+    let nats = PrivateNats::start_secured(vec!["--auth".into(), token.clone()]).await;
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let p = import_through(&url, vec![("SLUICE_NATS_TOKEN".into(), token.clone())]).await;
+    assert!(!logs(&p).contains(&token));
+    drop(p);
+
+    // An NKey: the server knows the public key, sluice reads the seed file.
+    let user = nkeys::KeyPair::new_user();
+    let seed_file = scratch.join("sluice.nk");
+    std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
+    let config = scratch.join("nkey.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let nats = PrivateNats::start_secured(vec!["-c".into(), config.display().to_string()]).await;
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    import_through(
+        &url,
+        vec![("SLUICE_NATS_NKEY".into(), seed_file.display().to_string())],
+    )
+    .await;
+
+    // A user and password from SLUICE_NATS_USER and SLUICE_NATS_PASSWORD.
+    let password = format!("pw-{}", unique_suffix());
+    let nats = PrivateNats::start_secured(vec![
+        "--user".into(),
+        "sluice".into(),
+        "--pass".into(),
+        password.clone(),
+    ])
+    .await;
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let p = import_through(
+        &url,
+        vec![
+            ("SLUICE_NATS_USER".into(), "sluice".into()),
+            ("SLUICE_NATS_PASSWORD".into(), password.clone()),
+        ],
+    )
+    .await;
+    assert!(!logs(&p).contains(&password));
+    let _ = std::fs::remove_dir_all(&scratch);
+}
