@@ -111,6 +111,23 @@ fn logs(p: &Pipeline) -> String {
     text
 }
 
+/// What `sluice status` says with `env`, which must fail.
+async fn refused_status(env: Vec<(String, String)>) -> String {
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("status")
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test]
 async fn a_pipeline_runs_on_nats_with_tls_client_certificates_and_a_password() {
     let pki = Pki::new();
@@ -154,35 +171,11 @@ async fn a_pipeline_runs_on_nats_with_tls_client_certificates_and_a_password() {
         env
     };
     let wrong = format!("tls://sluice:not-{password}@127.0.0.1:{}", nats.port);
-    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("status")
-        .env_clear()
-        .envs(env_with(wrong.clone(), pki.client_login("ca.pem")))
-        .output()
-        .await
-        .unwrap();
     // `status` says what it could not read, then that it is incomplete.
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success());
+    let said = refused_status(env_with(wrong.clone(), pki.client_login("ca.pem"))).await;
     assert!(said.contains("authorization violation"), "{said}");
     assert!(!said.contains(&password), "{said}");
-    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("status")
-        .env_clear()
-        .envs(env_with(url.clone(), pki.client_login("other-ca.pem")))
-        .output()
-        .await
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success());
+    let said = refused_status(env_with(url.clone(), pki.client_login("other-ca.pem"))).await;
     assert!(said.contains("certificate"), "{said}");
 
     // A service NATS keeps refusing says why once, then exits 1: a wrong
