@@ -154,10 +154,48 @@ impl PrivatePostgres {
         PrivatePostgres::start_with(Some(password)).await
     }
 
+    /// A server that takes connections over TLS only (`hostssl`), with
+    /// `cert` and `key` (PEM): Debian's PostgreSQL (`SLUICE_TEST_PG_TLS_BIN`,
+    /// which `just tools` records), since the embedded one has no TLS.
+    pub async fn start_with_tls(cert: &str, key: &str) -> PrivatePostgres {
+        let bin = PathBuf::from(local_setting("SLUICE_TEST_PG_TLS_BIN").expect(
+            "SLUICE_TEST_PG_TLS_BIN names a PostgreSQL bin folder built with TLS (`just tools` records Debian's)",
+        ));
+        let pg = PrivatePostgres::init(bin, None);
+        let data = PathBuf::from(pg.data());
+        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("certificate written");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("permissions");
+            if let Some(user) = &pg.user {
+                let _ = Command::new("chown").arg(user).arg(&path).status();
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("postgresql.conf written");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .expect("pg_hba.conf written");
+        pg.launch().await;
+        pg
+    }
+
     async fn start_with(password: Option<&str>) -> PrivatePostgres {
         let bin = PathBuf::from(local_setting("SLUICE_TEST_PG_BIN").expect(
             "SLUICE_TEST_PG_BIN names PostgreSQL's bin folder (`just services` records it in .local/env)",
         ));
+        let pg = PrivatePostgres::init(bin, password);
+        pg.launch().await;
+        pg
+    }
+
+    /// A new cluster in a scratch folder (not started).
+    fn init(bin: PathBuf, password: Option<&str>) -> PrivatePostgres {
         let user = local_setting("SLUICE_TEST_PG_USER").filter(|u| !u.is_empty());
         let dir = scratch_dir("postgres");
         let pg = PrivatePostgres {
@@ -194,7 +232,6 @@ impl PrivatePostgres {
         }
         pg.run("initdb", &initdb);
         let _ = std::fs::remove_file(&pwfile);
-        pg.launch().await;
         pg
     }
 

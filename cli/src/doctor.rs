@@ -339,13 +339,17 @@ async fn check_database(args: &DoctorArgs, checks: &mut Vec<Check>) {
     checks.push(if tls || local {
         Check::pass(
             "PostgreSQL TLS",
-            if tls { "in use" } else { "not in use (the server is on this machine)" },
+            if tls {
+                "in use"
+            } else {
+                "not in use (the server is on this machine)"
+            },
         )
     } else {
         Check::fail(
             "PostgreSQL TLS",
             Problem::new("not in use: passwords and rows cross the network in the clear")
-                .fix("sluice cannot connect to PostgreSQL with TLS yet; keep the database on a private network"),
+                .fix("add sslmode=verify-full and sslrootcert=<the server's CA> to DATABASE_URL"),
         )
     });
     let want = sluice_saver::SCHEMA_VERSION;

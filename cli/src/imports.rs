@@ -3,7 +3,7 @@
 
 use crate::explain::Problem;
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The saver's database, as a flag shared by the commands that read it.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,13 +20,19 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     pub async fn connect(&self) -> Result<Client, crate::explain::Problem> {
-        let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls)
-            .await
-            .map_err(|e| {
-                crate::explain::postgres("connect to the saver's database", &self.database_url, &e)
-            })?;
-        tokio::spawn(connection);
-        Ok(client)
+        self.database()?.connect().await.map_err(|e| {
+            crate::explain::postgres("connect to the saver's database", &self.database_url, &e)
+        })
+    }
+
+    /// The settings DATABASE_URL holds, TLS ones included.
+    pub fn database(&self) -> Result<sluice_postgres::Database, crate::explain::Problem> {
+        self.database_url.parse().map_err(|e| {
+            Problem::new(format!(
+                "DATABASE_URL ({}) is invalid: {e}",
+                sluice_stage::config::redact_url(&self.database_url)
+            ))
+        })
     }
 }
 

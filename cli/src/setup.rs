@@ -3,7 +3,6 @@ use sluice_stage::{
     topology::{self, ConsumerSpec},
     ConsumerArgs, NatsArgs,
 };
-use tokio_postgres::NoTls;
 
 use crate::explain;
 
@@ -57,15 +56,20 @@ pub async fn declare(
 /// Creates the database `url` names, connecting to the server's `postgres`
 /// database to do it, unless it exists.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = url.parse().context("DATABASE_URL is invalid")?;
-    let name = config.get_dbname().unwrap_or("postgres").to_owned();
-    let mut admin_config = config.clone();
-    admin_config.dbname("postgres");
-    let (admin, connection) = admin_config
-        .connect(NoTls)
+    let database: sluice_postgres::Database = url
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("DATABASE_URL is invalid")?;
+    let name = database
+        .config()
+        .get_dbname()
+        .unwrap_or("postgres")
+        .to_owned();
+    let admin = database
+        .with_dbname("postgres")
+        .connect()
         .await
         .map_err(|e| explain::postgres("connect to the server's postgres database", url, &e))?;
-    tokio::spawn(connection);
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -83,11 +87,10 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     }
     // The saver migrates at start-up too; doing it here means `status` and
     // `doctor` find the schema before the first saver runs.
-    let (db, connection) = config
-        .connect(NoTls)
+    let db = database
+        .connect()
         .await
         .map_err(|e| explain::postgres("connect to the database", url, &e))?;
-    tokio::spawn(connection);
     sluice_saver::migrate(&db)
         .await
         .map_err(|e| explain::postgres("migrate the schema", url, &e))?;

