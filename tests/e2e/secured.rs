@@ -86,7 +86,11 @@ async fn import_through(url: &str, login: Vec<(String, String)>) -> Pipeline {
     let sandbox = Sandbox::create_secured("secured", url, login, &admin_database_url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let p = Pipeline::start_in(sandbox, &[]).await;
+    import_into(Pipeline::start_in(sandbox, &[]).await).await
+}
+
+/// `sluice import --wait` of a small data set through `p`; asserts every row.
+async fn import_into(p: Pipeline) -> Pipeline {
     let data = Dataset::generate(3, 300, 17);
     p.server.add_dataset(&data);
     let out = p
@@ -281,18 +285,7 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         .unwrap_or_else(|e| panic!("{e}"));
     // The services get DATABASE_URL with its TLS settings, as a user writes it.
     assert!(sandbox.database_url().contains("sslmode=verify-full"));
-    let p = Pipeline::start_in(sandbox, &[]).await;
-    let data = Dataset::generate(3, 300, 23);
-    p.server.add_dataset(&data);
-    let out = p
-        .cli(&["import", &p.server.url("/accounts.csv"), "--wait"])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    let p = import_into(Pipeline::start_in(sandbox, &[]).await).await;
     // The server takes nothing else (`hostnossl … reject`), so every
     // connection that worked was TLS; `doctor` says so too.
     let doctor = p.cli(&["doctor"]).await;
