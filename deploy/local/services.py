@@ -421,14 +421,7 @@ def jaeger_up() -> None:
         start_new_session=True,
     )
     (state / "pid").write_text(str(process.pid))
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", 16686), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                fail(f"Jaeger exited; see {log.relative_to(ROOT)}")
-            time.sleep(0.1)
+    Endpoint("127.0.0.1:16686", 16686, "http").wait("Jaeger", 20, log)
     say("Jaeger ready: query API http://127.0.0.1:16686/api/traces, OTLP HTTP on 127.0.0.1:4318")
     say("send traces there: export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318")
 

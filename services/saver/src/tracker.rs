@@ -170,11 +170,8 @@ async fn mark_announced(client: &Client, id: &str) -> Result<(), StageError> {
 /// that started the import (the importer's).
 fn completion_span(event: &ImportCompleted, traceparent: Option<String>) -> tracing::Span {
     let span = telemetry::messaging_span("publish import-events", "producer", "publish");
-    let mut started_in = async_nats::HeaderMap::new();
-    if let Some(traceparent) = &traceparent {
-        started_in.insert("traceparent", traceparent.as_str());
-    }
-    telemetry::continue_trace(&span, telemetry::extract(Some(&started_in)));
+    let started_in = traceparent.as_deref().map(|t| ("traceparent", t));
+    telemetry::continue_trace(&span, telemetry::extract_pairs(started_in));
     telemetry::annotate(
         &span,
         [

@@ -234,13 +234,11 @@ const TRACE_CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 fn replay_span(stored: &StoredLetter, target: &str) -> tracing::Span {
     let span = telemetry::messaging_span(&format!("publish {target}"), "producer", "publish");
     telemetry::continue_trace(&span, telemetry::extract(Some(&stored.headers)));
-    let mut original = async_nats::HeaderMap::new();
-    for name in TRACE_CONTEXT_HEADERS {
-        if let Some(value) = stored.letter.headers.get(name).and_then(|v| v.first()) {
-            original.insert(name, value.as_str());
-        }
-    }
-    telemetry::link(&span, &original);
+    let original = TRACE_CONTEXT_HEADERS.into_iter().filter_map(|name| {
+        let value = stored.letter.headers.get(name)?.first()?;
+        Some((name, value.as_str()))
+    });
+    telemetry::link(&span, telemetry::extract_pairs(original));
     let mut attributes = vec![
         KeyValue::new("messaging.destination.name", target.to_owned()),
         KeyValue::new("sluice.replay.of", stored.sequence as i64),

@@ -9,7 +9,6 @@ use crate::{telemetry, StageError};
 /// One delivery of an input message, as a stage sees it.
 pub struct Delivery {
     message: jetstream::Message,
-    stream: String,
     stream_sequence: u64,
     delivered: i64,
     stored_at: time::OffsetDateTime,
@@ -41,7 +40,6 @@ impl Delivery {
         let import_id =
             header(HEADER_IMPORT_ID).filter(|id| sluice_messages::validate_import_id(id).is_ok());
         Ok(Delivery {
-            stream: info.stream.to_owned(),
             import_id,
             message,
             stream_sequence,
@@ -132,7 +130,7 @@ impl Delivery {
     /// the message's publisher started (a new trace if it carries none).
     pub(crate) fn process_span(&self, consumer: &str) -> tracing::Span {
         let span =
-            telemetry::messaging_span(&format!("process {}", self.stream), "consumer", "process");
+            telemetry::messaging_span(&format!("process {}", self.stream()), "consumer", "process");
         telemetry::continue_trace(&span, telemetry::extract(self.headers()));
         self.annotate(&span, consumer);
         span
@@ -154,8 +152,8 @@ impl Delivery {
         }
     }
 
-    /// The stream the message is stored in.
+    /// The stream the message is stored in (from its reply subject).
     pub fn stream(&self) -> &str {
-        &self.stream
+        self.message.info().map_or("", |info| info.stream)
     }
 }

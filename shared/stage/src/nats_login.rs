@@ -61,11 +61,11 @@ pub(crate) fn servers(urls: &str) -> Result<Servers, String> {
     Ok(Servers { addrs, login })
 }
 
+/// URL userinfo is percent-encoded (`p%40ss` is `p@ss`).
 fn percent_decoded(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.replace(' ', "+"))
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Adds the login and TLS settings of `nats` to `options`: variables first,

@@ -23,6 +23,14 @@ use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{filter::filter_fn, layer::SubscriberExt, EnvFilter, Layer};
 
+/// Whether spans are exported: without, trace context is neither read
+/// nor written (no stage could continue it), so nothing is paid for it.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What must outlive the program's work: the span exporter, flushed when
 /// this is dropped (spans still queued would be lost otherwise).
 #[must_use = "dropping it flushes and stops trace export"]
@@ -64,6 +72,7 @@ impl Telemetry {
                     }
                 }))
         });
+        EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
         let log = logs.then(log_layer);
         let _ = tracing::subscriber::set_global_default(
             tracing_subscriber::registry().with(log).with(otel),
@@ -185,12 +194,23 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The trace context a message carries (empty when it carries none).
+/// The trace context a message carries (empty when it carries none, or
+/// when nothing is exported).
 pub fn extract(headers: Option<&HeaderMap>) -> Context {
     match headers {
-        Some(h) => TraceContextPropagator::new().extract(&HeaderExtractor(h)),
-        None => Context::new(),
+        Some(h) if exporting() => TraceContextPropagator::new().extract(&HeaderExtractor(h)),
+        _ => Context::new(),
     }
+}
+
+/// The trace context in `pairs` of W3C header names and values (as a
+/// dead letter or a table keeps them).
+pub fn extract_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Context {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.insert(name, value);
+    }
+    extract(Some(&headers))
 }
 
 /// The remote span a message was published under, if any.
@@ -245,9 +265,10 @@ pub fn record_ids(span: &tracing::Span) {
     }
 }
 
-/// Links `span` to the span whose trace context `headers` carry, if any.
-pub fn link(span: &tracing::Span, headers: &HeaderMap) {
-    if let Some(linked) = remote_span(Some(headers)) {
+/// Links `span` to the span of trace context `cx`, if it names one.
+pub fn link(span: &tracing::Span, cx: Context) {
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
         span.add_link(linked);
     }
 }
