@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use sluice_devkit::{Deployment, Process, Sandbox};
-use sluice_messages::{DeadLetter, ImportCompleted};
+use sluice_messages::{DeadLetter, ImportCompleted, Stream};
 use sluice_operator::consumers::wait_for_consumers;
 use sluice_operator::dead_letters::{DeadLetters, Filter, StoredLetter};
 use sluice_operator::imports::{completion_count, derived_import_id_at, wait_for_completion};
@@ -13,8 +13,12 @@ use sluice_stage::topology::{consumer_info, CONSUMERS};
 
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
+pub mod cluster;
+pub mod pki;
 mod servers;
+pub use cluster::NatsCluster;
 pub use servers::{free_port, local_setting, private_jaeger, PrivateNats, PrivatePostgres};
+pub mod nats_jwt;
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 
@@ -61,6 +65,15 @@ impl Pipeline {
         let sandbox = Sandbox::create(name)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        Pipeline::start_replicas_in(sandbox, env, replicas).await
+    }
+
+    /// `replicas` of every service in `sandbox`.
+    pub async fn start_replicas_in(
+        sandbox: Sandbox,
+        env: &[(&str, &str)],
+        replicas: usize,
+    ) -> Pipeline {
         let deployment =
             Deployment::start_replicas(&sandbox, env, replicas).expect("service binaries start");
         Pipeline::around(sandbox, deployment).await
@@ -114,6 +127,45 @@ impl Pipeline {
         })
         .await;
         pipeline
+    }
+
+    /// Serves `data` trickled, so that an import of tens of thousands of
+    /// transactions keeps every stage busy for many seconds: each
+    /// transactions file 512 bytes per `delay`, the accounts file too.
+    pub fn serve_slowly(&self, data: &Dataset, delay: Duration) {
+        for (path, body) in &data.files {
+            let route = if path == "/accounts.csv" {
+                Route::new(body.clone()).trickle(32, Duration::from_millis(100))
+            } else {
+                Route::new(body.clone()).trickle(512, delay)
+            };
+            self.server.set(path, route);
+        }
+    }
+
+    /// Each stream holds each message once: every output republished after
+    /// a crash was recognised as a duplicate.
+    pub async fn assert_each_message_stored_once(&self, accounts: u64, transaction_messages: u64) {
+        for (stream, count) in [
+            (Stream::AccountUpdates, accounts),
+            (Stream::Transactions, transaction_messages),
+        ] {
+            assert_eq!(
+                self.stream_state(stream).await.messages,
+                count,
+                "{stream:?} holds each message once"
+            );
+        }
+    }
+
+    /// Every service log, as one text.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&self.deployment.log_dir).expect("the log folder") {
+            let path = entry.expect("a log file").path();
+            text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        text
     }
 
     pub fn service(&mut self, name: &str) -> &mut Process {

@@ -15,14 +15,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn scratch_dir(kind: &str) -> PathBuf {
+pub(crate) fn scratch_dir(kind: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("sluice-{kind}-{}", sluice_devkit::unique_suffix()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
 }
 
-async fn wait_for_port(port: u16, what: &str) {
+pub(crate) async fn wait_for_port(port: u16, what: &str) {
     crate::wait_until(Duration::from_secs(20), what, || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

@@ -4,7 +4,9 @@
 //! (`just test` does): `cargo build --workspace --bins --features sluice-cli/demo`.
 
 mod cli;
+mod cluster;
 mod contract;
+mod creds;
 mod faults;
 mod hostile;
 mod lifecycle;

@@ -1,42 +1,7 @@
 use std::time::Duration;
 
 use sluice_devkit::sandbox::{admin_database_url, nats_url};
-use sluice_e2e::{Dataset, Pipeline, PrivateNats, PrivatePostgres, Route};
-use sluice_messages::Stream;
-
-/// Transactions files trickled so that one import of 50,000 transactions
-/// keeps every stage busy for many seconds; the accounts file too.
-fn serve_slowly(p: &Pipeline, data: &Dataset, delay: Duration) {
-    for (path, body) in &data.files {
-        let route = if path == "/accounts.csv" {
-            Route::new(body.clone()).trickle(32, Duration::from_millis(100))
-        } else {
-            Route::new(body.clone()).trickle(512, delay)
-        };
-        p.server.set(path, route);
-    }
-}
-
-/// Each stream holds each message once: every republished output after a
-/// crash was recognised as a duplicate.
-async fn assert_each_message_stored_once(p: &Pipeline, accounts: u64, transaction_messages: u64) {
-    for (stream, count) in [
-        (Stream::AccountUpdates, accounts),
-        (Stream::Transactions, transaction_messages),
-    ] {
-        let info =
-            p.js.get_stream(p.sandbox.namespace.stream(stream))
-                .await
-                .unwrap()
-                .get_info()
-                .await
-                .unwrap();
-        assert_eq!(
-            info.state.messages, count,
-            "{stream:?} holds each message once"
-        );
-    }
-}
+use sluice_e2e::{Dataset, Pipeline, PrivateNats, PrivatePostgres};
 
 const RESILIENCE_ENV: [(&str, &str); 3] = [
     ("SLUICE_ACK_WAIT", "2s"),
@@ -51,7 +16,7 @@ const RESILIENCE_ENV: [(&str, &str); 3] = [
 async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
     let mut p = Pipeline::start("kill", &RESILIENCE_ENV).await;
     let data = Dataset::generate(50, 50_000, 11);
-    serve_slowly(&p, &data, Duration::from_millis(30));
+    p.serve_slowly(&data, Duration::from_millis(30));
     let seed = fastrand::u64(..);
     eprintln!("kill schedule seed: {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -79,7 +44,7 @@ async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
     p.assert_saves_exactly(&data, Duration::from_secs(180))
         .await;
     assert!(p.dead_letters().await.is_empty());
-    assert_each_message_stored_once(&p, 50, 5_000).await;
+    p.assert_each_message_stored_once(50, 5_000).await;
     p.stop().await;
 }
 
@@ -91,7 +56,7 @@ async fn import_through_outage(
     outage: impl std::future::Future<Output = ()>,
 ) {
     let data = Dataset::generate(20, 20_000, seed);
-    serve_slowly(p, &data, Duration::from_millis(20));
+    p.serve_slowly(&data, Duration::from_millis(20));
     p.import(&p.server.url("/accounts.csv")).await;
     p.sandbox
         .wait_for_count(4_000, Duration::from_secs(60))
@@ -117,7 +82,7 @@ async fn nats_restarted_mid_import_loses_and_duplicates_nothing() {
     )
     .await;
     import_through_outage(&p, 12, nats.restart(Duration::from_secs(1))).await;
-    assert_each_message_stored_once(&p, 20, 2_000).await;
+    p.assert_each_message_stored_once(20, 2_000).await;
     p.stop().await;
 }
 
@@ -148,7 +113,7 @@ async fn sigterm_and_sigint_mid_import_exit_promptly_and_lose_nothing() {
     )
     .await;
     let data = Dataset::generate(4, 8_000, 14);
-    serve_slowly(&p, &data, Duration::from_millis(50));
+    p.serve_slowly(&data, Duration::from_millis(50));
     p.import(&p.server.url("/accounts.csv")).await;
     p.sandbox.wait_for_count(500, Duration::from_secs(60)).await;
 

@@ -3,82 +3,10 @@
 //! certificates are made here with `rcgen`, the NKey with `nkeys`; every
 //! server is a real nats-server of the test's own.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Process, Sandbox};
-use sluice_e2e::{Pipeline, PrivateNats, PrivatePostgres};
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate it
-/// signed, and a second CA that signed nothing here; removed on drop.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!("sluice-pki-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
-        let ca_params = |name: &str| {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name.push(DnType::CommonName, name);
-            params
-        };
-        let ca =
-            CertifiedIssuer::self_signed(ca_params("sluice test CA"), KeyPair::generate().unwrap())
-                .unwrap();
-        write("ca.pem", ca.pem());
-        for (name, names, usage) in [
-            (
-                "server",
-                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-            (
-                "client",
-                vec!["sluice".to_owned()],
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.extended_key_usages = vec![usage];
-            let cert = params.signed_by(&key, &ca).unwrap();
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}-key.pem"), key.serialize_pem());
-        }
-        let other =
-            CertifiedIssuer::self_signed(ca_params("another CA"), KeyPair::generate().unwrap())
-                .unwrap();
-        write("other-ca.pem", other.pem());
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// The client settings that trust `ca` and present the client certificate.
-    fn client_login(&self, ca: &str) -> Vec<(String, String)> {
-        vec![
-            ("SLUICE_NATS_TLS_CA".into(), self.path(ca)),
-            ("SLUICE_NATS_TLS_CERT".into(), self.path("client.pem")),
-            ("SLUICE_NATS_TLS_KEY".into(), self.path("client-key.pem")),
-        ]
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use sluice_e2e::{pki::Pki, Pipeline, PrivateNats, PrivatePostgres};
 
 /// Runs a small import through the three services on `url` with `login`
 /// and asserts every row; returns the pipeline to look at afterwards.
@@ -106,15 +34,6 @@ async fn import_into(p: Pipeline) -> Pipeline {
     p
 }
 
-/// Every service log of `p`, as one text.
-fn logs(p: &Pipeline) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(&p.deployment.log_dir).unwrap() {
-        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
-    }
-    text
-}
-
 /// What `sluice status` says with `env`, which must fail.
 async fn refused_status(env: Vec<(String, String)>) -> String {
     let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
@@ -134,7 +53,7 @@ async fn refused_status(env: Vec<(String, String)>) -> String {
 
 #[tokio::test]
 async fn a_pipeline_runs_on_nats_with_tls_client_certificates_and_a_password() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let password = format!("pw-{}", unique_suffix());
     let nats = PrivateNats::start_secured(vec![
         "--tls".into(),
@@ -161,7 +80,7 @@ async fn a_pipeline_runs_on_nats_with_tls_client_certificates_and_a_password() {
         String::from_utf8_lossy(&status.stderr)
     );
     p.stop_services().await;
-    let logs = logs(&p);
+    let logs = p.logs();
     assert!(logs.contains("connected to NATS"), "{logs}");
     assert!(!logs.contains(&password), "the password is in a log");
     assert!(!String::from_utf8_lossy(&status.stdout).contains(&password));
@@ -224,7 +143,7 @@ async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
     let nats = PrivateNats::start_secured(vec!["--auth".into(), token.clone()]).await;
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let p = import_through(&url, vec![("SLUICE_NATS_TOKEN".into(), token.clone())]).await;
-    assert!(!logs(&p).contains(&token));
+    assert!(!p.logs().contains(&token));
     drop(p);
 
     // An NKey: the server knows the public key, sluice reads the seed file.
@@ -266,13 +185,13 @@ async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
         ],
     )
     .await;
-    assert!(!logs(&p).contains(&password));
+    assert!(!p.logs().contains(&password));
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[tokio::test]
 async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let read = |name: &str| std::fs::read_to_string(pki.path(name)).unwrap();
     let pg = PrivatePostgres::start_with_tls(&read("server.pem"), &read("server-key.pem")).await;
     let url = |query: &str| format!("postgres://postgres@127.0.0.1:{}/postgres?{query}", pg.port);

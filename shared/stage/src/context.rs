@@ -1,7 +1,7 @@
 //! What every task of a running stage shares: a leaf module, so that the
 //! stage kinds, the fate of messages and the emitters can all use it.
 
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, time::Duration};
 
 use async_nats::jetstream;
 use sluice_messages::Namespace;
@@ -16,6 +16,9 @@ pub(crate) struct StageContext {
     pub consumer: ConsumerArgs,
     /// The largest message the server takes.
     pub max_payload: usize,
+    /// Messages handed back unfinished because this replica is stopping:
+    /// each costs one more delivery, and the stop's log line says how many.
+    pub handed_back: AtomicU64,
 }
 
 impl StageContext {

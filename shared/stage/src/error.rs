@@ -152,14 +152,19 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
 /// JetStream not storing a publish is an outage (NATS down, no stream
 /// leader, timeouts), except for a message too large, which is its own fault.
 pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) -> StageError {
+    use async_nats::jetstream::context::PublishErrorKind;
     let chain = error_chain(e);
-    if matches!(
-        e.kind(),
-        async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded
-    ) {
-        StageError::permanent(format!("publish failed: {chain}"))
-    } else {
-        StageError::outage(format!("publish failed: {chain}"))
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => {
+            StageError::permanent(format!("publish failed: {chain}"))
+        }
+        // What the client reports as a missing stream is NATS's "no
+        // responders": on a cluster, mostly a stream whose leader was lost
+        // and whose next one is being elected.
+        PublishErrorKind::StreamNotFound => StageError::outage(format!(
+            "publish failed: no stream leader answered (one is being elected, or the stream is gone): {chain}"
+        )),
+        _ => StageError::outage(format!("publish failed: {chain}")),
     }
 }
 

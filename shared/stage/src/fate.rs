@@ -67,7 +67,7 @@ pub(crate) async fn settle(
             "acked"
         }
         Outcome::Aborted => {
-            release(message).await;
+            release(shared, message).await;
             "released"
         }
         Outcome::Done(Err(error)) => {

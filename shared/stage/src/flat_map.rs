@@ -117,7 +117,7 @@ pub(crate) async fn run<S: FlatMap>(
                             publish_budget,
                         ));
                     }
-                    _ => release_after(&message, Some(PULL_EXPIRES)).await,
+                    _ => release_after(&shared, &message, Some(PULL_EXPIRES)).await,
                 },
                 Err(e) => {
                     failures += 1;

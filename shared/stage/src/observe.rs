@@ -57,6 +57,7 @@ pub mod names {
     pub const RECEIVED: &str = "sluice_messages_received_total";
     pub const ACKED: &str = "sluice_messages_acked_total";
     pub const RETRIED: &str = "sluice_messages_retried_total";
+    pub const RELEASED: &str = "sluice_messages_released_total";
     pub const DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
     pub const PUBLISHED: &str = "sluice_messages_published_total";
     pub const ROWS_REJECTED: &str = "sluice_rows_rejected_total";
@@ -270,6 +271,10 @@ fn describe() {
     describe_counter!(
         names::RETRIED,
         "Input messages handed back for a retry after a transient failure."
+    );
+    describe_counter!(
+        names::RELEASED,
+        "Input messages handed back unfinished because the replica is stopping."
     );
     describe_counter!(
         names::DEAD_LETTERED,

@@ -1,11 +1,11 @@
 //! Asking JetStream for messages, and handing back the ones not worked on.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use async_nats::jetstream::{self, consumer::pull::Batch, consumer::PullConsumer, AckKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::StageError;
+use crate::{context::StageContext, observe::names, StageError};
 
 /// Asks for up to `max` messages and `max_bytes` bytes (0: any); the batch
 /// ends when they arrived or after `expires`. Asking only for what there is
@@ -49,15 +49,21 @@ pub(crate) async fn pause_after_failure(
 
 /// Hands a message we will not work on back to JetStream for immediate
 /// redelivery (to this or another replica).
-pub(crate) async fn release(message: &jetstream::Message) {
-    release_after(message, None).await
+pub(crate) async fn release(shared: &StageContext, message: &jetstream::Message) {
+    release_after(shared, message, None).await
 }
 
 /// Hands back a message that arrived for a replica that is stopping, after
 /// `delay`: long enough for the replica's last pull requests to expire, so
 /// it goes to another replica instead of bouncing between this one's
 /// requests, each bounce spending a delivery.
-pub(crate) async fn release_after(message: &jetstream::Message, delay: Option<Duration>) {
+pub(crate) async fn release_after(
+    shared: &StageContext,
+    message: &jetstream::Message,
+    delay: Option<Duration>,
+) {
+    shared.handed_back.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(names::RELEASED, "stage" => shared.stage).increment(1);
     if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
         tracing::debug!(error = %e, "could not release message; it is redelivered after ack_wait");
     }

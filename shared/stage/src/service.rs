@@ -1,4 +1,4 @@
-use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
+use std::{future::Future, process::ExitCode, sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use sluice_messages::Namespace;
@@ -132,6 +132,10 @@ fn warn_if_duplicates_can_slip(nats: &NatsArgs, consumer: &ConsumerArgs) {
     }
 }
 
+/// How long a stream or consumer declaration waits for its answer: an R3
+/// stream is created within a second on a healthy cluster.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(3);
+
 const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
 
 /// How long a service waits for NATS to stop refusing it (credentials,
@@ -158,11 +162,17 @@ impl Runtime {
         let spec = ConsumerSpec::of(stage, &consumer)
             .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
         let (client, js) = connect(&nats, stage, true).await?;
+        // On a cluster, of replicas declaring the same stream at once only
+        // one may be answered, and a node may die with a request in hand:
+        // ask again soon rather than after the full request timeout, since
+        // declaring is idempotent.
+        let mut declaring = js.clone();
+        declaring.set_timeout(DECLARE_TIMEOUT);
         let mut attempt = 0u32;
         let pull_consumer = loop {
             let declared = async {
-                topology::ensure_streams(&js, &nats).await?;
-                topology::ensure_consumer(&js, &nats.namespace, &spec).await
+                topology::ensure_streams(&declaring, &nats).await?;
+                topology::ensure_consumer(&declaring, &nats.namespace, &spec).await
             };
             let declared = tokio::select! {
                 declared = declared => declared,
@@ -206,6 +216,7 @@ impl Runtime {
                 stage,
                 consumer,
                 max_payload,
+                handed_back: Default::default(),
             }),
             stop,
         })
@@ -268,7 +279,8 @@ impl Runtime {
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
             tracing::warn!(error = %e, "could not flush the last acks; JetStream will redeliver them");
         }
-        tracing::info!(stage = self.shared.stage, "stopped");
+        let handed_back = self.shared.handed_back.load(Ordering::Relaxed);
+        tracing::info!(stage = self.shared.stage, handed_back, "stopped");
         Ok(())
     }
 }

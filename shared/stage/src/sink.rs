@@ -175,7 +175,9 @@ impl<S: Sink> WriterTask<S> {
         let mut deliveries = Vec::with_capacity(options.batch_size);
         while let Some(next) = batch.next().await {
             match next {
-                Ok(message) if self.stop.is_cancelled() => release_after(&message, hand_back).await,
+                Ok(message) if self.stop.is_cancelled() => {
+                    release_after(&self.shared, &message, hand_back).await
+                }
                 Ok(message) => match Delivery::new(message) {
                     Ok(d) => deliveries.push(d),
                     Err(e) => tracing::error!(error = %e, "skipping message"),
@@ -189,7 +191,7 @@ impl<S: Sink> WriterTask<S> {
         }
         if self.stop.is_cancelled() {
             for d in &deliveries {
-                release_after(d.message(), hand_back).await;
+                release_after(&self.shared, d.message(), hand_back).await;
             }
             return None;
         }

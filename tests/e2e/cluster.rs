@@ -1,0 +1,273 @@
+//! sluice on a 3-node JetStream cluster: streams replicated 3 times, every
+//! service twice, all three node URLs given. A node that leads a stream is
+//! killed mid-import; the services are restarted one by one mid-import; the
+//! cluster requires TLS and logins. Each time the rows end exact, the import
+//! completes once and nothing is dead-lettered.
+
+use std::time::{Duration, Instant};
+
+use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Sandbox};
+use sluice_e2e::{cluster::Secured, pki::Pki, NatsCluster, Pipeline};
+use sluice_messages::Stream;
+use sluice_stage::topology::{consumer_info, input_of, CONSUMERS};
+
+const CLUSTER_ENV: [(&str, &str); 4] = [
+    ("SLUICE_STREAM_REPLICAS", "3"),
+    ("SLUICE_ACK_WAIT", "5s"),
+    ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+    ("SLUICE_CONCURRENCY", "4"),
+];
+
+async fn pipeline_on(
+    cluster: &NatsCluster,
+    name: &str,
+    login: Vec<(String, String)>,
+    env: &[(&str, &str)],
+    replicas: usize,
+) -> Pipeline {
+    let sandbox = Sandbox::create_secured(name, &cluster.urls(), login, &admin_database_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    Pipeline::start_replicas_in(sandbox, env, replicas).await
+}
+
+/// What a node loss cost, from the `kill -9`.
+#[derive(Debug)]
+struct Recovery {
+    stream: Stream,
+    /// Until another node led the stream.
+    elected: Duration,
+    /// Until 5,000 more rows were saved than at the kill.
+    rows_flowing: Duration,
+    /// What 5,000 rows took just before the kill.
+    rows_before: Duration,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} leader: new one after {:.1} s; 5,000 rows saved {:.1} s after the kill \
+             ({:.1} s at the pace before it)",
+            self.stream,
+            self.elected.as_secs_f64(),
+            self.rows_flowing.as_secs_f64(),
+            self.rows_before.as_secs_f64()
+        )
+    }
+}
+
+/// Once `at` rows are saved, kills the node leading `stream` with SIGKILL,
+/// measures how long the pipeline stalled, and starts the node again.
+async fn kill_leader_mid_import(
+    cluster: &mut NatsCluster,
+    p: &Pipeline,
+    stream: Stream,
+    at: i64,
+) -> Recovery {
+    const ROWS: i64 = 5_000;
+    p.sandbox
+        .wait_for_count(at - ROWS, Duration::from_secs(120))
+        .await;
+    let pace = Instant::now();
+    p.sandbox.wait_for_count(at, Duration::from_secs(60)).await;
+    let rows_before = pace.elapsed();
+    let name = p.sandbox.namespace.stream(stream);
+    let leader = cluster.stream_leader(&p.js, &name).await;
+    let saved = p.sandbox.saved_count().await;
+    let killed = Instant::now();
+    cluster.kill(leader);
+    let (elected, rows_flowing) = tokio::join!(
+        async {
+            cluster.new_leader(&p.js, &name, leader).await;
+            killed.elapsed()
+        },
+        async {
+            p.sandbox
+                .wait_for_count(saved + ROWS, Duration::from_secs(60))
+                .await;
+            killed.elapsed()
+        },
+    );
+    cluster.restart(leader).await;
+    let recovery = Recovery {
+        stream,
+        elected,
+        rows_flowing,
+        rows_before,
+    };
+    eprintln!("node n{} killed: {recovery}", leader + 1);
+    recovery
+}
+
+/// `kill -9` of the node leading TRANSACTIONS, then of the one leading
+/// IMPORT_EVENTS, in the middle of one import of 40,000 transactions; each
+/// node started again once the pipeline moves on without it.
+#[tokio::test]
+async fn killing_the_node_that_leads_a_stream_mid_import_loses_and_duplicates_nothing() {
+    let mut cluster = NatsCluster::start().await;
+    let p = pipeline_on(&cluster, "cluster-kill", Vec::new(), &CLUSTER_ENV, 2).await;
+    let data = Dataset::generate(40, 40_000, 21);
+    p.serve_slowly(&data, Duration::from_millis(120));
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+
+    let mut recoveries = Vec::new();
+    for (stream, at) in [
+        (Stream::Transactions, 8_000),
+        (Stream::ImportEvents, 24_000),
+    ] {
+        recoveries.push(kill_leader_mid_import(&mut cluster, &p, stream, at).await);
+    }
+    let saved = p.sandbox.saved_count().await;
+    assert!(saved < 40_000, "the second kill came mid-import ({saved})");
+
+    p.assert_saves_exactly(&data, Duration::from_secs(180))
+        .await;
+    let completed = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(completed.transactions_saved, 40_000);
+    // A late duplicate completion would come within the tracker's ack wait.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(p.completion_count(&id).await, 1, "one completion event");
+    assert!(p.dead_letters().await.is_empty());
+    p.assert_each_message_stored_once(40, 4_000).await;
+    for r in &recoveries {
+        assert!(r.elected < Duration::from_secs(15), "{r:?}");
+    }
+    for r in &recoveries {
+        eprintln!("recovery: {r}");
+    }
+    p.stop().await;
+}
+
+/// How many deliveries each consumer made beyond one per message.
+async fn extra_deliveries(p: &Pipeline, import: &str) -> Vec<(&'static str, u64)> {
+    let mut extra = Vec::new();
+    for name in CONSUMERS {
+        let info = consumer_info(&p.js, &p.sandbox.namespace, name)
+            .await
+            .unwrap();
+        let stream = input_of(name).unwrap();
+        let mut messages = p.stream_state(stream).await.last_sequence;
+        if stream == Stream::ImportEvents {
+            // The tracker's filter leaves out the completion events.
+            messages -= p.completion_count(import).await;
+        }
+        extra.push((name, info.delivered.consumer_sequence - messages));
+    }
+    extra
+}
+
+/// What the replicas' `stopped` lines say they handed back, by stage.
+fn handed_back(logs: &str, stage: &str) -> u64 {
+    let said = format!("stopped stage=\"{stage}\" handed_back=");
+    logs.lines()
+        .filter_map(|line| line.split_once(&said))
+        .map(|(_, n)| n.trim().parse::<u64>().expect("a count"))
+        .sum()
+}
+
+/// SIGTERM to each of the six service replicas in turn in the middle of an
+/// import, each started again at once: the import ends exact, and the only
+/// deliveries beyond one per message are those of the messages the stopping
+/// replicas handed back. A message not handed back would come again only
+/// after the 30 s ack wait, and count as one more.
+#[tokio::test]
+async fn a_rolling_restart_mid_import_wastes_no_delivery() {
+    let cluster = NatsCluster::start().await;
+    let env = [
+        ("SLUICE_STREAM_REPLICAS", "3"),
+        ("SLUICE_ACK_WAIT", "30s"),
+        ("SLUICE_SHUTDOWN_TIMEOUT", "1s"),
+        ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+        ("SLUICE_CONCURRENCY", "4"),
+    ];
+    let mut p = pipeline_on(&cluster, "cluster-roll", Vec::new(), &env, 2).await;
+    let data = Dataset::generate(24, 24_000, 22);
+    p.serve_slowly(&data, Duration::from_millis(200));
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    p.sandbox
+        .wait_for_count(1_000, Duration::from_secs(60))
+        .await;
+
+    let started = Instant::now();
+    for i in 0..p.deployment.services.len() {
+        let replica = &mut p.deployment.services[i];
+        let status = replica
+            .stop_with(libc::SIGTERM, Duration::from_secs(10))
+            .await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} exits 0: {status:?}",
+            replica.log_path().display()
+        );
+        replica.restart().unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    let saved = p.sandbox.saved_count().await;
+    eprintln!(
+        "rolling restart of 6 replicas took {:?}; {saved} rows saved by then",
+        started.elapsed()
+    );
+    assert!(saved < 24_000, "the restarts came mid-import ({saved})");
+
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
+    p.completion(&id, Duration::from_secs(30)).await;
+    p.wait_until_idle(Duration::from_secs(30)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    assert!(p.dead_letters().await.is_empty());
+    let extra = extra_deliveries(&p, &id).await;
+    p.stop_services().await;
+    let logs = p.logs();
+    let handed: Vec<_> = CONSUMERS
+        .iter()
+        .map(|stage| (*stage, handed_back(&logs, stage)))
+        .collect();
+    eprintln!("deliveries beyond one per message: {extra:?}; handed back: {handed:?}");
+    assert_eq!(extra, handed);
+}
+
+/// A cluster that requires TLS with client certificates and a password from
+/// clients, and TLS and a login on the routes between its nodes; the node
+/// leading TRANSACTIONS is killed mid-import and the services fail over to
+/// the others over TLS.
+#[tokio::test]
+async fn a_cluster_with_tls_and_logins_on_routes_and_clients_imports_exactly() {
+    let pki = Pki::generate();
+    let password = format!("pw-{}", unique_suffix());
+    let route_password = format!("route-{}", unique_suffix());
+    let mut cluster = NatsCluster::start_secured(Secured {
+        cert: pki.path("server.pem"),
+        key: pki.path("server-key.pem"),
+        ca: pki.path("ca.pem"),
+        client: ("sluice".into(), password.clone()),
+        route: ("route".into(), route_password.clone()),
+    })
+    .await;
+    let mut login = pki.client_login("ca.pem");
+    login.extend([
+        ("SLUICE_NATS_USER".into(), "sluice".into()),
+        ("SLUICE_NATS_PASSWORD".into(), password.clone()),
+    ]);
+    let p = pipeline_on(&cluster, "cluster-tls", login, &CLUSTER_ENV, 1).await;
+    let data = Dataset::generate(12, 12_000, 23);
+    p.serve_slowly(&data, Duration::from_millis(120));
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    kill_leader_mid_import(&mut cluster, &p, Stream::Transactions, 5_000).await;
+
+    p.assert_saves_exactly(&data, Duration::from_secs(120))
+        .await;
+    p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    assert!(p.dead_letters().await.is_empty());
+    // The routes the nodes talk over require TLS and a login too.
+    let greeting = cluster.route_greeting(0).await;
+    assert!(
+        greeting.contains("\"tls_required\":true") && greeting.contains("\"auth_required\":true"),
+        "{greeting}"
+    );
+    let logs = p.logs();
+    assert!(!logs.contains(&password), "the password is in a log");
+    assert!(!logs.contains(&route_password));
+    p.stop().await;
+}
