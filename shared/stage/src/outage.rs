@@ -9,6 +9,8 @@ use crate::{
     StageError,
 };
 
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// One task's outage, from the first failure to the first success after it:
 /// logged once at each end; the process reports itself not ready meanwhile.
 pub(crate) struct Pause {
@@ -30,7 +32,10 @@ impl Pause {
     }
 
     /// Waits until `probe` succeeds, probing with backoff (250 ms, doubling
-    /// to 5 s, kept across the calls of one outage).
+    /// to 2 s, kept across the calls of one outage). The cap bounds how late
+    /// the end of an outage is noticed: a JetStream cluster that lost a
+    /// stream's leader elects the next in 4 to 9 s, and a probe is one
+    /// request, cheap every 2 s even against a database that is down.
     pub(crate) async fn wait<F, Fut>(&mut self, mut probe: F)
     where
         F: FnMut() -> Fut,
@@ -38,7 +43,7 @@ impl Pause {
     {
         loop {
             tokio::time::sleep(self.delay).await;
-            self.delay = (self.delay * 2).min(Duration::from_secs(5));
+            self.delay = (self.delay * 2).min(MAX_PROBE_INTERVAL);
             match probe().await {
                 Ok(()) => return,
                 Err(e) => tracing::debug!(stage = self.stage, error = %e, "still unavailable"),

@@ -40,7 +40,14 @@ pub(crate) async fn pause_after_failure(
     stop: &CancellationToken,
 ) {
     let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
-    tracing::warn!(error = %error, failures, "cannot pull; retrying in {delay:?}");
+    // A cluster electing the consumer's leader answers every pull with 503
+    // for seconds, in every task: say so on the first failure in a row and
+    // every tenth, not each time.
+    if failures == 1 || failures % 10 == 0 {
+        tracing::warn!(error = %error, failures, "cannot pull; retrying in {delay:?}");
+    } else {
+        tracing::debug!(error = %error, failures, "cannot pull; retrying in {delay:?}");
+    }
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => {}
