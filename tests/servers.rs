@@ -156,14 +156,21 @@ impl PrivatePostgres {
 
     /// A server that takes connections over TLS only (`hostssl`), with
     /// `cert` and `key` (PEM): Debian's PostgreSQL (`SLUICE_TEST_PG_TLS_BIN`,
-    /// which `just tools` records), since the embedded one has no TLS.
-    pub async fn start_with_tls(cert: &str, key: &str) -> PrivatePostgres {
+    /// which `just tools` records), since the embedded one has no TLS. The
+    /// superuser `client` logs in with a client certificate that `client_ca`
+    /// signed and whose common name is `client` (`cert` authentication);
+    /// the others need none.
+    pub async fn start_with_tls(cert: &str, key: &str, client_ca: &str) -> PrivatePostgres {
         let bin = PathBuf::from(local_setting("SLUICE_TEST_PG_TLS_BIN").expect(
             "SLUICE_TEST_PG_TLS_BIN names a PostgreSQL bin folder built with TLS (`just tools` records Debian's)",
         ));
         let pg = PrivatePostgres::init(bin, None);
         let data = PathBuf::from(pg.data());
-        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+        for (name, pem) in [
+            ("server.crt", cert),
+            ("server.key", key),
+            ("root.crt", client_ca),
+        ] {
             let path = data.join(name);
             std::fs::write(&path, pem).expect("certificate written");
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -174,14 +181,30 @@ impl PrivatePostgres {
         }
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
-        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        text.push_str(
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
+        );
         std::fs::write(&conf, text).expect("postgresql.conf written");
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+            "local all all trust\nhostssl all client 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
         )
         .expect("pg_hba.conf written");
         pg.launch().await;
+        pg.run(
+            "psql",
+            &[
+                "-h",
+                &pg.dir.display().to_string(),
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "CREATE ROLE client LOGIN SUPERUSER",
+            ],
+        );
         pg
     }
 

@@ -145,6 +145,10 @@ async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
     let p = import_through(&url, vec![("SLUICE_NATS_TOKEN".into(), token.clone())]).await;
     assert!(!p.logs().contains(&token));
     drop(p);
+    // The token as the URL's userinfo, as with the `nats` CLI.
+    let p = import_through(&format!("nats://{token}@127.0.0.1:{}", nats.port), vec![]).await;
+    assert!(!p.logs().contains(&token));
+    drop(p);
 
     // An NKey: the server knows the public key, sluice reads the seed file.
     let user = nkeys::KeyPair::new_user();
@@ -193,12 +197,21 @@ async fn a_pipeline_logs_in_with_a_token_an_nkey_or_a_user_and_password() {
 async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
     let pki = Pki::generate();
     let read = |name: &str| std::fs::read_to_string(pki.path(name)).unwrap();
-    let pg = PrivatePostgres::start_with_tls(&read("server.pem"), &read("server-key.pem")).await;
+    let pg = PrivatePostgres::start_with_tls(
+        &read("server.pem"),
+        &read("server-key.pem"),
+        &read("ca.pem"),
+    )
+    .await;
     let url = |query: &str| format!("postgres://postgres@127.0.0.1:{}/postgres?{query}", pg.port);
-    let verified = url(&format!(
-        "sslmode=verify-full&sslrootcert={}",
-        pki.path("ca.pem")
-    ));
+    // `client` must show a certificate (`cert` in pg_hba.conf).
+    let verified = format!(
+        "postgres://client@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        pg.port,
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client-key.pem")
+    );
     let sandbox = Sandbox::create_on("pgtls", &sluice_devkit::sandbox::nats_url(), &verified)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -214,6 +227,35 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         "{said}"
     );
 
+    // The same settings as libpq's variables, the URL bare.
+    let mut env = p.sandbox.service_env();
+    env.retain(|(k, _)| k != "DATABASE_URL");
+    env.push((
+        "DATABASE_URL".into(),
+        format!("postgres://client@127.0.0.1:{}/{}", pg.port, p.sandbox.database),
+    ));
+    for (variable, file) in [
+        ("PGSSLROOTCERT", "ca.pem"),
+        ("PGSSLCERT", "client.pem"),
+        ("PGSSLKEY", "client-key.pem"),
+    ] {
+        env.push((variable.into(), pki.path(file)));
+    }
+    env.push(("PGSSLMODE".into(), "verify-full".into()));
+    let status = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .arg("status")
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("completed"));
+
     // What is refused is named.
     let status_with = |database_url: String| {
         let mut env = p.sandbox.service_env();
@@ -221,6 +263,13 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         env.push(("DATABASE_URL".into(), database_url));
         refused_status(env)
     };
+    let said = status_with(format!(
+        "postgres://client@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        pki.path("ca.pem")
+    ))
+    .await;
+    assert!(said.contains("certificate"), "{said}");
     let said = status_with(url("sslmode=disable")).await;
     assert!(said.contains("pg_hba.conf"), "{said}");
     let said = status_with(url(&format!(
