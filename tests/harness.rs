@@ -238,6 +238,23 @@ impl Pipeline {
             .expect("sluice runs")
     }
 
+    /// `sluice import URL --wait` of `data`, served by this pipeline's file
+    /// server; asserts that it succeeded and saved every row.
+    pub async fn import_and_wait(&self, data: &Dataset) {
+        self.server.add_dataset(data);
+        let out = self
+            .cli(&["import", &self.server.url("/accounts.csv"), "--wait"])
+            .await;
+        assert!(
+            out.status.success(),
+            "sluice import --wait: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.assert_saves_exactly(data, Duration::from_secs(60))
+            .await;
+    }
+
     /// The completion event of import `id`, waiting up to `timeout`.
     pub async fn completion(&self, id: &str, timeout: Duration) -> ImportCompleted {
         tokio::time::timeout(
@@ -322,6 +339,24 @@ pub fn rows(list: &[(i64, i64, &str)]) -> Vec<ExpectedRow> {
         .collect();
     rows.sort();
     rows
+}
+
+/// Runs `sluice args…` with nothing but `env` in its environment; says
+/// whether it succeeded, and what it printed (stdout, then stderr).
+pub async fn sluice_with_only(args: &[&str], env: Vec<(String, String)>) -> (bool, String) {
+    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .expect("sluice runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
 }
 
 /// `sluice setup` for `sandbox`, with `env` added: streams, consumers and

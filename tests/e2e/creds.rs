@@ -4,11 +4,9 @@
 //! The services log in with a credentials file (`SLUICE_NATS_CREDS`), the
 //! one `nats --creds` takes.
 
-use std::time::Duration;
-
 use nkeys::KeyPair;
 use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Sandbox};
-use sluice_e2e::{nats_jwt, Pipeline, PrivateNats};
+use sluice_e2e::{nats_jwt, sluice_with_only, Pipeline, PrivateNats};
 
 /// A nats-server config that trusts `operator` and knows `accounts` (public
 /// key and JWT) from the config alone: `resolver: MEMORY` fetches nothing.
@@ -77,18 +75,7 @@ async fn a_pipeline_logs_in_with_a_credentials_file_on_nats_in_operator_mode() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let mut p = Pipeline::start_in(sandbox, &[]).await;
-    let data = Dataset::generate(3, 300, 23);
-    p.server.add_dataset(&data);
-    let out = p
-        .cli(&["import", &p.server.url("/accounts.csv"), "--wait"])
-        .await;
-    assert!(
-        out.status.success(),
-        "sluice import --wait: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    p.import_and_wait(&Dataset::generate(3, 300, 23)).await;
     p.stop_services().await;
     let logs = p.logs();
     assert!(logs.contains("connected to NATS"), "{logs}");
@@ -103,19 +90,8 @@ async fn a_pipeline_logs_in_with_a_credentials_file_on_nats_in_operator_mode() {
     let mut env = p.sandbox.service_env();
     env.retain(|(k, _)| k != "SLUICE_NATS_CREDS");
     env.push(("SLUICE_NATS_CREDS".into(), stranger_creds));
-    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("status")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let (succeeded, said) = sluice_with_only(&["status"], env).await;
+    assert!(!succeeded, "{said}");
     let refusals = said
         .lines()
         .filter(|l| l.contains("authorization violation"));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sluice_devkit::{sandbox::admin_database_url, unique_suffix, Dataset, Process, Sandbox};
-use sluice_e2e::{pki::Pki, Pipeline, PrivateNats, PrivatePostgres};
+use sluice_e2e::{pki::Pki, sluice_with_only, Pipeline, PrivateNats, PrivatePostgres};
 
 /// Runs a small import through the three services on `url` with `login`
 /// and asserts every row; returns the pipeline to look at afterwards.
@@ -19,36 +19,15 @@ async fn import_through(url: &str, login: Vec<(String, String)>) -> Pipeline {
 
 /// `sluice import --wait` of a small data set through `p`; asserts every row.
 async fn import_into(p: Pipeline) -> Pipeline {
-    let data = Dataset::generate(3, 300, 17);
-    p.server.add_dataset(&data);
-    let out = p
-        .cli(&["import", &p.server.url("/accounts.csv"), "--wait"])
-        .await;
-    assert!(
-        out.status.success(),
-        "sluice import --wait: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
+    p.import_and_wait(&Dataset::generate(3, 300, 17)).await;
     p
 }
 
 /// What `sluice status` says with `env`, which must fail.
 async fn refused_status(env: Vec<(String, String)>) -> String {
-    let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("status")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let (succeeded, said) = sluice_with_only(&["status"], env).await;
+    assert!(!succeeded, "{said}");
+    said
 }
 
 #[tokio::test]
@@ -232,7 +211,10 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
     env.retain(|(k, _)| k != "DATABASE_URL");
     env.push((
         "DATABASE_URL".into(),
-        format!("postgres://client@127.0.0.1:{}/{}", pg.port, p.sandbox.database),
+        format!(
+            "postgres://client@127.0.0.1:{}/{}",
+            pg.port, p.sandbox.database
+        ),
     ));
     for (variable, file) in [
         ("PGSSLROOTCERT", "ca.pem"),
@@ -242,19 +224,8 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         env.push((variable.into(), pki.path(file)));
     }
     env.push(("PGSSLMODE".into(), "verify-full".into()));
-    let status = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-        .arg("status")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(String::from_utf8_lossy(&status.stdout).contains("completed"));
+    let (succeeded, said) = sluice_with_only(&["status"], env).await;
+    assert!(succeeded && said.contains("completed"), "{said}");
 
     // What is refused is named.
     let status_with = |database_url: String| {
