@@ -183,7 +183,7 @@ impl NatsCluster {
     async fn stream_info(&self, js: &jetstream::Context, stream: &str) -> Option<stream::Info> {
         // A request sent while there is no leader gets no answer: ask often.
         let mut js = js.clone();
-        js.set_timeout(Duration::from_millis(250));
+        js.set_timeout(Duration::from_millis(500));
         js.get_stream(stream)
             .await
             .ok()
@@ -201,6 +201,7 @@ impl NatsCluster {
                 started.elapsed() < Duration::from_secs(30),
                 "{stream} does not answer"
             );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -275,9 +275,14 @@ impl Pipeline {
 
     /// What stream `which` of this pipeline holds now.
     pub async fn stream_state(&self, which: sluice_messages::Stream) -> jetstream::stream::State {
+        self.stream_info(which).await.state
+    }
+
+    /// Stream `which` of this pipeline: its configuration, state and cluster.
+    pub async fn stream_info(&self, which: sluice_messages::Stream) -> jetstream::stream::Info {
         let name = self.sandbox.namespace.stream(which);
         let mut stream = self.js.get_stream(&name).await.expect("stream exists");
-        stream.info().await.expect("stream info").state.clone()
+        stream.info().await.expect("stream info").clone()
     }
 
     /// Every dead letter, oldest first.

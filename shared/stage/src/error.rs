@@ -159,10 +159,10 @@ pub(crate) fn publish_error(e: &async_nats::jetstream::context::PublishError) ->
             StageError::permanent(format!("publish failed: {chain}"))
         }
         // What the client reports as a missing stream is NATS's "no
-        // responders": on a cluster, mostly a stream whose leader was lost
-        // and whose next one is being elected.
+        // responders": no stream takes the subject, or, on a cluster, the
+        // stream's leader was lost and the next one is being elected.
         PublishErrorKind::StreamNotFound => StageError::outage(format!(
-            "publish failed: no stream leader answered (one is being elected, or the stream is gone): {chain}"
+            "publish failed: no stream answered (none takes the subject, or on a cluster its leader is being elected): {chain}"
         )),
         _ => StageError::outage(format!("publish failed: {chain}")),
     }

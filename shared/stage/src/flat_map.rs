@@ -75,7 +75,7 @@ pub(crate) async fn run<S: FlatMap>(
     let mut failures = 0u32;
     tracing::info!(stage = S::NAME, concurrency, "processing");
 
-    while !stop.is_cancelled() {
+    'pulling: while !stop.is_cancelled() {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
             _ = stop.cancelled() => break,
@@ -85,10 +85,7 @@ pub(crate) async fn run<S: FlatMap>(
             permits.push(permit);
         }
         let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
-            Ok(batch) => {
-                failures = 0;
-                batch
-            }
+            Ok(batch) => batch,
             Err(e) => {
                 failures += 1;
                 pause_after_failure(failures, &e, &stop).await;
@@ -119,14 +116,17 @@ pub(crate) async fn run<S: FlatMap>(
                     }
                     _ => release_after(&shared, &message, Some(PULL_EXPIRES)).await,
                 },
+                // A consumer without a leader (a cluster electing one)
+                // answers the request itself with an error.
                 Err(e) => {
                     failures += 1;
                     pause_after_failure(failures, &e, &stop).await;
-                    break;
+                    continue 'pulling;
                 }
             }
             reap(&mut tasks);
         }
+        failures = 0;
         reap(&mut tasks);
     }
     tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;

@@ -66,7 +66,7 @@ pub async fn connect(
     // own limit must never bind before theirs: a task waiting on it would
     // hold unpolled acks that other waiting tasks need, and all would stall.
     let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(10))
+        .timeout(REQUEST_TIMEOUT)
         .max_ack_inflight(1 << 20)
         .backpressure_on_inflight(true)
         .build(client.clone());
@@ -132,9 +132,12 @@ fn warn_if_duplicates_can_slip(nats: &NatsArgs, consumer: &ConsumerArgs) {
     }
 }
 
-/// How long a stream or consumer declaration waits for its answer: an R3
-/// stream is created within a second on a healthy cluster.
+/// How long a stream or consumer declaration first waits for its answer:
+/// an R3 stream is created within a second on a healthy cluster.
 const DECLARE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long any other JetStream request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
 
@@ -162,14 +165,18 @@ impl Runtime {
         let spec = ConsumerSpec::of(stage, &consumer)
             .ok_or_else(|| StageError::permanent(format!("unknown stage {stage}")))?;
         let (client, js) = connect(&nats, stage, true).await?;
-        // On a cluster, of replicas declaring the same stream at once only
-        // one may be answered, and a node may die with a request in hand:
-        // ask again soon rather than after the full request timeout, since
-        // declaring is idempotent.
+        // On a cluster, declarations racing other replicas' went unanswered
+        // in tests, and a node may die with a request in hand: ask again
+        // soon rather than after the full request timeout (declaring is
+        // idempotent), and a little later each time, for a slow cluster.
         let mut declaring = js.clone();
-        declaring.set_timeout(DECLARE_TIMEOUT);
         let mut attempt = 0u32;
         let pull_consumer = loop {
+            declaring.set_timeout(
+                DECLARE_TIMEOUT
+                    .saturating_mul(attempt + 1)
+                    .min(REQUEST_TIMEOUT),
+            );
             let declared = async {
                 topology::ensure_streams(&declaring, &nats).await?;
                 topology::ensure_consumer(&declaring, &nats.namespace, &spec).await

@@ -173,6 +173,7 @@ impl<S: Sink> WriterTask<S> {
             }
         };
         let mut deliveries = Vec::with_capacity(options.batch_size);
+        let mut failed = false;
         while let Some(next) = batch.next().await {
             match next {
                 Ok(message) if self.stop.is_cancelled() => {
@@ -182,9 +183,12 @@ impl<S: Sink> WriterTask<S> {
                     Ok(d) => deliveries.push(d),
                     Err(e) => tracing::error!(error = %e, "skipping message"),
                 },
+                // A consumer without a leader (a cluster electing one)
+                // answers the request itself with an error.
                 Err(e) => {
                     self.failures += 1;
                     pause_after_failure(self.failures, &e, &self.stop).await;
+                    failed = true;
                     break;
                 }
             }
@@ -195,7 +199,7 @@ impl<S: Sink> WriterTask<S> {
             }
             return None;
         }
-        if !deliveries.is_empty() {
+        if !failed {
             self.failures = 0;
         }
         Some(deliveries)
