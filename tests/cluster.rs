@@ -258,7 +258,13 @@ impl Drop for NatsCluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        if !std::thread::panicking() {
+        // A failed test's node logs stay for a look; their configs, which
+        // hold the passwords, do not.
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let _ = std::fs::remove_file(&node.config);
+            }
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

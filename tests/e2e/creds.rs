@@ -96,7 +96,10 @@ async fn a_pipeline_logs_in_with_a_credentials_file_on_nats_in_operator_mode() {
         .lines()
         .filter(|l| l.contains("authorization violation"));
     assert_eq!(refusals.count(), 1, "one line says why: {said}");
-    assert!(!said.contains(&stranger.seed().unwrap()), "{said}");
-    assert!(!said.contains(&stranger_jwt), "{said}");
+    assert!(
+        !said.contains(&stranger.seed().unwrap()),
+        "the seed is in the output"
+    );
+    assert!(!said.contains(&stranger_jwt), "the JWT is in the output");
     let _ = std::fs::remove_dir_all(&scratch);
 }
