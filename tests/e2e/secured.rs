@@ -206,16 +206,22 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         "{said}"
     );
 
+    // The sandbox's settings with DATABASE_URL replaced.
+    let with_database = |database_url: String| {
+        let mut env = p.sandbox.service_env();
+        env.retain(|(k, _)| k != "DATABASE_URL");
+        env.push(("DATABASE_URL".into(), database_url));
+        env
+    };
+    let in_sandbox = |user: &str, query: &str| {
+        let (port, database) = (pg.port, &p.sandbox.database);
+        with_database(format!(
+            "postgres://{user}@127.0.0.1:{port}/{database}{query}"
+        ))
+    };
+
     // The same settings as libpq's variables, the URL bare.
-    let mut env = p.sandbox.service_env();
-    env.retain(|(k, _)| k != "DATABASE_URL");
-    env.push((
-        "DATABASE_URL".into(),
-        format!(
-            "postgres://client@127.0.0.1:{}/{}",
-            pg.port, p.sandbox.database
-        ),
-    ));
+    let mut env = in_sandbox("client", "");
     for (variable, file) in [
         ("PGSSLROOTCERT", "ca.pem"),
         ("PGSSLCERT", "client.pem"),
@@ -227,13 +233,19 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
     let (succeeded, said) = sluice_with_only(&["status"], env).await;
     assert!(succeeded && said.contains("completed"), "{said}");
 
+    // The lenient modes connect too, over TLS since the server takes
+    // nothing else.
+    for query in [
+        "?sslmode=prefer".to_owned(),
+        "?sslmode=require".to_owned(),
+        format!("?sslmode=verify-ca&sslrootcert={}", pki.path("ca.pem")),
+    ] {
+        let (succeeded, said) = sluice_with_only(&["status"], in_sandbox("postgres", &query)).await;
+        assert!(succeeded && said.contains("completed"), "{query}: {said}");
+    }
+
     // What is refused is named.
-    let status_with = |database_url: String| {
-        let mut env = p.sandbox.service_env();
-        env.retain(|(k, _)| k != "DATABASE_URL");
-        env.push(("DATABASE_URL".into(), database_url));
-        refused_status(env)
-    };
+    let status_with = |database_url: String| refused_status(with_database(database_url));
     let said = status_with(format!(
         "postgres://client@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
         pg.port,
