@@ -10,7 +10,7 @@ use std::{
 
 use async_nats::jetstream::{self, stream};
 
-use crate::servers::{free_port, local_setting, scratch_dir, wait_for_port};
+use crate::servers::{free_port, scratch_dir, wait_for_port, PrivateNats};
 
 /// TLS and logins for the clients and the routes between nodes.
 pub struct Secured {
@@ -134,9 +134,7 @@ impl NatsCluster {
 
     fn launch(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let binary =
-            local_setting("SLUICE_TEST_NATS_SERVER").unwrap_or_else(|| "nats-server".into());
-        let child = Command::new(binary)
+        let child = Command::new(PrivateNats::binary())
             .arg("-c")
             .arg(&node.config)
             .stdout(Stdio::null())

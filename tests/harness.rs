@@ -14,11 +14,11 @@ use sluice_stage::topology::{consumer_info, CONSUMERS};
 pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
 pub mod cluster;
+pub mod nats_jwt;
 pub mod pki;
 mod servers;
 pub use cluster::NatsCluster;
 pub use servers::{free_port, local_setting, private_jaeger, PrivateNats, PrivatePostgres};
-pub mod nats_jwt;
 
 pub const SERVICES: [&str; 3] = Deployment::SERVICES;
 

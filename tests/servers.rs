@@ -81,7 +81,7 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn binary() -> String {
+    pub(crate) fn binary() -> String {
         local_setting("SLUICE_TEST_NATS_SERVER").unwrap_or_else(|| "nats-server".into())
     }
 

@@ -15,7 +15,7 @@ use crate::{
     keep_alive::keep_alive,
     observe::names,
     outage::Pause,
-    pull::{self, pause_after_failure, release_after},
+    pull::{self, release_after, FailureStreak},
     slot::Slot,
     tasks::{self, reap},
     telemetry::{self, TraceHeaders},
@@ -72,7 +72,7 @@ pub(crate) async fn run<S: FlatMap>(
     let publish_budget = shared.consumer.publish_window as usize / concurrency;
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let mut failures = 0u32;
+    let mut failures = FailureStreak::default();
     tracing::info!(stage = S::NAME, concurrency, "processing");
 
     'pulling: while !stop.is_cancelled() {
@@ -87,8 +87,7 @@ pub(crate) async fn run<S: FlatMap>(
         let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
             Ok(batch) => batch,
             Err(e) => {
-                failures += 1;
-                pause_after_failure(failures, &e, &stop).await;
+                failures.pause(S::NAME, "cannot pull", &e, &stop).await;
                 continue;
             }
         };
@@ -119,14 +118,13 @@ pub(crate) async fn run<S: FlatMap>(
                 // A consumer without a leader (a cluster electing one)
                 // answers the request itself with an error.
                 Err(e) => {
-                    failures += 1;
-                    pause_after_failure(failures, &e, &stop).await;
+                    failures.pause(S::NAME, "cannot pull", &e, &stop).await;
                     continue 'pulling;
                 }
             }
             reap(&mut tasks);
         }
-        failures = 0;
+        failures.end();
         reap(&mut tasks);
     }
     tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;

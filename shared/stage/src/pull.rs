@@ -33,24 +33,40 @@ pub(crate) async fn pull(
 /// byte limits that must always admit the largest message.
 pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
 
-/// Sleeps after a failed pull, longer each time in a row, unless stopped.
-pub(crate) async fn pause_after_failure(
-    failures: u32,
-    error: &(dyn std::fmt::Display + Sync),
-    stop: &CancellationToken,
-) {
-    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
-    // A cluster electing the consumer's leader answers every pull with 503
-    // for seconds, in every task: say so on the first failure in a row and
-    // every tenth, not each time.
-    if failures == 1 || failures % 10 == 0 {
-        tracing::warn!(error = %error, failures, "cannot pull; retrying in {delay:?}");
-    } else {
-        tracing::debug!(error = %error, failures, "cannot pull; retrying in {delay:?}");
+/// One task's failures in a row (to pull, or to open a sink's writer):
+/// each is followed by a longer pause, and the streak ends with the first
+/// clean pull.
+#[derive(Default)]
+pub(crate) struct FailureStreak(u32);
+
+impl FailureStreak {
+    /// Sleeps after failure `what`, longer each time in a row, unless stopped.
+    pub(crate) async fn pause(
+        &mut self,
+        stage: &'static str,
+        what: &str,
+        error: &(dyn std::fmt::Display + Sync),
+        stop: &CancellationToken,
+    ) {
+        self.0 += 1;
+        let failures = self.0;
+        let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+        // A cluster electing the consumer's leader answers every pull with
+        // 503 for seconds, in every task: say so on the first failure in a
+        // row and every tenth, not each time.
+        if failures == 1 || failures % 10 == 0 {
+            tracing::warn!(stage, error = %error, failures, "{what}; retrying in {delay:?}");
+        } else {
+            tracing::debug!(stage, error = %error, failures, "{what}; retrying in {delay:?}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => {}
+        }
     }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = stop.cancelled() => {}
+
+    pub(crate) fn end(&mut self) {
+        self.0 = 0;
     }
 }
 

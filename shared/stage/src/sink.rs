@@ -16,7 +16,7 @@ use crate::{
     keep_alive::{keep_alive, Outcome},
     observe::{names, HEALTH},
     outage::Pause,
-    pull::{self, pause_after_failure, release_after},
+    pull::{self, release_after, FailureStreak},
     tasks, telemetry, Delivery, StageError,
 };
 
@@ -88,7 +88,7 @@ pub(crate) async fn run<S: Sink>(
             stop: stop.clone(),
             abort: abort.clone(),
             writer: None,
-            failures: 0,
+            failures: FailureStreak::default(),
         };
         tasks.spawn(task.run());
     }
@@ -106,7 +106,7 @@ struct WriterTask<S: Sink> {
     stop: CancellationToken,
     abort: CancellationToken,
     writer: Option<S::Writer>,
-    failures: u32,
+    failures: FailureStreak,
 }
 
 impl<S: Sink> WriterTask<S> {
@@ -137,14 +137,13 @@ impl<S: Sink> WriterTask<S> {
             Ok(w) => {
                 HEALTH.set_destination_reachable(true);
                 self.writer = Some(w);
-                self.failures = 0;
+                self.failures.end();
             }
             Err(e) => {
                 HEALTH.set_destination_reachable(false);
-                self.failures += 1;
-                let failures = self.failures;
-                tracing::warn!(stage = S::NAME, error = %e, failures, "cannot open writer");
-                pause_after_failure(failures, &e, &self.stop).await;
+                self.failures
+                    .pause(S::NAME, "cannot open writer", &e, &self.stop)
+                    .await;
             }
         }
         false
@@ -167,8 +166,9 @@ impl<S: Sink> WriterTask<S> {
         let mut batch = match pull.await {
             Ok(batch) => batch,
             Err(e) => {
-                self.failures += 1;
-                pause_after_failure(self.failures, &e, &self.stop).await;
+                self.failures
+                    .pause(S::NAME, "cannot pull", &e, &self.stop)
+                    .await;
                 return Some(Vec::new());
             }
         };
@@ -186,8 +186,9 @@ impl<S: Sink> WriterTask<S> {
                 // A consumer without a leader (a cluster electing one)
                 // answers the request itself with an error.
                 Err(e) => {
-                    self.failures += 1;
-                    pause_after_failure(self.failures, &e, &self.stop).await;
+                    self.failures
+                        .pause(S::NAME, "cannot pull", &e, &self.stop)
+                        .await;
                     failed = true;
                     break;
                 }
@@ -200,7 +201,7 @@ impl<S: Sink> WriterTask<S> {
             return None;
         }
         if !failed {
-            self.failures = 0;
+            self.failures.end();
         }
         Some(deliveries)
     }
