@@ -109,6 +109,22 @@ impl PrivateNats {
         self.launch().await;
     }
 
+    /// Stops the server without closing its connections (SIGSTOP), as a
+    /// hung or partitioned server looks to its clients; `thaw` resumes it.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server runs");
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

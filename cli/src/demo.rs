@@ -43,7 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("cannot start HTTP server")?;
     server.add_dataset(&dataset);
     let accounts_url = server.url("/accounts.csv");
-    println!(
+    outln!(
         "sluice demo: {} accounts, {} transactions at {accounts_url}",
         group(args.accounts as i128),
         group(dataset.expected.len() as i128)
@@ -55,14 +55,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &[("SLUICE_TRANSACTIONS_PER_MESSAGE", &per_message)],
     )
     .context("cannot start the services")?;
-    println!(
+    outln!(
         "started importer, fetcher, saver (namespace {}, database {}, logs in {})",
         sandbox.namespace.name().unwrap_or(""),
         sandbox.database,
         deployment.log_dir.display()
     );
     let (allow, networks) = Deployment::ALLOW_LOOPBACK;
-    println!(
+    outln!(
         "the files are on this machine, so downloads from loopback are allowed: {allow}={networks}"
     );
 
@@ -132,7 +132,7 @@ async fn import_and_verify(
         )],
     );
     drop(span);
-    println!("published import {id} of {accounts_url}");
+    outln!("published import {id} of {accounts_url}");
 
     let expected = dataset.expected.len() as i64;
     let mut progress = Progress::new();
@@ -186,22 +186,22 @@ async fn import_and_verify(
         .messages;
     let expected_sum = format_cents(dataset.expected_sum_cents() as i64);
 
-    println!("  accounts          {}", group(dataset.accounts as i128));
-    println!(
+    outln!("  accounts          {}", group(dataset.accounts as i128));
+    outln!(
         "  transactions      {} saved, {} expected",
         group(got.len() as i128),
         group(want.len() as i128)
     );
-    println!("  sum of amounts    {sum} saved, {expected_sum} expected");
-    println!("  dead letters      {dead_letters}");
-    println!(
+    outln!("  sum of amounts    {sum} saved, {expected_sum} expected");
+    outln!("  dead letters      {dead_letters}");
+    outln!(
         "  completion event  {:?} on {}: {} transactions saved",
         event.status,
         sandbox.namespace.import_events(&id),
         group(event.transactions_saved.into())
     );
-    println!("  elapsed           {:.2} s", elapsed.as_secs_f64());
-    println!(
+    outln!("  elapsed           {:.2} s", elapsed.as_secs_f64());
+    outln!(
         "  throughput        {} rows/s",
         group((got.len() as f64 / elapsed.as_secs_f64()) as i128)
     );
@@ -210,6 +210,6 @@ async fn import_and_verify(
     if got != want || sum != expected_sum || dead_letters != 0 || !announced {
         return Err(anyhow!("the saved rows differ from the data set"));
     }
-    println!("every row is exactly as in the files: no loss, no duplicates");
+    outln!("every row is exactly as in the files: no loss, no duplicates");
     Ok(())
 }

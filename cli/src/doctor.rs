@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
+use futures_util::{stream::FuturesOrdered, StreamExt};
 use serde::Serialize;
 use sluice_download::DownloadArgs;
 use sluice_messages::Stream;
@@ -62,32 +63,58 @@ impl Check {
 
     fn print(&self) {
         let mark = if self.ok { "✓" } else { "✗" };
-        println!("{mark} {}: {}", self.check, self.detail);
+        outln!("{mark} {}: {}", self.check, self.detail);
         if let Some(fix) = &self.fix {
-            println!("    fix: {fix}");
+            outln!("    fix: {fix}");
         }
     }
 }
 
+/// The longest any one check may take: a server that stops answering
+/// mid-run makes its checks fail with this, never hang the command.
+const CHECK_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The checks so far. Each line is printed as soon as its check completes
+/// (unless JSON was asked for, which prints the whole list at the end).
+struct Report {
+    json: bool,
+    checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, check: Check) {
+        if !self.json {
+            check.print();
+            crate::output::flush();
+        }
+        self.checks.push(check);
+    }
+}
+
 pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
-    let mut checks = Vec::new();
-    check_nats(&args, &mut checks).await;
-    check_database(&args, &mut checks).await;
-    checks.push(Check::pass(
-        "downloads",
+    let mut report = Report {
+        json: args.json,
+        checks: Vec::new(),
+    };
+    check_nats(&args, &mut report).await;
+    check_database(&args, &mut report).await;
+    // The fetcher's guard runs with the fetcher's environment, which this
+    // command cannot see: say which settings were read.
+    report.push(Check::pass(
+        "downloads (this command's environment, not the fetcher's)",
         format!(
-            "refused: {} (SLUICE_DENY_NETWORKS); allowed anyway: {} (SLUICE_ALLOW_NETWORKS)",
+            "refused: {} (SLUICE_DENY_NETWORKS); allowed anyway: {} (SLUICE_ALLOW_NETWORKS); \
+             the fetcher applies its own, shown at its start and on its /metrics",
             non_empty(args.download.deny_networks.to_string()),
             non_empty(args.download.allow_networks.to_string()),
         ),
     ));
+    let checks = report.checks;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&checks).expect("encodes")
         );
-    } else {
-        checks.iter().for_each(Check::print);
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {
@@ -100,6 +127,27 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `check` within [`CHECK_DEADLINE`], or a failed check that says so.
+/// `Err`: the check had no answer in time (see [`late`]).
+async fn within(
+    label: String,
+    check: impl std::future::Future<Output = Check>,
+) -> Result<Check, Check> {
+    tokio::time::timeout(CHECK_DEADLINE, check)
+        .await
+        .map_err(|_| late(label))
+}
+
+/// A check whose server did not answer within [`CHECK_DEADLINE`].
+fn late(label: impl Into<String>) -> Check {
+    Check::fail(
+        label,
+        Problem::new(format!("no answer within {} s", CHECK_DEADLINE.as_secs())).fix(
+            "the server stopped answering: check that it runs and is reachable, then run `sluice doctor` again",
+        ),
+    )
+}
+
 fn non_empty(list: String) -> String {
     if list.is_empty() {
         "none".into()
@@ -108,11 +156,16 @@ fn non_empty(list: String) -> String {
     }
 }
 
-async fn check_nats(args: &DoctorArgs, checks: &mut Vec<Check>) {
+async fn check_nats(args: &DoctorArgs, checks: &mut Report) {
     let nats = &args.nats;
-    let (client, js) = match explain::connect_nats_server(nats, "sluice-doctor").await {
-        Ok(connected) => connected,
-        Err(problem) => return checks.push(Check::fail("NATS", problem)),
+    let connected = tokio::time::timeout(
+        CHECK_DEADLINE,
+        explain::connect_nats_server(nats, "sluice-doctor"),
+    );
+    let (client, js) = match connected.await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(problem)) => return checks.push(Check::fail("NATS", problem)),
+        Err(_) => return checks.push(late("NATS")),
     };
     let server = client.server_info();
     checks.push(Check::pass(
@@ -124,9 +177,11 @@ async fn check_nats(args: &DoctorArgs, checks: &mut Vec<Check>) {
             server.server_name
         ),
     ));
-    let account = match explain::jetstream_account(nats, &js).await {
-        Ok(account) => account,
-        Err(problem) => return checks.push(Check::fail("JetStream", problem)),
+    let account = tokio::time::timeout(CHECK_DEADLINE, explain::jetstream_account(nats, &js));
+    let account = match account.await {
+        Ok(Ok(account)) => account,
+        Ok(Err(problem)) => return checks.push(Check::fail("JetStream", problem)),
+        Err(_) => return checks.push(late("JetStream")),
     };
     let limit = |l: Option<i64>| l.map_or("unlimited".to_owned(), |n| n.to_string());
     checks.push(Check::pass(
@@ -141,13 +196,31 @@ async fn check_nats(args: &DoctorArgs, checks: &mut Vec<Check>) {
             limit(account.limits.max_storage),
         ),
     ));
+    // Once NATS stops answering, the checks after it would each wait out
+    // their deadline too: one line says so instead.
     for which in Stream::ALL {
-        checks.push(check_stream(nats, &js, which).await);
+        let label = format!("stream {}", nats.namespace.stream(which));
+        match within(label, check_stream(nats, &js, which)).await {
+            Ok(check) => checks.push(check),
+            Err(late) => return checks.push(late),
+        }
     }
-    for name in topology::CONSUMERS {
-        checks.push(check_consumer(args, &js, name).await);
+    // Together, since each may watch a consumer for a few seconds; shown
+    // in order, each as soon as it and those before it are done.
+    let mut consumers: FuturesOrdered<_> = topology::CONSUMERS
+        .iter()
+        .map(|name| {
+            let label = format!("consumer {name}");
+            within(label, check_consumer(args, &js, name))
+        })
+        .collect();
+    while let Some(check) = consumers.next().await {
+        match check {
+            Ok(check) => checks.push(check),
+            Err(late) => return checks.push(late),
+        }
     }
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(CHECK_DEADLINE, client.flush()).await;
 }
 
 async fn check_stream(nats: &NatsArgs, js: &jetstream::Context, which: Stream) -> Check {
@@ -299,33 +372,33 @@ fn consumer_drift(want: &pull::Config, have: &jetstream::consumer::Config) -> Ve
         .0
 }
 
-async fn check_database(args: &DoctorArgs, checks: &mut Vec<Check>) {
+async fn check_database(args: &DoctorArgs, checks: &mut Report) {
     let url = &args.database.database_url;
-    let db = match args.database.connect().await {
-        Ok(db) => db,
-        Err(problem) => return checks.push(Check::fail("PostgreSQL", problem)),
-    };
-    let version: String = match db.query_one("SHOW server_version", &[]).await {
-        Ok(row) => row.get(0),
-        Err(e) => {
-            return checks.push(Check::fail(
-                "PostgreSQL",
-                explain::postgres("read the server version", url, &e),
-            ))
-        }
+    let connected = tokio::time::timeout(CHECK_DEADLINE, async {
+        let db = args.database.connect().await?;
+        let version = db
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| explain::postgres("read the server version", url, &e))?;
+        Ok::<_, Problem>((db, version.get::<_, String>(0)))
+    });
+    let (db, version) = match connected.await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(problem)) => return checks.push(Check::fail("PostgreSQL", problem)),
+        Err(_) => return checks.push(late("PostgreSQL")),
     };
     checks.push(Check::pass(
         "PostgreSQL",
         format!("{} answers: PostgreSQL {version}", redact_url(url)),
     ));
-    let tls: bool = db
-        .query_one(
-            "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(false);
+    let tls = db.query_one(
+        "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+        &[],
+    );
+    let tls: bool = match tokio::time::timeout(CHECK_DEADLINE, tls).await {
+        Ok(row) => row.map(|r| r.get(0)).unwrap_or(false),
+        Err(_) => return checks.push(late("PostgreSQL TLS")),
+    };
     let local = [
         "@127.",
         "@localhost",
@@ -352,25 +425,32 @@ async fn check_database(args: &DoctorArgs, checks: &mut Vec<Check>) {
                 .fix("add sslmode=verify-full and sslrootcert=<the server's CA> to DATABASE_URL"),
         )
     });
-    let want = sluice_saver::SCHEMA_VERSION;
-    match db
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM sluice_migrations",
-            &[],
-        )
-        .await
-    {
-        Ok(row) if row.get::<_, i32>(0) as usize == want => {
-            checks.push(Check::pass("schema", format!("migrated to version {want}")))
+    let version = db.query_one(
+        "SELECT COALESCE(MAX(version), 0) FROM sluice_migrations",
+        &[],
+    );
+    let version = match tokio::time::timeout(CHECK_DEADLINE, version).await {
+        Ok(Ok(row)) => row.get::<_, i32>(0),
+        Ok(Err(e)) => {
+            return checks.push(Check::fail(
+                "schema",
+                explain::postgres("read the schema version", url, &e),
+            ))
         }
-        Ok(row) => checks.push(Check::fail(
-            "schema",
-            Problem::new(format!("at version {} of {want}", row.get::<_, i32>(0)))
-                .fix("run `sluice setup` (or start the saver): it migrates the schema"),
-        )),
-        Err(e) => checks.push(Check::fail(
-            "schema",
-            explain::postgres("read the schema version", url, &e),
-        )),
-    }
+        Err(_) => return checks.push(late("schema")),
+    };
+    checks.push(match sluice_saver::schema::compare(version) {
+        Ok(()) => Check::pass("schema", format!("migrated to version {version}")),
+        Err(mismatch) => {
+            let fix = match mismatch {
+                sluice_saver::schema::Mismatch::Behind { .. } => {
+                    "run `sluice setup` (or start the saver): it migrates the schema"
+                }
+                sluice_saver::schema::Mismatch::Ahead { .. } => {
+                    "upgrade sluice (this command and the services) to the release that migrated it"
+                }
+            };
+            Check::fail("schema", Problem::new(mismatch.to_string()).fix(fix))
+        }
+    });
 }

@@ -1,5 +1,9 @@
 //! `sluice`: the operator's and newcomer's command.
 
+// First, so that `outln!` is in scope in every module after it.
+#[macro_use]
+mod output;
+
 mod dead_letters;
 #[cfg(feature = "demo")]
 mod demo;

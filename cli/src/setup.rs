@@ -29,7 +29,7 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-setup").await?;
     declare(&js, &args.nats, &args.consumer).await?;
     for stream in sluice_messages::Stream::ALL {
-        println!("stream {} ready", args.nats.namespace.stream(stream));
+        outln!("stream {} ready", args.nats.namespace.stream(stream));
     }
     let _ = client.flush().await;
     if !args.skip_database {
@@ -76,14 +76,14 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .map_err(|e| explain::postgres("list databases", url, &e))?
         .is_some();
     if exists {
-        println!("database {name} ready");
+        outln!("database {name} ready");
     } else {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         admin
             .batch_execute(&format!("CREATE DATABASE {quoted}"))
             .await
             .map_err(|e| explain::postgres(&format!("create database {name}"), url, &e))?;
-        println!("database {name} created");
+        outln!("database {name} created");
     }
     // The saver migrates at start-up too; doing it here means `status` and
     // `doctor` find the schema before the first saver runs.
@@ -91,9 +91,13 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .connect()
         .await
         .map_err(|e| explain::postgres("connect to the database", url, &e))?;
-    sluice_saver::migrate(&db)
-        .await
-        .map_err(|e| explain::postgres("migrate the schema", url, &e))?;
-    println!("schema at version {}", sluice_saver::SCHEMA_VERSION);
+    match sluice_saver::migrate(&db).await {
+        Ok(()) => {}
+        Err(sluice_saver::MigrateError::Postgres(e)) => {
+            return Err(explain::postgres("migrate the schema", url, &e).into())
+        }
+        Err(sluice_saver::MigrateError::Ahead(ahead)) => return Err(anyhow::anyhow!(ahead)),
+    }
+    outln!("schema at version {}", sluice_saver::SCHEMA_VERSION);
     Ok(())
 }

@@ -62,6 +62,56 @@ async fn completion_is_published_once_after_every_row_is_committed() {
     p.stop().await;
 }
 
+/// Three saver replicas each run the completion announcer: each of 20
+/// imports still gets exactly one event on a core subscription (what
+/// `nats sub 'import-events.>'` shows), not one per replica that saw it
+/// settle, and no replica warns about the one it did not publish.
+#[tokio::test]
+async fn three_savers_put_one_completion_event_on_the_wire_per_import() {
+    let p = Pipeline::start_replicas("oneevent", &[], 3).await;
+    let data = Dataset::generate(3, 30, 58);
+    p.server.add_dataset(&data);
+    let client = p.sandbox.nats().await;
+    let mut events = client
+        .subscribe(p.sandbox.namespace.import_events("*"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let url = p.server.url("/accounts.csv");
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        ids.insert(p.import(&url).await.to_string());
+    }
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < ids.len() {
+        let message = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("events for {} of {} imports", seen.len(), ids.len()))
+            .expect("subscription open");
+        let event: ImportCompleted = serde_json::from_slice(&message.payload).unwrap();
+        *seen.entry(event.import_id).or_default() += 1;
+    }
+    // A second publish comes within milliseconds of the first; wait well past.
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(2), events.next()).await
+    {
+        let event: ImportCompleted = serde_json::from_slice(&message.payload).unwrap();
+        *seen.entry(event.import_id).or_default() += 1;
+    }
+    assert_eq!(seen.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ids);
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "events per import: {doubled:?}");
+    // The imports listed the same rows: each is saved once.
+    p.assert_saves_exactly(&data, Duration::from_secs(10)).await;
+    let logs = p.logs();
+    assert!(
+        !logs.contains("cannot announce completed imports yet"),
+        "{logs}"
+    );
+    p.stop().await;
+}
+
 /// A 404 account and malformed rows in both files: the import completes
 /// with errors, `import --wait` exits 1 and names each failure.
 #[tokio::test]

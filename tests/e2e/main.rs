@@ -10,6 +10,7 @@ mod creds;
 mod faults;
 mod hostile;
 mod lifecycle;
+mod misconfigured;
 mod nats_cli;
 mod observe;
 mod operator;

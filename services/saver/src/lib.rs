@@ -1,7 +1,7 @@
 //! saver: batches of transactions in, rows in PostgreSQL out, idempotently
 //! on `(account_id, id)`.
 
-mod schema;
+pub mod schema;
 mod tracker;
 mod tracking;
 
@@ -12,7 +12,7 @@ use sluice_stage::{error_chain, Delivery, Sink, StageError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
-pub use schema::{migrate, SCHEMA_VERSION};
+pub use schema::{migrate, MigrateError, SCHEMA_VERSION};
 pub use tracker::{announce_completions, Tracker};
 pub use tracking::complete_finished;
 
@@ -31,18 +31,57 @@ impl Database {
         }
     }
 
+    /// A connection, the schema migrated. A refusal that only a setting can
+    /// fix (see [`misconfigured`]) is reported as such; the caller still
+    /// sees an outage, so no message is blamed for it.
     pub async fn connect(&self) -> Result<Client, StageError> {
-        let client = self
-            .config
-            .connect()
-            .await
-            .map_err(|e| db_error("connect", &e))?;
-        self.migrated
-            .get_or_try_init(|| async {
-                migrate(&client).await.map_err(|e| db_error("migrate", &e))
-            })
-            .await?;
-        Ok(client)
+        let connected = async {
+            let client = self
+                .config
+                .connect()
+                .await
+                .map_err(|e| (db_error("connect", &e), misconfigured(&e)))?;
+            self.migrated
+                .get_or_try_init(|| async {
+                    match migrate(&client).await {
+                        Ok(()) => Ok(()),
+                        Err(MigrateError::Postgres(e)) => {
+                            Err((db_error("migrate", &e), misconfigured(&e)))
+                        }
+                        Err(MigrateError::Ahead(ahead)) => Err((
+                            StageError::outage(ahead),
+                            Some("run the saver release that migrated this database, or a later one"),
+                        )),
+                    }
+                })
+                .await?;
+            Ok(client)
+        };
+        match connected.await {
+            Ok(client) => {
+                sluice_stage::misconfiguration::cleared("PostgreSQL");
+                Ok(client)
+            }
+            Err((error, Some(fix))) => {
+                sluice_stage::misconfiguration::report("PostgreSQL", error.message(), fix);
+                Err(error)
+            }
+            Err((error, None)) => Err(error),
+        }
+    }
+}
+
+/// The fix, when connecting or migrating failed for a setting rather than
+/// an outage: a password (28P01), a role (28000), a database (3D000), or a
+/// right (42501) that is wrong or missing.
+fn misconfigured(e: &tokio_postgres::Error) -> Option<&'static str> {
+    match e.code()?.code() {
+        "28P01" | "28000" => Some("check the user and password in DATABASE_URL (and pg_hba.conf)"),
+        "3D000" => Some("create the database (`sluice setup` does) or name an existing one in DATABASE_URL"),
+        "42501" => Some(
+            "grant the DATABASE_URL role CONNECT on the database and CREATE on its schema, or run `sluice setup` as its owner",
+        ),
+        _ => None,
     }
 }
 

@@ -109,9 +109,56 @@ const MIGRATIONS: &[&str] = &[
 /// The version `migrate` brings a database to.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-/// Brings the schema up to date. Replicas starting together serialise on an
-/// advisory lock, so each migration runs once.
-pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+/// How a database's schema version stands against this binary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Older: `migrate` brings it up to date.
+    Behind { at: i32, knows: usize },
+    /// Newer: a later release migrated it, and this binary would misread or
+    /// corrupt what that release writes. Only an upgrade helps.
+    Ahead { at: i32, knows: usize },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Behind { at, knows } => {
+                write!(f, "the database schema is at version {at} of {knows}")
+            }
+            Mismatch::Ahead { at, knows } => write!(
+                f,
+                "the database schema is at version {at}; this binary knows up to version {knows}: upgrade the binary"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// Whether schema version `at` is the one this binary writes.
+pub fn compare(at: i32) -> Result<(), Mismatch> {
+    let knows = SCHEMA_VERSION;
+    match usize::try_from(at).unwrap_or(0).cmp(&knows) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(Mismatch::Behind { at, knows }),
+        std::cmp::Ordering::Greater => Err(Mismatch::Ahead { at, knows }),
+    }
+}
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database is newer than this binary: nothing was changed.
+    #[error(transparent)]
+    Ahead(Mismatch),
+}
+
+/// Brings the schema up to date, or refuses a schema newer than this
+/// binary. Replicas starting together serialise on an advisory lock, so
+/// each migration runs once.
+pub async fn migrate(client: &Client) -> Result<(), MigrateError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS sluice_migrations (
@@ -122,7 +169,7 @@ pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
         .await
         .or_else(ignore_concurrent_create)?;
     client.batch_execute("BEGIN").await?;
-    let result = async {
+    let result: Result<(), MigrateError> = async {
         client
             .execute(
                 "SELECT pg_advisory_xact_lock(hashtext('sluice-saver-migrations'))",
@@ -136,6 +183,9 @@ pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
             )
             .await?
             .get(0);
+        if let Err(ahead @ Mismatch::Ahead { .. }) = compare(applied) {
+            return Err(MigrateError::Ahead(ahead));
+        }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             client.batch_execute(sql).await?;
             client

@@ -82,9 +82,17 @@ impl Sink for Tracker {
 
 /// Every 200 ms: settles the imports that are complete, then publishes the
 /// completion event of every settled import not yet announced, and marks
-/// it announced. The event's `Nats-Msg-Id` is the
-/// import's, so replicas announcing the same import at once, or a saver
-/// that died between publishing and marking, publish it once.
+/// it announced.
+///
+/// Every saver replica runs this. Exactly one publishes each event: it
+/// claims the import's row (`FOR UPDATE SKIP LOCKED`) in a transaction
+/// that also marks it announced, and holds the claim while it publishes.
+/// Another replica skips a claimed row, and finds it announced once the
+/// claim commits. A replica that dies between publishing and committing
+/// releases its claim with its connection; the next one publishes again
+/// under the same `Nats-Msg-Id` (`import-completed/<id>`), which the
+/// stream drops as a duplicate: then, and only then, a core subscriber
+/// sees the event twice.
 pub async fn announce_completions(
     database: Database,
     js: jetstream::Context,
@@ -92,21 +100,28 @@ pub async fn announce_completions(
     stop: CancellationToken,
 ) -> Result<(), StageError> {
     let mut client: Option<Client> = None;
+    let mut failing = sluice_stage::misconfiguration::Repeats::default();
     while !stop.is_cancelled() {
         let result = async {
             if client.is_none() {
                 client = Some(database.connect().await?);
             }
-            let connected = client.as_ref().expect("connected");
+            let connected = client.as_mut().expect("connected");
             tracking::complete_finished(connected)
                 .await
                 .map_err(|e| db_error("settle imports", &e))?;
             announce_pending(connected, &js, &ns).await
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot announce completed imports yet");
-            client = None;
+        match result {
+            Ok(()) => failing.end(),
+            Err(e) => {
+                let due = failing.due();
+                if let Some(repeated) = due.filter(|_| !sluice_stage::misconfiguration::reported()) {
+                    tracing::warn!(error = %e, repeated, "cannot announce completed imports yet");
+                }
+                client = None;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -117,7 +132,7 @@ pub async fn announce_completions(
 }
 
 async fn announce_pending(
-    client: &Client,
+    client: &mut Client,
     js: &jetstream::Context,
     ns: &Namespace,
 ) -> Result<(), StageError> {
@@ -126,44 +141,69 @@ async fn announce_pending(
         .map_err(|e| db_error("read settled imports", &e))?;
     for tracking::Unannounced { event, traceparent } in pending {
         let id = event.import_id.clone();
+        let claim = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("begin", &e))?;
+        if !tracking::claim_announcement(&claim, &id)
+            .await
+            .map_err(|e| db_error("claim the announcement", &e))?
+        {
+            // Another replica announces it, or has already.
+            tracing::debug!(import_id = %id, "completion announced by another replica");
+            continue;
+        }
         // Ids are checked where messages are decoded; one that got into the
         // table otherwise (an older version, a hand edit) has no subject to
         // go to. It must not hold up the imports after it.
         if let Err(why) = sluice_messages::validate_import_id(&id) {
             tracing::error!(import_id = ?id, %why, "cannot announce this import; marking it announced without an event");
-            mark_announced(client, &id).await?;
-            continue;
+        } else {
+            publish_completion(js, ns, &event, traceparent).await?;
         }
-        let span = completion_span(&event, traceparent);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(sluice_messages::HEADER_IMPORT_ID, id.as_str());
-        TraceHeaders::of(&span).apply(&mut headers);
-        let message = PublishMessage::build()
-            .payload(
-                serde_json::to_vec(&event)
-                    .expect("events always encode")
-                    .into(),
-            )
-            .headers(headers)
-            .message_id(format!("import-completed/{id}"));
-        js.send_publish(ns.import_events(&id), message)
-            .instrument(span)
+        tracking::mark_announced(&claim, &id)
             .await
-            .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
+            .map_err(|e| db_error("mark import announced", &e))?;
+        claim
+            .commit()
             .await
-            .map_err(|e| {
-                StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
-            })?;
-        mark_announced(client, &id).await?;
-        tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
+            .map_err(|e| db_error("commit the announcement", &e))?;
+        if sluice_messages::validate_import_id(&id).is_ok() {
+            tracing::info!(import_id = %id, status = ?event.status, transactions = event.transactions_saved, "import complete");
+        }
     }
     Ok(())
 }
 
-async fn mark_announced(client: &Client, id: &str) -> Result<(), StageError> {
-    tracking::mark_announced(client, id)
+/// Publishes the completion event and waits until the stream stored it.
+async fn publish_completion(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    event: &ImportCompleted,
+    traceparent: Option<String>,
+) -> Result<(), StageError> {
+    let id = &event.import_id;
+    let span = completion_span(event, traceparent);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(sluice_messages::HEADER_IMPORT_ID, id.as_str());
+    TraceHeaders::of(&span).apply(&mut headers);
+    let message = PublishMessage::build()
+        .payload(
+            serde_json::to_vec(event)
+                .expect("events always encode")
+                .into(),
+        )
+        .headers(headers)
+        .message_id(format!("import-completed/{id}"));
+    js.send_publish(ns.import_events(id), message)
+        .instrument(span)
         .await
-        .map_err(|e| db_error("mark import announced", &e))
+        .map_err(|e| StageError::transient(format!("cannot publish completion of {id}: {e}")))?
+        .await
+        .map_err(|e| {
+            StageError::transient(format!("JetStream did not store completion of {id}: {e}"))
+        })?;
+    Ok(())
 }
 
 /// The completion's span: the last of the import's trace, under the span

@@ -316,7 +316,25 @@ pub(crate) async fn unannounced(
 }
 
 /// Records that the completion event of import `id` is published.
-pub(crate) async fn mark_announced(client: &Client, id: &str) -> Result<(), tokio_postgres::Error> {
+/// Claims the announcement of import `id` for this transaction: false when
+/// another replica holds the claim or has announced it already.
+pub(crate) async fn claim_announcement(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    tx.query_opt(
+        "SELECT 1 FROM imports WHERE id = $1 AND status <> 'running' AND event_published_at IS NULL
+         FOR UPDATE SKIP LOCKED",
+        &[&id],
+    )
+    .await
+    .map(|row| row.is_some())
+}
+
+pub(crate) async fn mark_announced(
+    client: &impl tokio_postgres::GenericClient,
+    id: &str,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
             "UPDATE imports SET event_published_at = now() WHERE id = $1",

@@ -25,7 +25,7 @@ use crate::Body;
 /// reserved ranges. The same choices GitLab and Gitea make for URLs their
 /// users supply.
 pub const DEFAULT_DENY: &str = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,\
-172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,224.0.0.0/3,::/128,::1/128,fc00::/7,fe80::/10,ff00::/8";
+172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,224.0.0.0/3,::/128,::1/128,64:ff9b:1::/48,fc00::/7,fe80::/10,ff00::/8";
 
 /// A comma-separated list of networks, `169.254.0.0/16,fe80::/10`; a bare
 /// address is a network of one.
@@ -93,8 +93,10 @@ impl AddressPolicy {
 }
 
 /// The IPv4 address an IPv6 one carries and routes to: IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
-/// (IPv4-mapped addresses are canonicalised before.)
+/// (`::a.b.c.d`), SIIT's IPv4-translated (`::ffff:0:a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`). (IPv4-mapped
+/// addresses are canonicalised before; the local-use NAT64 prefix
+/// `64:ff9b:1::/48`, whose layout each site chooses, is denied whole.)
 fn embedded_ipv4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let s = v6.segments();
@@ -103,6 +105,7 @@ fn embedded_ipv4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
         // IPv4-compatible `::a.b.c.d`, except `::` and `::1`, which are
         // IPv6's own unspecified and loopback addresses (and listed as such).
         [0, 0, 0, 0, 0, 0, _, _] if s[6] != 0 || s[7] > 1 => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
         [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new(
             (a >> 8) as u8,
@@ -450,6 +453,10 @@ mod tests {
             "::ff00",
             "64:ff9b::10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:7f00:0:100::",
             "2002:7f00:1::",
             "2002:a9fe:a9fe::1",
         ] {
@@ -465,6 +472,7 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "64:ff9b::101:101",
+            "::ffff:0:101:101",
             "2002:101:101::",
         ] {
             assert!(policy.check(ip.parse().unwrap()).is_ok(), "{ip} is public");

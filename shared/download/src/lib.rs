@@ -267,6 +267,12 @@ pub struct Reserved {
 impl Downloader {
     pub fn new(options: &DownloadOptions) -> Result<Self, String> {
         install_tls_provider();
+        // What `sluice doctor` cannot see from its own environment.
+        tracing::info!(
+            denied = %options.addresses.deny,
+            allowed = %options.addresses.allow,
+            "download guard: refusing connections to the denied networks (SLUICE_DENY_NETWORKS) except the allowed ones (SLUICE_ALLOW_NETWORKS)"
+        );
         let addresses = Arc::new(options.addresses.clone());
         let policy = addresses.clone();
         // Host names are checked by the resolver; literal addresses in a

@@ -87,7 +87,14 @@ pub(crate) async fn run<S: FlatMap>(
         let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
             Ok(batch) => batch,
             Err(e) => {
-                failures.pause(S::NAME, "cannot pull", &e, &stop).await;
+                failures
+                    .pause(
+                        S::NAME,
+                        "cannot pull",
+                        &pull::pull_failure(&shared, crate::error_chain(&e)).await,
+                        &stop,
+                    )
+                    .await;
                 continue;
             }
         };
@@ -118,7 +125,14 @@ pub(crate) async fn run<S: FlatMap>(
                 // A consumer without a leader (a cluster electing one)
                 // answers the request itself with an error.
                 Err(e) => {
-                    failures.pause(S::NAME, "cannot pull", &e, &stop).await;
+                    failures
+                        .pause(
+                            S::NAME,
+                            "cannot pull",
+                            &pull::pull_failure(&shared, crate::error_chain(e.as_ref())).await,
+                            &stop,
+                        )
+                        .await;
                     continue 'pulling;
                 }
             }

@@ -18,6 +18,7 @@ mod error;
 mod fate;
 mod flat_map;
 mod keep_alive;
+pub mod misconfiguration;
 mod nats_login;
 pub mod observe;
 mod outage;

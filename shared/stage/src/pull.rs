@@ -5,7 +5,12 @@ use std::{sync::atomic::Ordering, time::Duration};
 use async_nats::jetstream::{self, consumer::pull::Batch, consumer::PullConsumer, AckKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::{context::StageContext, observe::names, StageError};
+use crate::{
+    context::StageContext,
+    misconfiguration::{self, Repeats},
+    observe::names,
+    StageError,
+};
 
 /// Asks for up to `max` messages and `max_bytes` bytes (0: any); the batch
 /// ends when they arrived or after `expires`. Asking only for what there is
@@ -29,6 +34,42 @@ pub(crate) async fn pull(
         })
 }
 
+/// A failed pull in words. async-nats reports a pull request the server
+/// answered with a status as its raw parts (`409, Some("Consumer
+/// Deleted")`), and a stream or consumer that is gone as "no responders":
+/// look up which is missing, and name it with the fix.
+pub(crate) async fn pull_failure(shared: &StageContext, chain: String) -> String {
+    use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
+    let gone = [
+        "Consumer Deleted",
+        "consumer deleted",
+        "no responders",
+        "503,",
+    ];
+    if !gone.iter().any(|g| chain.contains(g)) {
+        return chain;
+    }
+    let Some(input) = crate::topology::input_of(shared.stage) else {
+        return chain;
+    };
+    let stream = shared.ns.stream(input);
+    let consumer = shared.stage;
+    match shared.js.get_stream(&stream).await {
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            format!("stream {stream} does not exist (was it deleted?): run `sluice setup`, then restart this stage")
+        }
+        Ok(found) if found.consumer_info(consumer).await.is_err() => format!(
+            "the durable consumer {consumer} on stream {stream} does not exist (was it deleted?): restart this stage, which declares it, or run `sluice setup`"
+        ),
+        _ => format!(
+            "no JetStream server answered for stream {stream} (JetStream down, or on a cluster a leader being elected): {chain}"
+        ),
+    }
+}
+
 /// What a message may add to its payload (headers, subject, framing), for
 /// byte limits that must always admit the largest message.
 pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
@@ -37,7 +78,10 @@ pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
 /// each is followed by a longer pause, and the streak ends with the first
 /// clean pull.
 #[derive(Default)]
-pub(crate) struct FailureStreak(u32);
+pub(crate) struct FailureStreak {
+    failures: u32,
+    repeats: Repeats,
+}
 
 impl FailureStreak {
     /// Sleeps after failure `what`, longer each time in a row, unless stopped.
@@ -48,16 +92,21 @@ impl FailureStreak {
         error: &(dyn std::fmt::Display + Sync),
         stop: &CancellationToken,
     ) {
-        self.0 += 1;
-        let failures = self.0;
+        self.failures += 1;
+        let failures = self.failures;
         let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
         // A cluster electing the consumer's leader answers every pull with
         // 503 for seconds, in every task: say so on the first failure in a
-        // row and every tenth, not each time.
-        if failures == 1 || failures % 10 == 0 {
-            tracing::warn!(stage, error = %error, failures, "{what}; retrying in {delay:?}");
-        } else {
-            tracing::debug!(stage, error = %error, failures, "{what}; retrying in {delay:?}");
+        // row, then at most every 30 s, not each time.
+        // A misconfiguration was already reported, with its fix, as an error.
+        let due = self.repeats.due().filter(|_| !misconfiguration::reported());
+        match due {
+            Some(repeated) => {
+                tracing::warn!(stage, error = %error, failures, repeated, "{what}; retrying in {delay:?}")
+            }
+            None => {
+                tracing::debug!(stage, error = %error, failures, "{what}; retrying in {delay:?}")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -66,7 +115,8 @@ impl FailureStreak {
     }
 
     pub(crate) fn end(&mut self) {
-        self.0 = 0;
+        self.failures = 0;
+        self.repeats.end();
     }
 }
 

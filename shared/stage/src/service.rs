@@ -7,7 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ConsumerArgs, NatsArgs, ObserveArgs, StageArgs},
     context::StageContext,
-    flat_map, nats_login,
+    flat_map,
+    misconfiguration::{self, Repeats},
+    nats_login,
     observe::HEALTH,
     sink,
     topology::{self, ConsumerSpec},
@@ -171,6 +173,7 @@ impl Runtime {
         // idempotent), and a little later each time, for a slow cluster.
         let mut declaring = js.clone();
         let mut attempt = 0u32;
+        let mut waiting = Repeats::default();
         let pull_consumer = loop {
             declaring.set_timeout(
                 DECLARE_TIMEOUT
@@ -186,7 +189,10 @@ impl Runtime {
                 _ = stop.cancelled() => return Err(StageError::transient(STOPPED_BEFORE_READY)),
             };
             match declared {
-                Ok(c) => break c,
+                Ok(c) => {
+                    misconfiguration::cleared("NATS JetStream");
+                    break c;
+                }
                 Err(e) => {
                     if let Some(why) = nats_login::refused_for(REFUSAL_DEADLINE) {
                         return Err(StageError::permanent(format!(
@@ -196,7 +202,18 @@ impl Runtime {
                         )));
                     }
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "waiting for NATS JetStream");
+                    if !client.server_info().jetstream || e.to_string().contains("not enabled") {
+                        misconfiguration::report(
+                            "NATS JetStream",
+                            &format!(
+                                "NATS at {} does not offer JetStream: {e}",
+                                crate::config::redact_url(&nats.nats_url)
+                            ),
+                            "enable JetStream on the server (`nats-server -js`, or `jetstream {}` in its configuration, and for the account in operator mode)",
+                        );
+                    } else if let Some(repeated) = waiting.due() {
+                        tracing::warn!(error = %e, attempt, repeated, "waiting for NATS JetStream");
+                    }
                     let delay = Duration::from_millis(250 * u64::from(attempt.min(20)));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -292,6 +309,17 @@ impl Runtime {
     }
 }
 
+/// Resolves once a dependency has refused sluice for a setting (not an
+/// outage) for longer than [`misconfiguration::GRACE`].
+async fn misconfigured_for_good() -> String {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(why) = misconfiguration::lasting(misconfiguration::GRACE) {
+            return why;
+        }
+    }
+}
+
 /// A service's whole `main`: logging, a single-threaded runtime (sluice
 /// stages wait on the network far more than they compute), SIGTERM/SIGINT
 /// handling, and one clear line plus exit status 1 on a fatal error.
@@ -325,7 +353,18 @@ where
             tracing::info!("shutdown requested: no new work; finishing what is in flight");
             on_signal.cancel();
         });
-        body(stop.clone()).await
+        let body = body(stop.clone());
+        tokio::pin!(body);
+        tokio::select! {
+            result = &mut body => result,
+            why = misconfigured_for_good() => {
+                // What is in hand is handed back (or redelivered after its
+                // ack wait): a wrong setting loses nothing either.
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut body).await;
+                Err(StageError::permanent(why))
+            }
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

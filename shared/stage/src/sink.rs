@@ -167,7 +167,12 @@ impl<S: Sink> WriterTask<S> {
             Ok(batch) => batch,
             Err(e) => {
                 self.failures
-                    .pause(S::NAME, "cannot pull", &e, &self.stop)
+                    .pause(
+                        S::NAME,
+                        "cannot pull",
+                        &pull::pull_failure(&self.shared, crate::error_chain(&e)).await,
+                        &self.stop,
+                    )
                     .await;
                 return Some(Vec::new());
             }
@@ -187,7 +192,12 @@ impl<S: Sink> WriterTask<S> {
                 // answers the request itself with an error.
                 Err(e) => {
                     self.failures
-                        .pause(S::NAME, "cannot pull", &e, &self.stop)
+                        .pause(
+                            S::NAME,
+                            "cannot pull",
+                            &pull::pull_failure(&self.shared, crate::error_chain(e.as_ref())).await,
+                            &self.stop,
+                        )
                         .await;
                     failed = true;
                     break;
