@@ -426,3 +426,32 @@ async fn an_interrupted_wait_says_how_to_follow_the_import() {
         "stopped following import followed; it goes on without you: follow it again with `sluice status followed`\n"
     ));
 }
+
+/// A reader that goes away (`sluice dead-letters list | head -1`) ends the
+/// command quietly: no panic, no stack trace, status 0.
+#[tokio::test]
+async fn a_closed_stdout_is_a_normal_end() {
+    let sandbox = Sandbox::new("closedpipe").await;
+    let env: Vec<(String, String)> = sandbox.service_env();
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let setup = sluice(&["setup"], &env).await;
+    assert_eq!(setup.code, Some(0), "{}", setup.stderr);
+    for args in [&["status"][..], &["dead-letters", "list"], &["status", "--json"]] {
+        let mut child = Command::new(binary_dir().join("sluice"))
+            .args(args)
+            .env_remove("SLUICE_NAMESPACE")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_BACKTRACE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first line is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
