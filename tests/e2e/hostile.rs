@@ -575,3 +575,110 @@ async fn conflicting_duplicates_keep_the_first_in_file_order_and_are_reported() 
     }
     p.stop().await;
 }
+
+/// One key repeated 50,000 times costs what 50,000 distinct rows cost: the
+/// import completes with every repeat counted, a bounded number of them
+/// named row by row, and an import published behind it is not held up.
+#[tokio::test]
+async fn a_file_of_one_repeated_key_is_cheap_and_bounded() {
+    let p = Pipeline::start("hostile-repeats", &[]).await;
+    let repeats = 50_000;
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n7,repeats.csv\n"),
+    );
+    p.server.set(
+        "/repeats.csv",
+        Route::new(format!("id,amount\n{}", "7,1.00\n".repeat(repeats))),
+    );
+    p.server.set(
+        "/small.csv",
+        Route::new("accountId,transactionsUrl\n8,small-8.csv\n"),
+    );
+    p.server
+        .set("/small-8.csv", Route::new("id,amount\n1,1.00\n2,2.00\n"));
+    let heavy = p.import(&p.server.url("/accounts.csv")).await;
+    let small = p.import(&p.server.url("/small.csv")).await;
+    let done = p.completion(&small, Duration::from_secs(60)).await;
+    assert_eq!((done.status, done.transactions_saved), (ImportStatus::Completed, 2));
+    let done = p.completion(&heavy, Duration::from_secs(120)).await;
+    assert_eq!(
+        (done.status, done.conflicts, done.clashes, done.transactions_saved),
+        (ImportStatus::CompletedWithErrors, repeats as u64 - 1, 0, 1)
+    );
+    let named: i64 = p
+        .sandbox
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM import_conflicts WHERE import_id = $1",
+            &[&heavy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The bound, plus at most what writers racing past it add.
+    assert!(
+        (1_000..=1_000 + 2 * 100 * 100).contains(&named),
+        "{named} conflicts named"
+    );
+    p.assert_saves(
+        &rows(&[(7, 7, "1.00"), (8, 1, "1.00"), (8, 2, "2.00")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    p.stop().await;
+}
+
+/// A row planted by one import is never silently confirmed by another: the
+/// second import lists the same key with another amount, the planted row
+/// keeps its amount, and the second import counts a clash, ends
+/// `completed_with_errors`, and `sluice status` names the row, both imports
+/// and both amounts.
+#[tokio::test]
+async fn a_row_another_import_saved_with_another_value_is_a_clash() {
+    let p = Pipeline::start("hostile-planted", &[]).await;
+    p.server.set(
+        "/planted.csv",
+        Route::new("accountId,transactionsUrl\n9601,planted-9601.csv\n"),
+    );
+    p.server
+        .set("/planted-9601.csv", Route::new("id,amount\n1,999999.00\n"));
+    p.server.set(
+        "/later.csv",
+        Route::new("accountId,transactionsUrl\n9601,later-9601.csv\n"),
+    );
+    p.server.set(
+        "/later-9601.csv",
+        Route::new("id,amount\n1,1.00\n2,2.00\n"),
+    );
+    let planted = p.import(&p.server.url("/planted.csv")).await;
+    let done = p.completion(&planted, Duration::from_secs(60)).await;
+    assert_eq!(done.status, ImportStatus::Completed);
+    let later = p.import(&p.server.url("/later.csv")).await;
+    let done = p.completion(&later, Duration::from_secs(60)).await;
+    assert_eq!(
+        (done.status, done.clashes, done.conflicts, done.transactions_saved),
+        (ImportStatus::CompletedWithErrors, 1, 0, 1)
+    );
+    p.assert_saves(
+        &rows(&[(9601, 1, "999999.00"), (9601, 2, "2.00")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    // The same file again, with the same amounts as saved: no clash.
+    let again = p.import(&p.server.url("/planted.csv")).await;
+    let done = p.completion(&again, Duration::from_secs(60)).await;
+    assert_eq!((done.status, done.clashes), (ImportStatus::Completed, 0));
+
+    let status = p.cli(&["status", &later]).await;
+    let shown = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let line = format!(
+        "  account 9601 id 1: line 2 of {} gives 1.00; import {planted} saved 999999.00 (line 2 of {}), which was kept",
+        p.server.url("/later-9601.csv"),
+        p.server.url("/planted-9601.csv"),
+    );
+    assert!(shown.contains(&line), "missing {line:?} in:\n{shown}");
+    p.stop().await;
+}

@@ -110,54 +110,116 @@ pub struct Writer {
 
 /// One statement, so one round trip and one atomic transaction: every row
 /// of the batch, and a record of every message of it with the rows it
-/// actually inserted. Existing keys are left alone, so replaying a message
-/// any number of times leaves the same rows and the same records. Amounts
-/// travel as text and are cast by PostgreSQL, so they stay exact. Nothing
-/// here touches a row shared by all writers of an import.
+/// actually inserted, the conflicts and the clashes it met. Existing keys
+/// are left alone, so replaying a message any number of times leaves the
+/// same rows and the same records. Amounts travel as text and are cast by
+/// PostgreSQL, so they stay exact. Nothing here touches a row shared by all
+/// writers of an import.
+///
+/// Each key comes once (see [`plan`]); `$11`-`$15` are the rows of the
+/// batch that another row of the batch displaced. A row displaced within
+/// its own import is a conflict; a row that another import saved already
+/// with another amount is a clash: that import's row stays, and both are
+/// counted per message. The rows naming them are kept up to
+/// [`RECORDED_PER_IMPORT`] per import.
 const INSERT: &str = "
     WITH input AS (
         SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $9::int8[])
             AS t(account_id, id, amount, chunk, position)
     ),
     chunks AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[])
-            AS c(import_id, chunk_key, account_key, chunk)
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[])
+            AS c(import_id, chunk_key, account_key, chunk, rows)
+    ),
+    beaten AS (
+        SELECT * FROM unnest($11::int4[], $12::int8[], $13::int8[], $14::int8[], $15::text[])
+            AS d(chunk, account_id, id, position, amount)
     ),
     saved AS (
         INSERT INTO transactions AS t (account_id, id, amount, import_id, position)
         SELECT i.account_id, i.id, i.amount::numeric, c.import_id, i.position
         FROM input i JOIN chunks c USING (chunk)
         ORDER BY i.account_id, i.id
-        -- Another import's row keeps its first amount. Within one import
-        -- the earlier position wins, so the outcome does not depend on
-        -- which message commits first; a redelivery (same position)
+        -- Another import's row keeps its first amount; one with another
+        -- amount is touched only to be returned as a clash. Within one
+        -- import the earlier position wins, so the outcome does not depend
+        -- on which message commits first; a redelivery (same position)
         -- changes nothing.
         ON CONFLICT (account_id, id) DO UPDATE SET
-            amount = CASE WHEN excluded.position < t.position THEN excluded.amount ELSE t.amount END,
-            position = LEAST(t.position, excluded.position),
-            displaced = GREATEST(t.position, excluded.position)
-            WHERE t.import_id = excluded.import_id AND t.position <> excluded.position
-        RETURNING account_id, id, xmax = 0 AS inserted, position, displaced
+            amount = CASE WHEN t.import_id = excluded.import_id AND excluded.position < t.position
+                          THEN excluded.amount ELSE t.amount END,
+            position = CASE WHEN t.import_id = excluded.import_id
+                            THEN LEAST(t.position, excluded.position) ELSE t.position END,
+            displaced = CASE WHEN t.import_id = excluded.import_id
+                             THEN GREATEST(t.position, excluded.position) ELSE t.displaced END
+            WHERE (t.import_id = excluded.import_id AND t.position <> excluded.position)
+               OR (t.import_id <> excluded.import_id AND t.amount <> excluded.amount)
+        RETURNING account_id, id, xmax = 0 AS inserted, import_id AS owner, displaced,
+                  amount AS kept
     ),
-    conflicts AS (
-        INSERT INTO import_conflicts (import_id, account_id, id, account_line, line)
-        SELECT c.import_id, s.account_id, s.id, s.displaced >> 32, s.displaced & 4294967295
+    -- Who holds each key of the batch now, and at which amount: this
+    -- statement's outcome, else the row as it was (a replay changes nothing).
+    holder AS (
+        SELECT i.account_id, i.id, COALESCE(s.owner, t.import_id) AS owner,
+               COALESCE(s.kept, t.amount) AS kept
+        FROM input i LEFT JOIN saved s USING (account_id, id)
+        LEFT JOIN transactions t USING (account_id, id)
+    ),
+    conflicted AS (
+        SELECT i.chunk, c.import_id, s.account_id, s.id, s.displaced AS at
         FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
-        WHERE NOT s.inserted
+        WHERE NOT s.inserted AND s.owner = c.import_id AND s.displaced IS NOT NULL
+        UNION ALL
+        SELECT d.chunk, c.import_id, d.account_id, d.id, d.position
+        FROM beaten d JOIN chunks c USING (chunk) JOIN holder h USING (account_id, id)
+        WHERE h.owner = c.import_id AND d.position IS NOT NULL
+    ),
+    clashed AS (
+        SELECT i.chunk, c.import_id, i.account_id, i.id, i.position AS at, i.amount
+        FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
+        WHERE s.owner <> c.import_id
+        UNION ALL
+        SELECT d.chunk, c.import_id, d.account_id, d.id, d.position, d.amount
+        FROM beaten d JOIN chunks c USING (chunk) JOIN holder h USING (account_id, id)
+        WHERE h.owner <> c.import_id AND h.kept <> d.amount::numeric
+    ),
+    recorded_conflicts AS (
+        INSERT INTO import_conflicts (import_id, account_id, id, account_line, line)
+        SELECT k.import_id, k.account_id, k.id, k.at >> 32, k.at & 4294967295
+        FROM conflicted k
+        WHERE (SELECT count(*) FROM (SELECT FROM import_conflicts r WHERE r.import_id = k.import_id
+                                     LIMIT $16) n) < $16
+        ON CONFLICT DO NOTHING
+    ),
+    recorded_clashes AS (
+        INSERT INTO import_clashes (import_id, account_id, id, account_line, line, amount)
+        SELECT k.import_id, k.account_id, k.id, COALESCE(k.at >> 32, 0), COALESCE(k.at & 4294967295, 0), k.amount
+        FROM clashed k
+        WHERE (SELECT count(*) FROM (SELECT FROM import_clashes r WHERE r.import_id = k.import_id
+                                     LIMIT $16) n) < $16
         ON CONFLICT DO NOTHING
     ),
     counts AS (
-        SELECT i.chunk, count(*) AS rows, count(s.id) FILTER (WHERE s.inserted) AS inserted
-        FROM input i LEFT JOIN saved s USING (account_id, id)
-        GROUP BY i.chunk
+        SELECT c.chunk,
+               (SELECT count(*) FROM input i JOIN saved s USING (account_id, id)
+                WHERE i.chunk = c.chunk AND s.inserted) AS inserted,
+               (SELECT count(*) FROM conflicted k WHERE k.chunk = c.chunk) AS conflicts,
+               (SELECT count(*) FROM clashed k WHERE k.chunk = c.chunk) AS clashes
+        FROM chunks c
     )
-    INSERT INTO import_chunks AS k (import_id, chunk_key, account_key, state, transactions, inserted)
-    SELECT c.import_id, c.chunk_key, c.account_key, 'saved', COALESCE(n.rows, 0), COALESCE(n.inserted, 0)
-    FROM chunks c LEFT JOIN counts n USING (chunk)
+    INSERT INTO import_chunks AS k
+        (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
+    SELECT c.import_id, c.chunk_key, c.account_key, 'saved', c.rows, n.inserted, n.conflicts, n.clashes
+    FROM chunks c JOIN counts n USING (chunk)
     ORDER BY c.import_id, c.chunk_key
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
-        state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted
+        state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
+        conflicts = excluded.conflicts, clashes = excluded.clashes
         WHERE k.state = 'failed'";
+
+/// How many conflicts, and how many clashes, are recorded row by row per
+/// import; all are counted.
+pub const RECORDED_PER_IMPORT: i64 = 1000;
 
 /// Where a row stands in its import: the account's line in the accounts
 /// CSV (from the message key `<import>/<line>/lines-…`) above the row's
@@ -202,73 +264,75 @@ impl Sink for Saver {
             .iter()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        // A key twice in one statement cannot be resolved by the statement
-        // (PostgreSQL refuses to update a row twice): each round holds a
-        // key at most once. The first round has each key's winner, the
-        // earliest position of the import that reaches it first; the later
-        // rounds meet it as conflicts.
-        let import_of = |chunk: i32| chunks[chunk as usize].batch.import_id.as_str();
-        let mut rounds: Vec<Vec<Row>> = vec![Vec::new()];
-        // Each key: its row in the first round, and how many rows it has.
-        let mut seen: std::collections::HashMap<(i64, i64), (usize, usize)> =
-            std::collections::HashMap::new();
-        for (n, chunk) in chunks.iter().enumerate() {
-            let b = &chunk.batch;
-            for t in &b.transactions {
-                let mut row = Row {
-                    account_id: b.account_id,
-                    id: t.id,
-                    amount: t.amount.as_str(),
-                    chunk: n as i32,
-                    position: position(&chunk.key, t.line),
-                };
-                match seen.entry((b.account_id, t.id)) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((rounds[0].len(), 1));
-                        rounds[0].push(row);
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let (first, count) = o.get_mut();
-                        let kept = &mut rounds[0][*first];
-                        if import_of(row.chunk) == import_of(kept.chunk)
-                            && row.position.is_some()
-                            && (kept.position.is_none() || row.position < kept.position)
-                        {
-                            std::mem::swap(kept, &mut row);
-                        }
-                        if rounds.len() == *count {
-                            rounds.push(Vec::new());
-                        }
-                        rounds[*count].push(row);
-                        *count += 1;
-                    }
-                }
-            }
-        }
+        let plan = plan(&chunks);
         let messages = Messages {
             import_ids: chunks.iter().map(|c| c.batch.import_id.as_str()).collect(),
             chunk_keys: chunks.iter().map(|c| c.key.as_str()).collect(),
             account_keys: chunks.iter().map(|c| account_key(&c.key)).collect(),
             numbers: (0..chunks.len() as i32).collect(),
+            rows: chunks
+                .iter()
+                .map(|c| c.batch.transactions.len() as i64)
+                .collect(),
         };
-        if rounds.len() == 1 {
-            return writer.insert(&rounds[0], &messages).await;
-        }
-        // All rounds in one transaction: the batch stays atomic. Recording
-        // the messages again in later rounds changes nothing.
-        writer.execute("BEGIN").await?;
-        let result = async {
-            for round in &rounds {
-                writer.insert(round, &messages).await?;
-            }
-            writer.execute("COMMIT").await
-        }
-        .await;
-        if result.is_err() {
-            let _ = writer.execute("ROLLBACK").await;
-        }
-        result
+        writer.insert(&plan, &messages).await
     }
+}
+
+/// A batch's rows as one statement takes them: each key once, with the row
+/// that wins it within the batch, and the rows it beat. PostgreSQL refuses
+/// to update a row twice in one statement, and a key repeated in a batch
+/// must cost no more than a key that is not: one pass, O(rows).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Plan<'a> {
+    pub winners: Vec<Row<'a>>,
+    pub beaten: Vec<Row<'a>>,
+}
+
+/// The winner of a key within a batch is the first row met, unless a row
+/// of the same import with an earlier file position comes later: within an
+/// import the first in file order wins, whatever order messages come in.
+pub(crate) fn plan<'a>(chunks: &[&'a Chunk]) -> Plan<'a> {
+    use std::collections::hash_map::Entry;
+    let rows: usize = chunks.iter().map(|c| c.batch.transactions.len()).sum();
+    let mut plan = Plan {
+        winners: Vec::with_capacity(rows),
+        beaten: Vec::new(),
+    };
+    let mut index: std::collections::HashMap<(i64, i64), usize> =
+        std::collections::HashMap::with_capacity(rows);
+    for (n, chunk) in chunks.iter().enumerate() {
+        let b = &chunk.batch;
+        for t in &b.transactions {
+            let row = Row {
+                account_id: b.account_id,
+                id: t.id,
+                amount: t.amount.as_str(),
+                chunk: n as i32,
+                import_id: b.import_id.as_str(),
+                position: position(&chunk.key, t.line),
+            };
+            match index.entry((row.account_id, row.id)) {
+                Entry::Vacant(v) => {
+                    v.insert(plan.winners.len());
+                    plan.winners.push(row);
+                }
+                Entry::Occupied(o) => {
+                    let kept = &mut plan.winners[*o.get()];
+                    let earlier = row.import_id == kept.import_id
+                        && row.position.is_some()
+                        && (kept.position.is_none() || row.position < kept.position);
+                    let beaten = if earlier {
+                        std::mem::replace(kept, row)
+                    } else {
+                        row
+                    };
+                    plan.beaten.push(beaten);
+                }
+            }
+        }
+    }
+    plan
 }
 
 /// The messages of a batch, column by column.
@@ -277,15 +341,27 @@ struct Messages<'a> {
     chunk_keys: Vec<&'a str>,
     account_keys: Vec<&'a str>,
     numbers: Vec<i32>,
+    /// Rows each message holds.
+    rows: Vec<i64>,
+}
+
+/// A list of rows, column by column, as the insert binds them.
+type Columns<'a> = (Vec<i64>, Vec<i64>, Vec<&'a str>, Vec<i32>, Vec<Option<i64>>);
+
+fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
+    (
+        rows.iter().map(|r| r.account_id).collect(),
+        rows.iter().map(|r| r.id).collect(),
+        rows.iter().map(|r| r.amount).collect(),
+        rows.iter().map(|r| r.chunk).collect(),
+        rows.iter().map(|r| r.position).collect(),
+    )
 }
 
 impl Writer {
-    async fn insert(&self, rows: &[Row<'_>], messages: &Messages<'_>) -> Result<(), StageError> {
-        let account_ids: Vec<i64> = rows.iter().map(|r| r.account_id).collect();
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let amounts: Vec<&str> = rows.iter().map(|r| r.amount).collect();
-        let chunk_of: Vec<i32> = rows.iter().map(|r| r.chunk).collect();
-        let positions: Vec<Option<i64>> = rows.iter().map(|r| r.position).collect();
+    async fn insert(&self, plan: &Plan<'_>, messages: &Messages<'_>) -> Result<(), StageError> {
+        let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
+        let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
         self.client
             .execute(
                 &self.insert,
@@ -299,28 +375,30 @@ impl Writer {
                     &messages.account_keys,
                     &messages.numbers,
                     &positions,
+                    &messages.rows,
+                    &b_chunk_of,
+                    &b_account_ids,
+                    &b_ids,
+                    &b_positions,
+                    &b_amounts,
+                    &RECORDED_PER_IMPORT,
                 ],
             )
             .await
             .map_err(|e| db_error("insert", &e))?;
         Ok(())
     }
-
-    async fn execute(&self, statement: &str) -> Result<(), StageError> {
-        self.client
-            .batch_execute(statement)
-            .await
-            .map_err(|e| db_error(statement, &e))
-    }
 }
 
 /// One transaction of a batch, as the insert takes it.
-struct Row<'a> {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Row<'a> {
     account_id: i64,
     id: i64,
     amount: &'a str,
     /// Which message of the batch it came from.
     chunk: i32,
+    import_id: &'a str,
     position: Option<i64>,
 }
 

@@ -40,7 +40,8 @@ const ACCOUNTS_COMPLETE: &str = "
 const IMPORTS_COMPLETE: &str = "
     UPDATE imports i SET
         status = CASE WHEN import_failed OR failures > 0 OR rows_rejected > 0 OR accounts_failed > 0
-                           OR EXISTS (SELECT 1 FROM import_conflicts k WHERE k.import_id = i.id)
+                           OR EXISTS (SELECT 1 FROM import_chunks c WHERE c.import_id = i.id
+                                      AND (c.conflicts > 0 OR c.clashes > 0))
                       THEN 'completed_with_errors' ELSE 'completed' END,
         finished_at = now(),
         transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c WHERE c.import_id = i.id)
@@ -282,10 +283,11 @@ pub(crate) async fn unannounced(
         .query(
             "SELECT id, status, url, COALESCE(accounts_listed, 0), accounts_failed, transactions_saved,
                     rows_rejected, failures,
-                    (SELECT count(*) FROM import_conflicts k WHERE k.import_id = imports.id),
+                    (SELECT COALESCE(sum(conflicts), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
                     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                    traceparent
+                    traceparent,
+                    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)
              FROM imports WHERE status <> 'running' AND event_published_at IS NULL
              ORDER BY finished_at LIMIT 100",
             &[],
@@ -307,6 +309,7 @@ pub(crate) async fn unannounced(
                 rows_rejected: row.get::<_, i64>(6) as u64,
                 dead_letters: row.get::<_, i64>(7) as u64,
                 conflicts: row.get::<_, i64>(8) as u64,
+                clashes: row.get::<_, i64>(12) as u64,
                 started_at: row.get(9),
                 finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
             },
@@ -315,7 +318,6 @@ pub(crate) async fn unannounced(
         .collect())
 }
 
-/// Records that the completion event of import `id` is published.
 /// Claims the announcement of import `id` for this transaction: false when
 /// another replica holds the claim or has announced it already.
 pub(crate) async fn claim_announcement(
@@ -331,6 +333,7 @@ pub(crate) async fn claim_announcement(
     .map(|row| row.is_some())
 }
 
+/// Records that the completion event of import `id` is published.
 pub(crate) async fn mark_announced(
     client: &impl tokio_postgres::GenericClient,
     id: &str,

@@ -412,6 +412,11 @@ pub struct ImportCompleted {
     /// (`sluice status ID` names them).
     #[serde(default)]
     pub conflicts: u64,
+    /// Rows this import lists that another import had saved already with
+    /// another amount: that import's row was kept (`sluice status ID` names
+    /// them). An import with clashes is `completed_with_errors`.
+    #[serde(default)]
+    pub clashes: u64,
     /// RFC 3339, UTC.
     pub started_at: Option<String>,
     /// RFC 3339, UTC.
