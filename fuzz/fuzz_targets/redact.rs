@@ -1,9 +1,11 @@
-//! URL redaction never shows what a URL's userinfo or query held, however
-//! the URL parser normalises the rest (case, percent-encoding).
+//! Redaction never shows a secret: what a file URL's userinfo or query
+//! held, however the URL parser normalises the rest (case,
+//! percent-encoding); and a password of any shape in a server setting,
+//! as a URL or as libpq's `key = value` form, quoted or not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_messages::redact_file_url;
+use sluice_messages::{redact_file_url, redact_url};
 
 fuzz_target!(|input: (&str, &str, &str, &str)| {
     let (host, path, secret, query) = input;
@@ -31,4 +33,33 @@ fuzz_target!(|input: (&str, &str, &str, &str)| {
         "{url:?} shown as {shown:?}"
     );
     assert!(shown.ends_with("?…"), "{url:?} shown as {shown:?}");
+
+    // A password made of the secret and whatever the fuzzer puts around it
+    // (`query` stands for the characters a person may type: commas,
+    // spaces, quotes, `@`, `=`), in each form a server setting takes.
+    let password = format!("{query}{secret}{query}");
+    if password.contains(['\0', '\n', '\r']) {
+        return;
+    }
+    let escaped = password.replace('\\', "\\\\").replace('\'', "\\'");
+    for setting in [
+        format!("postgres://sluice:{password}@{host}:5432/{path}"),
+        format!("host={host} password='{escaped}' user=sluice"),
+        format!("host={host} password = '{escaped}'"),
+    ] {
+        let shown = redact_url(&setting);
+        assert!(!shown.contains(secret), "{setting:?} shown as {shown:?}");
+    }
+    // NATS takes a list of URLs separated by commas, so a comma cannot be
+    // part of a NATS password (it must be percent-encoded).
+    if !password.contains(',') {
+        let setting = format!("nats://sluice:{password}@{host}:4222, nats://{host}:4223");
+        let shown = redact_url(&setting);
+        assert!(!shown.contains(secret), "{setting:?} shown as {shown:?}");
+    }
+    if !password.contains(char::is_whitespace) && !password.contains(['\'', '\\']) {
+        let setting = format!("host={host} password={password} user=sluice");
+        let shown = redact_url(&setting);
+        assert!(!shown.contains(secret), "{setting:?} shown as {shown:?}");
+    }
 });

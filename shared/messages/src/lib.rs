@@ -4,12 +4,14 @@
 
 mod amount;
 mod names;
+mod redact;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod units;
 
 pub use amount::{Amount, InvalidAmount};
 pub use names::{InvalidNamespace, Namespace, Stream};
+pub use redact::{redact_file_url, redact_url};
 
 use serde::{Deserialize, Serialize};
 
@@ -421,138 +423,6 @@ pub struct ImportCompleted {
     pub started_at: Option<String>,
     /// RFC 3339, UTC.
     pub finished_at: String,
-}
-
-/// A server URL fit to show: the password (or a token standing alone as
-/// the user) replaced by `***`, and any query string by `?…`, since query
-/// parameters may carry secrets too. Several comma-separated URLs are
-/// redacted each; in libpq's `key=value` form, `password=` is masked.
-pub fn redact_url(urls: &str) -> String {
-    urls.split(',')
-        .map(|one| {
-            let one = one.trim();
-            let Some((scheme, rest)) = one.split_once("://") else {
-                // libpq's key=value form.
-                return one
-                    .split_whitespace()
-                    .map(|pair| match pair.split_once('=') {
-                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                            "password=***".to_owned()
-                        }
-                        _ => pair.to_owned(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ");
-            };
-            let (rest, query) = match rest.split_once('?') {
-                Some((r, _)) => (r, "?…"),
-                None => (rest, ""),
-            };
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    // `nats://TOKEN@host`: the lone user may be the secret.
-                    None if scheme.starts_with("nats") || scheme == "tls" => format!("***@{host}"),
-                    None => format!("{userinfo}@{host}"),
-                },
-                None => authority.to_owned(),
-            };
-            format!("{scheme}://{host}{path}{query}")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The URL of a file fit to show or store for display: without userinfo
-/// (`reader:TOKEN@`), query (`?sig=…` of a presigned URL becomes `?…`) or
-/// fragment. Used for every file URL in errors, dead-letter fields, facts,
-/// logs and `sluice status`; the messages themselves keep the real URL.
-pub fn redact_file_url(url: &str) -> String {
-    // What the downloader will fetch, spelled the way it reads it: the
-    // parser takes `http:user:pass@host` and `http:\\host` as URLs too.
-    if let Ok(mut parsed) = url::Url::parse(url.trim()) {
-        if parsed.has_host() {
-            let had_query = parsed.query().is_some();
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            let mut shown = parsed.to_string();
-            if had_query {
-                shown.push_str("?…");
-            }
-            return shown;
-        }
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        let head = url.split(['?', '#']).next().unwrap_or("");
-        return head.rsplit_once('@').map_or(head, |(_, h)| h).to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let host = rest[..end]
-        .rsplit_once('@')
-        .map_or(&rest[..end], |(_, h)| h);
-    let rest = &rest[end..];
-    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let query = if rest[path_end..].starts_with('?') {
-        "?…"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}{}{query}", &rest[..path_end])
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::{redact_file_url, redact_url};
-
-    #[test]
-    fn file_urls_lose_userinfo_query_and_fragment() {
-        assert_eq!(
-            redact_file_url("http://reader:TOKEN@host:8080/a/file.csv?sig=SIGNATURE&x=1#frag"),
-            "http://host:8080/a/file.csv?…"
-        );
-        assert_eq!(redact_file_url("https://TOKEN@host?x=1"), "https://host/?…");
-        assert_eq!(redact_file_url("https://h/p/f.csv"), "https://h/p/f.csv");
-        assert_eq!(
-            redact_file_url("https://h/p@x/f.csv"),
-            "https://h/p@x/f.csv"
-        );
-        // Spellings the URL parser accepts as the same URL.
-        assert_eq!(
-            redact_file_url("http:reader:TOKEN@host/a.csv"),
-            "http://host/a.csv"
-        );
-        assert_eq!(
-            redact_file_url("http:\\\\u:TOKEN@host/a.csv?s=1"),
-            "http://host/a.csv?…"
-        );
-        // Not a URL at all: nothing after `?` or `#`, or before `@`.
-        assert_eq!(redact_file_url("not a url?secret"), "not a url");
-        assert_eq!(redact_file_url("user:TOKEN@nowhere"), "nowhere");
-    }
-
-    #[test]
-    fn redacted_urls_show_no_secret() {
-        assert_eq!(
-            redact_url("postgres://sluice:s3cret@db:5432/sluice?sslmode=require&password=x"),
-            "postgres://sluice:***@db:5432/sluice?…"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1:5432/sluice"),
-            "postgres://postgres@127.0.0.1:5432/sluice"
-        );
-        assert_eq!(
-            redact_url("nats://tok3n@a:4222, nats://u:p@b:4222"),
-            "nats://***@a:4222,nats://u:***@b:4222"
-        );
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(
-            redact_url("host=db password=x user=u"),
-            "host=db password=*** user=u"
-        );
-    }
 }
 
 #[cfg(test)]
