@@ -81,7 +81,7 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
             match store.get(sequence).await.map_err(anyhow::Error::msg)? {
                 Some(stored) => {
                     let shown = for_display(&stored.letter);
-                    println!(
+                    outln!(
                         "{}",
                         escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
                     );
@@ -106,26 +106,12 @@ async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> anyhow::R
         for stored in &letters {
             let mut value = for_display(&stored.letter);
             value["sequence"] = stored.sequence.into();
-            println!("{}", escape_c1(value.to_string()));
+            outln!("{}", escape_c1(value.to_string()));
         }
         return Ok(());
     }
-    println!(
-        "{:>6}  {:<20}  {:<8}  {:<13}  {:<12}  ERROR",
-        "SEQ", "TIME", "STAGE", "KIND", "IMPORT"
-    );
-    for StoredLetter {
-        sequence, letter, ..
-    } in &letters
-    {
-        println!(
-            "{sequence:>6}  {:<20}  {:<8}  {:<13}  {:<12}  {}",
-            printable(letter.time.get(..19).unwrap_or(&letter.time)),
-            printable(&letter.stage),
-            letter.kind.as_str(),
-            printable(letter.import_id.as_deref().unwrap_or("-")),
-            printable(&letter.error)
-        );
+    for line in table(&letters) {
+        outln!("{line}");
     }
     eprintln!("{} dead letter(s)", letters.len());
     Ok(())
@@ -170,7 +156,7 @@ async fn replay(
         }
         match store.replay(stored).await {
             Ok(()) => {
-                println!(
+                outln!(
                     "replayed {} to {}",
                     stored.sequence,
                     printable(&stored.letter.subject)
@@ -196,6 +182,42 @@ async fn replay(
         return Err(anyhow!("{refused} dead letter(s) refused"));
     }
     Ok(())
+}
+
+/// The table `list` prints, one line per letter: the IMPORT column as wide
+/// as the widest id shown (ids are up to 128 characters), so no column is
+/// pushed out of line and no id is cut.
+fn table(letters: &[StoredLetter]) -> Vec<String> {
+    let imports: Vec<String> = letters
+        .iter()
+        .map(|s| printable(s.letter.import_id.as_deref().unwrap_or("-")))
+        .collect();
+    let width = imports
+        .iter()
+        .map(|id| id.chars().count())
+        .chain(["IMPORT".len()])
+        .max()
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "{:>6}  {:<20}  {:<8}  {:<13}  {:<width$}  ERROR",
+        "SEQ", "TIME", "STAGE", "KIND", "IMPORT"
+    )];
+    for (
+        StoredLetter {
+            sequence, letter, ..
+        },
+        import,
+    ) in letters.iter().zip(&imports)
+    {
+        lines.push(format!(
+            "{sequence:>6}  {:<20}  {:<8}  {:<13}  {import:<width$}  {}",
+            printable(letter.time.get(..19).unwrap_or(&letter.time)),
+            printable(&letter.stage),
+            letter.kind.as_str(),
+            printable(&letter.error)
+        ));
+    }
+    lines
 }
 
 /// Text from a dead letter, safe on a terminal: a letter is data anyone able
@@ -256,6 +278,43 @@ fn for_display(letter: &sluice_messages::DeadLetter) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(sequence: u64, import_id: Option<&str>) -> StoredLetter {
+        StoredLetter {
+            sequence,
+            subject: "dead-letters.fetcher".into(),
+            letter: serde_json::from_value(serde_json::json!({
+                "stage": "fetcher", "kind": "permanent", "error": "HTTP 404",
+                "import_id": import_id, "subject": "account-updates",
+                "delivered": 1, "time": "2026-12-03T07:43:07.123456Z"
+            }))
+            .unwrap(),
+            headers: async_nats::HeaderMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_import_column_fits_the_widest_id() {
+        let lines = table(&[
+            stored(1, Some("12345-20261203T074307Z")),
+            stored(22, None),
+            stored(333, Some("march")),
+        ]);
+        let error_at = lines[0].find("ERROR").unwrap();
+        for line in &lines[1..] {
+            assert_eq!(line.find("HTTP 404"), Some(error_at), "{lines:#?}");
+        }
+        assert!(
+            lines[1].contains("  12345-20261203T074307Z  HTTP 404"),
+            "{lines:#?}"
+        );
+        // Short ids: the column is as wide as its header.
+        let short = table(&[stored(1, Some("march"))]);
+        assert!(
+            short[0].ends_with("KIND           IMPORT  ERROR"),
+            "{short:#?}"
+        );
+    }
 
     #[test]
     fn letters_are_shown_without_control_characters_or_secrets() {

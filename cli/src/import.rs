@@ -13,7 +13,7 @@ use sluice_stage::{
 };
 
 use crate::imports::{self, group, DatabaseArgs};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total, Watch};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -44,6 +44,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     }
     if let Some(id) = &args.id {
         validate_import_id(id).map_err(anyhow::Error::msg)?;
+    }
+    if args.wait {
+        // Following an import reads the saver's tables: refuse a schema a
+        // newer release wrote before publishing anything. A database that
+        // is not reachable yet is waited for, as the import itself is.
+        if let Ok(db) = args.database.connect().await {
+            imports::readable(&db).await?;
+        }
     }
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-import").await?;
     let request = ImportRequest {
@@ -97,17 +105,19 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     if ack.duplicate {
         eprintln!("import {id} was already published; nothing new was queued");
     }
-    println!("{id}");
+    outln!("{id}");
     let _ = client.flush().await;
     if !args.wait {
         return Ok(());
     }
 
-    let progress = tokio::spawn(show_progress(
+    let (stop_progress, stopped) = tokio::sync::oneshot::channel();
+    let mut progress = tokio::spawn(show_progress(
         args.database.clone(),
         js.clone(),
         args.nats.namespace.clone(),
         id.clone(),
+        stopped,
     ));
     let completion = tokio::select! {
         completion = wait_for_completion(&js, &args.nats.namespace, &id) => completion,
@@ -117,10 +127,37 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             return Err(crate::progress::Interrupted.into());
         }
     };
-    progress.abort();
-    let _ = progress.await;
-    let event = completion.map_err(anyhow::Error::msg)?;
-    println!("{}", summary(&event, started.elapsed()));
+    // The progress says what no longer waits and clears its bar.
+    let _ = stop_progress.send(());
+    if tokio::time::timeout(Duration::from_secs(1), &mut progress)
+        .await
+        .is_err()
+    {
+        progress.abort();
+    }
+    let event = match completion {
+        Ok(event) => event,
+        Err(e) => {
+            let events = args
+                .nats
+                .namespace
+                .stream(sluice_messages::Stream::ImportEvents);
+            return Err(
+                if crate::progress::stream_is_missing(
+                    &js,
+                    &args.nats.namespace,
+                    sluice_messages::Stream::ImportEvents,
+                )
+                .await
+                {
+                    anyhow!("cannot follow import {id}: stream {events} does not exist: run sluice setup")
+                } else {
+                    anyhow!("cannot follow import {id}: {e}")
+                },
+            );
+        }
+    };
+    outln!("{}", summary(&event, started.elapsed()));
     if event.status == ImportStatus::Completed {
         return Ok(());
     }
@@ -133,7 +170,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     };
     for stored in letters.list(&filter).await.map_err(anyhow::Error::msg)? {
         let letter = stored.letter;
-        println!(
+        outln!(
             "  {} {}: {}",
             letter.stage,
             letter.kind.as_str(),
@@ -206,40 +243,95 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
     )
 }
 
-/// Progress from the saver's records: rows saved of the rows the fetched
-/// accounts announced (it grows until every account is fetched), the rate,
-/// the ETA and the stage that is behind.
+/// Progress from the saver's records: rows saved of the rows the import is
+/// expected to have (the rows fetched accounts announced, scaled to every
+/// listed account until all are fetched), the rate, the ETA and the stage
+/// that is behind; and, from the start, what the import waits on that a
+/// person must fix: a stage with work and nobody pulling it, a stream or
+/// consumer that does not exist.
 async fn show_progress(
     database: DatabaseArgs,
     js: async_nats::jetstream::Context,
     ns: sluice_messages::Namespace,
     id: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut progress = Progress::new();
+    let mut watch = Watch::new();
     let mut db = None;
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if db.is_none() {
-            db = database.connect().await.ok();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = &mut stop => {
+                // The import completed: nothing waits any more.
+                watch.settle(&progress);
+                progress.finish();
+                return;
+            }
         }
-        let Some(client) = &db else { continue };
-        let Ok(Some(row)) = imports::one(client, &id, &database.database_url).await else {
-            continue;
+        let health = watch.check(&js, &ns, &progress).await;
+        // PostgreSQL restarted: connect again.
+        if db.as_ref().is_some_and(tokio_postgres::Client::is_closed) {
+            db = None;
+        }
+        if db.is_none() {
+            db = tokio::time::timeout(Duration::from_secs(2), database.connect())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let recorded = match &db {
+            Some(client) => {
+                tokio::time::timeout(Duration::from_secs(2), recorded(client, &id, &database))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
         };
-        let announced = imports::announced_transactions(client, &id)
-            .await
-            .unwrap_or(0);
-        let behind = crate::progress::behind(&js, &ns).await;
-        let listed = row
-            .accounts_listed
-            .map_or_else(|| "…".to_owned(), |n| group(n.into()));
-        progress.update(
-            row.transactions_saved as u64,
-            announced as u64,
-            &format!(
-                "accounts {}/{listed} fetched, {behind}",
-                group(row.accounts_settled.into())
+        let note = health.note();
+        match recorded {
+            Some((row, announced)) => {
+                let saved = row.transactions_saved.max(0) as u64;
+                let settled = row.accounts_settled.max(0) as u64;
+                let listed = row.accounts_listed.map(|n| n.max(0) as u64);
+                let total = Total::estimate(saved, announced, listed, settled);
+                let listed = listed.map_or_else(|| "…".to_owned(), |n| group(n.into()));
+                progress.show(
+                    saved,
+                    total,
+                    &format!(
+                        "accounts {}/{listed} fetched, {note}",
+                        group(settled.into())
+                    ),
+                );
+            }
+            // What waits says why there is no record; else say there is none.
+            None if !health.waiting.is_empty() => {
+                progress.show(0, Total::Unknown { announced: 0 }, &note)
+            }
+            None => progress.show(
+                0,
+                Total::Unknown { announced: 0 },
+                &format!("the saver has not recorded import {id} yet, {note}"),
             ),
-        );
+        }
     }
+}
+
+/// The saver's row of import `id` and the rows its fetched accounts
+/// announced; `None` while there is none (or the database does not answer).
+async fn recorded(
+    client: &tokio_postgres::Client,
+    id: &str,
+    database: &DatabaseArgs,
+) -> Option<(imports::ImportRow, u64)> {
+    let row = imports::one(client, id, &database.database_url)
+        .await
+        .ok()
+        .flatten()?;
+    let announced = imports::announced_transactions(client, id)
+        .await
+        .unwrap_or(0);
+    Some((row, announced.max(0) as u64))
 }

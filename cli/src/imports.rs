@@ -25,6 +25,15 @@ impl DatabaseArgs {
         })
     }
 
+    /// A connection to a database whose schema this binary can read: one a
+    /// newer release migrated is refused, since its tables may mean other
+    /// things now.
+    pub async fn connect_readable(&self) -> Result<Client, Problem> {
+        let client = self.connect().await?;
+        readable(&client).await?;
+        Ok(client)
+    }
+
     /// The settings DATABASE_URL holds, TLS ones included.
     pub fn database(&self) -> Result<sluice_postgres::Database, crate::explain::Problem> {
         self.database_url.parse().map_err(|e| {
@@ -33,6 +42,27 @@ impl DatabaseArgs {
                 sluice_stage::config::redact_url(&self.database_url)
             ))
         })
+    }
+}
+
+/// Refuses a schema newer than this binary. A database without the
+/// schema yet passes: the queries after say what is missing.
+pub async fn readable(client: &Client) -> Result<(), Problem> {
+    let Ok(Some(row)) = client
+        .query_opt("SELECT MAX(version) FROM sluice_migrations", &[])
+        .await
+    else {
+        return Ok(());
+    };
+    match row
+        .get::<_, Option<i32>>(0)
+        .map(sluice_saver::schema::compare)
+    {
+        Some(Err(ahead @ sluice_saver::schema::Mismatch::Ahead { .. })) => Err(Problem::new(
+            ahead.to_string(),
+        )
+        .fix("upgrade sluice (this command and the services) to the release that migrated it")),
+        _ => Ok(()),
     }
 }
 
@@ -51,16 +81,24 @@ pub struct ImportRow {
     pub dead_letters: i64,
     /// Later occurrences of an `(account, id)` the import already had.
     pub conflicts: i64,
+    /// Rows another import had saved with another amount (that one kept).
+    pub clashes: i64,
+    /// RFC 3339, UTC: `2026-12-03T07:43:07Z`.
     pub started_at: Option<String>,
+    /// RFC 3339, UTC; `None` while running.
     pub finished_at: Option<String>,
 }
 
 /// Rows saved are counted live from the saver's records, so a replay after
-/// completion shows too.
+/// completion shows too. Times are RFC 3339 in UTC, to the second
+/// (`2026-12-03T07:43:07Z`), whatever the session's time zone.
 const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accounts_failed,
     (SELECT COALESCE(sum(inserted), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    rows_rejected, failures, started_at::text, finished_at::text,
-    (SELECT count(*) FROM import_conflicts k WHERE k.import_id = imports.id)";
+    rows_rejected, failures,
+    to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+    (SELECT COALESCE(sum(conflicts), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {
@@ -76,6 +114,7 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
         started_at: r.get(9),
         finished_at: r.get(10),
         conflicts: r.get(11),
+        clashes: r.get(12),
     }
 }
 
@@ -129,6 +168,59 @@ pub async fn conflicts(
             kept_url: r.get(5),
             kept_line: r.get(6),
             kept_account_line: r.get(7),
+        })
+        .collect())
+}
+
+/// A row the import gave another amount than the one another import had
+/// saved: that one was kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct Clash {
+    pub account_id: i64,
+    pub id: i64,
+    /// Where this import lists it, and the amount it gives.
+    pub url: Option<String>,
+    pub line: i64,
+    pub account_line: i64,
+    pub amount: String,
+    /// The row kept: its import, amount, and where that import listed it.
+    pub kept_import_id: String,
+    pub kept_amount: String,
+    pub kept_url: Option<String>,
+    pub kept_line: Option<i64>,
+}
+
+/// The first `limit` clashes of import `id`, in file order.
+pub async fn clashes(db: &Client, id: &str, limit: i64, url: &str) -> Result<Vec<Clash>, Problem> {
+    let rows = db
+        .query(
+            "SELECT k.account_id, k.id, a.url, k.line, k.account_line, k.amount,
+                    t.import_id, t.amount::text, kept.url, t.position & 4294967295
+             FROM import_clashes k
+             JOIN transactions t ON t.account_id = k.account_id AND t.id = k.id
+             LEFT JOIN import_accounts a
+               ON a.import_id = k.import_id AND a.account_key = k.import_id || '/' || k.account_line
+             LEFT JOIN import_accounts kept
+               ON kept.import_id = t.import_id
+              AND kept.account_key = t.import_id || '/' || (t.position >> 32)
+             WHERE k.import_id = $1 ORDER BY k.account_line, k.line LIMIT $2",
+            &[&id, &limit],
+        )
+        .await
+        .map_err(|e| crate::explain::postgres("read import clashes", url, &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Clash {
+            account_id: r.get(0),
+            id: r.get(1),
+            url: r.get(2),
+            line: r.get(3),
+            account_line: r.get(4),
+            amount: r.get(5),
+            kept_import_id: r.get(6),
+            kept_amount: r.get(7),
+            kept_url: r.get(8),
+            kept_line: r.get(9),
         })
         .collect())
 }

@@ -45,6 +45,9 @@ struct Status {
     /// For one import: its first conflicting rows.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     conflicts: Vec<imports::Conflict>,
+    /// For one import: its first clashes with rows other imports saved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    clashes: Vec<imports::Clash>,
     /// What could not be read, and why: the rest is shown all the same.
     problems: Vec<String>,
 }
@@ -54,6 +57,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         consumers: Vec::new(),
         imports: Vec::new(),
         conflicts: Vec::new(),
+        clashes: Vec::new(),
         problems: Vec::new(),
     };
     match consumers(&args).await {
@@ -70,15 +74,30 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .filter(|i| args.id.is_some() && i.conflicts > 0)
     {
         let url = &args.database.database_url;
-        let found =
-            async { imports::conflicts(&args.database.connect().await?, &one.id, 20, url).await };
+        let found = async {
+            imports::conflicts(&args.database.connect_readable().await?, &one.id, 20, url).await
+        };
         match found.await {
             Ok(conflicts) => status.conflicts = conflicts,
             Err(problem) => status.problems.push(format!("conflicts: {problem}")),
         }
     }
+    if let Some(one) = status
+        .imports
+        .first()
+        .filter(|i| args.id.is_some() && i.clashes > 0)
+    {
+        let url = &args.database.database_url;
+        let found = async {
+            imports::clashes(&args.database.connect_readable().await?, &one.id, 20, url).await
+        };
+        match found.await {
+            Ok(clashes) => status.clashes = clashes,
+            Err(problem) => status.problems.push(format!("clashes: {problem}")),
+        }
+    }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&status).expect("encodes")
         );
@@ -120,7 +139,7 @@ async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
 }
 
 async fn imports(args: &StatusArgs) -> Result<Vec<ImportRow>, Problem> {
-    let db = args.database.connect().await?;
+    let db = args.database.connect_readable().await?;
     match &args.id {
         Some(id) => Ok(vec![imports::one(&db, id, &args.database.database_url)
             .await?
@@ -156,8 +175,8 @@ async fn dead_letters_by_stage(
 
 fn print_text(status: &Status) {
     for problem in &status.problems {
-        println!("could not read {problem}");
-        println!();
+        outln!("could not read {problem}");
+        outln!();
     }
     if !status.consumers.is_empty() {
         print_consumers(status);
@@ -168,12 +187,17 @@ fn print_text(status: &Status) {
 }
 
 fn print_consumers(status: &Status) {
-    println!(
+    outln!(
         "{:<10} {:>10} {:>12} {:>12} {:>10} {:>13}",
-        "CONSUMER", "PENDING", "IN FLIGHT", "REDELIVERED", "LAG", "DEAD LETTERS"
+        "CONSUMER",
+        "PENDING",
+        "IN FLIGHT",
+        "REDELIVERED",
+        "LAG",
+        "DEAD LETTERS"
     );
     for c in &status.consumers {
-        println!(
+        outln!(
             "{:<10} {:>10} {:>12} {:>12} {:>10} {:>13}",
             c.consumer,
             group(c.pending.into()),
@@ -183,32 +207,16 @@ fn print_consumers(status: &Status) {
             group(c.dead_letters.into())
         );
     }
-    println!();
+    outln!();
 }
 
 fn print_imports(status: &Status) {
-    println!(
-        "{:<20} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9}  STARTED",
-        "IMPORT", "STATUS", "ACCOUNTS", "TRANSACTIONS", "REJECTED", "FAILED", "CONFLICTS"
-    );
-    for i in &status.imports {
-        let listed = i
-            .accounts_listed
-            .map_or_else(|| "…".to_owned(), |n| group(n.into()));
-        println!(
-            "{:<20} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9}  {}",
-            i.id,
-            i.status,
-            format!("{}/{listed}", group(i.accounts_settled.into())),
-            group(i.transactions_saved.into()),
-            group(i.rows_rejected.into()),
-            group(i.dead_letters.into()),
-            group(i.conflicts.into()),
-            i.started_at.as_deref().unwrap_or("-")
-        );
+    for line in imports_table(&status.imports) {
+        outln!("{line}");
     }
+    print_clashes(status);
     if let (Some(one), false) = (status.imports.first(), status.conflicts.is_empty()) {
-        println!(
+        outln!(
             "\n{} row(s) repeated an (account, id) of import {}; the first in file order was kept:",
             group(one.conflicts.into()),
             one.id
@@ -228,10 +236,134 @@ fn print_imports(status: &Status) {
                     file(&c.kept_url, c.kept_account_line)
                 )
             };
-            println!(
+            outln!(
                 "  account {} id {}: line {} of {ignored} repeats {kept}, which was kept",
-                c.account_id, c.id, c.line
+                c.account_id,
+                c.id,
+                c.line
             );
         }
+    }
+}
+
+/// The clashes of the one import shown: what it gave, and the row of
+/// another import that was kept.
+fn print_clashes(status: &Status) {
+    let (Some(one), false) = (status.imports.first(), status.clashes.is_empty()) else {
+        return;
+    };
+    outln!(
+        "\n{} row(s) of import {} were saved before by another import with another amount; those were kept:",
+        group(one.clashes.into()),
+        one.id
+    );
+    for c in &status.clashes {
+        let given = match &c.url {
+            Some(url) => format!("line {} of {url}", c.line),
+            None => format!(
+                "line {} of the file of accounts line {}",
+                c.line, c.account_line
+            ),
+        };
+        let kept_at = match (&c.kept_url, c.kept_line) {
+            (Some(url), Some(line)) => format!(" (line {line} of {url})"),
+            _ => String::new(),
+        };
+        outln!(
+            "  account {} id {}: {given} gives {}; import {} saved {}{kept_at}, which was kept",
+            c.account_id,
+            c.id,
+            c.amount,
+            c.kept_import_id,
+            c.kept_amount
+        );
+    }
+}
+
+/// The imports table: the IMPORT column as wide as the widest id shown
+/// (ids are up to 128 characters; a narrower column would push every
+/// later column out of line).
+fn imports_table(imports: &[ImportRow]) -> Vec<String> {
+    let width = imports
+        .iter()
+        .map(|i| i.id.chars().count())
+        .chain(["IMPORT".len()])
+        .max()
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "{:<width$} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9} {:>8}  STARTED",
+        "IMPORT",
+        "STATUS",
+        "ACCOUNTS",
+        "TRANSACTIONS",
+        "REJECTED",
+        "FAILED",
+        "CONFLICTS",
+        "CLASHES"
+    )];
+    for i in imports {
+        let listed = i
+            .accounts_listed
+            .map_or_else(|| "…".to_owned(), |n| group(n.into()));
+        lines.push(format!(
+            "{:<width$} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9} {:>8}  {}",
+            i.id,
+            i.status,
+            format!("{}/{listed}", group(i.accounts_settled.into())),
+            group(i.transactions_saved.into()),
+            group(i.rows_rejected.into()),
+            group(i.dead_letters.into()),
+            group(i.conflicts.into()),
+            group(i.clashes.into()),
+            i.started_at.as_deref().unwrap_or("-")
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import(id: &str) -> ImportRow {
+        ImportRow {
+            id: id.into(),
+            url: None,
+            status: "completed".into(),
+            accounts_listed: Some(200),
+            accounts_settled: 200,
+            accounts_failed: 0,
+            transactions_saved: 1_234_567,
+            rows_rejected: 0,
+            dead_letters: 0,
+            conflicts: 0,
+            clashes: 0,
+            started_at: Some("2026-12-03T07:43:07Z".into()),
+            finished_at: Some("2026-12-03T07:44:10Z".into()),
+        }
+    }
+
+    #[test]
+    fn long_import_ids_keep_the_columns_in_line() {
+        let lines = imports_table(&[
+            import("12345-20261203T074307Z"),
+            import("march"),
+            import("a-rather-long-import-id-chosen-by-a-person-2026"),
+        ]);
+        // Every column starts where its header does.
+        let status_at = lines[0].find("STATUS").unwrap();
+        let started_at = lines[0].find("STARTED").unwrap();
+        for line in &lines[1..] {
+            assert_eq!(line.find("completed"), Some(status_at), "{lines:#?}");
+            assert_eq!(
+                line.find("2026-12-03T07:43:07Z"),
+                Some(started_at),
+                "{lines:#?}"
+            );
+        }
+        assert!(lines[3].starts_with("a-rather-long-import-id-chosen-by-a-person-2026 "));
+        // Short ids: the column is as wide as its header.
+        let short = imports_table(&[import("1")]);
+        assert!(short[0].starts_with("IMPORT STATUS"), "{short:#?}");
     }
 }

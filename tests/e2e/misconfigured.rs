@@ -164,6 +164,19 @@ async fn a_schema_newer_than_the_binary_is_refused_everywhere() {
     assert_eq!(status.status.code(), Some(1), "{said}");
     assert!(said.contains(&refusal), "{said}");
 
+    // `import --wait` refuses before it publishes anything.
+    let import = tokio::process::Command::new(binary_dir().join("sluice"))
+        .args(["import", "http://127.0.0.1:9/accounts.csv", "--wait"])
+        .env_remove("SLUICE_NAMESPACE")
+        .envs(env.clone())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&import.stderr);
+    assert_eq!(import.status.code(), Some(1), "{said}");
+    assert!(said.contains(&refusal), "{said}");
+    assert!(import.stdout.is_empty(), "an id was printed: nothing may be published");
+
     let dir = log_dir("schemaahead");
     let mut saver = Process::start("saver", env.clone(), &dir).unwrap();
     let (code, log) = exit_of(&mut saver, Duration::from_secs(90)).await;

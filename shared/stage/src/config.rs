@@ -161,10 +161,21 @@ fn parse_namespace(s: &str) -> Result<Namespace, String> {
 
 /// Parses flags and environment; on a bad value prints one line naming the
 /// flag, its environment variable and the problem, then exits with status 2.
+/// `--help` shows which variable sets each flag, never the value it holds
+/// here, and no error repeats a secret it was given.
 pub fn parse<T: Parser>(program: &str) -> T {
-    match T::try_parse() {
+    match try_parse_from::<T, _, _>(std::env::args_os()) {
         Ok(config) => config,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        // Help asked for, or a command without its subcommand: the help
+        // (on standard error and status 2 for the latter).
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
             e.exit()
         }
         Err(e) => {
@@ -172,6 +183,28 @@ pub fn parse<T: Parser>(program: &str) -> T {
             std::process::exit(2);
         }
     }
+}
+
+/// `T::try_parse_from`, with every environment variable's value hidden
+/// from `--help`, in every subcommand.
+fn try_parse_from<T, I, A>(args: I) -> Result<T, clap::Error>
+where
+    T: Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = hide_env_values(T::command());
+    let mut matches = command.try_get_matches_from_mut(args)?;
+    T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// `hide_env_values(true)` on every argument of `command` and of its
+/// subcommands, at any depth: an operator's `--help` (pasted into a ticket,
+/// say) must not show the user, URL or token the environment holds.
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
 }
 
 fn one_line<T: CommandFactory>(e: &clap::Error) -> String {
@@ -182,24 +215,131 @@ fn one_line<T: CommandFactory>(e: &clap::Error) -> String {
         .unwrap_or("invalid configuration")
         .trim_start_matches("error: ")
         .to_owned();
+    let invalid_arg = e.get(ContextKind::InvalidArg).map(|arg| arg.to_string());
+    let first = without_secrets(
+        first,
+        e.kind(),
+        invalid_arg.as_deref(),
+        e.get(ContextKind::InvalidValue).map(|v| v.to_string()),
+    );
     // clap names the flag; operators mostly set environment variables.
-    let env = e.get(ContextKind::InvalidArg).and_then(|arg| {
-        let arg = arg.to_string();
+    let env = invalid_arg.and_then(|arg| {
         let long = arg
             .trim_start_matches("--")
             .split([' ', '='])
             .next()?
             .to_owned();
-        T::command()
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()))
-            .and_then(|a| a.get_env())
-            .map(|env| env.to_string_lossy().into_owned())
+        env_of(&T::command(), &long)
     });
     match env {
         Some(env) => format!("{first} (set by --flag or ${env})"),
         None => first,
     }
+}
+
+/// The environment variable of flag `--long`, in `command` or any of its
+/// subcommands.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|s| env_of(s, long)))
+}
+
+/// Words in an argument's name (flag, value name or variable) that say its
+/// value may be, or hold, a secret.
+const SECRET_WORDS: [&str; 9] = [
+    "password", "pass", "token", "seed", "creds", "key", "secret", "header", "url",
+];
+
+/// `line`, a rendering of a clap error, with the value it quotes made fit
+/// to show: a URL without password or query (`user:***@host/path?…`), any
+/// other value of an argument whose name says it may carry a secret
+/// replaced by `***`. clap's message repeats the value, and so may the
+/// value parser's reason after it: every occurrence goes, and so do the
+/// URL's password and query wherever they appear on their own.
+fn without_secrets(
+    line: String,
+    kind: ErrorKind,
+    arg: Option<&str>,
+    value: Option<String>,
+) -> String {
+    let value = match (value, kind, arg) {
+        (Some(value), _, _) => value,
+        // `--nats-pasword=SECRET`: a mistyped flag quotes its value too.
+        (None, ErrorKind::UnknownArgument, Some(arg)) => match arg.split_once('=') {
+            Some((_, value)) => value.to_owned(),
+            None if arg.contains("://") => arg.to_owned(),
+            None => return line,
+        },
+        _ => return line,
+    };
+    if value.is_empty() {
+        return line;
+    }
+    let name = arg.unwrap_or_default().to_ascii_lowercase();
+    let secret_name =
+        kind == ErrorKind::UnknownArgument || SECRET_WORDS.iter().any(|word| name.contains(word));
+    let shown = if value.contains("://") {
+        redact_url(&value)
+    } else if secret_name {
+        "***".to_owned()
+    } else {
+        return line;
+    };
+    let fragments = url_secrets(&value);
+    line.split(value.as_str())
+        .map(|piece| {
+            fragments.iter().fold(piece.to_owned(), |piece, secret| {
+                piece.replace(secret.as_str(), "***")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(&shown)
+}
+
+/// The parts of `urls` (one URL or several, comma-separated) that
+/// [`redact_url`] hides: passwords, lone-user tokens and query strings,
+/// as written and percent-decoded.
+fn url_secrets(urls: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for one in urls.split(',') {
+        let Some((scheme, rest)) = one.trim().split_once("://") else {
+            continue;
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            match userinfo.split_once(':') {
+                Some((_, password)) => secrets.push(password.to_owned()),
+                // `nats://TOKEN@host`: the lone user may be the secret.
+                None if scheme.starts_with("nats") || scheme == "tls" => {
+                    secrets.push(userinfo.to_owned())
+                }
+                None => {}
+            }
+        }
+        secrets.extend(query.map(str::to_owned));
+    }
+    let decoded = secrets
+        .iter()
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>();
+    secrets.extend(decoded);
+    // Too short to replace without mangling the rest of the line.
+    secrets.retain(|s| s.len() >= 3);
+    // Longest first, so a password goes whole, not in pieces.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
 }
 
 pub use sluice_messages::redact_url;
@@ -214,6 +354,111 @@ mod tests {
         nats: NatsArgs,
         #[command(flatten)]
         consumer: ConsumerArgs,
+    }
+
+    /// A command with subcommands, a secret-bearing URL whose parser
+    /// repeats it (as the saver's DATABASE_URL parser may), and variables
+    /// only these tests set.
+    #[derive(Parser, Debug)]
+    struct Nested {
+        #[arg(long, env = "SLUICE_CONFIG_TEST_USER")]
+        user: Option<String>,
+        #[arg(long, env = "SLUICE_CONFIG_TEST_DATABASE_URL", value_parser = refuse_url)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: Option<Sub>,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Sub {
+        Status {
+            #[command(flatten)]
+            nats: NatsArgs,
+            #[arg(long, env = "SLUICE_CONFIG_TEST_TOKEN")]
+            token: Option<String>,
+            #[command(subcommand)]
+            deeper: Option<Deeper>,
+        },
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Deeper {
+        List {
+            #[arg(long, env = "SLUICE_CONFIG_TEST_DEEP")]
+            deep: Option<String>,
+        },
+    }
+
+    fn refuse_url(url: &str) -> Result<String, String> {
+        Err(format!("cannot read certificates named in {url}"))
+    }
+
+    fn help_of(args: &[&str]) -> String {
+        let e = try_parse_from::<Nested, _, _>(args.iter().copied()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{e}");
+        e.render().to_string()
+    }
+
+    #[test]
+    fn help_names_variables_but_never_their_values() {
+        // Variables no other test reads: the environment is the process's.
+        std::env::set_var("SLUICE_CONFIG_TEST_USER", "opsuser");
+        std::env::set_var("SLUICE_CONFIG_TEST_TOKEN", "tok-SECRET");
+        std::env::set_var("SLUICE_CONFIG_TEST_DEEP", "deep-SECRET");
+        let top = help_of(&["x", "--help"]);
+        assert!(top.contains("SLUICE_CONFIG_TEST_USER"), "{top}");
+        assert!(!top.contains("opsuser"), "{top}");
+        let status = help_of(&["x", "status", "--help"]);
+        assert!(status.contains("SLUICE_CONFIG_TEST_TOKEN"), "{status}");
+        assert!(status.contains("SLUICE_NATS_USER"), "{status}");
+        assert!(!status.contains("tok-SECRET"), "{status}");
+        let deep = help_of(&["x", "status", "list", "--help"]);
+        assert!(deep.contains("SLUICE_CONFIG_TEST_DEEP"), "{deep}");
+        assert!(!deep.contains("deep-SECRET"), "{deep}");
+        // Parsing still reads them.
+        let parsed = try_parse_from::<Nested, _, _>(["x"]).unwrap();
+        assert_eq!(parsed.user.as_deref(), Some("opsuser"));
+    }
+
+    #[test]
+    fn a_bad_url_is_shown_without_its_password_or_query() {
+        let url = "postgres://sluice:PGSECRET@127.0.0.1:1/x?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+        let e = try_parse_from::<Nested, _, _>(["x", "--database-url", url]).unwrap_err();
+        let line = one_line::<Nested>(&e);
+        assert!(!line.contains("PGSECRET"), "{line}");
+        assert!(!line.contains("sslrootcert"), "{line}");
+        assert!(
+            line.contains("postgres://sluice:***@127.0.0.1:1/x?…"),
+            "{line}"
+        );
+        assert!(line.contains("$SLUICE_CONFIG_TEST_DATABASE_URL"), "{line}");
+        assert!(!line.contains('\n'));
+        // A NATS token standing alone as the user, in a list of servers.
+        let e = Cli::try_parse_from(["x", "--stream-replicas", "nats://TOKEN123@h:4222,nats://h2"])
+            .unwrap_err();
+        let line = one_line::<Cli>(&e);
+        assert!(!line.contains("TOKEN123"), "{line}");
+        assert!(line.contains("nats://***@h:4222,nats://h2"), "{line}");
+    }
+
+    #[test]
+    fn secret_values_that_are_not_urls_are_never_shown() {
+        let line = without_secrets(
+            "invalid value 'hunter22' for '--nats-password <NATS_PASSWORD>': too short (hunter22)"
+                .into(),
+            ErrorKind::ValueValidation,
+            Some("--nats-password <NATS_PASSWORD>"),
+            Some("hunter22".into()),
+        );
+        assert_eq!(
+            line,
+            "invalid value '***' for '--nats-password <NATS_PASSWORD>': too short (***)"
+        );
+        // A mistyped flag repeats its value.
+        let e = Cli::try_parse_from(["x", "--nats-pasword=hunter22"]).unwrap_err();
+        let line = one_line::<Cli>(&e);
+        assert!(!line.contains("hunter22"), "{line}");
+        assert!(line.contains("--nats-pasword"), "{line}");
     }
 
     #[test]
@@ -233,6 +478,8 @@ mod tests {
         assert!(line.contains("--ack-wait"), "{line}");
         assert!(line.contains("$SLUICE_ACK_WAIT"), "{line}");
         assert!(!line.contains('\n'));
+        // Nothing secret about a duration: the value is shown as given.
+        assert!(line.contains("'soon'"), "{line}");
         let e = Cli::try_parse_from(["x", "--concurrency", "0"]).unwrap_err();
         assert!(one_line::<Cli>(&e).contains("$SLUICE_CONCURRENCY"));
     }

@@ -202,7 +202,13 @@ impl Runtime {
                         )));
                     }
                     attempt += 1;
-                    if !client.server_info().jetstream || e.to_string().contains("not enabled") {
+                    // Only a server that accepted sluice can say it has no
+                    // JetStream (before that its INFO is empty).
+                    let connected =
+                        client.connection_state() == async_nats::connection::State::Connected;
+                    if connected && !client.server_info().jetstream
+                        || e.to_string().contains("not enabled")
+                    {
                         misconfiguration::report(
                             "NATS JetStream",
                             &format!(
