@@ -261,7 +261,27 @@ fn for_display(letter: &sluice_messages::DeadLetter) -> serde_json::Value {
         }
     };
     redact_fields(&mut value);
-    if let Some(body) = &letter.body {
+    // A body that is not UTF-8 is stored as base64, which would show its
+    // secrets to anyone who decodes it: it is shown as text, lossily,
+    // redacted like any other body, and never as base64.
+    let body = match (&letter.body, &letter.body_base64) {
+        (Some(body), _) => Some(body.clone()),
+        (None, Some(encoded)) => {
+            use base64::Engine;
+            if let Value::Object(fields) = &mut value {
+                fields.remove("body_base64");
+                fields.insert("body_not_utf8".into(), true.into());
+            }
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .unwrap_or_default(),
+            )
+        }
+        (None, None) => None,
+    };
+    if let Some(body) = &body {
         let shown = match serde_json::from_str::<Value>(body) {
             Ok(mut json) => {
                 redact_fields(&mut json);
@@ -338,5 +358,20 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("http://h/f.csv?…"), "{shown}");
+
+        // A body that is not UTF-8 travels as base64: never shown as such.
+        use base64::Engine;
+        let raw = b"http://reader:SECRET@h/a.csv?sig=SIG\xff";
+        let letter: sluice_messages::DeadLetter = serde_json::from_value(serde_json::json!({
+            "stage": "importer", "kind": "permanent", "error": "e", "subject": "imports",
+            "body_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+            "delivered": 1, "time": "t"
+        }))
+        .unwrap();
+        let shown = for_display(&letter);
+        let text = shown.to_string();
+        assert!(!text.contains("SECRET") && !text.contains("SIG"), "{text}");
+        assert!(shown.get("body_base64").is_none(), "{text}");
+        assert_eq!(shown["body"], "http://h/a.csv?…", "{text}");
     }
 }

@@ -313,3 +313,50 @@ async fn saver_batches_are_bounded_in_bytes() {
     );
     p.stop().await;
 }
+
+/// 300 idle connections to the metrics port hold at most 64 of the
+/// importer's file descriptors, are closed after the header timeout, and
+/// an import meanwhile completes with nothing dead-lettered; the probe
+/// answers again once the idle ones are gone.
+#[tokio::test]
+async fn idle_connections_cannot_starve_a_stage() {
+    let port = free_port();
+    let sandbox = Sandbox::new("idle-conns").await;
+    let mut p = Pipeline::start_each(sandbox, &[], |name| {
+        if name == "importer" {
+            vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
+        } else {
+            Vec::new()
+        }
+    })
+    .await;
+    let pid = p.service("importer").pid().expect("the importer runs");
+    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = open_files();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = open_files();
+    assert!(
+        held <= before + 64 + 2,
+        "{held} descriptors open, {before} before 300 idle connections"
+    );
+    // The work goes on meanwhile.
+    let data = Dataset::generate(5, 500, 61);
+    p.import_and_wait(&data).await;
+    assert!(p.dead_letters().await.is_empty());
+    // Idle connections are dropped after the 5 s header timeout; then a
+    // probe gets its answer.
+    wait_until(Duration::from_secs(15), "/readyz to answer", || async {
+        matches!(get(port, "/readyz").await, Some((200, _)))
+    })
+    .await;
+    drop(idle);
+    p.stop().await;
+}

@@ -77,6 +77,13 @@ impl StageError {
     /// cause chain in the text.
     pub fn caused_by(fault: Fault, error: impl Error + Send + Sync + 'static) -> Self {
         let message = error_chain(&error);
+        // This process out of file descriptors is no fault of the message
+        // it was working on: wait, as for any dependency that is down.
+        let fault = if out_of_descriptors(&error) {
+            Fault::Outage
+        } else {
+            fault
+        };
         let source = Some(Arc::new(error) as Cause);
         match fault {
             Fault::Permanent => StageError::Permanent { message, source },
@@ -133,6 +140,21 @@ impl<E: Failure> From<E> for StageError {
     }
 }
 
+/// Whether the process (EMFILE) or the system (ENFILE) ran out of file
+/// descriptors somewhere along the cause chain.
+fn out_of_descriptors(error: &(dyn Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(23 | 24)) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// `outer: inner: root`, skipping a source whose text the outer message
 /// already repeats (many errors print their source themselves).
 pub fn error_chain(error: &(dyn Error + 'static)) -> String {
@@ -183,6 +205,16 @@ mod tests {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn running_out_of_file_descriptors_is_an_outage() {
+        let emfile = Outer(std::io::Error::from_raw_os_error(24));
+        assert!(StageError::caused_by(Fault::Permanent, emfile).is_outage());
+        let enfile = std::io::Error::from_raw_os_error(23);
+        assert!(StageError::caused_by(Fault::Transient, enfile).is_outage());
+        let reset = Outer(std::io::Error::from_raw_os_error(104));
+        assert!(!StageError::caused_by(Fault::Transient, reset).is_outage());
     }
 
     #[test]

@@ -209,21 +209,59 @@ pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), String> {
     describe();
     HEALTH.publish();
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| respond(request, handle.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(accept(listener, handle));
     Ok(())
+}
+
+/// Connections served at once. Scrapers and probes need a handful; the cap
+/// keeps idle or hostile connections from taking the file descriptors the
+/// stage's own work needs (the rest wait in the kernel's backlog).
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a request's headers (and, on a
+/// kept-alive connection, to start the next request).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The longest any one connection is kept.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn accept(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = crate::misconfiguration::Repeats::default();
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                failing.end();
+                backoff = std::time::Duration::from_millis(50);
+                stream
+            }
+            // Out of file descriptors, say: retrying at once would spin.
+            Err(e) => {
+                if let Some(repeated) = failing.due() {
+                    tracing::warn!(error = %e, repeated, "cannot accept a metrics connection; backing off");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(request, handle.clone()));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
 }
 
 async fn respond(
