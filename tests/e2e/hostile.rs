@@ -600,10 +600,18 @@ async fn a_file_of_one_repeated_key_is_cheap_and_bounded() {
     let heavy = p.import(&p.server.url("/accounts.csv")).await;
     let small = p.import(&p.server.url("/small.csv")).await;
     let done = p.completion(&small, Duration::from_secs(60)).await;
-    assert_eq!((done.status, done.transactions_saved), (ImportStatus::Completed, 2));
+    assert_eq!(
+        (done.status, done.transactions_saved),
+        (ImportStatus::Completed, 2)
+    );
     let done = p.completion(&heavy, Duration::from_secs(120)).await;
     assert_eq!(
-        (done.status, done.conflicts, done.clashes, done.transactions_saved),
+        (
+            done.status,
+            done.conflicts,
+            done.clashes,
+            done.transactions_saved
+        ),
         (ImportStatus::CompletedWithErrors, repeats as u64 - 1, 0, 1)
     );
     let named: i64 = p
@@ -648,17 +656,20 @@ async fn a_row_another_import_saved_with_another_value_is_a_clash() {
         "/later.csv",
         Route::new("accountId,transactionsUrl\n9601,later-9601.csv\n"),
     );
-    p.server.set(
-        "/later-9601.csv",
-        Route::new("id,amount\n1,1.00\n2,2.00\n"),
-    );
+    p.server
+        .set("/later-9601.csv", Route::new("id,amount\n1,1.00\n2,2.00\n"));
     let planted = p.import(&p.server.url("/planted.csv")).await;
     let done = p.completion(&planted, Duration::from_secs(60)).await;
     assert_eq!(done.status, ImportStatus::Completed);
     let later = p.import(&p.server.url("/later.csv")).await;
     let done = p.completion(&later, Duration::from_secs(60)).await;
     assert_eq!(
-        (done.status, done.clashes, done.conflicts, done.transactions_saved),
+        (
+            done.status,
+            done.clashes,
+            done.conflicts,
+            done.transactions_saved
+        ),
         (ImportStatus::CompletedWithErrors, 1, 0, 1)
     );
     p.assert_saves(

@@ -93,13 +93,17 @@ async fn three_savers_put_one_completion_event_on_the_wire_per_import() {
         *seen.entry(event.import_id).or_default() += 1;
     }
     // A second publish comes within milliseconds of the first; wait well past.
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_secs(2), events.next()).await
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await
     {
         let event: ImportCompleted = serde_json::from_slice(&message.payload).unwrap();
         *seen.entry(event.import_id).or_default() += 1;
     }
-    assert_eq!(seen.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ids);
+    assert_eq!(
+        seen.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ids
+    );
     let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
     assert!(doubled.is_empty(), "events per import: {doubled:?}");
     // The imports listed the same rows: each is saved once.

@@ -436,7 +436,11 @@ async fn a_closed_stdout_is_a_normal_end() {
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let setup = sluice(&["setup"], &env).await;
     assert_eq!(setup.code, Some(0), "{}", setup.stderr);
-    for args in [&["status"][..], &["dead-letters", "list"], &["status", "--json"]] {
+    for args in [
+        &["status"][..],
+        &["dead-letters", "list"],
+        &["status", "--json"],
+    ] {
         let mut child = Command::new(binary_dir().join("sluice"))
             .args(args)
             .env_remove("SLUICE_NAMESPACE")

@@ -50,7 +50,9 @@ impl Database {
                         }
                         Err(MigrateError::Ahead(ahead)) => Err((
                             StageError::outage(ahead),
-                            Some("run the saver release that migrated this database, or a later one"),
+                            Some(
+                                "run the saver release that migrated this database, or a later one",
+                            ),
                         )),
                     }
                 })

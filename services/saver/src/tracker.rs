@@ -117,7 +117,8 @@ pub async fn announce_completions(
             Ok(()) => failing.end(),
             Err(e) => {
                 let due = failing.due();
-                if let Some(repeated) = due.filter(|_| !sluice_stage::misconfiguration::reported()) {
+                if let Some(repeated) = due.filter(|_| !sluice_stage::misconfiguration::reported())
+                {
                     tracing::warn!(error = %e, repeated, "cannot announce completed imports yet");
                 }
                 client = None;

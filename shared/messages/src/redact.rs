@@ -226,7 +226,10 @@ mod redact_tests {
                 "postgres://u:***@db:5432/x",
             ),
             ("password='PG SECRET' host=db", "password=*** host=db"),
-            ("host=db password = PGSECRET user=u", "host=db password=*** user=u"),
+            (
+                "host=db password = PGSECRET user=u",
+                "host=db password=*** user=u",
+            ),
             ("password='it\\'s SECRET'", "password=***"),
             ("postgres://u:PG@SECRET@db/x", "postgres://u:***@db/x"),
             (
@@ -248,4 +251,3 @@ mod redact_tests {
         );
     }
 }
-
