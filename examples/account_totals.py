@@ -26,7 +26,7 @@ import nats
 
 def position(msg_id: str, line):
     """(accounts-file line, transactions-file line) of a row, from its
-    message id `<import>/<account line>/lines-…` and its `line`."""
+    message id `<import>/<account line>/rows-…` and its `line`."""
     parts = msg_id.split("/")
     try:
         return (int(parts[-2]), int(line))

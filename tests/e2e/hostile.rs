@@ -693,3 +693,44 @@ async fn a_row_another_import_saved_with_another_value_is_a_clash() {
     assert!(shown.contains(&line), "missing {line:?} in:\n{shown}");
     p.stop().await;
 }
+
+/// Empty lines make no message: a file of 200,000 empty lines around two
+/// rows costs one transactions message, not one per window of lines. A
+/// gzip body padded with a large header comment is measured by its
+/// compressed payload, so the padding does not let a bomb pass the ratio.
+#[tokio::test]
+async fn empty_lines_cost_nothing_and_gzip_padding_does_not_hide_a_bomb() {
+    let p = Pipeline::start("hostile-empty", &[]).await;
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,blank.csv\n2,bomb.csv\n"),
+    );
+    let blank = format!("id,amount\n1,1.00\n{}2,2.00\n", "\n".repeat(200_000));
+    p.server.set("/blank.csv", Route::new(blank));
+    // 20 MB of newlines compress to about 20 KB; a 400 KB comment would
+    // bring the wire size to a ratio of 50.
+    let bomb = format!("id,amount\n1,1.00\n{}", "\n".repeat(20_000_000));
+    p.server.set(
+        "/bomb.csv",
+        Route::new(bomb).gzip_with_comment(vec![b'x'; 400_000]),
+    );
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    let done = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (done.status, done.transactions_saved, done.accounts_failed),
+        (ImportStatus::CompletedWithErrors, 2, 1)
+    );
+    p.assert_saves(&rows(&[(1, 1, "1.00"), (1, 2, "2.00")]), Duration::from_secs(10))
+        .await;
+    // One message for account 1: the two rows are in one window of rows.
+    let transactions = p.stream_state(Stream::Transactions).await.messages;
+    assert_eq!(transactions, 1);
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert!(
+        letters[0].error.contains("SLUICE_MAX_COMPRESSION_RATIO"),
+        "{}",
+        letters[0].error
+    );
+    p.stop().await;
+}

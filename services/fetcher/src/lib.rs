@@ -91,13 +91,9 @@ impl FlatMap for Fetcher {
         let subject = out.namespace().transactions(account.account_id);
         let mut window = Window::new(self.transactions_per_message as u64);
         while let Some(row) = file.next_row().await? {
-            let line = match &row {
-                Row::Record(record) => record.line(),
-                Row::Malformed { line, .. } => *line,
-            };
-            window.advance_to(line, &account, &subject, out).await?;
+            window.advance(&account, &subject, out).await?;
             match row {
-                Row::Record(record) => match transaction(&record, line) {
+                Row::Record(record) => match transaction(&record, record.line()) {
                     Ok(transaction) => window.transactions.push(transaction),
                     Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
                 },
@@ -119,7 +115,7 @@ impl FlatMap for Fetcher {
             account_key,
             account_id: account.account_id,
             messages: window.published,
-            lines_per_message: window.lines,
+            lines_per_message: window.rows,
             transactions: window.transactions_total,
             rejected_rows,
             url: Some(shown),
@@ -128,53 +124,49 @@ impl FlatMap for Fetcher {
     }
 }
 
-/// The transactions of one window of file lines, bound for one message.
+/// The transactions of one window of the file's rows, bound for one message.
 ///
-/// Windows, not counts, make the ids: window `w` of `N` lines is always
-/// `lines-<2+w·N>-<1+(w+1)·N>` whatever the rows in it, so the ids depend on
+/// Windows, not counts of valid rows, make the ids: window `w` of `N` rows
+/// is always `rows-<1+w·N>-<(w+1)·N>` (rows numbered from 1 after the
+/// header, malformed ones included, empty lines not), so the ids depend on
 /// the file and `N` alone, and the tracker can name every id an account
-/// announced from its count. A window with no valid row is published empty.
+/// announced from its count. Empty lines make no row, so a stretch of them
+/// costs no message; a window whose rows were all malformed is published
+/// empty.
 struct Window {
-    lines: u64,
+    rows: u64,
     index: u64,
-    /// Whether any row reached the current window (else nothing to publish).
-    started: bool,
+    /// Rows read so far.
+    read: u64,
     transactions: Vec<Transaction>,
     published: u64,
     transactions_total: u64,
 }
 
 impl Window {
-    fn new(lines: u64) -> Self {
+    fn new(rows: u64) -> Self {
         Window {
-            lines: lines.max(1),
+            rows: rows.max(1),
             index: 0,
-            started: false,
+            read: 0,
             transactions: Vec::new(),
             published: 0,
             transactions_total: 0,
         }
     }
 
-    /// The window holding file line `line` (line 1 is the header).
-    fn index_of(&self, line: u64) -> u64 {
-        line.saturating_sub(2) / self.lines
-    }
-
-    /// Publishes every window before the one holding `line`.
-    async fn advance_to(
+    /// Counts the next row, first publishing the window it does not fit.
+    async fn advance(
         &mut self,
-        line: u64,
         account: &AccountUpdate,
         subject: &str,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        let target = self.index_of(line);
-        while self.index < target {
+        if self.read > 0 && self.read % self.rows == 0 {
             self.publish(account, subject, out).await?;
             self.index += 1;
         }
-        self.started = true;
+        self.read += 1;
         Ok(())
     }
 
@@ -184,7 +176,7 @@ impl Window {
         subject: &str,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        if self.started {
+        if self.read > 0 {
             self.publish(account, subject, out).await?;
         }
         Ok(())
@@ -205,7 +197,7 @@ impl Window {
         self.transactions_total += batch.transactions.len() as u64;
         out.publish_json(
             subject.to_owned(),
-            window_position(self.index, self.lines),
+            window_position(self.index, self.rows),
             &batch,
         )
         .await
@@ -213,8 +205,8 @@ impl Window {
 }
 
 /// The position part of window `index`'s id.
-pub fn window_position(index: u64, lines: u64) -> String {
-    format!("lines-{}-{}", 2 + index * lines, 1 + (index + 1) * lines)
+pub fn window_position(index: u64, rows: u64) -> String {
+    format!("rows-{}-{}", 1 + index * rows, (index + 1) * rows)
 }
 
 fn transaction(record: &Record<'_>, line: u64) -> Result<Transaction, String> {
@@ -263,16 +255,10 @@ mod tests {
     }
 
     #[test]
-    fn window_ids_depend_on_the_line_and_window_size_only() {
-        assert_eq!(window_position(0, 100), "lines-2-101");
-        assert_eq!(window_position(1, 100), "lines-102-201");
-        assert_eq!(window_position(0, 1), "lines-2-2");
-        assert_eq!(window_position(4, 1), "lines-6-6");
-        let w = Window::new(100);
-        assert_eq!(w.index_of(2), 0);
-        assert_eq!(w.index_of(101), 0);
-        assert_eq!(w.index_of(102), 1);
-        // The header line and a multi-line header's first data line.
-        assert_eq!(w.index_of(1), 0);
+    fn window_ids_depend_on_the_row_and_window_size_only() {
+        assert_eq!(window_position(0, 100), "rows-1-100");
+        assert_eq!(window_position(1, 100), "rows-101-200");
+        assert_eq!(window_position(0, 1), "rows-1-1");
+        assert_eq!(window_position(4, 1), "rows-5-5");
     }
 }

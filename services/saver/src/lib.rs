@@ -224,7 +224,7 @@ const INSERT: &str = "
 pub const RECORDED_PER_IMPORT: i64 = 1000;
 
 /// Where a row stands in its import: the account's line in the accounts
-/// CSV (from the message key `<import>/<line>/lines-…`) above the row's
+/// CSV (from the message key `<import>/<line>/rows-…`) above the row's
 /// line in the transactions CSV. `None` for a message without lines (from
 /// an older fetcher): such rows take no part in conflict resolution.
 fn position(chunk_key: &str, line: Option<u64>) -> Option<i64> {
@@ -404,7 +404,7 @@ pub(crate) struct Row<'a> {
     position: Option<i64>,
 }
 
-/// A transactions message's id is `<account key>/lines-<first>-<last>`.
+/// A transactions message's id is `<account key>/rows-<first>-<last>` (or `lines-…`).
 pub(crate) fn account_key(chunk_key: &str) -> &str {
     chunk_key
         .rsplit_once('/')

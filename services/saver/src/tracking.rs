@@ -20,7 +20,10 @@ use tokio_postgres::{Client, GenericClient};
 
 /// Marks complete every fetched account whose announced messages are all
 /// committed or dead-lettered: the keys are named from the account's key,
-/// its message count and window size, and looked up one by one.
+/// its message count and window size, and looked up one by one. A window
+/// is named by the rows it spans (`rows-<1+w·N>-<(w+1)·N>`, sluice's
+/// fetcher) or by the file lines (`lines-<2+w·N>-<1+(w+1)·N>`, fetchers
+/// before it, and the contract's other form): both are matched.
 const ACCOUNTS_COMPLETE: &str = "
     UPDATE import_accounts a SET complete = true
     WHERE a.import_id = ANY($1) AND a.state = 'fetched' AND NOT a.complete
@@ -31,8 +34,11 @@ const ACCOUNTS_COMPLETE: &str = "
       AND (SELECT count(*)
            FROM generate_series(0, a.messages - 1) AS w
            JOIN import_chunks c ON c.import_id = a.import_id
-            AND c.chunk_key = a.account_key || '/lines-' || (2 + w * a.lines_per_message)
-                              || '-' || (1 + (w + 1) * a.lines_per_message)) = a.messages";
+            AND c.chunk_key IN (
+                a.account_key || '/rows-' || (1 + w * a.lines_per_message)
+                              || '-' || ((w + 1) * a.lines_per_message),
+                a.account_key || '/lines-' || (2 + w * a.lines_per_message)
+                              || '-' || (1 + (w + 1) * a.lines_per_message))) = a.messages";
 
 /// Marks complete every import whose listing is done and whose listed
 /// accounts are all settled (dead-lettered, or complete as above), and

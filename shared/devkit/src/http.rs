@@ -26,6 +26,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub struct Route {
     body: Bytes,
     gzip: bool,
+    /// A comment in the gzip header: filler that expands to nothing.
+    gzip_comment: Option<Vec<u8>>,
     chunk_size: Option<usize>,
     chunk_delay: Duration,
     /// Faults served, in order, before the body is served whole.
@@ -51,6 +53,7 @@ impl Route {
         Route {
             body: body.into(),
             gzip: false,
+            gzip_comment: None,
             chunk_size: None,
             chunk_delay: Duration::ZERO,
             faults: VecDeque::new(),
@@ -60,6 +63,14 @@ impl Route {
     /// Sends the body gzip-compressed with `Content-Encoding: gzip`.
     pub fn gzip(mut self) -> Self {
         self.gzip = true;
+        self
+    }
+
+    /// Like [`Route::gzip`], with `comment` in the gzip header (as a
+    /// decompression bomb pads its size on the wire).
+    pub fn gzip_with_comment(mut self, comment: Vec<u8>) -> Self {
+        self.gzip = true;
+        self.gzip_comment = Some(comment);
         self
     }
 
@@ -190,7 +201,11 @@ async fn serve(
     let mut response = Response::builder().header("Content-Type", "text/csv; charset=utf-8");
     let body = if route.gzip {
         response = response.header("Content-Encoding", "gzip");
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = flate2::GzBuilder::new();
+        if let Some(comment) = &route.gzip_comment {
+            builder = builder.comment(comment.clone());
+        }
+        let mut encoder = builder.write(Vec::new(), flate2::Compression::best());
         encoder.write_all(&route.body).expect("writing to memory");
         Bytes::from(encoder.finish().expect("writing to memory"))
     } else {

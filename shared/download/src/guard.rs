@@ -181,12 +181,17 @@ pub enum LimitExceeded {
 /// Gzip may expand this much regardless of ratio: tiny files compress oddly.
 const RATIO_GRACE: u64 = 1 << 20;
 
-/// Decompresses a gzip body (all members), refusing to expand past the ratio.
+/// Decompresses a gzip body (all members), refusing to expand past the
+/// ratio. The ratio counts the compressed payload only: the header's
+/// optional fields (a name, a comment, extra data: up to gigabytes of
+/// filler that expands to nothing) would otherwise let a bomb pass.
 pub(crate) fn gunzip(compressed: Body, limits: BodyLimits) -> Body {
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
+    let mut header = GzipHeader::default();
     let compressed = compressed.inspect_ok(move |chunk| {
-        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let payload = chunk.len() as u64 - header.consume(chunk);
+        counter.fetch_add(payload, Ordering::Relaxed);
     });
     let mut decoder = GzipDecoder::new(StreamReader::new(compressed));
     decoder.multiple_members(true);
@@ -204,6 +209,79 @@ pub(crate) fn gunzip(compressed: Body, limits: BodyLimits) -> Body {
             Ok(chunk)
         }),
     )
+}
+
+/// Where the first member's header ends: its 10 fixed bytes, then the
+/// optional extra field (2-byte length), file name and comment (each ended
+/// by a zero byte) and header CRC that its flags announce (RFC 1952).
+#[derive(Debug, Default)]
+struct GzipHeader {
+    state: HeaderState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum HeaderState {
+    /// Bytes of the fixed part seen, and the flags once read.
+    #[default]
+    Fixed,
+    FixedAt(u8, u8),
+    ExtraLength(u8, Option<u8>),
+    Extra(u8, u16),
+    Name(u8),
+    Comment(u8),
+    Crc(u8, u8),
+    Done,
+}
+
+const FHCRC: u8 = 2;
+const FEXTRA: u8 = 4;
+const FNAME: u8 = 8;
+const FCOMMENT: u8 = 16;
+
+impl GzipHeader {
+    /// How many bytes at the start of `chunk` belong to the header.
+    fn consume(&mut self, chunk: &[u8]) -> u64 {
+        use HeaderState::*;
+        let mut used = 0u64;
+        for &byte in chunk {
+            let next_after = |flags: u8, from: u8| -> HeaderState {
+                // The optional fields in their order, after the one just done.
+                if from < FEXTRA && flags & FEXTRA != 0 {
+                    ExtraLength(flags, None)
+                } else if from < FNAME && flags & FNAME != 0 {
+                    Name(flags)
+                } else if from < FCOMMENT && flags & FCOMMENT != 0 {
+                    Comment(flags)
+                } else if from < 32 && flags & FHCRC != 0 {
+                    Crc(flags, 0)
+                } else {
+                    Done
+                }
+            };
+            self.state = match self.state {
+                Done => return used,
+                Fixed => FixedAt(1, 0),
+                // Byte 3 holds the flags; the fixed part is 10 bytes.
+                FixedAt(3, _) => FixedAt(4, byte),
+                FixedAt(9, flags) => next_after(flags, 0),
+                FixedAt(n, flags) => FixedAt(n + 1, flags),
+                ExtraLength(flags, None) => ExtraLength(flags, Some(byte)),
+                ExtraLength(flags, Some(low)) => match u16::from_le_bytes([low, byte]) {
+                    0 => next_after(flags, FEXTRA),
+                    length => Extra(flags, length),
+                },
+                Extra(flags, 1) => next_after(flags, FEXTRA),
+                Extra(flags, left) => Extra(flags, left - 1),
+                Name(flags) if byte == 0 => next_after(flags, FNAME),
+                Comment(flags) if byte == 0 => next_after(flags, FCOMMENT),
+                state @ (Name(_) | Comment(_)) => state,
+                Crc(_, 1) => Done,
+                Crc(flags, n) => Crc(flags, n + 1),
+            };
+            used += 1;
+        }
+        used
+    }
 }
 
 /// A server sending slower than the minimum rate.
@@ -423,6 +501,29 @@ mod tests {
         assert!(policy.check("169.254.11.7".parse().unwrap()).is_err());
         assert!(Networks::parse("10.0.0.0/33").is_err());
         assert_eq!(Networks::parse("").unwrap(), Networks::default());
+    }
+
+    #[test]
+    fn a_gzip_header_is_not_counted_as_payload() {
+        use std::io::Write;
+        let comment = vec![b'x'; 5000];
+        let mut encoder = flate2::GzBuilder::new()
+            .filename("f.csv")
+            .comment(comment)
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"id,amount\n1,1.00\n").unwrap();
+        let gz = encoder.finish().unwrap();
+        let header = 10 + 2 + 3 + "f.csv".len() + 1 + 5000 + 1;
+        // Whole, and a byte at a time.
+        assert_eq!(GzipHeader::default().consume(&gz), header as u64);
+        let mut parser = GzipHeader::default();
+        let counted: u64 = gz.chunks(1).map(|b| parser.consume(b)).sum();
+        assert_eq!(counted, header as u64);
+        // A plain header: 10 bytes.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"x").unwrap();
+        assert_eq!(GzipHeader::default().consume(&encoder.finish().unwrap()), 10);
     }
 
     #[test]

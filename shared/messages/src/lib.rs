@@ -130,7 +130,7 @@ pub struct AccountUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TransactionBatch {
-    /// The import this window of lines belongs to.
+    /// The import this window of rows belongs to.
     #[serde(deserialize_with = "checked_import_id")]
     pub import_id: String,
     /// The account, as in the subject `transactions.<account_id>`.
@@ -330,9 +330,12 @@ pub enum ImportProgress {
         account_key: String,
         account_id: i64,
         /// The transactions messages published for the account, one per
-        /// window of `lines_per_message` file lines (empty windows
-        /// included), with ids `<account_key>/lines-<first>-<last>`:
-        /// window `w` spans lines `2 + w·N` to `1 + (w+1)·N`.
+        /// window of N = `lines_per_message` rows, with ids
+        /// `<account_key>/rows-<first>-<last>`: window `w` spans rows
+        /// `1 + w·N` to `(w+1)·N` (rows counted after the header, malformed
+        /// ones included, empty lines not). The contract's other form,
+        /// windows of file lines (`<account_key>/lines-<2+w·N>-<1+(w+1)·N>`,
+        /// empty windows included), is matched too.
         messages: u64,
         lines_per_message: u64,
         transactions: u64,

@@ -122,10 +122,12 @@ pub fn catalog() -> Vec<MessageKind> {
             Stream::Transactions,
             "transactions.<account_id>",
             "fetcher",
-            "`<account key>/lines-<first>-<last>`: window `w` of N = \
-             SLUICE_TRANSACTIONS_PER_MESSAGE file lines spans lines 2+w·N to 1+(w+1)·N; \
-             every window from the first data line to the last line read is published, \
-             empty ones included",
+            "`<account key>/rows-<first>-<last>`: window `w` of N = \
+             SLUICE_TRANSACTIONS_PER_MESSAGE rows spans rows 1+w·N to (w+1)·N, rows \
+             counted after the header (malformed ones included, empty lines not); every \
+             window up to the last row read is published. A fetcher may window by file \
+             lines instead: `<account key>/lines-<2+w·N>-<1+(w+1)·N>`, empty windows \
+             included",
             schema_of::<TransactionBatch>,
         ),
         MessageKind {
