@@ -8,6 +8,7 @@ use sluice_operator::{
     imports::wait_for_completion,
 };
 use sluice_stage::{
+    import_ids::{Claim, ImportIds},
     telemetry::{self, KeyValue, TraceHeaders},
     ConsumerArgs, NatsArgs,
 };
@@ -27,7 +28,8 @@ pub struct ImportArgs {
     /// The accounts CSV (`accountId,transactionsUrl`), http or https.
     url: String,
     /// Your id for this import (default: its position in the IMPORTS stream).
-    /// Publishing the same id again within the duplicate window is a no-op.
+    /// An id names one request forever: the same URL again is the same
+    /// import (a no-op), another URL under a used id is refused.
     #[arg(long)]
     id: Option<String>,
     /// Show progress until the import completes; exit 0 only if it
@@ -67,6 +69,27 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     }
     let interrupted = crate::progress::interrupted();
     ensure_topology(&js, &args.nats, &args.consumer).await?;
+    // An id names one request forever: refuse another request under it,
+    // loudly, rather than publish what the importer would refuse.
+    let mut republished = false;
+    if let Some(id) = &args.id {
+        let ids = ImportIds::open(
+            &js,
+            &args.nats.namespace,
+            usize::from(args.nats.stream_replicas),
+        )
+        .await?;
+        match ids.check(id, &request).await? {
+            Claim::Taken => {
+                return Err(anyhow!(
+                    "import id {id} already names another request (another URL): an id names one \
+                     request forever; publish this one under a new id"
+                ))
+            }
+            Claim::Same => republished = true,
+            Claim::First => {}
+        }
+    }
     let subject = args.nats.namespace.imports();
     let started = Instant::now();
     let ack = js
@@ -102,8 +125,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         ],
     );
     drop(span);
-    if ack.duplicate {
-        eprintln!("import {id} was already published; nothing new was queued");
+    if ack.duplicate || republished {
+        eprintln!("import {id} was already published with this URL: it is the same import");
     }
     outln!("{id}");
     let _ = client.flush().await;

@@ -50,6 +50,12 @@ pub async fn declare(
         let spec = ConsumerSpec::of(name, consumer).expect("known consumer");
         topology::ensure_consumer(js, &nats.namespace, &spec).await?;
     }
+    sluice_stage::import_ids::ImportIds::open(
+        js,
+        &nats.namespace,
+        usize::from(nats.stream_replicas),
+    )
+    .await?;
     Ok(())
 }
 

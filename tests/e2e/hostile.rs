@@ -720,8 +720,11 @@ async fn empty_lines_cost_nothing_and_gzip_padding_does_not_hide_a_bomb() {
         (done.status, done.transactions_saved, done.accounts_failed),
         (ImportStatus::CompletedWithErrors, 2, 1)
     );
-    p.assert_saves(&rows(&[(1, 1, "1.00"), (1, 2, "2.00")]), Duration::from_secs(10))
-        .await;
+    p.assert_saves(
+        &rows(&[(1, 1, "1.00"), (1, 2, "2.00")]),
+        Duration::from_secs(10),
+    )
+    .await;
     // One message for account 1: the two rows are in one window of rows.
     let transactions = p.stream_state(Stream::Transactions).await.messages;
     assert_eq!(transactions, 1);
@@ -732,5 +735,93 @@ async fn empty_lines_cost_nothing_and_gzip_padding_does_not_hide_a_bomb() {
         "{}",
         letters[0].error
     );
+    p.stop().await;
+}
+
+/// An import id names one request forever: another URL under a used id is
+/// refused (a dead letter naming no import, an error from `sluice import`)
+/// and the first import stays as it was, inside the duplicate window and
+/// after it; the same request again is the same import.
+#[tokio::test]
+async fn a_reused_import_id_is_refused_loudly_and_changes_nothing() {
+    let p = Pipeline::start("hostile-reuse", &[("SLUICE_DUPLICATE_WINDOW", "2s")]).await;
+    p.server.set(
+        "/a.csv",
+        Route::new("accountId,transactionsUrl\n1,a-1.csv\n"),
+    );
+    p.server.set("/a-1.csv", Route::new("id,amount\n1,1.00\n"));
+    p.server.set(
+        "/b.csv",
+        Route::new("accountId,transactionsUrl\n2,b-2.csv\n"),
+    );
+    p.server.set("/b-2.csv", Route::new("id,amount\n7,7.00\n"));
+    let publish = |url: String| {
+        let (js, subject) = (p.js.clone(), p.sandbox.namespace.imports());
+        async move {
+            let body = json!({"url": url, "id": "reuse-1"}).to_string();
+            js.publish(subject, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish(p.server.url("/a.csv")).await;
+    let done = p.completion("reuse-1", Duration::from_secs(60)).await;
+    assert_eq!(
+        (done.status, done.transactions_saved),
+        (ImportStatus::Completed, 1)
+    );
+
+    // Another URL under the same id, as `nats pub` would send it: within
+    // the duplicate window, and after it.
+    publish(p.server.url("/b.csv")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publish(p.server.url("/b.csv")).await;
+    sluice_e2e::wait_until(Duration::from_secs(30), "two refusals", || async {
+        p.dead_letters().await.len() == 2
+    })
+    .await;
+    for letter in p.dead_letters().await {
+        assert_eq!(
+            (
+                letter.stage.as_str(),
+                letter.kind,
+                letter.import_id.as_deref()
+            ),
+            ("importer", DeadLetterKind::Permanent, None)
+        );
+        assert!(
+            letter
+                .error
+                .contains("import id reuse-1 already names another request"),
+            "{}",
+            letter.error
+        );
+    }
+    // `sluice import` refuses it before publishing; the same request again
+    // is the same import.
+    let refused = p
+        .cli(&["import", &p.server.url("/b.csv"), "--id", "reuse-1"])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("import id reuse-1 already names another request"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let again = p
+        .cli(&["import", &p.server.url("/a.csv"), "--id", "reuse-1"])
+        .await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("it is the same import"));
+    p.wait_until_idle(Duration::from_secs(30)).await;
+    p.assert_saves(&rows(&[(1, 1, "1.00")]), Duration::from_secs(10))
+        .await;
+    let status = p.cli(&["status", "reuse-1", "--json"]).await;
+    let shown: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(shown["imports"][0]["status"], "completed", "{shown}");
+    assert_eq!(shown["imports"][0]["transactions_saved"], 1, "{shown}");
+    assert_eq!(p.completion_count("reuse-1").await, 1);
     p.stop().await;
 }

@@ -175,7 +175,10 @@ async fn a_schema_newer_than_the_binary_is_refused_everywhere() {
     let said = String::from_utf8_lossy(&import.stderr);
     assert_eq!(import.status.code(), Some(1), "{said}");
     assert!(said.contains(&refusal), "{said}");
-    assert!(import.stdout.is_empty(), "an id was printed: nothing may be published");
+    assert!(
+        import.stdout.is_empty(),
+        "an id was printed: nothing may be published"
+    );
 
     let dir = log_dir("schemaahead");
     let mut saver = Process::start("saver", env.clone(), &dir).unwrap();

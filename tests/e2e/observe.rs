@@ -331,7 +331,11 @@ async fn idle_connections_cannot_starve_a_stage() {
     })
     .await;
     let pid = p.service("importer").pid().expect("the importer runs");
-    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let open_files = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let before = open_files();
     let mut idle = Vec::new();
     for _ in 0..300 {

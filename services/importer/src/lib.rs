@@ -3,22 +3,32 @@
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
 use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, ImportRequest};
-use sluice_stage::{telemetry::KeyValue, Delivery, Emitter, FlatMap, StageError};
+use sluice_stage::{
+    import_ids::{Claim, ImportIds},
+    telemetry::KeyValue,
+    Delivery, Emitter, FlatMap, StageError,
+};
 
 const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
 
 pub struct Importer {
     downloader: Downloader,
     max_accounts: u64,
+    ids: ImportIds,
 }
 
 impl Importer {
     /// `max_accounts`: most accounts one import may list, so one file
-    /// cannot fan out into unbounded work.
-    pub fn new(download: &DownloadOptions, max_accounts: u64) -> Result<Self, StageError> {
+    /// cannot fan out into unbounded work. `ids`: who owns which import id.
+    pub fn new(
+        download: &DownloadOptions,
+        max_accounts: u64,
+        ids: ImportIds,
+    ) -> Result<Self, StageError> {
         Ok(Importer {
             downloader: Downloader::new(download).map_err(StageError::permanent)?,
             max_accounts,
+            ids,
         })
     }
 }
@@ -36,6 +46,17 @@ impl FlatMap for Importer {
     async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
         let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
         let import_id = import_id(&request, input)?;
+        // A derived id is this message's own; a chosen one may be taken.
+        if chosen_id(&request, input).is_some()
+            && self.ids.claim(&import_id, &request).await? == Claim::Taken
+        {
+            out.detach_from_import();
+            return Err(StageError::permanent(format!(
+                "import id {import_id} already names another request (another URL); an id names one \
+                 request forever, so this one is refused and import {import_id} is left as it was: \
+                 publish it under a new id"
+            )));
+        }
         out.set_import_id(&import_id);
         out.set_key(&import_id);
 
@@ -88,11 +109,7 @@ impl FlatMap for Importer {
 /// one derived from where and when the request was stored: stable across
 /// redeliveries, unique even if `IMPORTS` is recreated.
 fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageError> {
-    let header = input
-        .headers()
-        .and_then(|h| h.get(sluice_messages::HEADER_IMPORT_ID))
-        .map(|v| v.as_str());
-    match request.id.as_deref().or(header) {
+    match chosen_id(request, input) {
         Some(id) => {
             validate_import_id(id).map_err(StageError::permanent)?;
             Ok(id.to_owned())
@@ -102,6 +119,15 @@ fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageE
             input.stored_at(),
         )),
     }
+}
+
+/// The id the publisher chose, if any.
+fn chosen_id<'a>(request: &'a ImportRequest, input: &'a Delivery) -> Option<&'a str> {
+    let header = input
+        .headers()
+        .and_then(|h| h.get(sluice_messages::HEADER_IMPORT_ID))
+        .map(|v| v.as_str());
+    request.id.as_deref().or(header)
 }
 
 fn account_update(

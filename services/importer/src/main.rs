@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_importer::Importer;
-use sluice_stage::{run_service, FlatMap, Runtime, StageArgs};
+use sluice_stage::{import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice importer: reads each accounts CSV published on `imports` and emits
 /// one `account-updates` message per account.
@@ -27,12 +27,28 @@ fn main() -> ExitCode {
         Importer::NAME,
         &config.stage.observe.clone(),
         |stop| async move {
-            let importer =
-                Importer::new(&config.download.options(), config.max_accounts_per_import)?;
-            Runtime::start(Importer::NAME, config.stage, stop)
-                .await?
-                .run_flat_map(importer)
-                .await
+            let replicas = usize::from(config.stage.nats.stream_replicas);
+            let runtime = Runtime::start(Importer::NAME, config.stage, stop).await?;
+            // JetStream answered a moment ago: a failure here is a cluster
+            // electing a leader, worth a few tries before giving up.
+            let mut tries = 0;
+            let ids = loop {
+                match ImportIds::open(&runtime.jetstream(), runtime.namespace(), replicas).await {
+                    Ok(ids) => break ids,
+                    Err(e) if tries < 20 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, "cannot open the import id registry yet");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let importer = Importer::new(
+                &config.download.options(),
+                config.max_accounts_per_import,
+                ids,
+            )?;
+            runtime.run_flat_map(importer).await
         },
     )
 }

@@ -249,6 +249,7 @@ impl Sandbox {
             for stream in Stream::ALL {
                 let _ = js.delete_stream(namespace.stream(stream)).await;
             }
+            let _ = js.delete_key_value(namespace.import_ids_bucket()).await;
         }
         if let Ok(admin) = postgres(&admin_url).await {
             let _ = admin

@@ -523,7 +523,10 @@ mod tests {
         // A plain header: 10 bytes.
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         encoder.write_all(b"x").unwrap();
-        assert_eq!(GzipHeader::default().consume(&encoder.finish().unwrap()), 10);
+        assert_eq!(
+            GzipHeader::default().consume(&encoder.finish().unwrap()),
+            10
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ impl Namespace {
         self.subject(&format!("import-progress.{id}.{fact}"))
     }
 
+    /// The key-value bucket of import ids and the requests they name.
+    pub fn import_ids_bucket(&self) -> String {
+        match &self.0 {
+            None => "IMPORT_IDS".to_owned(),
+            Some(ns) => format!("{}_IMPORT_IDS", ns.replace('-', "_")),
+        }
+    }
+
     /// Where the completion event of import `id` is published.
     pub fn import_events(&self, id: &str) -> String {
         self.subject(&format!("import-events.{id}"))

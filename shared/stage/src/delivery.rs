@@ -80,6 +80,11 @@ impl Delivery {
         }
     }
 
+    /// The message does not belong to the import it seemed to name.
+    pub(crate) fn forget_import_id(&mut self) {
+        self.import_id = None;
+    }
+
     /// When JetStream stored the message: stable across redeliveries.
     pub fn stored_at(&self) -> time::OffsetDateTime {
         self.stored_at

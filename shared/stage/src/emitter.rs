@@ -35,6 +35,8 @@ pub struct Emitter {
     slot: Arc<Slot>,
     key: String,
     import_id: Option<String>,
+    /// The input turned out not to belong to the import it named.
+    detached: bool,
     input_subject: String,
     input_delivered: i64,
     in_flight: FuturesUnordered<AckFuture>,
@@ -73,6 +75,7 @@ impl Emitter {
             slot,
             key: input.key().to_owned(),
             import_id: input.import_id().map(str::to_owned),
+            detached: false,
             input_subject: input.subject().to_owned(),
             input_delivered: input.delivered(),
             in_flight: FuturesUnordered::new(),
@@ -106,6 +109,18 @@ impl Emitter {
 
     pub fn import_id(&self) -> Option<&str> {
         self.import_id.as_deref()
+    }
+
+    /// The input names an import it does not belong to (a request under an
+    /// import id another request owns): whatever becomes of it is not that
+    /// import's, so its dead letter names no import and reports no fact.
+    pub fn detach_from_import(&mut self) {
+        self.import_id = None;
+        self.detached = true;
+    }
+
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// Rows rejected so far through [`Emitter::reject_row`].

@@ -193,6 +193,7 @@ async fn work_on<S: FlatMap>(
     metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
     let trace = TraceHeaders::of(&span);
     let mut import_id = None;
+    let mut detached = false;
     let work = async {
         let mut pause: Option<Pause> = None;
         loop {
@@ -209,6 +210,7 @@ async fn work_on<S: FlatMap>(
             }
             .await;
             import_id = out.import_id().map(str::to_owned);
+            detached = out.is_detached();
             match result {
                 Ok(stats) => {
                     telemetry::annotate(
@@ -265,7 +267,11 @@ async fn work_on<S: FlatMap>(
     )
     .await
     .map(|r| r.and_then(|done| done));
-    delivery.learn_import_id(import_id.as_deref());
+    if detached {
+        delivery.forget_import_id();
+    } else {
+        delivery.learn_import_id(import_id.as_deref());
+    }
     let settled = fate::settle(&shared, &delivery, outcome).await;
     telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
     if let Some(id) = delivery.import_id() {

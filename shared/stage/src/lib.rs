@@ -17,6 +17,7 @@ mod emitter;
 mod error;
 mod fate;
 mod flat_map;
+pub mod import_ids;
 mod keep_alive;
 pub mod misconfiguration;
 mod nats_login;

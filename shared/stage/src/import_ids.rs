@@ -1,0 +1,127 @@
+//! An import id names one request forever. The first request published
+//! under an id claims it (a JetStream key-value bucket, `IMPORT_IDS`, keyed
+//! by id, holding a SHA-256 of the request); the same request again is the
+//! same import (a redelivery, a republish: an idempotent no-op), and
+//! another request under a used id is refused, by the importer with a dead
+//! letter that names no import (it must not count against the import that
+//! owns the id) and by `sluice import` with an error. JetStream's duplicate
+//! window alone would drop the second request's messages silently within
+//! the window and mix them into the first import after it.
+
+use async_nats::jetstream::{self, kv};
+
+use crate::StageError;
+use sluice_messages::{ImportRequest, Namespace};
+
+/// Whose an id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody's until now: this request has it.
+    First,
+    /// This very request's already.
+    Same,
+    /// Another request's.
+    Taken,
+}
+
+/// The registry of import ids.
+pub struct ImportIds {
+    bucket: kv::Store,
+}
+
+/// What a request is, for telling two apart: its URL (the whole of it:
+/// a file re-signed under the same id is another request), hashed, so no
+/// secret it carries is stored.
+pub fn fingerprint(request: &ImportRequest) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, request.url.trim().as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ImportIds {
+    /// The bucket, created when missing (as the streams are).
+    pub async fn open(
+        js: &jetstream::Context,
+        ns: &Namespace,
+        replicas: usize,
+    ) -> Result<Self, StageError> {
+        let name = ns.import_ids_bucket();
+        if let Ok(bucket) = js.get_key_value(&name).await {
+            return Ok(ImportIds { bucket });
+        }
+        let created = js
+            .create_key_value(kv::Config {
+                bucket: name.clone(),
+                description: "sluice: the import request each import id names".into(),
+                history: 1,
+                max_value_size: 128,
+                num_replicas: replicas.max(1),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(bucket) => Ok(ImportIds { bucket }),
+            // Another service created it meanwhile.
+            Err(e) => js
+                .get_key_value(&name)
+                .await
+                .map(|bucket| ImportIds { bucket })
+                .map_err(|_| {
+                    StageError::outage(format!(
+                        "cannot create the key-value bucket {name}: {}",
+                        crate::error_chain(&e)
+                    ))
+                }),
+        }
+    }
+
+    /// Claims `id` for `request`, or says whose it is.
+    pub async fn claim(&self, id: &str, request: &ImportRequest) -> Result<Claim, StageError> {
+        let mine = fingerprint(request);
+        match self.bucket.create(id, mine.clone().into()).await {
+            Ok(_) => Ok(Claim::First),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self.owner(id, &mine).await,
+            Err(e) => Err(StageError::outage(format!(
+                "cannot claim import id {id}: {}",
+                crate::error_chain(&e)
+            ))),
+        }
+    }
+
+    /// Whose `id` is, without claiming it.
+    pub async fn check(&self, id: &str, request: &ImportRequest) -> Result<Claim, StageError> {
+        self.owner(id, &fingerprint(request)).await
+    }
+
+    async fn owner(&self, id: &str, mine: &str) -> Result<Claim, StageError> {
+        let stored = self.bucket.get(id).await.map_err(|e| {
+            StageError::outage(format!(
+                "cannot read import id {id}: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        Ok(match stored {
+            None => Claim::First,
+            Some(theirs) if theirs.as_ref() == mine.as_bytes() => Claim::Same,
+            Some(_) => Claim::Taken,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_hide_the_url() {
+        let request = |url: &str| ImportRequest {
+            url: url.into(),
+            id: Some("x".into()),
+        };
+        let a = fingerprint(&request("https://u:SECRET@h/a.csv"));
+        assert_eq!(a, fingerprint(&request("https://u:SECRET@h/a.csv\n")));
+        assert_ne!(a, fingerprint(&request("https://u:SECRET@h/b.csv")));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("SECRET"));
+    }
+}
