@@ -101,6 +101,8 @@ pub async fn announce_completions(
 ) -> Result<(), StageError> {
     let mut client: Option<Client> = None;
     let mut failing = sluice_stage::misconfiguration::Repeats::default();
+    // While completions cannot be announced, the saver is not ready.
+    let mut paused = None;
     while !stop.is_cancelled() {
         let result = async {
             if client.is_none() {
@@ -114,8 +116,12 @@ pub async fn announce_completions(
         }
         .await;
         match result {
-            Ok(()) => failing.end(),
+            Ok(()) => {
+                failing.end();
+                paused = None;
+            }
             Err(e) => {
+                paused.get_or_insert_with(|| sluice_stage::observe::HEALTH.pause());
                 let due = failing.due();
                 if let Some(repeated) = due.filter(|_| !sluice_stage::misconfiguration::reported())
                 {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     context::StageContext,
     misconfiguration::{self, Repeats},
-    observe::names,
+    observe::{names, Paused, HEALTH},
     StageError,
 };
 
@@ -76,12 +76,18 @@ pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
 
 /// One task's failures in a row (to pull, or to open a sink's writer):
 /// each is followed by a longer pause, and the streak ends with the first
-/// clean pull.
+/// clean pull. While it lasts the process reports itself not ready (a
+/// stage that cannot pull cannot work, whatever else answers).
 #[derive(Default)]
 pub(crate) struct FailureStreak {
     failures: u32,
     repeats: Repeats,
+    paused: Option<Paused>,
 }
+
+/// The longest pause between two tries: how late the end of a streak may
+/// be noticed (readiness returns within it).
+const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 impl FailureStreak {
     /// Sleeps after failure `what`, longer each time in a row, unless stopped.
@@ -94,7 +100,8 @@ impl FailureStreak {
     ) {
         self.failures += 1;
         let failures = self.failures;
-        let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+        self.paused.get_or_insert_with(|| HEALTH.pause());
+        let delay = Duration::from_millis(200 * u64::from(failures)).min(MAX_PAUSE);
         // A cluster electing the consumer's leader answers every pull with
         // 503 for seconds, in every task: say so on the first failure in a
         // row, then at most every 30 s, not each time.
@@ -117,6 +124,7 @@ impl FailureStreak {
     pub(crate) fn end(&mut self) {
         self.failures = 0;
         self.repeats.end();
+        self.paused = None;
     }
 }
 
@@ -139,5 +147,26 @@ pub(crate) async fn release_after(
     metrics::counter!(names::RELEASED, "stage" => shared.stage).increment(1);
     if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
         tracing::debug!(error = %e, "could not release message; it is redelivered after ack_wait");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stage_that_cannot_pull_is_not_ready_until_it_can() {
+        let paused = |why: Result<(), Vec<&str>>| {
+            why.err()
+                .is_some_and(|reasons| reasons.contains(&"paused: waiting out an outage"))
+        };
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let mut streak = FailureStreak::default();
+        streak.pause("test", "cannot pull", &"503", &stop).await;
+        streak.pause("test", "cannot pull", &"503", &stop).await;
+        assert!(paused(HEALTH.readiness()));
+        streak.end();
+        assert!(!paused(HEALTH.readiness()));
     }
 }
