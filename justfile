@@ -45,7 +45,7 @@ test: services tools build
 demo *ARGS: services
     sh deploy/build-command
     cargo build --release --locked -p sluice-cli --features demo
-    target/release/sluice demo {{ARGS}}
+    "${CARGO_TARGET_DIR:-target}/release/sluice" demo {{ARGS}}
 
 # Regenerate the message JSON Schemas (shared/messages/schema) after changing a message type.
 schemas:
@@ -62,7 +62,7 @@ check:
 bench *ARGS: services tools
     sh deploy/build-command
     cargo build --release --locked -p sluice-bench
-    target/release/sluice-bench {{ARGS}}
+    "${CARGO_TARGET_DIR:-target}/release/sluice-bench" {{ARGS}}
 
 # Fuzz the CSV reader, amount parser, address guard and URL redaction for SECONDS each (libFuzzer; needs the nightly toolchain). Finds land in fuzz/artifacts/. SEED fixes libFuzzer's seed (CI does, so a run is a repeatable regression check; explore with the default, a new seed each run).
 fuzz SECONDS="30" SEED="0":

