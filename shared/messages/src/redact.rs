@@ -10,7 +10,7 @@
 /// (`host=db password='a b'`) shows `password=***` and `sslpassword=***`.
 pub fn redact_url(setting: &str) -> String {
     let setting = setting.trim();
-    if setting.contains("://") {
+    if starts_with_scheme(setting) {
         split_urls(setting)
             .iter()
             .map(|url| redact_one_url(url.trim()))
@@ -27,6 +27,17 @@ pub fn redact_url(setting: &str) -> String {
     }
 }
 
+/// Whether `text` begins as a URL does (`scheme://`): a connection string
+/// may hold `://` inside a quoted value.
+fn starts_with_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+    })
+}
+
 /// Splits a list of NATS URLs at its commas, as sluice's NATS settings
 /// read it (a comma in a NATS password must be percent-encoded). Only NATS
 /// takes lists: `postgres://u:pa,ss@db` is one URL whatever it holds.
@@ -39,27 +50,36 @@ fn split_urls(list: &str) -> Vec<&str> {
     }
 }
 
-/// One URL: everything up to the last `@` before the query is userinfo
-/// (a raw `@`, `/` or `,` in a password must not let its tail through, so
-/// this may mask more than the parser would, never less).
+/// One URL: everything up to its last `@` is userinfo, and what follows
+/// `?` after it is the query. A raw `@`, `/`, `?` or `,` in a password must
+/// not let any of it through, so this may mask more than a URL parser
+/// would (an `@` in the query hides the host), never less.
 fn redact_one_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return redact_url(url);
+    };
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => (Some(userinfo), rest),
+        None => (None, rest),
     };
     let (rest, query) = match rest.split_once('?') {
         Some((r, _)) => (r, "?…"),
         None => (rest, ""),
     };
-    let shown = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
+    let user = match userinfo {
+        // The user name is shown; a password in it (a raw `?` or `/`
+        // before the `:`) would make it no URL a client reads.
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***@"),
+            Some(_) => "***@".to_owned(),
             // `nats://TOKEN@host`: the lone user may be the secret.
-            None if scheme.starts_with("nats") || scheme == "tls" => format!("***@{host}"),
-            None => format!("{userinfo}@{host}"),
+            None if scheme.starts_with("nats") || scheme == "tls" => "***@".to_owned(),
+            None if userinfo.contains(['/', '?', '#']) => "***@".to_owned(),
+            None => format!("{userinfo}@"),
         },
-        None => rest.to_owned(),
+        None => String::new(),
     };
-    format!("{scheme}://{shown}{query}")
+    format!("{scheme}://{user}{rest}{query}")
 }
 
 /// libpq's `key = value` form: spaces around `=` allowed, values quoted
@@ -232,11 +252,14 @@ mod redact_tests {
             ),
             ("password='it\\'s SECRET'", "password=***"),
             ("postgres://u:PG@SECRET@db/x", "postgres://u:***@db/x"),
+            ("postgres://u:PG?SECRET@db/x?a=1", "postgres://u:***@db/x?…"),
+            ("postgres://u:PG/SE#CRET@db/x", "postgres://u:***@db/x"),
             (
                 "nats://u:SECRET@h1:4222, nats://h2:4222",
                 "nats://u:***@h1:4222,nats://h2:4222",
             ),
             ("host=db sslpassword=SECRET", "host=db sslpassword=***"),
+            ("host=db password='a://SECRET'", "host=db password=***"),
             // Unreadable as a connection string: nothing from the key on.
             ("host=db password='SECRET", "host=db ***"),
             ("u:SECRET@127.0.0.1:4222", "***@127.0.0.1:4222"),
