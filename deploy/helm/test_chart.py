@@ -10,7 +10,12 @@ deploy/helm/ci/ plus a few variants written here), then checks:
   - the `sluice setup` hook Job runs before the Deployments (hook phases and
     weights, and the Secrets it reads exist by then);
   - probes, ports and terminationGracePeriodSeconds relate correctly;
-  - Secrets are referenced by name and never inlined;
+  - Secrets are referenced by name and never inlined; NATS_URL carries no
+    credentials; OTLP headers come from their Secret;
+  - each pod's NetworkPolicy lets in only metrics scrapes and lets out only
+    DNS, NATS, PostgreSQL (saver, setup), the collector and, for importer and
+    fetcher, the internet without private, link-local and metadata ranges
+    (evaluated on sample addresses, not only read);
   - pods run non-root, read-only, without capabilities;
   - the custom resources (KEDA ScaledObject, ServiceMonitor) carry the fields
     their CRDs require, pointing at the right stream, consumer and Service;
@@ -22,6 +27,7 @@ Prints one line per failure and ends with `N passed, M failed`.
 import argparse
 import base64
 import copy
+import ipaddress
 import os
 import re
 import shutil
@@ -39,7 +45,13 @@ CHART = HERE / "sluice"
 SERVICES = ("importer", "fetcher", "saver")
 COMPONENTS = SERVICES + ("setup",)
 CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
-SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN")
+SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS")
+# Addresses importer and fetcher must never reach through their NetworkPolicy
+# (unless networkPolicy.fetchFrom opens them): one in each private, loopback,
+# link-local (cloud metadata), shared, unique-local and link-local IPv6 range.
+PRIVATE_SAMPLES = ("10.1.2.3", "172.16.0.9", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1",
+                   "::1", "fd00:ec2::254", "fe80::1")
+PUBLIC_SAMPLES = ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
 RELEASE, NAMESPACE = "sluice", "sluice"
 
 passed = 0
@@ -318,7 +330,8 @@ def check_hook(r):
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     refs |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
     existing = {r.values["database"]["existingSecret"], r.values["nats"]["auth"]["existingSecret"],
-                r.values["nats"]["tls"]["existingSecret"]} - {""}
+                r.values["nats"]["tls"]["existingSecret"],
+                (r.values["otel"].get("headers") or {}).get("existingSecret", "")} - {""}
     for name in sorted(refs):
         secret = r.one("Secret", name)
         if secret is None:
@@ -390,9 +403,22 @@ def check_values_reach(r):
                   r.container(component)["command"] == [f"/usr/local/bin/{component}"])
 
 
+def url_userinfo(urls):
+    """The URLs among comma-separated ones that carry user:password@ or token@."""
+    out = []
+    for url in urls.split(","):
+        authority = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", url.strip())
+        if "@" in re.match(r"[^/?#]*", authority).group(0):
+            out.append(url)
+    return out
+
+
 def check_secrets_by_name(r):
     for component in COMPONENTS:
         env = r.env(component)
+        if "NATS_URL" in env:
+            check(f"{r.name}/{component}: NATS_URL is a plain value without credentials",
+                  "value" in env["NATS_URL"] and not url_userinfo(env["NATS_URL"]["value"]), "userinfo in NATS_URL")
         for name in SECRET_ENV:
             if name in env:
                 e = env[name]
@@ -430,6 +456,171 @@ def check_selectors(r):
         check(f"{r.name}: Service {svc['metadata']['name']} selects its Deployment's pods on the metrics port",
               target is not None and svc["spec"]["selector"].items() <= target["spec"]["template"]["metadata"]["labels"].items()
               and [p["targetPort"] for p in svc["spec"]["ports"]] == ["metrics"])
+
+
+# ----------------------------------------------------------- network policy
+
+
+def selector_matches(selector, labels):
+    """A LabelSelector against labels; {} matches everything."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        has, value, values = e["key"] in labels, labels.get(e["key"]), e.get("values") or []
+        if not {"In": has and value in values, "NotIn": not has or value not in values,
+                "Exists": has, "DoesNotExist": not has}[e["operator"]]:
+            return False
+    return True
+
+
+def peer_matches(peer, end, policy_namespace):
+    """A NetworkPolicyPeer against an end: {"ip": ...} outside the cluster,
+    or {"namespace": ..., "labels": {...}} for a pod."""
+    if "ipBlock" in peer:
+        if "ip" not in end:
+            return False
+        ip, block = ipaddress.ip_address(end["ip"]), peer["ipBlock"]
+        net = ipaddress.ip_network(block["cidr"])
+        excepted = [ipaddress.ip_network(x) for x in block.get("except") or []]
+        return ip.version == net.version and ip in net and not any(ip.version == x.version and ip in x for x in excepted)
+    if "ip" in end:
+        return False
+    if "namespaceSelector" in peer:
+        ns_ok = selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": end["namespace"]})
+    else:
+        ns_ok = end["namespace"] == policy_namespace
+    return ns_ok and selector_matches(peer.get("podSelector") or {}, end.get("labels", {}))
+
+
+def rule_allows(rule, peers_key, end, port, protocol, policy_namespace):
+    ports = rule.get("ports")
+    if ports and not any(p.get("protocol", "TCP") == protocol
+                         and ("port" not in p or p["port"] <= port <= p.get("endPort", p["port"])) for p in ports):
+        return False
+    peers = rule.get(peers_key)
+    return not peers or any(peer_matches(peer, end, policy_namespace) for peer in peers)
+
+
+def policies_for(r, component):
+    """The NetworkPolicies whose podSelector selects the component's pods."""
+    w = r.workload(component)
+    if w is None:
+        return []
+    labels = w["spec"]["template"]["metadata"].get("labels", {})
+    return [p for p in r.kind("NetworkPolicy") if selector_matches(p["spec"].get("podSelector", {}), labels)]
+
+
+def allows(r, component, direction, end, port, protocol="TCP"):
+    """Whether the chart's policies let that connection out of (egress) or
+    into (ingress) the component's pods. Unselected pods allow everything."""
+    kind = "Egress" if direction == "egress" else "Ingress"
+    selecting = [p for p in policies_for(r, component) if kind in p["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    key = "to" if direction == "egress" else "from"
+    return any(rule_allows(rule, key, end, port, protocol, NAMESPACE)
+               for p in selecting for rule in p["spec"].get(direction) or [])
+
+
+def ns_pod(namespace, **labels):
+    return {"namespace": namespace, "labels": labels}
+
+
+def url_port(url, default):
+    m = re.match(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/]*@)?(\[[^\]]*\]|[^:/]*)(?::(\d+))?", url.strip())
+    return int(m.group(2)) if m and m.group(2) else default
+
+
+def check_network_policies(r):
+    """One NetworkPolicy per pod kind, judged by what it lets through."""
+    np = r.values.get("networkPolicy")
+    policies = r.kind("NetworkPolicy")
+    if not check(f"{r.name}: values have networkPolicy", isinstance(np, dict)):
+        return
+    if not np.get("enabled"):
+        check(f"{r.name}: networkPolicy.enabled=false renders no NetworkPolicy", not policies)
+        return
+    components = [c for c in COMPONENTS if r.workload(c) is not None]
+    check(f"{r.name}: a NetworkPolicy per service and for the setup Job",
+          sorted(p["metadata"]["name"] for p in policies) == sorted(f"{RELEASE}-{c}" for c in components),
+          str([p["metadata"]["name"] for p in policies]))
+    job_weight = int((r.workload("setup") or {"metadata": {}})["metadata"].get("annotations", {}).get("helm.sh/hook-weight", "0"))
+    for component in components:
+        mine = policies_for(r, component)
+        name = f"{RELEASE}-{component}"
+        check(f"{r.name}/{component}: exactly its own NetworkPolicy selects its pods",
+              [p["metadata"]["name"] for p in mine] == [name], str([p["metadata"]["name"] for p in mine]))
+        if not mine:
+            continue
+        policy = mine[0]
+        check(f"{r.name}/{component}: NetworkPolicy isolates both directions",
+              {"Ingress", "Egress"} <= set(policy["spec"].get("policyTypes", [])), str(policy["spec"].get("policyTypes")))
+        ann = policy["metadata"].get("annotations", {})
+        if component == "setup":
+            # The Job is a pre-install hook: an ordinary object would not exist yet.
+            check(f"{r.name}: the setup Job's NetworkPolicy is a hook created before the Job",
+                  {"pre-install", "pre-upgrade"} <= set(ann.get("helm.sh/hook", "").split(","))
+                  and int(ann.get("helm.sh/hook-weight", "0")) < job_weight
+                  and "before-hook-creation" in ann.get("helm.sh/hook-delete-policy", ""), str(ann))
+        else:
+            check(f"{r.name}: NetworkPolicy {name} is no hook (lives with its Deployment)", "helm.sh/hook" not in ann)
+        for rule in policy["spec"].get("egress") or []:
+            check(f"{r.name}/{component}: no egress rule is open to every address on every port",
+                  rule.get("to") or rule.get("ports"), str(rule))
+
+        # Ingress: the metrics port, from metricsFrom only.
+        metrics = int(r.values["metrics"]["port"])
+        ingress = policy["spec"].get("ingress") or []
+        if component == "setup" or not np.get("metricsFrom"):
+            check(f"{r.name}/{component}: nothing may connect in", not ingress, str(ingress))
+        else:
+            check(f"{r.name}/{component}: ingress only to the metrics port ({metrics}/TCP), from networkPolicy.metricsFrom",
+                  ingress and all(rule.get("ports") == [{"port": metrics, "protocol": "TCP"}]
+                                  and rule.get("from") == np["metricsFrom"] for rule in ingress), str(ingress))
+            check(f"{r.name}/{component}: another port is closed to the scrapers",
+                  not any(allows(r, component, "ingress", ns_pod("monitoring"), port) for port in (metrics + 1, 4222, 8080)))
+
+        # Egress: the rule for each dependency, as configured.
+        rules = policy["spec"].get("egress") or []
+
+        def has_rule(ports, to):
+            return any(rule.get("ports") == ports and rule.get("to") == (to or None) for rule in rules)
+
+        check(f"{r.name}/{component}: egress to DNS (UDP and TCP 53) at networkPolicy.dns.to",
+              has_rule([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}], np["dns"]["to"]), str(rules))
+        check(f"{r.name}/{component}: egress to NATS ({np['nats']['port']}/TCP) at networkPolicy.nats.to",
+              has_rule([{"port": int(np["nats"]["port"]), "protocol": "TCP"}], np["nats"]["to"]), str(rules))
+        needs_db = component == "saver" or (component == "setup" and r.values["setup"]["database"])
+        db_rule = has_rule([{"port": int(np["database"]["port"]), "protocol": "TCP"}], np["database"]["to"])
+        check(f"{r.name}/{component}: egress to PostgreSQL {'at networkPolicy.database.to' if needs_db else 'closed'}",
+              db_rule == needs_db, str(rules))
+        endpoint = r.values["otel"]["endpoint"]
+        if endpoint:
+            port = url_port(endpoint, 443 if endpoint.lower().startswith("https://") else 80)
+            check(f"{r.name}/{component}: egress to the OTLP collector ({port}/TCP) at networkPolicy.otel.to",
+                  has_rule([{"port": port, "protocol": "TCP"}], np["otel"]["to"]), str(rules))
+
+        downloads = component in ("importer", "fetcher")
+        internet = downloads and np["internet"]["enabled"]
+        # Ports a rule opens to every address (an empty `to`) are left out.
+        anywhere = {p.get("port") for rule in rules if not rule.get("to") for p in rule.get("ports") or []}
+        ports = [port for port in (80, 443, 21, 8080, 8443) if port not in anywhere]
+        for ip in PUBLIC_SAMPLES:
+            check(f"{r.name}/{component}: the internet ({ip}) is {'open on any port' if internet else 'closed'}",
+                  all(allows(r, component, "egress", {"ip": ip}, port) == internet for port in ports), str(ports))
+        for ip in PRIVATE_SAMPLES:
+            opened = any(peer_matches(peer, {"ip": ip}, NAMESPACE) for peer in np.get("fetchFrom") or []) and downloads
+            if not opened:
+                check(f"{r.name}/{component}: {ip} (private, loopback, link-local or metadata) is closed",
+                      not any(allows(r, component, "egress", {"ip": ip}, port) for port in ports), str(ports))
+        for peer in np.get("fetchFrom") or []:
+            check(f"{r.name}/{component}: networkPolicy.fetchFrom peer {'open' if downloads else 'closed'} on any port",
+                  any(rule.get("to") == np["fetchFrom"] and not rule.get("ports") for rule in rules) == downloads, str(peer))
+        if downloads:
+            check(f"{r.name}/{component}: PostgreSQL's pods are closed to it",
+                  not allows(r, component, "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "postgresql"}),
+                             int(np["database"]["port"])))
 
 
 def check_custom_resources(r, consumers):
@@ -484,6 +675,22 @@ def check_custom_resources(r, consumers):
               "cpu" in container.get("resources", {}).get("requests", {}))
 
 
+def check_otel_headers(r):
+    """OTEL_EXPORTER_OTLP_HEADERS from otel.headers' Secret, in every container, or nowhere."""
+    headers = r.values["otel"].get("headers") or {}
+    for component in COMPONENTS:
+        if r.workload(component) is None:
+            continue
+        env = r.env(component).get("OTEL_EXPORTER_OTLP_HEADERS")
+        if headers.get("existingSecret"):
+            ref = (env or {}).get("valueFrom", {}).get("secretKeyRef", {})
+            want = {"name": headers["existingSecret"], "key": headers.get("existingSecretKey") or "OTEL_EXPORTER_OTLP_HEADERS"}
+            check(f"{r.name}/{component}: OTEL_EXPORTER_OTLP_HEADERS from Secret {want['name']}, key {want['key']}",
+                  env is not None and "value" not in env and ref == want, str(env))
+        else:
+            check(f"{r.name}/{component}: no OTEL_EXPORTER_OTLP_HEADERS without otel.headers.existingSecret", env is None)
+
+
 def check_kube_validate(r, kube_version):
     import kubernetes_validate
 
@@ -522,6 +729,28 @@ def check_nats_values(r_default):
           r_default.values["nats"]["url"] == "nats://nats.nats.svc.cluster.local:4222")
     check("chart defaults: KEDA reads the headless Service of release nats in namespace nats",
           endpoint.startswith("nats-headless.nats.svc.cluster.local:"))
+    # The default NetworkPolicy lets the pods reach where the default URLs point.
+    url = r_default.values["nats"]["url"]
+    host = re.match(r"^[a-z]+://([^:/]+)", url).group(1)
+    np = r_default.values.get("networkPolicy")
+    if not check("chart defaults: values.yaml has networkPolicy", isinstance(np, dict)):
+        return
+    check("chart defaults: networkPolicy.nats.port is nats.url's port", url_port(url, 4222) == np["nats"]["port"])
+    check("chart defaults: the NetworkPolicy lets every pod reach the NATS pods nats.url names",
+          all(allows(r_default, c, "egress", ns_pod(host.split(".")[1], **{"app.kubernetes.io/name": "nats"}), np["nats"]["port"])
+              for c in COMPONENTS))
+    db = r_default.values["database"]["url"]
+    db_host = re.match(r"^[a-z]+://(?:[^@/]*@)?([^:/]+)", db).group(1)
+    check("chart defaults: networkPolicy.database.port is database.url's port", url_port(db, 5432) == np["database"]["port"])
+    check("chart defaults: the saver and setup reach the pods behind database.url's Service (`postgresql`, release namespace)",
+          all(allows(r_default, c, "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": db_host}), np["database"]["port"])
+              for c in ("saver", "setup")))
+    check("chart defaults: Prometheus in namespace monitoring may scrape every service, on the metrics port",
+          all(allows(r_default, c, "ingress", ns_pod("monitoring", **{"app.kubernetes.io/name": "prometheus"}),
+                     r_default.values["metrics"]["port"]) for c in SERVICES))
+    check("chart defaults: CoreDNS in kube-system answers every pod (UDP and TCP 53)",
+          all(allows(r_default, c, "egress", ns_pod("kube-system", **{"k8s-app": "kube-dns"}), 53, proto)
+              for c in COMPONENTS for proto in ("UDP", "TCP")))
 
 
 def check_chart_meta():
@@ -674,11 +903,64 @@ def negative_cases(helm, kube_version, tmp):
         ("a misspelt value (values.schema.json)", {"importer": {"replica": 3}}, "additional properties 'replica' not allowed"),
         ("a ServiceMonitor without the metrics Service",
          {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "needs metrics.service.enabled"),
+        ("a user and password in nats.url", {"nats": {"url": "nats://sluice:SENTINEL-pw@nats.nats.svc:4222"}},
+         "nats.url: no user, password or token in the URL"),
+        ("a token in the second of several NATS URLs",
+         {"nats": {"url": "nats://nats-0.nats.svc:4222, tls://SENTINEL-token@nats-1.nats.svc:4222"}},
+         "nats.url: no user, password or token in the URL"),
+        ("credentials in a NATS URL without a scheme", {"nats": {"url": "sluice:SENTINEL-pw@nats:4222"}},
+         "nats.url: no user, password or token in the URL"),
+        ("NATS_URL as a plain extraEnv value", {"extraEnv": [{"name": "NATS_URL", "value": "nats://u:SENTINEL@n:4222"}]},
+         "extraEnv NATS_URL: secrets come from Secrets"),
+        ("OTLP headers as a plain extraEnv value",
+         {"extraEnv": [{"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "x-api-key=SENTINEL"}]},
+         "extraEnv OTEL_EXPORTER_OTLP_HEADERS: secrets come from Secrets"),
+        ("OTLP trace headers as a plain extraEnv value",
+         {"extraEnv": [{"name": "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "value": "x-api-key=SENTINEL"}]},
+         "extraEnv OTEL_EXPORTER_OTLP_TRACES_HEADERS: secrets come from Secrets"),
+        ("a *_PASSWORD as a plain extraEnv value", {"extraEnv": [{"name": "SMTP_PASSWORD", "value": "SENTINEL"}]},
+         "extraEnv SMTP_PASSWORD: secrets come from Secrets"),
+        ("a *_TOKEN as a plain value in one service's extraEnv",
+         {"importer": {"extraEnv": [{"name": "GITHUB_TOKEN", "value": "SENTINEL"}]}}, "extraEnv GITHUB_TOKEN: secrets come from Secrets"),
+        ("a *_SECRET as a plain value in one service's extraEnv",
+         {"saver": {"extraEnv": [{"name": "S3_SECRET", "value": "SENTINEL"}]}}, "extraEnv S3_SECRET: secrets come from Secrets"),
+        ("OTLP headers without an endpoint", {"otel": {"headers": {"existingSecret": "otlp-headers"}}},
+         "otel.headers.existingSecret: set otel.endpoint"),
+        ("an empty NetworkPolicy peer (values.schema.json)", {"networkPolicy": {"fetchFrom": [{}]}}, "minProperties"),
+        ("a misspelt networkPolicy value (values.schema.json)", {"networkPolicy": {"metricFrom": []}},
+         "additional properties 'metricFrom' not allowed"),
+        ("a non-CIDR in networkPolicy.internet.except (values.schema.json)",
+         {"networkPolicy": {"internet": {"except": ["private"]}}}, "does not match pattern"),
     ]
     for i, (name, values, message) in enumerate(cases):
         path = write_values(tmp, f"negative-{i}", values)
         result = helm_template(helm, kube_version, [path])
         check(f"chart refuses {name}", result.returncode != 0 and message in result.stderr, result.stderr.strip()[-300:])
+        if "SENTINEL" in yaml.safe_dump(values):
+            check(f"chart's refusal of {name} does not print the secret", "SENTINEL" not in result.stderr)
+
+
+def accepted_cases(helm, kube_version, tmp):
+    """Settings next to the refused ones that the chart must accept as they are."""
+    cases = [
+        ("NATS URLs without credentials (IPv6, several, TLS)",
+         {"nats": {"url": "nats://[fd00::1]:4222,tls://nats-1.nats.svc:4222/path@x"}},
+         lambda env: env["NATS_URL"].get("value") == "nats://[fd00::1]:4222,tls://nats-1.nats.svc:4222/path@x"),
+        ("SLUICE_NATS_CREDS as a plain extraEnv value (a file path, not the secret)",
+         {"extraEnv": [{"name": "SLUICE_NATS_CREDS", "value": "/var/run/nats/sluice.creds"}]},
+         lambda env: env["SLUICE_NATS_CREDS"].get("value") == "/var/run/nats/sluice.creds"),
+        ("a secret-named extraEnv from a Secret (valueFrom)",
+         {"extraEnv": [{"name": "S3_SECRET", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}}]},
+         lambda env: "secretKeyRef" in env["S3_SECRET"].get("valueFrom", {})),
+    ]
+    for i, (name, values, expect) in enumerate(cases):
+        path = write_values(tmp, f"accepted-{i}", values)
+        result = helm_template(helm, kube_version, [path])
+        if not check(f"chart accepts {name}", result.returncode == 0, result.stderr.strip()[-300:]):
+            continue
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        r = Render(name, docs, values)
+        check(f"chart renders {name} as given, for every service", all(expect(r.env(c)) for c in SERVICES))
 
 
 def main():
@@ -716,6 +998,14 @@ def main():
         sets["hpa"] = render(helm, kv, "hpa", [write_values(tmp, "hpa", hpa)])
         skip = {"setup": {"database": False}}
         sets["skip-database"] = render(helm, kv, "skip-database", [write_values(tmp, "skip", skip)])
+        # No scrapers, no internet but one file server, DNS anywhere, and a
+        # hosted collector (https, headers from a Secret, any address on 443).
+        closed = {
+            "otel": {"endpoint": "https://otlp.example.com/v1", "headers": {"existingSecret": "otlp-headers"}},
+            "networkPolicy": {"metricsFrom": [], "dns": {"to": []}, "otel": {"to": []}, "internet": {"enabled": False},
+                              "fetchFrom": [{"ipBlock": {"cidr": "10.12.0.5/32"}}]},
+        }
+        sets["network-closed"] = render(helm, kv, "network-closed", [write_values(tmp, "closed", closed)])
 
         for name, r in sets.items():
             if r is None:
@@ -728,6 +1018,8 @@ def main():
             check_secrets_by_name(r)
             check_selectors(r)
             check_custom_resources(r, consumers)
+            check_network_policies(r)
+            check_otel_headers(r)
 
         if sets["default"]:
             r = sets["default"]
@@ -747,12 +1039,25 @@ def main():
             check("everything: explicit saver grace period kept", r.workload("saver")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 150)
             check("everything: large numbers keep their digits",
                   r.env("importer")["SLUICE_MAX_ACK_PENDING"].get("value") == "1000000")
+            check("everything: the saver reaches the managed PostgreSQL (10.20.0.0/16) on networkPolicy.database.port only",
+                  allows(r, "saver", "egress", {"ip": "10.20.1.2"}, 5433) and not allows(r, "saver", "egress", {"ip": "10.20.1.2"}, 5432))
+            check("everything: importer and fetcher do not reach the managed PostgreSQL",
+                  not any(allows(r, c, "egress", {"ip": "10.20.1.2"}, 5433) for c in ("importer", "fetcher")))
+            csv = ns_pod("files", **{"app.kubernetes.io/name": "csv-server"})
+            check("everything: the fetcher reaches the CSV server of networkPolicy.fetchFrom; the saver does not",
+                  allows(r, "fetcher", "egress", csv, 8080) and not allows(r, "saver", "egress", csv, 8080))
+            check("everything: only Prometheus in observability may scrape, not its neighbours",
+                  allows(r, "saver", "ingress", ns_pod("observability", **{"app.kubernetes.io/name": "prometheus"}), 9090)
+                  and not allows(r, "saver", "ingress", ns_pod("observability", **{"app.kubernetes.io/name": "grafana"}), 9090)
+                  and not allows(r, "saver", "ingress", ns_pod("monitoring", **{"app.kubernetes.io/name": "prometheus"}), 9090))
+            check("everything: an address added to networkPolicy.internet.except is closed (198.18.0.1)",
+                  not allows(r, "fetcher", "egress", {"ip": "198.18.0.1"}, 443))
         if sets["minimal"]:
             r = sets["minimal"]
             check_variables(r, readme, expect_all=False)
-            check("minimal: nothing optional (no PDB, Service, ServiceMonitor, autoscaler, created Secret)",
+            check("minimal: nothing optional (no PDB, Service, ServiceMonitor, autoscaler, created Secret, NetworkPolicy)",
                   not any(r.kind(k) for k in ("PodDisruptionBudget", "Service", "ServiceMonitor", "ScaledObject",
-                                              "HorizontalPodAutoscaler", "Secret")))
+                                              "HorizontalPodAutoscaler", "Secret", "NetworkPolicy")))
             check("minimal: streams with one replica", r.env("setup")["SLUICE_STREAM_REPLICAS"].get("value") == "1")
         if sets["created-secrets"]:
             r = sets["created-secrets"]
@@ -779,6 +1084,27 @@ def main():
                     for d in r.kind("Deployment")}
             check("created-secrets: changing a secret value rolls the pods (checksum annotation)",
                   ours and default_annotations and all(ours[k] != default_annotations.get(k) for k in ours))
+        if sets["default"]:
+            r = sets["default"]
+            check("default: a NetworkPolicy per service and one for the setup Job", len(r.kind("NetworkPolicy")) == 4)
+            check("default: the metrics port is closed to other pods of the release's namespace",
+                  not any(allows(r, c, "ingress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "curl"}), 9090) for c in SERVICES))
+            check("default: the saver and setup reach no address outside the cluster (no internet)",
+                  not any(allows(r, c, "egress", {"ip": ip}, port) for c in ("saver", "setup")
+                          for ip in PUBLIC_SAMPLES + PRIVATE_SAMPLES for port in (80, 443, 5432)))
+        if sets["network-closed"]:
+            r = sets["network-closed"]
+            check("network-closed: the file server of networkPolicy.fetchFrom is open to importer and fetcher, on any port",
+                  all(allows(r, c, "egress", {"ip": "10.12.0.5"}, port) for c in ("importer", "fetcher") for port in (80, 8080)))
+            check("network-closed: the file server is closed to the saver",
+                  not allows(r, "saver", "egress", {"ip": "10.12.0.5"}, 80))
+            check("network-closed: the next address is closed (10.12.0.6)",
+                  not allows(r, "fetcher", "egress", {"ip": "10.12.0.6"}, 80))
+            check("network-closed: an empty networkPolicy.dns.to allows DNS to any address",
+                  all(allows(r, c, "egress", {"ip": "8.8.8.8"}, 53, "UDP") for c in COMPONENTS))
+            check("network-closed: the hosted collector (https, any address) is reached on 443, nothing else",
+                  all(allows(r, c, "egress", {"ip": "93.184.216.34"}, 443) and not allows(r, c, "egress", {"ip": "93.184.216.34"}, 80)
+                      for c in ("saver", "setup")))
         if sets["hpa"]:
             check("hpa: an HPA per service on CPU", len(sets["hpa"].kind("HorizontalPodAutoscaler")) == 3)
         if sets["skip-database"]:
@@ -788,6 +1114,7 @@ def main():
                   c.get("args") == ["--skip-database"] and "DATABASE_URL" not in r.env("setup"))
 
         negative_cases(helm, kv, tmp)
+        accepted_cases(helm, kv, tmp)
 
     check_chart_meta()
     check_image()

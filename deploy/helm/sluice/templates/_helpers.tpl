@@ -232,15 +232,44 @@ not sluice settings and those that carry secrets or that the chart sets.
 {{- end }}
 
 {{/*
+NATS_URL: nats.url, refused when any of its comma-separated URLs carries
+userinfo (user:password@ or token@): env values are plain text in the pod
+spec, so credentials belong in nats.auth (a Secret). The message does not
+repeat the URL, which would print the secret.
+*/}}
+{{- define "sluice.natsUrl" -}}
+{{- $url := required "nats.url is required" .Values.nats.url }}
+{{- range $part := splitList "," $url }}
+{{- $authority := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://" (trim $part) "" | regexFind "^[^/?#]*" }}
+{{- if contains "@" $authority }}
+{{- fail "nats.url: no user, password or token in the URL (user:password@host, token@host): give credentials in nats.auth, which the chart keeps in a Secret" }}
+{{- end }}
+{{- end }}
+{{- $url }}
+{{- end }}
+
+{{/*
+"true" when an env variable of that name holds a secret, so extraEnv must
+take it from a Secret (valueFrom), never as `value`. SLUICE_NATS_CREDS and
+SLUICE_NATS_NKEY name files, not secrets, and are not listed.
+*/}}
+{{- define "sluice.secretEnvName" -}}
+{{- $names := list "DATABASE_URL" "NATS_URL" "OTEL_EXPORTER_OTLP_HEADERS" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" }}
+{{- if or (has . $names) (regexMatch "_(PASSWORD|TOKEN|SECRET)$" .) (regexMatch "^OTEL_EXPORTER_OTLP_[A-Z]+_HEADERS$" .) }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
 Environment of a container. Takes (list $ component); component "setup" is
-the hook Job (no metrics endpoint, no tracing, always the database).
+the hook Job (no metrics endpoint; the database unless setup.database is false).
 */}}
 {{- define "sluice.env" -}}
 {{- $root := index . 0 }}
 {{- $component := index . 1 }}
 {{- $values := $root.Values -}}
 - name: NATS_URL
-  value: {{ required "nats.url is required" $values.nats.url | quote }}
+  value: {{ include "sluice.natsUrl" $root | quote }}
 {{- range $key, $value := include "sluice.settings" . | fromYaml }}
 {{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
 - name: {{ $key }}
@@ -295,14 +324,26 @@ the hook Job (no metrics endpoint, no tracing, always the database).
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- with ($values.otel.headers | default dict) }}
+{{- if .existingSecret }}
+{{- if not $values.otel.endpoint }}
+{{- fail "otel.headers.existingSecret: set otel.endpoint too (the headers go with the traces sent there)" }}
+{{- end }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .existingSecretKey | default "OTEL_EXPORTER_OTLP_HEADERS" }}
+{{- end }}
+{{- end }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "%s-%s" ($values.otel.serviceNamePrefix | default "sluice") $component | quote }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ list "service.namespace=sluice" (printf "service.version=%s" $root.Chart.AppVersion) "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.pod.name=$(POD_NAME)" (printf "k8s.%s.name=%s" (eq $component "setup" | ternary "job" "deployment") (include "sluice.componentName" (list $root $component))) $values.otel.resourceAttributes | compact | join "," | quote }}
 {{- $extra := concat ($values.extraEnv | default list) (ne $component "setup" | ternary ((index $values $component).extraEnv | default list) list) }}
 {{- range $extra }}
-{{- if and (has .name (list "DATABASE_URL" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_NATS_USER")) (hasKey . "value") }}
-{{- fail (printf "extraEnv %s: secrets come from Secrets (database.*, nats.auth.*), never as a plain value" .name) }}
+{{- if and (hasKey . "value") (include "sluice.secretEnvName" .name) }}
+{{- fail (printf "extraEnv %s: secrets come from Secrets (valueFrom.secretKeyRef, database.*, nats.auth.*, otel.headers.*), never as a plain value" .name) }}
 {{- end }}
 {{- end }}
 {{- with $extra }}
@@ -400,5 +441,23 @@ tolerations:
 {{- with ($own.affinity | default $values.affinity) }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP port of otel.endpoint, for the NetworkPolicy: the URL's own, else
+443 for https and 80 for http.
+*/}}
+{{- define "sluice.otelPort" -}}
+{{- $url := .Values.otel.endpoint }}
+{{- $authority := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://" $url "" | regexFind "^[^/?#]*" }}
+{{- $hostport := regexReplaceAll "^.*@" $authority "" }}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" }}
+{{- if $port }}
+{{- $port }}
+{{- else if hasPrefix "https://" (lower $url) }}
+{{- print "443" }}
+{{- else }}
+{{- print "80" }}
 {{- end }}
 {{- end }}
