@@ -64,10 +64,10 @@ bench *ARGS: services tools
     cargo build --release --locked -p sluice-bench
     "${CARGO_TARGET_DIR:-target}/release/sluice-bench" {{ARGS}}
 
-# Fuzz the CSV reader, amount parser, address guard and URL redaction for SECONDS each (libFuzzer; needs the nightly toolchain). Finds land in fuzz/artifacts/. SEED fixes libFuzzer's seed (CI does, so a run is a repeatable regression check; explore with the default, a new seed each run).
+# Fuzz the CSV reader, amount parser, address guard, URL redaction and the windows of rows for SECONDS each (libFuzzer; needs the nightly toolchain). Finds land in fuzz/artifacts/. SEED fixes libFuzzer's seed (CI does, so a run is a repeatable regression check; explore with the default, a new seed each run).
 fuzz SECONDS="30" SEED="0":
     python3 deploy/local/services.py fuzz-tools
-    cd fuzz && for target in csv_reader amount address_guard redact; do \
+    cd fuzz && for target in csv_reader amount address_guard redact windows; do \
         PATH="$PWD/../.local/cargo/bin:$PATH" cargo +nightly fuzz run -O "$target" "corpus/$target" -- -max_total_time={{SECONDS}} -max_len=4096 -seed={{SEED}} 2>&1 | grep -a -E '^(Done|INFO: Seed)|panicked|SUMMARY'; \
     done
 

@@ -2,7 +2,11 @@
 //! `transactions.<account_id>` messages of up to N transactions each.
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
-use sluice_messages::{stage, AccountUpdate, ImportProgress, Transaction, TransactionBatch};
+use sluice_messages::{
+    stage,
+    windows::{window_position, Window, Windows},
+    AccountUpdate, ImportProgress, Transaction, TransactionBatch,
+};
 use sluice_stage::{telemetry::KeyValue, Delivery, Emitter, FlatMap, StageError};
 
 const COLUMNS: [&str; 2] = ["id", "amount"];
@@ -89,24 +93,31 @@ impl FlatMap for Fetcher {
         let mut file = self.downloader.open_csv(reserved, &COLUMNS).await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
-        let mut window = Window::new(self.transactions_per_message as u64);
+        let mut windows = Windows::new(self.transactions_per_message as u64);
+        let mut sent = Sent::default();
         while let Some(row) = file.next_row().await? {
-            window.advance(&account, &subject, out).await?;
+            if let Some(full) = windows.next_row() {
+                sent.publish(full, &windows, &account, &subject, out)
+                    .await?;
+            }
             match row {
                 Row::Record(record) => match transaction(&record, record.line()) {
-                    Ok(transaction) => window.transactions.push(transaction),
+                    Ok(transaction) => windows.push(transaction),
                     Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
                 },
                 Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
             }
         }
-        window.finish(&account, &subject, out).await?;
+        if let Some(last) = windows.finish() {
+            sent.publish(last, &windows, &account, &subject, out)
+                .await?;
+        }
         let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
         out.annotate([
             KeyValue::new("sluice.file.url", shown.clone()),
             KeyValue::new(
                 "sluice.rows.read",
-                (window.transactions_total + rejected_rows) as i64,
+                (sent.transactions + rejected_rows) as i64,
             ),
             KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
         ]);
@@ -114,9 +125,9 @@ impl FlatMap for Fetcher {
             import_id: account.import_id,
             account_key,
             account_id: account.account_id,
-            messages: window.published,
-            lines_per_message: window.rows,
-            transactions: window.transactions_total,
+            messages: sent.messages,
+            lines_per_message: windows.rows_per_window(),
+            transactions: sent.transactions,
             rejected_rows,
             url: Some(shown),
         })
@@ -124,66 +135,18 @@ impl FlatMap for Fetcher {
     }
 }
 
-/// The transactions of one window of the file's rows, bound for one message.
-///
-/// Windows, not counts of valid rows, make the ids: window `w` of `N` rows
-/// is always `rows-<1+w·N>-<(w+1)·N>` (rows numbered from 1 after the
-/// header, malformed ones included, empty lines not), so the ids depend on
-/// the file and `N` alone, and the tracker can name every id an account
-/// announced from its count. Empty lines make no row, so a stretch of them
-/// costs no message; a window whose rows were all malformed is published
-/// empty.
-struct Window {
-    rows: u64,
-    index: u64,
-    /// Rows read so far.
-    read: u64,
-    transactions: Vec<Transaction>,
-    published: u64,
-    transactions_total: u64,
+/// What was published for an account so far.
+#[derive(Default)]
+struct Sent {
+    messages: u64,
+    transactions: u64,
 }
 
-impl Window {
-    fn new(rows: u64) -> Self {
-        Window {
-            rows: rows.max(1),
-            index: 0,
-            read: 0,
-            transactions: Vec::new(),
-            published: 0,
-            transactions_total: 0,
-        }
-    }
-
-    /// Counts the next row, first publishing the window it does not fit.
-    async fn advance(
-        &mut self,
-        account: &AccountUpdate,
-        subject: &str,
-        out: &mut Emitter,
-    ) -> Result<(), StageError> {
-        if self.read > 0 && self.read % self.rows == 0 {
-            self.publish(account, subject, out).await?;
-            self.index += 1;
-        }
-        self.read += 1;
-        Ok(())
-    }
-
-    async fn finish(
-        &mut self,
-        account: &AccountUpdate,
-        subject: &str,
-        out: &mut Emitter,
-    ) -> Result<(), StageError> {
-        if self.read > 0 {
-            self.publish(account, subject, out).await?;
-        }
-        Ok(())
-    }
-
+impl Sent {
     async fn publish(
         &mut self,
+        window: Window,
+        windows: &Windows,
         account: &AccountUpdate,
         subject: &str,
         out: &mut Emitter,
@@ -191,22 +154,13 @@ impl Window {
         let batch = TransactionBatch {
             import_id: account.import_id.clone(),
             account_id: account.account_id,
-            transactions: std::mem::take(&mut self.transactions),
+            transactions: window.transactions,
         };
-        self.published += 1;
-        self.transactions_total += batch.transactions.len() as u64;
-        out.publish_json(
-            subject.to_owned(),
-            window_position(self.index, self.rows),
-            &batch,
-        )
-        .await
+        self.messages += 1;
+        self.transactions += batch.transactions.len() as u64;
+        let position = window_position(window.index, windows.rows_per_window());
+        out.publish_json(subject.to_owned(), position, &batch).await
     }
-}
-
-/// The position part of window `index`'s id.
-pub fn window_position(index: u64, rows: u64) -> String {
-    format!("rows-{}-{}", 1 + index * rows, (index + 1) * rows)
 }
 
 fn transaction(record: &Record<'_>, line: u64) -> Result<Transaction, String> {
@@ -252,13 +206,5 @@ mod tests {
             ],
         };
         assert_eq!(serde_json::to_vec(&one).unwrap().len(), largest_message(3));
-    }
-
-    #[test]
-    fn window_ids_depend_on_the_row_and_window_size_only() {
-        assert_eq!(window_position(0, 100), "rows-1-100");
-        assert_eq!(window_position(1, 100), "rows-101-200");
-        assert_eq!(window_position(0, 1), "rows-1-1");
-        assert_eq!(window_position(4, 1), "rows-5-5");
     }
 }

@@ -8,6 +8,7 @@ mod redact;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod units;
+pub mod windows;
 
 pub use amount::{Amount, InvalidAmount};
 pub use names::{InvalidNamespace, Namespace, Stream};

@@ -1,0 +1,134 @@
+//! How a file's rows are cut into transactions messages, and what each
+//! message is called: part of the contract, since the tracker names every
+//! id an account announced from its count and window size alone.
+//!
+//! Window `w` of `N` rows holds rows `1 + w·N` to `(w+1)·N`, rows counted
+//! after the header, malformed ones included (they hold their place, so
+//! the ids depend on the file and `N` only), empty lines not: a stretch
+//! of them costs nothing. Its id ends `rows-<first>-<last>`.
+
+use crate::Transaction;
+
+/// One window, ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub index: u64,
+    /// Its valid rows in file order (empty if all were malformed).
+    pub transactions: Vec<Transaction>,
+}
+
+/// The position part of window `index`'s id, for windows of `rows` rows.
+pub fn window_position(index: u64, rows: u64) -> String {
+    format!("rows-{}-{}", 1 + index * rows, (index + 1) * rows)
+}
+
+/// Cuts a stream of rows into windows.
+#[derive(Debug)]
+pub struct Windows {
+    rows: u64,
+    index: u64,
+    read: u64,
+    transactions: Vec<Transaction>,
+}
+
+impl Windows {
+    /// Windows of `rows` rows (at least 1).
+    pub fn new(rows: u64) -> Self {
+        Windows {
+            rows: rows.max(1),
+            index: 0,
+            read: 0,
+            transactions: Vec::new(),
+        }
+    }
+
+    pub fn rows_per_window(&self) -> u64 {
+        self.rows
+    }
+
+    /// Counts the next row, valid or malformed; returns the window it does
+    /// not fit in, now complete. Call before [`Windows::push`] of its row.
+    pub fn next_row(&mut self) -> Option<Window> {
+        let full = (self.read > 0 && self.read % self.rows == 0).then(|| self.close());
+        self.read += 1;
+        full
+    }
+
+    /// Adds the current row's transaction to its window.
+    pub fn push(&mut self, transaction: Transaction) {
+        self.transactions.push(transaction);
+    }
+
+    /// The last window, if any row was read.
+    pub fn finish(&mut self) -> Option<Window> {
+        (self.read > 0 && self.read > self.index * self.rows).then(|| self.close())
+    }
+
+    fn close(&mut self) -> Window {
+        let window = Window {
+            index: self.index,
+            transactions: std::mem::take(&mut self.transactions),
+        };
+        self.index += 1;
+        window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64) -> Transaction {
+        Transaction {
+            id,
+            amount: "1".parse().unwrap(),
+            line: Some(id as u64),
+        }
+    }
+
+    #[test]
+    fn window_ids_depend_on_the_row_and_window_size_only() {
+        assert_eq!(window_position(0, 100), "rows-1-100");
+        assert_eq!(window_position(1, 100), "rows-101-200");
+        assert_eq!(window_position(0, 1), "rows-1-1");
+        assert_eq!(window_position(4, 1), "rows-5-5");
+    }
+
+    #[test]
+    fn rows_fill_windows_in_order_and_malformed_ones_hold_their_place() {
+        let mut windows = Windows::new(2);
+        let mut out = Vec::new();
+        // Rows 1 to 5: row 3 malformed.
+        for n in 1..=5 {
+            out.extend(windows.next_row());
+            if n != 3 {
+                windows.push(row(n));
+            }
+        }
+        out.extend(windows.finish());
+        assert_eq!(
+            out,
+            [
+                Window {
+                    index: 0,
+                    transactions: vec![row(1), row(2)]
+                },
+                Window {
+                    index: 1,
+                    transactions: vec![row(4)]
+                },
+                Window {
+                    index: 2,
+                    transactions: vec![row(5)]
+                },
+            ]
+        );
+        assert_eq!(Windows::new(3).finish(), None);
+        // Exactly full: no empty window after it.
+        let mut windows = Windows::new(2);
+        windows.next_row();
+        windows.next_row();
+        assert_eq!(windows.finish().map(|w| w.index), Some(0));
+        assert_eq!(windows.finish(), None);
+    }
+}
