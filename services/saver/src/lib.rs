@@ -185,29 +185,42 @@ const INSERT: &str = "
         FROM beaten d JOIN chunks c USING (chunk) JOIN holder h USING (account_id, id)
         WHERE h.owner <> c.import_id AND h.kept <> d.amount::numeric
     ),
+    -- Rows each import of the batch may still name (read once per import,
+    -- never per row: a batch of one key repeated holds thousands).
+    room AS (
+        SELECT i.import_id,
+               $16 - (SELECT count(*) FROM (SELECT FROM import_conflicts r
+                                            WHERE r.import_id = i.import_id LIMIT $16) n) AS conflicts,
+               $16 - (SELECT count(*) FROM (SELECT FROM import_clashes r
+                                            WHERE r.import_id = i.import_id LIMIT $16) n) AS clashes
+        FROM (SELECT DISTINCT import_id FROM chunks) i
+    ),
     recorded_conflicts AS (
         INSERT INTO import_conflicts (import_id, account_id, id, account_line, line)
         SELECT k.import_id, k.account_id, k.id, k.at >> 32, k.at & 4294967295
-        FROM conflicted k
-        WHERE (SELECT count(*) FROM (SELECT FROM import_conflicts r WHERE r.import_id = k.import_id
-                                     LIMIT $16) n) < $16
+        FROM (SELECT *, row_number() OVER (PARTITION BY import_id ORDER BY at) AS n
+              FROM conflicted) k
+        JOIN room USING (import_id)
+        WHERE k.n <= room.conflicts
         ON CONFLICT DO NOTHING
     ),
     recorded_clashes AS (
         INSERT INTO import_clashes (import_id, account_id, id, account_line, line, amount)
         SELECT k.import_id, k.account_id, k.id, COALESCE(k.at >> 32, 0), COALESCE(k.at & 4294967295, 0), k.amount
-        FROM clashed k
-        WHERE (SELECT count(*) FROM (SELECT FROM import_clashes r WHERE r.import_id = k.import_id
-                                     LIMIT $16) n) < $16
+        FROM (SELECT *, row_number() OVER (PARTITION BY import_id ORDER BY at) AS n
+              FROM clashed) k
+        JOIN room USING (import_id)
+        WHERE k.n <= room.clashes
         ON CONFLICT DO NOTHING
     ),
     counts AS (
-        SELECT c.chunk,
-               (SELECT count(*) FROM input i JOIN saved s USING (account_id, id)
-                WHERE i.chunk = c.chunk AND s.inserted) AS inserted,
-               (SELECT count(*) FROM conflicted k WHERE k.chunk = c.chunk) AS conflicts,
-               (SELECT count(*) FROM clashed k WHERE k.chunk = c.chunk) AS clashes
+        SELECT c.chunk, COALESCE(ins.n, 0) AS inserted, COALESCE(con.n, 0) AS conflicts,
+               COALESCE(cla.n, 0) AS clashes
         FROM chunks c
+        LEFT JOIN (SELECT i.chunk, count(*) AS n FROM input i JOIN saved s USING (account_id, id)
+                   WHERE s.inserted GROUP BY i.chunk) ins USING (chunk)
+        LEFT JOIN (SELECT chunk, count(*) AS n FROM conflicted GROUP BY chunk) con USING (chunk)
+        LEFT JOIN (SELECT chunk, count(*) AS n FROM clashed GROUP BY chunk) cla USING (chunk)
     )
     INSERT INTO import_chunks AS k
         (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
@@ -220,7 +233,7 @@ const INSERT: &str = "
         WHERE k.state = 'failed'";
 
 /// How many conflicts, and how many clashes, are recorded row by row per
-/// import; all are counted.
+/// import by each writer (writers check on their own); all are counted.
 pub const RECORDED_PER_IMPORT: i64 = 1000;
 
 /// Where a row stands in its import: the account's line in the accounts
