@@ -172,6 +172,20 @@ async fn doctor_passes_a_healthy_pipeline_and_names_a_missing_service() {
     let lines: Vec<&str> = doctor.stdout.lines().collect();
     // NATS, JetStream, 5 streams, 4 consumers, PostgreSQL, its TLS, schema, downloads.
     assert_eq!(lines.len(), 15, "{}", doctor.stdout);
+    // The download guard it shows is its own; the fetcher's is in its log.
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "✓ downloads (this command's environment, not the fetcher's): refused: 0.0.0.0/8"
+        )),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        p.logs()
+            .contains("download guard: refusing connections to the denied networks"),
+        "{}",
+        p.logs()
+    );
     assert!(
         lines.iter().all(|l| l.starts_with("✓ ")),
         "{}",
