@@ -68,32 +68,31 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok(imports) => status.imports = imports,
         Err(problem) => status.problems.push(format!("imports: {problem}")),
     }
+    // For one import: the rows it repeated, and the rows it clashed with.
     if let Some(one) = status
         .imports
         .first()
-        .filter(|i| args.id.is_some() && i.conflicts > 0)
+        .filter(|i| args.id.is_some() && (i.conflicts > 0 || i.clashes > 0))
     {
-        let url = &args.database.database_url;
+        let (url, id) = (&args.database.database_url, one.id.clone());
+        let (conflicted, clashed) = (one.conflicts > 0, one.clashes > 0);
         let found = async {
-            imports::conflicts(&args.database.connect_readable().await?, &one.id, 20, url).await
+            let db = args.database.connect_readable().await?;
+            let conflicts = match conflicted {
+                true => imports::conflicts(&db, &id, 20, url).await?,
+                false => Vec::new(),
+            };
+            let clashes = match clashed {
+                true => imports::clashes(&db, &id, 20, url).await?,
+                false => Vec::new(),
+            };
+            Ok::<_, Problem>((conflicts, clashes))
         };
         match found.await {
-            Ok(conflicts) => status.conflicts = conflicts,
-            Err(problem) => status.problems.push(format!("conflicts: {problem}")),
-        }
-    }
-    if let Some(one) = status
-        .imports
-        .first()
-        .filter(|i| args.id.is_some() && i.clashes > 0)
-    {
-        let url = &args.database.database_url;
-        let found = async {
-            imports::clashes(&args.database.connect_readable().await?, &one.id, 20, url).await
-        };
-        match found.await {
-            Ok(clashes) => status.clashes = clashes,
-            Err(problem) => status.problems.push(format!("clashes: {problem}")),
+            Ok((conflicts, clashes)) => (status.conflicts, status.clashes) = (conflicts, clashes),
+            Err(problem) => status
+                .problems
+                .push(format!("conflicts and clashes: {problem}")),
         }
     }
     if args.json {
