@@ -120,6 +120,8 @@ async fn nats_pub_imports_runs_an_import_under_the_contract_names() {
             "DEAD_LETTERS",
             "IMPORTS",
             "IMPORT_EVENTS",
+            // The key-value bucket IMPORT_IDS, as JetStream names its stream.
+            "KV_IMPORT_IDS",
             "TRANSACTIONS"
         ]
     );
