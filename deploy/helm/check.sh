@@ -11,7 +11,7 @@
 #              file against the Compose Specification schema
 #   assertions deploy/helm/test_chart.py over the rendered YAML
 #   observability  the Grafana dashboard and alert rules: promtool check
-#              rules (every dashboard query too) and README's metric names
+#              rules (every dashboard query too) and the metric names docs/operations.md documents
 # Installs what is missing under .local/ (git-ignored), prints each phase's
 # time, exits non-zero on any failure and ends with `N passed, M failed`.
 #

@@ -143,9 +143,10 @@ def write_values(tmp, name, data):
 
 
 def readme_variables(path):
-    """(name, default, users) for each variable of README's Configuration table."""
+    """(name, default, users) for each variable of the Configuration table
+    (docs/configuration.md)."""
     text = Path(path).read_text()
-    section = re.search(r"^## Configuration\n(.*?)(?=^## )", text, re.S | re.M)
+    section = re.search(r"^#{1,2} Configuration\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     if not section:
         return []
     rows = []
@@ -967,7 +968,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--helm", default=None, help="helm binary (default: .local/bin/helm, then PATH)")
     parser.add_argument("--kube-version", default=os.environ.get("KUBE_VERSION", "1.37.0"))
-    parser.add_argument("--readme", default=str(REPO / "README.md"), help="where the Configuration table is")
+    parser.add_argument("--readme", default=str(REPO / "docs" / "configuration.md"), help="where the Configuration table is")
     args = parser.parse_args()
     helm = args.helm or (str(REPO / ".local/bin/helm") if (REPO / ".local/bin/helm").exists() else shutil.which("helm"))
     if not helm:

@@ -5,7 +5,7 @@ itself, offline:
   Prometheus targets), and every PromQL expression in it parses: each is
   written into a rules file as a recording rule for `promtool check rules`;
 - the alert rules pass `promtool check rules`;
-- every sluice metric either file uses is one README documents (the
+- every sluice metric either file uses is one docs/operations.md documents (the
   "Metrics and probes" table), so a renamed metric cannot leave a panel or
   an alert silently empty.
 
@@ -27,7 +27,7 @@ SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def documented_metrics() -> set:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operations.md").read_text()
     section = readme.split("### Metrics and probes", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\s*\| `(sluice_[a-z_]+)`", section, re.M))
 
@@ -44,7 +44,7 @@ def main() -> int:
     failures = []
     documented = documented_metrics()
     if not documented:
-        failures.append("README documents no sluice metric (table not found)")
+        failures.append("docs/operations.md documents no sluice metric (table not found)")
 
     dashboard = json.loads((HERE / "grafana-dashboard.json").read_text())
     exprs = []
@@ -77,9 +77,9 @@ def main() -> int:
     used = {base(m) for _, e in exprs for m in METRIC.findall(e)}
     used |= {base(m) for m in METRIC.findall((HERE / "alerts.yaml").read_text())}
     unknown = sorted(used - documented)
-    print(f"metrics used: {len(used)}, documented in README: {len(documented)}")
+    print(f"metrics used: {len(used)}, documented in docs/operations.md: {len(documented)}")
     if unknown:
-        failures.append(f"metrics used but not in README's table: {unknown}")
+        failures.append(f"metrics used but not in the table of docs/operations.md: {unknown}")
 
     for failure in failures:
         print("FAIL", failure)

@@ -1,5 +1,5 @@
 """A second, independent `fetcher` stage for sluice, written only from the
-contract (README.md + shared/messages/schema/). One account update in ->
+contract (docs/contract.md + shared/messages/schema/). One account update in ->
 one transactions CSV streamed -> `transactions.<account_id>` messages (one per
 window of N file lines), malformed-row letters, then the `fetched` fact; the
 input is acked only after JetStream acked all of that.

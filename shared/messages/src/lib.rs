@@ -219,7 +219,7 @@ impl DeadLetterKind {
 }
 
 /// A failure that knows whether retrying can help: transient failures
-/// are retried with backoff, permanent ones dead-lettered at once (README,
+/// are retried with backoff, permanent ones dead-lettered at once (docs/architecture.md,
 /// Delivery semantics). Components of sluice that fail (a download, say)
 /// implement it so every stage treats their failures alike.
 pub trait Failure: std::error::Error + Send + Sync + 'static {

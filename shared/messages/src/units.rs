@@ -1,4 +1,4 @@
-//! The units sluice's settings are written in, as README's Configuration
+//! The units sluice's settings are written in, as docs/configuration.md's
 //! documents them: durations like `30s`, sizes like `64KiB`. Every
 //! component parses its settings with these, so they read alike.
 

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
-/// The units every setting is written in (README, Configuration).
+/// The units every setting is written in (docs/configuration.md).
 pub use sluice_messages::units::{parse_duration, parse_limit, parse_size};
 use sluice_messages::Namespace;
 
