@@ -159,12 +159,14 @@ const INSERT: &str = "
         RETURNING account_id, id, xmax = 0 AS inserted, import_id AS owner, displaced,
                   amount AS kept
     ),
-    -- Who holds each key of the batch now, and at which amount: this
-    -- statement's outcome, else the row as it was (a replay changes nothing).
+    -- Who holds each beaten key now, and at which amount: this statement's
+    -- outcome, else the row as it was (a replay changes nothing). Only the
+    -- beaten keys: a batch without repeats looks nothing up.
     holder AS (
-        SELECT i.account_id, i.id, COALESCE(s.owner, t.import_id) AS owner,
+        SELECT b.account_id, b.id, COALESCE(s.owner, t.import_id) AS owner,
                COALESCE(s.kept, t.amount) AS kept
-        FROM input i LEFT JOIN saved s USING (account_id, id)
+        FROM (SELECT DISTINCT account_id, id FROM beaten) b
+        LEFT JOIN saved s USING (account_id, id)
         LEFT JOIN transactions t USING (account_id, id)
     ),
     conflicted AS (

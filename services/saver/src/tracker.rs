@@ -100,7 +100,7 @@ pub async fn announce_completions(
     stop: CancellationToken,
 ) -> Result<(), StageError> {
     let mut client: Option<Client> = None;
-    let mut failing = sluice_stage::misconfiguration::Repeats::default();
+    let mut failing = sluice_stage::repeats::Repeats::default();
     // While completions cannot be announced, the saver is not ready.
     let mut paused = None;
     while !stop.is_cancelled() {

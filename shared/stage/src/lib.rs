@@ -24,6 +24,7 @@ mod nats_login;
 pub mod observe;
 mod outage;
 mod pull;
+pub mod repeats;
 mod service;
 mod shutdown;
 mod sink;

@@ -227,7 +227,7 @@ const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
 
 async fn accept(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut failing = crate::misconfiguration::Repeats::default();
+    let mut failing = crate::repeats::Repeats::default();
     let mut backoff = std::time::Duration::from_millis(50);
     loop {
         let slot = slots

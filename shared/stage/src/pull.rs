@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     context::StageContext,
-    misconfiguration::{self, Repeats},
+    misconfiguration,
     observe::{names, Paused, HEALTH},
+    repeats::Repeats,
     StageError,
 };
 

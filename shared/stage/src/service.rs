@@ -7,10 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ConsumerArgs, NatsArgs, ObserveArgs, StageArgs},
     context::StageContext,
-    flat_map,
-    misconfiguration::{self, Repeats},
-    nats_login,
+    flat_map, misconfiguration, nats_login,
     observe::HEALTH,
+    repeats::Repeats,
     sink,
     topology::{self, ConsumerSpec},
     FlatMap, Sink, SinkOptions, StageError,
