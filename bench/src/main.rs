@@ -108,7 +108,8 @@ async fn run_pipeline(
             .map_err(|e| e.to_string())?;
         ids.push(
             sluice_operator::imports::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
-                .await?,
+                .await
+                .map_err(|e| sluice_stage::error_chain(&e))?,
         );
     }
     let mut statuses = Vec::new();
@@ -118,7 +119,8 @@ async fn run_pipeline(
             wait_for_completion(&js, &sandbox.namespace, id),
         )
         .await
-        .map_err(|_| "an import did not complete within an hour".to_owned())??;
+        .map_err(|_| "an import did not complete within an hour".to_owned())?
+        .map_err(|e| sluice_stage::error_chain(&e))?;
         statuses.push(event.status);
     }
     let elapsed = started.elapsed();

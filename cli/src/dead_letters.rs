@@ -72,24 +72,20 @@ fn parse_kind(text: &str) -> anyhow::Result<DeadLetterKind> {
 
 pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-dead-letters").await?;
-    let mut store = DeadLetters::open(&js, &args.nats.namespace)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut store = DeadLetters::open(&js, &args.nats.namespace).await?;
     let result = match args.command {
         Command::List { filter, json } => list(&mut store, &filter.filter(), json).await,
-        Command::Show { sequence } => {
-            match store.get(sequence).await.map_err(anyhow::Error::msg)? {
-                Some(stored) => {
-                    let shown = for_display(&stored.letter);
-                    outln!(
-                        "{}",
-                        escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
-                    );
-                    Ok(())
-                }
-                None => Err(anyhow!("there is no dead letter {sequence}")),
+        Command::Show { sequence } => match store.get(sequence).await? {
+            Some(stored) => {
+                let shown = for_display(&stored.letter);
+                outln!(
+                    "{}",
+                    escape_c1(serde_json::to_string_pretty(&shown).expect("encodes"))
+                );
+                Ok(())
             }
-        }
+            None => Err(anyhow!("there is no dead letter {sequence}")),
+        },
         Command::Replay {
             sequences,
             filter,
@@ -101,7 +97,7 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
 }
 
 async fn list(store: &mut DeadLetters, filter: &Filter, json: bool) -> anyhow::Result<()> {
-    let letters = store.list(filter).await.map_err(anyhow::Error::msg)?;
+    let letters = store.list(filter).await?;
     if json {
         for stored in &letters {
             let mut value = for_display(&stored.letter);
@@ -129,18 +125,14 @@ async fn replay(
             chosen.push(
                 store
                     .get(sequence)
-                    .await
-                    .map_err(anyhow::Error::msg)?
+                    .await?
                     .ok_or_else(|| format!("there is no dead letter {sequence}"))
                     .map_err(anyhow::Error::msg)?,
             );
         }
         chosen
     } else if all || !filter.is_empty() {
-        store
-            .list(&filter.filter())
-            .await
-            .map_err(anyhow::Error::msg)?
+        store.list(&filter.filter()).await?
     } else {
         return Err(anyhow!(
             "name the dead letters to replay: sequences, --import/--stage/--kind, or --all"
@@ -164,10 +156,10 @@ async fn replay(
                 replayed += 1;
             }
             Err(ReplayError::Refused(why)) => {
-                eprintln!("{}", printable(&why));
+                eprintln!("{}", printable(&why.to_string()));
                 refused += 1;
             }
-            Err(ReplayError::Failed(why)) => return Err(anyhow!(why)),
+            Err(ReplayError::Failed(why)) => return Err(why.into()),
         }
     }
     eprintln!(

@@ -122,8 +122,7 @@ async fn import_and_verify(
         .await
         .context("import not stored")?;
     let id = sluice_operator::imports::derived_import_id_at(&js, &sandbox.namespace, ack.sequence)
-        .await
-        .map_err(anyhow::Error::msg)?;
+        .await?;
     sluice_stage::telemetry::annotate(
         &span,
         [sluice_stage::telemetry::KeyValue::new(
@@ -163,8 +162,7 @@ async fn import_and_verify(
         sluice_operator::imports::wait_for_completion(&js, &sandbox.namespace, &id),
     )
     .await
-    .map_err(|_| anyhow!("every row is saved but import {id} was not announced complete"))?
-    .map_err(anyhow::Error::msg)?;
+    .map_err(|_| anyhow!("every row is saved but import {id} was not announced complete"))??;
 
     let mut want = dataset.expected.clone();
     want.sort();

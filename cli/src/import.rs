@@ -105,8 +105,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         Some(id) => id,
         None => {
             sluice_operator::imports::derived_import_id_at(&js, &args.nats.namespace, ack.sequence)
-                .await
-                .map_err(anyhow::Error::msg)?
+                .await?
         }
     };
     telemetry::annotate(
@@ -184,14 +183,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     if event.status == ImportStatus::Completed {
         return Ok(());
     }
-    let mut letters = DeadLetters::open(&js, &args.nats.namespace)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut letters = DeadLetters::open(&js, &args.nats.namespace).await?;
     let filter = Filter {
         import_id: Some(id.clone()),
         ..Filter::default()
     };
-    for stored in letters.list(&filter).await.map_err(anyhow::Error::msg)? {
+    for stored in letters.list(&filter).await? {
         let letter = stored.letter;
         outln!(
             "  {} {}: {}",

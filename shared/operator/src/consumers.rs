@@ -12,14 +12,14 @@ pub async fn wait_for_consumers(
     js: &jetstream::Context,
     ns: &Namespace,
     timeout: Duration,
-) -> Result<(), String> {
+) -> crate::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     for name in CONSUMERS {
         while consumer_info(js, ns, name).await.is_err() {
             if tokio::time::Instant::now() > deadline {
-                return Err(format!(
+                return Err(crate::Error::new(format!(
                     "the {name} consumer did not appear within {timeout:?}"
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

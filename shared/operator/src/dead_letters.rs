@@ -9,6 +9,8 @@ use sluice_messages::{
 use sluice_stage::telemetry::{self, KeyValue, TraceHeaders};
 use tracing::Instrument;
 
+use crate::{Error, Result};
+
 /// A dead letter and where it sits in the stream.
 #[derive(Debug, Clone)]
 pub struct StoredLetter {
@@ -46,29 +48,25 @@ pub struct DeadLetters {
 }
 
 /// Why a dead letter was not replayed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The letter does not say where to replay it in a way sluice accepts
     /// (a forged or foreign letter): skip it, replay the others.
-    Refused(String),
-    Failed(String),
-}
-
-impl std::fmt::Display for ReplayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReplayError::Refused(why) | ReplayError::Failed(why) => f.write_str(why),
-        }
-    }
+    #[error(transparent)]
+    Refused(Error),
+    #[error(transparent)]
+    Failed(Error),
 }
 
 impl DeadLetters {
-    pub async fn open(js: &jetstream::Context, ns: &Namespace) -> Result<Self, String> {
+    pub async fn open(js: &jetstream::Context, ns: &Namespace) -> Result<Self> {
         let name = ns.stream(Stream::DeadLetters);
-        let stream = js
-            .get_stream(&name)
-            .await
-            .map_err(|e| format!("cannot open stream {name}: {e} (run `sluice setup`?)"))?;
+        let stream = js.get_stream(&name).await.map_err(|e| {
+            Error::caused(
+                format!("cannot open stream {name} (run `sluice setup`?)"),
+                e,
+            )
+        })?;
         Ok(DeadLetters {
             stream,
             js: js.clone(),
@@ -77,12 +75,12 @@ impl DeadLetters {
     }
 
     /// Every dead letter matching `filter`, oldest first.
-    pub async fn list(&mut self, filter: &Filter) -> Result<Vec<StoredLetter>, String> {
+    pub async fn list(&mut self, filter: &Filter) -> Result<Vec<StoredLetter>> {
         let state = self
             .stream
             .info()
             .await
-            .map_err(|e| format!("cannot read dead letters: {e}"))?
+            .map_err(|e| Error::caused("cannot read dead letters", e))?
             .state
             .clone();
         let mut found = Vec::new();
@@ -101,16 +99,25 @@ impl DeadLetters {
     }
 
     /// The dead letter at `sequence`, if there is one.
-    pub async fn get(&self, sequence: u64) -> Result<Option<StoredLetter>, String> {
+    pub async fn get(&self, sequence: u64) -> Result<Option<StoredLetter>> {
         let message = match self.stream.get_raw_message(sequence).await {
             Ok(message) => message,
             Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
                 return Ok(None)
             }
-            Err(e) => return Err(format!("cannot read dead letter {sequence}: {e}")),
+            Err(e) => {
+                return Err(Error::caused(
+                    format!("cannot read dead letter {sequence}"),
+                    e,
+                ))
+            }
         };
-        let letter = serde_json::from_slice(&message.payload)
-            .map_err(|e| format!("dead letter {sequence} is not a sluice dead letter: {e}"))?;
+        let letter = serde_json::from_slice(&message.payload).map_err(|e| {
+            Error::caused(
+                format!("dead letter {sequence} is not a sluice dead letter"),
+                e,
+            )
+        })?;
         Ok(Some(StoredLetter {
             sequence,
             subject: message.subject.to_string(),
@@ -122,7 +129,7 @@ impl DeadLetters {
     /// Publishes the dead-lettered message again on its original subject and,
     /// once JetStream stored it, deletes the dead letter. A replay cut short
     /// and run again publishes the same id, so the message goes out once.
-    pub async fn replay(&self, stored: &StoredLetter) -> Result<(), ReplayError> {
+    pub async fn replay(&self, stored: &StoredLetter) -> std::result::Result<(), ReplayError> {
         let target = self.replay_target(stored).map_err(ReplayError::Refused)?;
         self.republish(stored, target)
             .await
@@ -133,42 +140,42 @@ impl DeadLetters {
     /// stage it was stored for, in this namespace. A letter is data anyone
     /// able to publish on `dead-letters.>` can forge; aimed at
     /// `$JS.API.…` it would be a command.
-    fn replay_target(&self, stored: &StoredLetter) -> Result<String, String> {
+    fn replay_target(&self, stored: &StoredLetter) -> Result<String> {
         let letter = &stored.letter;
         let sequence = stored.sequence;
         if stored.subject != self.ns.dead_letters(&letter.stage) {
-            return Err(format!(
+            return Err(Error::new(format!(
                 "dead letter {sequence} names stage {:?} but is stored on {}: not replayed",
                 letter.stage, stored.subject
-            ));
+            )));
         }
         if letter.truncated {
-            return Err(format!(
+            return Err(Error::new(format!(
                 "dead letter {sequence} was cut short to fit in a message; its body is incomplete: not replayed"
-            ));
+            )));
         }
         if !self.ns.is_input_of(&letter.stage, &letter.subject) {
-            return Err(format!(
+            return Err(Error::new(format!(
                 "dead letter {sequence} would be replayed to {:?}, which stage {:?} does not read: not replayed",
                 letter.subject, letter.stage
-            ));
+            )));
         }
         Ok(letter.subject.clone())
     }
 
-    async fn republish(&self, stored: &StoredLetter, target: String) -> Result<(), String> {
+    async fn republish(&self, stored: &StoredLetter, target: String) -> Result<()> {
         let letter = &stored.letter;
         let sequence = stored.sequence;
         let payload = match (&letter.body, &letter.body_base64) {
             (Some(text), _) => text.clone().into_bytes(),
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
                 .decode(encoded)
-                .map_err(|e| format!("dead letter {sequence} has a bad body_base64: {e}"))?,
+                .map_err(|e| Error::caused(format!("dead letter {sequence} has a bad body_base64"), e))?,
             (None, None) => {
-                return Err(format!(
+                return Err(Error::new(format!(
                     "dead letter {sequence} is a {} report, not a message: fix the file, then replay the message that read it or import again",
                     letter.kind.as_str()
-                ))
+                )))
             }
         };
         let original_id = letter
@@ -212,15 +219,20 @@ impl DeadLetters {
             .send_publish(target, message)
             .instrument(span)
             .await
-            .map_err(|e| format!("cannot republish dead letter {sequence}: {e}"))?
+            .map_err(|e| Error::caused(format!("cannot republish dead letter {sequence}"), e))?
             .await
             .map_err(|e| {
-                format!("JetStream did not store the replay of dead letter {sequence}: {e}")
+                Error::caused(
+                    format!("JetStream did not store the replay of dead letter {sequence}"),
+                    e,
+                )
             })?;
-        self.stream
-            .delete_message(sequence)
-            .await
-            .map_err(|e| format!("replayed dead letter {sequence} but could not delete it: {e}"))?;
+        self.stream.delete_message(sequence).await.map_err(|e| {
+            Error::caused(
+                format!("replayed dead letter {sequence} but could not delete it"),
+                e,
+            )
+        })?;
         Ok(())
     }
 }

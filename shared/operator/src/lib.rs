@@ -5,4 +5,7 @@
 
 pub mod consumers;
 pub mod dead_letters;
+mod error;
 pub mod imports;
+
+pub use error::{Error, Result};
