@@ -118,7 +118,7 @@ async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
     let mut consumers = Vec::new();
     for name in topology::CONSUMERS {
         let info = topology::consumer_info(&js, ns, name).await.map_err(|e| {
-            Problem::new(e)
+            Problem::new(e.to_string())
                 .fix("run `sluice setup` (or start the services: each declares what it needs)")
         })?;
         consumers.push(ConsumerStatus {

@@ -22,7 +22,7 @@ impl Fetcher {
         transactions_per_message: usize,
     ) -> Result<Self, StageError> {
         Ok(Fetcher {
-            downloader: Downloader::new(download).map_err(StageError::permanent)?,
+            downloader: Downloader::new(download)?,
             transactions_per_message: transactions_per_message.max(1),
         })
     }

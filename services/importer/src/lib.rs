@@ -26,7 +26,7 @@ impl Importer {
         ids: ImportIds,
     ) -> Result<Self, StageError> {
         Ok(Importer {
-            downloader: Downloader::new(download).map_err(StageError::permanent)?,
+            downloader: Downloader::new(download)?,
             max_accounts,
             ids,
         })

@@ -264,8 +264,20 @@ pub struct Reserved {
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// The HTTP client could not be built (its TLS roots, say): a setting or
+/// the machine, never a message.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client")]
+pub struct ClientError(#[source] reqwest::Error);
+
+impl sluice_messages::Failure for ClientError {
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
 impl Downloader {
-    pub fn new(options: &DownloadOptions) -> Result<Self, String> {
+    pub fn new(options: &DownloadOptions) -> Result<Self, ClientError> {
         install_tls_provider();
         // What `sluice doctor` cannot see from its own environment.
         tracing::info!(
@@ -313,7 +325,7 @@ impl Downloader {
             }))
             .redirect(redirects)
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(ClientError)?;
         Ok(Downloader {
             client,
             limits: options.limits,

@@ -172,13 +172,14 @@ impl Health {
 
 /// Installs the Prometheus recorder and serves the endpoints in the
 /// background. A taken port is a configuration error, reported at once.
-pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), String> {
+pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), crate::StageError> {
     let Some(addr) = args.metrics_addr else {
         return Ok(());
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on SLUICE_METRICS_ADDR {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::StageError::caused_by(crate::Fault::Permanent, e)
+            .context(&format!("cannot listen on SLUICE_METRICS_ADDR {addr}"))
+    })?;
     METRICS_ON.store(true, Ordering::Relaxed);
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -205,7 +206,10 @@ pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), String> {
             )
         })
         .and_then(|b| b.install_recorder())
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        .map_err(|e| {
+            crate::StageError::caused_by(crate::Fault::Permanent, e)
+                .context("cannot install the metrics recorder")
+        })?;
     describe();
     HEALTH.publish();
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");

@@ -348,9 +348,7 @@ where
     };
     let stop = CancellationToken::new();
     let result = runtime.block_on(async {
-        if let Err(e) = crate::observe::serve(observe).await {
-            return Err(StageError::permanent(e));
-        }
+        crate::observe::serve(observe).await?;
         let on_signal = stop.clone();
         tokio::spawn(async move {
             crate::shutdown_signal().await;

@@ -152,15 +152,22 @@ pub async fn consumer_info(
     js: &jetstream::Context,
     ns: &Namespace,
     consumer: &str,
-) -> Result<jetstream::consumer::Info, String> {
-    let input = input_of(consumer).ok_or_else(|| format!("unknown consumer {consumer}"))?;
+) -> Result<jetstream::consumer::Info, StageError> {
+    let input = input_of(consumer)
+        .ok_or_else(|| StageError::permanent(format!("unknown consumer {consumer}")))?;
     let stream = ns.stream(input);
     js.get_stream(&stream)
         .await
-        .map_err(|e| format!("cannot open stream {stream}: {e}"))?
+        .map_err(|e| {
+            StageError::caused_by(crate::Fault::Outage, e)
+                .context(&format!("cannot open stream {stream}"))
+        })?
         .consumer_info(consumer)
         .await
-        .map_err(|e| format!("cannot read consumer {consumer} on {stream}: {e}"))
+        .map_err(|e| {
+            StageError::caused_by(crate::Fault::Outage, e)
+                .context(&format!("cannot read consumer {consumer} on {stream}"))
+        })
 }
 
 pub fn consumer_config(ns: &Namespace, spec: &ConsumerSpec) -> pull::Config {
