@@ -55,16 +55,31 @@ pub(crate) async fn pull_failure(shared: &StageContext, chain: String) -> String
     };
     let stream = shared.ns.stream(input);
     let consumer = shared.stage;
-    match shared.js.get_stream(&stream).await {
+    // A cluster without a leader may not answer the look-up either: it is
+    // worth a second at most, on a path that is about to pause anyway.
+    let found = tokio::time::timeout(Duration::from_secs(1), shared.js.get_stream(&stream));
+    let Ok(found) = found.await else {
+        return format!(
+            "no JetStream server answered for stream {stream} (JetStream down, or on a cluster a leader being elected): {chain}"
+        );
+    };
+    match found {
         Err(e)
             if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
                 if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
         {
             format!("stream {stream} does not exist (was it deleted?): run `sluice setup`, then restart this stage")
         }
-        Ok(found) if found.consumer_info(consumer).await.is_err() => format!(
+        Ok(found)
+            if matches!(
+                tokio::time::timeout(Duration::from_secs(1), found.consumer_info(consumer)).await,
+                Ok(Err(_))
+            ) =>
+        {
+            format!(
             "the durable consumer {consumer} on stream {stream} does not exist (was it deleted?): restart this stage, which declares it, or run `sluice setup`"
-        ),
+        )
+        }
         _ => format!(
             "no JetStream server answered for stream {stream} (JetStream down, or on a cluster a leader being elected): {chain}"
         ),
