@@ -177,6 +177,17 @@ impl NatsCluster {
         self.wait_until_healthy(i).await;
     }
 
+    /// Starts nodes `which` again at once (quorum comes back with the
+    /// second), and waits until each has caught up.
+    pub async fn restart_all(&mut self, which: &[usize]) {
+        for &i in which {
+            self.launch(i);
+        }
+        for &i in which {
+            self.wait_until_healthy(i).await;
+        }
+    }
+
     /// What `stream` says of itself, once it has a leader to answer.
     async fn stream_info(&self, js: &jetstream::Context, stream: &str) -> Option<stream::Info> {
         // A request sent while there is no leader gets no answer: ask often.

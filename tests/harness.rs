@@ -79,6 +79,19 @@ impl Pipeline {
         Pipeline::around(sandbox, deployment).await
     }
 
+    /// Like [`Pipeline::start_replicas_in`], with `per_replica(name)` added
+    /// to each replica's environment (`saver`, `saver-2`, …).
+    pub async fn start_replicas_each(
+        sandbox: Sandbox,
+        env: &[(&str, &str)],
+        replicas: usize,
+        per_replica: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> Pipeline {
+        let deployment = Deployment::start_replicas_each(&sandbox, env, replicas, per_replica)
+            .expect("service binaries start");
+        Pipeline::around(sandbox, deployment).await
+    }
+
     /// Like [`Pipeline::start_in`], with `per_service(name)` added to each
     /// service's environment.
     pub async fn start_each(

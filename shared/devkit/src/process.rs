@@ -258,15 +258,30 @@ impl Deployment {
         env: &[(&str, &str)],
         replicas: usize,
     ) -> std::io::Result<Deployment> {
-        let mut deployment = Deployment::start(sandbox, env)?;
+        Deployment::start_replicas_each(sandbox, env, replicas, |_| Vec::new())
+    }
+
+    /// Like [`Deployment::start_replicas`], with `per_replica(name)` added to
+    /// each replica's environment (`fetcher`, `fetcher-2`, …: its own
+    /// metrics port, say).
+    pub fn start_replicas_each(
+        sandbox: &crate::Sandbox,
+        env: &[(&str, &str)],
+        replicas: usize,
+        per_replica: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> std::io::Result<Deployment> {
+        let mut deployment = Deployment::start_each(sandbox, env, &per_replica)?;
         let mut service_env = Self::local_env(sandbox);
         service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         for n in 2..=replicas {
             for name in Self::SERVICES {
+                let replica = format!("{name}-{n}");
+                let mut env = service_env.clone();
+                env.extend(per_replica(&replica));
                 deployment.services.push(Process::start_replica(
                     name,
-                    &format!("{name}-{n}"),
-                    service_env.clone(),
+                    &replica,
+                    env,
                     &deployment.log_dir,
                 )?);
             }

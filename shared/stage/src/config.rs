@@ -108,7 +108,7 @@ pub struct ConsumerArgs {
     pub concurrency: Option<u16>,
 
     /// How long JetStream waits for an ack before redelivering. Long work
-    /// sends in-progress acks every third of it, so it only bounds how soon
+    /// sends in-progress acks every sixth of it, so it only bounds how soon
     /// a crashed replica's messages go to another one.
     #[arg(long, env = "SLUICE_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,

@@ -25,6 +25,9 @@ impl StageContext {
     /// In-progress acks go out three times per `ack_wait`, so one lost or
     /// late tick never lets the message be redelivered.
     pub fn progress_interval(&self) -> Duration {
-        self.consumer.ack_wait / 3
+        // A sixth: a cluster that loses quorum keeps only the last progress
+        // it stored, so the fresher it is, the longer an outage held work
+        // survives without being redelivered to another replica.
+        self.consumer.ack_wait / 6
     }
 }

@@ -11,12 +11,23 @@ use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
 use crate::{
-    context::StageContext, dead_letter, error::publish_error, observe::names, slot::Slot,
-    telemetry::TraceHeaders, Delivery, StageError,
+    context::StageContext, dead_letter, error::publish_error, observe::names, outage::Pause,
+    slot::Slot, telemetry::TraceHeaders, Delivery, StageError,
 };
 
-/// A publish awaiting its ack, and what it counts against the budget.
-type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishError>)> + Send>>;
+/// A publish awaiting its ack, handing back what was sent so that it can be
+/// sent again if it was not stored.
+type AckFuture = Pin<Box<dyn Future<Output = (Outgoing, Result<PublishAck, PublishError>)> + Send>>;
+
+/// One output as sent: kept until JetStream acknowledged it.
+struct Outgoing {
+    subject: String,
+    msg_id: String,
+    payload: Bytes,
+    headers: HeaderMap,
+    /// What it counts against the budget.
+    size: usize,
+}
 
 /// Where a stage's outputs for one input message go.
 ///
@@ -29,6 +40,12 @@ type AckFuture = Pin<Box<dyn Future<Output = (usize, Result<PublishAck, PublishE
 /// Every output's `Nats-Msg-Id` is `<input key>/<position>`, so a
 /// redelivered input republishes the same ids and JetStream drops the
 /// duplicates.
+///
+/// JetStream not storing a publish (NATS down, a cluster without quorum) is
+/// waited out here, not by the caller: every output not acknowledged is
+/// kept and sent again, with its id, until it is stored, and the input's
+/// work carries on from where it was. A file half read when the cluster
+/// lost quorum is not read again from the start.
 pub struct Emitter {
     shared: Arc<StageContext>,
     /// This input's processing slot.
@@ -40,6 +57,8 @@ pub struct Emitter {
     input_subject: String,
     input_delivered: i64,
     in_flight: FuturesUnordered<AckFuture>,
+    /// Outputs JetStream did not store during an outage, to send again.
+    stranded: Vec<Outgoing>,
     /// Bytes awaiting their ack (payload plus bookkeeping), and how many may.
     in_flight_bytes: usize,
     budget: usize,
@@ -79,6 +98,7 @@ impl Emitter {
             input_subject: input.subject().to_owned(),
             input_delivered: input.delivered(),
             in_flight: FuturesUnordered::new(),
+            stranded: Vec::new(),
             in_flight_bytes: 0,
             budget: budget.max(1),
             published: 0,
@@ -245,44 +265,112 @@ impl Emitter {
             headers.insert(HEADER_IMPORT_ID, import_id.as_str());
         }
         self.trace.apply(&mut headers);
+        let outgoing = Outgoing {
+            subject,
+            msg_id,
+            payload,
+            headers,
+            size,
+        };
+        if let Err(e) = self.dispatch(outgoing).await {
+            self.wait_out(e).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `outgoing` and keeps its ack to await; what JetStream did not
+    /// take during an outage is kept to send again, and the outage returned.
+    async fn dispatch(&mut self, outgoing: Outgoing) -> Result<(), StageError> {
         let message = PublishMessage::build()
-            .payload(payload)
-            .headers(headers)
-            .message_id(msg_id);
-        let ack = self
+            .payload(outgoing.payload.clone())
+            .headers(outgoing.headers.clone())
+            .message_id(outgoing.msg_id.clone());
+        let sent = self
             .shared
             .js
-            .send_publish(subject, message)
+            .send_publish(outgoing.subject.clone(), message)
             .await
-            .map_err(|e| publish_error(&e))?;
-        let ack = ack.into_future();
-        self.in_flight_bytes += size;
-        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-            .increment(size as f64);
-        self.in_flight
-            .push(Box::pin(async move { (size, ack.await) }));
-        Ok(())
+            .map_err(|e| publish_error(&e));
+        match sent {
+            Ok(ack) => {
+                let ack = ack.into_future();
+                self.in_flight_bytes += outgoing.size;
+                metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+                    .increment(outgoing.size as f64);
+                self.in_flight
+                    .push(Box::pin(async move { (outgoing, ack.await) }));
+                Ok(())
+            }
+            Err(e) if e.is_outage() => {
+                self.stranded.push(outgoing);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn settle_one(&mut self) -> Result<(), StageError> {
-        match self.in_flight.next().await {
-            Some((size, result)) => {
-                self.in_flight_bytes -= size;
-                metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-                    .decrement(size as f64);
-                self.count(result)
+        if let Err(e) = self.settle_next().await {
+            self.wait_out(e).await?;
+        }
+        Ok(())
+    }
+
+    /// Awaits the next ack; an output not stored for an outage is kept to
+    /// send again, and the outage returned.
+    async fn settle_next(&mut self) -> Result<(), StageError> {
+        let Some((outgoing, result)) = self.in_flight.next().await else {
+            return Ok(());
+        };
+        self.in_flight_bytes -= outgoing.size;
+        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+            .decrement(outgoing.size as f64);
+        match result.map_err(|e| publish_error(&e)) {
+            Ok(ack) => {
+                self.published += 1;
+                if ack.duplicate {
+                    self.duplicates += 1;
+                }
+                Ok(())
             }
-            None => Ok(()),
+            Err(e) if e.is_outage() => {
+                self.stranded.push(outgoing);
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
-    fn count(&mut self, result: Result<PublishAck, PublishError>) -> Result<(), StageError> {
-        let ack = result.map_err(|e| publish_error(&e))?;
-        self.published += 1;
-        if ack.duplicate {
-            self.duplicates += 1;
+    /// Waits out an outage that left outputs unstored: settles every
+    /// publish still awaiting its ack, then sends the stranded ones again
+    /// (same ids: JetStream drops any it had stored after all) with backoff
+    /// until all are stored. Any other error ends the wait and is returned.
+    async fn wait_out(&mut self, cause: StageError) -> Result<(), StageError> {
+        if !cause.is_outage() {
+            return Err(cause);
         }
-        Ok(())
+        let mut pause = Pause::begin(self.shared.stage, &cause);
+        loop {
+            while !self.in_flight.is_empty() {
+                if let Err(e) = self.settle_next().await {
+                    if !e.is_outage() {
+                        return Err(e);
+                    }
+                    tracing::debug!(stage = self.shared.stage, error = %e, "still not stored");
+                }
+            }
+            if self.stranded.is_empty() {
+                return Ok(());
+            }
+            pause.back_off().await;
+            for outgoing in std::mem::take(&mut self.stranded) {
+                if let Err(e) = self.dispatch(outgoing).await {
+                    if !e.is_outage() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until JetStream stored every output published so far.

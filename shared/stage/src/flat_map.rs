@@ -84,6 +84,8 @@ pub(crate) async fn run<S: FlatMap>(
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
+        let started = Instant::now();
+        let mut received = 0;
         let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -102,6 +104,7 @@ pub(crate) async fn run<S: FlatMap>(
         // delivered to a subscription that is gone; what arrives late is
         // handed straight back.
         while let Some(next) = batch.next().await {
+            received += usize::from(next.is_ok());
             match next {
                 Ok(message) => match (stop.is_cancelled(), permits.pop()) {
                     (false, Some(permit)) => {
@@ -137,6 +140,12 @@ pub(crate) async fn run<S: FlatMap>(
                 }
             }
             reap(&mut tasks);
+        }
+        if let Some(silence) = pull::unanswered(started, PULL_EXPIRES, received) {
+            failures
+                .pause(S::NAME, "cannot pull", &silence, &stop)
+                .await;
+            continue;
         }
         failures.end();
         reap(&mut tasks);

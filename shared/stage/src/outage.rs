@@ -42,13 +42,20 @@ impl Pause {
         Fut: std::future::Future<Output = Result<(), StageError>>,
     {
         loop {
-            tokio::time::sleep(self.delay).await;
-            self.delay = (self.delay * 2).min(MAX_PROBE_INTERVAL);
+            self.back_off().await;
             match probe().await {
                 Ok(()) => return,
                 Err(e) => tracing::debug!(stage = self.stage, error = %e, "still unavailable"),
             }
         }
+    }
+}
+
+impl Pause {
+    /// Sleeps before the next attempt: 250 ms, doubling to 2 s.
+    pub(crate) async fn back_off(&mut self) {
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(MAX_PROBE_INTERVAL);
     }
 }
 

@@ -35,12 +35,34 @@ pub(crate) async fn pull(
         })
 }
 
+/// A pull request the server never ended: it answers every request, with
+/// messages or with a timeout status when `expires` runs out, so a request
+/// that brought nothing and ended only by the client's own timer (`expires`
+/// plus 5 s in async-nats) went unheard. That is what a cluster without
+/// quorum does: no error, just silence.
+pub(crate) fn unanswered(
+    started: std::time::Instant,
+    expires: Duration,
+    received: usize,
+) -> Option<String> {
+    let waited = started.elapsed();
+    (received == 0 && waited >= expires + Duration::from_secs(4)).then(|| {
+        format!(
+            "no JetStream server answered a pull request within {:.1} s (JetStream down, or on a cluster a leader being elected)",
+            waited.as_secs_f64()
+        )
+    })
+}
+
 /// A failed pull in words. async-nats reports a pull request the server
 /// answered with a status as its raw parts (`409, Some("Consumer
 /// Deleted")`), and a stream or consumer that is gone as "no responders":
 /// look up which is missing, and name it with the fix.
 pub(crate) async fn pull_failure(shared: &StageContext, chain: String) -> String {
-    use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
+    use async_nats::jetstream::{
+        context::{ConsumerInfoErrorKind, GetStreamErrorKind},
+        ErrorCode,
+    };
     let gone = [
         "Consumer Deleted",
         "consumer deleted",
@@ -73,11 +95,13 @@ pub(crate) async fn pull_failure(shared: &StageContext, chain: String) -> String
         Ok(found)
             if matches!(
                 tokio::time::timeout(Duration::from_secs(1), found.consumer_info(consumer)).await,
-                Ok(Err(_))
+                Ok(Err(ref e)) if e.kind() == ConsumerInfoErrorKind::NotFound
             ) =>
         {
+            // A cluster node that has just come back answers so too until it
+            // has caught up: say both, as the pause ends by itself then.
             format!(
-            "the durable consumer {consumer} on stream {stream} does not exist (was it deleted?): restart this stage, which declares it, or run `sluice setup`"
+            "the durable consumer {consumer} on stream {stream} was not found (deleted, or a cluster node still recovering it): if this lasts, restart this stage, which declares it, or run `sluice setup`"
         )
         }
         _ => format!(

@@ -157,6 +157,7 @@ impl<S: Sink> WriterTask<S> {
         let max_bytes = options
             .batch_max_bytes
             .max(self.shared.max_payload + pull::MESSAGE_HEADROOM);
+        let started = std::time::Instant::now();
         let pull = pull::pull(
             &self.consumer,
             options.batch_size,
@@ -211,6 +212,12 @@ impl<S: Sink> WriterTask<S> {
             return None;
         }
         if !failed {
+            if let Some(silence) = pull::unanswered(started, options.batch_wait, deliveries.len()) {
+                self.failures
+                    .pause(S::NAME, "cannot pull", &silence, &self.stop)
+                    .await;
+                return Some(deliveries);
+            }
             self.failures.end();
         }
         Some(deliveries)
