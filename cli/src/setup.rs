@@ -50,12 +50,10 @@ pub async fn declare(
         let spec = ConsumerSpec::of(name, consumer).expect("known consumer");
         topology::ensure_consumer(js, &nats.namespace, &spec).await?;
     }
-    sluice_stage::import_ids::ImportIds::open(
-        js,
-        &nats.namespace,
-        usize::from(nats.stream_replicas),
-    )
-    .await?;
+    let replicas = usize::from(nats.stream_replicas);
+    sluice_stage::import_ids::ImportIds::open(js, &nats.namespace, replicas).await?;
+    // The bucket only; the budget itself is the fetcher's setting.
+    sluice_stage::row_budget::RowBudget::open(js, &nats.namespace, replicas, 0).await?;
     Ok(())
 }
 

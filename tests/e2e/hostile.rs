@@ -873,3 +873,109 @@ async fn repeated_keys_cost_what_distinct_rows_cost() {
     eprintln!("figure: conflict rows named: {named}");
     p.stop().await;
 }
+
+/// One request whose accounts all point at the same large file cannot
+/// produce more than `SLUICE_MAX_ROWS_PER_IMPORT`: the account being read
+/// when the count passes the budget stops there, every later account of
+/// the import fails before its download, and another import is untouched.
+#[tokio::test]
+async fn one_request_cannot_produce_more_rows_than_its_budget() {
+    let sandbox = sluice_devkit::Sandbox::new("hostile-budget").await;
+    let p = Pipeline::start_each(
+        sandbox,
+        &[("SLUICE_MAX_ROWS_PER_IMPORT", "150000")],
+        // One account at a time: which account passes the budget is known.
+        |name| match name {
+            "fetcher" => vec![("SLUICE_CONCURRENCY".into(), "1".into())],
+            _ => Vec::new(),
+        },
+    )
+    .await;
+    let mut big = String::from("id,amount\n");
+    for id in 1..=250_000 {
+        big.push_str(&format!("{id},1.00\n"));
+    }
+    p.server.set("/big.csv", Route::new(big));
+    p.server
+        .set("/small.csv", Route::new("id,amount\n1,1.00\n2,2.00\n"));
+    p.server.set(
+        "/accounts.csv",
+        Route::new("accountId,transactionsUrl\n1,big.csv\n2,big.csv\n3,big.csv\n4,small.csv\n"),
+    );
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    let done = p.completion(&id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, ImportStatus::CompletedWithErrors);
+    // Account 1 was counted at 100,000 rows (within) and at 200,000 (over):
+    // what it sent up to then is saved (after the event, as for any file
+    // that fails part-way), nothing after.
+    p.sandbox
+        .wait_for_count(200_000, Duration::from_secs(60))
+        .await;
+    p.wait_until_idle(Duration::from_secs(30)).await;
+    assert_eq!(p.sandbox.saved_count().await, 200_000);
+    assert_eq!(
+        p.server.request_count("/big.csv"),
+        1,
+        "accounts 2 and 3 never downloaded"
+    );
+    assert_eq!(p.server.request_count("/small.csv"), 0);
+    let letters = p.dead_letters().await;
+    let over = "over SLUICE_MAX_ROWS_PER_IMPORT (150000): the rest of its files is not read";
+    assert_eq!(letters.len(), 4, "{letters:#?}");
+    for letter in &letters {
+        assert_eq!(
+            (
+                letter.stage.as_str(),
+                letter.kind,
+                letter.import_id.as_deref()
+            ),
+            ("fetcher", DeadLetterKind::Permanent, Some(id.as_str()))
+        );
+        assert!(
+            letter
+                .error
+                .contains(&format!("import {id} has produced 200000 rows, {over}")),
+            "{}",
+            letter.error
+        );
+    }
+
+    // The budget is the import's, not the deployment's.
+    p.server.set(
+        "/other.csv",
+        Route::new("accountId,transactionsUrl\n5,small.csv\n"),
+    );
+    let other = p.import(&p.server.url("/other.csv")).await.to_string();
+    let done = p.completion(&other, Duration::from_secs(60)).await;
+    assert_eq!(done.status, ImportStatus::Completed);
+    assert_eq!(p.sandbox.saved_count().await, 200_002);
+    p.stop().await;
+}
+
+/// An account counted again (its message redelivered after a crash) spends
+/// nothing more of the budget; only rows beyond its last count do.
+#[tokio::test]
+async fn a_recounted_account_does_not_spend_the_budget_twice() {
+    use sluice_stage::row_budget::RowBudget;
+    let sandbox = sluice_devkit::Sandbox::new("budget-recount").await;
+    let js = async_nats::jetstream::new(sandbox.nats().await);
+    let budget = RowBudget::open(&js, &sandbox.namespace, 1, 300)
+        .await
+        .unwrap();
+    budget.count_finished("imp", "acct-a", 100).await.unwrap();
+    // The same account again, as a redelivery would count it.
+    budget.count_finished("imp", "acct-a", 100).await.unwrap();
+    budget.count("imp", "acct-b", 150).await.unwrap();
+    budget.check_start("imp").unwrap();
+    // 100 + 150 counted: 51 more rows for account a pass the budget.
+    budget.count("imp", "acct-a", 150).await.unwrap();
+    let over = budget.count("imp", "acct-a", 151).await.unwrap_err();
+    assert!(
+        over.to_string()
+            .contains("import imp has produced 301 rows"),
+        "{over}"
+    );
+    assert!(budget.check_start("imp").is_err());
+    // Another import has a budget of its own.
+    budget.count("other", "acct-a", 300).await.unwrap();
+}

@@ -120,8 +120,10 @@ async fn nats_pub_imports_runs_an_import_under_the_contract_names() {
             "DEAD_LETTERS",
             "IMPORTS",
             "IMPORT_EVENTS",
-            // The key-value bucket IMPORT_IDS, as JetStream names its stream.
+            // The key-value buckets IMPORT_IDS and IMPORT_ROWS, as
+            // JetStream names their streams.
             "KV_IMPORT_IDS",
+            "KV_IMPORT_ROWS",
             "TRANSACTIONS"
         ]
     );

@@ -7,13 +7,18 @@ use sluice_messages::{
     windows::{window_position, Window, Windows},
     AccountUpdate, ImportProgress, Transaction, TransactionBatch,
 };
-use sluice_stage::{telemetry::KeyValue, Delivery, Emitter, FlatMap, StageError};
+use sluice_stage::{
+    row_budget::{RowBudget, COUNT_EVERY},
+    telemetry::KeyValue,
+    Delivery, Emitter, FlatMap, StageError,
+};
 
 const COLUMNS: [&str; 2] = ["id", "amount"];
 
 pub struct Fetcher {
     downloader: Downloader,
     transactions_per_message: usize,
+    budget: Option<RowBudget>,
 }
 
 impl Fetcher {
@@ -24,7 +29,14 @@ impl Fetcher {
         Ok(Fetcher {
             downloader: Downloader::new(download)?,
             transactions_per_message: transactions_per_message.max(1),
+            budget: None,
         })
+    }
+
+    /// Holds every import to `budget` rows (`SLUICE_MAX_ROWS_PER_IMPORT`).
+    pub fn with_budget(mut self, budget: RowBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
@@ -86,6 +98,9 @@ impl FlatMap for Fetcher {
         // The body is what the contract guarantees; a header may disagree.
         out.set_import_id(&account.import_id);
         out.annotate([KeyValue::new("sluice.account.id", account.account_id)]);
+        if let Some(budget) = &self.budget {
+            budget.check_start(&account.import_id)?;
+        }
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(self.downloader.reserve(&account.transactions_url))
@@ -99,6 +114,14 @@ impl FlatMap for Fetcher {
             if let Some(full) = windows.next_row() {
                 sent.publish(full, &windows, &account, &subject, out)
                     .await?;
+                if let Some(budget) = &self.budget {
+                    if sent.transactions >= sent.counted + COUNT_EVERY {
+                        budget
+                            .count(&account.import_id, out.key(), sent.transactions)
+                            .await?;
+                        sent.counted = sent.transactions;
+                    }
+                }
             }
             match row {
                 Row::Record(record) => match transaction(&record, record.line()) {
@@ -113,6 +136,11 @@ impl FlatMap for Fetcher {
                 .await?;
         }
         let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
+        if let Some(budget) = &self.budget {
+            budget
+                .count_finished(&account.import_id, &account_key, sent.transactions)
+                .await?;
+        }
         out.annotate([
             KeyValue::new("sluice.file.url", shown.clone()),
             KeyValue::new(
@@ -140,6 +168,8 @@ impl FlatMap for Fetcher {
 struct Sent {
     messages: u64,
     transactions: u64,
+    /// Transactions last counted against the import's row budget.
+    counted: u64,
 }
 
 impl Sent {

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_importer::Importer;
-use sluice_stage::{import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
+use sluice_stage::{buckets, import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice importer: reads each accounts CSV published on `imports` and emits
 /// one `account-updates` message per account.
@@ -29,20 +29,11 @@ fn main() -> ExitCode {
         |stop| async move {
             let replicas = usize::from(config.stage.nats.stream_replicas);
             let runtime = Runtime::start(Importer::NAME, config.stage, stop).await?;
-            // JetStream answered a moment ago: a failure here is a cluster
-            // electing a leader, worth a few tries before giving up.
-            let mut tries = 0;
-            let ids = loop {
-                match ImportIds::open(&runtime.jetstream(), runtime.namespace(), replicas).await {
-                    Ok(ids) => break ids,
-                    Err(e) if tries < 20 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, "cannot open the import id registry yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let js = runtime.jetstream();
+            let ids = buckets::open_patiently("the import id registry", || {
+                ImportIds::open(&js, runtime.namespace(), replicas)
+            })
+            .await?;
             let importer = Importer::new(
                 &config.download.options(),
                 config.max_accounts_per_import,

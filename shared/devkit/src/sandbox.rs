@@ -250,6 +250,7 @@ impl Sandbox {
                 let _ = js.delete_stream(namespace.stream(stream)).await;
             }
             let _ = js.delete_key_value(namespace.import_ids_bucket()).await;
+            let _ = js.delete_key_value(namespace.import_rows_bucket()).await;
         }
         if let Ok(admin) = postgres(&admin_url).await {
             let _ = admin

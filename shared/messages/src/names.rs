@@ -118,6 +118,13 @@ impl Namespace {
     }
 
     /// The key-value bucket of import ids and the requests they name.
+    pub fn import_rows_bucket(&self) -> String {
+        match &self.0 {
+            None => "IMPORT_ROWS".to_owned(),
+            Some(ns) => format!("{}_IMPORT_ROWS", ns.replace('-', "_")),
+        }
+    }
+
     pub fn import_ids_bucket(&self) -> String {
         match &self.0 {
             None => "IMPORT_IDS".to_owned(),

@@ -44,35 +44,20 @@ impl ImportIds {
         ns: &Namespace,
         replicas: usize,
     ) -> Result<Self, StageError> {
-        let name = ns.import_ids_bucket();
-        if let Ok(bucket) = js.get_key_value(&name).await {
-            return Ok(ImportIds { bucket });
-        }
-        let created = js
-            .create_key_value(kv::Config {
-                bucket: name.clone(),
+        let bucket = crate::buckets::open(
+            js,
+            kv::Config {
+                bucket: ns.import_ids_bucket(),
                 description: "sluice: the import request each import id names".into(),
                 history: 1,
                 max_value_size: 128,
                 num_replicas: replicas.max(1),
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
-            })
-            .await;
-        match created {
-            Ok(bucket) => Ok(ImportIds { bucket }),
-            // Another service created it meanwhile.
-            Err(e) => js
-                .get_key_value(&name)
-                .await
-                .map(|bucket| ImportIds { bucket })
-                .map_err(|_| {
-                    StageError::outage(format!(
-                        "cannot create the key-value bucket {name}: {}",
-                        crate::error_chain(&e)
-                    ))
-                }),
-        }
+            },
+        )
+        .await?;
+        Ok(ImportIds { bucket })
     }
 
     /// Claims `id` for `request`, or says whose it is.

@@ -9,6 +9,7 @@
 //! output is stored, retries transient failures with backoff, dead-letters
 //! permanent ones, and drains on SIGTERM.
 
+pub mod buckets;
 pub mod config;
 mod context;
 mod dead_letter;
@@ -25,6 +26,7 @@ pub mod observe;
 mod outage;
 mod pull;
 pub mod repeats;
+pub mod row_budget;
 mod service;
 mod shutdown;
 mod sink;

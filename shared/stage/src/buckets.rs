@@ -1,0 +1,64 @@
+//! The JetStream key-value buckets sluice keeps beside its streams: the
+//! import id registry and the row budget. Each is created by whichever
+//! process needs it first (as the streams are), with the deployment's
+//! replication.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use crate::StageError;
+
+/// The bucket `config.bucket`, created when missing.
+pub(crate) async fn open(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, StageError> {
+    let name = config.bucket.clone();
+    if let Ok(bucket) = js.get_key_value(&name).await {
+        return Ok(bucket);
+    }
+    match js.create_key_value(config).await {
+        Ok(bucket) => Ok(bucket),
+        // Another process created it meanwhile.
+        Err(e) => js.get_key_value(&name).await.map_err(|_| {
+            StageError::outage(format!(
+                "cannot create the key-value bucket {name}: {}",
+                crate::error_chain(&e)
+            ))
+        }),
+    }
+}
+
+/// Runs `open` until it succeeds, up to 20 tries a second apart: at a
+/// service's start JetStream answered a moment ago, so a failure is a
+/// cluster electing a leader, worth waiting for before giving up.
+pub async fn open_patiently<T, F, Fut>(what: &str, mut open: F) -> Result<T, StageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StageError>>,
+{
+    let mut tries = 0;
+    loop {
+        match open().await {
+            Ok(opened) => return Ok(opened),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::warn!(error = %e, "cannot open {what} yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A key-value key for any text (an import id, a message key): a SHA-256
+/// prefix in hex, as keys take only a few characters, and so no secret a
+/// key might carry is stored.
+pub(crate) fn key_of(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
