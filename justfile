@@ -41,6 +41,10 @@ build:
 test: services tools build
     cargo test --workspace --features sluice-cli/demo
 
+# The 3-node quorum-loss test alone (its bounds are timings; `just test` runs it not).
+test-cluster: services tools build
+    cargo test --workspace --features sluice-cli/demo --test e2e -- --ignored --exact cluster::losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetching_again --nocapture
+
 # A real import end to end: 200 accounts x 100,000 transactions by default.
 demo *ARGS: services
     sh deploy/build-command
@@ -56,6 +60,7 @@ check:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --features sluice-cli/demo -- -D warnings
     cargo clippy -p sluice-cli -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features sluice-cli/demo
     python3 deploy/checks/layers.py
 
 # Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).

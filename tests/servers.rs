@@ -121,8 +121,7 @@ impl PrivateNats {
 
     fn signal(&self, signal: libc::c_int) {
         let child = self.child.as_ref().expect("the server runs");
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        sluice_devkit::process::send_signal(child.id(), signal);
     }
 
     fn kill(&mut self) {
@@ -374,6 +373,5 @@ pub fn local_setting(key: &str) -> Option<String> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    sluice_devkit::process::is_root()
 }

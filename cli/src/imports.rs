@@ -2,7 +2,6 @@
 //! and `status`.
 
 use crate::explain::Problem;
-use serde::Serialize;
 use tokio_postgres::Client;
 
 /// The saver's database, as a flag shared by the commands that read it.
@@ -66,73 +65,7 @@ pub async fn readable(client: &Client) -> Result<(), Problem> {
     }
 }
 
-/// One import's progress.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImportRow {
-    pub id: String,
-    pub url: Option<String>,
-    pub status: String,
-    /// `None` until the whole accounts CSV was read.
-    pub accounts_listed: Option<i64>,
-    pub accounts_settled: i64,
-    pub accounts_failed: i64,
-    pub transactions_saved: i64,
-    pub rows_rejected: i64,
-    pub dead_letters: i64,
-    /// Later occurrences of an `(account, id)` the import already had.
-    pub conflicts: i64,
-    /// Rows another import had saved with another amount (that one kept).
-    pub clashes: i64,
-    /// RFC 3339, UTC: `2026-12-03T07:43:07Z`.
-    pub started_at: Option<String>,
-    /// RFC 3339, UTC; `None` while running.
-    pub finished_at: Option<String>,
-}
-
-/// Rows saved are counted live from the saver's records, so a replay after
-/// completion shows too. Times are RFC 3339 in UTC, to the second
-/// (`2026-12-03T07:43:07Z`), whatever the session's time zone.
-const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accounts_failed,
-    (SELECT COALESCE(sum(inserted), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    rows_rejected, failures,
-    to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-    (SELECT COALESCE(sum(conflicts), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)";
-
-fn row(r: &tokio_postgres::Row) -> ImportRow {
-    ImportRow {
-        id: r.get(0),
-        url: r.get(1),
-        status: r.get(2),
-        accounts_listed: r.get(3),
-        accounts_settled: r.get(4),
-        accounts_failed: r.get(5),
-        transactions_saved: r.get(6),
-        rows_rejected: r.get(7),
-        dead_letters: r.get(8),
-        started_at: r.get(9),
-        finished_at: r.get(10),
-        conflicts: r.get(11),
-        clashes: r.get(12),
-    }
-}
-
-/// A row an import listed again: the first in file order was kept.
-#[derive(Debug, Clone, Serialize)]
-pub struct Conflict {
-    pub account_id: i64,
-    pub id: i64,
-    /// The row ignored: its transactions CSV and line, and the account's
-    /// line in the accounts CSV.
-    pub url: Option<String>,
-    pub line: i64,
-    pub account_line: i64,
-    /// The row kept, likewise.
-    pub kept_url: Option<String>,
-    pub kept_line: i64,
-    pub kept_account_line: i64,
-}
+pub use sluice_saver::reports::{Clash, Conflict, ImportRow};
 
 /// The first `limit` conflicts of import `id`, in file order.
 pub async fn conflicts(
@@ -141,117 +74,31 @@ pub async fn conflicts(
     limit: i64,
     url: &str,
 ) -> Result<Vec<Conflict>, Problem> {
-    let rows = db
-        .query(
-            "SELECT k.account_id, k.id, a.url, k.line, k.account_line,
-                    kept.url, t.position & 4294967295, t.position >> 32
-             FROM import_conflicts k
-             JOIN transactions t ON t.account_id = k.account_id AND t.id = k.id
-             LEFT JOIN import_accounts a
-               ON a.import_id = k.import_id AND a.account_key = k.import_id || '/' || k.account_line
-             LEFT JOIN import_accounts kept
-               ON kept.import_id = k.import_id
-              AND kept.account_key = k.import_id || '/' || (t.position >> 32)
-             WHERE k.import_id = $1 ORDER BY k.account_line, k.line LIMIT $2",
-            &[&id, &limit],
-        )
+    sluice_saver::reports::conflicts(db, id, limit)
         .await
-        .map_err(|e| crate::explain::postgres("read import conflicts", url, &e))?;
-    Ok(rows
-        .iter()
-        .map(|r| Conflict {
-            account_id: r.get(0),
-            id: r.get(1),
-            url: r.get(2),
-            line: r.get(3),
-            account_line: r.get(4),
-            kept_url: r.get(5),
-            kept_line: r.get(6),
-            kept_account_line: r.get(7),
-        })
-        .collect())
-}
-
-/// A row the import gave another amount than the one another import had
-/// saved: that one was kept.
-#[derive(Debug, Clone, Serialize)]
-pub struct Clash {
-    pub account_id: i64,
-    pub id: i64,
-    /// Where this import lists it, and the amount it gives.
-    pub url: Option<String>,
-    pub line: i64,
-    pub account_line: i64,
-    pub amount: String,
-    /// The row kept: its import, amount, and where that import listed it.
-    pub kept_import_id: String,
-    pub kept_amount: String,
-    pub kept_url: Option<String>,
-    pub kept_line: Option<i64>,
+        .map_err(|e| crate::explain::postgres("read import conflicts", url, &e))
 }
 
 /// The first `limit` clashes of import `id`, in file order.
 pub async fn clashes(db: &Client, id: &str, limit: i64, url: &str) -> Result<Vec<Clash>, Problem> {
-    let rows = db
-        .query(
-            "SELECT k.account_id, k.id, a.url, k.line, k.account_line, k.amount,
-                    t.import_id, t.amount::text, kept.url, t.position & 4294967295
-             FROM import_clashes k
-             JOIN transactions t ON t.account_id = k.account_id AND t.id = k.id
-             LEFT JOIN import_accounts a
-               ON a.import_id = k.import_id AND a.account_key = k.import_id || '/' || k.account_line
-             LEFT JOIN import_accounts kept
-               ON kept.import_id = t.import_id
-              AND kept.account_key = t.import_id || '/' || (t.position >> 32)
-             WHERE k.import_id = $1 ORDER BY k.account_line, k.line LIMIT $2",
-            &[&id, &limit],
-        )
+    sluice_saver::reports::clashes(db, id, limit)
         .await
-        .map_err(|e| crate::explain::postgres("read import clashes", url, &e))?;
-    Ok(rows
-        .iter()
-        .map(|r| Clash {
-            account_id: r.get(0),
-            id: r.get(1),
-            url: r.get(2),
-            line: r.get(3),
-            account_line: r.get(4),
-            amount: r.get(5),
-            kept_import_id: r.get(6),
-            kept_amount: r.get(7),
-            kept_url: r.get(8),
-            kept_line: r.get(9),
-        })
-        .collect())
+        .map_err(|e| crate::explain::postgres("read import clashes", url, &e))
 }
 
 /// `None` while the saver has recorded nothing of it yet.
 pub async fn one(db: &Client, id: &str, url: &str) -> Result<Option<ImportRow>, Problem> {
-    let sql = format!("SELECT {COLUMNS} FROM imports WHERE id = $1");
-    db.query_opt(&sql, &[&id])
+    sluice_saver::reports::one(db, id)
         .await
-        .map(|r| r.as_ref().map(row))
         .map_err(|e| crate::explain::postgres("read imports", url, &e))
 }
 
 pub async fn recent(db: &Client, limit: i64, url: &str) -> Result<Vec<ImportRow>, Problem> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM imports ORDER BY started_at DESC NULLS LAST, id LIMIT $1");
-    let rows = db
-        .query(&sql, &[&limit])
+    sluice_saver::reports::recent(db, limit)
         .await
-        .map_err(|e| crate::explain::postgres("read imports", url, &e))?;
-    Ok(rows.iter().map(row).collect())
+        .map_err(|e| crate::explain::postgres("read imports", url, &e))
 }
 
-/// Rows the import's fetched accounts announced so far.
-pub async fn announced_transactions(db: &Client, id: &str) -> Result<i64, tokio_postgres::Error> {
-    db.query_one(
-        "SELECT COALESCE(sum(transactions), 0)::int8 FROM import_accounts WHERE import_id = $1 AND state = 'fetched'",
-        &[&id],
-    )
-    .await
-    .map(|r| r.get(0))
-}
+pub use sluice_saver::reports::announced_transactions;
 
 pub use sluice_messages::units::group;

@@ -29,7 +29,7 @@ fn end_on(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// `println!` for the commands' output: see [`line`].
+/// `println!` for the commands' output: see [`line()`].
 macro_rules! outln {
     () => { $crate::output::line(format_args!("")) };
     ($($arg:tt)*) => { $crate::output::line(format_args!($($arg)*)) };

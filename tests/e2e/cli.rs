@@ -128,8 +128,7 @@ async fn sigterm_before_nats_is_ready_exits_zero() {
             .spawn()
             .expect("service starts");
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        sluice_devkit::process::send_signal(child.id(), libc::SIGTERM);
         let asked = std::time::Instant::now();
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await

@@ -428,7 +428,13 @@ impl Drop for Readiness {
 /// stage says it is not ready while it cannot work, the import picks up
 /// within seconds of quorum returning, files in hand are not fetched again,
 /// and one completion event reaches a core subscriber.
+///
+/// Its bounds are timings, and a 2-core machine running other tests beside
+/// it recovers its cluster several times slower (then in-progress acks age
+/// past the ack wait and JetStream redelivers held files): `just
+/// test-cluster` runs it alone, as CI does after `just test`.
 #[tokio::test]
+#[ignore = "timings: run alone by `just test-cluster`"]
 async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetching_again() {
     const OUTAGE: Duration = Duration::from_secs(20);
     let mut cluster = NatsCluster::start().await;
@@ -536,8 +542,10 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
         "resumed after {:?}",
         resumed.0
     );
+    // Healthy nodes still elect a leader for each of the seven streams and
+    // buckets: readiness follows the last of them.
     assert!(
-        resumed.1 < Duration::from_secs(5),
+        resumed.1 < Duration::from_secs(10),
         "ready after {:?}",
         resumed.1
     );

@@ -287,8 +287,7 @@ async fn an_interrupted_demo_removes_what_it_created() {
             .unwrap()
             .to_owned();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(demo.id().unwrap() as i32, signal) };
+        sluice_devkit::process::send_signal(demo.id().unwrap(), signal);
         let out = tokio::time::timeout(Duration::from_secs(60), demo.wait_with_output())
             .await
             .expect("the demo exits after the interrupt")
@@ -429,8 +428,7 @@ async fn an_interrupted_wait_says_how_to_follow_the_import() {
     );
     // No service runs: it would wait forever.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(wait.id().unwrap() as i32, libc::SIGINT) };
+    sluice_devkit::process::send_signal(wait.id().unwrap(), libc::SIGINT);
     let out = tokio::time::timeout(Duration::from_secs(10), wait.wait_with_output())
         .await
         .unwrap()

@@ -1,6 +1,8 @@
 //! fetcher: one account in, its transactions CSV out as
 //! `transactions.<account_id>` messages of up to N transactions each.
 
+#![deny(clippy::let_underscore_must_use)]
+
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
 use sluice_messages::{
     stage,
@@ -93,10 +95,17 @@ impl FlatMap for Fetcher {
     // Downloads mostly wait on the network; many at once fill the pipe.
     const DEFAULT_CONCURRENCY: u16 = 16;
 
-    async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
-        let account: AccountUpdate = input.json()?;
-        // The body is what the contract guarantees; a header may disagree.
-        out.set_import_id(&account.import_id);
+    type Input = AccountUpdate;
+
+    fn decode(&self, input: &Delivery) -> Result<AccountUpdate, StageError> {
+        input.json()
+    }
+
+    fn import_id<'a>(&self, account: &'a AccountUpdate) -> Option<&'a str> {
+        Some(&account.import_id)
+    }
+
+    async fn process(&self, account: &AccountUpdate, out: &mut Emitter) -> Result<(), StageError> {
         out.annotate([KeyValue::new("sluice.account.id", account.account_id)]);
         if let Some(budget) = &self.budget {
             budget.check_start(&account.import_id)?;
@@ -112,8 +121,7 @@ impl FlatMap for Fetcher {
         let mut sent = Sent::default();
         while let Some(row) = file.next_row().await? {
             if let Some(full) = windows.next_row() {
-                sent.publish(full, &windows, &account, &subject, out)
-                    .await?;
+                sent.publish(full, &windows, account, &subject, out).await?;
                 if let Some(budget) = &self.budget {
                     if sent.transactions >= sent.counted + COUNT_EVERY {
                         budget
@@ -132,8 +140,7 @@ impl FlatMap for Fetcher {
             }
         }
         if let Some(last) = windows.finish() {
-            sent.publish(last, &windows, &account, &subject, out)
-                .await?;
+            sent.publish(last, &windows, account, &subject, out).await?;
         }
         let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
         if let Some(budget) = &self.budget {
@@ -150,7 +157,7 @@ impl FlatMap for Fetcher {
             KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
         ]);
         out.report_after_stored(&ImportProgress::Fetched {
-            import_id: account.import_id,
+            import_id: account.import_id.clone(),
             account_key,
             account_id: account.account_id,
             messages: sent.messages,

@@ -1,6 +1,8 @@
 //! importer: one import request in, one `account-updates` message per
 //! account listed in its accounts CSV out.
 
+#![deny(clippy::let_underscore_must_use)]
+
 use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
 use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, ImportRequest};
 use sluice_stage::{
@@ -10,6 +12,14 @@ use sluice_stage::{
 };
 
 const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
+
+/// An import request, and the import it starts.
+pub struct Request {
+    request: ImportRequest,
+    import_id: String,
+    /// The publisher chose the id (it may be another request's).
+    chosen: bool,
+}
 
 pub struct Importer {
     downloader: Downloader,
@@ -38,18 +48,32 @@ impl FlatMap for Importer {
     // Each request is one file; a few at once keep the network busy.
     const DEFAULT_CONCURRENCY: u16 = 4;
 
-    fn import_id_of(&self, input: &Delivery) -> Option<String> {
-        let request = ImportRequest::parse(input.payload()).ok()?;
-        import_id(&request, input).ok()
+    type Input = Request;
+
+    fn decode(&self, input: &Delivery) -> Result<Request, StageError> {
+        let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
+        let chosen = chosen_id(&request, input).is_some();
+        let import_id = import_id(&request, input)?;
+        Ok(Request {
+            request,
+            import_id,
+            chosen,
+        })
     }
 
-    async fn process(&self, input: &Delivery, out: &mut Emitter) -> Result<(), StageError> {
-        let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
-        let import_id = import_id(&request, input)?;
+    fn import_id<'a>(&self, input: &'a Request) -> Option<&'a str> {
+        Some(&input.import_id)
+    }
+
+    async fn process(&self, input: &Request, out: &mut Emitter) -> Result<(), StageError> {
+        let Request {
+            request,
+            import_id,
+            chosen,
+        } = input;
+        let import_id = import_id.clone();
         // A derived id is this message's own; a chosen one may be taken.
-        if chosen_id(&request, input).is_some()
-            && self.ids.claim(&import_id, &request).await? == Claim::Taken
-        {
+        if *chosen && self.ids.claim(&import_id, request).await? == Claim::Taken {
             out.detach_from_import();
             return Err(StageError::permanent(format!(
                 "import id {import_id} already names another request (another URL); an id names one \
@@ -57,7 +81,6 @@ impl FlatMap for Importer {
                  publish it under a new id"
             )));
         }
-        out.set_import_id(&import_id);
         out.set_key(&import_id);
 
         out.report(&ImportProgress::Started {

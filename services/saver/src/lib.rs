@@ -1,9 +1,12 @@
 //! saver: batches of transactions in, rows in PostgreSQL out, idempotently
 //! on `(account_id, id)`.
 
+#![deny(clippy::let_underscore_must_use)]
+
+mod completion;
+pub mod reports;
 pub mod schema;
 mod tracker;
-mod tracking;
 
 use std::sync::Arc;
 
@@ -12,9 +15,9 @@ use sluice_stage::{error_chain, Delivery, Sink, StageError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
+pub use completion::complete_finished;
 pub use schema::{migrate, MigrateError, SCHEMA_VERSION};
 pub use tracker::{announce_completions, Tracker};
-pub use tracking::complete_finished;
 
 /// The saver's database: connections, with the schema migrated once first.
 #[derive(Clone)]
@@ -32,7 +35,7 @@ impl Database {
     }
 
     /// A connection, the schema migrated. A refusal that only a setting can
-    /// fix (see [`misconfigured`]) is reported as such; the caller still
+    /// fix (see `misconfigured`) is reported as such; the caller still
     /// sees an outage, so no message is blamed for it.
     pub async fn connect(&self) -> Result<Client, StageError> {
         let connected = async {

@@ -1,7 +1,7 @@
 //! The saver's second consumer and its announcer: the tracker records the
 //! stages' progress facts, and every 200 ms the announcer completes the
 //! finished imports and publishes their completion events (when an import
-//! is finished: [`crate::tracking`]).
+//! is finished: [`crate::completion`]).
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{db_error, tracking, Database};
+use crate::{completion, db_error, Database};
 
 /// A progress fact, and the trace context it was published in.
 pub struct Fact {
@@ -63,7 +63,7 @@ impl Sink for Tracker {
             (
                 f.progress.import_id(),
                 f.progress.fact(),
-                tracking::fact_key(&f.progress),
+                completion::fact_key(&f.progress),
             )
         });
         let tx = client
@@ -71,7 +71,7 @@ impl Sink for Tracker {
             .await
             .map_err(|e| db_error("begin", &e))?;
         for fact in facts {
-            tracking::record(&tx, &fact.progress, fact.traceparent.as_deref())
+            completion::record(&tx, &fact.progress, fact.traceparent.as_deref())
                 .await
                 .map_err(|e| db_error("record progress", &e))?;
         }
@@ -109,7 +109,7 @@ pub async fn announce_completions(
                 client = Some(database.connect().await?);
             }
             let connected = client.as_mut().expect("connected");
-            tracking::complete_finished(connected)
+            completion::complete_finished(connected)
                 .await
                 .map_err(|e| db_error("settle imports", &e))?;
             announce_pending(connected, &js, &ns).await
@@ -143,16 +143,16 @@ async fn announce_pending(
     js: &jetstream::Context,
     ns: &Namespace,
 ) -> Result<(), StageError> {
-    let pending = tracking::unannounced(client)
+    let pending = completion::unannounced(client)
         .await
         .map_err(|e| db_error("read settled imports", &e))?;
-    for tracking::Unannounced { event, traceparent } in pending {
+    for completion::Unannounced { event, traceparent } in pending {
         let id = event.import_id.clone();
         let claim = client
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
-        if !tracking::claim_announcement(&claim, &id)
+        if !completion::claim_announcement(&claim, &id)
             .await
             .map_err(|e| db_error("claim the announcement", &e))?
         {
@@ -168,7 +168,7 @@ async fn announce_pending(
         } else {
             publish_completion(js, ns, &event, traceparent).await?;
         }
-        tracking::mark_announced(&claim, &id)
+        completion::mark_announced(&claim, &id)
             .await
             .map_err(|e| db_error("mark import announced", &e))?;
         claim

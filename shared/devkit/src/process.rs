@@ -140,10 +140,7 @@ impl Process {
     ) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         if let Some(pid) = child.id() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
-            }
+            send_signal(pid, signal);
         }
         match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => status.ok(),
@@ -315,4 +312,22 @@ impl Deployment {
             Err(failed.join("; "))
         }
     }
+}
+
+/// Sends `signal` to process `pid` (one of this test's own children, not
+/// yet reaped, so the pid cannot name another process). The one place the
+/// test tools need `unsafe`.
+#[allow(unsafe_code)]
+pub fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects; a stale pid only fails.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Whether this process runs as root (PostgreSQL refuses to).
+#[allow(unsafe_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }

@@ -49,7 +49,7 @@ impl Windows {
     /// Counts the next row, valid or malformed; returns the window it does
     /// not fit in, now complete. Call before [`Windows::push`] of its row.
     pub fn next_row(&mut self) -> Option<Window> {
-        let full = (self.read > 0 && self.read % self.rows == 0).then(|| self.close());
+        let full = (self.read > 0 && self.read.is_multiple_of(self.rows)).then(|| self.close());
         self.read += 1;
         full
     }

@@ -13,30 +13,14 @@ use sluice_messages::Failure;
 /// The text is the whole story (the cause chain included), as logs and
 /// dead letters show it; the cause itself stays reachable as `source()`.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StageError {
-    /// Retrying cannot help: a 404, a file that is not CSV, an undecodable body.
-    #[error("{message}")]
-    Permanent {
-        message: String,
-        #[source]
-        source: Option<Cause>,
-    },
-    /// Worth retrying, and maybe about this message: timeouts, 5xx, a
-    /// connection reset by the file's server.
-    #[error("{message}")]
-    Transient {
-        message: String,
-        #[source]
-        source: Option<Cause>,
-    },
-    /// A dependency every message needs is down (the database, NATS): wait
-    /// for it; the message is not at fault.
-    #[error("{message}")]
-    Outage {
-        message: String,
-        #[source]
-        source: Option<Cause>,
-    },
+#[error("{message}")]
+pub struct StageError {
+    fault: Fault,
+    message: String,
+    #[source]
+    source: Option<Cause>,
+    /// Asked to stop before the work could begin: nothing was in hand.
+    stopped: bool,
 }
 
 /// The error a [`StageError`] came from (shared: stage errors are cloned
@@ -46,37 +30,42 @@ pub type Cause = Arc<dyn Error + Send + Sync + 'static>;
 /// Whose fault a [`StageError`] is: what decides a message's fate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// Retrying cannot help: a 404, a file that is not CSV, an undecodable body.
     Permanent,
+    /// Worth retrying, and maybe about this message: timeouts, 5xx, a
+    /// connection reset by the file's server.
     Transient,
+    /// A dependency every message needs is down (the database, NATS): wait
+    /// for it; the message is not at fault.
     Outage,
 }
 
 impl StageError {
-    pub fn transient(reason: impl fmt::Display) -> Self {
-        StageError::Transient {
+    /// An error of `fault` with no underlying cause.
+    pub fn new(fault: Fault, reason: impl fmt::Display) -> Self {
+        StageError {
+            fault,
             message: reason.to_string(),
             source: None,
+            stopped: false,
         }
+    }
+
+    pub fn transient(reason: impl fmt::Display) -> Self {
+        StageError::new(Fault::Transient, reason)
     }
 
     pub fn permanent(reason: impl fmt::Display) -> Self {
-        StageError::Permanent {
-            message: reason.to_string(),
-            source: None,
-        }
+        StageError::new(Fault::Permanent, reason)
     }
 
     pub fn outage(reason: impl fmt::Display) -> Self {
-        StageError::Outage {
-            message: reason.to_string(),
-            source: None,
-        }
+        StageError::new(Fault::Outage, reason)
     }
 
     /// Wraps an error of `fault`, keeping it as the source and its whole
     /// cause chain in the text.
     pub fn caused_by(fault: Fault, error: impl Error + Send + Sync + 'static) -> Self {
-        let message = error_chain(&error);
         // This process out of file descriptors is no fault of the message
         // it was working on: wait, as for any dependency that is down.
         let fault = if out_of_descriptors(&error) {
@@ -84,46 +73,49 @@ impl StageError {
         } else {
             fault
         };
-        let source = Some(Arc::new(error) as Cause);
-        match fault {
-            Fault::Permanent => StageError::Permanent { message, source },
-            Fault::Transient => StageError::Transient { message, source },
-            Fault::Outage => StageError::Outage { message, source },
+        StageError {
+            fault,
+            message: error_chain(&error),
+            source: Some(Arc::new(error) as Cause),
+            stopped: false,
         }
+    }
+
+    /// A stop asked for before the stage was ready (`what` it was doing).
+    pub(crate) fn stopped(what: &str) -> Self {
+        StageError {
+            stopped: true,
+            ..StageError::transient(format!("stopped {what}"))
+        }
+    }
+
+    /// Whether this is a stop asked for before the stage was ready.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
-        match self {
-            StageError::Permanent { .. } => Fault::Permanent,
-            StageError::Transient { .. } => Fault::Transient,
-            StageError::Outage { .. } => Fault::Outage,
-        }
+        self.fault
     }
 
     /// Worth trying again (an outage included).
     pub fn is_transient(&self) -> bool {
-        self.fault() != Fault::Permanent
+        self.fault != Fault::Permanent
     }
 
     pub fn is_outage(&self) -> bool {
-        self.fault() == Fault::Outage
+        self.fault == Fault::Outage
     }
 
     /// The same error, its text prefixed with `context`.
     pub fn context(mut self, context: &str) -> StageError {
-        let (StageError::Permanent { message, .. }
-        | StageError::Transient { message, .. }
-        | StageError::Outage { message, .. }) = &mut self;
-        *message = format!("{context}: {message}");
+        self.message = format!("{context}: {}", self.message);
         self
     }
 
     pub fn message(&self) -> &str {
-        let (StageError::Permanent { message, .. }
-        | StageError::Transient { message, .. }
-        | StageError::Outage { message, .. }) = self;
-        message
+        &self.message
     }
 }
 

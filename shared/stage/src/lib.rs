@@ -8,32 +8,39 @@
 //! acks, pipelines publishes and acknowledges an input only after every
 //! output is stored, retries transient failures with backoff, dead-letters
 //! permanent ones, and drains on SIGTERM.
+//!
+//! The map:
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`service`](Runtime) | starting a service: connect, declare, run its step, exit codes |
+//! | `run/` | working on messages: pull, flat_map, sink, emitter, keep_alive, fate, dead letters, outages, backoff |
+//! | [`nats`] | login, streams and consumers (`topology`), key-value buckets (import ids, row budget) |
+//! | [`observe`] | metrics and probes, traces and logs (`telemetry`), lasting conditions (`repeats`, `misconfiguration`) |
+//! | [`config`] | the settings every service shares |
+//! | `error` | [`StageError`]: what failed, and whose fault it is |
 
-pub mod buckets;
+// A dropped Result of an ack or a publish is a message silently lost: in
+// the runtime every one is handled, or its name says why not.
+#![deny(clippy::let_underscore_must_use)]
+
 pub mod config;
-mod context;
-mod dead_letter;
-mod delivery;
-mod emitter;
 mod error;
-mod fate;
-mod flat_map;
-pub mod import_ids;
-mod keep_alive;
-pub mod misconfiguration;
-mod nats_login;
+pub mod nats;
 pub mod observe;
-mod outage;
-mod pull;
-pub mod repeats;
-pub mod row_budget;
+mod run;
 mod service;
 mod shutdown;
-mod sink;
-mod slot;
-mod tasks;
-pub mod telemetry;
-pub mod topology;
+
+// The modules' old places, so that paths inside and outside the crate
+// read as before.
+pub(crate) use nats::login as nats_login;
+pub use nats::{buckets, import_ids, row_budget, topology};
+pub use observe::{misconfiguration, repeats, telemetry};
+pub(crate) use run::{
+    backoff, context, dead_letter, delivery, emitter, fate, flat_map, keep_alive, outage, pull,
+    sink, slot, tasks,
+};
 
 pub use config::{ConsumerArgs, NatsArgs, StageArgs};
 pub use delivery::Delivery;

@@ -140,8 +140,6 @@ const DECLARE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long any other JetStream request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-const STOPPED_BEFORE_READY: &str = "stopped before NATS was ready";
-
 /// How long a service waits for NATS to stop refusing it (credentials,
 /// certificates) before it exits: a wrong setting is no outage.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(30);
@@ -172,6 +170,7 @@ impl Runtime {
         // idempotent), and a little later each time, for a slow cluster.
         let mut declaring = js.clone();
         let mut attempt = 0u32;
+        let mut startup = crate::backoff::Backoff::startup();
         let mut waiting = Repeats::default();
         let pull_consumer = loop {
             declaring.set_timeout(
@@ -185,7 +184,7 @@ impl Runtime {
             };
             let declared = tokio::select! {
                 declared = declared => declared,
-                _ = stop.cancelled() => return Err(StageError::transient(STOPPED_BEFORE_READY)),
+                _ = stop.cancelled() => return Err(StageError::stopped("before NATS was ready")),
             };
             match declared {
                 Ok(c) => {
@@ -219,10 +218,10 @@ impl Runtime {
                     } else if let Some(repeated) = waiting.due() {
                         tracing::warn!(error = %e, attempt, repeated, "waiting for NATS JetStream");
                     }
-                    let delay = Duration::from_millis(250 * u64::from(attempt.min(20)));
+                    let delay = startup.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return Err(StageError::transient(STOPPED_BEFORE_READY)),
+                        _ = stop.cancelled() => return Err(StageError::stopped("before NATS was ready")),
                     }
                 }
             }
@@ -364,7 +363,12 @@ where
                 // What is in hand is handed back (or redelivered after its
                 // ack wait): a wrong setting loses nothing either.
                 stop.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut body).await;
+                if tokio::time::timeout(Duration::from_secs(5), &mut body)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the stage did not stop within 5 s; exiting anyway");
+                }
                 Err(StageError::permanent(why))
             }
         }
@@ -372,7 +376,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Asked to stop before it was connected: nothing was in hand.
-        Err(e) if stop.is_cancelled() && e.message() == STOPPED_BEFORE_READY => {
+        Err(e) if e.is_stopped() => {
             tracing::info!("stopped before NATS was ready");
             ExitCode::SUCCESS
         }

@@ -1,7 +1,10 @@
 /// Resolves on the first SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Without a handler only SIGTERM can stop the process.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
     };
     #[cfg(unix)]
     let terminate = async {

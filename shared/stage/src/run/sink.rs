@@ -306,11 +306,11 @@ async fn accept<S: Sink>(
 async fn settle_alone(
     consumer: &str,
     delivery: &Delivery,
-    settle: impl Future<Output = &'static str>,
+    settle: impl Future<Output = fate::Settled>,
 ) {
     let span = delivery.process_span(consumer);
     let settled = settle.instrument(span.clone()).await;
-    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
+    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled.as_str())]);
 }
 
 /// The trace spans of one batch: a batch mixes messages of several imports,
@@ -351,7 +351,9 @@ impl BatchTraces {
                         "consumer",
                         "process",
                     );
-                    let _ = span.set_parent(telemetry::extract(delivery.headers()));
+                    if let Err(e) = span.set_parent(telemetry::extract(delivery.headers())) {
+                        tracing::debug!(error = %e, "cannot continue the trace");
+                    }
                     delivery.annotate(&span, consumer);
                     span_of.push(spans.len());
                     spans.push(span);
@@ -376,10 +378,10 @@ impl BatchTraces {
     }
 
     /// Records how many of each span's messages were acked.
-    fn finish(self, settled: &[&'static str]) {
+    fn finish(self, settled: &[fate::Settled]) {
         let mut acked = vec![0i64; self.spans.len()];
         for (n, outcome) in settled.iter().enumerate() {
-            if *outcome == "acked" {
+            if *outcome == fate::Settled::Acked {
                 acked[self.span_of[n]] += 1;
             }
         }

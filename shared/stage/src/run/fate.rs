@@ -2,25 +2,13 @@
 //! message is acknowledged, retried later or dead-lettered, and where that
 //! is done.
 
-use std::time::Duration;
-
 use async_nats::jetstream::AckKind;
 use sluice_messages::DeadLetterKind;
 
 use crate::{
-    context::StageContext, dead_letter, keep_alive::Outcome, observe::names, pull::release,
-    Delivery, StageError,
+    backoff, context::StageContext, dead_letter, keep_alive::Outcome, observe::names,
+    pull::release, Delivery, StageError,
 };
-
-/// Exponential backoff with jitter from the delivery count: attempt 1 waits
-/// about `base`, attempt 2 about `2·base`, … capped at `max`. Half of the
-/// delay is random so replicas that failed together do not retry together.
-pub(crate) fn retry_delay(base: Duration, max: Duration, delivered: i64) -> Duration {
-    let exponent = delivered.saturating_sub(1).clamp(0, 30) as u32;
-    let full = base.saturating_mul(1 << exponent).min(max);
-    let half = full / 2;
-    half + half.mul_f64(fastrand::f64())
-}
 
 /// Gives up on a message that was delivered more often than allowed,
 /// before working on it again (it may be what crashed the last replica).
@@ -50,13 +38,42 @@ pub(crate) fn fate(error: &StageError, delivered: i64, limit: i64) -> Fate {
     }
 }
 
-/// Acts on how the work on one message ended; says what became of it
-/// (`acked`, `released`, `retried`, `dead-lettered`, `kept`) for its span.
+/// What became of a message, as its span's `sluice.outcome` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Done: its outputs are stored.
+    Acked,
+    /// Handed back unfinished (a stop): it comes again at once.
+    Released,
+    /// Handed back after a transient failure, to come again after a backoff.
+    Retried,
+    /// Its dead letter stored, the message terminated.
+    DeadLettered,
+    /// Terminated without a dead letter, which could not be stored.
+    Terminated,
+    /// Left for redelivery: its dead letter could not be stored yet.
+    Kept,
+}
+
+impl Settled {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Settled::Acked => "acked",
+            Settled::Released => "released",
+            Settled::Retried => "retried",
+            Settled::DeadLettered => "dead-lettered",
+            Settled::Terminated => "terminated",
+            Settled::Kept => "kept",
+        }
+    }
+}
+
+/// Acts on how the work on one message ended; says what became of it.
 pub(crate) async fn settle(
     shared: &StageContext,
     delivery: &Delivery,
     outcome: Outcome<Result<(), StageError>>,
-) -> &'static str {
+) -> Settled {
     let message = delivery.message();
     match outcome {
         Outcome::Done(Ok(())) => {
@@ -64,18 +81,18 @@ pub(crate) async fn settle(
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
             }
-            "acked"
+            Settled::Acked
         }
         Outcome::Aborted => {
             release(shared, message).await;
-            "released"
+            Settled::Released
         }
         Outcome::Done(Err(error)) => {
             let limit = i64::from(shared.consumer.max_deliveries);
             if let Fate::DeadLetter(kind) = fate(&error, delivery.delivered(), limit) {
                 return dead_letter_and_terminate(shared, delivery, kind, &error).await;
             }
-            let delay = retry_delay(
+            let delay = backoff::message_retry(
                 shared.consumer.retry_backoff,
                 shared.consumer.retry_backoff_max,
                 delivery.delivered(),
@@ -92,7 +109,7 @@ pub(crate) async fn settle(
             if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
                 tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
             }
-            "retried"
+            Settled::Retried
         }
     }
 }
@@ -106,7 +123,7 @@ pub(crate) async fn dead_letter_and_terminate(
     delivery: &Delivery,
     kind: DeadLetterKind,
     error: &StageError,
-) -> &'static str {
+) -> Settled {
     tracing::error!(
         stage = shared.stage,
         subject = delivery.subject(),
@@ -123,7 +140,7 @@ pub(crate) async fn dead_letter_and_terminate(
             if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
             }
-            "dead-lettered"
+            Settled::DeadLettered
         }
         // Not an outage, and it failed on several deliveries: retrying
         // forever would only keep it in flight. Say so loudly and let go.
@@ -141,19 +158,23 @@ pub(crate) async fn dead_letter_and_terminate(
             if let Err(e) = dead_letter::report_failed(shared, delivery, kind, error).await {
                 tracing::error!(error = %e, "cannot report the message as failed either; its import may not complete");
             }
-            let _ = delivery.message().ack_with(AckKind::Term).await;
-            "terminated"
+            if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
+                tracing::debug!(error = %e, "term failed; the message comes back and is terminated again");
+            }
+            Settled::Terminated
         }
         Err(e) => {
             // Never drop it: leave it to be redelivered and dead-lettered later.
             tracing::error!(error = %e, "cannot store dead letter; will try again");
-            let delay = retry_delay(
+            let delay = backoff::message_retry(
                 shared.consumer.retry_backoff,
                 shared.consumer.retry_backoff_max,
                 delivery.delivered(),
             );
-            let _ = delivery.message().ack_with(AckKind::Nak(Some(delay))).await;
-            "kept"
+            if let Err(e) = delivery.message().ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
+            }
+            Settled::Kept
         }
     }
 }
@@ -182,18 +203,5 @@ mod tests {
         assert_eq!(fate(&outage, 1, 10), Fate::Retry);
         assert!(outage.is_outage() && outage.is_transient());
         assert!(!transient.is_outage());
-    }
-
-    #[test]
-    fn retry_delay_doubles_with_jitter_and_caps() {
-        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
-        for _ in 0..100 {
-            let first = retry_delay(base, max, 1);
-            assert!(first >= Duration::from_millis(500) && first <= base);
-            let third = retry_delay(base, max, 3);
-            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
-            let late = retry_delay(base, max, 50);
-            assert!(late >= Duration::from_secs(30) && late <= max);
-        }
     }
 }

@@ -2,21 +2,18 @@
 //! messages in hand stay owned: an outage is nobody's fault, so it must not
 //! spend their deliveries or dead-letter them.
 
-use std::time::Duration;
-
 use crate::{
+    backoff::Backoff,
     observe::{Paused, HEALTH},
     StageError,
 };
-
-const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One task's outage, from the first failure to the first success after it:
 /// logged once at each end; the process reports itself not ready meanwhile.
 pub(crate) struct Pause {
     stage: &'static str,
     started: tokio::time::Instant,
-    delay: Duration,
+    backoff: Backoff,
     _paused: Paused,
 }
 
@@ -26,7 +23,7 @@ impl Pause {
         Pause {
             stage,
             started: tokio::time::Instant::now(),
-            delay: Duration::from_millis(250),
+            backoff: Backoff::outage_probe(),
             _paused: HEALTH.pause(),
         }
     }
@@ -54,8 +51,7 @@ impl Pause {
 impl Pause {
     /// Sleeps before the next attempt: 250 ms, doubling to 2 s.
     pub(crate) async fn back_off(&mut self) {
-        tokio::time::sleep(self.delay).await;
-        self.delay = (self.delay * 2).min(MAX_PROBE_INTERVAL);
+        tokio::time::sleep(self.backoff.next_delay()).await;
     }
 }
 

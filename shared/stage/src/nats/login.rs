@@ -45,8 +45,8 @@ pub(crate) fn servers(urls: &str) -> Result<Servers, String> {
                 None => UrlLogin::Token(user),
             });
         }
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        // A NATS URL always has a host, so both always succeed.
+        let _host_url = url.set_username("").and(url.set_password(None));
         let addr = url.as_str().parse::<ServerAddr>().map_err(|e| {
             format!(
                 "{} is not a NATS URL: {e}",

@@ -74,7 +74,9 @@ impl Telemetry {
         });
         EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
         let log = logs.then(log_layer);
-        let _ = tracing::subscriber::set_global_default(
+        // Set already (tests start several stages in one process): the
+        // first one's stays.
+        let _first_stays = tracing::subscriber::set_global_default(
             tracing_subscriber::registry().with(log).with(otel),
         );
         Telemetry { traces }
@@ -127,7 +129,8 @@ fn trace_exporter() -> Result<Option<opentelemetry_otlp::SpanExporter>, String> 
         return Ok(None);
     }
     // The exporter's HTTP client is reqwest's, built without a TLS provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Installed already by an earlier client: the same provider.
+    let _same_provider = rustls::crypto::ring::default_provider().install_default();
     opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
@@ -249,7 +252,9 @@ pub fn messaging_span(name: &str, kind: &'static str, operation: &'static str) -
 /// carries none), then records the ids the span got.
 pub fn continue_trace(span: &tracing::Span, parent: Context) {
     if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+        if let Err(e) = span.set_parent(parent) {
+            tracing::debug!(error = %e, "cannot continue the trace");
+        }
     }
     record_ids(span);
 }

@@ -15,9 +15,14 @@ use crate::{
     slot::Slot, telemetry::TraceHeaders, Delivery, StageError,
 };
 
-/// A publish awaiting its ack, handing back what was sent so that it can be
-/// sent again if it was not stored.
-type AckFuture = Pin<Box<dyn Future<Output = (Outgoing, Result<PublishAck, PublishError>)> + Send>>;
+/// A publish awaiting its ack, named by its ticket in `unacked`.
+type AckFuture = Pin<Box<dyn Future<Output = (u64, Result<PublishAck, PublishError>)> + Send>>;
+
+/// Once an outage is known, how long a publish's ack is awaited before the
+/// publish is taken as not stored and sent again (JetStream drops the copy
+/// if it was): a leaderless stream leaves requests unanswered until the
+/// client's own timeout, which would delay the resumption by that much.
+const OUTAGE_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One output as sent: kept until JetStream acknowledged it.
 struct Outgoing {
@@ -35,7 +40,7 @@ struct Outgoing {
 /// awaited later. The replica's `--publish-window` (bytes awaiting acks) is
 /// shared out evenly among the inputs it works on at once, so memory stays
 /// flat however large the files, and no input waits on another's acks. The runtime
-/// acknowledges the input only after [`Emitter::flush`] saw every ack.
+/// acknowledges the input only after `Emitter::flush` saw every ack.
 ///
 /// Every output's `Nats-Msg-Id` is `<input key>/<position>`, so a
 /// redelivered input republishes the same ids and JetStream drops the
@@ -57,6 +62,9 @@ pub struct Emitter {
     input_subject: String,
     input_delivered: i64,
     in_flight: FuturesUnordered<AckFuture>,
+    /// What each publish awaiting its ack sent, by ticket, to send again.
+    unacked: std::collections::HashMap<u64, Outgoing>,
+    next_ticket: u64,
     /// Outputs JetStream did not store during an outage, to send again.
     stranded: Vec<Outgoing>,
     /// Bytes awaiting their ack (payload plus bookkeeping), and how many may.
@@ -98,6 +106,8 @@ impl Emitter {
             input_subject: input.subject().to_owned(),
             input_delivered: input.delivered(),
             in_flight: FuturesUnordered::new(),
+            unacked: Default::default(),
+            next_ticket: 0,
             stranded: Vec::new(),
             in_flight_bytes: 0,
             budget: budget.max(1),
@@ -120,11 +130,6 @@ impl Emitter {
     /// The input stays owned (in-progress acks) throughout.
     pub async fn without_slot<F: std::future::Future>(&mut self, wait: F) -> F::Output {
         self.slot.release_while(wait).await
-    }
-
-    /// Marks everything published from now on as part of import `id`.
-    pub fn set_import_id(&mut self, id: &str) {
-        self.import_id = Some(id.to_owned());
     }
 
     pub fn import_id(&self) -> Option<&str> {
@@ -297,8 +302,11 @@ impl Emitter {
                 self.in_flight_bytes += outgoing.size;
                 metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
                     .increment(outgoing.size as f64);
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.unacked.insert(ticket, outgoing);
                 self.in_flight
-                    .push(Box::pin(async move { (outgoing, ack.await) }));
+                    .push(Box::pin(async move { (ticket, ack.await) }));
                 Ok(())
             }
             Err(e) if e.is_outage() => {
@@ -319,9 +327,13 @@ impl Emitter {
     /// Awaits the next ack; an output not stored for an outage is kept to
     /// send again, and the outage returned.
     async fn settle_next(&mut self) -> Result<(), StageError> {
-        let Some((outgoing, result)) = self.in_flight.next().await else {
+        let Some((ticket, result)) = self.in_flight.next().await else {
             return Ok(());
         };
+        let outgoing = self
+            .unacked
+            .remove(&ticket)
+            .expect("every publish in flight is recorded");
         self.in_flight_bytes -= outgoing.size;
         metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
             .decrement(outgoing.size as f64);
@@ -351,12 +363,15 @@ impl Emitter {
         }
         let mut pause = Pause::begin(self.shared.stage, &cause);
         loop {
+            let deadline = tokio::time::Instant::now() + OUTAGE_ACK_WAIT;
             while !self.in_flight.is_empty() {
-                if let Err(e) = self.settle_next().await {
-                    if !e.is_outage() {
-                        return Err(e);
+                match tokio::time::timeout_at(deadline, self.settle_next()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.is_outage() => {
+                        tracing::debug!(stage = self.shared.stage, error = %e, "still not stored")
                     }
-                    tracing::debug!(stage = self.shared.stage, error = %e, "still not stored");
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => self.abandon_acks(),
                 }
             }
             if self.stranded.is_empty() {
@@ -371,6 +386,17 @@ impl Emitter {
                 }
             }
         }
+    }
+
+    /// Stops awaiting the acks in flight: their publishes are stranded, to
+    /// be sent again.
+    fn abandon_acks(&mut self) {
+        self.in_flight = FuturesUnordered::new();
+        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
+            .decrement(self.in_flight_bytes as f64);
+        self.in_flight_bytes = 0;
+        self.stranded
+            .extend(self.unacked.drain().map(|(_, outgoing)| outgoing));
     }
 
     /// Waits until JetStream stored every output published so far.

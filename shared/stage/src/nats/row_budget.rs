@@ -8,8 +8,10 @@
 //! so far. A fetcher counts an account when it ends and every
 //! [`COUNT_EVERY`] rows before that. An account processed again (a
 //! redelivery) counts only rows beyond what it counted before, so a replay
-//! never spends the budget twice; a crash between the two writes loses that
-//! delta (the count errs low, never against a user). Once the total passes
+//! never spends the budget twice. A crash between the two writes loses that
+//! delta (the count errs low); an outage is waited out in place (the file
+//! is not read again), and a write whose answer the outage lost may count
+//! that account's new rows once more (the only way the count errs high). Once the total passes
 //! the budget, the account being counted fails (permanent: its rows so far
 //! are kept, the rest of its file is not read), and every account of that
 //! import a replica starts afterwards fails before its download. The total
@@ -21,7 +23,8 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use async_nats::jetstream::{self, kv};
 use sluice_messages::Namespace;
 
-use crate::{buckets, StageError};
+use crate::{buckets, outage::Pause, StageError};
+use sluice_messages::stage;
 
 /// Rows an account may read between two counts.
 pub const COUNT_EVERY: u64 = 100_000;
@@ -156,12 +159,22 @@ impl RowBudget {
         }
     }
 
+    /// Reads a count, waiting out an outage in place: the account being
+    /// counted must not be read again from the start for it.
     async fn read(&self, key: &str, import: &str) -> Result<(u64, Option<u64>), StageError> {
-        let entry = self
-            .bucket
-            .entry(key)
-            .await
-            .map_err(|e| self.outage("read", import, &e))?;
+        let mut pause: Option<Pause> = None;
+        let entry = loop {
+            match self.bucket.entry(key).await {
+                Ok(entry) => break entry,
+                Err(e) => {
+                    let e = self.outage("read", import, &e);
+                    pause
+                        .get_or_insert_with(|| Pause::begin(stage::FETCHER, &e))
+                        .back_off()
+                        .await
+                }
+            }
+        };
         Ok(match entry {
             Some(entry) if entry.operation == kv::Operation::Put => (
                 std::str::from_utf8(&entry.value)
@@ -176,8 +189,31 @@ impl RowBudget {
     }
 
     /// Writes `value` if the key is still at `revision` (absent: `None`);
-    /// false when another writer came first.
+    /// false when another writer came first. An outage is waited out in
+    /// place; a write whose answer it lost may have been stored: the retry
+    /// then finds the revision moved and reads again.
     async fn write(
+        &self,
+        key: &str,
+        value: u64,
+        revision: Option<u64>,
+        import: &str,
+    ) -> Result<bool, StageError> {
+        let mut pause: Option<Pause> = None;
+        loop {
+            match self.try_write(key, value, revision, import).await {
+                Err(e) if e.is_outage() => {
+                    pause
+                        .get_or_insert_with(|| Pause::begin(stage::FETCHER, &e))
+                        .back_off()
+                        .await
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn try_write(
         &self,
         key: &str,
         value: u64,
@@ -188,7 +224,15 @@ impl RowBudget {
         match revision {
             None => match self.bucket.create(key, value).await {
                 Ok(_) => Ok(true),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                // Another writer created it first: async-nats says so as
+                // AlreadyExists, or, when the two creates raced, with the
+                // stream's own "wrong last sequence".
+                Err(e)
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists
+                        || crate::error_chain(&e).contains("wrong last sequence") =>
+                {
+                    Ok(false)
+                }
                 Err(e) => Err(self.outage("write", import, &e)),
             },
             Some(revision) => match self.bucket.update(key, value, revision).await {

@@ -6,6 +6,7 @@ use async_nats::jetstream::{self, consumer::pull::Batch, consumer::PullConsumer,
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::Backoff,
     context::StageContext,
     misconfiguration,
     observe::{names, Paused, HEALTH},
@@ -118,16 +119,23 @@ pub(crate) const MESSAGE_HEADROOM: usize = 64 * 1024;
 /// each is followed by a longer pause, and the streak ends with the first
 /// clean pull. While it lasts the process reports itself not ready (a
 /// stage that cannot pull cannot work, whatever else answers).
-#[derive(Default)]
 pub(crate) struct FailureStreak {
     failures: u32,
+    backoff: Backoff,
     repeats: Repeats,
     paused: Option<Paused>,
 }
 
-/// The longest pause between two tries: how late the end of a streak may
-/// be noticed (readiness returns within it).
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+impl Default for FailureStreak {
+    fn default() -> Self {
+        FailureStreak {
+            failures: 0,
+            backoff: Backoff::failed_pull(),
+            repeats: Repeats::default(),
+            paused: None,
+        }
+    }
+}
 
 impl FailureStreak {
     /// Sleeps after failure `what`, longer each time in a row, unless stopped.
@@ -141,7 +149,7 @@ impl FailureStreak {
         self.failures += 1;
         let failures = self.failures;
         self.paused.get_or_insert_with(|| HEALTH.pause());
-        let delay = Duration::from_millis(200 * u64::from(failures)).min(MAX_PAUSE);
+        let delay = self.backoff.next_delay();
         // A cluster electing the consumer's leader answers every pull with
         // 503 for seconds, in every task: say so on the first failure in a
         // row, then at most every 30 s, not each time.
@@ -163,6 +171,7 @@ impl FailureStreak {
 
     pub(crate) fn end(&mut self) {
         self.failures = 0;
+        self.backoff = Backoff::failed_pull();
         self.repeats.end();
         self.paused = None;
     }

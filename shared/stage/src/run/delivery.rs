@@ -70,13 +70,12 @@ impl Delivery {
         self.import_id.as_deref()
     }
 
-    /// The import this message belongs to, as the stage found out (the
-    /// importer derives it from the body), so its dead letter names it.
-    pub(crate) fn learn_import_id(&mut self, id: Option<&str>) {
-        if self.import_id.is_none() {
-            self.import_id = id
-                .filter(|id| sluice_messages::validate_import_id(id).is_ok())
-                .map(str::to_owned);
+    /// The import this message belongs to, as its stage decoded it (the
+    /// body is what the contract guarantees; a header may disagree), so
+    /// its dead letter names it.
+    pub(crate) fn name_import(&mut self, id: Option<&str>) {
+        if let Some(id) = id.filter(|id| sluice_messages::validate_import_id(id).is_ok()) {
+            self.import_id = Some(id.to_owned());
         }
     }
 

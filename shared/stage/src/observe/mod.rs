@@ -5,6 +5,10 @@
 //! Metrics are recorded through the `metrics` facade; with no address set
 //! no recorder is installed and every update is a no-op.
 
+pub mod misconfiguration;
+pub mod repeats;
+pub mod telemetry;
+
 use std::{
     convert::Infallible,
     sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
@@ -262,7 +266,12 @@ async fn accept(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            if tokio::time::timeout(CONNECTION_LIFETIME, connection)
+                .await
+                .is_err()
+            {
+                tracing::debug!("metrics connection closed at the end of its lifetime");
+            }
             drop(slot);
         });
     }

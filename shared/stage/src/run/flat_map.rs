@@ -11,8 +11,10 @@ use tracing::Instrument;
 
 use crate::{
     context::StageContext,
+    emitter::EmitStats,
     fate,
     keep_alive::keep_alive,
+    keep_alive::Outcome,
     observe::names,
     outage::Pause,
     pull::{self, release_after, FailureStreak},
@@ -24,28 +26,33 @@ use crate::{
 
 /// A stage that turns one input message into any number of output messages.
 ///
-/// `process` publishes through the [`Emitter`]; the runtime acknowledges the
-/// input only after JetStream stored every output. It may be called again for
-/// the same input (after a crash, or a transient error): it must publish the
+/// The runtime first [`decode`](FlatMap::decode)s a message, so it knows
+/// the import before any work, then calls `process`, which publishes
+/// through the [`Emitter`]; the runtime acknowledges the input only after
+/// JetStream stored every output. `process` may be called again for the
+/// same input (after a crash, or a transient error): it must publish the
 /// same outputs at the same positions, which JetStream then de-duplicates.
 pub trait FlatMap: Send + Sync + 'static {
     /// The service, its durable consumer, its dead-letter subject.
     const NAME: &'static str;
     /// Input messages worked on at once per replica, unless configured.
     const DEFAULT_CONCURRENCY: u16;
+    /// What one input message says.
+    type Input: Send + Sync;
+
+    /// Reads an input message. An error settles it at once, without any
+    /// work (an undecodable body is `permanent`: dead-lettered).
+    fn decode(&self, input: &Delivery) -> Result<Self::Input, StageError>;
+
+    /// The import `input` belongs to: every output, fact and dead letter of
+    /// it names that import (over a header that may disagree).
+    fn import_id<'a>(&self, input: &'a Self::Input) -> Option<&'a str>;
 
     fn process(
         &self,
-        input: &Delivery,
+        input: &Self::Input,
         out: &mut Emitter,
     ) -> impl Future<Output = Result<(), StageError>> + Send;
-
-    /// The import an input belongs to, read without processing it, so that
-    /// a message given up on before any work (exhausted, say) still names
-    /// its import in the dead letter and the import can complete.
-    fn import_id_of(&self, _input: &Delivery) -> Option<String> {
-        None
-    }
 }
 
 /// How long one pull request waits for messages; also the most a stop waits
@@ -114,14 +121,14 @@ pub(crate) async fn run<S: FlatMap>(
                             permit: std::sync::Mutex::new(Some(permit)),
                             waited: Default::default(),
                         });
-                        tasks.spawn(handle(
-                            stage.clone(),
-                            shared.clone(),
-                            message,
-                            abort.clone(),
+                        let task = Task {
+                            stage: stage.clone(),
+                            shared: shared.clone(),
+                            abort: abort.clone(),
                             slot,
                             publish_budget,
-                        ));
+                        };
+                        tasks.spawn(task.handle(message));
                     }
                     _ => release_after(&shared, &message, Some(PULL_EXPIRES)).await,
                 },
@@ -153,87 +160,111 @@ pub(crate) async fn run<S: FlatMap>(
     tasks::drain(tasks, &abort, shared.consumer.shutdown_timeout).await;
 }
 
-async fn handle<S: FlatMap>(
+/// One input message's work, and what it needs from the replica.
+struct Task<S> {
     stage: Arc<S>,
     shared: Arc<StageContext>,
-    message: jetstream::Message,
     abort: CancellationToken,
+    /// Its processing slot.
     slot: Arc<Slot>,
+    /// Bytes of its publishes that may await their acks.
     publish_budget: usize,
-) {
-    let mut delivery = match Delivery::new(message) {
-        Ok(d) => d,
-        Err(e) => return tracing::error!(error = %e, "skipping message"),
-    };
-    let known = stage.import_id_of(&delivery);
-    delivery.learn_import_id(known.as_deref());
-    let span = delivery.process_span(S::NAME);
-    let work = work_on(
-        stage,
-        shared,
-        delivery,
-        abort,
-        slot,
-        publish_budget,
-        span.clone(),
-    );
-    work.instrument(span).await
 }
 
-/// Processes one delivery and settles it, inside its span.
-async fn work_on<S: FlatMap>(
-    stage: Arc<S>,
-    shared: Arc<StageContext>,
-    mut delivery: Delivery,
-    abort: CancellationToken,
-    slot: Arc<Slot>,
-    publish_budget: usize,
-    span: tracing::Span,
-) {
-    if let Some(error) = fate::exhausted(&shared, &delivery) {
-        let settled =
-            fate::dead_letter_and_terminate(&shared, &delivery, DeadLetterKind::Exhausted, &error)
-                .await;
-        return telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
+impl<S: FlatMap> Task<S> {
+    async fn handle(self, message: jetstream::Message) {
+        let mut delivery = match Delivery::new(message) {
+            Ok(d) => d,
+            Err(e) => return tracing::error!(error = %e, "skipping message"),
+        };
+        let decoded = self.stage.decode(&delivery);
+        if let Ok(input) = &decoded {
+            delivery.name_import(self.stage.import_id(input));
+        }
+        let span = delivery.process_span(S::NAME);
+        let settled = self
+            .work_on(&mut delivery, decoded, &span)
+            .instrument(span.clone())
+            .await;
+        telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled.as_str())]);
+        if let Some(id) = delivery.import_id() {
+            telemetry::annotate(&span, [KeyValue::new("sluice.import.id", id.to_owned())]);
+        }
     }
-    let started = Instant::now();
-    let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
-    in_flight.increment(1.0);
-    metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
-    let trace = TraceHeaders::of(&span);
-    let mut import_id = None;
-    let mut detached = false;
-    let work = async {
+
+    /// Processes one delivery and settles it.
+    async fn work_on(
+        &self,
+        delivery: &mut Delivery,
+        decoded: Result<S::Input, StageError>,
+        span: &tracing::Span,
+    ) -> fate::Settled {
+        let shared = &self.shared;
+        if let Some(error) = fate::exhausted(shared, delivery) {
+            let kind = DeadLetterKind::Exhausted;
+            return fate::dead_letter_and_terminate(shared, delivery, kind, &error).await;
+        }
+        let input = match decoded {
+            Ok(input) => input,
+            Err(error) => return fate::settle(shared, delivery, Outcome::Done(Err(error))).await,
+        };
+        let started = Instant::now();
+        let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
+        in_flight.increment(1.0);
+        metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
+        let mut detached = false;
+        let outcome = keep_alive(
+            self.process(delivery, &input, span, &mut detached),
+            &[delivery.message()],
+            shared.progress_interval(),
+            shared.consumer.max_processing_time,
+            Some(&self.slot.waited),
+            &self.abort,
+        )
+        .await
+        .map(|r| r.and_then(|done| done));
+        if detached {
+            delivery.forget_import_id();
+        }
+        let settled = fate::settle(shared, delivery, outcome).await;
+        metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
+            .record(started.elapsed().as_secs_f64());
+        in_flight.decrement(1.0);
+        settled
+    }
+
+    /// Runs the stage's step until JetStream stored all it published,
+    /// waiting out outages the emitter could not (a step's own dependency
+    /// down): then the step runs again, and what was stored already comes
+    /// back as duplicates.
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        input: &S::Input,
+        span: &tracing::Span,
+        detached: &mut bool,
+    ) -> Result<(), StageError> {
+        let shared = &self.shared;
+        let trace = TraceHeaders::of(span);
+        let started = Instant::now();
         let mut pause: Option<Pause> = None;
         loop {
             let mut out = Emitter::new(
                 shared.clone(),
-                &delivery,
-                publish_budget,
-                slot.clone(),
+                delivery,
+                self.publish_budget,
+                self.slot.clone(),
                 (span.clone(), trace.clone()),
             );
             let result = async {
-                stage.process(&delivery, &mut out).await?;
+                self.stage.process(input, &mut out).await?;
                 out.flush().await
             }
             .await;
-            import_id = out.import_id().map(str::to_owned);
-            detached = out.is_detached();
+            *detached = out.is_detached();
             match result {
                 Ok(stats) => {
-                    telemetry::annotate(
-                        &span,
-                        [
-                            KeyValue::new("sluice.messages.published", stats.published as i64),
-                            KeyValue::new("sluice.messages.duplicate", stats.duplicates as i64),
-                            KeyValue::new("sluice.rows.rejected", stats.rejected_rows as i64),
-                        ],
-                    );
-                    metrics::counter!(names::PUBLISHED, "stage" => S::NAME)
-                        .increment(stats.published);
-                    metrics::counter!(names::ROWS_REJECTED, "stage" => S::NAME)
-                        .increment(stats.rejected_rows);
+                    record(span, S::NAME, stats);
                     tracing::info!(
                         stage = S::NAME,
                         subject = delivery.subject(),
@@ -246,9 +277,6 @@ async fn work_on<S: FlatMap>(
                     );
                     return Ok(());
                 }
-                // NATS not storing what we publish is not this message's
-                // fault: keep it, wait for JetStream, and do it again (what
-                // was stored already comes back as duplicates).
                 Err(e) if e.is_outage() => {
                     pause
                         .get_or_insert_with(|| Pause::begin(S::NAME, &e))
@@ -265,28 +293,19 @@ async fn work_on<S: FlatMap>(
                 Err(e) => return Err(e),
             }
         }
-    };
-    let outcome = keep_alive(
-        work,
-        &[delivery.message()],
-        shared.progress_interval(),
-        shared.consumer.max_processing_time,
-        Some(&slot.waited),
-        &abort,
-    )
-    .await
-    .map(|r| r.and_then(|done| done));
-    if detached {
-        delivery.forget_import_id();
-    } else {
-        delivery.learn_import_id(import_id.as_deref());
     }
-    let settled = fate::settle(&shared, &delivery, outcome).await;
-    telemetry::annotate(&span, [KeyValue::new("sluice.outcome", settled)]);
-    if let Some(id) = delivery.import_id() {
-        telemetry::annotate(&span, [KeyValue::new("sluice.import.id", id.to_owned())]);
-    }
-    metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
-        .record(started.elapsed().as_secs_f64());
-    in_flight.decrement(1.0);
+}
+
+/// What one input produced, on its span and in the metrics.
+fn record(span: &tracing::Span, stage: &'static str, stats: EmitStats) {
+    telemetry::annotate(
+        span,
+        [
+            KeyValue::new("sluice.messages.published", stats.published as i64),
+            KeyValue::new("sluice.messages.duplicate", stats.duplicates as i64),
+            KeyValue::new("sluice.rows.rejected", stats.rejected_rows as i64),
+        ],
+    );
+    metrics::counter!(names::PUBLISHED, "stage" => stage).increment(stats.published);
+    metrics::counter!(names::ROWS_REJECTED, "stage" => stage).increment(stats.rejected_rows);
 }
