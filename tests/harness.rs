@@ -142,6 +142,18 @@ impl Pipeline {
         pipeline
     }
 
+    /// A core subscription to every completion event, as a script on `nats
+    /// sub 'import-events.*'` would have, in place before this returns.
+    pub async fn subscribe_to_events(&self) -> async_nats::Subscriber {
+        let client = self.sandbox.nats().await;
+        let events = client
+            .subscribe(self.sandbox.namespace.import_events("*"))
+            .await
+            .expect("subscribed");
+        client.flush().await.expect("the subscription reached NATS");
+        events
+    }
+
     /// Serves `data` trickled, so that an import of tens of thousands of
     /// transactions keeps every stage busy for many seconds: each
     /// transactions file 512 bytes per `delay`, the accounts file too.

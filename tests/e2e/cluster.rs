@@ -465,12 +465,7 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     let readiness = Readiness::watch(ports);
     readiness.all_ready().await;
 
-    let client = p.sandbox.nats().await;
-    let mut events = client
-        .subscribe(p.sandbox.namespace.import_events("*"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut events = p.subscribe_to_events().await;
     let data = Dataset::generate(100, 100_000, 31);
     p.serve_slowly(&data, Duration::from_millis(100));
     let id = p.import(&p.server.url("/accounts.csv")).await;

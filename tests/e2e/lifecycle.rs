@@ -18,11 +18,7 @@ async fn completion_is_published_once_after_every_row_is_committed() {
     let p = Pipeline::start("complete", &[]).await;
     let data = Dataset::generate(20, 5_000, 51);
     p.server.add_dataset(&data);
-    let client = p.sandbox.nats().await;
-    let mut events = client
-        .subscribe(p.sandbox.namespace.import_events("*"))
-        .await
-        .unwrap();
+    let mut events = p.subscribe_to_events().await;
     let url = p.server.url("/accounts.csv");
     let id = p.import(&url).await.to_string();
 
@@ -71,12 +67,7 @@ async fn three_savers_put_one_completion_event_on_the_wire_per_import() {
     let p = Pipeline::start_replicas("oneevent", &[], 3).await;
     let data = Dataset::generate(3, 30, 58);
     p.server.add_dataset(&data);
-    let client = p.sandbox.nats().await;
-    let mut events = client
-        .subscribe(p.sandbox.namespace.import_events("*"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut events = p.subscribe_to_events().await;
     let url = p.server.url("/accounts.csv");
     let mut ids = std::collections::BTreeSet::new();
     for _ in 0..20 {

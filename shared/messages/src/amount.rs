@@ -13,6 +13,7 @@ pub struct Amount(String);
 /// megabyte-long number into the database.
 const MAX_DIGITS: usize = 60;
 
+/// Text that is not an amount: what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidAmount(String);
 
@@ -29,6 +30,7 @@ impl fmt::Display for InvalidAmount {
 impl std::error::Error for InvalidAmount {}
 
 impl Amount {
+    /// The amount's text, exactly as read (a sign, digits, at most one point).
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -2,6 +2,8 @@
 //! rely on. Subjects, stream names, header names and message bodies live here
 //! and nowhere else; services share this crate and nothing more.
 
+#![warn(missing_docs)]
+
 mod amount;
 mod names;
 mod redact;
@@ -28,8 +30,11 @@ pub const HEADER_REPLAY_OF: &str = "Sluice-Replay-Of";
 
 /// Durable consumer (and dead-letter stage) names, one per service.
 pub mod stage {
+    /// The importer's consumer.
     pub const IMPORTER: &str = "importer";
+    /// The fetcher's consumer.
     pub const FETCHER: &str = "fetcher";
+    /// The saver's consumer.
     pub const SAVER: &str = "saver";
     /// The saver's second consumer: it records import progress facts and
     /// decides when each import is complete.
@@ -140,6 +145,7 @@ pub struct TransactionBatch {
     pub transactions: Vec<Transaction>,
 }
 
+/// One row of a transactions CSV, as saved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Transaction {
@@ -176,6 +182,7 @@ pub struct DeadLetter {
     /// The original body: UTF-8 text as is, anything else in `body_base64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The original body, base64-encoded, when it is not UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_base64: Option<String>,
     /// The original headers (name → values).
@@ -186,6 +193,7 @@ pub struct DeadLetter {
     /// The file and line, for a malformed row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The line of `url` the malformed row starts on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// RFC 3339, UTC.
@@ -196,6 +204,7 @@ pub struct DeadLetter {
     pub truncated: bool,
 }
 
+/// Why a message was dead-lettered, as `kind` says it in letters, facts and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
@@ -209,6 +218,7 @@ pub enum DeadLetterKind {
 }
 
 impl DeadLetterKind {
+    /// The word letters, facts and metrics use (`permanent`, `exhausted`, `malformed-row`).
     pub const fn as_str(self) -> &'static str {
         match self {
             DeadLetterKind::Permanent => "permanent",
@@ -223,6 +233,7 @@ impl DeadLetterKind {
 /// Delivery semantics). Components of sluice that fail (a download, say)
 /// implement it so every stage treats their failures alike.
 pub trait Failure: std::error::Error + Send + Sync + 'static {
+    /// Whether trying again may succeed.
     fn is_transient(&self) -> bool;
 }
 
@@ -307,6 +318,7 @@ mod tests {
 pub enum ImportProgress {
     /// The importer began reading the accounts CSV.
     Started {
+        /// The import.
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         /// The accounts CSV, redacted for display.
@@ -317,18 +329,23 @@ pub enum ImportProgress {
     /// The importer read the whole accounts CSV: `accounts` account
     /// messages are stored, `rejected_rows` rows were dead-lettered.
     Listed {
+        /// The import.
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
+        /// Accounts listed (account messages stored).
         accounts: u64,
+        /// Rows of the accounts CSV dead-lettered as malformed.
         rejected_rows: u64,
     },
     /// The fetcher read one account's whole transactions CSV: `messages`
     /// transaction messages holding `transactions` transactions are stored.
     Fetched {
+        /// The import.
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
         /// The account message's key (`<import>/<line>`).
         account_key: String,
+        /// The account, as the accounts CSV gives it.
         account_id: i64,
         /// The transactions messages published for the account, one per
         /// window of N = `lines_per_message` rows, with ids
@@ -338,8 +355,11 @@ pub enum ImportProgress {
         /// windows of file lines (`<account_key>/lines-<2+w·N>-<1+(w+1)·N>`,
         /// empty windows included), is matched too.
         messages: u64,
+        /// N: the rows each transactions message (window) holds at most.
         lines_per_message: u64,
+        /// Transactions published for the account (valid rows).
         transactions: u64,
+        /// Rows of the transactions CSV dead-lettered as malformed.
         rejected_rows: u64,
         /// The transactions CSV, redacted for display (conflict reports
         /// name it).
@@ -348,17 +368,22 @@ pub enum ImportProgress {
     },
     /// A stage dead-lettered a message of this import.
     Failed {
+        /// The import.
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
+        /// The stage that gave the message up.
         stage: String,
         /// The key of the message given up on.
         key: String,
+        /// Why, as in the dead letter.
         kind: DeadLetterKind,
+        /// The reason, as in the dead letter.
         error: String,
     },
 }
 
 impl ImportProgress {
+    /// The import the fact is about.
     pub fn import_id(&self) -> &str {
         match self {
             ImportProgress::Started { import_id, .. }
@@ -397,8 +422,10 @@ pub enum ImportStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImportCompleted {
+    /// The import.
     #[serde(deserialize_with = "checked_import_id")]
     pub import_id: String,
+    /// How it ended.
     pub status: ImportStatus,
     /// The accounts CSV, redacted for display.
     pub url: Option<String>,

@@ -3,9 +3,13 @@ use std::fmt;
 /// The streams of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// Import requests (`imports`).
     Imports,
+    /// One message per account of an import (`account-updates`).
     AccountUpdates,
+    /// The transactions, one message per window of rows (`transactions.<account_id>`).
     Transactions,
+    /// What a stage gave up on (`dead-letters.<stage>`).
     DeadLetters,
     /// Import lifecycle: progress facts the stages report
     /// (`import-progress.<id>.<fact>`) and the completion events sluice
@@ -14,6 +18,7 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Every stream, in the order `sluice setup` declares them.
     pub const ALL: [Stream; 5] = [
         Stream::Imports,
         Stream::AccountUpdates,
@@ -54,6 +59,7 @@ impl Stream {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespace(Option<String>);
 
+/// A namespace that cannot prefix subjects and stream names: why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidNamespace(String);
 
@@ -85,10 +91,12 @@ impl Namespace {
         }
     }
 
+    /// The prefix, if any.
     pub fn name(&self) -> Option<&str> {
         self.0.as_deref()
     }
 
+    /// The name of `stream` in this namespace (`<NS>_TRANSACTIONS`).
     pub fn stream(&self, stream: Stream) -> String {
         match &self.0 {
             None => stream.base_name().to_owned(),
@@ -118,6 +126,7 @@ impl Namespace {
     }
 
     /// The key-value bucket of import ids and the requests they name.
+    /// The key-value bucket of the row budget's counts.
     pub fn import_rows_bucket(&self) -> String {
         match &self.0 {
             None => "IMPORT_ROWS".to_owned(),
@@ -125,6 +134,7 @@ impl Namespace {
         }
     }
 
+    /// The key-value bucket of the import id registry.
     pub fn import_ids_bucket(&self) -> String {
         match &self.0 {
             None => "IMPORT_IDS".to_owned(),
@@ -137,18 +147,22 @@ impl Namespace {
         self.subject(&format!("import-events.{id}"))
     }
 
+    /// Where import requests are published.
     pub fn imports(&self) -> String {
         self.subject("imports")
     }
 
+    /// Where the importer publishes one message per account.
     pub fn account_updates(&self) -> String {
         self.subject("account-updates")
     }
 
+    /// Where the fetcher publishes account `account_id`'s transactions.
     pub fn transactions(&self, account_id: i64) -> String {
         self.subject(&format!("transactions.{account_id}"))
     }
 
+    /// Where `stage` publishes what it gave up on.
     pub fn dead_letters(&self, stage: &str) -> String {
         self.subject(&format!("dead-letters.{stage}"))
     }

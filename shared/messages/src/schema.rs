@@ -34,17 +34,22 @@ pub const KEY_RULE: &str =
 /// One kind of message: where it travels and what it holds.
 #[derive(Debug, Serialize)]
 pub struct MessageKind {
+    /// Its name, as its schema file is named (`transaction-batch`).
     pub name: &'static str,
+    /// The stream that stores it.
     pub stream: &'static str,
     /// Without namespace; `<…>` marks a token that varies.
     pub subject: &'static str,
+    /// Who publishes it.
     pub producer: &'static str,
+    /// Its schema file under `schema/`.
     pub schema: String,
     /// How the `Nats-Msg-Id` header is made (JetStream drops a second
     /// message with the same id within the stream's duplicate window).
     pub msg_id: &'static str,
     /// Headers besides `Nats-Msg-Id`.
     pub headers: &'static [&'static str],
+    /// Anything else a consumer must know about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
     #[serde(skip)]

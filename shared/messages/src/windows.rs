@@ -12,6 +12,7 @@ use crate::Transaction;
 /// One window, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
+    /// Its index in the file, from 0: it holds rows `1 + index·N` to `(index+1)·N`.
     pub index: u64,
     /// Its valid rows in file order (empty if all were malformed).
     pub transactions: Vec<Transaction>,
@@ -42,6 +43,7 @@ impl Windows {
         }
     }
 
+    /// N: the rows a window holds at most.
     pub fn rows_per_window(&self) -> u64 {
         self.rows
     }

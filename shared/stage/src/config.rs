@@ -11,10 +11,13 @@ use sluice_messages::Namespace;
 /// Everything a service's runtime needs: where NATS is and how to consume.
 #[derive(Args, Debug, Clone)]
 pub struct StageArgs {
+    /// Where NATS is, how to log in, and how streams are made.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// How the service consumes its input.
     #[command(flatten)]
     pub consumer: ConsumerArgs,
+    /// Metrics, probes, logs and traces.
     #[command(flatten)]
     pub observe: ObserveArgs,
 }
@@ -44,6 +47,7 @@ pub struct NatsArgs {
     /// `nats://user:password@host`, work too).
     #[arg(long, env = "SLUICE_NATS_USER", conflicts_with_all = ["nats_token", "nats_creds", "nats_nkey"])]
     pub nats_user: Option<String>,
+    /// Password for --nats-user.
     #[arg(
         long,
         env = "SLUICE_NATS_PASSWORD",
@@ -67,6 +71,7 @@ pub struct NatsArgs {
     /// Client certificate (PEM), with --nats-tls-key, for servers that verify clients.
     #[arg(long, env = "SLUICE_NATS_TLS_CERT", requires = "nats_tls_key")]
     pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert.
     #[arg(long, env = "SLUICE_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
 

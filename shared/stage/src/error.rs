@@ -51,14 +51,17 @@ impl StageError {
         }
     }
 
+    /// Worth retrying, and maybe about this message.
     pub fn transient(reason: impl fmt::Display) -> Self {
         StageError::new(Fault::Transient, reason)
     }
 
+    /// Retrying cannot help: the message goes to the dead letters.
     pub fn permanent(reason: impl fmt::Display) -> Self {
         StageError::new(Fault::Permanent, reason)
     }
 
+    /// A dependency every message needs is down: wait for it.
     pub fn outage(reason: impl fmt::Display) -> Self {
         StageError::new(Fault::Outage, reason)
     }
@@ -104,6 +107,7 @@ impl StageError {
         self.fault != Fault::Permanent
     }
 
+    /// A dependency is down, not the message at fault.
     pub fn is_outage(&self) -> bool {
         self.fault == Fault::Outage
     }
@@ -114,6 +118,7 @@ impl StageError {
         self
     }
 
+    /// The text, its cause chain included.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -23,6 +23,7 @@
 // A dropped Result of an ack or a publish is a message silently lost: in
 // the runtime every one is handled, or its name says why not.
 #![deny(clippy::let_underscore_must_use)]
+#![warn(missing_docs)]
 
 pub mod config;
 mod error;

@@ -250,6 +250,7 @@ impl Runtime {
         })
     }
 
+    /// Where this deployment's subjects and streams are.
     pub fn namespace(&self) -> &Namespace {
         &self.shared.ns
     }

@@ -9,13 +9,17 @@ use async_nats::jetstream::{self, kv};
 
 use crate::StageError;
 
-/// The bucket `config.bucket`, created when missing.
+/// The bucket `config.bucket`, created when missing, and moved to
+/// `config.num_replicas` servers when it has another count (a deployment
+/// that grew into a cluster), as the streams are: a bucket left on one
+/// server stops every import that needs it when that server does.
 pub(crate) async fn open(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, StageError> {
     let name = config.bucket.clone();
     if let Ok(bucket) = js.get_key_value(&name).await {
+        replicate(js, &name, config.num_replicas).await?;
         return Ok(bucket);
     }
     match js.create_key_value(config).await {
@@ -28,6 +32,38 @@ pub(crate) async fn open(
             ))
         }),
     }
+}
+
+/// Sets the replication of bucket `name`'s stream to `replicas`.
+async fn replicate(js: &jetstream::Context, name: &str, replicas: usize) -> Result<(), StageError> {
+    let stream = format!("KV_{name}");
+    let mut found = js.get_stream(&stream).await.map_err(|e| {
+        StageError::outage(format!(
+            "cannot read the key-value bucket {name}: {}",
+            crate::error_chain(&e)
+        ))
+    })?;
+    let mut config = found
+        .info()
+        .await
+        .map_err(|e| {
+            StageError::outage(format!(
+                "cannot read the key-value bucket {name}: {}",
+                crate::error_chain(&e)
+            ))
+        })?
+        .config
+        .clone();
+    if config.num_replicas == replicas.max(1) {
+        return Ok(());
+    }
+    config.num_replicas = replicas.max(1);
+    js.update_stream(config).await.map(drop).map_err(|e| {
+        StageError::outage(format!(
+            "cannot move the key-value bucket {name} to {replicas} servers: {}",
+            crate::error_chain(&e)
+        ))
+    })
 }
 
 /// Runs `open` until it succeeds, up to 20 tries a second apart: at a

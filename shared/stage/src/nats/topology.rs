@@ -76,8 +76,11 @@ pub async fn ensure_streams(js: &jetstream::Context, nats: &NatsArgs) -> Result<
 pub struct ConsumerSpec {
     /// Durable name: the service's name, shared by all its replicas.
     pub name: &'static str,
+    /// The stream it reads.
     pub input: Stream,
+    /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// Unacknowledged messages handed out across all replicas at most.
     pub max_ack_pending: i64,
 }
 
@@ -127,12 +130,16 @@ fn input_filter(ns: &Namespace, input: Stream) -> String {
 /// and what is on its second delivery or later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Lag {
+    /// Messages not yet delivered.
     pub pending: u64,
+    /// Messages delivered and not yet acknowledged.
     pub ack_pending: u64,
+    /// Of those, the ones on their second delivery or later.
     pub redelivered: u64,
 }
 
 impl Lag {
+    /// The lag a consumer's info shows.
     pub fn of(info: &jetstream::consumer::Info) -> Lag {
         Lag {
             pending: info.num_pending,
@@ -148,6 +155,7 @@ impl Lag {
     }
 }
 
+/// What JetStream says of consumer `name`, with its stream named in the error.
 pub async fn consumer_info(
     js: &jetstream::Context,
     ns: &Namespace,
@@ -170,6 +178,7 @@ pub async fn consumer_info(
         })
 }
 
+/// The consumer `spec` describes, as JetStream takes it.
 pub fn consumer_config(ns: &Namespace, spec: &ConsumerSpec) -> pull::Config {
     pull::Config {
         durable_name: Some(spec.name.to_owned()),

@@ -24,6 +24,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 /// consumer info) is skipped when nobody reads them.
 static METRICS_ON: AtomicBool = AtomicBool::new(false);
 
+/// Whether metrics are being recorded (a listener was configured).
 pub fn metrics_on() -> bool {
     METRICS_ON.load(Ordering::Relaxed)
 }
@@ -58,23 +59,41 @@ pub(crate) async fn report_lag(
 
 /// Metric names, in one place so dashboards, alerts and tests agree.
 pub mod names {
+    /// Input messages received (counter, by stage).
     pub const RECEIVED: &str = "sluice_messages_received_total";
+    /// Input messages acknowledged (counter).
     pub const ACKED: &str = "sluice_messages_acked_total";
+    /// Input messages handed back for a retry after a transient failure (counter).
     pub const RETRIED: &str = "sluice_messages_retried_total";
+    /// Input messages handed back unfinished at a stop (counter).
     pub const RELEASED: &str = "sluice_messages_released_total";
+    /// Messages dead-lettered (counter, by stage and kind).
     pub const DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
+    /// Output messages JetStream stored (counter).
     pub const PUBLISHED: &str = "sluice_messages_published_total";
+    /// CSV rows dead-lettered as malformed (counter).
     pub const ROWS_REJECTED: &str = "sluice_rows_rejected_total";
+    /// Time to process one input (histogram).
     pub const PROCESSING_SECONDS: &str = "sluice_processing_seconds";
+    /// Inputs being worked on (gauge).
     pub const IN_FLIGHT: &str = "sluice_messages_in_flight";
+    /// 1 when `/readyz` answers 200 (gauge).
     pub const READY: &str = "sluice_ready";
+    /// Tasks waiting out an outage (gauge).
     pub const PAUSED: &str = "sluice_paused_tasks";
+    /// Messages per saver batch (histogram).
     pub const BATCH_MESSAGES: &str = "sluice_batch_messages";
+    /// Consumer messages not yet delivered (gauge, by consumer).
     pub const CONSUMER_PENDING: &str = "sluice_consumer_pending_messages";
+    /// Consumer messages delivered and not acknowledged (gauge).
     pub const CONSUMER_ACK_PENDING: &str = "sluice_consumer_ack_pending_messages";
+    /// Consumer messages on their second delivery or later (gauge).
     pub const CONSUMER_REDELIVERED: &str = "sluice_consumer_redelivered_messages";
+    /// Consumer lag: pending plus awaiting acknowledgement (gauge).
     pub const CONSUMER_LAG: &str = "sluice_consumer_lag_messages";
+    /// Bytes of publishes awaiting their ack (gauge).
     pub const PUBLISH_WINDOW_USED: &str = "sluice_publish_window_used_bytes";
+    /// Bytes per saver batch (histogram).
     pub const BATCH_BYTES: &str = "sluice_batch_bytes";
 }
 
@@ -114,11 +133,13 @@ pub static HEALTH: Health = Health {
 };
 
 impl Health {
+    /// Says whether the NATS connection is up.
     pub fn set_nats_connected(&self, connected: bool) {
         self.nats_connected.store(connected, Ordering::Relaxed);
         self.publish();
     }
 
+    /// Says the durable consumer is declared and bound.
     pub fn set_consumer_bound(&self) {
         self.consumer_bound.store(true, Ordering::Relaxed);
         self.publish();
@@ -130,6 +151,7 @@ impl Health {
         self.publish();
     }
 
+    /// Says whether the sink's destination (the saver's database) answers.
     pub fn set_destination_reachable(&self, reachable: bool) {
         self.destination
             .store(if reachable { UP } else { DOWN }, Ordering::Relaxed);

@@ -13,6 +13,7 @@ pub struct Repeats {
 }
 
 impl Repeats {
+    /// The least time between two warnings about the same lasting condition.
     pub const EVERY: Duration = Duration::from_secs(30);
 
     /// `None`: stay quiet this time. `Some(n)`: log now; it happened `n`

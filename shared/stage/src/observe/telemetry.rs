@@ -159,10 +159,12 @@ fn resource(default_service: &str) -> Resource {
 pub struct TraceHeaders(Vec<(String, String)>);
 
 impl TraceHeaders {
+    /// The trace context of `span`, to send along.
     pub fn of(span: &tracing::Span) -> Self {
         Self::of_context(&span.context())
     }
 
+    /// The trace context `cx` holds, to send along.
     pub fn of_context(cx: &Context) -> Self {
         let mut headers = TraceHeaders::default();
         if cx.span().span_context().is_valid() {

@@ -50,22 +50,27 @@ impl Delivery {
         })
     }
 
+    /// The subject it was published on.
     pub fn subject(&self) -> &str {
         self.message.subject.as_str()
     }
 
+    /// Its body.
     pub fn payload(&self) -> &[u8] {
         &self.message.payload
     }
 
+    /// Its headers, if any.
     pub fn headers(&self) -> Option<&HeaderMap> {
         self.message.headers.as_ref()
     }
 
+    /// One header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers()?.get(name).map(|v| v.as_str())
     }
 
+    /// The import it belongs to, once known (its stage decoded it, or a header said so).
     pub fn import_id(&self) -> Option<&str> {
         self.import_id.as_deref()
     }

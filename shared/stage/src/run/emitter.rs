@@ -132,6 +132,7 @@ impl Emitter {
         self.slot.release_while(wait).await
     }
 
+    /// The import the outputs belong to.
     pub fn import_id(&self) -> Option<&str> {
         self.import_id.as_deref()
     }
@@ -181,6 +182,7 @@ impl Emitter {
         self.send(subject, msg_id, payload).await
     }
 
+    /// Publishes `body` as JSON on `subject` as the output at `position`.
     pub async fn publish_json<T: Serialize>(
         &mut self,
         subject: String,

@@ -48,6 +48,7 @@ pub trait FlatMap: Send + Sync + 'static {
     /// it names that import (over a header that may disagree).
     fn import_id<'a>(&self, input: &'a Self::Input) -> Option<&'a str>;
 
+    /// Publishes the outputs of `input` through `out`; an error decides the input's fate ([`StageError`]).
     fn process(
         &self,
         input: &Self::Input,
@@ -93,7 +94,7 @@ pub(crate) async fn run<S: FlatMap>(
         }
         let started = Instant::now();
         let mut received = 0;
-        let mut batch = match pull::pull(&consumer, permits.len(), 0, PULL_EXPIRES).await {
+        let mut batch = match pull::pull(&shared, &consumer, permits.len(), 0, PULL_EXPIRES).await {
             Ok(batch) => batch,
             Err(e) => {
                 failures

@@ -18,12 +18,22 @@ use crate::{
 /// ends when they arrived or after `expires`. Asking only for what there is
 /// room for means nothing waits unseen in a client buffer, so shutdown can
 /// hand everything back promptly.
+///
+/// No request is made while the client is disconnected: it would be
+/// buffered and reach the server after its reply subscription is gone,
+/// where it takes messages nobody receives, each losing a delivery.
 pub(crate) async fn pull(
+    shared: &StageContext,
     consumer: &PullConsumer,
     max: usize,
     max_bytes: usize,
     expires: Duration,
 ) -> Result<Batch, StageError> {
+    if shared.js.client().connection_state() != async_nats::connection::State::Connected {
+        return Err(StageError::outage(
+            "not connected to NATS (a pull request now would be answered to no one)",
+        ));
+    }
     consumer
         .batch()
         .max_messages(max)

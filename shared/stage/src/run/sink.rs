@@ -27,11 +27,14 @@ use crate::{
 /// after `write` returned `Ok`. `write` must be idempotent: after a crash the
 /// same items come again.
 pub trait Sink: Send + Sync + 'static {
+    /// The service, its durable consumer, its dead-letter subject.
     const NAME: &'static str;
     /// Writer tasks per replica, unless configured.
     const DEFAULT_WRITERS: u16;
 
+    /// What one input message says.
     type Item: Send + Sync;
+    /// A connection to the destination, reused across batches.
     type Writer: Send;
 
     /// Reads one input message; an error here is about that message only.
@@ -40,6 +43,7 @@ pub trait Sink: Send + Sync + 'static {
     /// Opens a writer; called again after any failed write.
     fn open(&self) -> impl Future<Output = Result<Self::Writer, StageError>> + Send;
 
+    /// Writes a batch in one transaction: every item's result, in order.
     fn write(
         &self,
         writer: &mut Self::Writer,
@@ -159,6 +163,7 @@ impl<S: Sink> WriterTask<S> {
             .max(self.shared.max_payload + pull::MESSAGE_HEADROOM);
         let started = std::time::Instant::now();
         let pull = pull::pull(
+            &self.shared,
             &self.consumer,
             options.batch_size,
             max_bytes,

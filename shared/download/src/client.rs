@@ -1,0 +1,254 @@
+//! The HTTP client: the address guard on every connection, per-host
+//! download slots, redirects, and the body limits on every response.
+
+use std::{io, sync::Arc, time::Duration};
+
+use futures_util::TryStreamExt;
+use url::Url;
+
+use crate::{
+    address, error::shown, limits, AddressPolicy, Body, BodyLimits, CsvFile, DownloadError,
+    DownloadOptions, LimitExceeded,
+};
+
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    client: reqwest::Client,
+    limits: BodyLimits,
+    min_rate: u64,
+    read_timeout: Duration,
+    addresses: Arc<AddressPolicy>,
+    hosts: HostSlots,
+}
+
+/// The downloads each host may have at once.
+#[derive(Debug, Clone)]
+struct HostSlots {
+    per_host: usize,
+    hosts: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl HostSlots {
+    fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut hosts = self.hosts.lock().expect("never poisoned");
+        if hosts.len() > 4096 {
+            // Forget hosts nobody is downloading from.
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone()
+    }
+}
+
+/// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
+/// needs. Waiting for it may take long when the host is busy.
+/// Makes ring the process's TLS provider, as async-nats uses it (reqwest
+/// is built without a provider of its own, to spare the aws-lc C build).
+/// Idempotent; every binary that builds an HTTP client calls it first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub struct Reserved {
+    url: Url,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The HTTP client could not be built (its TLS roots, say): a setting or
+/// the machine, never a message.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client")]
+pub struct ClientError(#[source] reqwest::Error);
+
+impl sluice_messages::Failure for ClientError {
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+impl Downloader {
+    pub fn new(options: &DownloadOptions) -> Result<Self, ClientError> {
+        install_tls_provider();
+        // What `sluice doctor` cannot see from its own environment.
+        tracing::info!(
+            denied = %options.addresses.deny,
+            allowed = %options.addresses.allow,
+            "download guard: refusing connections to the denied networks (SLUICE_DENY_NETWORKS) except the allowed ones (SLUICE_ALLOW_NETWORKS)"
+        );
+        let addresses = Arc::new(options.addresses.clone());
+        let policy = addresses.clone();
+        // Host names are checked by the resolver; literal addresses in a
+        // redirect never reach it, so they are checked here.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match literal_ip(attempt.url()).map(|ip| policy.check(ip)) {
+                Some(Err(refused)) => attempt.error(refused),
+                _ if !matches!(attempt.url().scheme(), "http" | "https") => {
+                    let message =
+                        format!("redirect to {} is not http or https", shown(attempt.url()));
+                    attempt.error(message)
+                }
+                // What came over TLS must not continue in the clear.
+                _ if attempt.url().scheme() == "http"
+                    && attempt
+                        .previous()
+                        .last()
+                        .is_some_and(|u| u.scheme() == "https") =>
+                {
+                    let message = format!("redirect from https to http ({})", shown(attempt.url()));
+                    attempt.error(message)
+                }
+                _ => attempt.follow(),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            // A proxy would resolve names past the address guard: none,
+            // whatever HTTP_PROXY says.
+            .no_proxy()
+            .dns_resolver(Arc::new(address::GuardedResolver {
+                policy: addresses.clone(),
+            }))
+            .redirect(redirects)
+            .build()
+            .map_err(ClientError)?;
+        Ok(Downloader {
+            client,
+            limits: options.limits,
+            min_rate: options.min_rate,
+            read_timeout: options.read_timeout,
+            addresses,
+            hosts: HostSlots {
+                per_host: options.per_host.max(1),
+                hosts: Default::default(),
+            },
+        })
+    }
+
+    /// Checks `url` and waits for a download slot on its host.
+    pub async fn reserve(&self, url: &str) -> Result<Reserved, DownloadError> {
+        let url = Url::parse(url).map_err(|reason| DownloadError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DownloadError::UnsupportedScheme { url });
+        }
+        let host = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let slot = self
+            .hosts
+            .semaphore(&host)
+            .acquire_owned()
+            .await
+            .expect("host semaphores never close");
+        Ok(Reserved { url, _slot: slot })
+    }
+
+    /// Reserves a slot for `url` and opens it: for callers with nothing
+    /// better to do while the host is busy.
+    pub async fn open(&self, url: &str, columns: &[&str]) -> Result<CsvFile, DownloadError> {
+        let reserved = self.reserve(url).await?;
+        self.open_csv(reserved, columns).await
+    }
+
+    /// Starts downloading and reads the header, which must name every one
+    /// of `columns` (matched ignoring case and surrounding spaces).
+    pub async fn open_csv(
+        &self,
+        reserved: Reserved,
+        columns: &[&str],
+    ) -> Result<CsvFile, DownloadError> {
+        let url = &reserved.url;
+        if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
+            return Err(DownloadError::Refused {
+                url: url.clone(),
+                reason,
+            });
+        }
+        let response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .map_err(|source| match address::refusal_in(&source) {
+                Some(reason) => DownloadError::Refused {
+                    url: url.clone(),
+                    reason,
+                },
+                // reqwest's message would repeat the URL with its secrets.
+                None => DownloadError::Request {
+                    url: url.clone(),
+                    source: source.without_url(),
+                },
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(DownloadError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let encoding = response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        // A declared size over the limit is refused before any row is read.
+        if let (None, Some(length)) = (&encoding, response.content_length()) {
+            if length > self.limits.max_size {
+                return Err(DownloadError::Limit {
+                    url: url.clone(),
+                    limit: LimitExceeded::Size {
+                        limit: self.limits.max_size,
+                    },
+                });
+            }
+        }
+        // The rate is the server's, before decompression.
+        let raw: Body = limits::min_rate(
+            Box::pin(response.bytes_stream().map_err(io::Error::other)),
+            self.min_rate,
+            self.read_timeout,
+        );
+        let body = match encoding.as_deref() {
+            None | Some("" | "identity") => raw,
+            Some("gzip" | "x-gzip") => limits::gunzip(raw, self.limits),
+            Some(other) => {
+                return Err(DownloadError::UnsupportedEncoding {
+                    url: url.clone(),
+                    encoding: other.to_owned(),
+                })
+            }
+        };
+        let mut file =
+            CsvFile::from_stream(url.clone(), limits::bounded(body, self.limits), columns).await?;
+        file.slot = Some(reserved._slot);
+        Ok(file)
+    }
+}
+
+/// The address a URL names directly, without a lookup.
+fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}

@@ -1,0 +1,102 @@
+//! Download settings: flags and environment variables, and what they become.
+
+use std::time::Duration;
+
+use crate::{address, AddressPolicy, BodyLimits, Networks};
+
+/// Download settings as flags and environment variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DownloadArgs {
+    /// Longest wait to establish an HTTP connection.
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response before the download fails
+    /// (and is retried).
+    #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+    /// Largest file accepted, counted after decompression (`512MiB`, `2GB`).
+    #[arg(long, env = "SLUICE_MAX_DOWNLOAD_SIZE", default_value = "4GiB", value_parser = sluice_messages::units::parse_size)]
+    pub max_download_size: u64,
+    /// Longest line accepted; a longer one fails the file.
+    #[arg(long, env = "SLUICE_MAX_ROW_LENGTH", default_value = "64KiB", value_parser = sluice_messages::units::parse_size)]
+    pub max_row_length: u64,
+    /// Most a gzip body may expand (decompressed / compressed size).
+    #[arg(long, env = "SLUICE_MAX_COMPRESSION_RATIO", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_compression_ratio: u64,
+    /// Slowest average transfer accepted, over each `--read-timeout` spent
+    /// waiting on the server (`0` turns the check off): a server that
+    /// trickles a byte now and then fails the download (and it is retried)
+    /// instead of holding a slot for hours.
+    #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = sluice_messages::units::parse_limit)]
+    pub min_download_rate: u64,
+    /// Downloads from one host at once per replica; the others wait without
+    /// taking a processing slot, so one slow host cannot occupy them all.
+    #[arg(long, env = "SLUICE_MAX_DOWNLOADS_PER_HOST", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downloads_per_host: u32,
+    /// Networks downloads never connect to: this host, private, shared,
+    /// link-local (cloud metadata), multicast and reserved ranges.
+    #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = address::DEFAULT_DENY,
+          value_parser = Networks::parse)]
+    pub deny_networks: Networks,
+    /// Exceptions to `--deny-networks`.
+    #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
+    pub allow_networks: Networks,
+}
+
+impl DownloadArgs {
+    pub fn options(&self) -> DownloadOptions {
+        DownloadOptions {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            limits: BodyLimits {
+                max_size: self.max_download_size,
+                max_line: self.max_row_length,
+                max_ratio: self.max_compression_ratio,
+            },
+            min_rate: self.min_download_rate,
+            per_host: self.max_downloads_per_host as usize,
+            addresses: AddressPolicy {
+                deny: self.deny_networks.clone(),
+                allow: self.allow_networks.clone(),
+            },
+        }
+    }
+}
+
+/// How files are fetched.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Longest wait to establish a connection.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response; a stalled server fails the
+    /// download (and it is retried) instead of hanging it forever.
+    pub read_timeout: Duration,
+    pub limits: BodyLimits,
+    /// Bytes per second, averaged over each `read_timeout` of waiting; 0: any.
+    pub min_rate: u64,
+    /// Downloads from one host at once.
+    pub per_host: usize,
+    pub addresses: AddressPolicy,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            limits: BodyLimits {
+                max_size: 4 << 30,
+                max_line: 64 << 10,
+                max_ratio: 100,
+            },
+            min_rate: 1024,
+            per_host: 4,
+            addresses: AddressPolicy {
+                deny: Networks::parse(address::DEFAULT_DENY).expect("valid"),
+                allow: Networks::default(),
+            },
+        }
+    }
+}
