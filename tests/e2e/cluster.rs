@@ -554,6 +554,14 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     for service in &mut p.deployment.services {
         assert!(service.try_status().is_none(), "{} exited", service.name);
     }
-    assert!(!p.logs().contains(" ERROR "), "an error was logged");
+    // The NATS client's own lines are shown from warn up in tests (off by
+    // default): its reconnect to a node still starting is not sluice's.
+    let errors: Vec<String> = p
+        .logs()
+        .lines()
+        .filter(|l| l.contains(" ERROR ") && !l.contains(" async_nats::"))
+        .map(str::to_owned)
+        .collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
     p.stop().await;
 }
