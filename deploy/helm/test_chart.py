@@ -216,7 +216,7 @@ def stream_of_consumer():
     consts = {}
     for path in (REPO / "shared").rglob("*.rs"):
         consts.update(re.findall(r"pub const (\w+): &str = \"([a-z-]+)\";", path.read_text()))
-    topo = (REPO / "shared/stage/src/topology.rs").read_text()
+    topo = (REPO / "shared/stage/src/nats/topology.rs").read_text()
     out = {}
     for const, stream in re.findall(r"stage::(\w+)\s*=>\s*Some\(Stream::(\w+)\)", topo):
         if const in consts and stream in base:
