@@ -20,7 +20,9 @@ pub async fn naive_job(
     prefix: &str,
     sample: usize,
 ) -> Result<(u64, Duration), String> {
-    let sandbox = Sandbox::create("bench-naive").await?;
+    let sandbox = Sandbox::create("bench-naive")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let db = sandbox.db().await;
     db.batch_execute(KEYED_TABLE)
         .await
@@ -102,7 +104,9 @@ async fn copy_into(db: &Client, table: &str, data: &[Bytes]) -> Result<(), Strin
 
 /// COPY straight into an empty keyed table: the most PostgreSQL takes in.
 pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-copy").await?;
+    let sandbox = Sandbox::create("bench-copy")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let db = sandbox.db().await;
     db.batch_execute(KEYED_TABLE)
         .await
@@ -115,7 +119,9 @@ pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
 /// COPY into a staging table, then `INSERT … ON CONFLICT DO NOTHING` into
 /// the keyed one: the fastest write that can be replayed safely.
 pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-upsert").await?;
+    let sandbox = Sandbox::create("bench-upsert")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let db = sandbox.db().await;
     db.batch_execute(KEYED_TABLE)
         .await
@@ -137,7 +143,9 @@ pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
 /// its share of the rows and a staging table of its own, into one keyed
 /// table: what the database takes from several writers.
 pub async fn parallel_idempotent_copy(data: &[Bytes], sessions: usize) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-parallel").await?;
+    let sandbox = Sandbox::create("bench-parallel")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let setup = sandbox.db().await;
     setup
         .batch_execute(KEYED_TABLE)

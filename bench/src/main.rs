@@ -81,7 +81,9 @@ async fn run_pipeline(
     replicas: usize,
     extra_env: &[(&str, &str)],
 ) -> Result<PipelineRun, String> {
-    let sandbox = Sandbox::create("bench").await?;
+    let sandbox = Sandbox::create("bench")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let per_message = per_message.to_string();
     let mut env = vec![
         ("SLUICE_TRANSACTIONS_PER_MESSAGE", per_message.as_str()),
@@ -130,7 +132,10 @@ async fn run_pipeline(
         .take(3)
         .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
         .collect();
-    deployment.stop(Duration::from_secs(30)).await?;
+    deployment
+        .stop(Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let deadlocks = deployment
         .services
         .iter()
@@ -192,7 +197,8 @@ async fn traced_runs(
     let jaeger = sluice_devkit::jaeger::Jaeger::start(
         std::path::Path::new(".local/bin/jaeger"),
         std::path::Path::new("deploy/local/jaeger/config.yaml"),
-    )?;
+    )
+    .map_err(|e| format!("{e:#}"))?;
     let endpoint = jaeger.otlp_endpoint();
     let traced_env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

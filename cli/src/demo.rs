@@ -36,7 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return Err(anyhow!("--accounts must be at least 1"));
     }
     let interrupted = progress::interrupted();
-    let sandbox = Sandbox::create("demo").await.map_err(anyhow::Error::msg)?;
+    let sandbox = Sandbox::create("demo").await?;
     let dataset = Dataset::generate(args.accounts, args.transactions, 42);
     let server = FileServer::start()
         .await
@@ -91,7 +91,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             namespace.name().unwrap_or("")
         );
     }
-    result.and(stopped.map_err(anyhow::Error::msg))
+    result.and(stopped)
 }
 
 async fn import_and_verify(

@@ -45,7 +45,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         return Err(anyhow!("{} is not an http or https URL", args.url));
     }
     if let Some(id) = &args.id {
-        validate_import_id(id).map_err(anyhow::Error::msg)?;
+        validate_import_id(id)?;
     }
     if args.wait {
         // Following an import reads the saver's tables: refuse a schema a

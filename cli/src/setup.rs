@@ -60,10 +60,7 @@ pub async fn declare(
 /// Creates the database `url` names, connecting to the server's `postgres`
 /// database to do it, unless it exists.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let database: sluice_postgres::Database = url
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("DATABASE_URL is invalid")?;
+    let database: sluice_postgres::Database = url.parse().context("DATABASE_URL is invalid")?;
     let name = database
         .config()
         .get_dbname()

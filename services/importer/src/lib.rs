@@ -8,7 +8,7 @@ use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, 
 use sluice_stage::{
     import_ids::{Claim, ImportIds},
     telemetry::KeyValue,
-    Delivery, Emitter, FlatMap, StageError,
+    Delivery, Emitter, Fault, FlatMap, StageError,
 };
 
 const COLUMNS: [&str; 2] = ["accountId", "transactionsUrl"];
@@ -51,7 +51,8 @@ impl FlatMap for Importer {
     type Input = Request;
 
     fn decode(&self, input: &Delivery) -> Result<Request, StageError> {
-        let request = ImportRequest::parse(input.payload()).map_err(StageError::permanent)?;
+        let request = ImportRequest::parse(input.payload())
+            .map_err(|e| StageError::caused_by(Fault::Permanent, e))?;
         let chosen = chosen_id(&request, input).is_some();
         let import_id = import_id(&request, input)?;
         Ok(Request {
@@ -134,7 +135,7 @@ impl FlatMap for Importer {
 fn import_id(request: &ImportRequest, input: &Delivery) -> Result<String, StageError> {
     match chosen_id(request, input) {
         Some(id) => {
-            validate_import_id(id).map_err(StageError::permanent)?;
+            validate_import_id(id).map_err(|e| StageError::caused_by(Fault::Permanent, e))?;
             Ok(id.to_owned())
         }
         None => Ok(sluice_messages::derived_import_id(

@@ -31,7 +31,7 @@ struct Config {
 
 /// libpq's URL or key=value form, TLS settings (`sslmode`, `sslrootcert`,
 /// `sslcert`, `sslkey`) included.
-fn parse_database_url(s: &str) -> Result<sluice_postgres::Database, String> {
+fn parse_database_url(s: &str) -> Result<sluice_postgres::Database, sluice_messages::Invalid> {
     s.parse()
 }
 

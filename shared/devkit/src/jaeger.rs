@@ -18,7 +18,7 @@ pub struct Jaeger {
 impl Jaeger {
     /// Starts `binary` with `config` (deploy/local/jaeger/config.yaml) and
     /// waits until it takes spans and answers queries.
-    pub fn start(binary: &Path, config: &Path) -> Result<Jaeger, String> {
+    pub fn start(binary: &Path, config: &Path) -> anyhow::Result<Jaeger> {
         let (otlp_port, query_port, grpc_port) = (free_port()?, free_port()?, free_port()?);
         let child = Command::new(binary)
             .arg("--config")
@@ -29,7 +29,10 @@ impl Jaeger {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {} (run `just tools`): {e}", binary.display()))?;
+            .map_err(|e| {
+                let message = format!("cannot start {} (run `just tools`): {e}", binary.display());
+                anyhow::Error::new(e).context(message)
+            })?;
         let jaeger = Jaeger {
             otlp_port,
             query_port,
@@ -39,7 +42,7 @@ impl Jaeger {
         for port in [otlp_port, query_port] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if Instant::now() > deadline {
-                    return Err(format!("Jaeger did not listen on port {port} within 30 s"));
+                    anyhow::bail!("Jaeger did not listen on port {port} within 30 s");
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -65,9 +68,9 @@ impl Drop for Jaeger {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port() -> anyhow::Result<u16> {
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+        .map(|a| a.port())?;
+    Ok(port)
 }

@@ -294,7 +294,7 @@ impl Deployment {
     }
 
     /// SIGTERM to every service; says which did not exit 0 within `timeout`.
-    pub async fn stop(&mut self, timeout: Duration) -> Result<(), String> {
+    pub async fn stop(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let mut failed = Vec::new();
         for service in &mut self.services {
             match service.terminate(timeout).await {
@@ -309,7 +309,7 @@ impl Deployment {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(failed.join("; "))
+            Err(anyhow::anyhow!(failed.join("; ")))
         }
     }
 }

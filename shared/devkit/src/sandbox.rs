@@ -62,7 +62,7 @@ pub struct Sandbox {
 pub async fn connect_nats(
     url: &str,
     login: &[(String, String)],
-) -> Result<async_nats::Client, String> {
+) -> anyhow::Result<async_nats::Client> {
     #[derive(clap::Parser)]
     struct Settings {
         #[command(flatten)]
@@ -81,11 +81,9 @@ pub async fn connect_nats(
             .replace('_', "-");
         args.extend([format!("--{flag}"), value.clone()]);
     }
-    let settings = <Settings as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
-    sluice_stage::connect(&settings.nats, "sluice-tests", false)
-        .await
-        .map(|(client, _)| client)
-        .map_err(|e| e.to_string())
+    let settings = <Settings as clap::Parser>::try_parse_from(args)?;
+    let (client, _) = sluice_stage::connect(&settings.nats, "sluice-tests", false).await?;
+    Ok(client)
 }
 
 impl Sandbox {
@@ -98,7 +96,7 @@ impl Sandbox {
     }
 
     /// Like [`Sandbox::new`], but says what is missing instead of panicking.
-    pub async fn create(prefix: &str) -> Result<Sandbox, String> {
+    pub async fn create(prefix: &str) -> anyhow::Result<Sandbox> {
         Sandbox::create_on(prefix, &nats_url(), &admin_database_url()).await
     }
 
@@ -107,7 +105,7 @@ impl Sandbox {
         prefix: &str,
         nats_url: &str,
         admin_url: &str,
-    ) -> Result<Sandbox, String> {
+    ) -> anyhow::Result<Sandbox> {
         Sandbox::create_secured(prefix, nats_url, Vec::new(), admin_url).await
     }
 
@@ -118,33 +116,37 @@ impl Sandbox {
         nats_url: &str,
         nats_login: Vec<(String, String)>,
         admin_url: &str,
-    ) -> Result<Sandbox, String> {
+    ) -> anyhow::Result<Sandbox> {
         let nats_url = nats_url.to_owned();
         connect_nats(&nats_url, &nats_login)
             .await
             .map_err(|e| {
-                format!(
-                    "NATS is not reachable at {} (NATS_URL): {e}\n  fix: `just services` starts one there",
+                let message = format!(
+                    "NATS is not reachable at {} (NATS_URL): {e:#}\n  fix: `just services` starts one there",
                     sluice_messages::redact_url(&nats_url)
-                )
+                );
+                e.context(message)
             })?;
         let suffix = unique_suffix();
-        let namespace =
-            Namespace::new(Some(&format!("{prefix}-{suffix}"))).map_err(|e| e.to_string())?;
+        let namespace = Namespace::new(Some(&format!("{prefix}-{suffix}")))?;
         let database = format!("sluice_{}_{suffix}", prefix.replace('-', "_"));
         let admin_url = admin_url.to_owned();
         let admin = postgres(&admin_url)
             .await
             .map_err(|e| {
-                format!(
-                    "PostgreSQL is not reachable at {} (DATABASE_URL): {e}\n  fix: `just services` starts one there",
+                let message = format!(
+                    "PostgreSQL is not reachable at {} (DATABASE_URL): {e:#}\n  fix: `just services` starts one there",
                     sluice_messages::redact_url(&admin_url),
-                )
+                );
+                e.context(message)
             })?;
         admin
             .batch_execute(&format!("CREATE DATABASE {database}"))
             .await
-            .map_err(|e| format!("cannot create database {database}: {e}"))?;
+            .map_err(|e| {
+                let message = format!("cannot create database {database}: {e}");
+                anyhow::Error::new(e).context(message)
+            })?;
         Ok(Sandbox {
             namespace,
             nats_url,
@@ -289,12 +291,9 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 /// Connects as the services do, TLS settings included.
-async fn postgres(url: &str) -> Result<tokio_postgres::Client, String> {
+async fn postgres(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let database: sluice_postgres::Database = url.parse()?;
-    database.connect().await.map_err(|e| {
-        let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-        format!("{e}{source}")
-    })
+    Ok(database.connect().await?)
 }
 
 #[cfg(test)]

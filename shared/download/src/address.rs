@@ -9,6 +9,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use sluice_messages::Invalid;
 
 /// What downloads never connect to unless `SLUICE_ALLOW_NETWORKS` says so:
 /// this host, private and shared address space, link-local (cloud metadata
@@ -24,14 +25,19 @@ pub const DEFAULT_DENY: &str = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,1
 pub struct Networks(pub Vec<IpNet>);
 
 impl Networks {
-    pub fn parse(text: &str) -> Result<Networks, String> {
+    /// A comma-separated list of networks (`10.0.0.0/8`) and addresses.
+    pub fn parse(text: &str) -> Result<Networks, Invalid> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
                 s.parse::<IpNet>()
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{s:?} is not a network like 10.0.0.0/8 or an address"))
+                    .map_err(|e| {
+                        let message =
+                            format!("{s:?} is not a network like 10.0.0.0/8 or an address");
+                        Invalid::caused_by(message, e)
+                    })
             })
             .collect::<Result<_, _>>()
             .map(Networks)

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod amount;
+mod invalid;
 mod names;
 mod redact;
 #[cfg(feature = "schema")]
@@ -13,6 +14,7 @@ pub mod units;
 pub mod windows;
 
 pub use amount::{Amount, InvalidAmount};
+pub use invalid::Invalid;
 pub use names::{InvalidNamespace, Namespace, Stream};
 pub use redact::{redact_file_url, redact_url};
 
@@ -59,16 +61,19 @@ pub struct ImportRequest {
 impl ImportRequest {
     /// Reads either body form. Surrounding whitespace (a trailing newline from
     /// `echo`) is not part of the URL.
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
+    pub fn parse(body: &[u8]) -> Result<Self, Invalid> {
         let text = std::str::from_utf8(body)
-            .map_err(|e| format!("import request is not UTF-8: {e}"))?
+            .map_err(|e| Invalid::caused_by(format!("import request is not UTF-8: {e}"), e))?
             .trim();
         if text.is_empty() {
-            return Err("import request is empty: expected a URL or {\"url\": ...}".into());
+            return Err(Invalid::new(
+                "import request is empty: expected a URL or {\"url\": ...}",
+            ));
         }
         let request = if text.starts_with('{') {
-            serde_json::from_str::<ImportRequest>(text)
-                .map_err(|e| format!("import request is not valid JSON: {e}"))?
+            serde_json::from_str::<ImportRequest>(text).map_err(|e| {
+                Invalid::caused_by(format!("import request is not valid JSON: {e}"), e)
+            })?
         } else {
             ImportRequest {
                 url: text.to_owned(),
@@ -84,7 +89,7 @@ impl ImportRequest {
 
 /// Import ids appear in subjects (`import-events.<id>`), `Nats-Msg-Id`s and
 /// headers: no dots, spaces or wildcards.
-pub fn validate_import_id(id: &str) -> Result<(), String> {
+pub fn validate_import_id(id: &str) -> Result<(), Invalid> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -93,9 +98,9 @@ pub fn validate_import_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Invalid::new(format!(
             "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ :"
-        ))
+        )))
     }
 }
 

@@ -4,26 +4,28 @@
 
 use std::time::Duration;
 
+use crate::Invalid;
+
 /// `30s`, `500ms`, `7d`: humantime's syntax, and never zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, Invalid> {
     let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write it like 30s, 500ms or 7d)"))?;
+        .map_err(|e| Invalid::caused_by(format!("{e} (write it like 30s, 500ms or 7d)"), e))?;
     if d.is_zero() {
-        return Err("must be more than zero".into());
+        return Err(Invalid::new("must be more than zero"));
     }
     Ok(d)
 }
 
 /// A byte size: `1048576`, `64KiB`, `512MiB`, `2GB`, `4GiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, Invalid> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 64KiB or 512MiB"))?;
+    let number: u64 = number.parse().map_err(|e| {
+        Invalid::caused_by(format!("{text:?} is not a size like 64KiB or 512MiB"), e)
+    })?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -33,19 +35,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
         _ => {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "{text:?} has an unknown unit: use B, KB, KiB, MB, MiB, GB or GiB"
-            ))
+            )))
         }
     };
     number
         .checked_mul(scale)
         .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+        .ok_or_else(|| Invalid::new(format!("{text:?} is out of range")))
 }
 
 /// A size where `0` means no limit at all.
-pub fn parse_limit(text: &str) -> Result<u64, String> {
+pub fn parse_limit(text: &str) -> Result<u64, Invalid> {
     match text.trim() {
         "0" => Ok(0),
         other => parse_size(other),

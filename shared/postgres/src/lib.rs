@@ -5,6 +5,7 @@
 //! `PGSSLKEY`. tokio-postgres itself takes only `disable`, `prefer` and
 //! `require`, and no certificates: what it does not take is read here.
 
+use sluice_messages::Invalid;
 use std::{path::PathBuf, str::FromStr, sync::Arc};
 
 use rustls::{
@@ -33,18 +34,18 @@ pub enum SslMode {
 }
 
 impl FromStr for SslMode {
-    type Err = String;
+    type Err = Invalid;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, Invalid> {
         match text {
             "disable" => Ok(SslMode::Disable),
             "allow" | "prefer" => Ok(SslMode::Prefer),
             "require" => Ok(SslMode::Require),
             "verify-ca" => Ok(SslMode::VerifyCa),
             "verify-full" => Ok(SslMode::VerifyFull),
-            other => Err(format!(
+            other => Err(Invalid::new(format!(
                 "sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
-            )),
+            ))),
         }
     }
 }
@@ -71,10 +72,10 @@ struct Tls {
 const TLS_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 impl FromStr for Database {
-    type Err = String;
+    type Err = Invalid;
 
     /// A `postgres://` URL or libpq's `key=value` form.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, Invalid> {
         let (config, tls) = settings(text)?;
         let client = match tls.mode {
             SslMode::Disable => None,
@@ -89,7 +90,7 @@ impl FromStr for Database {
 }
 
 /// tokio-postgres' settings, and the TLS ones read here.
-fn settings(text: &str) -> Result<(Config, Tls), String> {
+fn settings(text: &str) -> Result<(Config, Tls), Invalid> {
     {
         let (rest, mut found) =
             if text.starts_with("postgres://") || text.starts_with("postgresql://") {
@@ -119,11 +120,11 @@ fn settings(text: &str) -> Result<(Config, Tls), String> {
             }
         }
         if tls.cert.is_some() != tls.key.is_some() {
-            return Err("sslcert and sslkey go together".into());
+            return Err(Invalid::new("sslcert and sslkey go together"));
         }
-        let mut config: Config = rest
-            .parse()
-            .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        let mut config: Config = rest.parse().map_err(|e| {
+            Invalid::caused_by(format!("not a PostgreSQL connection string: {e}"), e)
+        })?;
         config.ssl_mode(match tls.mode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
@@ -134,9 +135,9 @@ fn settings(text: &str) -> Result<(Config, Tls), String> {
 }
 
 /// The URL without its TLS parameters, and those parameters.
-fn take_from_url(text: &str) -> Result<(String, Vec<(String, String)>), String> {
-    let mut url =
-        url::Url::parse(text).map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+fn take_from_url(text: &str) -> Result<(String, Vec<(String, String)>), Invalid> {
+    let mut url = url::Url::parse(text)
+        .map_err(|e| Invalid::caused_by(format!("not a PostgreSQL connection string: {e}"), e))?;
     let (taken, kept): (Vec<_>, Vec<_>) = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -227,11 +228,11 @@ fn tracing_lost(e: &tokio_postgres::Error) {
     tracing::warn!(error = %e, "database connection closed");
 }
 
-fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
+fn client_config(tls: &Tls) -> Result<ClientConfig, Invalid> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid::caused_by(e.to_string(), e))?;
     let verify_chain = match tls.mode {
         SslMode::VerifyCa | SslMode::VerifyFull => true,
         // libpq: `require` with a root certificate verifies the chain.
@@ -242,7 +243,7 @@ fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
         let roots = Arc::new(roots(tls.root_cert.as_ref())?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Invalid::caused_by(e.to_string(), e))?;
         Some(webpki)
     } else {
         None
@@ -257,31 +258,43 @@ fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let certs = certificates(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read sslkey {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("sslcert and sslkey do not make a client certificate: {e}"))
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Invalid::caused_by(format!("cannot read sslkey {}: {e}", key.display()), e)
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                Invalid::caused_by(
+                    format!("sslcert and sslkey do not make a client certificate: {e}"),
+                    e,
+                )
+            })
         }
         _ => Ok(builder.with_no_client_auth()),
     }
 }
 
-fn certificates(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, Invalid> {
     CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))
+        .map_err(|e| {
+            Invalid::caused_by(
+                format!("cannot read certificates from {}: {e}", path.display()),
+                e,
+            )
+        })
 }
 
 /// `sslrootcert`'s certificates, else the system's.
-fn roots(root_cert: Option<&PathBuf>) -> Result<RootCertStore, String> {
+fn roots(root_cert: Option<&PathBuf>) -> Result<RootCertStore, Invalid> {
     let mut roots = RootCertStore::empty();
     match root_cert {
         Some(path) => {
             for cert in certificates(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{} holds a bad certificate: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| {
+                    Invalid::caused_by(
+                        format!("{} holds a bad certificate: {e}", path.display()),
+                        e,
+                    )
+                })?;
             }
         }
         None => {
@@ -376,13 +389,15 @@ mod tests {
         let (config, _) = settings("postgres://u@h/sluice?sslmode=disable").unwrap();
         assert_eq!(config.get_ssl_mode(), PgSslMode::Disable);
         let err = settings("postgres://u@h/s?sslmode=verify-everything").unwrap_err();
-        assert!(err.contains("verify-everything"), "{err}");
+        assert!(err.to_string().contains("verify-everything"), "{err}");
         let err = settings("postgres://u@h/s?sslcert=/c.pem").unwrap_err();
-        assert!(err.contains("sslkey"), "{err}");
+        assert!(err.to_string().contains("sslkey"), "{err}");
         // A certificate file that is not there is a setting error at once.
         let err = "postgres://u@h/s?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
             .parse::<Database>()
             .unwrap_err();
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        // The reading error underneath is kept as the cause.
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{error::ContextKind, error::ErrorKind, Args, CommandFactory, Parser};
 /// The units every setting is written in (docs/configuration.md).
 pub use sluice_messages::units::{parse_duration, parse_limit, parse_size};
-use sluice_messages::Namespace;
+use sluice_messages::{InvalidNamespace, Namespace};
 
 /// Everything a service's runtime needs: where NATS is and how to consume.
 #[derive(Args, Debug, Clone)]
@@ -160,8 +160,8 @@ pub struct ConsumerArgs {
     pub shutdown_timeout: Duration,
 }
 
-fn parse_namespace(s: &str) -> Result<Namespace, String> {
-    Namespace::new(Some(s)).map_err(|e| e.to_string())
+fn parse_namespace(s: &str) -> Result<Namespace, InvalidNamespace> {
+    Namespace::new(Some(s))
 }
 
 /// Parses flags and environment; on a bad value prints one line naming the
@@ -394,8 +394,10 @@ mod tests {
         },
     }
 
-    fn refuse_url(url: &str) -> Result<String, String> {
-        Err(format!("cannot read certificates named in {url}"))
+    fn refuse_url(url: &str) -> Result<String, sluice_messages::Invalid> {
+        Err(sluice_messages::Invalid::new(format!(
+            "cannot read certificates named in {url}"
+        )))
     }
 
     fn help_of(args: &[&str]) -> String {

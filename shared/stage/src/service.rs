@@ -27,8 +27,8 @@ pub async fn connect(
     client_name: &str,
     keep_trying: bool,
 ) -> Result<(async_nats::Client, jetstream::Context), StageError> {
-    let nats_login::Servers { addrs, login } =
-        nats_login::servers(&nats.nats_url).map_err(StageError::permanent)?;
+    let nats_login::Servers { addrs, login } = nats_login::servers(&nats.nats_url)
+        .map_err(|e| StageError::caused_by(crate::Fault::Permanent, e))?;
     let shown = crate::config::redact_url(&nats.nats_url);
     let first = options(nats, client_name, login.clone())
         .await?
@@ -113,7 +113,7 @@ async fn options(
         });
     nats_login::login(options, nats, login)
         .await
-        .map_err(StageError::permanent)
+        .map_err(|e| StageError::caused_by(crate::Fault::Permanent, e))
 }
 
 /// A retry republishes an input's outputs under the same ids up to the

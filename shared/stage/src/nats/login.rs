@@ -4,6 +4,7 @@
 //! with a CA, a client certificate (mTLS) or `tls://` URLs.
 
 use async_nats::{ConnectOptions, ServerAddr};
+use sluice_messages::Invalid;
 
 use crate::config::NatsArgs;
 
@@ -22,7 +23,7 @@ pub(crate) enum UrlLogin {
     Token(String),
 }
 
-pub(crate) fn servers(urls: &str) -> Result<Servers, String> {
+pub(crate) fn servers(urls: &str) -> Result<Servers, Invalid> {
     let mut addrs = Vec::new();
     let mut login = None;
     for raw in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -31,12 +32,14 @@ pub(crate) fn servers(urls: &str) -> Result<Servers, String> {
         } else {
             format!("nats://{raw}")
         };
-        let mut url = url::Url::parse(&with_scheme).map_err(|e| {
+        let not_a_url = |e: &dyn std::fmt::Display| {
             format!(
                 "{} is not a NATS URL: {e}",
                 sluice_messages::redact_url(raw)
             )
-        })?;
+        };
+        let mut url =
+            url::Url::parse(&with_scheme).map_err(|e| Invalid::caused_by(not_a_url(&e), e))?;
         let user = percent_decoded(url.username());
         let password = url.password().map(percent_decoded);
         if !user.is_empty() && login.is_none() {
@@ -47,16 +50,14 @@ pub(crate) fn servers(urls: &str) -> Result<Servers, String> {
         }
         // A NATS URL always has a host, so both always succeed.
         let _host_url = url.set_username("").and(url.set_password(None));
-        let addr = url.as_str().parse::<ServerAddr>().map_err(|e| {
-            format!(
-                "{} is not a NATS URL: {e}",
-                sluice_messages::redact_url(raw)
-            )
-        })?;
+        let addr = url
+            .as_str()
+            .parse::<ServerAddr>()
+            .map_err(|e| Invalid::caused_by(not_a_url(&e), e))?;
         addrs.push(addr);
     }
     if addrs.is_empty() {
-        return Err("NATS_URL names no server".into());
+        return Err(Invalid::new("NATS_URL names no server"));
     }
     Ok(Servers { addrs, login })
 }
@@ -74,20 +75,22 @@ pub(crate) async fn login(
     mut options: ConnectOptions,
     nats: &NatsArgs,
     from_url: Option<UrlLogin>,
-) -> Result<ConnectOptions, String> {
+) -> Result<ConnectOptions, Invalid> {
     if let Some(path) = &nats.nats_creds {
         options = options.credentials_file(path).await.map_err(|e| {
-            format!(
+            let message = format!(
                 "cannot read the NATS credentials file {} (SLUICE_NATS_CREDS): {e}",
                 path.display()
-            )
+            );
+            Invalid::caused_by(message, e)
         })?;
     } else if let Some(path) = &nats.nats_nkey {
         let seed = std::fs::read_to_string(path).map_err(|e| {
-            format!(
+            let message = format!(
                 "cannot read the NKey seed file {} (SLUICE_NATS_NKEY): {e}",
                 path.display()
-            )
+            );
+            Invalid::caused_by(message, e)
         })?;
         options = options.nkey(seed.trim().to_owned());
     } else if let Some(token) = &nats.nats_token {
@@ -111,10 +114,10 @@ pub(crate) async fn login(
     ] {
         if let Some(path) = path {
             if !path.is_file() {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "{} ({name}) is not a readable file",
                     path.display()
-                ));
+                )));
             }
         }
     }
@@ -202,6 +205,6 @@ mod tests {
         assert_eq!(s.login, None);
         assert!(servers(" , ").is_err());
         let err = servers("nats://user:hunter2@[::1").unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
