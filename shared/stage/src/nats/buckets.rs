@@ -36,22 +36,20 @@ pub(crate) async fn open(
 
 /// Sets the replication of bucket `name`'s stream to `replicas`.
 async fn replicate(js: &jetstream::Context, name: &str, replicas: usize) -> Result<(), StageError> {
-    let stream = format!("KV_{name}");
-    let mut found = js.get_stream(&stream).await.map_err(|e| {
+    let unreadable = |e: &(dyn std::error::Error + 'static)| {
         StageError::outage(format!(
             "cannot read the key-value bucket {name}: {}",
-            crate::error_chain(&e)
+            crate::error_chain(e)
         ))
-    })?;
+    };
+    let mut found = js
+        .get_stream(format!("KV_{name}"))
+        .await
+        .map_err(|e| unreadable(&e))?;
     let mut config = found
         .info()
         .await
-        .map_err(|e| {
-            StageError::outage(format!(
-                "cannot read the key-value bucket {name}: {}",
-                crate::error_chain(&e)
-            ))
-        })?
+        .map_err(|e| unreadable(&e))?
         .config
         .clone();
     if config.num_replicas == replicas.max(1) {
