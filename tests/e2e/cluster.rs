@@ -30,7 +30,11 @@ async fn pipeline_on(
     let sandbox = Sandbox::create_secured(name, &cluster.urls(), login, &admin_database_url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    Pipeline::start_replicas_in(sandbox, env, replicas).await
+    Pipeline::in_sandbox(sandbox)
+        .env(env)
+        .replicas(replicas)
+        .start()
+        .await
 }
 
 /// What a node loss cost, from the `kill -9`.
@@ -131,7 +135,11 @@ async fn killing_the_node_that_leads_a_stream_mid_import_loses_and_duplicates_no
     // grew into a cluster has them: the services' declarations move them
     // onto three servers.
     setup(&sandbox, &[("SLUICE_STREAM_REPLICAS", "1")]).await;
-    let mut p = Pipeline::start_replicas_in(sandbox, &CLUSTER_ENV, 2).await;
+    let mut p = Pipeline::in_sandbox(sandbox)
+        .env(&CLUSTER_ENV)
+        .replicas(2)
+        .start()
+        .await;
     wait_until_replicated_three_times(&p).await;
     let data = Dataset::generate(40, 40_000, 21);
     p.serve_slowly(&data, Duration::from_millis(120));
@@ -451,16 +459,15 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
         .collect();
     let port_of = ports.clone();
     // Default settings but for the replication a cluster asks for.
-    let p = Pipeline::start_replicas_each(
-        sandbox,
-        &[("SLUICE_STREAM_REPLICAS", "3")],
-        2,
-        move |replica| {
+    let p = Pipeline::in_sandbox(sandbox)
+        .env(&[("SLUICE_STREAM_REPLICAS", "3")])
+        .replicas(2)
+        .per_replica(move |replica| {
             let port = port_of.iter().find(|(r, _)| r == replica).unwrap().1;
             vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
     wait_until_replicated_three_times(&p).await;
     let readiness = Readiness::watch(ports);
     readiness.all_ready().await;

@@ -357,14 +357,14 @@ async fn a_fetcher_written_from_the_contract_alone_replaces_the_rust_one() {
     let python =
         local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("swapped/fetcher.py");
-    let p = Pipeline::start_swapped(
-        sandbox,
-        &[],
-        "fetcher",
-        PathBuf::from(python),
-        vec![script.display().to_string()],
-    )
-    .await;
+    let p = Pipeline::in_sandbox(sandbox)
+        .swap(
+            "fetcher",
+            PathBuf::from(python),
+            vec![script.display().to_string()],
+        )
+        .start()
+        .await;
     assert_quirky_import_meets_the_contract(p).await;
 }
 

@@ -74,7 +74,7 @@ async fn a_pipeline_logs_in_with_a_credentials_file_on_nats_in_operator_mode() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut p = Pipeline::start_in(sandbox, &[]).await;
+    let mut p = Pipeline::in_sandbox(sandbox).start().await;
     p.import_and_wait(&Dataset::generate(3, 300, 23)).await;
     p.stop_services().await;
     let logs = p.logs();

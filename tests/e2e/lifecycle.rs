@@ -64,7 +64,7 @@ async fn completion_is_published_once_after_every_row_is_committed() {
 /// settle, and no replica warns about the one it did not publish.
 #[tokio::test]
 async fn three_savers_put_one_completion_event_on_the_wire_per_import() {
-    let p = Pipeline::start_replicas("oneevent", &[], 3).await;
+    let p = Pipeline::builder("oneevent").replicas(3).start().await;
     let data = Dataset::generate(3, 30, 58);
     p.server.add_dataset(&data);
     let mut events = p.subscribe_to_events().await;
@@ -348,7 +348,11 @@ async fn completion_waits_for_every_healthy_row_when_an_account_fails_part_way()
 /// ever reported, and each import completes exactly once with its rows.
 #[tokio::test]
 async fn replicas_and_concurrent_imports_never_deadlock() {
-    let p = Pipeline::start_replicas("contention", &[("SLUICE_BATCH_SIZE", "20")], 2).await;
+    let p = Pipeline::builder("contention")
+        .env(&[("SLUICE_BATCH_SIZE", "20")])
+        .replicas(2)
+        .start()
+        .await;
     let parts: Vec<Dataset> = (0..4)
         .map(|k| {
             Dataset::generate_from(

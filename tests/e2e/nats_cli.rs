@@ -69,7 +69,7 @@ async fn nats_pub_imports_runs_an_import_under_the_contract_names() {
     .await
     .unwrap_or_else(|e| panic!("{e}"))
     .with_plain_names();
-    let p = Pipeline::start_in(sandbox, &[]).await;
+    let p = Pipeline::in_sandbox(sandbox).start().await;
     let data = Dataset::generate(6, 1_200, 17);
     p.server.add_dataset(&data);
     let url = server.url();
@@ -201,7 +201,7 @@ async fn sluice_import_before_any_service_waits_in_the_imports_stream() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sandbox.saved_count().await, 0);
 
-    let p = Pipeline::start_in(sandbox, &[]).await;
+    let p = Pipeline::in_sandbox(sandbox).start().await;
     p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     let event = p
         .completion("before-services", Duration::from_secs(30))

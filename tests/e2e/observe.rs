@@ -99,17 +99,16 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
         .map(|s| (*s, free_port()))
         .collect();
     let sandbox = Sandbox::new("observe").await;
-    let mut p = Pipeline::start_each(
-        sandbox,
-        &[("SLUICE_TRANSACTIONS_PER_MESSAGE", "100")],
-        |name| {
+    let mut p = Pipeline::in_sandbox(sandbox)
+        .env(&[("SLUICE_TRANSACTIONS_PER_MESSAGE", "100")])
+        .per_replica(|name| {
             vec![(
                 "SLUICE_METRICS_ADDR".into(),
                 format!("127.0.0.1:{}", ports[name]),
             )]
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
     for (name, port) in &ports {
         wait_until(
             Duration::from_secs(20),
@@ -231,22 +230,21 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
 async fn saver_batches_are_bounded_in_bytes() {
     let port = free_port();
     let sandbox = Sandbox::new("batch-bytes").await;
-    let mut p = Pipeline::start_each(
-        sandbox,
-        &[
+    let mut p = Pipeline::in_sandbox(sandbox)
+        .env(&[
             ("SLUICE_BATCH_SIZE", "10000"),
             ("SLUICE_BATCH_MAX_BYTES", "1"),
             ("SLUICE_BATCH_WAIT", "1s"),
-        ],
-        |name| {
+        ])
+        .per_replica(|name| {
             if name == "saver" {
                 vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
             } else {
                 Vec::new()
             }
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
     // Let a backlog of about 3 MB build up in TRANSACTIONS first.
     p.service("saver").terminate(Duration::from_secs(30)).await;
     let data = Dataset::generate(10, 100_000, 8);
@@ -322,14 +320,16 @@ async fn saver_batches_are_bounded_in_bytes() {
 async fn idle_connections_cannot_starve_a_stage() {
     let port = free_port();
     let sandbox = Sandbox::new("idle-conns").await;
-    let mut p = Pipeline::start_each(sandbox, &[], |name| {
-        if name == "importer" {
-            vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
-        } else {
-            Vec::new()
-        }
-    })
-    .await;
+    let mut p = Pipeline::in_sandbox(sandbox)
+        .per_replica(|name| {
+            if name == "importer" {
+                vec![("SLUICE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"))]
+            } else {
+                Vec::new()
+            }
+        })
+        .start()
+        .await;
     let pid = p.service("importer").pid().expect("the importer runs");
     let open_files = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))

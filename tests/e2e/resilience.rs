@@ -1,9 +1,15 @@
+//! Crashes, signals and outages: whatever stops mid-import (a service
+//! killed or told to stop, PostgreSQL or NATS down for longer than the
+//! retry budget), the rows end exact, nothing is stored twice and nothing
+//! is dead-lettered. A test that breaks a server has servers of its own.
+
 use std::time::Duration;
 
 use sluice_devkit::sandbox::{admin_database_url, nats_url};
-use sluice_e2e::{Dataset, Pipeline, PrivateNats, PrivatePostgres};
+use sluice_e2e::{Dataset, Pipeline, PrivateNats, PrivatePostgres, Route};
 
-const RESILIENCE_ENV: [(&str, &str); 3] = [
+/// Short ack deadlines, so a killed service's messages come back soon.
+const CRASH_ENV: [(&str, &str); 3] = [
     ("SLUICE_ACK_WAIT", "2s"),
     ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
     ("SLUICE_CONCURRENCY", "4"),
@@ -14,7 +20,7 @@ const RESILIENCE_ENV: [(&str, &str); 3] = [
 /// once: the table ends exactly right and nothing was stored twice.
 #[tokio::test]
 async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
-    let mut p = Pipeline::start("kill", &RESILIENCE_ENV).await;
+    let mut p = Pipeline::start("kill", &CRASH_ENV).await;
     let data = Dataset::generate(50, 50_000, 11);
     p.serve_slowly(&data, Duration::from_millis(30));
     let seed = fastrand::u64(..);
@@ -45,54 +51,6 @@ async fn killing_every_service_three_times_loses_and_duplicates_nothing() {
         .await;
     assert!(p.dead_letters().await.is_empty());
     p.assert_each_message_stored_once(50, 5_000).await;
-    p.stop().await;
-}
-
-/// Imports 20,000 transactions and runs `outage` once 4,000 are saved: the
-/// import must still end exact, with nothing dead-lettered.
-async fn import_through_outage(
-    p: &Pipeline,
-    seed: u64,
-    outage: impl std::future::Future<Output = ()>,
-) {
-    let data = Dataset::generate(20, 20_000, seed);
-    p.serve_slowly(&data, Duration::from_millis(20));
-    p.import(&p.server.url("/accounts.csv")).await;
-    p.sandbox
-        .wait_for_count(4_000, Duration::from_secs(60))
-        .await;
-    outage.await;
-    let saved = p.sandbox.saved_count().await;
-    assert!(saved < 20_000, "the outage came mid-import ({saved} saved)");
-    p.assert_saves_exactly(&data, Duration::from_secs(120))
-        .await;
-    assert!(p.dead_letters().await.is_empty());
-}
-
-/// The NATS server crashes and comes back mid-import: the services
-/// reconnect on their own and the import completes exactly.
-#[tokio::test]
-async fn nats_restarted_mid_import_loses_and_duplicates_nothing() {
-    let mut nats = PrivateNats::start().await;
-    let p = Pipeline::start_on(
-        "nats-restart",
-        &RESILIENCE_ENV,
-        &nats.url(),
-        &admin_database_url(),
-    )
-    .await;
-    import_through_outage(&p, 12, nats.restart(Duration::from_secs(1))).await;
-    p.assert_each_message_stored_once(20, 2_000).await;
-    p.stop().await;
-}
-
-/// PostgreSQL crashes and comes back mid-import: the saver's writers
-/// reconnect, unacknowledged batches come again, and the rows end exact.
-#[tokio::test]
-async fn postgres_restarted_mid_import_loses_and_duplicates_nothing() {
-    let pg = PrivatePostgres::start().await;
-    let p = Pipeline::start_on("pg-restart", &RESILIENCE_ENV, &nats_url(), &pg.admin_url()).await;
-    import_through_outage(&p, 13, pg.restart(Duration::from_secs(1))).await;
     p.stop().await;
 }
 
@@ -139,5 +97,104 @@ async fn sigterm_and_sigint_mid_import_exit_promptly_and_lose_nothing() {
     p.service("fetcher").restart().unwrap();
     p.service("saver").restart().unwrap();
     p.assert_saves_exactly(&data, Duration::from_secs(20)).await;
+    p.stop().await;
+}
+
+/// Two deliveries with retries 100-200 ms apart: without pausing, any
+/// outage of more than a second would exhaust it.
+const SHORT_BUDGET: [(&str, &str); 6] = [
+    ("SLUICE_ACK_WAIT", "2s"),
+    ("SLUICE_TRANSACTIONS_PER_MESSAGE", "10"),
+    ("SLUICE_CONCURRENCY", "4"),
+    ("SLUICE_MAX_DELIVERIES", "2"),
+    ("SLUICE_RETRY_BACKOFF", "100ms"),
+    ("SLUICE_RETRY_BACKOFF_MAX", "200ms"),
+];
+
+/// Imports 20,000 transactions served slowly, runs `outage` once 2,000 are
+/// saved, and checks the import ends exact, complete, with no dead letter.
+async fn import_through(p: &Pipeline, seed: u64, outage: impl std::future::Future<Output = ()>) {
+    let data = Dataset::generate(20, 20_000, seed);
+    for (path, body) in &data.files {
+        p.server.set(
+            path,
+            Route::new(body.clone()).trickle(512, Duration::from_millis(20)),
+        );
+    }
+    let id = p.import(&p.server.url("/accounts.csv")).await.to_string();
+    p.sandbox
+        .wait_for_count(2_000, Duration::from_secs(60))
+        .await;
+    outage.await;
+    let saved = p.sandbox.saved_count().await;
+    assert!(saved < 20_000, "the outage came mid-import ({saved} saved)");
+    p.assert_saves_exactly(&data, Duration::from_secs(180))
+        .await;
+    let letters = p.dead_letters().await;
+    assert!(letters.is_empty(), "nothing dead-lettered: {letters:#?}");
+    let event = p.completion(&id, Duration::from_secs(30)).await;
+    assert_eq!(event.transactions_saved, 20_000);
+    assert_eq!(event.dead_letters, 0);
+}
+
+#[tokio::test]
+async fn a_read_only_database_for_longer_than_the_retry_budget_loses_nothing() {
+    let pg = PrivatePostgres::start().await;
+    let p = Pipeline::builder("read-only")
+        .env(&SHORT_BUDGET)
+        .on(&nats_url(), &pg.admin_url())
+        .start()
+        .await;
+    let admin = {
+        let (client, conn) = tokio_postgres::connect(&pg.admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    };
+    import_through(&p, 31, async {
+        // What a failover to a standby looks like to the open connections:
+        // every write fails with SQLSTATE 25006.
+        for sql in [
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for sql in [
+            "ALTER SYSTEM RESET default_transaction_read_only",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await.unwrap();
+        }
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_database_for_longer_than_the_retry_budget_loses_nothing() {
+    let pg = PrivatePostgres::start().await;
+    let p = Pipeline::builder("db-down")
+        .env(&SHORT_BUDGET)
+        .on(&nats_url(), &pg.admin_url())
+        .start()
+        .await;
+    import_through(&p, 32, pg.restart(Duration::from_secs(8))).await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn nats_stopped_for_longer_than_the_retry_budget_loses_nothing() {
+    let mut nats = PrivateNats::start().await;
+    let p = Pipeline::builder("nats-down")
+        .env(&SHORT_BUDGET)
+        .on(&nats.url(), &admin_database_url())
+        .start()
+        .await;
+    // Longer than the 10 s a publish waits for its ack, so publishes fail.
+    import_through(&p, 33, nats.restart(Duration::from_secs(14))).await;
+    p.assert_each_message_stored_once(20, 2_000).await;
     p.stop().await;
 }

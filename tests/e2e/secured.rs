@@ -14,7 +14,7 @@ async fn import_through(url: &str, login: Vec<(String, String)>) -> Pipeline {
     let sandbox = Sandbox::create_secured("secured", url, login, &admin_database_url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    import_into(Pipeline::start_in(sandbox, &[]).await).await
+    import_into(Pipeline::in_sandbox(sandbox).start().await).await
 }
 
 /// `sluice import --wait` of a small data set through `p`; asserts every row.
@@ -196,7 +196,7 @@ async fn a_pipeline_saves_into_a_postgresql_that_takes_verified_tls_only() {
         .unwrap_or_else(|e| panic!("{e}"));
     // The services get DATABASE_URL with its TLS settings, as a user writes it.
     assert!(sandbox.database_url().contains("sslmode=verify-full"));
-    let p = import_into(Pipeline::start_in(sandbox, &[]).await).await;
+    let p = import_into(Pipeline::in_sandbox(sandbox).start().await).await;
     // The server takes nothing else (`hostnossl … reject`), so every
     // connection that worked was TLS; `doctor` says so too.
     let doctor = p.cli(&["doctor"]).await;

@@ -88,7 +88,7 @@ async fn one_import_is_one_trace_in_jaeger_across_every_service() {
         ("SLUICE_TRANSACTIONS_PER_MESSAGE", "100"),
         ("SLUICE_LOG_FORMAT", "json"),
     ]);
-    let mut p = Pipeline::start_in(sandbox, &env).await;
+    let mut p = Pipeline::in_sandbox(sandbox).env(&env).start().await;
 
     // Account 1: 150 rows (2 messages); account 2: 50 rows; account 3's
     // file is missing at first (a dead letter), then replayed.

@@ -29,93 +29,123 @@ pub struct Pipeline {
     pub deployment: Deployment,
 }
 
+/// Where a [`Pipeline`] starts and with what; [`PipelineBuilder::start`]
+/// starts it.
+pub struct PipelineBuilder<'a> {
+    place: Place,
+    env: Vec<(String, String)>,
+    replicas: usize,
+    per_replica: Option<sluice_devkit::process::PerReplica<'a>>,
+    swapped: Option<(String, std::path::PathBuf, Vec<String>)>,
+}
+
+enum Place {
+    /// A new sandbox named `name`, on the shared servers or on `servers`
+    /// (NATS URL, PostgreSQL admin URL).
+    New {
+        name: String,
+        servers: Option<(String, String)>,
+    },
+    Sandbox(Sandbox),
+}
+
+impl<'a> PipelineBuilder<'a> {
+    fn at(place: Place) -> Self {
+        PipelineBuilder {
+            place,
+            env: Vec::new(),
+            replicas: 1,
+            per_replica: None,
+            swapped: None,
+        }
+    }
+
+    /// On private servers instead of the shared ones.
+    pub fn on(mut self, nats_url: &str, admin_database_url: &str) -> Self {
+        if let Place::New { servers, .. } = &mut self.place {
+            *servers = Some((nats_url.to_owned(), admin_database_url.to_owned()));
+        }
+        self
+    }
+
+    /// Settings added for every service.
+    pub fn env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// `replicas` of every service.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Settings added to one replica's environment, by its name (`saver`,
+    /// `saver-2`, …).
+    pub fn per_replica(mut self, settings: impl Fn(&str) -> Vec<(String, String)> + 'a) -> Self {
+        self.per_replica = Some(Box::new(settings));
+        self
+    }
+
+    /// Service `name` replaced by `program args…`; its consumer must exist
+    /// already (`sluice setup`).
+    pub fn swap(mut self, name: &str, program: std::path::PathBuf, args: Vec<String>) -> Self {
+        self.swapped = Some((name.to_owned(), program, args));
+        self
+    }
+
+    /// Starts the services and waits for their consumers to exist.
+    pub async fn start(self) -> Pipeline {
+        let sandbox = match self.place {
+            Place::Sandbox(sandbox) => sandbox,
+            Place::New { name, servers } => {
+                let (nats_url, admin_database_url) = servers.unwrap_or_else(|| {
+                    (
+                        sluice_devkit::sandbox::nats_url(),
+                        sluice_devkit::sandbox::admin_database_url(),
+                    )
+                });
+                Sandbox::create_on(&name, &nats_url, &admin_database_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut plan = Deployment::plan(&sandbox).env(&env).replicas(self.replicas);
+        if let Some(settings) = self.per_replica {
+            plan = plan.per_replica(settings);
+        }
+        if let Some((name, program, args)) = self.swapped {
+            plan = plan.swap(&name, program, args);
+        }
+        let deployment = plan.start().expect("service binaries start");
+        Pipeline::around(sandbox, deployment).await
+    }
+}
+
 impl Pipeline {
     /// Starts the three services with `env` added, and waits for their
     /// consumers to exist.
     pub async fn start(name: &str, env: &[(&str, &str)]) -> Pipeline {
-        Pipeline::start_on(
-            name,
-            env,
-            &sluice_devkit::sandbox::nats_url(),
-            &sluice_devkit::sandbox::admin_database_url(),
-        )
-        .await
+        Pipeline::builder(name).env(env).start().await
     }
 
-    /// Like [`Pipeline::start`], on the given NATS and PostgreSQL servers.
-    pub async fn start_on(
-        name: &str,
-        env: &[(&str, &str)],
-        nats_url: &str,
-        admin_database_url: &str,
-    ) -> Pipeline {
-        let sandbox = Sandbox::create_on(name, nats_url, admin_database_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        Pipeline::start_in(sandbox, env).await
+    /// A pipeline in a new sandbox named `name`, to shape before starting.
+    pub fn builder<'a>(name: &str) -> PipelineBuilder<'a> {
+        PipelineBuilder::at(Place::New {
+            name: name.to_owned(),
+            servers: None,
+        })
     }
 
-    /// Starts the three services in `sandbox`, with `env` added.
-    pub async fn start_in(sandbox: Sandbox, env: &[(&str, &str)]) -> Pipeline {
-        Pipeline::start_each(sandbox, env, |_| Vec::new()).await
-    }
-
-    /// `replicas` of every service on the shared servers.
-    pub async fn start_replicas(name: &str, env: &[(&str, &str)], replicas: usize) -> Pipeline {
-        let sandbox = Sandbox::create(name)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        Pipeline::start_replicas_in(sandbox, env, replicas).await
-    }
-
-    /// `replicas` of every service in `sandbox`.
-    pub async fn start_replicas_in(
-        sandbox: Sandbox,
-        env: &[(&str, &str)],
-        replicas: usize,
-    ) -> Pipeline {
-        let deployment =
-            Deployment::start_replicas(&sandbox, env, replicas).expect("service binaries start");
-        Pipeline::around(sandbox, deployment).await
-    }
-
-    /// Like [`Pipeline::start_replicas_in`], with `per_replica(name)` added
-    /// to each replica's environment (`saver`, `saver-2`, …).
-    pub async fn start_replicas_each(
-        sandbox: Sandbox,
-        env: &[(&str, &str)],
-        replicas: usize,
-        per_replica: impl Fn(&str) -> Vec<(String, String)>,
-    ) -> Pipeline {
-        let deployment = Deployment::start_replicas_each(&sandbox, env, replicas, per_replica)
-            .expect("service binaries start");
-        Pipeline::around(sandbox, deployment).await
-    }
-
-    /// Like [`Pipeline::start_in`], with `per_service(name)` added to each
-    /// service's environment.
-    pub async fn start_each(
-        sandbox: Sandbox,
-        env: &[(&str, &str)],
-        per_service: impl Fn(&str) -> Vec<(String, String)>,
-    ) -> Pipeline {
-        let deployment =
-            Deployment::start_each(&sandbox, env, per_service).expect("service binaries start");
-        Pipeline::around(sandbox, deployment).await
-    }
-
-    /// Like [`Pipeline::start_in`], with service `name` replaced by
-    /// `program args…`; its consumer must exist already (`sluice setup`).
-    pub async fn start_swapped(
-        sandbox: Sandbox,
-        env: &[(&str, &str)],
-        name: &str,
-        program: std::path::PathBuf,
-        args: Vec<String>,
-    ) -> Pipeline {
-        let deployment =
-            Deployment::start_swapped(&sandbox, env, name, program, args).expect("services start");
-        Pipeline::around(sandbox, deployment).await
+    /// A pipeline in a sandbox made by the test (its own login, say).
+    pub fn in_sandbox<'a>(sandbox: Sandbox) -> PipelineBuilder<'a> {
+        PipelineBuilder::at(Place::Sandbox(sandbox))
     }
 
     /// A file server and a NATS connection around running services, once
@@ -355,6 +385,23 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The rows of `data` but those of `accounts`.
+pub fn rows_without(data: &Dataset, accounts: &[i64]) -> Vec<ExpectedRow> {
+    data.expected
+        .iter()
+        .filter(|r| !accounts.contains(&r.account_id))
+        .cloned()
+        .collect()
+}
+
+/// The account a dead-lettered account update was for.
+pub fn account_of(letter: &DeadLetter) -> i64 {
+    let body = letter.body.as_deref().expect("the original message");
+    serde_json::from_str::<sluice_messages::AccountUpdate>(body)
+        .expect("an account update")
+        .account_id
 }
 
 /// Rows as `(account, id, amount)` literals, sorted, for exact comparisons.

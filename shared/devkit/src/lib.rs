@@ -17,7 +17,7 @@ pub mod sandbox;
 
 pub use data::{Dataset, ExpectedRow};
 pub use http::{Fault, FileServer, Route};
-pub use process::{binary_dir, Deployment, Process};
+pub use process::{binary_dir, Deployment, DeploymentPlan, Process};
 pub use sandbox::Sandbox;
 
 /// A short random lowercase hex string for unique names.

@@ -178,113 +178,25 @@ impl Deployment {
     /// Starts every service with the sandbox's environment plus `env`, its
     /// logs in a folder named after the sandbox's database.
     pub fn start(sandbox: &crate::Sandbox, env: &[(&str, &str)]) -> std::io::Result<Deployment> {
-        Deployment::start_each(sandbox, env, |_| Vec::new())
+        Deployment::plan(sandbox).env(env).start()
     }
 
-    /// Like [`Deployment::start`], with `per_service(name)` added to each
-    /// service's environment (its own metrics port, say).
-    pub fn start_each(
-        sandbox: &crate::Sandbox,
-        env: &[(&str, &str)],
-        per_service: impl Fn(&str) -> Vec<(String, String)>,
-    ) -> std::io::Result<Deployment> {
-        Deployment::start_with(sandbox, env, per_service, |_| None)
-    }
-
-    /// Like [`Deployment::start`], with service `name` replaced by
-    /// `program args…` (a stage written in another language, say).
-    pub fn start_swapped(
-        sandbox: &crate::Sandbox,
-        env: &[(&str, &str)],
-        name: &str,
-        program: PathBuf,
-        args: Vec<String>,
-    ) -> std::io::Result<Deployment> {
-        let swap = Some((program, args));
-        Deployment::start_with(
+    /// A deployment to shape before starting it: more replicas, settings
+    /// per replica, a service swapped for another program.
+    pub fn plan(sandbox: &crate::Sandbox) -> DeploymentPlan<'_> {
+        DeploymentPlan {
             sandbox,
-            env,
-            |_| Vec::new(),
-            |service| (service == name).then(|| swap.clone()).flatten(),
-        )
-    }
-
-    fn start_with(
-        sandbox: &crate::Sandbox,
-        env: &[(&str, &str)],
-        per_service: impl Fn(&str) -> Vec<(String, String)>,
-        program_for: impl Fn(&str) -> Option<(PathBuf, Vec<String>)>,
-    ) -> std::io::Result<Deployment> {
-        let log_dir = std::env::temp_dir().join(format!("sluice-{}", sandbox.database));
-        let mut service_env = Self::local_env(sandbox);
-        if std::env::var_os("RUST_LOG").is_none() {
-            service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+            env: Vec::new(),
+            replicas: 1,
+            per_replica: Box::new(|_| Vec::new()),
+            swapped: None,
         }
-        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let services = Self::SERVICES
-            .iter()
-            .map(|name| {
-                let mut env = service_env.clone();
-                env.extend(per_service(name));
-                match program_for(name) {
-                    Some((program, args)) => {
-                        Process::start_program(name, name, program, args, env, &log_dir)
-                    }
-                    None => Process::start(name, env, &log_dir),
-                }
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok(Deployment { services, log_dir })
     }
 
     /// Loopback, which downloads refuse by default, is where the local file
     /// server of tests, the demo and the bench lives: allowed explicitly.
     pub const ALLOW_LOOPBACK: (&'static str, &'static str) =
         ("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8,::1");
-
-    /// The sandbox's settings, and loopback allowed.
-    fn local_env(sandbox: &crate::Sandbox) -> Vec<(String, String)> {
-        let mut env = sandbox.service_env();
-        env.push((Self::ALLOW_LOOPBACK.0.into(), Self::ALLOW_LOOPBACK.1.into()));
-        env
-    }
-
-    /// `replicas` copies of every service, all on the same consumers.
-    pub fn start_replicas(
-        sandbox: &crate::Sandbox,
-        env: &[(&str, &str)],
-        replicas: usize,
-    ) -> std::io::Result<Deployment> {
-        Deployment::start_replicas_each(sandbox, env, replicas, |_| Vec::new())
-    }
-
-    /// Like [`Deployment::start_replicas`], with `per_replica(name)` added to
-    /// each replica's environment (`fetcher`, `fetcher-2`, …: its own
-    /// metrics port, say).
-    pub fn start_replicas_each(
-        sandbox: &crate::Sandbox,
-        env: &[(&str, &str)],
-        replicas: usize,
-        per_replica: impl Fn(&str) -> Vec<(String, String)>,
-    ) -> std::io::Result<Deployment> {
-        let mut deployment = Deployment::start_each(sandbox, env, &per_replica)?;
-        let mut service_env = Self::local_env(sandbox);
-        service_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        for n in 2..=replicas {
-            for name in Self::SERVICES {
-                let replica = format!("{name}-{n}");
-                let mut env = service_env.clone();
-                env.extend(per_replica(&replica));
-                deployment.services.push(Process::start_replica(
-                    name,
-                    &replica,
-                    env,
-                    &deployment.log_dir,
-                )?);
-            }
-        }
-        Ok(deployment)
-    }
 
     pub fn service(&mut self, name: &str) -> &mut Process {
         self.services
@@ -311,6 +223,86 @@ impl Deployment {
         } else {
             Err(anyhow::anyhow!(failed.join("; ")))
         }
+    }
+}
+
+/// Settings added to one replica's environment, by the replica's name.
+pub type PerReplica<'a> = Box<dyn Fn(&str) -> Vec<(String, String)> + 'a>;
+
+/// What [`Deployment::plan`] will start.
+pub struct DeploymentPlan<'a> {
+    sandbox: &'a crate::Sandbox,
+    env: Vec<(String, String)>,
+    replicas: usize,
+    per_replica: PerReplica<'a>,
+    swapped: Option<(String, PathBuf, Vec<String>)>,
+}
+
+impl<'a> DeploymentPlan<'a> {
+    /// Settings added for every service (after the sandbox's own).
+    pub fn env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// `replicas` copies of every service, all on the same consumers (at
+    /// least one).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Settings added to one replica's environment, by its name (`fetcher`,
+    /// `fetcher-2`, …): its own metrics port, say.
+    pub fn per_replica(mut self, settings: impl Fn(&str) -> Vec<(String, String)> + 'a) -> Self {
+        self.per_replica = Box::new(settings);
+        self
+    }
+
+    /// Service `name` replaced by `program args…` (a stage written in
+    /// another language, say), in its first replica.
+    pub fn swap(mut self, name: &str, program: PathBuf, args: Vec<String>) -> Self {
+        self.swapped = Some((name.to_owned(), program, args));
+        self
+    }
+
+    /// Starts every replica of every service, its logs in a folder named
+    /// after the sandbox's database.
+    pub fn start(self) -> std::io::Result<Deployment> {
+        let log_dir = std::env::temp_dir().join(format!("sluice-{}", self.sandbox.database));
+        let mut service_env = self.sandbox.service_env();
+        let (allow, networks) = Deployment::ALLOW_LOOPBACK;
+        service_env.push((allow.into(), networks.into()));
+        if std::env::var_os("RUST_LOG").is_none() {
+            service_env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+        }
+        service_env.extend(self.env);
+        let mut services = Vec::new();
+        for n in 1..=self.replicas {
+            for name in Deployment::SERVICES {
+                let replica = match n {
+                    1 => name.to_owned(),
+                    n => format!("{name}-{n}"),
+                };
+                let mut env = service_env.clone();
+                env.extend((self.per_replica)(&replica));
+                services.push(match &self.swapped {
+                    Some((swapped, program, args)) if swapped == name && n == 1 => {
+                        Process::start_program(
+                            name,
+                            name,
+                            program.clone(),
+                            args.clone(),
+                            env,
+                            &log_dir,
+                        )?
+                    }
+                    _ => Process::start_replica(name, &replica, env, &log_dir)?,
+                });
+            }
+        }
+        Ok(Deployment { services, log_dir })
     }
 }
 

@@ -16,7 +16,7 @@
 //! | [`service`](Runtime) | starting a service: connect, declare, run its step, exit codes |
 //! | `run/` | working on messages: pull, flat_map, sink, emitter, keep_alive, fate, dead letters, outages, backoff |
 //! | [`nats`] | login, streams and consumers (`topology`), key-value buckets (import ids, row budget) |
-//! | [`observe`] | metrics and probes, traces and logs (`telemetry`), lasting conditions (`repeats`, `misconfiguration`) |
+//! | [`observe`] | metrics and probes, the internal events the runtime emits (`events`: each logs, counts and annotates the span), traces and logs (`telemetry`), lasting conditions (`repeats`, `misconfiguration`) |
 //! | [`config`] | the settings every service shares |
 //! | `error` | [`StageError`]: what failed, and whose fault it is |
 

@@ -5,6 +5,7 @@
 //! Metrics are recorded through the `metrics` facade; with no address set
 //! no recorder is installed and every update is a no-op.
 
+pub(crate) mod events;
 pub mod misconfiguration;
 pub mod repeats;
 pub mod telemetry;

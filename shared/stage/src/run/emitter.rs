@@ -11,8 +11,8 @@ use serde::Serialize;
 use sluice_messages::{DeadLetterKind, HEADER_IMPORT_ID};
 
 use crate::{
-    context::StageContext, dead_letter, error::publish_error, observe::names, outage::Pause,
-    slot::Slot, telemetry::TraceHeaders, Delivery, StageError,
+    context::StageContext, dead_letter, error::publish_error, observe::events::PublishWindow,
+    outage::Pause, slot::Slot, telemetry::TraceHeaders, Delivery, StageError,
 };
 
 /// A publish awaiting its ack, named by its ticket in `unacked`.
@@ -302,8 +302,11 @@ impl Emitter {
             Ok(ack) => {
                 let ack = ack.into_future();
                 self.in_flight_bytes += outgoing.size;
-                metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-                    .increment(outgoing.size as f64);
+                PublishWindow::Held {
+                    stage: self.shared.stage,
+                    bytes: outgoing.size,
+                }
+                .emit();
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 self.unacked.insert(ticket, outgoing);
@@ -337,8 +340,11 @@ impl Emitter {
             .remove(&ticket)
             .expect("every publish in flight is recorded");
         self.in_flight_bytes -= outgoing.size;
-        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-            .decrement(outgoing.size as f64);
+        PublishWindow::Freed {
+            stage: self.shared.stage,
+            bytes: outgoing.size,
+        }
+        .emit();
         match result.map_err(|e| publish_error(&e)) {
             Ok(ack) => {
                 self.published += 1;
@@ -394,8 +400,11 @@ impl Emitter {
     /// be sent again.
     fn abandon_acks(&mut self) {
         self.in_flight = FuturesUnordered::new();
-        metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-            .decrement(self.in_flight_bytes as f64);
+        PublishWindow::Freed {
+            stage: self.shared.stage,
+            bytes: self.in_flight_bytes,
+        }
+        .emit();
         self.in_flight_bytes = 0;
         self.stranded
             .extend(self.unacked.drain().map(|(_, outgoing)| outgoing));
@@ -419,8 +428,11 @@ impl Drop for Emitter {
     /// hold any of the window.
     fn drop(&mut self) {
         if self.in_flight_bytes > 0 {
-            metrics::gauge!(names::PUBLISH_WINDOW_USED, "stage" => self.shared.stage)
-                .decrement(self.in_flight_bytes as f64);
+            PublishWindow::Freed {
+                stage: self.shared.stage,
+                bytes: self.in_flight_bytes,
+            }
+            .emit();
         }
     }
 }

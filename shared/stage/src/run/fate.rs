@@ -6,7 +6,7 @@ use async_nats::jetstream::AckKind;
 use sluice_messages::DeadLetterKind;
 
 use crate::{
-    backoff, context::StageContext, dead_letter, keep_alive::Outcome, observe::names,
+    backoff, context::StageContext, dead_letter, keep_alive::Outcome, observe::events,
     pull::release, Delivery, StageError,
 };
 
@@ -77,7 +77,10 @@ pub(crate) async fn settle(
     let message = delivery.message();
     match outcome {
         Outcome::Done(Ok(())) => {
-            metrics::counter!(names::ACKED, "stage" => shared.stage).increment(1);
+            events::Acked {
+                stage: shared.stage,
+            }
+            .emit();
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and its outputs de-duplicated");
             }
@@ -97,15 +100,12 @@ pub(crate) async fn settle(
                 shared.consumer.retry_backoff_max,
                 delivery.delivered(),
             );
-            tracing::warn!(
-                stage = shared.stage,
-                subject = delivery.subject(),
-                import_id = delivery.import_id(),
-                delivered = delivery.delivered(),
-                %error,
-                "transient failure; retrying in {delay:?}"
-            );
-            metrics::counter!(names::RETRIED, "stage" => shared.stage).increment(1);
+            events::Retried {
+                about: about(shared, delivery),
+                error: &error,
+                delay,
+            }
+            .emit();
             if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
                 tracing::debug!(error = %e, "nak failed; redelivery follows ack_wait instead");
             }
@@ -124,19 +124,19 @@ pub(crate) async fn dead_letter_and_terminate(
     kind: DeadLetterKind,
     error: &StageError,
 ) -> Settled {
-    tracing::error!(
-        stage = shared.stage,
-        subject = delivery.subject(),
-        import_id = delivery.import_id(),
-        delivered = delivery.delivered(),
-        kind = kind.as_str(),
-        %error,
-        "dead-lettering message"
-    );
+    events::DeadLettering {
+        about: about(shared, delivery),
+        kind,
+        error,
+    }
+    .emit();
     match dead_letter::store(shared, delivery, kind, error).await {
         Ok(()) => {
-            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => kind.as_str())
-                .increment(1);
+            events::DeadLettered {
+                stage: shared.stage,
+                kind,
+            }
+            .emit();
             if let Err(e) = delivery.message().ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed; the message comes back and its dead letter is de-duplicated");
             }
@@ -145,16 +145,11 @@ pub(crate) async fn dead_letter_and_terminate(
         // Not an outage, and it failed on several deliveries: retrying
         // forever would only keep it in flight. Say so loudly and let go.
         Err(e) if !e.is_outage() && delivery.delivered() >= DEAD_LETTER_ATTEMPTS => {
-            tracing::error!(
-                stage = shared.stage,
-                subject = delivery.subject(),
-                import_id = delivery.import_id(),
-                delivered = delivery.delivered(),
-                error = %e,
-                "cannot dead-letter this message; terminating it (it is lost to sluice: this log line is its only record)"
-            );
-            metrics::counter!(names::DEAD_LETTERED, "stage" => shared.stage, "kind" => "undeliverable")
-                .increment(1);
+            events::Undeliverable {
+                about: about(shared, delivery),
+                error: &e,
+            }
+            .emit();
             if let Err(e) = dead_letter::report_failed(shared, delivery, kind, error).await {
                 tracing::error!(error = %e, "cannot report the message as failed either; its import may not complete");
             }
@@ -176,6 +171,16 @@ pub(crate) async fn dead_letter_and_terminate(
             }
             Settled::Kept
         }
+    }
+}
+
+/// The message `delivery`, for the lines about it.
+fn about<'a>(shared: &StageContext, delivery: &'a Delivery) -> events::About<'a> {
+    events::About {
+        stage: shared.stage,
+        subject: delivery.subject(),
+        import_id: delivery.import_id(),
+        delivered: delivery.delivered(),
     }
 }
 

@@ -11,11 +11,10 @@ use tracing::Instrument;
 
 use crate::{
     context::StageContext,
-    emitter::EmitStats,
     fate,
     keep_alive::keep_alive,
     keep_alive::Outcome,
-    observe::names,
+    observe::events,
     outage::Pause,
     pull::{self, release_after, FailureStreak},
     slot::Slot,
@@ -209,10 +208,7 @@ impl<S: FlatMap> Task<S> {
             Ok(input) => input,
             Err(error) => return fate::settle(shared, delivery, Outcome::Done(Err(error))).await,
         };
-        let started = Instant::now();
-        let in_flight = metrics::gauge!(names::IN_FLIGHT, "stage" => S::NAME);
-        in_flight.increment(1.0);
-        metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(1);
+        let in_flight = events::InFlight::start(S::NAME);
         let mut detached = false;
         let outcome = keep_alive(
             self.process(delivery, &input, span, &mut detached),
@@ -228,9 +224,7 @@ impl<S: FlatMap> Task<S> {
             delivery.forget_import_id();
         }
         let settled = fate::settle(shared, delivery, outcome).await;
-        metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
-            .record(started.elapsed().as_secs_f64());
-        in_flight.decrement(1.0);
+        drop(in_flight);
         settled
     }
 
@@ -265,17 +259,15 @@ impl<S: FlatMap> Task<S> {
             *detached = out.is_detached();
             match result {
                 Ok(stats) => {
-                    record(span, S::NAME, stats);
-                    tracing::info!(
-                        stage = S::NAME,
-                        subject = delivery.subject(),
-                        import_id = out.import_id(),
-                        published = stats.published,
-                        duplicates = stats.duplicates,
-                        rejected_rows = stats.rejected_rows,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "processed"
-                    );
+                    events::Processed {
+                        stage: S::NAME,
+                        subject: delivery.subject(),
+                        import_id: out.import_id(),
+                        stats,
+                        elapsed: started.elapsed(),
+                        span,
+                    }
+                    .emit();
                     return Ok(());
                 }
                 Err(e) if e.is_outage() => {
@@ -295,18 +287,4 @@ impl<S: FlatMap> Task<S> {
             }
         }
     }
-}
-
-/// What one input produced, on its span and in the metrics.
-fn record(span: &tracing::Span, stage: &'static str, stats: EmitStats) {
-    telemetry::annotate(
-        span,
-        [
-            KeyValue::new("sluice.messages.published", stats.published as i64),
-            KeyValue::new("sluice.messages.duplicate", stats.duplicates as i64),
-            KeyValue::new("sluice.rows.rejected", stats.rejected_rows as i64),
-        ],
-    );
-    metrics::counter!(names::PUBLISHED, "stage" => stage).increment(stats.published);
-    metrics::counter!(names::ROWS_REJECTED, "stage" => stage).increment(stats.rejected_rows);
 }

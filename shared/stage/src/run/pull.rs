@@ -9,7 +9,7 @@ use crate::{
     backoff::Backoff,
     context::StageContext,
     misconfiguration,
-    observe::{names, Paused, HEALTH},
+    observe::{events, Paused, HEALTH},
     repeats::Repeats,
     StageError,
 };
@@ -203,7 +203,10 @@ pub(crate) async fn release_after(
     delay: Option<Duration>,
 ) {
     shared.handed_back.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!(names::RELEASED, "stage" => shared.stage).increment(1);
+    events::Released {
+        stage: shared.stage,
+    }
+    .emit();
     if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
         tracing::debug!(error = %e, "could not release message; it is redelivered after ack_wait");
     }

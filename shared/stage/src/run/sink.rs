@@ -14,7 +14,7 @@ use crate::{
     context::StageContext,
     fate,
     keep_alive::{keep_alive, Outcome},
-    observe::{names, HEALTH},
+    observe::{events, HEALTH},
     outage::Pause,
     pull::{self, release_after, FailureStreak},
     tasks, telemetry, Delivery, StageError,
@@ -231,11 +231,12 @@ impl<S: Sink> WriterTask<S> {
     /// Writes a batch (holding its messages with in-progress acks), then
     /// settles each message by its own result, in its import's span.
     async fn write_and_settle(&mut self, accepted: Vec<Delivery>, items: Vec<S::Item>) {
-        metrics::counter!(names::RECEIVED, "stage" => S::NAME).increment(accepted.len() as u64);
-        metrics::histogram!(names::BATCH_MESSAGES, "stage" => S::NAME)
-            .record(accepted.len() as f64);
+        events::Received {
+            stage: S::NAME,
+            messages: accepted.len(),
+        }
+        .emit();
         let bytes: usize = accepted.iter().map(|d| d.payload().len()).sum();
-        metrics::histogram!(names::BATCH_BYTES, "stage" => S::NAME).record(bytes as f64);
         let started = std::time::Instant::now();
         let traces = BatchTraces::new(S::NAME, &accepted);
         let messages: Vec<_> = accepted.iter().map(|d| d.message()).collect();
@@ -248,13 +249,16 @@ impl<S: Sink> WriterTask<S> {
             &self.abort,
         )
         .await;
-        metrics::histogram!(names::PROCESSING_SECONDS, "stage" => S::NAME)
-            .record(started.elapsed().as_secs_f64());
+        events::BatchWritten {
+            stage: S::NAME,
+            messages: accepted.len(),
+            bytes,
+            elapsed: started.elapsed(),
+            written: matches!(outcome, Outcome::Done(Ok(_))),
+        }
+        .emit();
         let results: Vec<Outcome<Result<(), StageError>>> = match outcome {
-            Outcome::Done(Ok(results)) => {
-                tracing::debug!(stage = S::NAME, messages = accepted.len(), "batch written");
-                results.into_iter().map(Outcome::Done).collect()
-            }
+            Outcome::Done(Ok(results)) => results.into_iter().map(Outcome::Done).collect(),
             // Past SLUICE_MAX_PROCESSING_TIME (an outage that lasts):
             // hand the batch back to be retried later.
             Outcome::Done(Err(error)) => {

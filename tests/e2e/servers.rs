@@ -1,25 +1,11 @@
-//! Faults from the outside world: misbehaving HTTP servers, hostile files,
-//! and files that take longer than the ack deadline.
+//! Misbehaving file servers: errors, stalls, resets, trickles, slow hosts
+//! and internal addresses, and files that take longer than the ack
+//! deadline. Hostile file contents are in `hostile.rs`.
 
 use std::time::Duration;
 
-use sluice_e2e::{Dataset, ExpectedRow, Fault, Pipeline, Route};
-use sluice_messages::{AccountUpdate, DeadLetterKind};
-
-fn rows_without(data: &Dataset, accounts: &[i64]) -> Vec<ExpectedRow> {
-    data.expected
-        .iter()
-        .filter(|r| !accounts.contains(&r.account_id))
-        .cloned()
-        .collect()
-}
-
-fn account_of(letter: &sluice_messages::DeadLetter) -> i64 {
-    let body = letter.body.as_deref().expect("the original message");
-    serde_json::from_str::<AccountUpdate>(body)
-        .expect("an account update")
-        .account_id
-}
+use sluice_e2e::{account_of, rows_without, Dataset, Fault, Pipeline, Route};
+use sluice_messages::DeadLetterKind;
 
 /// 500s, a stall past the read timeout, a reset and a truncated gzip body are
 /// retried until the file arrives whole; a 404 and a body that is not CSV are
@@ -191,152 +177,6 @@ async fn a_file_slower_than_ack_wait_is_processed_exactly_once() {
     let info = stream.consumer_info("fetcher").await.unwrap();
     assert_eq!(info.num_redelivered, 0);
     assert_eq!(info.delivered.consumer_sequence, 1, "delivered once");
-    p.stop().await;
-}
-
-/// Each guard refuses what it should, with the reason in the dead letter,
-/// and the good account of the same import is saved.
-#[tokio::test]
-async fn hostile_input_is_refused_with_a_reason() {
-    let p = Pipeline::start(
-        "hostile",
-        &[
-            ("SLUICE_MAX_DOWNLOAD_SIZE", "4MiB"),
-            ("SLUICE_MAX_ROW_LENGTH", "1KiB"),
-            (
-                "SLUICE_DENY_NETWORKS",
-                "169.254.0.0/16,fe80::/10,127.0.0.0/8",
-            ),
-            ("SLUICE_ALLOW_NETWORKS", "127.0.0.1"),
-        ],
-    )
-    .await;
-    let port = p.server.url("").rsplit(':').next().unwrap().to_owned();
-    let accounts = format!(
-        "accountId,transactionsUrl\n\
-         1,good.csv\n\
-         2,big.csv\n\
-         3,long-line.csv\n\
-         4,bomb.csv\n\
-         5,http://169.254.169.254/latest/meta-data/iam.csv\n\
-         6,http://127.0.0.2:{port}/good.csv\n\
-         7,file:///etc/passwd\n\
-         8,http://[fe80::1]:{port}/good.csv\n"
-    );
-    p.server.set("/accounts.csv", Route::new(accounts));
-    p.server.set(
-        "/good.csv",
-        Route::new("id,amount\n1,1.00\n2,-2.50\n3,0.1\n"),
-    );
-    let mut big = String::from("id,amount\n");
-    for id in 1..=400_000 {
-        big.push_str(&format!("{id},{id}.00\n"));
-    }
-    p.server.set("/big.csv", Route::new(big));
-    p.server.set(
-        "/long-line.csv",
-        Route::new(format!(
-            "id,amount\n1,1.00\n2,{}\n3,3.00\n",
-            "9".repeat(2_000)
-        )),
-    );
-    let mut bomb = b"id,amount\n".to_vec();
-    bomb.resize(20 << 20, b'\n');
-    p.server.set("/bomb.csv", Route::new(bomb).gzip());
-
-    p.import(&p.server.url("/accounts.csv")).await;
-    p.import("http://169.254.169.254/latest/accounts.csv").await;
-    p.assert_saves(
-        &sluice_e2e::rows(&[(1, 1, "1.00"), (1, 2, "-2.50"), (1, 3, "0.1")]),
-        Duration::from_secs(60),
-    )
-    .await;
-
-    let letters = p.dead_letters().await;
-    assert_eq!(letters.len(), 8, "{letters:#?}");
-    assert!(
-        letters.iter().all(|l| l.kind == DeadLetterKind::Permanent),
-        "{letters:#?}"
-    );
-    let importer: Vec<_> = letters.iter().filter(|l| l.stage == "importer").collect();
-    assert_eq!(importer.len(), 1);
-    assert_eq!(
-        importer[0].error,
-        "GET http://169.254.169.254/latest/accounts.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)"
-    );
-    let mut fetcher: Vec<(i64, &str)> = letters
-        .iter()
-        .filter(|l| l.stage == "fetcher")
-        .map(|l| (account_of(l), l.error.as_str()))
-        .collect();
-    fetcher.sort();
-    let url = |path: &str| p.server.url(path);
-    let expected = [
-        (2, format!("{} refused: it is larger than 4194304 bytes (SLUICE_MAX_DOWNLOAD_SIZE, counted after decompression)", url("/big.csv"))),
-        (3, format!("{} refused: the record starting on line 3 is longer than 1024 bytes (SLUICE_MAX_ROW_LENGTH)", url("/long-line.csv"))),
-        (4, format!("{} refused: its gzip body expands more than 100 times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?", url("/bomb.csv"))),
-        (5, "GET http://169.254.169.254/latest/meta-data/iam.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)".into()),
-        (6, format!("GET http://127.0.0.2:{port}/good.csv refused: address 127.0.0.2 is in the denied network 127.0.0.0/8 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
-        (7, "file:///etc/passwd: only http and https URLs can be imported".into()),
-        (8, format!("GET http://[fe80::1]:{port}/good.csv refused: address fe80::1 is in the denied network fe80::/10 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
-    ];
-    let got: Vec<(i64, String)> = fetcher.iter().map(|(a, e)| (*a, e.to_string())).collect();
-    assert_eq!(got, expected);
-    p.stop().await;
-}
-
-/// Messages no stage can read are dead-lettered as permanent by the stage
-/// that got them; a file that keeps failing is dead-lettered as exhausted
-/// after `SLUICE_MAX_DELIVERIES`; the good account of the import completes.
-#[tokio::test]
-async fn undecodable_and_exhausted_messages_are_dead_lettered() {
-    let p = Pipeline::start(
-        "poison",
-        &[
-            ("SLUICE_MAX_DELIVERIES", "3"),
-            ("SLUICE_RETRY_BACKOFF", "50ms"),
-        ],
-    )
-    .await;
-    let data = Dataset::generate(2, 100, 41);
-    p.server.add_dataset(&data);
-    let (failing, _) = &data.files[1];
-    p.server
-        .set(failing, Route::new("never served").fail_first(503, 1_000));
-    p.import(&p.server.url("/accounts.csv")).await;
-
-    let ns = &p.sandbox.namespace;
-    let client = p.sandbox.nats().await;
-    for (subject, body) in [
-        (ns.account_updates(), "not json"),
-        (ns.transactions(7), "{\"import_id\":\"x\",\"account_id\":7}"),
-    ] {
-        p.js.publish(subject, body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
-    p.assert_saves(&rows_without(&data, &[1001]), Duration::from_secs(60))
-        .await;
-
-    let mut letters: Vec<_> = p
-        .dead_letters()
-        .await
-        .into_iter()
-        .map(|l| (l.stage, l.kind, l.delivered, l.error))
-        .collect();
-    letters.sort();
-    assert_eq!(
-        letters,
-        vec![
-            ("fetcher".into(), DeadLetterKind::Permanent, 1, format!("message on {} is not a valid AccountUpdate: expected ident at line 1 column 2", ns.account_updates())),
-            ("fetcher".into(), DeadLetterKind::Exhausted, 3, format!("GET {} answered HTTP 503", p.server.url(failing))),
-            ("saver".into(), DeadLetterKind::Permanent, 1, format!("message on {} is not a valid TransactionBatch: missing field `transactions` at line 1 column 32", ns.transactions(7))),
-        ]
-    );
-    assert_eq!(p.server.request_count(failing), 3);
     p.stop().await;
 }
 

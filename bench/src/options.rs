@@ -1,0 +1,46 @@
+//! The command-line options of `sluice-bench`: the size of the data set and
+//! which runs to make, each with its default.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice-bench")]
+pub struct Args {
+    /// Accounts in the generated data set.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: usize,
+    /// Transactions per account.
+    #[arg(long, default_value_t = 1_000)]
+    pub transactions: usize,
+    /// Transactions per message in the main run.
+    #[arg(long, default_value_t = 100)]
+    pub transactions_per_message: u32,
+    /// Transactions for the seed's literal mode (one per message); 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
+    pub seed_mode_transactions: usize,
+    /// Also run the main mode on this many accounts (of the same size), to
+    /// check that peak RSS stays flat as the input grows (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub flat_check_accounts: usize,
+    /// Replicas of every stage for the scaling run (0 skips it).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// The main run's rows as this many concurrent imports (0 skips it).
+    #[arg(long, default_value_t = 4)]
+    pub imports: usize,
+    /// PostgreSQL sessions of the parallel idempotent COPY baseline.
+    #[arg(long, default_value_t = 2)]
+    pub copy_sessions: usize,
+    /// Rows the naive job inserts before its rate is extrapolated.
+    #[arg(long, default_value_t = 10_000)]
+    pub naive_sample: usize,
+    /// Also time the main mode with every span exported (100% sampling) to
+    /// a real Jaeger, which `just tools` builds, against the same without.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub traced: bool,
+    /// Where the report is written ("-": nowhere).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub output: PathBuf,
+}

@@ -1,0 +1,309 @@
+//! The report of one run: the throughput and memory tables, the targets
+//! each met or missed, printed and written as markdown to `--output`.
+
+use std::fmt::Write as _;
+
+use crate::{
+    machine::{machine, versions},
+    measure::Measured,
+    options::Args,
+};
+
+/// Prints the report of `measured` and, unless `--output -`, writes it to
+/// `--output`; whether every target was met.
+pub async fn publish(args: &Args, measured: &Measured) -> Result<bool, String> {
+    let (nats_version, pg_version) = versions().await;
+    let mut report = tables(args, measured);
+    let checks = checks(args, measured);
+    let _ = writeln!(report);
+    for (text, ok) in &checks {
+        let _ = writeln!(report, "- {} {text}", if *ok { "✅" } else { "❌" });
+    }
+    let context = format!(
+        "{} accounts × {} transactions ({} rows), served by a local HTTP server; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
+        group(args.accounts as f64),
+        group(args.transactions as f64),
+        group(measured.total as f64),
+        machine()
+    );
+    println!("\n{context}\n\n{report}");
+    if args.output.as_os_str() != "-" {
+        write_doc(&args.output, &context, &report, measured.naive_rows)?;
+    }
+    Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+/// A rate or count, rounded, with thousands separators.
+fn group(n: f64) -> String {
+    sluice_devkit::data::group(n.round() as i128)
+}
+
+/// The throughput and memory tables.
+fn tables(args: &Args, measured: &Measured) -> String {
+    let (main, more) = (&measured.main, &measured.more);
+    let (total, upsert_rate, naive_rate) =
+        (measured.total, measured.upsert_rate, measured.naive_rate);
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "| measurement | rows | seconds | rows/s | × idempotent COPY | × naive job |"
+    );
+    let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut line = |name: &str, rows: f64, seconds: f64| {
+        let rate = rows / seconds;
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {seconds:.2} | {} | {:.2} | {:.1} |",
+            group(rows),
+            group(rate),
+            rate / upsert_rate,
+            rate / naive_rate
+        );
+    };
+    line(
+        "naive job: one INSERT per row (sample, extrapolated)",
+        measured.naive_rows as f64,
+        measured.naive_time.as_secs_f64(),
+    );
+    line(
+        "PostgreSQL COPY into a keyed table (raw limit)",
+        total as f64,
+        measured.copy_time.as_secs_f64(),
+    );
+    line(
+        "COPY to staging + INSERT … ON CONFLICT DO NOTHING (idempotent limit)",
+        total as f64,
+        measured.upsert_time.as_secs_f64(),
+    );
+    line(
+        &format!(
+            "COPY to staging + INSERT … ON CONFLICT DO NOTHING, {} sessions in parallel",
+            args.copy_sessions.max(1)
+        ),
+        total as f64,
+        measured.parallel_upsert_time.as_secs_f64(),
+    );
+    line(
+        &format!(
+            "**sluice end to end, {} transactions/message**",
+            args.transactions_per_message
+        ),
+        main.rows as f64,
+        main.elapsed.as_secs_f64(),
+    );
+    if let Some(t) = &measured.traced {
+        line(
+            &format!(
+                "sluice end to end, every span exported to Jaeger (mean of 2 runs; untraced, mean of 2: {} rows/s)",
+                group(t.untraced)
+            ),
+            main.rows as f64,
+            main.rows as f64 / t.traced,
+        );
+    }
+    if let Some(run) = &more.replicated {
+        line(
+            &format!(
+                "sluice end to end, {} replicas of every stage",
+                args.replicas
+            ),
+            run.rows as f64,
+            run.elapsed.as_secs_f64(),
+        );
+    }
+    if let Some(run) = &more.concurrent {
+        line(
+            &format!(
+                "sluice end to end, the same rows as {} concurrent imports",
+                args.imports
+            ),
+            run.rows as f64,
+            run.elapsed.as_secs_f64(),
+        );
+    }
+    if let Some(seed) = &more.seed {
+        line(
+            "sluice end to end, 1 transaction/message (seed mode)",
+            seed.rows as f64,
+            seed.elapsed.as_secs_f64(),
+        );
+    }
+    let _ = writeln!(report);
+    let _ = writeln!(report, "| peak RSS (MiB) | importer | fetcher | saver |");
+    let _ = writeln!(report, "| --- | ---: | ---: | ---: |");
+    let large_name = more
+        .large
+        .as_ref()
+        .map(|l| format!("main mode, {} rows", group(l.rows as f64)))
+        .unwrap_or_default();
+    for (name, run) in [
+        (
+            format!("main run, {} rows", group(main.rows as f64)),
+            Some(main),
+        ),
+        ("seed mode".to_owned(), more.seed.as_ref()),
+        (large_name, more.large.as_ref()),
+    ] {
+        if let Some(run) = run {
+            let mib: Vec<String> = run
+                .rss
+                .iter()
+                .map(|(_, kib)| format!("{:.1}", *kib as f64 / 1024.0))
+                .collect();
+            let _ = writeln!(report, "| {name} | {} |", mib.join(" | "));
+        }
+    }
+    if let Some(large) = &more.large {
+        let _ = writeln!(
+            report,
+            "\nsluice end to end on {} rows: {:.2} s, {} rows/s.",
+            group(large.rows as f64),
+            large.elapsed.as_secs_f64(),
+            group(large.rate())
+        );
+    }
+
+    report
+}
+
+/// The targets, each with its figure and whether it was met.
+fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
+    let (main, more) = (&measured.main, &measured.more);
+    let (upsert_rate, naive_rate) = (measured.upsert_rate, measured.naive_rate);
+    let worst_rss = [Some(main), more.seed.as_ref(), more.large.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|run| run.rss.iter())
+        .map(|(_, kib)| *kib)
+        .max()
+        .unwrap_or(0);
+    // Flat: no service grows by more than 10% from the main run to the large one.
+    let growth = more.large.as_ref().map(|large| {
+        main.rss
+            .iter()
+            .zip(&large.rss)
+            .map(|((_, small), (_, big))| *big as f64 / (*small).max(1) as f64 - 1.0)
+            .fold(f64::MIN, f64::max)
+    });
+    let deadlocks: usize = [
+        Some(main),
+        more.replicated.as_ref(),
+        more.concurrent.as_ref(),
+        more.seed.as_ref(),
+        more.large.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.deadlocks)
+    .sum();
+    vec![
+        (
+            format!(
+                "end to end ≥ 0.75 × idempotent COPY: {:.2}",
+                main.rate() / upsert_rate
+            ),
+            main.rate() >= 0.75 * upsert_rate,
+        ),
+        (
+            format!(
+                "{} replicas per stage ≥ 0.8 × one replica: {}",
+                args.replicas,
+                more.replicated
+                    .as_ref()
+                    .map_or("not run".into(), |r| format!(
+                        "{:.2}",
+                        r.rate() / main.rate()
+                    ))
+            ),
+            more.replicated
+                .as_ref()
+                .is_none_or(|r| r.rate() >= 0.8 * main.rate()),
+        ),
+        (
+            format!(
+                "{} concurrent imports ≥ 0.9 × one import: {}",
+                args.imports,
+                more.concurrent
+                    .as_ref()
+                    .map_or("not run".into(), |r| format!(
+                        "{:.2}",
+                        r.rate() / main.rate()
+                    ))
+            ),
+            more.concurrent
+                .as_ref()
+                .is_none_or(|r| r.rate() >= 0.9 * main.rate()),
+        ),
+        (
+            format!(
+                "traced (100% of spans to Jaeger) ≥ 0.9 × untraced: {}",
+                measured
+                    .traced
+                    .as_ref()
+                    .map_or("not run".into(), |t| format!(
+                        "{:.2} ({} spans in one import's trace)",
+                        t.traced / t.untraced,
+                        t.spans
+                    ))
+            ),
+            measured
+                .traced
+                .as_ref()
+                .is_none_or(|t| t.traced >= 0.9 * t.untraced),
+        ),
+        (
+            format!("`deadlock detected` in the service logs: {deadlocks}"),
+            deadlocks == 0,
+        ),
+        (
+            format!(
+                "end to end ≥ 30 × naive job: {:.1}",
+                main.rate() / naive_rate
+            ),
+            main.rate() >= 30.0 * naive_rate,
+        ),
+        (
+            format!(
+                "seed mode ≥ 20,000 transactions/s: {}",
+                more.seed
+                    .as_ref()
+                    .map_or("not run".into(), |s| group(s.rate()))
+            ),
+            more.seed.as_ref().is_none_or(|s| s.rate() >= 20_000.0),
+        ),
+        (
+            format!(
+                "peak RSS ≤ 64 MiB per service: {:.1} MiB",
+                worst_rss as f64 / 1024.0
+            ),
+            worst_rss <= 64 * 1024,
+        ),
+        (
+            format!(
+                "peak RSS flat (within 10%) as rows grow: {}",
+                growth.map_or("not measured (--flat-check-accounts)".into(), |g| {
+                    format!("largest growth {:+.1}%", g * 100.0)
+                })
+            ),
+            growth.is_none_or(|g| g <= 0.10),
+        ),
+    ]
+}
+
+fn write_doc(
+    output: &std::path::Path,
+    context: &str,
+    report: &str,
+    naive_rows: u64,
+) -> Result<(), String> {
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum.\n",
+        group(naive_rows as f64)
+    );
+    if let Some(dir) = output.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(output, doc).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    eprintln!("written to {}", output.display());
+    Ok(())
+}
