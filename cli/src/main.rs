@@ -13,6 +13,7 @@ mod import;
 mod imports;
 mod progress;
 mod setup;
+mod spec;
 mod status;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Check NATS, JetStream, the topology, PostgreSQL and the schema; say how to fix what is wrong.
     Doctor(doctor::DoctorArgs),
+    /// Store, list, show and remove import specs: your files and tables (docs/specs.md).
+    Spec(spec::SpecArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Spec(args) => spec::run(args).await,
         }
     });
     match result {

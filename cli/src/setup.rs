@@ -34,8 +34,49 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
     let _ = client.flush().await;
     if !args.skip_database {
         ensure_database(&args.database_url).await?;
+        check_spec_tables(&js, &args.nats, &args.database_url).await?;
     }
     Ok(())
+}
+
+/// Every stored spec's tables: the missing ones created, the others
+/// checked; fails naming each table that does not fit, with its fix.
+async fn check_spec_tables(
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    url: &str,
+) -> anyhow::Result<()> {
+    let specs =
+        sluice_stage::specs::Specs::open(js, &nats.namespace, usize::from(nats.stream_replicas))
+            .await?
+            .list()
+            .await?;
+    let database: sluice_postgres::Database = url.parse().context("DATABASE_URL is invalid")?;
+    let db = database
+        .connect()
+        .await
+        .map_err(|e| explain::postgres("connect to the database", url, &e))?;
+    let mut unfit = Vec::new();
+    for stored in specs.iter().filter(|s| s.revision > 0) {
+        let reports = sluice_saver::tables::ensure_tables(&db, &stored.spec)
+            .await
+            .map_err(|e| explain::postgres("check the specs' tables", url, &e))?;
+        for report in reports {
+            if report.fits() {
+                outln!("spec {}: {report}", stored.spec.name);
+            } else {
+                unfit.push(format!("spec {}: {report}", stored.spec.name));
+            }
+        }
+    }
+    if unfit.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "some tables do not fit their specs (nothing was altered):\n{}",
+            unfit.join("\n")
+        ))
+    }
 }
 
 /// The streams and the durable consumers, exactly as the services declare
@@ -54,6 +95,7 @@ pub async fn declare(
     sluice_stage::import_ids::ImportIds::open(js, &nats.namespace, replicas).await?;
     // The bucket only; the budget itself is the fetcher's setting.
     sluice_stage::row_budget::RowBudget::open(js, &nats.namespace, replicas, 0).await?;
+    sluice_stage::specs::Specs::open(js, &nats.namespace, replicas).await?;
     Ok(())
 }
 

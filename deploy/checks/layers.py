@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lower layers first; a crate may depend on sluice crates of lower layers only.
 LAYERS = {
     "sluice-messages": 0,  # the contract
+    "sluice-spec": 0,  # the import spec format users write
     "sluice-download": 1,
     "sluice-stage": 1,
     "sluice-postgres": 1,

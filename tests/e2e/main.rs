@@ -17,4 +17,5 @@ mod pipeline;
 mod resilience;
 mod secured;
 mod servers;
+mod specs;
 mod traces;

@@ -6,6 +6,7 @@
 mod completion;
 pub mod reports;
 pub mod schema;
+pub mod tables;
 mod tracker;
 
 use std::sync::Arc;

@@ -125,12 +125,20 @@ impl Namespace {
         self.subject(&format!("import-progress.{id}.{fact}"))
     }
 
-    /// The key-value bucket of import ids and the requests they name.
     /// The key-value bucket of the row budget's counts.
     pub fn import_rows_bucket(&self) -> String {
         match &self.0 {
             None => "IMPORT_ROWS".to_owned(),
             Some(ns) => format!("{}_IMPORT_ROWS", ns.replace('-', "_")),
+        }
+    }
+
+    /// The key-value bucket of import specs, one key per spec name (its
+    /// TOML text), each edit a new revision.
+    pub fn import_specs_bucket(&self) -> String {
+        match &self.0 {
+            None => "IMPORT_SPECS".to_owned(),
+            Some(ns) => format!("{}_IMPORT_SPECS", ns.replace('-', "_")),
         }
     }
 

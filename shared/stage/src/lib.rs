@@ -15,7 +15,7 @@
 //! | --- | --- |
 //! | [`service`](Runtime) | starting a service: connect, declare, run its step, exit codes |
 //! | `run/` | working on messages: pull, flat_map, sink, emitter, keep_alive, fate, dead letters, outages, backoff |
-//! | [`nats`] | login, streams and consumers (`topology`), key-value buckets (import ids, row budget) |
+//! | [`nats`] | login, streams and consumers (`topology`), key-value buckets (import ids, row budget, import specs) |
 //! | [`observe`] | metrics and probes, the internal events the runtime emits (`events`: each logs, counts and annotates the span), traces and logs (`telemetry`), lasting conditions (`repeats`, `misconfiguration`) |
 //! | [`config`] | the settings every service shares |
 //! | `error` | [`StageError`]: what failed, and whose fault it is |
@@ -36,7 +36,7 @@ mod shutdown;
 // The modules' old places, so that paths inside and outside the crate
 // read as before.
 pub(crate) use nats::login as nats_login;
-pub use nats::{buckets, import_ids, row_budget, topology};
+pub use nats::{buckets, import_ids, row_budget, specs, topology};
 pub use observe::{misconfiguration, repeats, telemetry};
 pub(crate) use run::{
     backoff, context, dead_letter, delivery, emitter, fate, flat_map, keep_alive, outage, pull,

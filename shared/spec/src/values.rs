@@ -1,0 +1,287 @@
+//! Reading one CSV field as its column's type.
+//!
+//! A value travels as text in the canonical form PostgreSQL reads back
+//! exactly (`COPY` text input), or as NULL: integers without a sign or
+//! leading zeros to doubt, decimals as written (never through a float),
+//! booleans as `true`/`false`, dates as `YYYY-MM-DD`, timestamps as RFC
+//! 3339 in UTC, UUIDs hyphenated in lowercase, JSON as given once it
+//! parses. Anything else is refused here, with the column and the value,
+//! rather than by the database a batch later.
+
+use time::{format_description::well_known::Rfc3339, OffsetDateTime, PrimitiveDateTime};
+
+use crate::{Column, ColumnType, Empty};
+
+/// A field that is not a value of its column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    /// The column's header name.
+    pub column: String,
+    /// The field, cut to 64 characters and with control characters shown
+    /// escaped, so a hostile file cannot flood or steer a terminal.
+    pub value: String,
+    /// What the column takes.
+    pub expected: String,
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "column {}: {:?} is not {}",
+            self.column, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// How a field is shown in an error.
+fn shown(field: &str) -> String {
+    let mut out: String = field
+        .chars()
+        .take(64)
+        .flat_map(char::escape_debug)
+        .collect();
+    if field.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads `field` as a value of `column`: `Ok(None)` is NULL. `key` says
+/// whether the column is part of its table's key, where an empty field is
+/// always an error.
+pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, ValueError> {
+    let fail = |expected: String| ValueError {
+        column: column.name.clone(),
+        value: shown(field),
+        expected,
+    };
+    if field.is_empty() {
+        return match (column.empty, key) {
+            (Empty::Null, false) => Ok(None),
+            (_, true) => Err(fail("empty: a key column needs a value".into())),
+            (Empty::Error, false) => Err(fail("empty: this column needs a value".into())),
+        };
+    }
+    let value = match column.kind {
+        ColumnType::Bigint => field
+            .parse::<i64>()
+            .map(|v| v.to_string())
+            .map_err(|_| fail("a 64-bit integer".into()))?,
+        ColumnType::Integer => field
+            .parse::<i32>()
+            .map(|v| v.to_string())
+            .map_err(|_| fail("a 32-bit integer".into()))?,
+        ColumnType::Numeric => numeric(field, column.precision, column.scale).map_err(fail)?,
+        ColumnType::Text => field.to_owned(),
+        ColumnType::Boolean => match field.to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "on" | "1" => "true".to_owned(),
+            "false" | "f" | "no" | "n" | "off" | "0" => "false".to_owned(),
+            _ => {
+                return Err(fail(
+                    "a boolean (true/false, t/f, yes/no, y/n, on/off, 1/0)".into(),
+                ))
+            }
+        },
+        ColumnType::Date => date(field, column.format.as_deref()).map_err(fail)?,
+        ColumnType::Timestamptz => timestamp(field, column.format.as_deref()).map_err(fail)?,
+        ColumnType::Uuid => uuid::Uuid::try_parse(field)
+            .map(|u| u.hyphenated().to_string())
+            .map_err(|_| fail("a UUID".into()))?,
+        ColumnType::Jsonb => {
+            serde_json::from_str::<serde::de::IgnoredAny>(field)
+                .map_err(|_| fail("a JSON document".into()))?;
+            field.to_owned()
+        }
+    };
+    Ok(Some(value))
+}
+
+/// An exact decimal: optional sign, digits, optional point and digits; no
+/// exponent, no spaces, no thousands separators. With a precision, the
+/// digits before the point are at most `precision - scale` and after it at
+/// most `scale` (more would be rounded by the database: refused instead).
+fn numeric(field: &str, precision: Option<u32>, scale: Option<u32>) -> Result<String, String> {
+    let expected = || match (precision, scale) {
+        (Some(p), s) => format!(
+            "an exact decimal of at most {p} digits, {} after the point",
+            s.unwrap_or(0)
+        ),
+        (None, _) => "an exact decimal (digits, an optional point and digits)".to_owned(),
+    };
+    let unsigned = field.strip_prefix(['-', '+']).unwrap_or(field);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty())
+        || !digits(whole)
+        || !digits(fraction)
+        || (unsigned.ends_with('.') && whole.is_empty())
+    {
+        return Err(expected());
+    }
+    if let Some(p) = precision {
+        let s = scale.unwrap_or(0);
+        let significant = whole.trim_start_matches('0').len();
+        if significant as u32 > p - s || fraction.len() as u32 > s {
+            return Err(expected());
+        }
+    }
+    Ok(field.strip_prefix('+').unwrap_or(field).to_owned())
+}
+
+fn date(field: &str, format: Option<&str>) -> Result<String, String> {
+    let iso = time::macros::format_description!("[year]-[month]-[day]");
+    let parsed = match format {
+        None => time::Date::parse(field, &iso),
+        Some(format) => {
+            let description = time::format_description::parse_borrowed::<2>(format)
+                .map_err(|e| format!("a date (the spec's format is invalid: {e})"))?;
+            time::Date::parse(field, &description)
+        }
+    };
+    let expected = || match format {
+        None => "an ISO 8601 date (YYYY-MM-DD)".to_owned(),
+        Some(f) => format!("a date in the format {f}"),
+    };
+    let date = parsed.map_err(|_| expected())?;
+    date.format(&iso).map_err(|_| expected())
+}
+
+fn timestamp(field: &str, format: Option<&str>) -> Result<String, String> {
+    let expected = || match format {
+        None => "an RFC 3339 timestamp (2026-12-03T14:05:00Z)".to_owned(),
+        Some(f) => format!("a timestamp in the format {f}"),
+    };
+    let parsed = match format {
+        None => OffsetDateTime::parse(field, &Rfc3339).map_err(|_| expected())?,
+        Some(format) => {
+            let description = time::format_description::parse_borrowed::<2>(format)
+                .map_err(|e| format!("a timestamp (the spec's format is invalid: {e})"))?;
+            // A format with an offset says it; one without is UTC.
+            OffsetDateTime::parse(field, &description)
+                .or_else(|_| PrimitiveDateTime::parse(field, &description).map(|t| t.assume_utc()))
+                .map_err(|_| expected())?
+        }
+    };
+    parsed
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|_| expected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(kind: &str, extra: &str) -> Column {
+        let spec = format!(
+            r#"name = "t"
+            root = "l"
+            [levels.l]
+            columns = [{{ name = "c", type = "{kind}" {extra} }}]"#
+        );
+        crate::Spec::parse(&spec).unwrap().levels["l"].columns[0].clone()
+    }
+
+    fn ok(kind: &str, extra: &str, field: &str) -> Option<String> {
+        read(&column(kind, extra), field, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn refused(kind: &str, extra: &str, field: &str) -> String {
+        read(&column(kind, extra), field, false)
+            .expect_err(field)
+            .to_string()
+    }
+
+    #[test]
+    fn each_type_reads_its_values_canonically() {
+        assert_eq!(
+            ok("bigint", "", "-9223372036854775808").as_deref(),
+            Some("-9223372036854775808")
+        );
+        assert_eq!(ok("bigint", "", "+7").as_deref(), Some("7"));
+        assert_eq!(
+            ok("integer", "", "2147483647").as_deref(),
+            Some("2147483647")
+        );
+        assert_eq!(
+            ok("numeric", "", "+12345678901234567890.123").as_deref(),
+            Some("12345678901234567890.123")
+        );
+        assert_eq!(
+            ok("numeric", ", precision = 5, scale = 2", "123.45").as_deref(),
+            Some("123.45")
+        );
+        assert_eq!(ok("numeric", "", ".5").as_deref(), Some(".5"));
+        assert_eq!(ok("text", "", " as is ").as_deref(), Some(" as is "));
+        assert_eq!(ok("boolean", "", "Yes").as_deref(), Some("true"));
+        assert_eq!(ok("boolean", "", "0").as_deref(), Some("false"));
+        assert_eq!(ok("date", "", "2026-12-03").as_deref(), Some("2026-12-03"));
+        assert_eq!(
+            ok("date", r#", format = "[day]/[month]/[year]""#, "03/12/2026").as_deref(),
+            Some("2026-12-03")
+        );
+        assert_eq!(
+            ok("timestamptz", "", "2026-12-03T15:05:00+01:00").as_deref(),
+            Some("2026-12-03T14:05:00Z")
+        );
+        assert_eq!(
+            ok(
+                "timestamptz",
+                r#", format = "[year]-[month]-[day] [hour]:[minute]""#,
+                "2026-12-03 14:05"
+            )
+            .as_deref(),
+            Some("2026-12-03T14:05:00Z")
+        );
+        assert_eq!(
+            ok("uuid", "", "{67E55044-10B1-426F-9247-BB680E5FE0C8}").as_deref(),
+            Some("67e55044-10b1-426f-9247-bb680e5fe0c8")
+        );
+        assert_eq!(
+            ok("jsonb", "", r#"{"a": [1, 2]}"#).as_deref(),
+            Some(r#"{"a": [1, 2]}"#)
+        );
+        assert_eq!(ok("bigint", "", ""), None);
+        assert_eq!(ok("text", "", ""), None);
+    }
+
+    #[test]
+    fn a_refused_value_names_its_column_and_what_it_takes() {
+        assert_eq!(
+            refused("bigint", "", "12.5"),
+            r#"column c: "12.5" is not a 64-bit integer"#
+        );
+        assert_eq!(
+            refused("integer", "", "2147483648"),
+            r#"column c: "2147483648" is not a 32-bit integer"#
+        );
+        for bad in ["1e5", "1,5", " 1", "", "-", ".", "1.2.3", "0x10", "NaN"] {
+            if !bad.is_empty() {
+                assert!(
+                    refused("numeric", "", bad).contains("exact decimal"),
+                    "{bad}"
+                );
+            }
+        }
+        assert!(refused("numeric", ", precision = 5, scale = 2", "1234.5")
+            .contains("at most 5 digits, 2 after"));
+        assert!(
+            refused("numeric", ", precision = 5, scale = 2", "1.234").contains("at most 5 digits")
+        );
+        assert!(refused("boolean", "", "maybe").contains("a boolean"));
+        assert!(refused("date", "", "2026-02-30").contains("ISO 8601 date"));
+        assert!(refused("timestamptz", "", "2026-12-03 14:05").contains("RFC 3339"));
+        assert!(refused("uuid", "", "not-a-uuid").contains("a UUID"));
+        assert!(refused("jsonb", "", "{").contains("a JSON document"));
+        assert!(refused("bigint", r#", empty = "error""#, "").contains("this column needs a value"));
+        let key = read(&column("text", ""), "", true).unwrap_err().to_string();
+        assert!(key.contains("a key column needs a value"), "{key}");
+        // A hostile field is cut short and its control characters escaped.
+        let long = format!("\u{1b}[2J{}", "x".repeat(500));
+        let shown = refused("bigint", "", &long);
+        assert!(shown.len() < 140 && !shown.contains('\u{1b}'), "{shown}");
+    }
+}

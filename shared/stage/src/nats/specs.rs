@@ -1,0 +1,236 @@
+//! The import specs every service reads the same way: a JetStream
+//! key-value bucket, `IMPORT_SPECS`, one key per spec name holding its
+//! TOML text as it was put. Each `put` is a new revision, and the bucket
+//! keeps the last 64 of each spec, so an import can pin the revision it
+//! started with while the spec is edited. The built-in spec `accounts` is
+//! not stored: it is part of every binary and cannot be replaced.
+
+use async_nats::jetstream::{self, kv};
+use futures_util::TryStreamExt;
+use sluice_messages::Namespace;
+use sluice_spec::{Spec, SpecError};
+
+use crate::StageError;
+
+/// The largest spec text stored: a spec is a page, not a data file.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+/// Revisions of one spec kept (JetStream's most).
+const HISTORY: i64 = 64;
+
+/// A spec as stored: its text, what it says, and its revision.
+#[derive(Debug, Clone)]
+pub struct StoredSpec {
+    /// The spec.
+    pub spec: Spec,
+    /// Its text, comments included, as it was put.
+    pub text: String,
+    /// The bucket's revision of this version (0: the built-in spec).
+    pub revision: u64,
+}
+
+/// Why a spec could not be stored or found.
+#[derive(Debug)]
+pub enum SpecsError {
+    /// The spec itself is wrong: one line per problem.
+    Invalid(SpecError),
+    /// A request no bucket state can satisfy (the built-in name, a spec
+    /// too large, a name nobody stored).
+    Refused(String),
+    /// JetStream did not answer or failed.
+    Unavailable(StageError),
+}
+
+impl std::fmt::Display for SpecsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecsError::Invalid(e) => write!(f, "the spec is invalid:\n{e}"),
+            SpecsError::Refused(why) => f.write_str(why),
+            SpecsError::Unavailable(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SpecsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpecsError::Invalid(e) => Some(e),
+            SpecsError::Refused(_) => None,
+            SpecsError::Unavailable(e) => Some(e),
+        }
+    }
+}
+
+fn unavailable(what: &str, e: &(dyn std::error::Error + 'static)) -> SpecsError {
+    SpecsError::Unavailable(StageError::outage(format!(
+        "cannot {what} the import specs: {}",
+        crate::error_chain(e)
+    )))
+}
+
+/// The registry of import specs.
+pub struct Specs {
+    bucket: kv::Store,
+}
+
+impl Specs {
+    /// The bucket, created when missing.
+    pub async fn open(
+        js: &jetstream::Context,
+        ns: &Namespace,
+        replicas: usize,
+    ) -> Result<Self, StageError> {
+        let bucket = crate::buckets::open(
+            js,
+            kv::Config {
+                bucket: ns.import_specs_bucket(),
+                description: "sluice: import specs by name (TOML), each edit a revision".into(),
+                history: HISTORY,
+                max_value_size: MAX_SPEC_BYTES as i32,
+                num_replicas: replicas.max(1),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Specs { bucket })
+    }
+
+    /// Checks `text` and stores it under the name it declares; returns the
+    /// stored spec with its new revision.
+    pub async fn put(&self, text: &str) -> Result<StoredSpec, SpecsError> {
+        if text.len() > MAX_SPEC_BYTES {
+            return Err(SpecsError::Refused(format!(
+                "the spec is {} bytes, more than the {MAX_SPEC_BYTES} a spec may have",
+                text.len()
+            )));
+        }
+        let spec = Spec::parse(text).map_err(SpecsError::Invalid)?;
+        if spec.name == sluice_spec::BUILTIN {
+            return Err(SpecsError::Refused(format!(
+                "{} is the built-in spec's name and cannot be replaced: give yours another name",
+                sluice_spec::BUILTIN
+            )));
+        }
+        let revision = self
+            .bucket
+            .put(&spec.name, text.to_owned().into_bytes().into())
+            .await
+            .map_err(|e| unavailable("store", &e))?;
+        Ok(StoredSpec {
+            spec,
+            text: text.to_owned(),
+            revision,
+        })
+    }
+
+    /// The current version of spec `name` (the built-in one for
+    /// `accounts`), or `None`.
+    pub async fn get(&self, name: &str) -> Result<Option<StoredSpec>, SpecsError> {
+        if name == sluice_spec::BUILTIN {
+            return Ok(Some(builtin()));
+        }
+        if !valid_key(name) {
+            return Ok(None);
+        }
+        let entry = self
+            .bucket
+            .entry(name)
+            .await
+            .map_err(|e| unavailable("read", &e))?;
+        stored(entry)
+    }
+
+    /// Revision `revision` of spec `name`, as an import pinned it; `None`
+    /// once 64 later revisions pushed it out.
+    pub async fn get_revision(
+        &self,
+        name: &str,
+        revision: u64,
+    ) -> Result<Option<StoredSpec>, SpecsError> {
+        if name == sluice_spec::BUILTIN {
+            return Ok(Some(builtin()));
+        }
+        if !valid_key(name) {
+            return Ok(None);
+        }
+        let entry = self
+            .bucket
+            .entry_for_revision(name, revision)
+            .await
+            .map_err(|e| unavailable("read", &e))?;
+        stored(entry)
+    }
+
+    /// Every stored spec's current version, by name, the built-in first.
+    pub async fn list(&self) -> Result<Vec<StoredSpec>, SpecsError> {
+        let mut names: Vec<String> = self
+            .bucket
+            .keys()
+            .await
+            .map_err(|e| unavailable("list", &e))?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable("list", &e))?;
+        names.sort();
+        let mut found = vec![builtin()];
+        for name in names {
+            if let Some(spec) = self.get(&name).await? {
+                found.push(spec);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes spec `name` (imports that pinned a revision keep it while
+    /// the bucket's history holds it); false if there was none.
+    pub async fn remove(&self, name: &str) -> Result<bool, SpecsError> {
+        if name == sluice_spec::BUILTIN {
+            return Err(SpecsError::Refused(format!(
+                "{name} is the built-in spec and cannot be removed"
+            )));
+        }
+        if self.get(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.bucket
+            .delete(name)
+            .await
+            .map_err(|e| unavailable("remove from", &e))?;
+        Ok(true)
+    }
+}
+
+fn builtin() -> StoredSpec {
+    StoredSpec {
+        spec: Spec::accounts(),
+        text: sluice_spec::ACCOUNTS.to_owned(),
+        revision: 0,
+    }
+}
+
+/// A name a spec may have is a valid key; anything else was never stored.
+fn valid_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn stored(entry: Option<kv::Entry>) -> Result<Option<StoredSpec>, SpecsError> {
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(entry.value.to_vec()).map_err(|_| {
+        SpecsError::Refused(format!("the stored spec {} is not UTF-8 text", entry.key))
+    })?;
+    // What was stored passed these checks: a spec that fails them now was
+    // written by something else, or by a later sluice with more to say.
+    let spec = Spec::parse(&text).map_err(SpecsError::Invalid)?;
+    Ok(Some(StoredSpec {
+        spec,
+        text,
+        revision: entry.revision,
+    }))
+}
