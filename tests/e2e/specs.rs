@@ -156,7 +156,7 @@ async fn a_spec_is_put_with_its_tables_listed_shown_revised_and_removed() {
                 "sku text".into(),
                 "attributes jsonb".into(),
                 "_sluice_import_id text".into(),
-                "_sluice_position bigint".into(),
+                "_sluice_position bigint[]".into(),
             ],
             vec!["(order_id, line_no)".to_owned()]
         )
@@ -294,7 +294,7 @@ async fn an_existing_table_is_checked_never_altered() {
         "CREATE TABLE readings (
              sensor text NOT NULL, taken timestamptz NOT NULL, value numeric,
              note text, created timestamptz NOT NULL DEFAULT now(),
-             _sluice_import_id text, _sluice_position bigint);
+             _sluice_import_id text, _sluice_position bigint[]);
          CREATE UNIQUE INDEX ON readings (taken, sensor)",
     )
     .await

@@ -8,12 +8,15 @@ use sluice_spec::{
 };
 use tokio_postgres::Client;
 
-/// Columns sluice keeps in every table a spec saves to: which import wrote
-/// a row, and where in that import's files it was (which row wins a key
-/// under `keep-first` and `keep-last`). NULL in rows sluice did not write.
+/// Columns sluice keeps in every table a spec saves to, with their types:
+/// which import wrote a row, and where in that import's files it was (the
+/// file line of the row and of each ancestor row, root first: arrays
+/// compare element by element, so they order rows in file order at any
+/// depth, which decides the row a key keeps under `keep-first` and
+/// `keep-last`). NULL in rows sluice did not write.
 pub const BOOKKEEPING: [(&str, &str); 2] = [
-    ("_sluice_import_id", "\"_sluice_import_id\" text"),
-    ("_sluice_position", "\"_sluice_position\" bigint"),
+    ("_sluice_import_id", "text"),
+    ("_sluice_position", "bigint[]"),
 ];
 
 /// Tables of the saver's own schema: no spec may save to them.
@@ -91,7 +94,11 @@ pub async fn ensure_tables(
     if spec.name == sluice_spec::BUILTIN {
         return Ok(reports);
     }
-    let extra: Vec<&str> = BOOKKEEPING.iter().map(|(_, d)| *d).collect();
+    let extra: Vec<String> = BOOKKEEPING
+        .iter()
+        .map(|(name, kind)| format!("{} {kind}", sql::quoted(name)))
+        .collect();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     for (level, l) in &spec.levels {
         let Some(table) = &l.table else { continue };
         let (schema, name) = match table.split_once('.') {

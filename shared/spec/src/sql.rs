@@ -123,7 +123,7 @@ fn type_matches(column: &crate::Column, found: &str) -> bool {
 /// The mismatches between `level`'s table as the spec describes it and
 /// the table `found`, each in one line naming the table, the column and
 /// the fix; `extra` are the bookkeeping columns the caller needs there
-/// (name and definition). Empty: the table fits.
+/// (name and type, as `format_type` says it). Empty: the table fits.
 pub fn verify(spec: &Spec, level: &str, found: &FoundTable, extra: &[(&str, &str)]) -> Vec<String> {
     let (Some(l), Some(columns)) = (spec.level(level), spec.table_columns(level)) else {
         return Vec::new();
@@ -150,11 +150,18 @@ pub fn verify(spec: &Spec, level: &str, found: &FoundTable, extra: &[(&str, &str
             Some(_) => {}
         }
     }
-    for (name, definition) in extra {
-        if find(name).is_none() {
-            problems.push(format!(
-                "table {table} has no column {name}, which sluice keeps there: ALTER TABLE {q} ADD COLUMN {definition}"
-            ));
+    for (name, kind) in extra {
+        match find(name) {
+            None => problems.push(format!(
+                "table {table} has no column {name}, which sluice keeps there: ALTER TABLE {q} ADD COLUMN {} {kind}",
+                quoted(name)
+            )),
+            Some(c) if !c.type_name.eq_ignore_ascii_case(kind) => problems.push(format!(
+                "table {table} column {name}, which sluice keeps there, is {}, not {kind}: ALTER TABLE {q} ALTER COLUMN {} TYPE {kind}",
+                c.type_name,
+                quoted(name)
+            )),
+            Some(_) => {}
         }
     }
     for c in &found.columns {
@@ -237,12 +244,7 @@ mod tests {
             unique: vec![vec!["id".into()]],
         };
         assert_eq!(
-            verify(
-                &spec(),
-                "orders",
-                &found,
-                &[("_sluice_import_id", "\"_sluice_import_id\" text")]
-            ),
+            verify(&spec(), "orders", &found, &[("_sluice_import_id", "text")]),
             Vec::<String>::new()
         );
     }
