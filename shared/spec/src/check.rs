@@ -234,7 +234,27 @@ impl Spec {
                         inherit.from
                     ))
                 }
-                Some(_) => {}
+                // Values come down one file at a time: a farther ancestor's
+                // must be carried by the parent level.
+                Some((ancestor, _)) => {
+                    let parent = self.parent_of(name).map(|(p, _)| p);
+                    let source = self.resolve_from(name, &inherit.from);
+                    let carried = parent == Some(ancestor)
+                        || parent.and_then(|p| self.level(p)).is_some_and(|p| {
+                            p.inherit.iter().any(|i| {
+                                let via = self.resolve_from(parent.unwrap_or_default(), &i.from);
+                                matches!((via, source), (Some(a), Some(b)) if std::ptr::eq(a, b))
+                            })
+                        });
+                    if !carried {
+                        say(format!(
+                            "level {name}: inherit from {:?}: its parent level {} does not carry that value; inherit it there too and take it from {}.<that column>",
+                            inherit.from,
+                            parent.unwrap_or("(none)"),
+                            parent.unwrap_or("(none)")
+                        ));
+                    }
+                }
             }
         }
         match &level.table {
@@ -242,11 +262,6 @@ impl Spec {
                 if !level.key.is_empty() {
                     say(format!(
                         "level {name}: a key without a table: add `table = \"...\"` or remove the key"
-                    ));
-                }
-                if !level.inherit.is_empty() {
-                    say(format!(
-                        "level {name}: inherited columns without a table: add `table = \"...\"` or remove them"
                     ));
                 }
             }
@@ -431,6 +446,35 @@ mod tests {
             );
             assert!(!found[0].contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_value_from_a_farther_ancestor_must_be_carried_by_the_parent() {
+        let text = r#"
+            name = "deep"
+            root = "a"
+            [levels.a]
+            columns = [{ name = "id", type = "bigint" }, { name = "u", type = "text" }]
+            children = [{ url = "u", level = "b" }]
+            [levels.b]
+            columns = [{ name = "u", type = "text" }]
+            children = [{ url = "u", level = "c" }]
+            [levels.c]
+            table = "c"
+            key = ["a_id"]
+            inherit = [{ column = "a_id", from = "a.id" }]
+            columns = [{ name = "x", type = "text" }]
+        "#;
+        let found = problems(text);
+        assert_eq!(
+            found,
+            ["level c: inherit from \"a.id\": its parent level b does not carry that value; inherit it there too and take it from b.<that column>"]
+        );
+        let carried = text.replace(
+            "[levels.b]\n",
+            "[levels.b]\n            inherit = [{ column = \"a\", from = \"a.id\" }]\n",
+        );
+        assert_eq!(problems(&carried), Vec::<String>::new());
     }
 
     #[test]

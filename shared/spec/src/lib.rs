@@ -14,6 +14,7 @@
 //! | this one | the format ([`Spec`], [`Level`], [`Column`]) and [`Spec::parse`], which checks it |
 //! | [`values`] | reading one CSV field as its column's type |
 //! | [`header`] | finding each column in a file's header |
+//! | [`rows`] | reading a file's records with its level: the table row, the child files, what each child inherits |
 //! | [`sql`] | the tables a spec needs: `CREATE TABLE`, and checking a table that exists |
 //!
 //! The built-in spec `accounts` ([`Spec::accounts`]) is the import sluice
@@ -23,6 +24,7 @@
 
 mod check;
 pub mod header;
+pub mod rows;
 pub mod sql;
 pub mod values;
 
@@ -82,8 +84,10 @@ pub struct Level {
     /// What a row whose key is already in the table does.
     #[serde(default, skip_serializing_if = "Conflict::is_default")]
     pub conflict: Conflict,
-    /// Values taken from an ancestor level's row, saved as columns of this
-    /// level's table.
+    /// Values taken from an ancestor level's row: saved as columns of this
+    /// level's table if it has one, and available to its children (a
+    /// farther ancestor's value reaches a level only through its parent's
+    /// `inherit`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherit: Vec<Inherit>,
 }
