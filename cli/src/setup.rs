@@ -46,7 +46,7 @@ async fn check_spec_tables(
     nats: &NatsArgs,
     url: &str,
 ) -> anyhow::Result<()> {
-    let specs =
+    let (specs, unreadable) =
         sluice_stage::specs::Specs::open(js, &nats.namespace, usize::from(nats.stream_replicas))
             .await?
             .list()
@@ -56,7 +56,7 @@ async fn check_spec_tables(
         .connect()
         .await
         .map_err(|e| explain::postgres("connect to the database", url, &e))?;
-    let mut unfit = Vec::new();
+    let mut unfit = unreadable;
     for stored in specs.iter().filter(|s| s.revision > 0) {
         let reports = sluice_saver::tables::ensure_tables(&db, &stored.spec)
             .await

@@ -147,7 +147,10 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let specs = open(&args.nats).await?.list().await.map_err(explained)?;
+    let (specs, unreadable) = open(&args.nats).await?.list().await.map_err(explained)?;
+    for problem in &unreadable {
+        eprintln!("sluice: {problem}");
+    }
     for stored in specs {
         let tables: Vec<&str> = stored
             .spec

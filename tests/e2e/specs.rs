@@ -40,7 +40,7 @@ children = [{ url = "lines", level = "lines" }]
 
 [levels.lines]
 table = "order_lines"
-key = ["order_id", "line_no"]
+key = ["customer_id", "order_id", "line_no"]
 inherit = [
     { column = "customer_id", from = "orders.customer_id" },
     { column = "order_id", from = "orders.order_id" },
@@ -158,7 +158,7 @@ async fn a_spec_is_put_with_its_tables_listed_shown_revised_and_removed() {
                 "_sluice_import_id text".into(),
                 "_sluice_position bigint[]".into(),
             ],
-            vec!["(order_id, line_no)".to_owned()]
+            vec!["(customer_id, order_id, line_no)".to_owned()]
         )
     );
     let (orders, _) = described(&sandbox, "orders").await;
@@ -236,8 +236,8 @@ async fn bad_specs_are_refused_one_line_each_and_nothing_is_stored() {
         ),
         (
             SHOP.replace(
-                r#"key = ["order_id", "line_no"]"#,
-                r#"key = ["order_id", "line"]"#,
+                r#"key = ["customer_id", "order_id", "line_no"]"#,
+                r#"key = ["customer_id", "order_id", "line"]"#,
             ),
             "level lines: key column line is not a column of table order_lines",
         ),
@@ -319,12 +319,25 @@ async fn an_existing_table_is_checked_never_altered() {
         "{out}"
     );
 
-    let mismatched = flat
-        .replace(
+    // With a child level whose table is missing: it is not created while
+    // the other table does not fit.
+    let mismatched =
+        flat.replace(
             r#"name = "value", type = "numeric""#,
             r#"name = "value", type = "bigint""#,
         )
-        .replace(r#"key = ["sensor", "taken"]"#, r#"key = ["sensor"]"#);
+        .replace(r#"key = ["sensor", "taken"]"#, r#"key = ["sensor"]"#)
+        .replace(
+            r#"{ name = "value", type = "bigint" },"#,
+            r#"{ name = "value", type = "bigint" },
+            { name = "more", type = "text", save = false },"#,
+        ) + r#"
+        children = [{ url = "more", level = "extra" }]
+        [levels.extra]
+        table = "extras"
+        key = ["k"]
+        columns = [{ name = "k", type = "bigint" }]
+        "#;
     let file = write(dir.path(), "readings.toml", &mismatched);
     let (ok, out, err) = sluice(&sandbox, &["spec", "put", &file]).await;
     assert!(!ok, "{out}");
@@ -343,6 +356,12 @@ async fn an_existing_table_is_checked_never_altered() {
         flat.trim_end(),
         "the stored spec is unchanged"
     );
+    let created: bool = db
+        .query_one("SELECT to_regclass('extras') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!created, "no table is created for a refused spec");
 
     // The table changed under a stored spec: `setup` says so, and alters
     // nothing.

@@ -19,18 +19,6 @@ pub const BOOKKEEPING: [(&str, &str); 2] = [
     ("_sluice_position", "bigint[]"),
 ];
 
-/// Tables of the saver's own schema: no spec may save to them.
-const RESERVED: [&str; 8] = [
-    "transactions",
-    "imports",
-    "import_accounts",
-    "import_chunks",
-    "import_failures",
-    "import_conflicts",
-    "import_clashes",
-    "sluice_migrations",
-];
-
 /// What became of one level's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableState {
@@ -42,6 +30,9 @@ pub enum TableState {
     Mismatched(Vec<String>),
     /// It is one of sluice's own tables.
     Reserved,
+    /// It does not exist, and is created once every other table of the
+    /// spec fits (nothing is created for a spec that is refused).
+    Missing,
 }
 
 /// One table of a spec, checked.
@@ -58,7 +49,10 @@ pub struct TableReport {
 impl TableReport {
     /// Whether the table can take the spec's rows.
     pub fn fits(&self) -> bool {
-        matches!(self.state, TableState::Created | TableState::Fits)
+        matches!(
+            self.state,
+            TableState::Created | TableState::Fits | TableState::Missing
+        )
     }
 }
 
@@ -68,6 +62,10 @@ impl std::fmt::Display for TableReport {
         match &self.state {
             TableState::Created => write!(f, "table {table} (level {level}) created"),
             TableState::Fits => write!(f, "table {table} (level {level}) fits"),
+            TableState::Missing => write!(
+                f,
+                "table {table} (level {level}) is missing: it is created once the spec's other tables fit"
+            ),
             TableState::Reserved => write!(
                 f,
                 "table {table} (level {level}) is one of sluice's own tables: save this level to another table"
@@ -83,9 +81,9 @@ impl std::fmt::Display for TableReport {
     }
 }
 
-/// Creates each missing table of `spec` and checks each existing one. The
-/// built-in spec's table is the saver's own (its migrations make it), so
-/// it has nothing to check here.
+/// Checks each existing table of `spec`; then, if every one fits, creates
+/// the missing ones. The built-in spec's table is the saver's own (its
+/// migrations make it), so it has nothing to check here.
 pub async fn ensure_tables(
     db: &Client,
     spec: &Spec,
@@ -94,36 +92,14 @@ pub async fn ensure_tables(
     if spec.name == sluice_spec::BUILTIN {
         return Ok(reports);
     }
-    let extra: Vec<String> = BOOKKEEPING
-        .iter()
-        .map(|(name, kind)| format!("{} {kind}", sql::quoted(name)))
-        .collect();
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     for (level, l) in &spec.levels {
         let Some(table) = &l.table else { continue };
-        let (schema, name) = match table.split_once('.') {
-            Some((schema, name)) => (Some(schema), name),
-            None => (None, table.as_str()),
-        };
-        let state = if schema.is_none() && RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        let state = if sql::RESERVED_TABLES.contains(&sql::canonical_table(table)) {
             TableState::Reserved
         } else {
+            let (schema, name) = split(table);
             match find(db, schema, name).await? {
-                None => {
-                    let create = sql::create_table(spec, level, &extra)
-                        .expect("a level with a table has its statement");
-                    match db.batch_execute(&create).await {
-                        Ok(()) => TableState::Created,
-                        // Another `spec put` or `setup` created it meanwhile.
-                        Err(e)
-                            if e.code()
-                                == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) =>
-                        {
-                            check(db, spec, level, schema, name).await?
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                None => TableState::Missing,
                 Some(found) => mismatches(spec, level, &found),
             }
         };
@@ -133,7 +109,45 @@ pub async fn ensure_tables(
             state,
         });
     }
+    if reports
+        .iter()
+        .any(|r| !matches!(r.state, TableState::Fits | TableState::Missing))
+    {
+        return Ok(reports);
+    }
+    let extra: Vec<String> = BOOKKEEPING
+        .iter()
+        .map(|(name, kind)| format!("{} {kind}", sql::quoted(name)))
+        .collect();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    for report in reports
+        .iter_mut()
+        .filter(|r| r.state == TableState::Missing)
+    {
+        let create = sql::create_table(spec, &report.level, &extra)
+            .expect("a level with a table has its statement");
+        report.state = match db.batch_execute(&create).await {
+            Ok(()) => TableState::Created,
+            // Another `spec put` or `setup` created it meanwhile (a race
+            // on the catalog shows as either error).
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                let (schema, name) = split(&report.table);
+                check(db, spec, &report.level, schema, name).await?
+            }
+            Err(e) => return Err(e),
+        };
+    }
     Ok(reports)
+}
+
+fn split(table: &str) -> (Option<&str>, &str) {
+    match table.split_once('.') {
+        Some((schema, name)) => (Some(schema), name),
+        None => (None, table),
+    }
 }
 
 async fn check(
@@ -180,7 +194,8 @@ async fn find(
     };
     let columns = db
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull AND NOT atthasdef
+            "SELECT attname::text, format_type(atttypid, atttypmod),
+                    attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = ''
                FROM pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
               ORDER BY attnum",
@@ -201,6 +216,8 @@ async fn find(
                CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
               WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL
+                AND i.indexprs IS NULL AND i.indimmediate AND i.indisvalid
+                AND k.n <= i.indnkeyatts
               GROUP BY i.indexrelid",
             &[&oid],
         )

@@ -72,9 +72,22 @@ impl Spec {
         self.check_tree(&mut say);
         let mut tables = HashSet::new();
         for (name, level) in &self.levels {
+            if !valid_name(name) {
+                say(format!(
+                    "level {name:?}: the name is invalid: use 1 to 64 characters of a-z 0-9 - _, starting with a letter"
+                ));
+            }
             self.check_level(name, level, &mut say);
             if let Some(table) = &level.table {
-                if !tables.insert(table.to_ascii_lowercase()) {
+                // The built-in spec's table is the saver's own.
+                if self.name != crate::BUILTIN
+                    && sql::RESERVED_TABLES.contains(&sql::canonical_table(table))
+                {
+                    say(format!(
+                        "level {name}: table {table} is one of sluice's own tables: save this level to another table"
+                    ));
+                }
+                if !tables.insert(sql::canonical_table(table).to_owned()) {
                     say(format!(
                         "level {name}: table {table} is already the table of another level: give each level its own table"
                     ));
@@ -183,15 +196,24 @@ impl Spec {
                     ));
                 }
             }
-            self.check_column(name, column, say);
-            if column.save && level.table.is_some() && !names.insert(column.column_name()) {
+            self.check_column(name, column, level.table.is_some(), say);
+            if !names.insert(column.column_name()) {
                 say(format!(
-                    "level {name}: table column {} is given twice: rename one with `column = \"...\"`",
+                    "level {name}: column name {} is given twice: rename one with `column = \"...\"`",
                     column.column_name()
                 ));
             }
         }
         for child in &level.children {
+            if let Some(c) = level.columns.iter().find(|c| c.name == child.url) {
+                if c.kind != ColumnType::Text {
+                    say(format!(
+                        "level {name}: child URL column {} is {}: a URL column is text",
+                        c.name,
+                        c.kind.as_str()
+                    ));
+                }
+            }
             if !level.columns.iter().any(|c| c.name == child.url) {
                 say(format!(
                     "level {name}: child URL column {:?} is not one of its columns ({})",
@@ -216,6 +238,12 @@ impl Spec {
                 say(format!(
                     "level {name}: inherited column {}: {why}",
                     inherit.column
+                ));
+            } else if inherit.column.starts_with(sql::RESERVED_PREFIX) {
+                say(format!(
+                    "level {name}: inherited column {}: names starting with {} are sluice's own",
+                    inherit.column,
+                    sql::RESERVED_PREFIX
                 ));
             }
             match inherit.from.split_once('.') {
@@ -294,14 +322,26 @@ impl Spec {
                             "level {name}: key column {key} is not a column of table {table} ({})",
                             columns.join(", ")
                         ));
-                    } else if level
+                    } else if let Some(own) = level
                         .columns
                         .iter()
-                        .any(|c| c.save && c.column_name() == key && c.kind == ColumnType::Jsonb)
+                        .find(|c| c.save && c.column_name() == key)
                     {
-                        say(format!(
-                            "level {name}: key column {key} is jsonb, which has no equality to key on: key on other columns"
-                        ));
+                        if !own.required {
+                            say(format!(
+                                "level {name}: key column {key} is optional (required = false): a key column must be in every file"
+                            ));
+                        }
+                    } else if let Some(inherit) = level.inherit.iter().find(|i| i.column == *key) {
+                        // An inherited key is only as present as its source.
+                        if let Some(source) = self.resolve_from(name, &inherit.from) {
+                            if !source.required {
+                                say(format!(
+                                    "level {name}: key column {key} comes from {}, which is optional (required = false): a column a key comes from must be in every file",
+                                    inherit.from
+                                ));
+                            }
+                        }
                     }
                 }
                 let mut keys = HashSet::new();
@@ -314,13 +354,25 @@ impl Spec {
         }
     }
 
-    fn check_column(&self, level: &str, column: &crate::Column, say: &mut impl FnMut(String)) {
+    fn check_column(
+        &self,
+        level: &str,
+        column: &crate::Column,
+        saved: bool,
+        say: &mut impl FnMut(String),
+    ) {
         let at = format!("level {level}, column {}", column.name);
-        if column.save {
+        if saved && column.save {
             if let Err(why) = sql::check_identifier(column.column_name()) {
                 say(format!(
-                    "{at}: table column {:?}: {why}",
+                    "{at}: table column {:?}: {why} (name it with `column = \"...\"`)",
                     column.column_name()
+                ));
+            } else if column.column_name().starts_with(sql::RESERVED_PREFIX) {
+                say(format!(
+                    "{at}: table column {}: names starting with {} are sluice's own",
+                    column.column_name(),
+                    sql::RESERVED_PREFIX
                 ));
             }
         }

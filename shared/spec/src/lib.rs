@@ -362,8 +362,14 @@ impl Spec {
     /// ancestor of `level` and has that column (of its own, by table name,
     /// or inherited in turn).
     pub fn resolve_from(&self, level: &str, from: &str) -> Option<&Column> {
+        self.resolve_within(level, from, self.levels.len())
+    }
+
+    /// [`Spec::resolve_from`] in at most `steps` hops: levels that form a
+    /// cycle (a spec being checked) must not recurse for ever.
+    fn resolve_within(&self, level: &str, from: &str, steps: usize) -> Option<&Column> {
         let (ancestor, column) = from.split_once('.')?;
-        if !self.ancestors(level).contains(&ancestor) {
+        if steps == 0 || !self.ancestors(level).contains(&ancestor) {
             return None;
         }
         let a = self.level(ancestor)?;
@@ -371,7 +377,7 @@ impl Spec {
             return Some(own);
         }
         let inherited = a.inherit.iter().find(|i| i.column == column)?;
-        self.resolve_from(ancestor, &inherited.from)
+        self.resolve_within(ancestor, &inherited.from, steps - 1)
     }
 }
 
@@ -384,7 +390,7 @@ root = "accounts"
 
 [levels.accounts]
 columns = [
-    { name = "accountId", column = "account_id", type = "bigint" },
+    { name = "accountId", column = "account_id", type = "bigint", empty = "error" },
     { name = "transactionsUrl", type = "text", empty = "error" },
 ]
 children = [{ url = "transactionsUrl", level = "transactions" }]

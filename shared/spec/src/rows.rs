@@ -60,11 +60,25 @@ impl<'s> LevelReader<'s> {
             .level(name)
             .expect("the level comes from the spec it is read with");
         let header = level.header(fields)?;
+        // A column is keyed when its table's key has it, or a descendant's
+        // key comes from it: an empty field there is an error, not NULL.
+        let feeds_a_key = |column: &crate::Column| {
+            spec.levels.iter().any(|(n, l)| {
+                l.table.is_some()
+                    && l.inherit.iter().any(|i| {
+                        l.key.contains(&i.column)
+                            && spec
+                                .resolve_from(n, &i.from)
+                                .is_some_and(|source| std::ptr::eq(source, column))
+                    })
+            })
+        };
         let keyed = level
             .columns
             .iter()
             .map(|c| {
                 level.table.is_some() && c.save && level.key.iter().any(|k| k == c.column_name())
+                    || feeds_a_key(c)
             })
             .collect();
         Ok(LevelReader {
@@ -283,6 +297,11 @@ mod tests {
             r#"column id: "seven" is not a 64-bit integer"#
         );
         let e = customers.read(&["", "o.csv"], &[]).unwrap_err();
+        assert!(e.to_string().contains("a key column needs a value"), "{e}");
+        let orders = LevelReader::new(&spec, "orders", &["order_id", "lines"]).unwrap();
+        let e = orders
+            .read(&["", "l.csv"], &[Some("7".into())])
+            .unwrap_err();
         assert!(e.to_string().contains("a key column needs a value"), "{e}");
         let row = customers.read(&["8", ""], &[]).unwrap();
         assert!(row.children.is_empty());

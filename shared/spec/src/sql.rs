@@ -5,18 +5,43 @@
 
 use crate::{ColumnType, Spec, TableColumn};
 
-/// Names sluice writes into SQL unquoted-safe: letters, digits and `_`,
-/// not starting with a digit, at most 63 bytes (PostgreSQL's limit, past
-/// which it would silently truncate).
+/// Names sluice writes into SQL: lowercase letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes (PostgreSQL's limit, past which
+/// it would silently truncate). Lowercase, so a name means the same table
+/// or column quoted (as sluice writes it) and unquoted (as people do).
 pub fn check_identifier(name: &str) -> Result<(), String> {
     let mut bytes = name.bytes();
-    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'));
-    if !first_ok || name.len() > 63 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
+    if !first_ok
+        || name.len() > 63
+        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(
-            "use 1 to 63 characters of letters, digits and _, not starting with a digit".into(),
+            "use 1 to 63 characters of lowercase letters, digits and _, not starting with a digit"
+                .into(),
         );
     }
     Ok(())
+}
+
+/// Tables of sluice's own (the saver's schema): no spec saves to them.
+pub const RESERVED_TABLES: [&str; 8] = [
+    "transactions",
+    "imports",
+    "import_accounts",
+    "import_chunks",
+    "import_failures",
+    "import_conflicts",
+    "import_clashes",
+    "sluice_migrations",
+];
+
+/// Columns sluice keeps in the tables it saves to start with this.
+pub const RESERVED_PREFIX: &str = "_sluice_";
+
+/// The table a name means for comparing two: `public.x` and `x` are one.
+pub fn canonical_table(name: &str) -> &str {
+    name.strip_prefix("public.").unwrap_or(name)
 }
 
 /// A table name: `name` or `schema.name`, each an identifier.
@@ -80,8 +105,9 @@ pub fn create_table(spec: &Spec, level: &str, extra: &[&str]) -> Option<String> 
 pub struct FoundTable {
     /// Its columns.
     pub columns: Vec<FoundColumn>,
-    /// The column lists of its unique indexes and constraints (not partial
-    /// ones, which `ON CONFLICT` cannot use without their predicate).
+    /// The column lists of its unique indexes and constraints that `ON
+    /// CONFLICT` can use: valid, not deferrable, not partial, no expression
+    /// (their key columns only, not `INCLUDE` ones).
     pub unique: Vec<Vec<String>>,
 }
 
@@ -277,11 +303,12 @@ mod tests {
     #[test]
     fn identifiers_are_checked_and_quoted() {
         assert!(check_identifier("order_lines").is_ok());
+        assert!(check_identifier("accountId").is_err());
         assert!(check_identifier("1st").is_err());
         assert!(check_identifier("a-b").is_err());
         assert!(check_identifier(&"x".repeat(64)).is_err());
         assert!(check_table_name("shop.orders").is_ok());
         assert!(check_table_name("a.b.c").is_err());
-        assert_eq!(quoted("shop.Orders"), "\"shop\".\"Orders\"");
+        assert_eq!(quoted("shop.orders"), "\"shop\".\"orders\"");
     }
 }

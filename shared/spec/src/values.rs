@@ -50,8 +50,8 @@ fn shown(field: &str) -> String {
 }
 
 /// Reads `field` as a value of `column`: `Ok(None)` is NULL. `key` says
-/// whether the column is part of its table's key, where an empty field is
-/// always an error.
+/// whether the column is part of a key (its table's, or a descendant's
+/// that comes from it), where an empty field is always an error.
 pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, ValueError> {
     let fail = |expected: String| ValueError {
         column: column.name.clone(),
@@ -75,6 +75,10 @@ pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, V
             .map(|v| v.to_string())
             .map_err(|_| fail("a 32-bit integer".into()))?,
         ColumnType::Numeric => numeric(field, column.precision, column.scale).map_err(fail)?,
+        // PostgreSQL text cannot hold a NUL character.
+        ColumnType::Text if field.contains('\0') => {
+            return Err(fail("text without NUL characters".into()))
+        }
         ColumnType::Text => field.to_owned(),
         ColumnType::Boolean => match field.to_ascii_lowercase().as_str() {
             "true" | "t" | "yes" | "y" | "on" | "1" => "true".to_owned(),
@@ -93,6 +97,10 @@ pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, V
         ColumnType::Jsonb => {
             serde_json::from_str::<serde::de::IgnoredAny>(field)
                 .map_err(|_| fail("a JSON document".into()))?;
+            // jsonb refuses the NUL character, escaped or not.
+            if field.contains('\0') || field.contains("\\u0000") {
+                return Err(fail("a JSON document without NUL characters".into()));
+            }
             field.to_owned()
         }
     };
@@ -121,12 +129,22 @@ fn numeric(field: &str, precision: Option<u32>, scale: Option<u32>) -> Result<St
     {
         return Err(expected());
     }
-    if let Some(p) = precision {
-        let s = scale.unwrap_or(0);
-        let significant = whole.trim_start_matches('0').len();
-        if significant as u32 > p - s || fraction.len() as u32 > s {
-            return Err(expected());
+    // Zeros that change no value count for nothing: `1.50` fits a scale
+    // of 1, `007` a precision of 1.
+    let significant_whole = whole.trim_start_matches('0').len();
+    let significant_fraction = fraction.trim_end_matches('0').len();
+    match precision {
+        Some(p) => {
+            let s = scale.unwrap_or(0);
+            if significant_whole as u32 > p.saturating_sub(s) || significant_fraction as u32 > s {
+                return Err(expected());
+            }
         }
+        // PostgreSQL's own limits for an unconstrained numeric.
+        None if significant_whole > 131_072 || significant_fraction > 16_383 => {
+            return Err(expected())
+        }
+        None => {}
     }
     Ok(field.strip_prefix('+').unwrap_or(field).to_owned())
 }
@@ -146,6 +164,11 @@ fn date(field: &str, format: Option<&str>) -> Result<String, String> {
         Some(f) => format!("a date in the format {f}"),
     };
     let date = parsed.map_err(|_| expected())?;
+    // PostgreSQL reads years 1 to 9999 as written; year 0 and earlier
+    // would need BC.
+    if date.year() < 1 {
+        return Err(expected());
+    }
     date.format(&iso).map_err(|_| expected())
 }
 
@@ -165,10 +188,13 @@ fn timestamp(field: &str, format: Option<&str>) -> Result<String, String> {
                 .map_err(|_| expected())?
         }
     };
-    parsed
-        .to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .map_err(|_| expected())
+    let utc = parsed.to_offset(time::UtcOffset::UTC);
+    // PostgreSQL keeps microseconds and years from 1: anything finer would
+    // be rounded (a leap second, read as .999999999, into the next day).
+    if utc.nanosecond() % 1_000 != 0 || utc.year() < 1 || parsed.year() < 1 {
+        return Err(expected());
+    }
+    utc.format(&Rfc3339).map_err(|_| expected())
 }
 
 #[cfg(test)]
@@ -215,6 +241,14 @@ mod tests {
             Some("123.45")
         );
         assert_eq!(ok("numeric", "", ".5").as_deref(), Some(".5"));
+        assert_eq!(
+            ok("numeric", ", precision = 3, scale = 1", "01.50").as_deref(),
+            Some("01.50")
+        );
+        assert_eq!(
+            ok("timestamptz", "", "2026-12-03T14:05:00.123456Z").as_deref(),
+            Some("2026-12-03T14:05:00.123456Z")
+        );
         assert_eq!(ok("text", "", " as is ").as_deref(), Some(" as is "));
         assert_eq!(ok("boolean", "", "Yes").as_deref(), Some("true"));
         assert_eq!(ok("boolean", "", "0").as_deref(), Some("false"));
@@ -275,6 +309,11 @@ mod tests {
         assert!(refused("date", "", "2026-02-30").contains("ISO 8601 date"));
         assert!(refused("timestamptz", "", "2026-12-03 14:05").contains("RFC 3339"));
         assert!(refused("uuid", "", "not-a-uuid").contains("a UUID"));
+        assert!(refused("text", "", "a\0b").contains("without NUL"));
+        assert!(refused("jsonb", "", r#""a\u0000b""#).contains("without NUL"));
+        assert!(refused("date", "", "0000-01-01").contains("ISO 8601 date"));
+        assert!(refused("timestamptz", "", "2026-12-03T14:05:00.0000005Z").contains("RFC 3339"));
+        assert!(refused("timestamptz", "", "2016-12-31T23:59:60Z").contains("RFC 3339"));
         assert!(refused("jsonb", "", "{").contains("a JSON document"));
         assert!(refused("bigint", r#", empty = "error""#, "").contains("this column needs a value"));
         let key = read(&column("text", ""), "", true).unwrap_err().to_string();

@@ -154,16 +154,29 @@ impl Specs {
         if !valid_key(name) {
             return Ok(None);
         }
-        let entry = self
+        // Through the key's own history: async-nats's entry_for_revision
+        // prints to stdout when the revision belongs to another key.
+        let mut history = self
             .bucket
-            .entry_for_revision(name, revision)
+            .history(name)
             .await
             .map_err(|e| unavailable("read", &e))?;
-        stored(entry)
+        while let Some(entry) = history
+            .try_next()
+            .await
+            .map_err(|e| unavailable("read", &e))?
+        {
+            if entry.revision == revision {
+                return stored(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
-    /// Every stored spec's current version, by name, the built-in first.
-    pub async fn list(&self) -> Result<Vec<StoredSpec>, SpecsError> {
+    /// Every stored spec's current version, by name, the built-in first;
+    /// and, apart, each stored spec that no longer reads as one (written by
+    /// something else, or a later sluice), named with why.
+    pub async fn list(&self) -> Result<(Vec<StoredSpec>, Vec<String>), SpecsError> {
         let mut names: Vec<String> = self
             .bucket
             .keys()
@@ -174,12 +187,16 @@ impl Specs {
             .map_err(|e| unavailable("list", &e))?;
         names.sort();
         let mut found = vec![builtin()];
+        let mut unreadable = Vec::new();
         for name in names {
-            if let Some(spec) = self.get(&name).await? {
-                found.push(spec);
+            match self.get(&name).await {
+                Ok(Some(spec)) => found.push(spec),
+                Ok(None) => {}
+                Err(SpecsError::Unavailable(e)) => return Err(SpecsError::Unavailable(e)),
+                Err(e) => unreadable.push(format!("spec {name}: {e}")),
             }
         }
-        Ok(found)
+        Ok((found, unreadable))
     }
 
     /// Removes spec `name` (imports that pinned a revision keep it while
@@ -190,7 +207,16 @@ impl Specs {
                 "{name} is the built-in spec and cannot be removed"
             )));
         }
-        if self.get(name).await?.is_none() {
+        // Looked up without reading it as a spec: one that no longer reads
+        // can still be removed.
+        let exists = valid_key(name)
+            && self
+                .bucket
+                .entry(name)
+                .await
+                .map_err(|e| unavailable("read", &e))?
+                .is_some_and(|e| e.operation == kv::Operation::Put);
+        if !exists {
             return Ok(false);
         }
         self.bucket
