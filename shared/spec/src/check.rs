@@ -184,6 +184,29 @@ impl Spec {
                 "level {name}: no columns: list the columns to read"
             ));
         }
+        check_dialect(name, &level.csv, say);
+        let mut positions = HashSet::new();
+        for column in &level.columns {
+            match (level.csv.header, column.position) {
+                (true, Some(_)) => say(format!(
+                    "level {name}, column {}: a position is for files without a header row (csv.header = false)",
+                    column.name
+                )),
+                (false, None) => say(format!(
+                    "level {name}, column {}: files of this level have no header row: give its position (from 1)",
+                    column.name
+                )),
+                (false, Some(0)) => say(format!(
+                    "level {name}, column {}: positions count from 1",
+                    column.name
+                )),
+                (false, Some(p)) if !positions.insert(p) => say(format!(
+                    "level {name}, column {}: position {p} is given to two columns",
+                    column.name
+                )),
+                _ => {}
+            }
+        }
         let mut headers = HashSet::new();
         let mut names = HashSet::new();
         for column in &level.columns {
@@ -391,6 +414,34 @@ impl Spec {
             }
             _ => {}
         }
+        let number = matches!(
+            column.kind,
+            ColumnType::Bigint | ColumnType::Integer | ColumnType::Numeric
+        );
+        if (column.decimal.is_some() || column.thousands.is_some()) && !number {
+            say(format!(
+                "{at}: decimal and thousands separators are for number columns, not {}",
+                column.kind.as_str()
+            ));
+        }
+        if let Some(d) = &column.decimal {
+            if !DECIMALS.contains(&d.as_str()) {
+                say(format!("{at}: decimal {d:?} is not one of \".\" \",\""));
+            }
+        }
+        if let Some(t) = &column.thousands {
+            if !t.is_empty() && !THOUSANDS.contains(&t.as_str()) {
+                say(format!(
+                    "{at}: thousands {t:?} is not one of \",\" \".\" \" \" \"'\" \"_\" (or \"\": none)"
+                ));
+            }
+        }
+        if column.empty == crate::Empty::EmptyString && column.kind != ColumnType::Text {
+            say(format!(
+                "{at}: empty = \"empty-string\" is for text columns, not {}",
+                column.kind.as_str()
+            ));
+        }
         if let Some(format) = &column.format {
             match column.kind {
                 ColumnType::Date | ColumnType::Timestamptz => {
@@ -406,6 +457,60 @@ impl Spec {
                 )),
             }
         }
+    }
+}
+
+const DELIMITERS: [&str; 4] = [",", ";", "\t", "|"];
+const DECIMALS: [&str; 2] = [".", ","];
+const THOUSANDS: [&str; 5] = [",", ".", " ", "'", "_"];
+
+/// A level's dialect: each setting one of the forms files really come in.
+fn check_dialect(name: &str, csv: &crate::Dialect, say: &mut impl FnMut(String)) {
+    if !DELIMITERS.contains(&csv.delimiter.as_str()) {
+        say(format!(
+            "level {name}: csv.delimiter {:?} is not one of \",\" \";\" \"\\t\" \"|\"",
+            csv.delimiter
+        ));
+    }
+    if csv.quote.chars().count() != 1 || csv.quote == csv.delimiter {
+        say(format!(
+            "level {name}: csv.quote {:?} must be one character, other than the delimiter",
+            csv.quote
+        ));
+    }
+    if let Some(comment) = &csv.comment {
+        if comment.chars().count() != 1 || *comment == csv.delimiter || *comment == csv.quote {
+            say(format!(
+                "level {name}: csv.comment {comment:?} must be one character, other than the delimiter and the quote"
+            ));
+        }
+    }
+    if !DECIMALS.contains(&csv.decimal.as_str()) {
+        say(format!(
+            "level {name}: csv.decimal {:?} is not one of \".\" \",\"",
+            csv.decimal
+        ));
+    }
+    if let Some(t) = &csv.thousands {
+        if !THOUSANDS.contains(&t.as_str()) {
+            say(format!(
+                "level {name}: csv.thousands {t:?} is not one of \",\" \".\" \" \" \"'\" \"_\""
+            ));
+        } else if *t == csv.decimal {
+            say(format!(
+                "level {name}: csv.thousands and csv.decimal are both {t:?}"
+            ));
+        } else if *t == csv.delimiter {
+            say(format!(
+                "level {name}: csv.thousands {t:?} is also the delimiter: quote such numbers, or choose another delimiter"
+            ));
+        }
+    }
+    if csv.decimal == csv.delimiter {
+        say(format!(
+            "level {name}: csv.decimal {:?} is also the delimiter",
+            csv.decimal
+        ));
     }
 }
 
@@ -527,6 +632,49 @@ mod tests {
             "[levels.b]\n            inherit = [{ column = \"a\", from = \"a.id\" }]\n",
         );
         assert_eq!(problems(&carried), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dialects_that_cannot_be_read_are_refused() {
+        let with = |csv: &str, columns: &str| {
+            problems(&format!(
+                "name = \"d\"\nroot = \"l\"\n[levels.l]\ncolumns = [{columns}]\n[levels.l.csv]\n{csv}\n"
+            ))
+        };
+        let plain = r#"{ name = "a", type = "numeric" }"#;
+        assert_eq!(
+            with(
+                "delimiter = \";\"\ndecimal = \",\"\nthousands = \".\"",
+                plain
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            with("delimiter = \":\"", plain),
+            ["level l: csv.delimiter \":\" is not one of \",\" \";\" \"\\t\" \"|\""]
+        );
+        assert_eq!(
+            with("decimal = \",\"", plain),
+            ["level l: csv.decimal \",\" is also the delimiter"]
+        );
+        assert_eq!(
+            with("header = false", plain),
+            ["level l, column a: files of this level have no header row: give its position (from 1)"]
+        );
+        assert_eq!(
+            with(
+                "header = false",
+                r#"{ name = "a", type = "text", position = 1 }, { name = "b", type = "text", position = 1 }"#
+            ),
+            ["level l, column b: position 1 is given to two columns"]
+        );
+        assert_eq!(
+            with(
+                "trim = true",
+                r#"{ name = "a", type = "bigint", empty = "empty-string" }"#
+            ),
+            ["level l, column a: empty = \"empty-string\" is for text columns, not bigint"]
+        );
     }
 
     #[test]

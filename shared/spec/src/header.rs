@@ -47,6 +47,18 @@ impl std::fmt::Display for HeaderError {
 impl std::error::Error for HeaderError {}
 
 impl Level {
+    /// Where each column is in files without a header row: its `position`
+    /// (a checked spec gives every column one).
+    pub fn positions(&self) -> Header {
+        Header {
+            fields: self
+                .columns
+                .iter()
+                .map(|c| c.position.map(|p| p.saturating_sub(1) as usize))
+                .collect(),
+        }
+    }
+
     /// Matches a file's header against this level's columns: by name, then
     /// by alias, exactly (a UTF-8 byte order mark before the first field is
     /// not part of its name). Fields no column names are ignored.

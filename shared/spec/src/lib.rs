@@ -57,6 +57,11 @@ pub struct Spec {
     pub description: Option<String>,
     /// The level of the file an import names.
     pub root: String,
+    /// Fields that mean NULL in every column (unless a column says
+    /// otherwise), such as `NA` or `\N`, when not quoted: a quoted `"NA"`
+    /// is the text NA. The empty field is each column's `empty`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub null: Vec<String>,
     /// Every level, by name.
     pub levels: BTreeMap<String, Level>,
 }
@@ -90,6 +95,107 @@ pub struct Level {
     /// `inherit`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherit: Vec<Inherit>,
+    /// How this level's files are written: delimiter, quoting, header,
+    /// encoding, number format. The defaults are RFC 4180 in UTF-8 with a
+    /// header row.
+    #[serde(default, skip_serializing_if = "Dialect::is_default")]
+    pub csv: Dialect,
+}
+
+/// How one level's files are written (`[levels.<name>.csv]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Dialect {
+    /// The field delimiter: `,` (default), `;`, `|` or a tab (`"\t"`).
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// The quote character (default `"`).
+    #[serde(default = "double_quote")]
+    pub quote: String,
+    /// How a quote is written inside a quoted field: doubled (default) or
+    /// after a backslash.
+    #[serde(default)]
+    pub escape: Escape,
+    /// Whether the first row (after `skip_lines`) names the columns
+    /// (default true). Without one, each column gives its `position`.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// Lines to skip before the header (or the first row): a title, a
+    /// generator's banner.
+    #[serde(default)]
+    pub skip_lines: u32,
+    /// Lines starting with this are comments, not rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Whether spaces and tabs around unquoted fields are dropped.
+    #[serde(default)]
+    pub trim: bool,
+    /// The files' character encoding.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The decimal separator of numbers in this level's files, `.`
+    /// (default) or `,`; a column may say otherwise.
+    #[serde(default = "point")]
+    pub decimal: String,
+    /// The thousands separator of numbers, if they have one: `,`, `.`, a
+    /// space, `'` or `_`; a column may say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thousands: Option<String>,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Dialect {
+            delimiter: comma(),
+            quote: double_quote(),
+            escape: Escape::Double,
+            header: true,
+            skip_lines: 0,
+            comment: None,
+            trim: false,
+            encoding: Encoding::Utf8,
+            decimal: point(),
+            thousands: None,
+        }
+    }
+}
+
+impl Dialect {
+    fn is_default(&self) -> bool {
+        *self == Dialect::default()
+    }
+}
+
+/// How a quote is written inside a quoted field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Escape {
+    /// `""` (RFC 4180).
+    #[default]
+    Double,
+    /// `\"`.
+    Backslash,
+}
+
+/// A character encoding files may be in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Encoding {
+    /// UTF-8, with or without a byte order mark.
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// UTF-16 with a byte order mark (either byte order).
+    #[serde(rename = "utf-16")]
+    Utf16,
+    /// Windows-1252 (Western European; `€` is 0x80).
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+    /// ISO 8859-1.
+    #[serde(rename = "latin-1")]
+    Latin1,
 }
 
 /// One column of a file.
@@ -131,6 +237,21 @@ pub struct Column {
     /// Whether it is saved in the level's table (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub save: bool,
+    /// Its position in each record, from 1: how a column is found in
+    /// files without a header row (`header = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// Fields that mean NULL in this column, instead of the spec's `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null: Option<Vec<String>>,
+    /// The decimal separator of this column's numbers, instead of the
+    /// level's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimal: Option<String>,
+    /// The thousands separator of this column's numbers, instead of the
+    /// level's (`""`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thousands: Option<String>,
 }
 
 impl Column {
@@ -193,6 +314,9 @@ pub enum Empty {
     Null,
     /// The row is malformed.
     Error,
+    /// The empty text `''`, kept apart from NULL (`text` columns only).
+    #[serde(rename = "empty-string")]
+    EmptyString,
 }
 
 impl Empty {
@@ -260,6 +384,18 @@ pub struct Inherit {
 
 fn format_one() -> u32 {
     FORMAT
+}
+
+fn comma() -> String {
+    ",".into()
+}
+
+fn double_quote() -> String {
+    "\"".into()
+}
+
+fn point() -> String {
+    ".".into()
 }
 
 fn yes() -> bool {

@@ -8,7 +8,7 @@
 
 use crate::{
     header::{Header, HeaderError},
-    values::{self, ValueError},
+    values::{self, Rules, ValueError},
     Level, Spec,
 };
 
@@ -19,8 +19,8 @@ pub struct LevelReader<'s> {
     name: &'s str,
     level: &'s Level,
     header: Header,
-    /// Per own column: whether it is part of the table's key.
-    keyed: Vec<bool>,
+    /// Per own column: how its fields are read.
+    rules: Vec<Rules>,
 }
 
 /// What one record yields.
@@ -50,7 +50,9 @@ pub struct ChildFile {
 }
 
 impl<'s> LevelReader<'s> {
-    /// A reader for a file of level `name` whose header is `fields`.
+    /// A reader for a file of level `name` whose header is `fields` (for a
+    /// level whose files have no header row, `fields` is ignored: columns
+    /// are found by position).
     pub fn new<S: AsRef<str>>(
         spec: &'s Spec,
         name: &'s str,
@@ -59,7 +61,10 @@ impl<'s> LevelReader<'s> {
         let level = spec
             .level(name)
             .expect("the level comes from the spec it is read with");
-        let header = level.header(fields)?;
+        let header = match level.csv.header {
+            true => level.header(fields)?,
+            false => level.positions(),
+        };
         // A column is keyed when its table's key has it, or a descendant's
         // key comes from it: an empty field there is an error, not NULL.
         let feeds_a_key = |column: &crate::Column| {
@@ -73,12 +78,15 @@ impl<'s> LevelReader<'s> {
                     })
             })
         };
-        let keyed = level
+        let rules = level
             .columns
             .iter()
             .map(|c| {
-                level.table.is_some() && c.save && level.key.iter().any(|k| k == c.column_name())
-                    || feeds_a_key(c)
+                let keyed = level.table.is_some()
+                    && c.save
+                    && level.key.iter().any(|k| k == c.column_name())
+                    || feeds_a_key(c);
+                Rules::of(spec, level, c, keyed)
             })
             .collect();
         Ok(LevelReader {
@@ -86,26 +94,31 @@ impl<'s> LevelReader<'s> {
             name,
             level,
             header,
-            keyed,
+            rules,
         })
     }
 
-    /// Reads one record; `inherited` are the values this level inherits
-    /// (in the order of its `inherit` list), as its parent row passed them
-    /// down. The first field that is not a value of its column fails the
-    /// record. A child link whose field is empty leads to no file.
+    /// Reads one record; `quoted` says which of its fields were quoted
+    /// (never a NULL marker; empty: none was), and `inherited` are the
+    /// values this level inherits (in the order of its `inherit` list), as
+    /// its parent row passed them down. The first field that is not a value
+    /// of its column fails the record. A child link whose field is empty
+    /// leads to no file.
     pub fn read<S: AsRef<str>>(
         &self,
         record: &[S],
+        quoted: &[bool],
         inherited: &[Option<String>],
     ) -> Result<ReadRow, ValueError> {
         let mut values = Vec::with_capacity(self.level.columns.len());
         for (i, column) in self.level.columns.iter().enumerate() {
-            let field = self.header.fields[i]
+            let at = self.header.fields[i];
+            let field = at
                 .and_then(|at| record.get(at))
                 .map(|f| f.as_ref())
                 .unwrap_or("");
-            values.push(values::read(column, field, self.keyed[i])?);
+            let was_quoted = at.is_some_and(|at| quoted.get(at).copied().unwrap_or(false));
+            values.push(values::read(column, field, was_quoted, &self.rules[i])?);
         }
         for (i, inherit) in self.level.inherit.iter().enumerate() {
             let key = self.level.key.contains(&inherit.column);
@@ -247,7 +260,7 @@ mod tests {
     fn a_key_is_carried_two_levels_down() {
         let spec = Spec::parse(SHOP).unwrap();
         let customers = LevelReader::new(&spec, "customers", &["orders", "id"]).unwrap();
-        let row = customers.read(&["o/7.csv", "+7"], &[]).unwrap();
+        let row = customers.read(&["o/7.csv", "+7"], &[], &[]).unwrap();
         assert_eq!(row.table_row, Some(vec![Some("7".into())]));
         assert_eq!(
             row.children,
@@ -260,7 +273,7 @@ mod tests {
 
         let orders = LevelReader::new(&spec, "orders", &["order_id", "lines"]).unwrap();
         let row = orders
-            .read(&["70", "l/70.csv"], &row.children[0].inherited)
+            .read(&["70", "l/70.csv"], &[], &row.children[0].inherited)
             .unwrap();
         assert_eq!(
             row.table_row,
@@ -274,7 +287,9 @@ mod tests {
         );
 
         let lines = LevelReader::new(&spec, "lines", &["sku", "n"]).unwrap();
-        let row = lines.read(&["", "3"], &row.children[0].inherited).unwrap();
+        let row = lines
+            .read(&["", "3"], &[], &row.children[0].inherited)
+            .unwrap();
         assert_eq!(
             row.table_row,
             Some(vec![
@@ -291,27 +306,72 @@ mod tests {
     fn a_bad_field_fails_its_record_and_an_empty_link_leads_nowhere() {
         let spec = Spec::parse(SHOP).unwrap();
         let customers = LevelReader::new(&spec, "customers", &["id", "orders"]).unwrap();
-        let e = customers.read(&["seven", "o.csv"], &[]).unwrap_err();
+        let e = customers.read(&["seven", "o.csv"], &[], &[]).unwrap_err();
         assert_eq!(
             e.to_string(),
             r#"column id: "seven" is not a 64-bit integer"#
         );
-        let e = customers.read(&["", "o.csv"], &[]).unwrap_err();
+        let e = customers.read(&["", "o.csv"], &[], &[]).unwrap_err();
         assert!(e.to_string().contains("a key column needs a value"), "{e}");
         let orders = LevelReader::new(&spec, "orders", &["order_id", "lines"]).unwrap();
         let e = orders
-            .read(&["", "l.csv"], &[Some("7".into())])
+            .read(&["", "l.csv"], &[], &[Some("7".into())])
             .unwrap_err();
         assert!(e.to_string().contains("a key column needs a value"), "{e}");
-        let row = customers.read(&["8", ""], &[]).unwrap();
+        let row = customers.read(&["8", ""], &[], &[]).unwrap();
         assert!(row.children.is_empty());
         // A short record: missing fields are empty.
-        let row = customers.read(&["9"], &[]).unwrap();
+        let row = customers.read(&["9"], &[], &[]).unwrap();
         assert_eq!(row.values, vec![Some("9".into()), None]);
         let lines = LevelReader::new(&spec, "lines", &["n", "sku"]).unwrap();
-        let e = lines.read(&["1", "x"], &[None, None]).unwrap_err();
+        let e = lines.read(&["1", "x"], &[], &[None, None]).unwrap_err();
         assert!(
             e.to_string().contains("inherited from orders.order_id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_headerless_file_reads_by_position_with_its_markers_and_separators() {
+        let spec = Spec::parse(
+            r#"
+            name = "r"
+            root = "l"
+            null = ["NA"]
+            [levels.l]
+            table = "readings"
+            key = ["id"]
+            columns = [
+                { name = "id", type = "bigint", position = 2 },
+                { name = "country", type = "text", position = 1 },
+                { name = "value", type = "numeric", position = 3 },
+            ]
+            [levels.l.csv]
+            delimiter = ";"
+            header = false
+            decimal = ","
+            thousands = "."
+            "#,
+        )
+        .unwrap();
+        let reader = LevelReader::new(&spec, "l", &[] as &[&str]).unwrap();
+        let row = reader.read(&["NA", "7", "1.234,5"], &[], &[]).unwrap();
+        assert_eq!(
+            row.table_row,
+            Some(vec![Some("7".into()), None, Some("1234.5".into())])
+        );
+        // Namibia, quoted, is a country.
+        let row = reader
+            .read(&["NA", "8", "NA"], &[true, false, false], &[])
+            .unwrap();
+        assert_eq!(
+            row.table_row,
+            Some(vec![Some("8".into()), Some("NA".into()), None])
+        );
+        let e = reader.read(&["x", "NA", "1"], &[], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a NULL marker: a key column needs a value"),
             "{e}"
         );
     }

@@ -49,32 +49,101 @@ fn shown(field: &str) -> String {
     out
 }
 
-/// Reads `field` as a value of `column`: `Ok(None)` is NULL. `key` says
-/// whether the column is part of a key (its table's, or a descendant's
-/// that comes from it), where an empty field is always an error.
-pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, ValueError> {
+/// How one column's fields are read beyond its type: the spec's, level's
+/// and column's settings, resolved once per column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Unquoted fields that mean NULL (the empty field is `empty`'s).
+    pub nulls: Vec<String>,
+    /// The decimal separator.
+    pub decimal: char,
+    /// The thousands separator, if numbers have one.
+    pub thousands: Option<char>,
+    /// Whether the column is part of a key (its table's, or a
+    /// descendant's that comes from it): then it never reads as NULL.
+    pub key: bool,
+}
+
+impl Default for Rules {
+    /// RFC 4180 defaults: no marker but the empty field, `.` decimals, no
+    /// thousands separator, not a key.
+    fn default() -> Self {
+        Rules {
+            nulls: Vec::new(),
+            decimal: '.',
+            thousands: None,
+            key: false,
+        }
+    }
+}
+
+impl Rules {
+    /// The rules of `column` of `level` in `spec`.
+    pub fn of(spec: &crate::Spec, level: &crate::Level, column: &Column, key: bool) -> Rules {
+        let one = |s: &str| s.chars().next();
+        Rules {
+            nulls: column
+                .null
+                .clone()
+                .unwrap_or_else(|| spec.null.clone())
+                .into_iter()
+                .filter(|m| !m.is_empty())
+                .collect(),
+            decimal: column
+                .decimal
+                .as_deref()
+                .and_then(one)
+                .or_else(|| one(&level.csv.decimal))
+                .unwrap_or('.'),
+            thousands: match &column.thousands {
+                Some(t) => one(t),
+                None => level.csv.thousands.as_deref().and_then(one),
+            },
+            key,
+        }
+    }
+}
+
+/// Reads `field` as a value of `column` under `rules`: `Ok(None)` is NULL.
+/// A `quoted` field is always a value, never a NULL marker (`"NA"` is the
+/// text NA); an empty field, quoted or not, is what the column's `empty`
+/// says, and an error in a key column.
+pub fn read(
+    column: &Column,
+    field: &str,
+    quoted: bool,
+    rules: &Rules,
+) -> Result<Option<String>, ValueError> {
     let fail = |expected: String| ValueError {
         column: column.name.clone(),
         value: shown(field),
         expected,
     };
     if field.is_empty() {
-        return match (column.empty, key) {
-            (Empty::Null, false) => Ok(None),
+        return match (column.empty, rules.key) {
             (_, true) => Err(fail("empty: a key column needs a value".into())),
+            (Empty::Null, false) => Ok(None),
             (Empty::Error, false) => Err(fail("empty: this column needs a value".into())),
+            (Empty::EmptyString, false) => Ok(Some(String::new())),
         };
     }
+    if !quoted && rules.nulls.iter().any(|m| m == field) {
+        return match rules.key {
+            true => Err(fail("a NULL marker: a key column needs a value".into())),
+            false => Ok(None),
+        };
+    }
+    let number = || localized(field, rules).ok_or_else(|| fail(number_format(rules)));
     let value = match column.kind {
-        ColumnType::Bigint => field
+        ColumnType::Bigint => number()?
             .parse::<i64>()
             .map(|v| v.to_string())
             .map_err(|_| fail("a 64-bit integer".into()))?,
-        ColumnType::Integer => field
+        ColumnType::Integer => number()?
             .parse::<i32>()
             .map(|v| v.to_string())
             .map_err(|_| fail("a 32-bit integer".into()))?,
-        ColumnType::Numeric => numeric(field, column.precision, column.scale).map_err(fail)?,
+        ColumnType::Numeric => numeric(&number()?, column.precision, column.scale).map_err(fail)?,
         // PostgreSQL text cannot hold a NUL character.
         ColumnType::Text if field.contains('\0') => {
             return Err(fail("text without NUL characters".into()))
@@ -105,6 +174,46 @@ pub fn read(column: &Column, field: &str, key: bool) -> Result<Option<String>, V
         }
     };
     Ok(Some(value))
+}
+
+/// A number written with `rules`' separators, rewritten with none for
+/// thousands and `.` for decimals; `None` when its thousands groups are not
+/// groups of three (with `.` for thousands, `1.5` must not read as 15).
+fn localized(field: &str, rules: &Rules) -> Option<String> {
+    if rules.decimal == '.' && rules.thousands.is_none() {
+        return Some(field.to_owned());
+    }
+    let (whole, fraction) = match field.split_once(rules.decimal) {
+        Some((w, f)) => (w, Some(f)),
+        None => (field, None),
+    };
+    let whole = match rules.thousands {
+        Some(t) if whole.contains(t) => {
+            let unsigned = whole.trim_start_matches(['-', '+']);
+            let mut groups = unsigned.split(t);
+            let first = groups.next()?;
+            let grouped = (1..=3).contains(&first.len()) && groups.all(|g| g.len() == 3);
+            if !grouped || fraction.is_some_and(|f| f.contains(t)) {
+                return None;
+            }
+            whole.replace(t, "")
+        }
+        _ => whole.to_owned(),
+    };
+    Some(match fraction {
+        Some(f) => format!("{whole}.{f}"),
+        None => whole,
+    })
+}
+
+fn number_format(rules: &Rules) -> String {
+    match rules.thousands {
+        Some(t) => format!(
+            "a number with {:?} for thousands and {:?} for decimals",
+            t, rules.decimal
+        ),
+        None => format!("a number with {:?} for decimals", rules.decimal),
+    }
 }
 
 /// An exact decimal: optional sign, digits, optional point and digits; no
@@ -212,13 +321,65 @@ mod tests {
     }
 
     fn ok(kind: &str, extra: &str, field: &str) -> Option<String> {
-        read(&column(kind, extra), field, false).unwrap_or_else(|e| panic!("{e}"))
+        read(&column(kind, extra), field, false, &Rules::default())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn refused(kind: &str, extra: &str, field: &str) -> String {
-        read(&column(kind, extra), field, false)
+        read(&column(kind, extra), field, false, &Rules::default())
             .expect_err(field)
             .to_string()
+    }
+
+    #[test]
+    fn null_markers_are_unquoted_fields_and_empty_text_can_stay_apart() {
+        let rules = Rules {
+            nulls: vec!["NA".into(), "\\N".into()],
+            ..Rules::default()
+        };
+        let text = column("text", "");
+        assert_eq!(read(&text, "NA", false, &rules).unwrap(), None);
+        assert_eq!(read(&text, "\\N", false, &rules).unwrap(), None);
+        // Namibia, quoted: a value.
+        assert_eq!(
+            read(&text, "NA", true, &rules).unwrap().as_deref(),
+            Some("NA")
+        );
+        let kept = column("text", r#", empty = "empty-string""#);
+        assert_eq!(read(&kept, "", true, &rules).unwrap().as_deref(), Some(""));
+        let key = Rules { key: true, ..rules };
+        assert!(read(&column("bigint", ""), "NA", false, &key)
+            .unwrap_err()
+            .to_string()
+            .contains("a NULL marker: a key column needs a value"));
+    }
+
+    #[test]
+    fn numbers_read_with_their_declared_separators() {
+        let european = Rules {
+            decimal: ',',
+            thousands: Some('.'),
+            ..Rules::default()
+        };
+        let numeric = column("numeric", "");
+        let read_as = |field: &str| read(&numeric, field, false, &european);
+        assert_eq!(read_as("1.234,56").unwrap().as_deref(), Some("1234.56"));
+        assert_eq!(read_as("-12,5").unwrap().as_deref(), Some("-12.5"));
+        assert_eq!(read_as("1234").unwrap().as_deref(), Some("1234"));
+        // A point that is no thousands group is refused, not read as 15.
+        let e = read_as("1.5").unwrap_err().to_string();
+        assert!(e.contains("'.' for thousands and ',' for decimals"), "{e}");
+        assert!(read_as("12.34.567").is_err());
+        let swiss = Rules {
+            thousands: Some('\''),
+            ..Rules::default()
+        };
+        assert_eq!(
+            read(&column("bigint", ""), "1'000'000", false, &swiss)
+                .unwrap()
+                .as_deref(),
+            Some("1000000")
+        );
     }
 
     #[test]
@@ -316,7 +477,17 @@ mod tests {
         assert!(refused("timestamptz", "", "2016-12-31T23:59:60Z").contains("RFC 3339"));
         assert!(refused("jsonb", "", "{").contains("a JSON document"));
         assert!(refused("bigint", r#", empty = "error""#, "").contains("this column needs a value"));
-        let key = read(&column("text", ""), "", true).unwrap_err().to_string();
+        let key = read(
+            &column("text", ""),
+            "",
+            false,
+            &Rules {
+                key: true,
+                ..Rules::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(key.contains("a key column needs a value"), "{key}");
         // A hostile field is cut short and its control characters escaped.
         let long = format!("\u{1b}[2J{}", "x".repeat(500));
