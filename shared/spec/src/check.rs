@@ -213,7 +213,7 @@ impl Spec {
             for header in std::iter::once(&column.name).chain(&column.aliases) {
                 if header.is_empty() {
                     say(format!("level {name}: a column has an empty header name"));
-                } else if !headers.insert(header.as_str()) {
+                } else if !headers.insert(header.trim().to_ascii_lowercase()) {
                     say(format!(
                         "level {name}: header name {header:?} is given to two columns: each header name (and alias) may name one column"
                     ));

@@ -60,19 +60,21 @@ impl Level {
     }
 
     /// Matches a file's header against this level's columns: by name, then
-    /// by alias, exactly (a UTF-8 byte order mark before the first field is
-    /// not part of its name). Fields no column names are ignored.
+    /// by alias, ignoring case and surrounding spaces, as sluice always has
+    /// (a UTF-8 byte order mark before the first field is not part of its
+    /// name). Fields no column names are ignored.
     pub fn header<S: AsRef<str>>(&self, fields: &[S]) -> Result<Header, HeaderError> {
         let names: Vec<&str> = fields
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let f = f.as_ref();
-                if i == 0 {
+                let f = if i == 0 {
                     f.strip_prefix('\u{feff}').unwrap_or(f)
                 } else {
                     f
-                }
+                };
+                f.trim()
             })
             .collect();
         let mut found = Vec::with_capacity(self.columns.len());
@@ -81,7 +83,7 @@ impl Level {
             let mut at: Option<usize> = None;
             for candidate in std::iter::once(&column.name).chain(&column.aliases) {
                 for (i, name) in names.iter().enumerate() {
-                    if name == candidate {
+                    if name.eq_ignore_ascii_case(candidate.trim()) {
                         if let Some(first) = at.filter(|first| *first != i) {
                             return Err(HeaderError::Twice {
                                 column: column.name.clone(),
@@ -120,7 +122,7 @@ mod tests {
             root = "l"
             [levels.l]
             columns = [
-                { name = "id", aliases = ["ID", "Id"], type = "bigint" },
+                { name = "id", aliases = ["identifier", "key"], type = "bigint" },
                 { name = "note", type = "text", required = false },
                 { name = "amount", type = "numeric" },
             ]"#,
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn columns_are_found_by_name_or_alias_in_any_order() {
-        let header = level().header(&["\u{feff}amount", "other", "ID"]).unwrap();
+        let header = level().header(&["\u{feff}Amount ", "other", "ID"]).unwrap();
         assert_eq!(header.fields, vec![Some(2), None, Some(0)]);
     }
 
@@ -141,12 +143,12 @@ mod tests {
         let missing = level().header(&["note"]).unwrap_err().to_string();
         assert_eq!(
             missing,
-            "the header lacks required column(s) id (or ID, Id), amount"
+            "the header lacks required column(s) id (or identifier, key), amount"
         );
         let twice = level()
-            .header(&["id", "Id", "amount"])
+            .header(&["id", "Amount", "ID"])
             .unwrap_err()
             .to_string();
-        assert_eq!(twice, r#"the header names column id twice ("id" and "Id")"#);
+        assert_eq!(twice, r#"the header names column id twice ("id" and "ID")"#);
     }
 }
