@@ -26,6 +26,25 @@ enum SpecCommand {
     Show(ShowArgs),
     /// Remove a spec (imports that pinned a revision keep it while the bucket's history does).
     Rm(RmArgs),
+    /// Draft a spec from the first rows of a file and of a few of the files it links to.
+    Infer(InferArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InferArgs {
+    #[command(flatten)]
+    download: sluice_download::DownloadArgs,
+    /// The file an import would name (the root level).
+    url: String,
+    /// The spec's name (default: from the file's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Bytes read from each sampled file (never the whole file).
+    #[arg(long, default_value = "64KiB", value_parser = sluice_messages::units::parse_size)]
+    sample_size: u64,
+    /// Child files sampled per level, through the column that links to them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    files: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +94,7 @@ pub async fn run(args: SpecArgs) -> anyhow::Result<()> {
         SpecCommand::List(args) => list(args).await,
         SpecCommand::Show(args) => show(args).await,
         SpecCommand::Rm(args) => rm(args).await,
+        SpecCommand::Infer(args) => infer(args).await,
     }
 }
 
@@ -205,5 +225,142 @@ async fn rm(args: RmArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow!("no spec {}: nothing removed", args.name))
+    }
+}
+
+/// Levels below the root that `spec infer` follows.
+const INFER_DEPTH: usize = 3;
+
+/// Rows of each sampled file the draft is made from.
+const INFER_ROWS: usize = 1_000;
+
+async fn infer(args: InferArgs) -> anyhow::Result<()> {
+    let downloader = sluice_download::Downloader::new(&args.download.options())?;
+    let root = sample_level(&downloader, &args, vec![args.url.clone()], 0).await?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        let draft = sluice_spec::infer::draft("x", &root);
+        sluice_spec::Spec::parse(&draft)
+            .map(|s| s.root.replace('_', "-"))
+            .unwrap_or_else(|_| "draft".to_owned())
+    });
+    let draft = sluice_spec::infer::draft(&name, &root);
+    outln!("{}", draft.trim_end());
+    let questions = draft.matches("# QUESTION:").count();
+    if questions > 0 {
+        eprintln!(
+            "sluice: {questions} question(s) in the draft: answer them, then `sluice spec put` it"
+        );
+    }
+    Ok(())
+}
+
+/// Samples `urls` (files of one level) and, through each column whose
+/// values are links, a few of their child files, to `INFER_DEPTH` levels.
+fn sample_level<'a>(
+    downloader: &'a sluice_download::Downloader,
+    args: &'a InferArgs,
+    urls: Vec<String>,
+    depth: usize,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = anyhow::Result<sluice_spec::infer::Sample>> + 'a>,
+> {
+    Box::pin(async move {
+        let mut sample = sluice_spec::infer::Sample::default();
+        let mut bases = Vec::new();
+        for (file, url) in urls.iter().take(args.files as usize).enumerate() {
+            let (base, bytes) = downloader
+                .sample(url, usize::try_from(args.sample_size).unwrap_or(usize::MAX))
+                .await?;
+            let (text, utf8) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
+            if file == 0 {
+                sample.url = sluice_messages::redact_url(url);
+                sample.delimiter = sluice_spec::infer::sniff_delimiter(&text);
+                sample.utf8 = utf8;
+            }
+            sample.utf8 &= utf8;
+            let mut reader = csv_async::AsyncReaderBuilder::new()
+                .delimiter(sample.delimiter as u8)
+                .flexible(true)
+                .has_headers(false)
+                .create_reader(text.as_bytes());
+            let mut records = reader.records();
+            let mut first = true;
+            let mut read = 0;
+            while let Some(record) = futures_util::StreamExt::next(&mut records).await {
+                let record = record.map_err(|e| {
+                    anyhow!(
+                        "cannot read {} as CSV: {e}",
+                        sluice_messages::redact_url(url)
+                    )
+                })?;
+                let fields: Vec<String> = record.iter().map(str::to_owned).collect();
+                if first {
+                    first = false;
+                    if file == 0 {
+                        sample.header = fields;
+                    }
+                    continue;
+                }
+                if read == INFER_ROWS {
+                    break;
+                }
+                read += 1;
+                sample.records.push(fields);
+                sample.files.push(file);
+                bases.push(base.clone());
+            }
+        }
+        if sample.header.is_empty() {
+            return Err(anyhow!(
+                "{} has no header row to draft a spec from",
+                sluice_messages::redact_url(&urls[0])
+            ));
+        }
+        if depth < INFER_DEPTH {
+            for column in 0..sample.header.len() {
+                let links: Vec<(usize, &str)> = sample
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, r)| r.get(column).map(|v| (n, v.trim())))
+                    .filter(|(_, v)| !v.is_empty())
+                    .collect();
+                if links.is_empty()
+                    || !links
+                        .iter()
+                        .all(|(_, v)| sluice_spec::infer::looks_like_url(v))
+                {
+                    continue;
+                }
+                let children: Vec<String> = links
+                    .iter()
+                    .take(args.files as usize)
+                    .filter_map(|(n, v)| bases[*n].join(v).ok().map(|u| u.to_string()))
+                    .collect();
+                let child = sample_level(downloader, args, children, depth + 1).await?;
+                sample.children.push((column, child));
+            }
+        }
+        Ok(sample)
+    })
+}
+
+/// The sample as text: UTF-8 (a byte order mark dropped), else read as
+/// Windows-1252's Latin-1 subset; a sample cut short loses its last,
+/// partial line.
+fn decoded(bytes: &[u8], cut: bool) -> (String, bool) {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = match (cut, bytes.iter().rposition(|b| *b == b'\n')) {
+        (true, Some(end)) => &bytes[..=end],
+        _ => bytes,
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), true),
+        // A cut inside a multi-byte character is UTF-8 all the same.
+        Err(e) if cut && e.error_len().is_none() => (
+            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
+            true,
+        ),
+        Err(_) => (bytes.iter().map(|b| char::from(*b)).collect(), false),
     }
 }

@@ -378,3 +378,84 @@ async fn an_existing_table_is_checked_never_altered() {
     let (columns, _) = described(&sandbox, "readings").await;
     assert!(columns.contains(&"value text".to_owned()), "{columns:?}");
 }
+
+/// `spec infer` drafts a spec from files served over HTTP (a nested import
+/// and a semicolon, decimal-comma, Windows-1252 file); each draft, put as
+/// is, is accepted and makes its tables.
+#[tokio::test]
+async fn an_inferred_draft_is_put_as_is() {
+    let sandbox = Sandbox::new("spec-infer").await;
+    let dir = Scratch::new();
+    let (ok, _, err) = sluice(&sandbox, &["setup"]).await;
+    assert!(ok, "{err}");
+    let server = sluice_e2e::FileServer::start().await.unwrap();
+    let serve = |path: &str, body: &[u8]| server.set(path, sluice_e2e::Route::new(body.to_vec()));
+    serve(
+        "/shop/customers.csv",
+        b"customerId,name,ordersUrl\n1,Ann,orders/1.csv\n2,Bob,orders/2.csv\n",
+    );
+    serve(
+        "/shop/orders/1.csv",
+        b"orderId,placed,total\n10,2026-12-03T10:00:00Z,12.50\n11,2026-12-03T11:00:00Z,3.00\n",
+    );
+    serve(
+        "/shop/orders/2.csv",
+        b"orderId,placed,total\n10,2026-12-04T09:30:00+01:00,99.99\n",
+    );
+    serve("/buchungen.csv", b"Buchung;Kunde;Betrag;Datum\n1;M\xfcller;1.234,56;24/12/2026\n2;J\xe4ger;0,99;01/01/2027\n");
+
+    let infer = |url: String| {
+        let sandbox = &sandbox;
+        async move {
+            let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
+                .args(["spec", "infer", &url])
+                .envs(sandbox.service_env())
+                .env("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8")
+                .output()
+                .await
+                .expect("sluice runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+
+    let shop = infer(server.url("/shop/customers.csv")).await;
+    assert!(!shop.contains("QUESTION"), "{shop}");
+    assert!(
+        shop.contains(r#"children = [{ url = "ordersUrl", level = "orders" }]"#),
+        "{shop}"
+    );
+    let file = write(dir.path(), "shop.toml", &shop);
+    let (ok, out, err) = sluice(&sandbox, &["spec", "put", &file]).await;
+    assert!(ok, "{out}{err}\n{shop}");
+    assert!(out.contains("table orders (level orders) created"), "{out}");
+    let (orders, unique) = described(&sandbox, "orders").await;
+    assert_eq!(
+        orders[..4],
+        [
+            "customer_id bigint",
+            "order_id bigint",
+            "placed timestamp with time zone",
+            "total numeric"
+        ]
+    );
+    assert_eq!(unique, ["(customer_id, order_id)"]);
+
+    let bookings = infer(server.url("/buchungen.csv")).await;
+    for line in [
+        r#"{ name = "Betrag", column = "betrag", type = "numeric", decimal = ",", thousands = "." },"#,
+        r#"{ name = "Datum", column = "datum", type = "date", format = "[day]/[month]/[year]" },"#,
+        r#"delimiter = ";""#,
+        r#"encoding = "windows-1252""#,
+    ] {
+        assert!(bookings.contains(line), "{line} in {bookings}");
+    }
+    let file = write(dir.path(), "buchungen.toml", &bookings);
+    let (ok, out, err) = sluice(&sandbox, &["spec", "put", &file]).await;
+    assert!(ok, "{out}{err}\n{bookings}");
+    assert!(out.contains("spec buchungen stored"), "{out}");
+}

@@ -3,7 +3,8 @@
 
 use std::{io, sync::Arc, time::Duration};
 
-use futures_util::TryStreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::{
@@ -171,7 +172,39 @@ impl Downloader {
         reserved: Reserved,
         columns: &[&str],
     ) -> Result<CsvFile, DownloadError> {
-        let url = &reserved.url;
+        let body = self.body(&reserved.url).await?;
+        let mut file = CsvFile::from_stream(
+            reserved.url.clone(),
+            limits::bounded(body, self.limits),
+            columns,
+        )
+        .await?;
+        file.slot = Some(reserved._slot);
+        Ok(file)
+    }
+
+    /// The first `max_bytes` of `url`'s body (decompressed), under every
+    /// guard a download has; the rest is never read. For drafting a spec
+    /// from a file (`sluice spec infer`).
+    pub async fn sample(&self, url: &str, max_bytes: usize) -> Result<(Url, Bytes), DownloadError> {
+        let reserved = self.reserve(url).await?;
+        let mut body = limits::bounded(self.body(&reserved.url).await?, self.limits);
+        let mut sample = BytesMut::new();
+        while sample.len() < max_bytes {
+            match body.next().await {
+                Some(chunk) => sample.extend_from_slice(
+                    &chunk.map_err(|source| DownloadError::body(&reserved.url, source))?,
+                ),
+                None => break,
+            }
+        }
+        sample.truncate(max_bytes);
+        Ok((reserved.url.clone(), sample.freeze()))
+    }
+
+    /// Sends the request and checks the answer: the body as it streams in,
+    /// decompressed, rate-checked.
+    async fn body(&self, url: &Url) -> Result<Body, DownloadError> {
         if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
             return Err(DownloadError::Refused {
                 url: url.clone(),
@@ -227,20 +260,14 @@ impl Downloader {
             self.min_rate,
             self.read_timeout,
         );
-        let body = match encoding.as_deref() {
-            None | Some("" | "identity") => raw,
-            Some("gzip" | "x-gzip") => limits::gunzip(raw, self.limits),
-            Some(other) => {
-                return Err(DownloadError::UnsupportedEncoding {
-                    url: url.clone(),
-                    encoding: other.to_owned(),
-                })
-            }
-        };
-        let mut file =
-            CsvFile::from_stream(url.clone(), limits::bounded(body, self.limits), columns).await?;
-        file.slot = Some(reserved._slot);
-        Ok(file)
+        match encoding.as_deref() {
+            None | Some("" | "identity") => Ok(raw),
+            Some("gzip" | "x-gzip") => Ok(limits::gunzip(raw, self.limits)),
+            Some(other) => Err(DownloadError::UnsupportedEncoding {
+                url: url.clone(),
+                encoding: other.to_owned(),
+            }),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! | this one | the format ([`Spec`], [`Level`], [`Column`]) and [`Spec::parse`], which checks it |
 //! | [`values`] | reading one CSV field as its column's type |
 //! | [`header`] | finding each column in a file's header |
+//! | [`infer`] | drafting a spec from samples of files (`sluice spec infer`) |
 //! | [`rows`] | reading a file's records with its level: the table row, the child files, what each child inherits |
 //! | [`sql`] | the tables a spec needs: `CREATE TABLE`, and checking a table that exists |
 //!
@@ -24,6 +25,7 @@
 
 mod check;
 pub mod header;
+pub mod infer;
 pub mod rows;
 pub mod sql;
 pub mod values;
