@@ -271,13 +271,12 @@ fn sample_level<'a>(
             let (base, bytes) = downloader
                 .sample(url, usize::try_from(args.sample_size).unwrap_or(usize::MAX))
                 .await?;
-            let (text, utf8) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
+            let (text, encoding) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
             if file == 0 {
                 sample.url = sluice_messages::redact_url(url);
                 sample.delimiter = sluice_spec::infer::sniff_delimiter(&text);
-                sample.utf8 = utf8;
+                sample.encoding = encoding;
             }
-            sample.utf8 &= utf8;
             let mut reader = csv_async::AsyncReaderBuilder::new()
                 .delimiter(sample.delimiter as u8)
                 .flexible(true)
@@ -345,22 +344,45 @@ fn sample_level<'a>(
     })
 }
 
-/// The sample as text: UTF-8 (a byte order mark dropped), else read as
-/// Windows-1252's Latin-1 subset; a sample cut short loses its last,
-/// partial line.
-fn decoded(bytes: &[u8], cut: bool) -> (String, bool) {
+/// The sample as text, and the encoding it was read in: UTF-16 after its
+/// byte order mark, UTF-8 (a byte order mark dropped), else Windows-1252's
+/// Latin-1 subset. A sample cut short loses its last, partial line.
+fn decoded(bytes: &[u8], cut: bool) -> (String, sluice_spec::Encoding) {
+    use sluice_spec::Encoding;
+    let utf16 = match bytes {
+        [0xFF, 0xFE, rest @ ..] => Some((rest, true)),
+        [0xFE, 0xFF, rest @ ..] => Some((rest, false)),
+        _ => None,
+    };
+    if let Some((rest, little)) = utf16 {
+        let units = rest.chunks_exact(2).map(|p| match little {
+            true => u16::from_le_bytes([p[0], p[1]]),
+            false => u16::from_be_bytes([p[0], p[1]]),
+        });
+        let text: String = char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+        let text = match (cut, text.rfind('\n')) {
+            (true, Some(end)) => text[..=end].to_owned(),
+            _ => text,
+        };
+        return (text, Encoding::Utf16);
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let bytes = match (cut, bytes.iter().rposition(|b| *b == b'\n')) {
         (true, Some(end)) => &bytes[..=end],
         _ => bytes,
     };
     match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_owned(), true),
+        Ok(text) => (text.to_owned(), Encoding::Utf8),
         // A cut inside a multi-byte character is UTF-8 all the same.
         Err(e) if cut && e.error_len().is_none() => (
             String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
-            true,
+            Encoding::Utf8,
         ),
-        Err(_) => (bytes.iter().map(|b| char::from(*b)).collect(), false),
+        Err(_) => (
+            bytes.iter().map(|b| char::from(*b)).collect(),
+            Encoding::Windows1252,
+        ),
     }
 }

@@ -458,4 +458,17 @@ async fn an_inferred_draft_is_put_as_is() {
     let (ok, out, err) = sluice(&sandbox, &["spec", "put", &file]).await;
     assert!(ok, "{out}{err}\n{bookings}");
     assert!(out.contains("spec buchungen stored"), "{out}");
+
+    // UTF-16 with its byte order mark, as Excel's "Unicode text" writes it.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in "id\tname\n1\tZoë\n2\tÅsa\n".encode_utf16() {
+        utf16.extend(unit.to_le_bytes());
+    }
+    serve("/people.csv", &utf16);
+    let people = infer(server.url("/people.csv")).await;
+    assert!(people.contains("encoding = \"utf-16\""), "{people}");
+    assert!(people.contains("delimiter = \"\\t\""), "{people}");
+    let file = write(dir.path(), "people.toml", &people);
+    let (ok, out, err) = sluice(&sandbox, &["spec", "put", &file]).await;
+    assert!(ok, "{out}{err}\n{people}");
 }

@@ -24,8 +24,9 @@ pub struct Sample {
     pub files: Vec<usize>,
     /// The delimiter the rows were split with.
     pub delimiter: char,
-    /// Whether the bytes were valid UTF-8 (else read as Windows-1252).
-    pub utf8: bool,
+    /// The encoding the bytes were read in: UTF-16 when a byte order mark
+    /// says so, UTF-8 when they are valid UTF-8, else Windows-1252 (a guess).
+    pub encoding: crate::Encoding,
     /// Child files sampled through a column: (column index, their sample).
     pub children: Vec<(usize, Sample)>,
 }
@@ -530,7 +531,7 @@ fn write_level(
             .collect();
         out.push_str(&format!("children = [{}]\n", links.join(", ")));
     }
-    if sample.delimiter != ',' || !sample.utf8 {
+    if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 {
         out.push_str(&format!("\n[levels.{}.csv]\n", level.name));
         if sample.delimiter != ',' {
             out.push_str(&format!(
@@ -538,8 +539,14 @@ fn write_level(
                 quoted(&sample.delimiter.to_string())
             ));
         }
-        if !sample.utf8 {
-            out.push_str("# The bytes are not UTF-8: Windows-1252 is a guess (Latin-1 differs only in 0x80 to 0x9F).\nencoding = \"windows-1252\"\n");
+        match sample.encoding {
+            crate::Encoding::Utf16 => out.push_str(
+                "# A byte order mark says UTF-16.\nencoding = \"utf-16\"\n",
+            ),
+            crate::Encoding::Windows1252 | crate::Encoding::Latin1 => out.push_str(
+                "# The bytes are not UTF-8: Windows-1252 is a guess (Latin-1 differs only in 0x80 to 0x9F).\nencoding = \"windows-1252\"\n",
+            ),
+            crate::Encoding::Utf8 => {}
         }
     }
 }
@@ -600,7 +607,7 @@ mod tests {
                 .collect(),
             files: Vec::new(),
             delimiter,
-            utf8: true,
+            encoding: crate::Encoding::Utf8,
             children: Vec::new(),
         }
     }
