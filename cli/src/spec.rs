@@ -273,7 +273,7 @@ fn sample_level<'a>(
                 .await?;
             let (text, encoding) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
             if file == 0 {
-                sample.url = sluice_messages::redact_url(url);
+                sample.url = sluice_messages::redact_file_url(url);
                 sample.delimiter = sluice_spec::infer::sniff_delimiter(&text);
                 sample.encoding = encoding;
             }
@@ -289,7 +289,7 @@ fn sample_level<'a>(
                 let record = record.map_err(|e| {
                     anyhow!(
                         "cannot read {} as CSV: {e}",
-                        sluice_messages::redact_url(url)
+                        sluice_messages::redact_file_url(url)
                     )
                 })?;
                 let fields: Vec<String> = record.iter().map(str::to_owned).collect();
@@ -312,7 +312,7 @@ fn sample_level<'a>(
         if sample.header.is_empty() {
             return Err(anyhow!(
                 "{} has no header row to draft a spec from",
-                sluice_messages::redact_url(&urls[0])
+                sluice_messages::redact_file_url(&urls[0])
             ));
         }
         if depth < INFER_DEPTH {
@@ -336,8 +336,18 @@ fn sample_level<'a>(
                     .take(args.files as usize)
                     .filter_map(|(n, v)| bases[*n].join(v).ok().map(|u| u.to_string()))
                     .collect();
-                let child = sample_level(downloader, args, children, depth + 1).await?;
-                sample.children.push((column, child));
+                if children.is_empty() {
+                    continue;
+                }
+                // A column whose links cannot be sampled is drafted as a
+                // text column, and said so: the rest of the draft stands.
+                match sample_level(downloader, args, children, depth + 1).await {
+                    Ok(child) => sample.children.push((column, child)),
+                    Err(e) => eprintln!(
+                        "sluice: column {:?} looks like links to files, but they cannot be sampled ({e}); it is drafted as text",
+                        sample.header[column]
+                    ),
+                }
             }
         }
         Ok(sample)
@@ -381,8 +391,23 @@ fn decoded(bytes: &[u8], cut: bool) -> (String, sluice_spec::Encoding) {
             Encoding::Utf8,
         ),
         Err(_) => (
-            bytes.iter().map(|b| char::from(*b)).collect(),
+            bytes.iter().map(|b| windows_1252(*b)).collect(),
             Encoding::Windows1252,
         ),
+    }
+}
+
+/// A Windows-1252 byte as a character: Latin-1, but for 0x80 to 0x9F
+/// (`€`, curly quotes, dashes); the five bytes it leaves undefined stay
+/// as the control characters Latin-1 has there.
+fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
     }
 }

@@ -185,6 +185,22 @@ impl Spec {
             ));
         }
         check_dialect(name, &level.csv, say);
+        for column in &level.columns {
+            let decimal = column.decimal.as_deref().unwrap_or(&level.csv.decimal);
+            let thousands = match &column.thousands {
+                Some(t) => Some(t.as_str()).filter(|t| !t.is_empty()),
+                None => level.csv.thousands.as_deref(),
+            };
+            // A column that sets its own separators must not clash with the rest.
+            if (column.decimal.is_some() || column.thousands.is_some())
+                && thousands == Some(decimal)
+            {
+                say(format!(
+                        "level {name}, column {}: the decimal and thousands separators are both {decimal:?}",
+                        column.name
+                    ));
+            }
+        }
         let mut positions = HashSet::new();
         for column in &level.columns {
             match (level.csv.header, column.position) {
@@ -472,16 +488,17 @@ fn check_dialect(name: &str, csv: &crate::Dialect, say: &mut impl FnMut(String))
             csv.delimiter
         ));
     }
-    if csv.quote.chars().count() != 1 || csv.quote == csv.delimiter {
+    let one_ascii = |s: &str| s.len() == 1 && s.bytes().all(|b| b.is_ascii_graphic());
+    if !one_ascii(&csv.quote) || csv.quote == csv.delimiter {
         say(format!(
-            "level {name}: csv.quote {:?} must be one character, other than the delimiter",
+            "level {name}: csv.quote {:?} must be one printable ASCII character, other than the delimiter",
             csv.quote
         ));
     }
     if let Some(comment) = &csv.comment {
-        if comment.chars().count() != 1 || *comment == csv.delimiter || *comment == csv.quote {
+        if !one_ascii(comment) || *comment == csv.delimiter || *comment == csv.quote {
             say(format!(
-                "level {name}: csv.comment {comment:?} must be one character, other than the delimiter and the quote"
+                "level {name}: csv.comment {comment:?} must be one printable ASCII character, other than the delimiter and the quote"
             ));
         }
     }
@@ -500,17 +517,7 @@ fn check_dialect(name: &str, csv: &crate::Dialect, say: &mut impl FnMut(String))
             say(format!(
                 "level {name}: csv.thousands and csv.decimal are both {t:?}"
             ));
-        } else if *t == csv.delimiter {
-            say(format!(
-                "level {name}: csv.thousands {t:?} is also the delimiter: quote such numbers, or choose another delimiter"
-            ));
         }
-    }
-    if csv.decimal == csv.delimiter {
-        say(format!(
-            "level {name}: csv.decimal {:?} is also the delimiter",
-            csv.decimal
-        ));
     }
 }
 
@@ -653,9 +660,11 @@ mod tests {
             with("delimiter = \":\"", plain),
             ["level l: csv.delimiter \":\" is not one of \",\" \";\" \"\\t\" \"|\""]
         );
+        // Quoted in the file, a decimal comma can share the delimiter.
+        assert_eq!(with("decimal = \",\"", plain), Vec::<String>::new());
         assert_eq!(
-            with("decimal = \",\"", plain),
-            ["level l: csv.decimal \",\" is also the delimiter"]
+            with("decimal = \",\"\nthousands = \",\"", plain),
+            ["level l: csv.thousands and csv.decimal are both \",\""]
         );
         assert_eq!(
             with("header = false", plain),

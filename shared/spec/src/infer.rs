@@ -116,19 +116,54 @@ fn is_number(v: &str, decimal: char, thousands: Option<char>) -> bool {
     crate::values::read(&column, v, false, &rules).is_ok()
 }
 
-/// Whether a field looks like the URL of a file: `http(s)://…`, or a
-/// path ending in `.csv`, `.csv.gz` or `.tsv`.
+/// Whether a field looks like a link to a CSV file: a URL or path ending
+/// in `.csv`, `.csv.gz` or `.tsv` (a website column is not followed).
 pub fn looks_like_url(v: &str) -> bool {
     let lower = v.to_ascii_lowercase();
     let path = lower.split(['?', '#']).next().unwrap_or("");
-    lower.starts_with("http://")
-        || lower.starts_with("https://")
-        || path.ends_with(".csv")
-        || path.ends_with(".csv.gz")
-        || path.ends_with(".tsv")
+    !path.contains(char::is_whitespace)
+        && (path.ends_with(".csv") || path.ends_with(".csv.gz") || path.ends_with(".tsv"))
 }
 
+/// The guess for `values`, checked: every sampled value must read as the
+/// drafted column, or the column is drafted as text with a question.
 fn guess(values: &[&str]) -> Guess {
+    let g = unchecked_guess(values);
+    if g.kind == "text" {
+        return g;
+    }
+    let toml = format!("name = \"x\"\ntype = {:?}\n{}", g.kind, g.extra.join("\n"));
+    let Ok(column) = toml::from_str::<crate::Column>(&toml) else {
+        return g;
+    };
+    let rules = crate::values::Rules {
+        decimal: column
+            .decimal
+            .as_deref()
+            .and_then(|d| d.chars().next())
+            .unwrap_or('.'),
+        thousands: column.thousands.as_deref().and_then(|t| t.chars().next()),
+        ..Default::default()
+    };
+    match values
+        .iter()
+        .find(|v| crate::values::read(&column, v, false, &rules).is_err())
+    {
+        None => g,
+        Some(v) => Guess {
+            kind: "text",
+            extra: Vec::new(),
+            note: format!("text ({} did not hold for every value)", g.note),
+            question: Some(format!(
+                "the sampled value {:?} does not read as {}: keep text, or fix the type",
+                v.chars().take(40).collect::<String>(),
+                g.kind
+            )),
+        },
+    }
+}
+
+fn unchecked_guess(values: &[&str]) -> Guess {
     let sure = |n: usize| format!("all {n} sampled values");
     let n = values.len();
     let guessed = |kind, extra: Vec<String>, note: String| Guess {
@@ -147,6 +182,18 @@ fn guess(values: &[&str]) -> Guess {
     }
     if values.iter().all(|v| looks_like_url(v)) {
         return guessed("text", Vec::new(), format!("URLs of files ({})", sure(n)));
+    }
+    // Codes with leading zeros (zip codes, account numbers) keep them.
+    let zero_led = |v: &&str| {
+        let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+        digits.len() > 1 && digits.starts_with('0')
+    };
+    if values.iter().all(|v| is_integer(v)) && values.iter().any(zero_led) {
+        return guessed(
+            "text",
+            Vec::new(),
+            "digits with leading zeros: codes, kept as text".into(),
+        );
     }
     if values.iter().all(|v| is_integer(v)) {
         // Integers past 64 bits stay exact as numeric.
@@ -171,6 +218,22 @@ fn guess(values: &[&str]) -> Guess {
         (',', Some(' ')),
     ] {
         if values.iter().all(|v| is_number(v, decimal, thousands)) {
+            // `1,234` is a thousand and a half apart read either way.
+            let three_after = |v: &&str| {
+                let unsigned = v.trim_start_matches(['-', '+']);
+                matches!(unsigned.split_once(','), Some((w, f))
+                    if (1..=3).contains(&w.len()) && f.len() == 3 && !f.contains(['.', ' ']))
+            };
+            if thousands.is_none() && values.iter().all(three_after) {
+                return Guess {
+                    kind: "numeric",
+                    extra: vec!["decimal = \",\"".into()],
+                    note: "numbers like 1,234".into(),
+                    question: Some(
+                        "is the comma a decimal point (1,234 = 1.234) or a thousands separator (1,234 = 1234)? For thousands, write thousands = \",\" instead of decimal".into(),
+                    ),
+                };
+            }
             let mut extra = vec![format!("decimal = {:?}", decimal.to_string())];
             if let Some(t) = thousands {
                 extra.push(format!("thousands = {:?}", t.to_string()));
@@ -236,8 +299,21 @@ fn slashed_dates(values: &[&str]) -> Option<Guess> {
     }
     let day_first = parts.iter().any(|p| p[0] > 12);
     let month_first = parts.iter().any(|p| p[1] > 12);
-    let format =
-        |first: &str, second: &str| format!("format = \"[{first}]{sep}[{second}]{sep}[year]\"");
+    // `3/7/2026` needs the unpadded form; `03/07/2026` reads either way.
+    let padded = values
+        .iter()
+        .all(|v| v.split(sep).take(2).all(|p| p.len() == 2));
+    let part = |name: &str| match padded {
+        true => format!("[{name}]"),
+        false => format!("[{name} padding:none]"),
+    };
+    let format = |first: &str, second: &str| {
+        format!(
+            "format = \"{}{sep}{}{sep}[year]\"",
+            part(first),
+            part(second)
+        )
+    };
     match (day_first, month_first) {
         (true, false) => Some(Guess {
             kind: "date",
@@ -256,7 +332,7 @@ fn slashed_dates(values: &[&str]) -> Option<Guess> {
             extra: vec![format("day", "month")],
             note: "dates".into(),
             question: Some(
-                "day-first or month-first? Every sampled date reads both ways: keep [day]/[month] or swap them".into(),
+                "day-first or month-first? Every sampled date reads both ways: keep day before month, or swap them".into(),
             ),
         }),
         (true, true) => None,
@@ -325,30 +401,59 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// Drafts the spec `name` from `root` and the child samples under it.
+/// A name made unique among `used` by a counted suffix, within `max` bytes.
+fn unique(base: &str, used: &mut HashSet<String>, max: usize) -> String {
+    let mut n = 1;
+    loop {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("_{n}")
+        };
+        let mut name = base.to_owned();
+        name.truncate(max - suffix.len());
+        name.push_str(&suffix);
+        if used.insert(name.clone()) {
+            return name;
+        }
+        n += 1;
+    }
+}
+
+/// Drafts the spec `name` from `root` and the child samples under it. The
+/// draft is checked before it is returned: whatever [`crate::Spec::parse`]
+/// would refuse is asked as a question at its end.
 pub fn draft(name: &str, root: &Sample) -> String {
     let mut out = String::new();
     let mut questions = Vec::new();
+    let spec_name = identifier(name).replace('_', "-");
+    let spec_name = match spec_name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        true => spec_name,
+        false => format!("spec-{spec_name}"),
+    };
     out.push_str(&format!(
         "# Drafted by `sluice spec infer` from the first rows of {}.\n# Each guess says how sure it is; where the sample cannot decide, a comment asks a question.\nformat = 1\nname = {}\n",
         root.url,
-        quoted(&identifier(name).replace('_', "-"))
+        quoted(&spec_name[..spec_name.len().min(64)])
     ));
     let mut levels = Vec::new();
     let mut used = HashSet::new();
     collect(root, None, &mut levels, &mut used);
     out.push_str(&format!("root = {}\n", quoted(&levels[0].name)));
-    // NULL markers seen anywhere, unquoted, as whole fields.
-    let mut markers: Vec<&str> = MARKERS
+    // NULL markers seen anywhere as whole fields (the sample cannot tell
+    // a quoted one from an unquoted one).
+    let markers: Vec<&str> = MARKERS
         .iter()
         .copied()
         .filter(|m| {
-            levels
-                .iter()
-                .any(|l| l.sample.records.iter().any(|r| r.iter().any(|f| f == m)))
+            levels.iter().any(|l| {
+                l.sample
+                    .records
+                    .iter()
+                    .any(|r| r.iter().any(|f| f.trim() == *m))
+            })
         })
         .collect();
-    markers.dedup();
     if !markers.is_empty() {
         out.push_str(&format!(
             "# Fields that mean NULL: seen as whole values in the sample.\nnull = [{}]\n",
@@ -359,8 +464,18 @@ pub fn draft(name: &str, root: &Sample) -> String {
                 .join(", ")
         ));
     }
+    // Each level's key, by level: what its children inherit.
+    let mut keys: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
     for level in &levels {
-        write_level(&mut out, level, &levels, &markers, &mut questions);
+        let key = write_level(&mut out, level, &keys, &markers, &mut questions);
+        keys.insert(level.name.clone(), key);
+    }
+    if let Err(refused) = crate::Spec::parse(&out) {
+        out.push('\n');
+        for problem in refused.problems {
+            out.push_str(&format!("# QUESTION: {}\n", problem.replace('\n', " ")));
+            questions.push(problem);
+        }
     }
     if !questions.is_empty() {
         out.push_str(&format!(
@@ -376,35 +491,51 @@ struct DraftLevel<'a> {
     sample: &'a Sample,
     /// The parent's name and the column linking to this level.
     parent: Option<(String, usize)>,
+    /// Each link column and the level its files were given.
+    children: Vec<(usize, String)>,
 }
 
+/// Names `sample`'s level and those below it, parents first; returns the
+/// level's name.
 fn collect<'a>(
     sample: &'a Sample,
     parent: Option<(String, usize)>,
     levels: &mut Vec<DraftLevel<'a>>,
     used: &mut HashSet<String>,
-) {
-    let mut name = level_name(&sample.url);
-    while !used.insert(name.clone()) {
-        name.push_str("_2");
-    }
+) -> String {
+    let name = unique(&level_name(&sample.url), used, 64);
+    let at = levels.len();
     levels.push(DraftLevel {
         name: name.clone(),
         sample,
         parent,
+        children: Vec::new(),
     });
     for (column, child) in &sample.children {
-        collect(child, Some((name.clone(), *column)), levels, used);
+        let child = collect(child, Some((name.clone(), *column)), levels, used);
+        levels[at].children.push((*column, child));
     }
+    name
 }
 
+/// One sampled column, as the draft writes it.
+struct DraftColumn {
+    header: String,
+    column: String,
+    guess: Guess,
+    empties: usize,
+}
+
+/// Writes one level; returns its key as (table column, the column a child
+/// takes it from): children inherit all of it, so a key stays whole however
+/// deep the files go.
 fn write_level(
     out: &mut String,
     level: &DraftLevel,
-    levels: &[DraftLevel],
+    keys: &std::collections::HashMap<String, Vec<(String, String)>>,
     markers: &[&str],
     questions: &mut Vec<String>,
-) {
+) -> Vec<(String, String)> {
     let sample = level.sample;
     out.push_str(&format!(
         "\n# {} rows sampled from {}\n[levels.{}]\n",
@@ -413,9 +544,18 @@ fn write_level(
         level.name
     ));
     let links: Vec<usize> = sample.children.iter().map(|(c, _)| *c).collect();
+    // Header names match ignoring case: a name met twice is left out.
+    let mut headers = HashSet::new();
     let mut names = HashSet::new();
-    let mut columns = Vec::new();
+    let mut columns: Vec<Option<DraftColumn>> = Vec::new();
+    let mut skipped = Vec::new();
     for (i, header) in sample.header.iter().enumerate() {
+        let trimmed = header.trim();
+        if trimmed.is_empty() || !headers.insert(trimmed.to_ascii_lowercase()) {
+            skipped.push(format!("{:?} (column {})", header, i + 1));
+            columns.push(None);
+            continue;
+        }
         let values: Vec<&str> = sample
             .records
             .iter()
@@ -423,113 +563,132 @@ fn write_level(
             .filter(|v| !v.is_empty() && !markers.contains(v))
             .collect();
         let empties = sample.records.len() - values.len();
-        let mut column = identifier(header);
-        while !names.insert(column.clone()) {
-            column.push_str("_2");
-        }
-        columns.push((header.clone(), column, guess(&values), empties));
+        let column = unique(&identifier(header), &mut names, 63);
+        columns.push(Some(DraftColumn {
+            header: header.clone(),
+            column,
+            guess: guess(&values),
+            empties,
+        }));
     }
-    let key = key_column(sample, &links);
-    let mut key_columns: Vec<String> = Vec::new();
-    // The parent's key column, under its own name unless this level has a
-    // column of that name.
-    let inherited = level.parent.as_ref().map(|(parent, _)| {
-        let from = parent_key_column(levels, parent);
-        let name = if columns.iter().any(|c| c.1 == from) {
-            identifier(&format!("{parent}_{from}"))
-        } else {
-            from.clone()
-        };
-        (name, from)
-    });
-    if let Some((column, _)) = &inherited {
-        key_columns.push(column.clone());
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "# Left out: headers that are empty or repeat another's name: {}\n",
+            skipped.join(", ")
+        ));
     }
+    let own_key = key_column(sample, &links).filter(|i| columns[*i].is_some());
+    // The parent's whole key, inherited, each under its own name unless
+    // this level has a column of that name.
+    let inherited: Vec<(String, String)> = match &level.parent {
+        Some((parent, _)) => keys
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .map(|(parent_column, _)| {
+                let name = if names.contains(parent_column) {
+                    unique(
+                        &identifier(&format!("{parent}_{parent_column}")),
+                        &mut names,
+                        63,
+                    )
+                } else {
+                    names.insert(parent_column.clone());
+                    parent_column.clone()
+                };
+                (name, format!("{parent}.{parent_column}"))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     out.push_str(&format!("table = {}\n", quoted(&level.name)));
-    match key {
-        Some(i) => {
-            key_columns.push(columns[i].1.clone());
+    let mut key: Vec<(String, String)> = inherited
+        .iter()
+        .map(|(name, _)| (name.clone(), name.clone()))
+        .collect();
+    match own_key.and_then(|i| columns[i].as_ref()) {
+        Some(c) => {
             let within = match &level.parent {
                 Some(_) => " within each file",
                 None => "",
             };
             out.push_str(&format!(
                 "# Key (a guess): {} is present and distinct in every sampled row{within}.\n",
-                columns[i].1
+                c.column
             ));
+            key.push((c.column.clone(), c.column.clone()));
         }
         None => {
             out.push_str("# QUESTION: no sampled column is present and distinct in every row: list the columns that identify a row.\n");
             questions.push(format!("level {}: key", level.name));
-            if let Some(first) = columns.iter().position(|_| true) {
-                key_columns.push(columns[first].1.clone());
+            if let Some(c) = columns.iter().flatten().next() {
+                key.push((c.column.clone(), c.column.clone()));
             }
         }
     }
     out.push_str(&format!(
         "key = [{}]\n",
-        key_columns
-            .iter()
-            .map(|k| quoted(k))
+        key.iter()
+            .map(|(k, _)| quoted(k))
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    if let Some((column, from)) = &inherited {
-        let parent = &level.parent.as_ref().expect("inherited from a parent").0;
+    if !inherited.is_empty() {
         out.push_str(&format!(
-            "inherit = [{{ column = {}, from = {} }}]\n",
-            quoted(column),
-            quoted(&format!("{parent}.{from}"))
+            "inherit = [{}]\n",
+            inherited
+                .iter()
+                .map(|(column, from)| format!(
+                    "{{ column = {}, from = {} }}",
+                    quoted(column),
+                    quoted(from)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out.push_str("columns = [\n");
-    for (i, (header, column, g, empties)) in columns.iter().enumerate() {
-        let present = match *empties {
+    for (i, c) in columns.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let present = match c.empties {
             0 => String::new(),
             n => format!("; {n} empty or NULL"),
         };
-        out.push_str(&format!("    # {}{present}\n", g.note));
-        let in_key = key == Some(i);
-        if let Some(q) = &g.question {
+        out.push_str(&format!("    # {}{present}\n", c.guess.note));
+        if let Some(q) = &c.guess.question {
             out.push_str(&format!("    # QUESTION: {q}\n"));
-            questions.push(format!("level {}: {column}", level.name));
+            questions.push(format!("level {}: {}", level.name, c.column));
         }
-        let mut fields = vec![format!("name = {}", quoted(header))];
-        if column != header {
-            fields.push(format!("column = {}", quoted(column)));
+        let mut fields = vec![format!("name = {}", quoted(&c.header))];
+        if c.column != c.header {
+            fields.push(format!("column = {}", quoted(&c.column)));
         }
-        fields.push(format!("type = {}", quoted(g.kind)));
-        fields.extend(g.extra.iter().cloned());
+        fields.push(format!("type = {}", quoted(c.guess.kind)));
+        fields.extend(c.guess.extra.iter().cloned());
         if links.contains(&i) {
             fields.push("save = false".into());
         }
-        // A column children take their key from must never be empty.
-        let feeds_children =
-            !links.is_empty() && level_has_children_keyed_on(levels, &level.name, column);
-        if (in_key || feeds_children) && *empties == 0 {
+        // The key column never reads as NULL (children take it too).
+        if own_key == Some(i) && c.empties == 0 {
             fields.push("empty = \"error\"".into());
         }
         out.push_str(&format!("    {{ {} }},\n", fields.join(", ")));
     }
     out.push_str("]\n");
-    if !sample.children.is_empty() {
-        let links: Vec<String> = sample
-            .children
-            .iter()
-            .map(|(column, child)| {
-                let child_name = levels
-                    .iter()
-                    .find(|l| std::ptr::eq(l.sample, child))
-                    .map(|l| l.name.clone())
-                    .unwrap_or_default();
-                format!(
-                    "{{ url = {}, level = {} }}",
-                    quoted(&sample.header[*column]),
-                    quoted(&child_name)
-                )
-            })
-            .collect();
-        out.push_str(&format!("children = [{}]\n", links.join(", ")));
+    let child_links: Vec<String> = level
+        .children
+        .iter()
+        .filter(|(column, _)| columns[*column].is_some())
+        .map(|(column, child)| {
+            format!(
+                "{{ url = {}, level = {} }}",
+                quoted(&sample.header[*column]),
+                quoted(child)
+            )
+        })
+        .collect();
+    if !child_links.is_empty() {
+        out.push_str(&format!("children = [{}]\n", child_links.join(", ")));
     }
     if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 {
         out.push_str(&format!("\n[levels.{}.csv]\n", level.name));
@@ -540,15 +699,16 @@ fn write_level(
             ));
         }
         match sample.encoding {
-            crate::Encoding::Utf16 => out.push_str(
-                "# A byte order mark says UTF-16.\nencoding = \"utf-16\"\n",
-            ),
+            crate::Encoding::Utf16 => {
+                out.push_str("# A byte order mark says UTF-16.\nencoding = \"utf-16\"\n")
+            }
             crate::Encoding::Windows1252 | crate::Encoding::Latin1 => out.push_str(
                 "# The bytes are not UTF-8: Windows-1252 is a guess (Latin-1 differs only in 0x80 to 0x9F).\nencoding = \"windows-1252\"\n",
             ),
             crate::Encoding::Utf8 => {}
         }
     }
+    key
 }
 
 /// The first column (not a link) whose sampled values are all present
@@ -567,29 +727,6 @@ fn key_column(sample: &Sample, links: &[usize]) -> Option<usize> {
                 })
         }
     })
-}
-
-/// Whether a child level of `parent` takes its key from `column`.
-fn level_has_children_keyed_on(levels: &[DraftLevel], parent: &str, column: &str) -> bool {
-    levels
-        .iter()
-        .any(|l| l.parent.as_ref().is_some_and(|(p, _)| p == parent))
-        && parent_key_column(levels, parent) == column
-}
-
-/// The column of `parent` its children inherit: its key's own column.
-fn parent_key_column(levels: &[DraftLevel], parent: &str) -> String {
-    let Some(level) = levels.iter().find(|l| l.name == parent) else {
-        return String::new();
-    };
-    let links: Vec<usize> = level.sample.children.iter().map(|(c, _)| *c).collect();
-    let i = key_column(level.sample, &links).unwrap_or(0);
-    level
-        .sample
-        .header
-        .get(i)
-        .map(|h| identifier(h))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -689,5 +826,75 @@ mod tests {
         assert!(draft.contains("1 QUESTION(S) above"), "{draft}");
         // Still a spec: answering is a one-line edit.
         Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+    }
+
+    #[test]
+    fn a_key_stays_whole_three_levels_down() {
+        let mut root = sample(
+            "http://h/customers.csv",
+            ',',
+            &["id", "orders"],
+            &[&["1", "o/1.csv"], &["2", "o/2.csv"]],
+        );
+        let mut orders = sample(
+            "http://h/o/1.csv",
+            ',',
+            &["order", "lines"],
+            &[&["10", "l/10.csv"], &["10", "l/10b.csv"]],
+        );
+        orders.files = vec![0, 1];
+        let mut lines = sample(
+            "http://h/l/10.csv",
+            ',',
+            &["n", "sku"],
+            &[&["1", "a"], &["2", "b"]],
+        );
+        lines.files = vec![0, 0];
+        orders.children.push((1, lines));
+        root.children.push((1, orders));
+        let draft = draft("shop", &root);
+        let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+        // Order ids repeat across customers: the lines' key keeps the customer.
+        assert_eq!(spec.levels["l"].key, ["id", "order", "n"], "{draft}");
+        assert_eq!(spec.levels["l"].inherit[0].from, "o.id");
+    }
+
+    #[test]
+    fn codes_dates_and_headers_that_would_mislead_are_handled() {
+        let s = sample(
+            "http://h/places.csv",
+            ',',
+            &["zip", "", "Zip", "since", "amount"],
+            &[
+                &["01234", "x", "1", "3/7/2026", "1,234"],
+                &["98765", "y", "2", "25/12/2026", "2,500"],
+            ],
+        );
+        let draft = draft("places", &s);
+        assert!(
+            draft.contains(r#"{ name = "zip", type = "text", empty = "error" }"#),
+            "{draft}"
+        );
+        assert!(
+            draft.contains("format = \"[day padding:none]/[month padding:none]/[year]\""),
+            "{draft}"
+        );
+        assert!(
+            draft.contains("Left out: headers that are empty or repeat"),
+            "{draft}"
+        );
+        assert!(
+            draft.contains("# QUESTION: is the comma a decimal point"),
+            "{draft}"
+        );
+        let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+        let since = &spec.levels["places"].columns[1];
+        let rules = crate::values::Rules::default();
+        assert_eq!(
+            crate::values::read(since, "3/7/2026", false, &rules)
+                .unwrap()
+                .as_deref(),
+            Some("2026-07-03")
+        );
     }
 }

@@ -187,6 +187,11 @@ fn localized(field: &str, rules: &Rules) -> Option<String> {
         Some((w, f)) => (w, Some(f)),
         None => (field, None),
     };
+    // A point in a decimal-comma number with no thousands separator
+    // declared is a thousands point nobody declared: refused, not read.
+    if rules.decimal != '.' && rules.thousands.is_none() && whole.contains('.') {
+        return None;
+    }
     let whole = match rules.thousands {
         Some(t) if whole.contains(t) => {
             let unsigned = whole.trim_start_matches(['-', '+']);
