@@ -580,6 +580,18 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_shows_the_builtin_spec_as_it_is() {
+        let doc = include_str!("../../../docs/specs.md");
+        let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        assert_eq!(
+            &doc[start..end],
+            ACCOUNTS,
+            "docs/specs.md shows another built-in spec"
+        );
+    }
+
+    #[test]
     fn a_value_is_inherited_across_two_levels() {
         let spec = Spec::parse(
             r#"
