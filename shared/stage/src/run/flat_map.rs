@@ -1,7 +1,7 @@
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures_util::StreamExt;
+
 use sluice_messages::DeadLetterKind;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -110,7 +110,7 @@ pub(crate) async fn run<S: FlatMap>(
         // The request runs to its end even after a stop, so nothing is
         // delivered to a subscription that is gone; what arrives late is
         // handed straight back.
-        while let Some(next) = batch.next().await {
+        while let Some(next) = pull::next(&mut batch, started, PULL_EXPIRES, received).await {
             received += usize::from(next.is_ok());
             match next {
                 Ok(message) => match (stop.is_cancelled(), permits.pop()) {

@@ -46,18 +46,48 @@ pub(crate) async fn pull(
         })
 }
 
-/// A pull request the server never ended: it answers every request, with
-/// messages or with a timeout status when `expires` runs out, so a request
-/// that brought nothing and ended only by the client's own timer (`expires`
-/// plus 5 s in async-nats) went unheard. That is what a cluster without
-/// quorum does: no error, just silence.
+/// How long past its expiry a pull request that brought nothing is waited
+/// for. A server always ends a request it heard (with messages, or a timeout
+/// status once `expires` runs out); a cluster electing a consumer leader
+/// drops it without a word, and async-nats would wait `expires` + 5 s. Each
+/// such wait delays the return after an outage, so sluice gives up sooner.
+/// What a server answers later still (overloaded past this margin) goes to
+/// a subscription that is gone and is redelivered after the ack wait: late,
+/// never lost.
+pub(crate) const UNHEARD: Duration = Duration::from_secs(2);
+
+/// The next item of `batch`; `None` at its end, or when nothing at all came
+/// within `expires` + [`UNHEARD`] of `started` (a request no server heard:
+/// [`unanswered`] then says so).
+pub(crate) async fn next(
+    batch: &mut Batch,
+    started: std::time::Instant,
+    expires: Duration,
+    received: usize,
+) -> Option<<Batch as futures_util::Stream>::Item> {
+    use futures_util::StreamExt;
+    if received > 0 {
+        return batch.next().await;
+    }
+    let deadline = tokio::time::Instant::from_std(started + expires + UNHEARD);
+    tokio::time::timeout_at(deadline, batch.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A pull request the server never ended: it answers every request it
+/// heard, with messages or with a timeout status when `expires` runs out,
+/// so a request that brought nothing and outlived `expires` by [`UNHEARD`]
+/// went unheard. That is what a cluster without quorum does: no error,
+/// just silence.
 pub(crate) fn unanswered(
     started: std::time::Instant,
     expires: Duration,
     received: usize,
 ) -> Option<String> {
     let waited = started.elapsed();
-    (received == 0 && waited >= expires + Duration::from_secs(4)).then(|| {
+    (received == 0 && waited >= expires + UNHEARD).then(|| {
         format!(
             "no JetStream server answered a pull request within {:.1} s (JetStream down, or on a cluster a leader being elected)",
             waited.as_secs_f64()

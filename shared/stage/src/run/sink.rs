@@ -1,7 +1,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::consumer::PullConsumer;
-use futures_util::{future::join_all, StreamExt};
+use futures_util::future::join_all;
 use sluice_messages::DeadLetterKind;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -185,7 +185,9 @@ impl<S: Sink> WriterTask<S> {
         };
         let mut deliveries = Vec::with_capacity(options.batch_size);
         let mut failed = false;
-        while let Some(next) = batch.next().await {
+        let mut received = 0;
+        while let Some(next) = pull::next(&mut batch, started, options.batch_wait, received).await {
+            received += usize::from(next.is_ok());
             match next {
                 Ok(message) if self.stop.is_cancelled() => {
                     release_after(&self.shared, &message, hand_back).await
@@ -217,7 +219,7 @@ impl<S: Sink> WriterTask<S> {
             return None;
         }
         if !failed {
-            if let Some(silence) = pull::unanswered(started, options.batch_wait, deliveries.len()) {
+            if let Some(silence) = pull::unanswered(started, options.batch_wait, received) {
                 self.failures
                     .pause(S::NAME, "cannot pull", &silence, &self.stop)
                     .await;
