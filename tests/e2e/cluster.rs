@@ -547,9 +547,15 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     assert_eq!(received, 1, "completion events on the wire");
     assert!(p.dead_letters().await.is_empty());
     // Held work goes on as soon as the cluster answers: outputs kept
-    // unacked are sent again and pulls resume (backoffs cap at 2 s).
+    // unacked are sent again and pulls resume (backoffs cap at 2 s, an
+    // unheard pull is given up after 2 s more). "Healthy" is each node's
+    // own report, though: on this 2-core machine the cluster has been seen
+    // to elect consumer leaders, and lose them once more while the second
+    // node catches up, for seconds after it (first rows 0.0-4.4 s after in
+    // the runs so far). 10 s bounds what is sluice's; JetStream's own
+    // recovery past that would fail it.
     assert!(
-        resumed.0 .0 < Duration::from_secs(5),
+        resumed.0 .0 < Duration::from_secs(10),
         "first rows after {:?}",
         resumed.0 .0
     );
