@@ -560,9 +560,11 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
         resumed.0 .0
     );
     // Healthy nodes still elect a leader for each of the seven streams and
-    // buckets: readiness follows the last of them.
+    // buckets, and their consumers: readiness follows the last of them
+    // (0-7.1 s after in the runs so far, the slowest with leaders lost once
+    // more after the nodes said healthy).
     assert!(
-        resumed.1 < Duration::from_secs(10),
+        resumed.1 < Duration::from_secs(15),
         "ready after {:?}",
         resumed.1
     );
