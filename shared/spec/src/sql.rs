@@ -9,20 +9,32 @@ use crate::{ColumnType, Spec, TableColumn};
 /// starting with a digit, at most 63 bytes (PostgreSQL's limit, past which
 /// it would silently truncate). Lowercase, so a name means the same table
 /// or column quoted (as sluice writes it) and unquoted (as people do).
-pub fn check_identifier(name: &str) -> Result<(), String> {
+pub fn check_identifier(name: &str) -> Result<(), InvalidName> {
     let mut bytes = name.bytes();
     let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
     if !first_ok
         || name.len() > 63
         || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(
-            "use 1 to 63 characters of lowercase letters, digits and _, not starting with a digit"
-                .into(),
-        );
+        return Err(InvalidName(
+            "use 1 to 63 characters of lowercase letters, digits and _, not starting with a digit",
+        ));
     }
     Ok(())
 }
+
+/// A table or column name sluice will not write into SQL, and the rule it
+/// breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidName(&'static str);
+
+impl std::fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for InvalidName {}
 
 /// Tables of sluice's own (the saver's schema): no spec saves to them.
 pub const RESERVED_TABLES: [&str; 8] = [
@@ -45,13 +57,13 @@ pub fn canonical_table(name: &str) -> &str {
 }
 
 /// A table name: `name` or `schema.name`, each an identifier.
-pub fn check_table_name(name: &str) -> Result<(), String> {
+pub fn check_table_name(name: &str) -> Result<(), InvalidName> {
     name.split('.')
         .take(3)
         .enumerate()
         .try_for_each(|(i, part)| match i {
             0 | 1 => check_identifier(part),
-            _ => Err("write name or schema.name".into()),
+            _ => Err(InvalidName("write name or schema.name")),
         })
 }
 

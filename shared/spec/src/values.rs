@@ -143,7 +143,8 @@ pub fn read(
             .parse::<i32>()
             .map(|v| v.to_string())
             .map_err(|_| fail("a 32-bit integer".into()))?,
-        ColumnType::Numeric => numeric(&number()?, column.precision, column.scale).map_err(fail)?,
+        ColumnType::Numeric => numeric(&number()?, column.precision, column.scale)
+            .ok_or_else(|| fail(numeric_expected(column.precision, column.scale)))?,
         // PostgreSQL text cannot hold a NUL character.
         ColumnType::Text if field.contains('\0') => {
             return Err(fail("text without NUL characters".into()))
@@ -158,8 +159,10 @@ pub fn read(
                 ))
             }
         },
-        ColumnType::Date => date(field, column.format.as_deref()).map_err(fail)?,
-        ColumnType::Timestamptz => timestamp(field, column.format.as_deref()).map_err(fail)?,
+        ColumnType::Date => date(field, column.format.as_deref())
+            .ok_or_else(|| fail(date_expected(column.format.as_deref())))?,
+        ColumnType::Timestamptz => timestamp(field, column.format.as_deref())
+            .ok_or_else(|| fail(timestamp_expected(column.format.as_deref())))?,
         ColumnType::Uuid => uuid::Uuid::try_parse(field)
             .map(|u| u.hyphenated().to_string())
             .map_err(|_| fail("a UUID".into()))?,
@@ -221,18 +224,21 @@ fn number_format(rules: &Rules) -> String {
     }
 }
 
+fn numeric_expected(precision: Option<u32>, scale: Option<u32>) -> String {
+    match precision {
+        Some(p) => format!(
+            "an exact decimal of at most {p} digits, {} after the point",
+            scale.unwrap_or(0)
+        ),
+        None => "an exact decimal (digits, an optional point and digits)".to_owned(),
+    }
+}
+
 /// An exact decimal: optional sign, digits, optional point and digits; no
 /// exponent, no spaces, no thousands separators. With a precision, the
 /// digits before the point are at most `precision - scale` and after it at
 /// most `scale` (more would be rounded by the database: refused instead).
-fn numeric(field: &str, precision: Option<u32>, scale: Option<u32>) -> Result<String, String> {
-    let expected = || match (precision, scale) {
-        (Some(p), s) => format!(
-            "an exact decimal of at most {p} digits, {} after the point",
-            s.unwrap_or(0)
-        ),
-        (None, _) => "an exact decimal (digits, an optional point and digits)".to_owned(),
-    };
+fn numeric(field: &str, precision: Option<u32>, scale: Option<u32>) -> Option<String> {
     let unsigned = field.strip_prefix(['-', '+']).unwrap_or(field);
     let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -241,74 +247,75 @@ fn numeric(field: &str, precision: Option<u32>, scale: Option<u32>) -> Result<St
         || !digits(fraction)
         || (unsigned.ends_with('.') && whole.is_empty())
     {
-        return Err(expected());
+        return None;
     }
     // Zeros that change no value count for nothing: `1.50` fits a scale
     // of 1, `007` a precision of 1.
     let significant_whole = whole.trim_start_matches('0').len();
     let significant_fraction = fraction.trim_end_matches('0').len();
-    match precision {
+    let fits = match precision {
         Some(p) => {
             let s = scale.unwrap_or(0);
-            if significant_whole as u32 > p.saturating_sub(s) || significant_fraction as u32 > s {
-                return Err(expected());
-            }
+            significant_whole as u32 <= p.saturating_sub(s) && significant_fraction as u32 <= s
         }
         // PostgreSQL's own limits for an unconstrained numeric.
-        None if significant_whole > 131_072 || significant_fraction > 16_383 => {
-            return Err(expected())
-        }
-        None => {}
-    }
-    Ok(field.strip_prefix('+').unwrap_or(field).to_owned())
+        None => significant_whole <= 131_072 && significant_fraction <= 16_383,
+    };
+    fits.then(|| field.strip_prefix('+').unwrap_or(field).to_owned())
 }
 
-fn date(field: &str, format: Option<&str>) -> Result<String, String> {
-    let iso = time::macros::format_description!("[year]-[month]-[day]");
-    let parsed = match format {
-        None => time::Date::parse(field, &iso),
-        Some(format) => {
-            let description = time::format_description::parse_borrowed::<2>(format)
-                .map_err(|e| format!("a date (the spec's format is invalid: {e})"))?;
-            time::Date::parse(field, &description)
-        }
-    };
-    let expected = || match format {
+fn date_expected(format: Option<&str>) -> String {
+    match format {
         None => "an ISO 8601 date (YYYY-MM-DD)".to_owned(),
         Some(f) => format!("a date in the format {f}"),
+    }
+}
+
+/// A date as `YYYY-MM-DD`, from ISO 8601 or the column's `format` (checked
+/// with the spec).
+fn date(field: &str, format: Option<&str>) -> Option<String> {
+    let iso = time::macros::format_description!("[year]-[month]-[day]");
+    let date = match format {
+        None => time::Date::parse(field, &iso).ok()?,
+        Some(format) => {
+            let description = time::format_description::parse_borrowed::<2>(format).ok()?;
+            time::Date::parse(field, &description).ok()?
+        }
     };
-    let date = parsed.map_err(|_| expected())?;
     // PostgreSQL reads years 1 to 9999 as written; year 0 and earlier
     // would need BC.
     if date.year() < 1 {
-        return Err(expected());
+        return None;
     }
-    date.format(&iso).map_err(|_| expected())
+    date.format(&iso).ok()
 }
 
-fn timestamp(field: &str, format: Option<&str>) -> Result<String, String> {
-    let expected = || match format {
+fn timestamp_expected(format: Option<&str>) -> String {
+    match format {
         None => "an RFC 3339 timestamp (2026-12-03T14:05:00Z)".to_owned(),
         Some(f) => format!("a timestamp in the format {f}"),
-    };
+    }
+}
+
+/// A timestamp as RFC 3339 in UTC, from RFC 3339 or the column's `format`.
+fn timestamp(field: &str, format: Option<&str>) -> Option<String> {
     let parsed = match format {
-        None => OffsetDateTime::parse(field, &Rfc3339).map_err(|_| expected())?,
+        None => OffsetDateTime::parse(field, &Rfc3339).ok()?,
         Some(format) => {
-            let description = time::format_description::parse_borrowed::<2>(format)
-                .map_err(|e| format!("a timestamp (the spec's format is invalid: {e})"))?;
+            let description = time::format_description::parse_borrowed::<2>(format).ok()?;
             // A format with an offset says it; one without is UTC.
             OffsetDateTime::parse(field, &description)
                 .or_else(|_| PrimitiveDateTime::parse(field, &description).map(|t| t.assume_utc()))
-                .map_err(|_| expected())?
+                .ok()?
         }
     };
     let utc = parsed.to_offset(time::UtcOffset::UTC);
     // PostgreSQL keeps microseconds and years from 1: anything finer would
     // be rounded (a leap second, read as .999999999, into the next day).
     if utc.nanosecond() % 1_000 != 0 || utc.year() < 1 || parsed.year() < 1 {
-        return Err(expected());
+        return None;
     }
-    utc.format(&Rfc3339).map_err(|_| expected())
+    utc.format(&Rfc3339).ok()
 }
 
 #[cfg(test)]
