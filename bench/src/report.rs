@@ -7,6 +7,7 @@ use crate::{
     machine::{machine, versions},
     measure::Measured,
     options::Args,
+    pipeline::PipelineRun,
 };
 
 /// Prints the report of `measured` and, unless `--output -`, writes it to
@@ -196,6 +197,17 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
     .flatten()
     .map(|r| r.deadlocks)
     .sum();
+    // A run's rate as a share of the main run's, held to `target` (a run
+    // not made passes, and says so).
+    let against_main = |label: String, run: Option<&PipelineRun>, target: f64| {
+        let shown = run.map_or("not run".into(), |r| {
+            format!("{:.2}", r.rate() / main.rate())
+        });
+        (
+            format!("{label}: {shown}"),
+            run.is_none_or(|r| r.rate() >= target * main.rate()),
+        )
+    };
     vec![
         (
             format!(
@@ -204,35 +216,15 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
             ),
             main.rate() >= 0.75 * upsert_rate,
         ),
-        (
-            format!(
-                "{} replicas per stage ≥ 0.8 × one replica: {}",
-                args.replicas,
-                more.replicated
-                    .as_ref()
-                    .map_or("not run".into(), |r| format!(
-                        "{:.2}",
-                        r.rate() / main.rate()
-                    ))
-            ),
-            more.replicated
-                .as_ref()
-                .is_none_or(|r| r.rate() >= 0.8 * main.rate()),
+        against_main(
+            format!("{} replicas per stage ≥ 0.8 × one replica", args.replicas),
+            more.replicated.as_ref(),
+            0.8,
         ),
-        (
-            format!(
-                "{} concurrent imports ≥ 0.9 × one import: {}",
-                args.imports,
-                more.concurrent
-                    .as_ref()
-                    .map_or("not run".into(), |r| format!(
-                        "{:.2}",
-                        r.rate() / main.rate()
-                    ))
-            ),
-            more.concurrent
-                .as_ref()
-                .is_none_or(|r| r.rate() >= 0.9 * main.rate()),
+        against_main(
+            format!("{} concurrent imports ≥ 0.9 × one import", args.imports),
+            more.concurrent.as_ref(),
+            0.9,
         ),
         (
             format!(

@@ -237,12 +237,11 @@ const INFER_ROWS: usize = 1_000;
 async fn infer(args: InferArgs) -> anyhow::Result<()> {
     let downloader = sluice_download::Downloader::new(&args.download.options())?;
     let root = sample_level(&downloader, &args, vec![args.url.clone()], 0).await?;
-    let name = args.name.clone().unwrap_or_else(|| {
-        let draft = sluice_spec::infer::draft("x", &root);
-        sluice_spec::Spec::parse(&draft)
-            .map(|s| s.root.replace('_', "-"))
-            .unwrap_or_else(|_| "draft".to_owned())
-    });
+    // By default the spec is named as its root level: after the file.
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| sluice_spec::infer::level_name(&args.url));
     let draft = sluice_spec::infer::draft(&name, &root);
     outln!("{}", draft.trim_end());
     let questions = draft.matches("# QUESTION:").count();

@@ -53,9 +53,20 @@ columns = [
 "#;
 
 async fn sluice(sandbox: &Sandbox, args: &[&str]) -> (bool, String, String) {
+    sluice_with(sandbox, args, &[]).await
+}
+
+/// `sluice args…` in `sandbox` with `env` added: whether it succeeded, its
+/// output and its errors.
+async fn sluice_with(
+    sandbox: &Sandbox,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
         .args(args)
         .envs(sandbox.service_env())
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("sluice runs");
@@ -407,19 +418,10 @@ async fn an_inferred_draft_is_put_as_is() {
     let infer = |url: String| {
         let sandbox = &sandbox;
         async move {
-            let out = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
-                .args(["spec", "infer", &url])
-                .envs(sandbox.service_env())
-                .env("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8")
-                .output()
-                .await
-                .expect("sluice runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
+            let loopback = [("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8")];
+            let (ok, out, err) = sluice_with(sandbox, &["spec", "infer", &url], &loopback).await;
+            assert!(ok, "{err}");
+            out
         }
     };
 

@@ -372,7 +372,7 @@ fn identifier(raw: &str) -> String {
 
 /// The name of a level from its file's URL: `orders` of `…/orders-1.csv`,
 /// `tx` of `…/tx/7.csv` (a file named by a number is named by its folder).
-fn level_name(url: &str) -> String {
+pub fn level_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let path = path.split_once("://").map_or(path, |(_, rest)| rest);
     // The host is not a name for files.
