@@ -25,8 +25,14 @@ pub struct ImportArgs {
     /// How the consumers are declared if the topology does not exist yet.
     #[command(flatten)]
     consumer: ConsumerArgs,
-    /// The accounts CSV (`accountId,transactionsUrl`), http or https.
+    /// The root file, http or https: an accounts CSV
+    /// (`accountId,transactionsUrl`) for the built-in spec, else a file of
+    /// the root level of `--spec`.
     url: String,
+    /// The import spec to read the files with (`sluice spec list`); the
+    /// built-in `accounts` when not given.
+    #[arg(long)]
+    spec: Option<String>,
     /// Your id for this import (default: its position in the IMPORTS stream).
     /// An id names one request forever: the same URL again is the same
     /// import (a no-op), another URL under a used id is refused.
@@ -56,9 +62,25 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         }
     }
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-import").await?;
+    if let Some(name) = args.spec.as_deref().filter(|n| *n != sluice_spec::BUILTIN) {
+        // The importer would refuse a name nobody stored: say so now.
+        let specs = sluice_stage::specs::Specs::open(
+            &js,
+            &args.nats.namespace,
+            usize::from(args.nats.stream_replicas),
+        )
+        .await?;
+        if specs.get(name).await.map_err(|e| anyhow!("{e}"))?.is_none() {
+            return Err(anyhow!(
+                "no import spec is named {name:?}: store it with `sluice spec put FILE` \
+                 (`sluice spec list` shows those stored)"
+            ));
+        }
+    }
     let request = ImportRequest {
         url: args.url.clone(),
         id: args.id.clone(),
+        spec: args.spec.clone(),
     };
     let (span, headers) = root_span(&args.url);
     let mut message = PublishMessage::build()
@@ -82,7 +104,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         match ids.check(id, &request).await? {
             Claim::Taken => {
                 return Err(anyhow!(
-                    "import id {id} already names another request (another URL): an id names one \
+                    "import id {id} already names another request (another URL or spec): an id names one \
                      request forever; publish this one under a new id"
                 ))
             }
@@ -251,6 +273,40 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
         ImportStatus::Completed => "completed",
         ImportStatus::CompletedWithErrors => "completed with errors",
     };
+    if let Some(spec) = &event.spec {
+        let tables: Vec<String> = event
+            .tables
+            .iter()
+            .map(|(table, t)| {
+                let mut said = format!(
+                    "{table} {} rows ({} new",
+                    group(t.rows.into()),
+                    group(t.inserted.into())
+                );
+                for (n, what) in [
+                    (t.conflicts, "conflicts"),
+                    (t.clashes, "clashes"),
+                    (t.updated, "updated"),
+                    (t.refused, "refused"),
+                ] {
+                    if n > 0 {
+                        said.push_str(&format!(", {} {what}", group(n.into())));
+                    }
+                }
+                said + ")"
+            })
+            .collect();
+        return format!(
+            "import {} {status} with spec {spec}: {} files ({} failed); {}; {} rows rejected, {} dead letters, {:.1} s",
+            event.import_id,
+            group(event.files.into()),
+            group(event.files_failed.into()),
+            if tables.is_empty() { "no rows saved".to_owned() } else { tables.join(", ") },
+            group(event.rows_rejected.into()),
+            group(event.dead_letters.into()),
+            elapsed.as_secs_f64()
+        );
+    }
     format!(
         "import {} {status}: {} accounts ({} failed), {} transactions saved, {} rows rejected, {} dead letters, {:.1} s",
         event.import_id,

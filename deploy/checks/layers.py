@@ -28,6 +28,7 @@ LAYERS = {
     "sluice-download": 1,
     "sluice-stage": 1,
     "sluice-postgres": 1,
+    "sluice-levels": 2,  # reading a file of an import run with a spec
     "sluice-operator": 2,
     "sluice-importer": 3,
     "sluice-fetcher": 3,

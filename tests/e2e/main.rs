@@ -17,5 +17,6 @@ mod pipeline;
 mod resilience;
 mod secured;
 mod servers;
+mod spec_imports;
 mod specs;
 mod traces;

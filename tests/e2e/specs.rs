@@ -7,7 +7,7 @@ use sluice_devkit::Sandbox;
 
 /// A 3-level spec: customers → orders → order lines, with every type, a
 /// key inherited two levels down, and rows saved at every level.
-const SHOP: &str = r#"
+pub(crate) const SHOP: &str = r#"
 # Customers, their orders, and each order's lines.
 name = "shop"
 root = "customers"

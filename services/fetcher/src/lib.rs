@@ -4,13 +4,15 @@
 #![deny(clippy::let_underscore_must_use)]
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
+use sluice_levels::LevelFiles;
 use sluice_messages::{
     stage,
     windows::{window_position, Window, Windows},
-    AccountUpdate, ImportProgress, Transaction, TransactionBatch,
+    AccountUpdate, FileTask, ImportProgress, Transaction, TransactionBatch,
 };
 use sluice_stage::{
     row_budget::{RowBudget, COUNT_EVERY},
+    specs::PinnedSpecs,
     telemetry::KeyValue,
     Delivery, Emitter, FlatMap, StageError,
 };
@@ -21,6 +23,15 @@ pub struct Fetcher {
     downloader: Downloader,
     transactions_per_message: usize,
     budget: Option<RowBudget>,
+    /// Files of imports run with a spec of the user's.
+    specs: Option<(PinnedSpecs, LevelFiles)>,
+}
+
+/// What the fetcher reads: an account's transactions CSV, or a file of an
+/// import run with a spec.
+pub enum Input {
+    Account(AccountUpdate),
+    File(FileTask),
 }
 
 impl Fetcher {
@@ -32,7 +43,15 @@ impl Fetcher {
             downloader: Downloader::new(download)?,
             transactions_per_message: transactions_per_message.max(1),
             budget: None,
+            specs: None,
         })
+    }
+
+    /// Reads the files of imports run with a spec with `specs`, as `files`
+    /// says.
+    pub fn with_specs(mut self, specs: PinnedSpecs, files: LevelFiles) -> Self {
+        self.specs = Some((specs, files));
+        self
     }
 
     /// Holds every import to `budget` rows (`SLUICE_MAX_ROWS_PER_IMPORT`).
@@ -95,17 +114,46 @@ impl FlatMap for Fetcher {
     // Downloads mostly wait on the network; many at once fill the pipe.
     const DEFAULT_CONCURRENCY: u16 = 16;
 
-    type Input = AccountUpdate;
+    type Input = Input;
 
-    fn decode(&self, input: &Delivery) -> Result<AccountUpdate, StageError> {
-        input.json()
+    fn decode(&self, input: &Delivery) -> Result<Input, StageError> {
+        // `import-files`, in whatever namespace; `account-updates` else.
+        if input.subject().rsplit('.').next() == Some("import-files") {
+            return input.json().map(Input::File);
+        }
+        input.json().map(Input::Account)
     }
 
-    fn import_id<'a>(&self, account: &'a AccountUpdate) -> Option<&'a str> {
-        Some(&account.import_id)
+    fn import_id<'a>(&self, input: &'a Input) -> Option<&'a str> {
+        match input {
+            Input::Account(account) => Some(&account.import_id),
+            Input::File(file) => Some(&file.import_id),
+        }
     }
 
-    async fn process(&self, account: &AccountUpdate, out: &mut Emitter) -> Result<(), StageError> {
+    async fn process(&self, input: &Input, out: &mut Emitter) -> Result<(), StageError> {
+        match input {
+            Input::Account(account) => self.fetch_account(account, out).await,
+            Input::File(file) => {
+                let Some((specs, files)) = &self.specs else {
+                    return Err(StageError::permanent(
+                        "this fetcher reads the built-in spec's files only",
+                    ));
+                };
+                out.annotate([KeyValue::new("sluice.spec.name", file.spec.clone())]);
+                let spec = specs.pinned(&file.spec, file.revision).await?;
+                files.read(&self.downloader, file, &spec, out).await
+            }
+        }
+    }
+}
+
+impl Fetcher {
+    async fn fetch_account(
+        &self,
+        account: &AccountUpdate,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
         out.annotate([KeyValue::new("sluice.account.id", account.account_id)]);
         if let Some(budget) = &self.budget {
             budget.check_start(&account.import_id)?;
@@ -117,7 +165,7 @@ impl FlatMap for Fetcher {
         let mut file = self.downloader.open_csv(reserved, &COLUMNS).await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
-        let mut windows = Windows::new(self.transactions_per_message as u64);
+        let mut windows: Windows = Windows::new(self.transactions_per_message as u64);
         let mut sent = Sent::default();
         while let Some(row) = file.next_row().await? {
             if let Some(full) = windows.next_row() {
@@ -191,7 +239,7 @@ impl Sent {
         let batch = TransactionBatch {
             import_id: account.import_id.clone(),
             account_id: account.account_id,
-            transactions: window.transactions,
+            transactions: window.rows,
         };
         self.messages += 1;
         self.transactions += batch.transactions.len() as u64;

@@ -3,10 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_fetcher::Fetcher;
+use sluice_levels::{LevelFiles, RowsArgs};
 use sluice_stage::{
-    buckets,
-    row_budget::{RowBudget, DEFAULT_MAX_ROWS},
-    run_service, FlatMap, Runtime, StageArgs,
+    buckets, row_budget::RowBudget, run_service, specs::PinnedSpecs, specs::Specs, FlatMap,
+    Runtime, StageArgs,
 };
 
 /// sluice fetcher: downloads each account's transactions CSV and emits its
@@ -18,17 +18,12 @@ struct Config {
     stage: StageArgs,
     #[command(flatten)]
     download: DownloadArgs,
-    /// Transactions per published message; 1 reproduces one message per transaction.
-    #[arg(long, env = "SLUICE_TRANSACTIONS_PER_MESSAGE", default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    transactions_per_message: u32,
-    /// Most rows one import may produce across all its accounts; past it
-    /// the account being read fails and so does every account of that
-    /// import started afterwards (counted every 100,000 rows per account,
-    /// so it may overshoot by that much per account in work).
-    #[arg(long, env = "SLUICE_MAX_ROWS_PER_IMPORT", default_value_t = DEFAULT_MAX_ROWS,
+    #[command(flatten)]
+    rows: RowsArgs,
+    /// Most files one file of an import run with a spec may link to.
+    #[arg(long, env = "SLUICE_MAX_ACCOUNTS_PER_IMPORT", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
-    max_rows_per_import: u64,
+    max_accounts_per_import: u64,
 }
 
 fn main() -> ExitCode {
@@ -39,7 +34,7 @@ fn main() -> ExitCode {
         |stop| async move {
             let fetcher = Fetcher::new(
                 &config.download.options(),
-                config.transactions_per_message as usize,
+                config.rows.transactions_per_message as usize,
             )?;
             let replicas = usize::from(config.stage.nats.stream_replicas);
             let runtime = Runtime::start(Fetcher::NAME, config.stage, stop).await?;
@@ -50,11 +45,22 @@ fn main() -> ExitCode {
                     &js,
                     runtime.namespace(),
                     replicas,
-                    config.max_rows_per_import,
+                    config.rows.max_rows_per_import,
                 )
             })
             .await?;
-            let fetcher = fetcher.with_budget(budget);
+            let specs = buckets::open_patiently("the import specs", || {
+                Specs::open(&js, runtime.namespace(), replicas)
+            })
+            .await?;
+            let files = LevelFiles {
+                rows_per_message: u64::from(config.rows.transactions_per_message),
+                max_files: config.max_accounts_per_import,
+                budget: Some(budget.clone()),
+            };
+            let fetcher = fetcher
+                .with_budget(budget)
+                .with_specs(PinnedSpecs::new(specs), files);
             runtime.run_flat_map(fetcher).await
         },
     )

@@ -4,9 +4,13 @@
 #![deny(clippy::let_underscore_must_use)]
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
-use sluice_messages::{stage, validate_import_id, AccountUpdate, ImportProgress, ImportRequest};
+use sluice_levels::LevelFiles;
+use sluice_messages::{
+    stage, validate_import_id, AccountUpdate, FileTask, ImportProgress, ImportRequest,
+};
 use sluice_stage::{
     import_ids::{Claim, ImportIds},
+    specs::PinnedSpecs,
     telemetry::KeyValue,
     Delivery, Emitter, Fault, FlatMap, StageError,
 };
@@ -25,6 +29,8 @@ pub struct Importer {
     downloader: Downloader,
     max_accounts: u64,
     ids: ImportIds,
+    /// Imports run with a spec of the user's: the specs, and how a file is read.
+    specs: Option<(PinnedSpecs, LevelFiles)>,
 }
 
 impl Importer {
@@ -39,7 +45,48 @@ impl Importer {
             downloader: Downloader::new(download)?,
             max_accounts,
             ids,
+            specs: None,
         })
+    }
+
+    /// Runs imports that name a spec with `specs`, their files read as
+    /// `files` says; without, such a request is refused.
+    pub fn with_specs(mut self, specs: PinnedSpecs, files: LevelFiles) -> Self {
+        self.specs = Some((specs, files));
+        self
+    }
+
+    /// Reads the root file of an import run with spec `name`.
+    async fn import_with_spec(
+        &self,
+        request: &ImportRequest,
+        import_id: &str,
+        name: &str,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let Some((specs, files)) = &self.specs else {
+            return Err(StageError::permanent(format!(
+                "this importer runs the built-in spec only, and the request names spec {name:?}"
+            )));
+        };
+        let spec = specs.current(name).await?;
+        out.report(&ImportProgress::Started {
+            import_id: import_id.to_owned(),
+            url: sluice_messages::redact_file_url(&request.url),
+            time: sluice_stage::now(),
+            spec: Some(format!("{}@{}", spec.spec.name, spec.revision)),
+        })
+        .await?;
+        let root = FileTask {
+            import_id: import_id.to_owned(),
+            spec: spec.spec.name.clone(),
+            revision: spec.revision,
+            level: spec.spec.root.clone(),
+            url: request.url.clone(),
+            path: Vec::new(),
+            inherited: Vec::new(),
+        };
+        files.read(&self.downloader, &root, &spec, out).await
     }
 }
 
@@ -77,17 +124,25 @@ impl FlatMap for Importer {
         if *chosen && self.ids.claim(&import_id, request).await? == Claim::Taken {
             out.detach_from_import();
             return Err(StageError::permanent(format!(
-                "import id {import_id} already names another request (another URL); an id names one \
+                "import id {import_id} already names another request (another URL or spec); an id names one \
                  request forever, so this one is refused and import {import_id} is left as it was: \
                  publish it under a new id"
             )));
         }
         out.set_key(&import_id);
+        if let Some(name) = request
+            .spec
+            .as_deref()
+            .filter(|s| *s != sluice_spec::BUILTIN)
+        {
+            return self.import_with_spec(request, &import_id, name, out).await;
+        }
 
         out.report(&ImportProgress::Started {
             import_id: import_id.clone(),
             url: sluice_messages::redact_file_url(&request.url),
             time: sluice_stage::now(),
+            spec: None,
         })
         .await?;
         let mut file = self.downloader.open(&request.url, &COLUMNS).await?;

@@ -3,7 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_importer::Importer;
-use sluice_stage::{buckets, import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
+use sluice_levels::{LevelFiles, RowsArgs};
+use sluice_stage::{
+    buckets,
+    import_ids::ImportIds,
+    row_budget::RowBudget,
+    run_service,
+    specs::{PinnedSpecs, Specs},
+    FlatMap, Runtime, StageArgs,
+};
 
 /// sluice importer: reads each accounts CSV published on `imports` and emits
 /// one `account-updates` message per account.
@@ -19,6 +27,8 @@ struct Config {
     #[arg(long, env = "SLUICE_MAX_ACCOUNTS_PER_IMPORT", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_accounts_per_import: u64,
+    #[command(flatten)]
+    rows: RowsArgs,
 }
 
 fn main() -> ExitCode {
@@ -34,11 +44,30 @@ fn main() -> ExitCode {
                 ImportIds::open(&js, runtime.namespace(), replicas)
             })
             .await?;
+            let specs = buckets::open_patiently("the import specs", || {
+                Specs::open(&js, runtime.namespace(), replicas)
+            })
+            .await?;
+            let budget = buckets::open_patiently("the row budget", || {
+                RowBudget::open(
+                    &js,
+                    runtime.namespace(),
+                    replicas,
+                    config.rows.max_rows_per_import,
+                )
+            })
+            .await?;
+            let files = LevelFiles {
+                rows_per_message: u64::from(config.rows.transactions_per_message),
+                max_files: config.max_accounts_per_import,
+                budget: Some(budget),
+            };
             let importer = Importer::new(
                 &config.download.options(),
                 config.max_accounts_per_import,
                 ids,
-            )?;
+            )?
+            .with_specs(PinnedSpecs::new(specs), files);
             runtime.run_flat_map(importer).await
         },
     )

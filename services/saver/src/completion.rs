@@ -47,23 +47,55 @@ const IMPORTS_COMPLETE: &str = "
     UPDATE imports i SET
         status = CASE WHEN import_failed OR failures > 0 OR rows_rejected > 0 OR accounts_failed > 0
                            OR EXISTS (SELECT 1 FROM import_chunks c WHERE c.import_id = i.id
-                                      AND (c.conflicts > 0 OR c.clashes > 0))
+                                      AND (c.conflicts > 0 OR c.clashes > 0 OR c.refused > 0))
                       THEN 'completed_with_errors' ELSE 'completed' END,
         finished_at = now(),
-        transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c WHERE c.import_id = i.id)
+        transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c
+                              WHERE c.import_id = i.id AND c.table_name IS NULL)
     WHERE i.id = ANY($1) AND i.status = 'running'
       AND (i.import_failed
            OR (i.accounts_listed IS NOT NULL
+               -- Every file listed, and every file each read file links to
+               -- (none for an account), is settled.
                AND (SELECT count(*) FROM import_accounts a
-                    WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete)) >= i.accounts_listed))";
+                    WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete))
+                   >= i.accounts_listed
+                      + (SELECT COALESCE(sum(files), 0) FROM import_accounts a
+                         WHERE a.import_id = i.id AND a.state = 'fetched')))";
 
 const STARTED: &str = "
-    INSERT INTO imports AS i (id, url, started_at, traceparent)
-    VALUES ($1, $2, $3::text::timestamptz, $4)
+    INSERT INTO imports AS i (id, url, started_at, traceparent, spec)
+    VALUES ($1, $2, $3::text::timestamptz, $4, $5)
     ON CONFLICT (id) DO UPDATE SET
         url = COALESCE(i.url, excluded.url),
         started_at = COALESCE(i.started_at, excluded.started_at),
-        traceparent = COALESCE(i.traceparent, excluded.traceparent)";
+        traceparent = COALESCE(i.traceparent, excluded.traceparent),
+        spec = COALESCE(i.spec, excluded.spec)";
+
+/// A file of an import run with a spec read whole: it settles like an
+/// account, and expects the files it links to. The root file (keyed by the
+/// import id) lists itself: the import expects it and what it links to.
+const READ: &str = "
+    WITH file AS (
+        INSERT INTO import_accounts
+            (import_id, account_key, state, messages, lines_per_message, transactions, url, files, level)
+        VALUES ($1, $2, 'fetched', $3::int8, $4::int8, $5::int8, $6, $7::int8, $8)
+        ON CONFLICT (import_id, account_key) DO UPDATE SET
+            state = 'fetched', messages = excluded.messages,
+            lines_per_message = excluded.lines_per_message, transactions = excluded.transactions,
+            url = excluded.url, files = excluded.files, level = excluded.level
+            WHERE import_accounts.state = 'failed'
+        RETURNING (xmax = 0) AS inserted
+    )
+    INSERT INTO imports AS i (id, accounts_listed, accounts_settled, accounts_failed, rows_rejected)
+    SELECT $1, CASE WHEN $2 = $1 THEN 1 END, CASE WHEN inserted THEN 1 ELSE 0 END,
+           CASE WHEN inserted THEN 0 ELSE -1 END, $9::int8
+    FROM file
+    ON CONFLICT (id) DO UPDATE SET
+        accounts_listed = COALESCE(i.accounts_listed, excluded.accounts_listed),
+        accounts_settled = i.accounts_settled + excluded.accounts_settled,
+        accounts_failed = i.accounts_failed + excluded.accounts_failed,
+        rows_rejected = i.rows_rejected + excluded.rows_rejected";
 
 const LISTED: &str = "
     INSERT INTO imports AS i (id, accounts_listed, rows_rejected) VALUES ($1, $2, $3)
@@ -138,7 +170,43 @@ pub(crate) async fn record(
             import_id,
             url,
             time,
-        } => started(db, import_id, url, time, traceparent).await,
+            spec,
+        } => started(db, import_id, url, time, traceparent, spec.as_deref()).await,
+        ImportProgress::Read {
+            import_id,
+            file_key,
+            level,
+            messages,
+            lines_per_message,
+            rows,
+            rejected_rows,
+            files,
+            url,
+        } => {
+            let counts = [
+                *messages as i64,
+                *lines_per_message as i64,
+                *rows as i64,
+                *files as i64,
+                *rejected_rows as i64,
+            ];
+            db.execute(
+                READ,
+                &[
+                    &import_id,
+                    &file_key,
+                    &counts[0],
+                    &counts[1],
+                    &counts[2],
+                    &url.as_deref(),
+                    &counts[3],
+                    &level,
+                    &counts[4],
+                ],
+            )
+            .await
+            .map(drop)
+        }
         ImportProgress::Listed {
             import_id,
             accounts,
@@ -181,8 +249,9 @@ pub(crate) async fn started(
     url: &str,
     time: &str,
     traceparent: Option<&str>,
+    spec: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    db.execute(STARTED, &[&import_id, &url, &time, &traceparent])
+    db.execute(STARTED, &[&import_id, &url, &time, &traceparent, &spec])
         .await
         .map(drop)
 }
@@ -251,6 +320,7 @@ pub(crate) async fn failed(
 pub(crate) fn fact_key(fact: &ImportProgress) -> &str {
     match fact {
         ImportProgress::Fetched { account_key, .. } => account_key,
+        ImportProgress::Read { file_key, .. } => file_key,
         ImportProgress::Failed { key, .. } => key,
         _ => "",
     }
@@ -293,7 +363,16 @@ pub(crate) async fn unannounced(
                     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     traceparent,
-                    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)
+                    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+                    spec,
+                    (SELECT count(*) FROM import_accounts a WHERE a.import_id = imports.id),
+                    (SELECT COALESCE(json_object_agg(t.name, t.counts), '{}')::text FROM (
+                        SELECT COALESCE(c.table_name, 'transactions') AS name,
+                               json_build_object('rows', sum(c.transactions), 'inserted', sum(c.inserted),
+                                                 'conflicts', sum(c.conflicts), 'clashes', sum(c.clashes),
+                                                 'updated', sum(c.updated), 'refused', sum(c.refused)) AS counts
+                        FROM import_chunks c WHERE c.import_id = imports.id AND c.state = 'saved'
+                        GROUP BY 1) t)
              FROM imports WHERE status <> 'running' AND event_published_at IS NULL
              ORDER BY finished_at LIMIT 100",
             &[],
@@ -301,25 +380,39 @@ pub(crate) async fn unannounced(
         .await?;
     Ok(rows
         .iter()
-        .map(|row| Unannounced {
-            event: ImportCompleted {
-                import_id: row.get(0),
-                status: match row.get::<_, &str>(1) {
-                    "completed" => ImportStatus::Completed,
-                    _ => ImportStatus::CompletedWithErrors,
+        .map(|row| {
+            let spec: Option<String> = row.get(13);
+            let with_spec = spec.is_some();
+            let (listed, failed) = (row.get::<_, i64>(3) as u64, row.get::<_, i64>(4) as u64);
+            let tables = serde_json::from_str(row.get::<_, &str>(15)).unwrap_or_default();
+            Unannounced {
+                event: ImportCompleted {
+                    import_id: row.get(0),
+                    status: match row.get::<_, &str>(1) {
+                        "completed" => ImportStatus::Completed,
+                        _ => ImportStatus::CompletedWithErrors,
+                    },
+                    url: row.get(2),
+                    accounts: if with_spec { 0 } else { listed },
+                    accounts_failed: if with_spec { 0 } else { failed },
+                    files: if with_spec {
+                        row.get::<_, i64>(14) as u64
+                    } else {
+                        0
+                    },
+                    files_failed: if with_spec { failed } else { 0 },
+                    spec,
+                    tables,
+                    transactions_saved: row.get::<_, i64>(5) as u64,
+                    rows_rejected: row.get::<_, i64>(6) as u64,
+                    dead_letters: row.get::<_, i64>(7) as u64,
+                    conflicts: row.get::<_, i64>(8) as u64,
+                    clashes: row.get::<_, i64>(12) as u64,
+                    started_at: row.get(9),
+                    finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
                 },
-                url: row.get(2),
-                accounts: row.get::<_, i64>(3) as u64,
-                accounts_failed: row.get::<_, i64>(4) as u64,
-                transactions_saved: row.get::<_, i64>(5) as u64,
-                rows_rejected: row.get::<_, i64>(6) as u64,
-                dead_letters: row.get::<_, i64>(7) as u64,
-                conflicts: row.get::<_, i64>(8) as u64,
-                clashes: row.get::<_, i64>(12) as u64,
-                started_at: row.get(9),
-                finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
-            },
-            traceparent: row.get(11),
+                traceparent: row.get(11),
+            }
         })
         .collect())
 }
@@ -388,6 +481,7 @@ mod tests {
             "https://files.example/a.csv",
             "2026-11-28T00:00:00Z",
             Some(TRACEPARENT),
+            None,
         )
         .await
         .unwrap();
@@ -456,6 +550,7 @@ mod tests {
                 import_id: id.into(),
                 url: "https://files.example/b.csv".into(),
                 time: "2026-11-28T00:00:00Z".into(),
+                spec: None,
             },
             ImportProgress::Listed {
                 import_id: id.into(),

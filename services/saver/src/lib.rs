@@ -5,6 +5,7 @@
 
 mod completion;
 pub mod reports;
+mod rows;
 pub mod schema;
 pub mod tables;
 mod tracker;
@@ -12,7 +13,7 @@ mod tracker;
 use std::sync::Arc;
 
 use sluice_messages::{stage, TransactionBatch};
-use sluice_stage::{error_chain, Delivery, Sink, StageError};
+use sluice_stage::{error_chain, specs::PinnedSpecs, Delivery, Sink, StageError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
@@ -93,12 +94,93 @@ fn misconfigured(e: &tokio_postgres::Error) -> Option<&'static str> {
 
 pub struct Saver {
     database: Database,
+    /// The specs of imports run with one: how their rows are saved.
+    specs: Option<PinnedSpecs>,
+    /// `rows.` in the deployment's namespace: where their rows come.
+    rows_subjects: String,
 }
 
 impl Saver {
     pub fn new(database: Database) -> Self {
-        Saver { database }
+        Saver {
+            database,
+            specs: None,
+            rows_subjects: sluice_messages::Namespace::default().rows(""),
+        }
     }
+
+    /// Saves the rows of imports run with a spec as `specs` say, taking
+    /// them on `rows.>` in namespace `ns`.
+    pub fn with_specs(mut self, specs: PinnedSpecs, ns: &sluice_messages::Namespace) -> Self {
+        self.specs = Some(specs);
+        self.rows_subjects = ns.rows("");
+        self
+    }
+
+    /// Writes the rows messages of a batch in one transaction: per table
+    /// (in name order, so writers never wait on each other in a circle)
+    /// its turn, then each import's messages.
+    async fn write_rows(
+        &self,
+        writer: &mut Writer,
+        chunks: &[&rows::RowChunk],
+    ) -> Result<(), StageError> {
+        let Some(specs) = &self.specs else {
+            return Err(StageError::permanent(
+                "this saver saves the built-in spec's transactions only",
+            ));
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&rows::RowChunk>> =
+            Default::default();
+        for chunk in chunks {
+            let b = &chunk.batch;
+            if seen.insert((b.import_id.as_str(), chunk.key.as_str())) {
+                let table = sluice_spec::sql::canonical_table(&b.table);
+                groups
+                    .entry((table, b.import_id.as_str()))
+                    .or_default()
+                    .push(chunk);
+            }
+        }
+        let tx = writer
+            .client
+            .transaction()
+            .await
+            .map_err(|e| db_error("begin", &e))?;
+        let mut locked = None;
+        for ((table, import_id), group) in &groups {
+            if locked != Some(*table) {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('sluice-table:' || $1))",
+                    &[table],
+                )
+                .await
+                .map_err(|e| db_error("wait for the table's turn", &e))?;
+                locked = Some(*table);
+            }
+            // One import's messages of one table come from one spec revision.
+            let first = &group[0].batch;
+            let spec = specs.pinned(&first.spec, first.revision).await?;
+            let (same, other): (Vec<&rows::RowChunk>, Vec<&rows::RowChunk>) = group
+                .iter()
+                .partition(|c| c.batch.spec == first.spec && c.batch.revision == first.revision);
+            rows::write_group(&tx, &spec, import_id, &same).await?;
+            if !other.is_empty() {
+                return Err(StageError::permanent(format!(
+                    "import {import_id} sent rows for table {table} read with two specs"
+                )));
+            }
+        }
+        tx.commit().await.map_err(|e| db_error("commit", &e))
+    }
+}
+
+/// What the saver writes: transactions of the built-in spec, or rows of a
+/// spec's table.
+pub enum Item {
+    Transactions(Chunk),
+    Rows(rows::RowChunk),
 }
 
 /// One transactions message: its rows, and its key, recorded with the
@@ -257,14 +339,21 @@ impl Sink for Saver {
     const NAME: &'static str = stage::SAVER;
     const DEFAULT_WRITERS: u16 = 2;
 
-    type Item = Chunk;
+    type Item = Item;
     type Writer = Writer;
 
-    fn decode(&self, input: &Delivery) -> Result<Chunk, StageError> {
-        Ok(Chunk {
+    fn decode(&self, input: &Delivery) -> Result<Item, StageError> {
+        let key = input.key().to_owned();
+        if input.subject().starts_with(&self.rows_subjects) {
+            return Ok(Item::Rows(rows::RowChunk {
+                batch: input.json()?,
+                key,
+            }));
+        }
+        Ok(Item::Transactions(Chunk {
             batch: input.json()?,
-            key: input.key().to_owned(),
-        })
+            key,
+        }))
     }
 
     async fn open(&self) -> Result<Writer, StageError> {
@@ -276,13 +365,37 @@ impl Sink for Saver {
         Ok(Writer { client, insert })
     }
 
-    async fn write(&self, writer: &mut Writer, chunks: &[Chunk]) -> Result<(), StageError> {
+    async fn write(&self, writer: &mut Writer, items: &[Item]) -> Result<(), StageError> {
+        let (mut chunks, mut rows) = (Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                Item::Transactions(chunk) => chunks.push(chunk),
+                Item::Rows(chunk) => rows.push(chunk),
+            }
+        }
+        if !chunks.is_empty() {
+            self.write_transactions(writer, &chunks).await?;
+        }
+        if !rows.is_empty() {
+            self.write_rows(writer, &rows).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Saver {
+    async fn write_transactions(
+        &self,
+        writer: &mut Writer,
+        chunks: &[&Chunk],
+    ) -> Result<(), StageError> {
         // Messages in stream order, which within an account is file order;
         // a message delivered twice in one batch (a redelivery racing the
         // first) counts once.
         let mut seen = std::collections::HashSet::new();
         let chunks: Vec<&Chunk> = chunks
             .iter()
+            .copied()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
         let plan = plan(&chunks);

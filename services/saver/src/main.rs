@@ -2,7 +2,12 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use sluice_saver::{announce_completions, Database, Saver, Tracker};
-use sluice_stage::{config::parse_duration, run_service, Runtime, Sink, SinkOptions, StageArgs};
+use sluice_stage::{
+    config::parse_duration,
+    run_service,
+    specs::{PinnedSpecs, Specs},
+    Runtime, Sink, SinkOptions, StageArgs,
+};
 
 /// sluice saver: writes the transactions published on `transactions.>` to
 /// PostgreSQL, in batches, idempotently.
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
                 batch_wait: config.batch_wait,
             };
             let database = Database::new(config.database_url);
+            let replicas = usize::from(config.stage.nats.stream_replicas);
             let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
             let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
             let announcer = announce_completions(
@@ -55,8 +61,15 @@ fn main() -> ExitCode {
                 tracker.namespace().clone(),
                 stop,
             );
+            let js = saver.jetstream();
+            let specs = sluice_stage::buckets::open_patiently("the import specs", || {
+                Specs::open(&js, saver.namespace(), replicas)
+            })
+            .await?;
+            let writer =
+                Saver::new(database.clone()).with_specs(PinnedSpecs::new(specs), saver.namespace());
             tokio::try_join!(
-                saver.run_sink(Saver::new(database.clone()), options),
+                saver.run_sink(writer, options),
                 tracker.run_sink(Tracker::new(database), options),
                 announcer,
             )?;

@@ -124,6 +124,32 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (import_id, account_id, id, account_line, line)
     );
     ALTER TABLE imports DROP COLUMN messages_expected, DROP COLUMN chunks_settled",
+    // Imports run with a spec: every file below the root is an
+    // `import_accounts` row that counts the files it links to (an import
+    // expects the files its root and every read file announced), every
+    // rows message an `import_chunks` row naming its table, and each row a
+    // conflict policy reported is named, bounded per import and table.
+    "
+    ALTER TABLE imports ADD COLUMN spec TEXT;
+    ALTER TABLE import_accounts
+        ADD COLUMN files BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN level TEXT;
+    ALTER TABLE import_chunks
+        ADD COLUMN table_name TEXT,
+        ADD COLUMN updated BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE import_row_reports (
+        import_id TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('conflict', 'clash', 'updated', 'refused')),
+        -- The file (its key: the import id for the root file) and the
+        -- row's line in it.
+        file_key TEXT NOT NULL,
+        line BIGINT NOT NULL,
+        -- The key, as people read it: `(customer_id) = (7)`.
+        key TEXT NOT NULL,
+        PRIMARY KEY (import_id, table_name, kind, file_key, line)
+    )",
 ];
 
 /// The version `migrate` brings a database to.

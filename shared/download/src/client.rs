@@ -8,8 +8,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::{
-    address, error::shown, limits, AddressPolicy, Body, BodyLimits, CsvFile, DownloadError,
-    DownloadOptions, LimitExceeded,
+    address, error::shown, limits, AddressPolicy, Body, BodyLimits, Columns, CsvFile, CsvFormat,
+    DownloadError, DownloadOptions, LimitExceeded,
 };
 
 /// Redirects followed before giving up.
@@ -179,6 +179,21 @@ impl Downloader {
             columns,
         )
         .await?;
+        file.slot = Some(reserved._slot);
+        Ok(file)
+    }
+
+    /// Starts downloading a file written as `format` says and reads its
+    /// header, if it has one: for files an import spec describes.
+    pub async fn open_formatted(
+        &self,
+        reserved: Reserved,
+        format: &CsvFormat,
+        columns: Columns<'_>,
+    ) -> Result<CsvFile, DownloadError> {
+        let body = self.body(&reserved.url).await?;
+        let body = limits::bounded(body, self.limits);
+        let mut file = CsvFile::read(reserved.url.clone(), body, format, columns).await?;
         file.slot = Some(reserved._slot);
         Ok(file)
     }

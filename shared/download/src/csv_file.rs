@@ -11,6 +11,54 @@ use url::Url;
 
 use crate::{error::shown, Body, DownloadError};
 
+/// How a file is written, as an import spec's `[levels.<name>.csv]` says.
+/// The default is RFC 4180 in UTF-8 with a header row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvFormat {
+    /// The field delimiter.
+    pub delimiter: u8,
+    /// The quote character.
+    pub quote: u8,
+    /// A quote inside quotes is written `\"`, not `""`.
+    pub backslash_escape: bool,
+    /// Whether the first row (after `skip_lines`) names the columns.
+    pub header: bool,
+    /// Lines before the header or first row, skipped whole.
+    pub skip_lines: u64,
+    /// Lines starting with it are not rows.
+    pub comment: Option<u8>,
+    /// Drop spaces and tabs around fields.
+    pub trim: bool,
+    /// The text encoding; UTF-8 (a BOM or not) when `None`.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+impl Default for CsvFormat {
+    fn default() -> Self {
+        CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            backslash_escape: false,
+            header: true,
+            skip_lines: 0,
+            comment: None,
+            trim: false,
+            encoding: None,
+        }
+    }
+}
+
+/// Which fields of each record a reader hands out.
+#[derive(Debug, Clone, Copy)]
+pub enum Columns<'a> {
+    /// These columns, found by header name (ignoring case and surrounding
+    /// spaces); a header without one of them fails the file.
+    Named(&'a [&'a str]),
+    /// Every field, in file order; the caller makes sense of the header
+    /// ([`CsvFile::header`]).
+    All,
+}
+
 /// An open CSV download, read row by row with [`CsvFile::next_row`].
 pub struct CsvFile {
     url: Url,
@@ -18,9 +66,13 @@ pub struct CsvFile {
     lines: LineIndex,
     /// The host's download slot, held while the file is read.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Where each requested column sits in a record.
-    positions: Vec<usize>,
-    header_len: usize,
+    /// Where each requested column sits in a record; `None`: every field.
+    positions: Option<Vec<usize>>,
+    /// The header's fields (trimmed); empty for a file without one.
+    header: Vec<String>,
+    /// Fields every record must have; `None` for a file without a header.
+    header_len: Option<usize>,
+    trim: bool,
     record: ByteRecord,
 }
 
@@ -50,72 +102,125 @@ impl<'a> Record<'a> {
     pub fn get(&self, i: usize) -> &'a str {
         self.fields[i]
     }
+
+    /// Every field handed out, in order.
+    pub fn fields(&self) -> &[&'a str] {
+        &self.fields
+    }
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl CsvFile {
-    /// Reads CSV from any byte stream (an HTTP body, a test fixture).
+    /// Reads CSV from any byte stream (an HTTP body, a test fixture): the
+    /// RFC 4180 files of the built-in spec, fields trimmed.
     pub async fn from_stream(
         url: Url,
         body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
         columns: &[&str],
     ) -> Result<CsvFile, DownloadError> {
+        let format = CsvFormat {
+            trim: true,
+            ..CsvFormat::default()
+        };
+        Self::read(url, Box::pin(body), &format, Columns::Named(columns)).await
+    }
+
+    /// Reads CSV written as `format` says from any byte stream.
+    pub async fn read(
+        url: Url,
+        body: Body,
+        format: &CsvFormat,
+        columns: Columns<'_>,
+    ) -> Result<CsvFile, DownloadError> {
         let body_error = |source| DownloadError::body(&url, source);
-        let body = strip_bom(Box::pin(body)).await.map_err(body_error)?;
+        let body = match format.encoding {
+            Some(encoding) if encoding != encoding_rs::UTF_8 => decoded(body, encoding),
+            _ => strip_bom(body).await.map_err(body_error)?,
+        };
         let lines = LineIndex::default();
+        let escape = format.backslash_escape.then_some(b'\\');
+        let body = blank_lines(
+            body,
+            format.skip_lines,
+            format.comment,
+            format.quote,
+            escape,
+        );
         let body = lines.watch(body);
         let mut reader = AsyncReaderBuilder::new()
-            .has_headers(true)
+            .has_headers(format.header)
             // Wrong field counts are reported per row, not fatal to the file.
             .flexible(true)
+            .delimiter(format.delimiter)
+            .quote(format.quote)
+            .double_quote(!format.backslash_escape)
+            .escape(escape)
             // With CRLF, csv-core dates a record from before it consumed the
             // previous line's '\n', so line numbers lag by one. Ending records
             // on '\n' alone keeps them exact; the '\r' is trailing space that
             // fields lose to trimming.
             .terminator(csv_async::Terminator::Any(b'\n'))
             .create_reader(StreamReader::new(body));
-        let header = reader
-            .byte_headers()
-            .await
-            .map_err(|e| body_error(csv_io_error(e)))?
-            .clone();
-        let names: Vec<String> = header
-            .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().to_owned())
-            .collect();
-        // A lone CR (or a quoted line break) inside the header would make
-        // every row part of it: the columns might match, and no row be read.
-        if names.iter().any(|n| n.contains(['\r', '\n'])) {
-            return Err(DownloadError::HeaderLineBreak {
-                url,
-                found: shorten(names.join(",")),
-            });
-        }
-        let mut positions = Vec::with_capacity(columns.len());
-        let mut missing = Vec::new();
-        for wanted in columns {
-            match names.iter().position(|n| n.eq_ignore_ascii_case(wanted)) {
-                Some(p) => positions.push(p),
-                None => missing.push(*wanted),
+        let (header, header_len) = if format.header {
+            let fields = reader
+                .byte_headers()
+                .await
+                .map_err(|e| body_error(csv_io_error(e)))?
+                .clone();
+            let names: Vec<String> = fields
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+                .collect();
+            // A lone CR (or a quoted line break) inside the header would make
+            // every row part of it: the columns might match, and no row be read.
+            if names.iter().any(|n| n.contains(['\r', '\n'])) {
+                return Err(DownloadError::HeaderLineBreak {
+                    url,
+                    found: shorten(names.join(",")),
+                });
             }
-        }
-        if !missing.is_empty() {
-            return Err(DownloadError::MissingColumns {
-                url,
-                expected: columns.join(","),
-                found: shorten(names.join(",")),
-            });
-        }
+            (names, Some(fields.len()))
+        } else {
+            (Vec::new(), None)
+        };
+        let positions = match columns {
+            Columns::All => None,
+            Columns::Named(columns) => {
+                let mut positions = Vec::with_capacity(columns.len());
+                let mut missing = Vec::new();
+                for wanted in columns {
+                    match header.iter().position(|n| n.eq_ignore_ascii_case(wanted)) {
+                        Some(p) => positions.push(p),
+                        None => missing.push(*wanted),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(DownloadError::MissingColumns {
+                        url,
+                        expected: columns.join(","),
+                        found: shorten(header.join(",")),
+                    });
+                }
+                Some(positions)
+            }
+        };
         Ok(CsvFile {
             url,
             reader,
             lines,
             slot: None,
             positions,
-            header_len: header.len(),
+            header,
+            header_len,
+            trim: format.trim,
             record: ByteRecord::new(),
         })
+    }
+
+    /// The header's fields, trimmed (empty for a file without a header row).
+    pub fn header(&self) -> &[String] {
+        &self.header
     }
 
     pub fn url(&self) -> &Url {
@@ -143,7 +248,7 @@ impl CsvFile {
             // its line end still counts.
             let blank =
                 self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
-            if !blank || self.header_len == 1 {
+            if !blank || self.header_len == Some(1) {
                 break;
             }
             if let Some(position) = self.record.position() {
@@ -155,20 +260,25 @@ impl CsvFile {
             .record
             .position()
             .map_or(0, |p| self.lines.line_at(p.byte()));
-        if self.record.len() != self.header_len {
+        if let Some(expected) = self.header_len.filter(|&n| n != self.record.len()) {
             return Ok(Some(Row::Malformed {
                 line,
                 reason: format!(
-                    "expected {} fields as in the header, found {}",
-                    self.header_len,
+                    "expected {expected} fields as in the header, found {}",
                     self.record.len()
                 ),
             }));
         }
-        let mut fields = Vec::with_capacity(self.positions.len());
-        for &p in &self.positions {
+        let last = self.record.len().saturating_sub(1);
+        let count = self.positions.as_ref().map_or(self.record.len(), Vec::len);
+        let mut fields = Vec::with_capacity(count);
+        for i in 0..count {
+            let p = self.positions.as_ref().map_or(i, |positions| positions[i]);
             match std::str::from_utf8(&self.record[p]) {
-                Ok(text) => fields.push(text.trim()),
+                Ok(text) if self.trim => fields.push(text.trim()),
+                // Records end on '\n': a CRLF file's last field keeps its '\r'.
+                Ok(text) if p == last => fields.push(text.strip_suffix('\r').unwrap_or(text)),
+                Ok(text) => fields.push(text),
                 Err(_) => {
                     return Ok(Some(Row::Malformed {
                         line,
@@ -258,6 +368,93 @@ fn csv_io_error(e: csv_async::Error) -> io::Error {
     match e.into_kind() {
         csv_async::ErrorKind::Io(io) => io,
         other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
+    }
+}
+
+/// Decodes a body in `encoding` to UTF-8 as it streams (a BOM, if any,
+/// is dropped; UTF-16 reads its byte order from it). A byte sequence the
+/// encoding cannot hold becomes U+FFFD.
+fn decoded(body: Body, encoding: &'static encoding_rs::Encoding) -> Body {
+    let decoder = Some(encoding.new_decoder());
+    Box::pin(stream::unfold(
+        (body, decoder),
+        |(mut body, mut decoder)| async move {
+            let d = decoder.as_mut()?;
+            let (input, last) = match body.next().await {
+                Some(Ok(chunk)) => (chunk, false),
+                Some(Err(e)) => return Some((Err(e), (body, decoder))),
+                None => (Bytes::new(), true),
+            };
+            let room = d
+                .max_utf8_buffer_length(input.len())
+                .unwrap_or(usize::MAX / 2);
+            let mut out = String::with_capacity(room);
+            // Room for the worst case: the whole input is always taken.
+            let (_, _, _) = d.decode_to_string(&input, &mut out, last);
+            let next = if last { None } else { decoder };
+            Some((Ok(Bytes::from(out)), (body, next)))
+        },
+    ))
+}
+
+/// Empties the first `skip` lines of a body (a title, a banner) and every
+/// comment line (one starting with `comment` outside quotes), keeping their
+/// line ends: the parser skips empty lines, and line numbers stay those of
+/// the file.
+fn blank_lines(body: Body, skip: u64, comment: Option<u8>, quote: u8, escape: Option<u8>) -> Body {
+    if skip == 0 && comment.is_none() {
+        return body;
+    }
+    let mut state = Blanking {
+        skip,
+        comment,
+        quote,
+        escape,
+        line_start: true,
+        blanking: skip > 0,
+        quoted: false,
+        escaped: false,
+    };
+    Box::pin(body.map_ok(move |chunk| state.filter(&chunk)))
+}
+
+struct Blanking {
+    skip: u64,
+    comment: Option<u8>,
+    quote: u8,
+    escape: Option<u8>,
+    line_start: bool,
+    blanking: bool,
+    quoted: bool,
+    escaped: bool,
+}
+
+impl Blanking {
+    fn filter(&mut self, chunk: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(chunk.len());
+        for &b in chunk {
+            if self.line_start && !self.quoted && self.skip == 0 && Some(b) == self.comment {
+                self.blanking = true;
+            }
+            self.line_start = b == b'\n';
+            if self.blanking {
+                if b == b'\n' {
+                    out.extend_from_slice(b"\n");
+                    self.skip = self.skip.saturating_sub(1);
+                    self.blanking = self.skip > 0;
+                }
+                continue;
+            }
+            if self.escaped {
+                self.escaped = false;
+            } else if self.quoted && Some(b) == self.escape {
+                self.escaped = true;
+            } else if b == self.quote {
+                self.quoted = !self.quoted;
+            }
+            out.extend_from_slice(&[b]);
+        }
+        out.freeze()
     }
 }
 
@@ -422,6 +619,94 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "http://x/t.csv is not a CSV with columns id,amount: its header is \"<html>nope</html>\""
+        );
+    }
+
+    async fn formatted(data: Vec<u8>, format: CsvFormat) -> (Vec<String>, Vec<(u64, Vec<String>)>) {
+        let url = Url::parse("http://x/t.csv").unwrap();
+        let body: Body = Box::pin(stream::iter(
+            data.chunks(3)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let mut file = CsvFile::read(url, body, &format, Columns::All)
+            .await
+            .unwrap();
+        let header = file.header().to_vec();
+        let mut rows = vec![];
+        while let Some(row) = file.next_row().await.unwrap() {
+            match row {
+                Row::Record(r) => {
+                    rows.push((r.line(), r.fields().iter().map(|f| f.to_string()).collect()))
+                }
+                Row::Malformed { line, reason } => rows.push((line, vec![reason])),
+            }
+        }
+        (header, rows)
+    }
+
+    #[tokio::test]
+    async fn a_declared_format_is_read_as_declared_with_physical_line_numbers() {
+        let format = CsvFormat {
+            delimiter: b';',
+            skip_lines: 2,
+            comment: Some(b'#'),
+            ..CsvFormat::default()
+        };
+        let data =
+            b"Report of 3 Dec\nexported by X\nid; value\r\n# a comment\r\n1;\"a;b\"\r\n2; x \r\n"
+                .to_vec();
+        let (header, rows) = formatted(data, format).await;
+        assert_eq!(header, ["id", "value"]);
+        assert_eq!(
+            rows,
+            [
+                (5, vec!["1".to_string(), "a;b".to_string()]),
+                // Not trimmed unless asked; the CRLF's '\r' is not part of it.
+                (6, vec!["2".to_string(), " x ".to_string()]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn files_without_a_header_backslash_escapes_and_other_encodings() {
+        let format = CsvFormat {
+            header: false,
+            backslash_escape: true,
+            trim: true,
+            ..CsvFormat::default()
+        };
+        let (header, rows) = formatted(b"1,\"say \\\"hi\\\"\"\n2,b, c\n".to_vec(), format).await;
+        assert!(header.is_empty());
+        assert_eq!(
+            rows[0],
+            (1, vec!["1".to_string(), "say \"hi\"".to_string()])
+        );
+        assert_eq!(rows[1].1, ["2", "b", "c"]);
+
+        let mut utf16 = vec![0xFF, 0xFE];
+        for unit in "id,name\n1,Zo\u{eb} \u{20ac}\n".encode_utf16() {
+            utf16.extend(unit.to_le_bytes());
+        }
+        let format = CsvFormat {
+            encoding: Some(encoding_rs::UTF_16LE),
+            ..CsvFormat::default()
+        };
+        let (header, rows) = formatted(utf16, format).await;
+        assert_eq!(header, ["id", "name"]);
+        assert_eq!(
+            rows,
+            [(2, vec!["1".to_string(), "Zo\u{eb} \u{20ac}".to_string()])]
+        );
+
+        let format = CsvFormat {
+            encoding: Some(encoding_rs::WINDOWS_1252),
+            ..CsvFormat::default()
+        };
+        let (_, rows) = formatted(b"id,name\n1,Zo\xEB \x80\n".to_vec(), format).await;
+        assert_eq!(
+            rows,
+            [(2, vec!["1".to_string(), "Zo\u{eb} \u{20ac}".to_string()])]
         );
     }
 }

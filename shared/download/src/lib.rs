@@ -29,7 +29,8 @@ mod options;
 
 pub use address::{AddressPolicy, AddressRefused, Networks};
 pub use client::{install_tls_provider, ClientError, Downloader, Reserved};
-pub use csv_file::{CsvFile, Record, Row};
+pub use csv_file::{Columns, CsvFile, CsvFormat, Record, Row};
+pub use encoding_rs;
 pub use error::DownloadError;
 pub use limits::{BodyLimits, LimitExceeded, TooSlow};
 pub use options::{DownloadArgs, DownloadOptions};

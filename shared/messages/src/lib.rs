@@ -43,19 +43,25 @@ pub mod stage {
     pub const TRACKER: &str = "tracker";
 }
 
-/// A request to import one accounts CSV, as published on `imports`.
+/// A request to import one file, as published on `imports`.
 ///
 /// The body is either the URL as plain text (what `nats pub imports URL`
-/// sends) or JSON `{"url": "...", "id": "..."}`.
+/// sends) or JSON `{"url": "...", "id": "...", "spec": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
-    /// The accounts CSV (`accountId,transactionsUrl`).
+    /// The root file: an accounts CSV (`accountId,transactionsUrl`) for
+    /// the built-in spec, else the root level of the spec named.
     pub url: String,
     /// A publisher-chosen import id; sluice derives one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The import spec to read the files with (`sluice spec list`); the
+    /// built-in `accounts` when absent. The import pins the revision
+    /// current when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
 }
 
 impl ImportRequest {
@@ -78,6 +84,7 @@ impl ImportRequest {
             ImportRequest {
                 url: text.to_owned(),
                 id: None,
+                spec: None,
             }
         };
         if let Some(id) = &request.id {
@@ -163,6 +170,64 @@ pub struct Transaction {
     /// others are reported as conflicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+}
+
+/// A file an import spec says to read, published on `import-files` by
+/// the stage that read the row linking to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileTask {
+    /// The import this file belongs to.
+    #[serde(deserialize_with = "checked_import_id")]
+    pub import_id: String,
+    /// The spec the import reads its files with.
+    pub spec: String,
+    /// The spec's revision the import pinned when it started.
+    pub revision: u64,
+    /// The level of the spec this file is read with.
+    pub level: String,
+    /// Absolute: a relative link was resolved against the linking file's URL.
+    pub url: String,
+    /// The file lines of the rows this file descends from, root first: the
+    /// row that links to it is the last. A row's `_sluice_position` is
+    /// this path followed by its own line.
+    pub path: Vec<u64>,
+    /// The values the level inherits, in the order of its `inherit` list
+    /// (`null`: NULL).
+    #[serde(default)]
+    pub inherited: Vec<Option<String>>,
+}
+
+/// Some consecutive rows of one file for one table, as an import spec
+/// reads them, published on `rows.<table>`.
+///
+/// Values travel as text in the column's canonical form (an exact decimal,
+/// RFC 3339 in UTC, `true`/`false`, a lowercase UUID, a JSON document),
+/// checked against the column's type before they are sent; PostgreSQL
+/// casts them on insert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RowBatch {
+    /// The import these rows belong to.
+    #[serde(deserialize_with = "checked_import_id")]
+    pub import_id: String,
+    /// The spec the import reads its files with.
+    pub spec: String,
+    /// The spec's revision the import pinned.
+    pub revision: u64,
+    /// The level the file is read with.
+    pub level: String,
+    /// The table the rows go to, as the spec names it.
+    pub table: String,
+    /// The table columns each row gives, in order: the values the level
+    /// inherits, then its own saved columns.
+    pub columns: Vec<String>,
+    /// The file lines of the rows the file descends from, root first.
+    pub path: Vec<u64>,
+    /// Each row's file line, in the order of `rows`.
+    pub lines: Vec<u64>,
+    /// The rows: one value per column (`null`: NULL).
+    pub rows: Vec<Vec<Option<String>>>,
 }
 
 /// What a stage could not process, published on `dead-letters.<stage>`.
@@ -321,15 +386,19 @@ mod tests {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "fact", rename_all = "kebab-case")]
 pub enum ImportProgress {
-    /// The importer began reading the accounts CSV.
+    /// The importer began reading the root file.
     Started {
         /// The import.
         #[serde(deserialize_with = "checked_import_id")]
         import_id: String,
-        /// The accounts CSV, redacted for display.
+        /// The root file (the accounts CSV), redacted for display.
         url: String,
         /// RFC 3339, UTC.
         time: String,
+        /// The spec the import reads its files with, when not the built-in
+        /// `accounts`, as `<name>@<revision>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spec: Option<String>,
     },
     /// The importer read the whole accounts CSV: `accounts` account
     /// messages are stored, `rejected_rows` rows were dead-lettered.
@@ -371,6 +440,33 @@ pub enum ImportProgress {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         url: Option<String>,
     },
+    /// A stage read one whole file of an import run with a spec: the
+    /// importer the root file, the fetcher every file below it.
+    Read {
+        /// The import.
+        #[serde(deserialize_with = "checked_import_id")]
+        import_id: String,
+        /// The file's key: the import id for the root file, else the key of
+        /// its `import-files` message (`<import>/<line>/…`).
+        file_key: String,
+        /// The level it was read with.
+        level: String,
+        /// The rows messages published for the file, windows of
+        /// `lines_per_message` rows named `<file_key>/rows-<first>-<last>`
+        /// as for transactions (none when the level has no table).
+        messages: u64,
+        /// N: the rows each message (window) holds at most.
+        lines_per_message: u64,
+        /// Rows published (valid rows, for the level's table).
+        rows: u64,
+        /// Rows dead-lettered as malformed.
+        rejected_rows: u64,
+        /// The files its rows link to, each published on `import-files`.
+        files: u64,
+        /// The file, redacted for display.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+    },
     /// A stage dead-lettered a message of this import.
     Failed {
         /// The import.
@@ -394,6 +490,7 @@ impl ImportProgress {
             ImportProgress::Started { import_id, .. }
             | ImportProgress::Listed { import_id, .. }
             | ImportProgress::Fetched { import_id, .. }
+            | ImportProgress::Read { import_id, .. }
             | ImportProgress::Failed { import_id, .. } => import_id,
         }
     }
@@ -404,6 +501,7 @@ impl ImportProgress {
             ImportProgress::Started { .. } => "started",
             ImportProgress::Listed { .. } => "listed",
             ImportProgress::Fetched { .. } => "fetched",
+            ImportProgress::Read { .. } => "read",
             ImportProgress::Failed { .. } => "failed",
         }
     }
@@ -459,6 +557,47 @@ pub struct ImportCompleted {
     pub started_at: Option<String>,
     /// RFC 3339, UTC.
     pub finished_at: String,
+    /// The spec the import read its files with, as `<name>@<revision>`;
+    /// absent for the built-in `accounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// Files read, the root included (an import run with a spec; the
+    /// built-in spec counts `accounts`).
+    #[serde(default)]
+    pub files: u64,
+    /// Of those, files that could not be read (dead-lettered).
+    #[serde(default)]
+    pub files_failed: u64,
+    /// What each table got, by table name (`transactions` for the built-in
+    /// spec).
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, TableCounts>,
+}
+
+/// What one table got from an import.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TableCounts {
+    /// Rows the import's files gave for the table (valid rows).
+    pub rows: u64,
+    /// Rows inserted: keys the table did not hold.
+    pub inserted: u64,
+    /// Rows that repeated a key of this import at another file position
+    /// (the conflict policy chose the row kept).
+    #[serde(default)]
+    pub conflicts: u64,
+    /// Rows another import had saved already with other values, kept as
+    /// they were (`keep-first`, `keep-last`).
+    #[serde(default)]
+    pub clashes: u64,
+    /// Rows another import had saved with other values, overwritten by
+    /// this one (`update`).
+    #[serde(default)]
+    pub updated: u64,
+    /// Rows refused by the `error` policy: their key was held at another
+    /// position or by another import with other values.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 #[cfg(test)]

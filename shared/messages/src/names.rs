@@ -5,9 +5,11 @@ use std::fmt;
 pub enum Stream {
     /// Import requests (`imports`).
     Imports,
-    /// One message per account of an import (`account-updates`).
+    /// One message per file to read below an import's root: an account
+    /// (`account-updates`), or a file of a spec's level (`import-files`).
     AccountUpdates,
-    /// The transactions, one message per window of rows (`transactions.<account_id>`).
+    /// Rows to save, one message per window of a file's rows: transactions
+    /// (`transactions.<account_id>`), or a spec's table rows (`rows.<table>`).
     Transactions,
     /// What a stage gave up on (`dead-letters.<stage>`).
     DeadLetters,
@@ -42,8 +44,8 @@ impl Stream {
     const fn base_subjects(self) -> &'static [&'static str] {
         match self {
             Stream::Imports => &["imports"],
-            Stream::AccountUpdates => &["account-updates"],
-            Stream::Transactions => &["transactions.>"],
+            Stream::AccountUpdates => &["account-updates", "import-files"],
+            Stream::Transactions => &["transactions.>", "rows.>"],
             Stream::DeadLetters => &["dead-letters.>"],
             Stream::ImportEvents => &["import-events.>", "import-progress.>"],
         }
@@ -170,6 +172,17 @@ impl Namespace {
         self.subject(&format!("transactions.{account_id}"))
     }
 
+    /// Where the files of spec levels below the root are published.
+    pub fn import_files(&self) -> String {
+        self.subject("import-files")
+    }
+
+    /// Where the rows of a spec's table `table` are published (a
+    /// `schema.name` table takes two tokens).
+    pub fn rows(&self, table: &str) -> String {
+        self.subject(&format!("rows.{table}"))
+    }
+
     /// Where `stage` publishes what it gave up on.
     pub fn dead_letters(&self, stage: &str) -> String {
         self.subject(&format!("dead-letters.{stage}"))
@@ -190,11 +203,19 @@ impl Namespace {
         let tokens: Vec<&str> = base.split('.').collect();
         match (stage, tokens.as_slice()) {
             ("importer", ["imports"]) => true,
-            ("fetcher", ["account-updates"]) => true,
+            ("fetcher", ["account-updates" | "import-files"]) => true,
             ("saver", ["transactions", account]) => account.parse::<i64>().is_ok(),
+            ("saver", ["rows", table @ ..]) => {
+                (1..=2).contains(&table.len())
+                    && table.iter().all(|t| {
+                        !t.is_empty()
+                            && t.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    })
+            }
             ("tracker", ["import-progress", id, fact]) => {
                 crate::validate_import_id(id).is_ok()
-                    && ["started", "listed", "fetched", "failed"].contains(fact)
+                    && ["started", "listed", "fetched", "read", "failed"].contains(fact)
             }
             _ => false,
         }

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    AccountUpdate, DeadLetter, ImportCompleted, ImportProgress, ImportRequest, Stream,
-    TransactionBatch,
+    AccountUpdate, DeadLetter, FileTask, ImportCompleted, ImportProgress, ImportRequest, RowBatch,
+    Stream, TransactionBatch,
 };
 
 /// The contract's version. It changes only with an incompatible change
@@ -137,9 +137,43 @@ pub fn catalog() -> Vec<MessageKind> {
         ),
         MessageKind {
             note: Some(
+                "Published for an import run with a spec of the user's (`spec` in the request): \
+                 one per row linking to a file, by the stage that read that row (the importer \
+                 for the root file, the fetcher below it).",
+            ),
+            ..kind(
+                "file-task",
+                Stream::AccountUpdates,
+                "import-files",
+                "importer, fetcher",
+                "`<key of the file read>/<line>`: the linking row's line, e.g. `42/7` below the \
+                 root and `42/7/3` below that; with several child links in a row, \
+                 `<key>/<line>-<n>` for the n-th (from 2); this id is the file's key",
+                schema_of::<FileTask>,
+            )
+        },
+        MessageKind {
+            note: Some(
+                "Published for an import run with a spec of the user's. `<table>` is the \
+                 spec's table name (`schema.name` takes two tokens). Windows are cut as for \
+                 transactions; a file whose level has no table publishes none.",
+            ),
+            ..kind(
+                "rows",
+                Stream::Transactions,
+                "rows.<table>",
+                "importer (root file), fetcher",
+                "`<file key>/rows-<first>-<last>`, windows of N = \
+                 SLUICE_TRANSACTIONS_PER_MESSAGE rows as for `transactions`",
+                schema_of::<RowBatch>,
+            )
+        },
+        MessageKind {
+            note: Some(
                 "The last subject token equals the body's `fact`. `started` and `listed` come \
-                 from the importer, `fetched` from the fetcher, `failed` from whichever stage \
-                 dead-lettered a message of the import.",
+                 from the importer, `fetched` from the fetcher, `read` from whichever stage read \
+                 a file of an import run with a spec (instead of `listed` and `fetched`), \
+                 `failed` from whichever stage dead-lettered a message of the import.",
             ),
             ..kind(
                 "import-progress",
@@ -147,6 +181,7 @@ pub fn catalog() -> Vec<MessageKind> {
                 "import-progress.<import id>.<fact>",
                 "importer, fetcher, any stage's dead-lettering",
                 "`<import id>/started` and `<import id>/listed`; `<account key>/fetched`; \
+                 `<file key>/read`; \
                  `<Nats-Msg-Id of the message given up on>/failed` (its `key` field is that \
                  message's key)",
                 schema_of::<ImportProgress>,

@@ -9,13 +9,13 @@
 
 use crate::Transaction;
 
-/// One window, ready to publish.
+/// One window, ready to publish: transactions, or any spec's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
+pub struct Window<T = Transaction> {
     /// Its index in the file, from 0: it holds rows `1 + index·N` to `(index+1)·N`.
     pub index: u64,
     /// Its valid rows in file order (empty if all were malformed).
-    pub transactions: Vec<Transaction>,
+    pub rows: Vec<T>,
 }
 
 /// The position part of window `index`'s id, for windows of `rows` rows.
@@ -25,21 +25,21 @@ pub fn window_position(index: u64, rows: u64) -> String {
 
 /// Cuts a stream of rows into windows.
 #[derive(Debug)]
-pub struct Windows {
+pub struct Windows<T = Transaction> {
     rows: u64,
     index: u64,
     read: u64,
-    transactions: Vec<Transaction>,
+    pending: Vec<T>,
 }
 
-impl Windows {
+impl<T> Windows<T> {
     /// Windows of `rows` rows (at least 1).
     pub fn new(rows: u64) -> Self {
         Windows {
             rows: rows.max(1),
             index: 0,
             read: 0,
-            transactions: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -50,26 +50,26 @@ impl Windows {
 
     /// Counts the next row, valid or malformed; returns the window it does
     /// not fit in, now complete. Call before [`Windows::push`] of its row.
-    pub fn next_row(&mut self) -> Option<Window> {
+    pub fn next_row(&mut self) -> Option<Window<T>> {
         let full = (self.read > 0 && self.read.is_multiple_of(self.rows)).then(|| self.close());
         self.read += 1;
         full
     }
 
-    /// Adds the current row's transaction to its window.
-    pub fn push(&mut self, transaction: Transaction) {
-        self.transactions.push(transaction);
+    /// Adds the current row to its window.
+    pub fn push(&mut self, row: T) {
+        self.pending.push(row);
     }
 
     /// The last window, if any row was read.
-    pub fn finish(&mut self) -> Option<Window> {
+    pub fn finish(&mut self) -> Option<Window<T>> {
         (self.read > 0 && self.read > self.index * self.rows).then(|| self.close())
     }
 
-    fn close(&mut self) -> Window {
+    fn close(&mut self) -> Window<T> {
         let window = Window {
             index: self.index,
-            transactions: std::mem::take(&mut self.transactions),
+            rows: std::mem::take(&mut self.pending),
         };
         self.index += 1;
         window
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn rows_fill_windows_in_order_and_malformed_ones_hold_their_place() {
-        let mut windows = Windows::new(2);
+        let mut windows: Windows = Windows::new(2);
         let mut out = Vec::new();
         // Rows 1 to 5: row 3 malformed.
         for n in 1..=5 {
@@ -113,21 +113,21 @@ mod tests {
             [
                 Window {
                     index: 0,
-                    transactions: vec![row(1), row(2)]
+                    rows: vec![row(1), row(2)]
                 },
                 Window {
                     index: 1,
-                    transactions: vec![row(4)]
+                    rows: vec![row(4)]
                 },
                 Window {
                     index: 2,
-                    transactions: vec![row(5)]
+                    rows: vec![row(5)]
                 },
             ]
         );
-        assert_eq!(Windows::new(3).finish(), None);
+        assert_eq!(Windows::<Transaction>::new(3).finish(), None);
         // Exactly full: no empty window after it.
-        let mut windows = Windows::new(2);
+        let mut windows: Windows = Windows::new(2);
         windows.next_row();
         windows.next_row();
         assert_eq!(windows.finish().map(|w| w.index), Some(0));

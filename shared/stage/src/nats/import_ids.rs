@@ -33,7 +33,18 @@ pub struct ImportIds {
 /// a file re-signed under the same id is another request), hashed, so no
 /// secret it carries is stored.
 pub fn fingerprint(request: &ImportRequest) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, request.url.trim().as_bytes());
+    // The spec is part of the request; the built-in one, named or not,
+    // keeps the fingerprints recorded before specs existed.
+    let mut said = request.url.trim().to_owned();
+    if let Some(spec) = request
+        .spec
+        .as_deref()
+        .filter(|s| *s != sluice_spec::BUILTIN)
+    {
+        said.push_str("\0spec=");
+        said.push_str(spec);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, said.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -102,8 +113,15 @@ mod tests {
         let request = |url: &str| ImportRequest {
             url: url.into(),
             id: Some("x".into()),
+            spec: None,
         };
         let a = fingerprint(&request("https://u:SECRET@h/a.csv"));
+        let with = |spec: &str| ImportRequest {
+            spec: Some(spec.into()),
+            ..request("https://u:SECRET@h/a.csv")
+        };
+        assert_eq!(a, fingerprint(&with("accounts")));
+        assert_ne!(a, fingerprint(&with("shop")));
         assert_eq!(a, fingerprint(&request("https://u:SECRET@h/a.csv\n")));
         assert_ne!(a, fingerprint(&request("https://u:SECRET@h/b.csv")));
         assert_eq!(a.len(), 64);

@@ -35,12 +35,14 @@ const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The default budget: a hundred million rows (about 4 GB of messages).
 pub const DEFAULT_MAX_ROWS: u64 = 100_000_000;
 
-/// The shared count of rows per import, and the budget it is held to.
+/// The shared count of rows per import, and the budget it is held to (a
+/// clone shares what it saw).
+#[derive(Clone)]
 pub struct RowBudget {
     bucket: kv::Store,
     limit: u64,
     /// Imports this replica saw over budget, refused without asking again.
-    spent: Mutex<HashMap<String, u64>>,
+    spent: std::sync::Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl RowBudget {
@@ -68,7 +70,7 @@ impl RowBudget {
         Ok(RowBudget {
             bucket,
             limit,
-            spent: Mutex::default(),
+            spent: Default::default(),
         })
     }
 

@@ -227,6 +227,76 @@ impl Specs {
     }
 }
 
+/// Specs as imports use them: the current revision when an import starts,
+/// then that revision for every file of it, read from the bucket once per
+/// process and kept (a revision never changes).
+pub struct PinnedSpecs {
+    specs: Specs,
+    read: std::sync::Mutex<std::collections::HashMap<(String, u64), std::sync::Arc<StoredSpec>>>,
+}
+
+impl PinnedSpecs {
+    /// Pins revisions from `specs`.
+    pub fn new(specs: Specs) -> Self {
+        PinnedSpecs {
+            specs,
+            read: Default::default(),
+        }
+    }
+
+    /// The current revision of `name`, for an import starting now. A name
+    /// nobody stored is the request's fault; a bucket that does not answer
+    /// is an outage.
+    pub async fn current(&self, name: &str) -> Result<std::sync::Arc<StoredSpec>, StageError> {
+        match self.specs.get(name).await {
+            Ok(Some(stored)) => Ok(self.keep(stored)),
+            Ok(None) => Err(StageError::permanent(format!(
+                "no import spec is named {name:?}: store it with `sluice spec put FILE` \
+                 (`sluice spec list` shows those stored)"
+            ))),
+            Err(e) => Err(specs_error(name, e)),
+        }
+    }
+
+    /// Revision `revision` of `name`, as an import pinned it.
+    pub async fn pinned(
+        &self,
+        name: &str,
+        revision: u64,
+    ) -> Result<std::sync::Arc<StoredSpec>, StageError> {
+        let key = (name.to_owned(), revision);
+        if let Some(kept) = self.read.lock().expect("never poisoned").get(&key) {
+            return Ok(kept.clone());
+        }
+        match self.specs.get_revision(name, revision).await {
+            Ok(Some(stored)) => Ok(self.keep(stored)),
+            Ok(None) => Err(StageError::permanent(format!(
+                "import spec {name} revision {revision}, which this import pinned, is no longer \
+                 stored (the bucket keeps each spec's last {HISTORY} revisions): run the import again"
+            ))),
+            Err(e) => Err(specs_error(name, e)),
+        }
+    }
+
+    fn keep(&self, stored: StoredSpec) -> std::sync::Arc<StoredSpec> {
+        let stored = std::sync::Arc::new(stored);
+        let key = (stored.spec.name.clone(), stored.revision);
+        self.read
+            .lock()
+            .expect("never poisoned")
+            .entry(key)
+            .or_insert(stored)
+            .clone()
+    }
+}
+
+fn specs_error(name: &str, e: SpecsError) -> StageError {
+    match e {
+        SpecsError::Unavailable(e) => e,
+        other => StageError::permanent(format!("import spec {name}: {other}")),
+    }
+}
+
 fn builtin() -> StoredSpec {
     StoredSpec {
         spec: Spec::accounts(),

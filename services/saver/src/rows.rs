@@ -1,0 +1,503 @@
+//! Saving the rows of imports run with a spec: each message's rows go to
+//! the table its level names, keyed as the spec says, and a key met again
+//! is settled by the table's conflict policy.
+//!
+//! Writers of one table take turns (a transaction-scoped advisory lock per
+//! table), so each sees what the one before it committed: who holds a key
+//! now, at which file position, with which values. Every decision is then
+//! made from that, exactly, and a message delivered again finds its own
+//! rows in place and changes nothing. Different tables are written side by
+//! side.
+
+use std::collections::HashMap;
+
+use sluice_messages::RowBatch;
+use sluice_spec::{
+    sql::{quoted, sql_type},
+    Conflict,
+};
+use sluice_stage::{specs::StoredSpec, StageError};
+use tokio_postgres::{types::ToSql, Transaction};
+
+use crate::{account_key, db_error, RECORDED_PER_IMPORT};
+
+/// One `rows.<table>` message and its key.
+pub struct RowChunk {
+    pub batch: RowBatch,
+    pub key: String,
+}
+
+/// How one table is written, from the spec revision its rows were read
+/// with.
+struct Table {
+    name: String,
+    columns: Vec<String>,
+    types: Vec<String>,
+    /// Positions of the key columns in `columns`.
+    key: Vec<usize>,
+    conflict: Conflict,
+}
+
+impl Table {
+    fn of(spec: &StoredSpec, batch: &RowBatch) -> Result<Table, StageError> {
+        let s = &spec.spec;
+        let (Some(level), Some(columns)) = (s.level(&batch.level), s.table_columns(&batch.level))
+        else {
+            return Err(StageError::permanent(format!(
+                "import spec {} revision {} has no level {:?} with a table",
+                s.name, spec.revision, batch.level
+            )));
+        };
+        let names: Vec<String> = columns.iter().map(|c| c.name.to_owned()).collect();
+        if names != batch.columns || level.table.as_deref() != Some(batch.table.as_str()) {
+            return Err(StageError::permanent(format!(
+                "the message's table {} ({}) is not what import spec {} revision {} says of level {} \
+                 ({:?}: {})",
+                batch.table,
+                batch.columns.join(", "),
+                s.name,
+                spec.revision,
+                batch.level,
+                level.table,
+                names.join(", ")
+            )));
+        }
+        let key = level
+            .key
+            .iter()
+            .filter_map(|k| names.iter().position(|n| n == k))
+            .collect();
+        Ok(Table {
+            name: batch.table.clone(),
+            types: columns.iter().map(|c| sql_type(c.source)).collect(),
+            columns: names,
+            key,
+            conflict: level.conflict,
+        })
+    }
+
+    /// The key's values of a row, as one text to compare.
+    fn key_of(&self, row: &[Option<String>]) -> String {
+        let mut key = String::new();
+        for (n, &k) in self.key.iter().enumerate() {
+            if n > 0 {
+                key.push('\u{1f}');
+            }
+            key.push_str(row.get(k).and_then(|v| v.as_deref()).unwrap_or(""));
+        }
+        key
+    }
+
+    /// The key as people read it: `(customer_id, order_id) = (7, 12)`.
+    fn shown_key(&self, row: &[Option<String>]) -> String {
+        let names: Vec<&str> = self.key.iter().map(|&k| self.columns[k].as_str()).collect();
+        let values: Vec<&str> = self
+            .key
+            .iter()
+            .map(|&k| row.get(k).and_then(|v| v.as_deref()).unwrap_or(""))
+            .collect();
+        format!("({}) = ({})", names.join(", "), values.join(", "))
+    }
+}
+
+/// What happened to the rows of one message.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    inserted: i64,
+    conflicts: i64,
+    clashes: i64,
+    updated: i64,
+    refused: i64,
+}
+
+/// A row of the batch, where it comes from.
+struct Candidate<'a> {
+    values: &'a [Option<String>],
+    position: Vec<i64>,
+    line: u64,
+    /// Which message of the group.
+    chunk: usize,
+}
+
+/// A report of one row (a conflict, a clash, an update, a refusal).
+struct Report {
+    kind: &'static str,
+    chunk: usize,
+    line: u64,
+    key: String,
+}
+
+/// Writes every message of `chunks` (all of one import and one table) in
+/// `tx`, which holds the table's turn.
+pub(crate) async fn write_group(
+    tx: &Transaction<'_>,
+    spec: &StoredSpec,
+    import_id: &str,
+    chunks: &[&RowChunk],
+) -> Result<(), StageError> {
+    let table = Table::of(spec, &chunks[0].batch)?;
+    // A message recorded already was written whole: it changes nothing.
+    let keys: Vec<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
+    let done: Vec<String> = tx
+        .query(
+            "SELECT chunk_key FROM import_chunks
+             WHERE import_id = $1 AND chunk_key = ANY($2) AND state = 'saved'",
+            &[&import_id, &keys],
+        )
+        .await
+        .map_err(|e| db_error("read saved messages", &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let chunks: Vec<&RowChunk> = chunks
+        .iter()
+        .copied()
+        .filter(|c| !done.contains(&c.key))
+        .collect();
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    for chunk in &chunks {
+        let b = &chunk.batch;
+        if b.lines.len() != b.rows.len() || b.rows.iter().any(|r| r.len() != table.columns.len()) {
+            return Err(StageError::permanent(format!(
+                "message {} has {} lines for {} rows, or rows without {} values",
+                chunk.key,
+                b.lines.len(),
+                b.rows.len(),
+                table.columns.len()
+            )));
+        }
+    }
+    let mut counts = vec![Counts::default(); chunks.len()];
+    let mut reports = Vec::new();
+
+    // Within the batch, each key once: the row the policy keeps.
+    let later_wins = matches!(table.conflict, Conflict::KeepLast | Conflict::Update);
+    let beaten_kind = match table.conflict {
+        Conflict::Error => "refused",
+        _ => "conflict",
+    };
+    let mut winners: Vec<Candidate> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (n, chunk) in chunks.iter().enumerate() {
+        let b = &chunk.batch;
+        for (values, &line) in b.rows.iter().zip(&b.lines) {
+            let mut position: Vec<i64> = b.path.iter().map(|&l| l as i64).collect();
+            position.push(line as i64);
+            let row = Candidate {
+                values,
+                position,
+                line,
+                chunk: n,
+            };
+            let key = table.key_of(values);
+            match index.get(&key) {
+                None => {
+                    index.insert(key, winners.len());
+                    winners.push(row);
+                }
+                Some(&at) => {
+                    let kept = &mut winners[at];
+                    if row.position == kept.position {
+                        continue;
+                    }
+                    let takes_over = (row.position > kept.position) == later_wins;
+                    let loser = if takes_over {
+                        std::mem::replace(kept, row)
+                    } else {
+                        row
+                    };
+                    count(&mut counts[loser.chunk], beaten_kind);
+                    reports.push(Report {
+                        kind: beaten_kind,
+                        chunk: loser.chunk,
+                        line: loser.line,
+                        key: table.shown_key(loser.values),
+                    });
+                }
+            }
+        }
+    }
+
+    // Who holds each key now.
+    let held = held(tx, &table, &winners).await?;
+    let mut writes: Vec<&Candidate> = Vec::with_capacity(winners.len());
+    for (n, row) in winners.iter().enumerate() {
+        let Some(holder) = held.get(&n) else {
+            counts[row.chunk].inserted += 1;
+            writes.push(row);
+            continue;
+        };
+        let kind = if holder.owner.as_deref() == Some(import_id) {
+            if holder.position.as_deref() == Some(row.position.as_slice()) {
+                // This very row, saved by an earlier delivery.
+                continue;
+            }
+            let ours_later = Some(row.position.as_slice()) > holder.position.as_deref();
+            match table.conflict {
+                Conflict::Error => "refused",
+                _ if ours_later == later_wins => {
+                    writes.push(row);
+                    "conflict"
+                }
+                _ => "conflict",
+            }
+        } else if !holder.differs {
+            // Another import's row, with the same values: nothing to say.
+            continue;
+        } else {
+            match table.conflict {
+                Conflict::Update => {
+                    writes.push(row);
+                    "updated"
+                }
+                Conflict::Error => "refused",
+                Conflict::KeepFirst | Conflict::KeepLast => "clash",
+            }
+        };
+        count(&mut counts[row.chunk], kind);
+        reports.push(Report {
+            kind,
+            chunk: row.chunk,
+            line: row.line,
+            key: table.shown_key(row.values),
+        });
+    }
+
+    insert(tx, &table, import_id, &writes).await?;
+    record_reports(tx, &table, import_id, &chunks, &reports).await?;
+    record_chunks(tx, &table, import_id, &chunks, &counts).await
+}
+
+fn count(counts: &mut Counts, kind: &str) {
+    match kind {
+        "conflict" => counts.conflicts += 1,
+        "clash" => counts.clashes += 1,
+        "updated" => counts.updated += 1,
+        _ => counts.refused += 1,
+    }
+}
+
+/// The row holding a key, as it stands.
+struct Holder {
+    owner: Option<String>,
+    position: Option<Vec<i64>>,
+    /// Whether its values differ from the candidate's.
+    differs: bool,
+}
+
+/// The rows of `table` holding the candidates' keys, by candidate.
+async fn held(
+    tx: &Transaction<'_>,
+    table: &Table,
+    rows: &[Candidate<'_>],
+) -> Result<HashMap<usize, Holder>, StageError> {
+    let n = table.columns.len();
+    let inputs: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let typed = |prefix: &str, i: usize| format!("{prefix}.c{i}::{}", table.types[i]);
+    let on: Vec<String> = table
+        .key
+        .iter()
+        .map(|&k| format!("t.{} = {}", quoted(&table.columns[k]), typed("i", k)))
+        .collect();
+    let theirs: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", quoted(c)))
+        .collect();
+    let ours: Vec<String> = (0..n).map(|i| typed("i", i)).collect();
+    let sql = format!(
+        "SELECT i.n, t._sluice_import_id, t._sluice_position,
+                ROW({}) IS DISTINCT FROM ROW({})
+         FROM unnest({}) WITH ORDINALITY AS i({}, n)
+         JOIN {} t ON {}",
+        theirs.join(", "),
+        ours.join(", "),
+        inputs.join(", "),
+        names.join(", "),
+        quoted(&table.name),
+        on.join(" AND ")
+    );
+    let rows: Vec<&Candidate> = rows.iter().collect();
+    let columns = column_arrays(table, &rows);
+    let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as _).collect();
+    let found = tx
+        .query(&sql, &params)
+        .await
+        .map_err(|e| db_error(&format!("read table {}", table.name), &e))?;
+    Ok(found
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(0);
+            (
+                (n - 1) as usize,
+                Holder {
+                    owner: r.get(1),
+                    position: r.get(2),
+                    differs: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The rows' values column by column, as text arrays.
+fn column_arrays<'a>(table: &Table, rows: &[&'a Candidate<'a>]) -> Vec<Vec<Option<&'a str>>> {
+    (0..table.columns.len())
+        .map(|i| rows.iter().map(|r| r.values[i].as_deref()).collect())
+        .collect()
+}
+
+/// Writes `rows` to `table`: a key held already is overwritten (every
+/// row here won it).
+async fn insert(
+    tx: &Transaction<'_>,
+    table: &Table,
+    import_id: &str,
+    rows: &[&Candidate<'_>],
+) -> Result<(), StageError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = table.columns.len();
+    let inputs: Vec<String> = (1..=n + 1).map(|i| format!("${i}::text[]")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let values: Vec<String> = (0..n)
+        .map(|i| format!("i.c{i}::{}", table.types[i]))
+        .collect();
+    let columns: Vec<String> = table.columns.iter().map(|c| quoted(c)).collect();
+    let key: Vec<String> = table.key.iter().map(|&k| columns[k].clone()).collect();
+    let mut set: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.key.contains(i))
+        .map(|(_, c)| format!("{c} = excluded.{c}"))
+        .collect();
+    set.push("_sluice_import_id = excluded._sluice_import_id".into());
+    set.push("_sluice_position = excluded._sluice_position".into());
+    let sql = format!(
+        "INSERT INTO {} AS t ({}, _sluice_import_id, _sluice_position)
+         SELECT {}, ${}, i.p::int8[]
+         FROM unnest({}) AS i({}, p)
+         ON CONFLICT ({}) DO UPDATE SET {}",
+        quoted(&table.name),
+        columns.join(", "),
+        values.join(", "),
+        n + 2,
+        inputs.join(", "),
+        names.join(", "),
+        key.join(", "),
+        set.join(", ")
+    );
+    let mut arrays = column_arrays(table, rows);
+    let positions: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let parts: Vec<String> = r.position.iter().map(|p| p.to_string()).collect();
+            format!("{{{}}}", parts.join(","))
+        })
+        .collect();
+    arrays.push(positions.iter().map(|p| Some(p.as_str())).collect());
+    let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|c| c as _).collect();
+    params.push(&import_id);
+    tx.execute(&sql, &params)
+        .await
+        .map_err(|e| db_error(&format!("write table {}", table.name), &e))?;
+    Ok(())
+}
+
+/// Records the rows reported, up to [`RECORDED_PER_IMPORT`] per import and
+/// table (all are counted).
+async fn record_reports(
+    tx: &Transaction<'_>,
+    table: &Table,
+    import_id: &str,
+    chunks: &[&RowChunk],
+    reports: &[Report],
+) -> Result<(), StageError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let recorded: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM (SELECT FROM import_row_reports
+                WHERE import_id = $1 AND table_name = $2 LIMIT $3) r",
+            &[&import_id, &table.name, &RECORDED_PER_IMPORT],
+        )
+        .await
+        .map_err(|e| db_error("count reports", &e))?
+        .get(0);
+    let room = (RECORDED_PER_IMPORT - recorded).max(0) as usize;
+    let reports = &reports[..reports.len().min(room)];
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = reports.iter().map(|r| r.kind).collect();
+    let files: Vec<&str> = reports
+        .iter()
+        .map(|r| account_key(&chunks[r.chunk].key))
+        .collect();
+    let lines: Vec<i64> = reports.iter().map(|r| r.line as i64).collect();
+    let keys: Vec<&str> = reports.iter().map(|r| r.key.as_str()).collect();
+    tx.execute(
+        "INSERT INTO import_row_reports (import_id, table_name, kind, file_key, line, key)
+         SELECT $1, $2, k, f, l, r FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[]) AS u(k, f, l, r)
+         ON CONFLICT DO NOTHING",
+        &[&import_id, &table.name, &kinds, &files, &lines, &keys],
+    )
+    .await
+    .map_err(|e| db_error("record reports", &e))?;
+    Ok(())
+}
+
+/// Records each message as saved, with what became of its rows.
+async fn record_chunks(
+    tx: &Transaction<'_>,
+    table: &Table,
+    import_id: &str,
+    chunks: &[&RowChunk],
+    counts: &[Counts],
+) -> Result<(), StageError> {
+    let keys: Vec<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
+    let files: Vec<&str> = chunks.iter().map(|c| account_key(&c.key)).collect();
+    let rows: Vec<i64> = chunks.iter().map(|c| c.batch.rows.len() as i64).collect();
+    let column = |f: fn(&Counts) -> i64| counts.iter().map(f).collect::<Vec<i64>>();
+    let (inserted, conflicts, clashes, updated, refused) = (
+        column(|c| c.inserted),
+        column(|c| c.conflicts),
+        column(|c| c.clashes),
+        column(|c| c.updated),
+        column(|c| c.refused),
+    );
+    tx.execute(
+        "INSERT INTO import_chunks AS k (import_id, chunk_key, account_key, state, transactions,
+                                         inserted, conflicts, clashes, updated, refused, table_name)
+         SELECT $1, u.* , $10
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[],
+                     $8::int8[], $9::int8[], $11::int8[])
+              AS u(chunk_key, account_key, state, transactions, inserted, conflicts, clashes, updated, refused)
+         ON CONFLICT (import_id, chunk_key) DO UPDATE SET
+             state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
+             conflicts = excluded.conflicts, clashes = excluded.clashes,
+             updated = excluded.updated, refused = excluded.refused, table_name = excluded.table_name
+             WHERE k.state = 'failed'",
+        &[
+            &import_id,
+            &keys,
+            &files,
+            &vec!["saved"; chunks.len()],
+            &rows,
+            &inserted,
+            &conflicts,
+            &clashes,
+            &updated,
+            &table.name,
+            &refused,
+        ],
+    )
+    .await
+    .map_err(|e| db_error("record messages", &e))?;
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Imports run with a spec of the user's, end to end: the real binaries
+//! read nested files served over HTTP into the spec's tables, with exact
+//! rows, keys inherited down the levels, the conflict policies, and the
+//! spec revision an import pinned.
+
+use std::time::Duration;
+
+use sluice_e2e::{Pipeline, Route};
+use sluice_messages::{ImportCompleted, ImportStatus};
+
+/// `spec put` of `text` in the pipeline's sandbox, asserted to succeed.
+async fn put(p: &Pipeline, name: &str, text: &str) {
+    let path = std::env::temp_dir().join(format!("sluice-{name}-{:016x}.toml", fastrand::u64(..)));
+    std::fs::write(&path, text).unwrap();
+    let out = p.cli(&["spec", "put", &path.display().to_string()]).await;
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "spec put {name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sluice import URL --spec SPEC --wait`: its completion event, and
+/// whether the command said it completed without errors.
+async fn import(p: &Pipeline, path: &str, spec: &str) -> (ImportCompleted, String) {
+    let out = p
+        .cli(&["import", &p.server.url(path), "--spec", spec, "--wait"])
+        .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = said.lines().next().unwrap_or_default().trim().to_owned();
+    let event = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        out.status.success(),
+        event.status == ImportStatus::Completed,
+        "{said}"
+    );
+    (event, said)
+}
+
+/// Every row of `table` as text, ordered.
+async fn rows_of(p: &Pipeline, sql: &str) -> Vec<String> {
+    p.sandbox
+        .db()
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+const ADA: &str = "0b7e7d8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+const BOB: &str = "9f8e7d6c-5b4a-4321-8fed-cba987654321";
+
+#[tokio::test]
+async fn three_levels_are_saved_exactly_with_a_key_inherited_two_levels_down() {
+    let p = Pipeline::builder("spec-3lvl").start().await;
+    put(&p, "shop", crate::specs::SHOP).await;
+    p.server.set(
+        "/shop/customers.csv",
+        Route::new(format!(
+            "id,name,vip,since,orders\n\
+             {ADA},Ada,yes,2020-01-02,orders/ada.csv\n\
+             {{{}}},Bob,,2021-03-04,orders/bob.csv\n\
+             not-a-uuid,Eve,no,2022-01-01,orders/eve.csv\n",
+            BOB.to_uppercase()
+        )),
+    );
+    p.server.set(
+        "/shop/orders/ada.csv",
+        Route::new(
+            "OrderId,placed,total,lines\n\
+             1,2026-12-01T10:00:00+01:00,12.5,../lines/ada-1.csv\n\
+             2,2026-12-02T00:00:00Z,0.10,../lines/ada-2.csv\n",
+        ),
+    );
+    p.server.set(
+        "/shop/orders/bob.csv",
+        Route::new("order_id,placed,total,lines\n1,2026-12-03T09:30:00Z,7,/shop/lines/bob-1.csv\n"),
+    );
+    p.server.set(
+        "/shop/lines/ada-1.csv",
+        Route::new("line_no,sku,attributes\n1,A-1,\"{\"\"size\"\": \"\"L\"\"}\"\n2,B-2,\n"),
+    );
+    p.server
+        .set("/shop/lines/ada-2.csv", Route::new("line_no,sku\n1,C-3\n"));
+    p.server.set(
+        "/shop/lines/bob-1.csv",
+        Route::new("line_no,sku,attributes\n1,A-1,[]\nx,A-2,\n"),
+    );
+
+    let (event, said) = import(&p, "/shop/customers.csv", "shop").await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{said}");
+    // The root, two order files, three line files; Eve's row was rejected.
+    assert_eq!((event.files, event.files_failed), (6, 0), "{event:?}");
+    assert_eq!(event.rows_rejected, 2, "{event:?}");
+    let counts: Vec<(String, u64, u64)> = event
+        .tables
+        .iter()
+        .map(|(t, c)| (t.clone(), c.rows, c.inserted))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("customers".to_string(), 2, 2),
+            ("order_lines".to_string(), 4, 4),
+            ("orders".to_string(), 3, 3)
+        ]
+    );
+    assert!(said.contains("with spec shop@"), "{said}");
+
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws('|', customer_id, name, coalesce(vip::text, 'NULL'), since)
+               FROM customers ORDER BY name"
+        )
+        .await,
+        [
+            format!("{ADA}|Ada|true|2020-01-02"),
+            format!("{BOB}|Bob|NULL|2021-03-04")
+        ]
+    );
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws('|', customer_id, order_id, placed AT TIME ZONE 'UTC', total) FROM orders
+              ORDER BY customer_id, order_id"
+        )
+        .await,
+        [
+            format!("{ADA}|1|2026-12-01 09:00:00|12.50"),
+            format!("{ADA}|2|2026-12-02 00:00:00|0.10"),
+            format!("{BOB}|1|2026-12-03 09:30:00|7.00"),
+        ]
+    );
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws('|', customer_id, order_id, line_no, sku, coalesce(attributes::text, 'NULL'),
+                              _sluice_position::text)
+               FROM order_lines ORDER BY customer_id, order_id, line_no"
+        )
+        .await,
+        [
+            format!("{ADA}|1|1|A-1|{{\"size\": \"L\"}}|{{2,2,2}}"),
+            format!("{ADA}|1|2|B-2|NULL|{{2,2,3}}"),
+            format!("{ADA}|2|1|C-3|NULL|{{2,3,2}}"),
+            format!("{BOB}|1|1|A-1|[]|{{3,2,2}}"),
+        ]
+    );
+    // The rejected rows are named with their file, line, column and value.
+    let letters = p.dead_letters().await;
+    let mut errors: Vec<&str> = letters.iter().map(|l| l.error.as_str()).collect();
+    errors.sort();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].ends_with("/shop/customers.csv line 4: column id: \"not-a-uuid\" is not a UUID"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("/shop/lines/bob-1.csv line 3: column line_no: \"x\""),
+        "{errors:?}"
+    );
+    assert_eq!(p.completion_count(&event.import_id).await, 1);
+    p.stop().await;
+}
+
+/// One flat level into `table`, keyed by `sku`, with `policy`.
+fn prices(name: &str, table: &str, policy: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+root = "prices"
+[levels.prices]
+table = "{table}"
+key = ["sku"]
+conflict = "{policy}"
+columns = [
+    {{ name = "sku", type = "text" }},
+    {{ name = "price", type = "numeric" }},
+]
+"#
+    )
+}
+
+#[tokio::test]
+async fn each_conflict_policy_on_a_re_import_with_changed_values() {
+    let p = Pipeline::builder("spec-policy").start().await;
+    for (name, policy) in [("kl", "keep-last"), ("up", "update"), ("er", "error")] {
+        put(&p, name, &prices(name, &format!("prices_{name}"), policy)).await;
+    }
+    p.server
+        .set("/first.csv", Route::new("sku,price\na,1\nb,2\na,3\n"));
+    p.server
+        .set("/second.csv", Route::new("sku,price\na,9\nb,2\n"));
+    let table = |name: &str| {
+        format!("SELECT sku || '=' || price || '@' || _sluice_position::text FROM prices_{name} ORDER BY sku")
+    };
+
+    // keep-last: the later row of a file wins (a conflict); another
+    // import's row stays, and a changed value is a clash.
+    let (first, _) = import(&p, "/first.csv", "kl").await;
+    let t = &first.tables["prices_kl"];
+    assert_eq!((t.rows, t.inserted, t.conflicts), (3, 2, 1), "{first:?}");
+    assert_eq!(rows_of(&p, &table("kl")).await, ["a=3@{4}", "b=2@{3}"]);
+    let (second, said) = import(&p, "/second.csv", "kl").await;
+    assert_eq!(second.status, ImportStatus::CompletedWithErrors, "{said}");
+    let t = &second.tables["prices_kl"];
+    assert_eq!((t.inserted, t.clashes, t.updated), (0, 1, 0), "{second:?}");
+    assert_eq!(rows_of(&p, &table("kl")).await, ["a=3@{4}", "b=2@{3}"]);
+
+    // update: this import overwrites, and says so without an error.
+    import(&p, "/first.csv", "up").await;
+    let (second, said) = import(&p, "/second.csv", "up").await;
+    assert_eq!(second.status, ImportStatus::Completed, "{said}");
+    let t = &second.tables["prices_up"];
+    assert_eq!((t.inserted, t.clashes, t.updated), (0, 0, 1), "{second:?}");
+    assert_eq!(rows_of(&p, &table("up")).await, ["a=9@{2}", "b=2@{3}"]);
+
+    // error: a repeated key is refused, the first kept; another import's
+    // changed value is refused too; the same value is no conflict.
+    let (first, _) = import(&p, "/first.csv", "er").await;
+    assert_eq!(first.status, ImportStatus::CompletedWithErrors);
+    assert_eq!(first.tables["prices_er"].refused, 1, "{first:?}");
+    let (second, _) = import(&p, "/second.csv", "er").await;
+    let t = &second.tables["prices_er"];
+    assert_eq!((t.inserted, t.refused), (0, 1), "{second:?}");
+    assert_eq!(rows_of(&p, &table("er")).await, ["a=1@{2}", "b=2@{3}"]);
+    let refused = rows_of(
+        &p,
+        &format!(
+            "SELECT kind || ' ' || line || ' ' || key FROM import_row_reports
+              WHERE import_id = '{}' ORDER BY line",
+            second.import_id
+        ),
+    )
+    .await;
+    assert_eq!(refused, ["refused 2 (sku) = (a)"]);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_flat_file_goes_into_an_existing_table_with_extra_columns() {
+    let p = Pipeline::builder("spec-flat").start().await;
+    p.sandbox
+        .db()
+        .await
+        .batch_execute(
+            "CREATE TABLE people (
+                 id bigint NOT NULL, name text, note text NOT NULL DEFAULT 'none',
+                 created timestamptz DEFAULT now(), serial bigint GENERATED ALWAYS AS IDENTITY,
+                 _sluice_import_id text, _sluice_position bigint[]);
+             CREATE UNIQUE INDEX people_id ON people (id)",
+        )
+        .await
+        .unwrap();
+    put(
+        &p,
+        "people",
+        r##"
+name = "people"
+root = "people"
+[levels.people]
+table = "people"
+key = ["id"]
+csv = { delimiter = ";", skip_lines = 1, comment = "#" }
+columns = [{ name = "ID", column = "id", type = "bigint" }, { name = "name", type = "text", empty = "empty-string" }]
+"##,
+    )
+    .await;
+    p.server.set(
+        "/people.csv",
+        Route::new("Exported 2026-12-03\r\nID;name\r\n# staff\r\n1;Ada\r\n2;\r\n"),
+    );
+    let (event, said) = import(&p, "/people.csv", "people").await;
+    assert_eq!(event.status, ImportStatus::Completed, "{said}");
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws('|', id, quote_literal(name), note, created IS NOT NULL, serial > 0,
+                              _sluice_position::text) FROM people ORDER BY id"
+        )
+        .await,
+        ["1|'Ada'|none|t|t|{4}", "2|''|none|t|t|{5}"]
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_keeps_the_spec_revision_it_started_with() {
+    let p = Pipeline::builder("spec-pin").start().await;
+    let spec = |header: &str| {
+        format!(
+            r#"
+name = "pinned"
+root = "lists"
+[levels.lists]
+columns = [{{ name = "items", type = "text" }}]
+children = [{{ url = "items", level = "items" }}]
+[levels.items]
+table = "pinned_items"
+key = ["sku"]
+columns = [{{ name = "sku", type = "text" }}, {{ name = "{header}", column = "price", type = "numeric" }}]
+"#
+        )
+    };
+    put(&p, "pinned", &spec("price")).await;
+    p.server.set("/lists.csv", Route::new("items\nitems.csv\n"));
+    // The items file fails a few times first: the edit lands while the
+    // import waits for it.
+    p.server.set(
+        "/items.csv",
+        Route::new("sku,price\na,1.5\nb,2\n").fail_first(503, 3),
+    );
+    let id_line = p
+        .cli(&["import", &p.server.url("/lists.csv"), "--spec", "pinned"])
+        .await;
+    let id = String::from_utf8_lossy(&id_line.stdout).trim().to_owned();
+    let db = p.sandbox.db().await;
+    sluice_e2e::wait_until(Duration::from_secs(30), "the import started", || async {
+        db.query_opt(
+            "SELECT 1 FROM imports WHERE id = $1 AND spec IS NOT NULL",
+            &[&id],
+        )
+        .await
+        .is_ok_and(|r| r.is_some())
+    })
+    .await;
+    // Revision 2 names the column `cost`: the items file has none.
+    put(&p, "pinned", &spec("cost")).await;
+    assert!(
+        p.server.request_count("/items.csv") <= 3,
+        "the items file was read before the edit: the test proves nothing"
+    );
+    let event = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert!(event
+        .spec
+        .as_deref()
+        .is_some_and(|s| s.starts_with("pinned@")));
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT sku || '=' || price FROM pinned_items ORDER BY sku"
+        )
+        .await,
+        ["a=1.5", "b=2"]
+    );
+    p.stop().await;
+}
