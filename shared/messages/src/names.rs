@@ -250,8 +250,12 @@ mod tests {
         assert_eq!(ns.account_updates(), "t-1a.account-updates");
         assert_eq!(
             ns.stream_subjects(Stream::Transactions),
-            ["t-1a.transactions.>"]
+            ["t-1a.transactions.>", "t-1a.rows.>"]
         );
+        assert_eq!(ns.rows("shop.orders"), "t-1a.rows.shop.orders");
+        assert!(ns.is_input_of("saver", "t-1a.rows.shop.orders"));
+        assert!(ns.is_input_of("fetcher", "t-1a.import-files"));
+        assert!(!ns.is_input_of("saver", "t-1a.rows.a.b.c"));
         assert_eq!(
             ns.import_progress("7", "listed"),
             "t-1a.import-progress.7.listed"
