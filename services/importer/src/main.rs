@@ -4,14 +4,7 @@ use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_importer::Importer;
 use sluice_levels::{LevelFiles, RowsArgs};
-use sluice_stage::{
-    buckets,
-    import_ids::ImportIds,
-    row_budget::RowBudget,
-    run_service,
-    specs::{PinnedSpecs, Specs},
-    FlatMap, Runtime, StageArgs,
-};
+use sluice_stage::{buckets, import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice importer: reads each accounts CSV published on `imports` and emits
 /// one `account-updates` message per account.
@@ -44,30 +37,19 @@ fn main() -> ExitCode {
                 ImportIds::open(&js, runtime.namespace(), replicas)
             })
             .await?;
-            let specs = buckets::open_patiently("the import specs", || {
-                Specs::open(&js, runtime.namespace(), replicas)
-            })
+            let (specs, files) = LevelFiles::open(
+                &runtime,
+                replicas,
+                &config.rows,
+                config.max_accounts_per_import,
+            )
             .await?;
-            let budget = buckets::open_patiently("the row budget", || {
-                RowBudget::open(
-                    &js,
-                    runtime.namespace(),
-                    replicas,
-                    config.rows.max_rows_per_import,
-                )
-            })
-            .await?;
-            let files = LevelFiles {
-                rows_per_message: u64::from(config.rows.transactions_per_message),
-                max_files: config.max_accounts_per_import,
-                budget: Some(budget),
-            };
             let importer = Importer::new(
                 &config.download.options(),
                 config.max_accounts_per_import,
                 ids,
             )?
-            .with_specs(PinnedSpecs::new(specs), files);
+            .with_specs(specs, files);
             runtime.run_flat_map(importer).await
         },
     )

@@ -14,8 +14,9 @@ use sluice_messages::{
 };
 use sluice_spec::{rows::LevelReader, Dialect, Encoding, Escape};
 use sluice_stage::{
+    buckets,
     row_budget::{RowBudget, COUNT_EVERY},
-    specs::StoredSpec,
+    specs::{PinnedSpecs, Specs, StoredSpec},
     telemetry::KeyValue,
     Emitter, StageError,
 };
@@ -71,6 +72,30 @@ pub fn csv_format(dialect: &Dialect) -> CsvFormat {
 }
 
 impl LevelFiles {
+    /// The settings of `rows`, with the import specs and the row budget
+    /// opened from JetStream (waiting for it as every bucket is): what a
+    /// stage that reads files needs.
+    pub async fn open(
+        runtime: &sluice_stage::Runtime,
+        replicas: usize,
+        rows: &RowsArgs,
+        max_files: u64,
+    ) -> Result<(PinnedSpecs, LevelFiles), StageError> {
+        let (js, ns) = (runtime.jetstream(), runtime.namespace());
+        let specs =
+            buckets::open_patiently("the import specs", || Specs::open(&js, ns, replicas)).await?;
+        let budget = buckets::open_patiently("the row budget", || {
+            RowBudget::open(&js, ns, replicas, rows.max_rows_per_import)
+        })
+        .await?;
+        let files = LevelFiles {
+            rows_per_message: u64::from(rows.transactions_per_message),
+            max_files,
+            budget: Some(budget),
+        };
+        Ok((PinnedSpecs::new(specs), files))
+    }
+
     /// Reads the file `task` names with its level of `spec`, publishing its
     /// rows and the files it links to, then the `read` fact once all of it
     /// is stored.
