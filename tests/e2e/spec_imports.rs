@@ -356,3 +356,97 @@ columns = [{{ name = "sku", type = "text" }}, {{ name = "{header}", column = "pr
     );
     p.stop().await;
 }
+
+/// kill -9 of each service three times, at random moments of an import of
+/// 10 customers × 5 orders × 200 lines read with the 3-level spec, each
+/// restarted at once: every table ends exact, with one completion event
+/// and nothing dead-lettered.
+#[tokio::test]
+async fn killing_every_service_mid_import_of_three_levels_leaves_exact_tables() {
+    let mut p = Pipeline::builder("spec-kill")
+        .env(&[
+            ("SLUICE_ACK_WAIT", "2s"),
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "20"),
+            ("SLUICE_CONCURRENCY", "4"),
+        ])
+        .start()
+        .await;
+    put(&p, "shop", crate::specs::SHOP).await;
+    let slowly = |body: String| Route::new(body).trickle(256, Duration::from_millis(50));
+    let mut customers = String::from("id,name,vip,since,orders\n");
+    for c in 1..=10 {
+        customers.push_str(&format!(
+            "00000000-0000-4000-8000-{c:012x},C{c},{},2020-01-{c:02},orders/{c}.csv\n",
+            c % 2 == 0
+        ));
+        let mut orders = String::from("order_id,placed,total,lines\n");
+        for o in 1..=5 {
+            orders.push_str(&format!(
+                "{o},2026-12-0{o}T10:00:00Z,{c}.{o:02},../lines/{c}-{o}.csv\n"
+            ));
+            let mut lines = String::from("line_no,sku\n");
+            for l in 1..=200 {
+                lines.push_str(&format!("{l},S{o}-{l}\n"));
+            }
+            p.server
+                .set(&format!("/shop/lines/{c}-{o}.csv"), slowly(lines));
+        }
+        p.server
+            .set(&format!("/shop/orders/{c}.csv"), slowly(orders));
+    }
+    p.server.set("/shop/customers.csv", slowly(customers));
+    let id = p
+        .import_with(&p.server.url("/shop/customers.csv"), "shop")
+        .await;
+
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let db = p.sandbox.db().await;
+    let saved = || async {
+        db.query_one("SELECT count(*) FROM order_lines", &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    let mut kills = Vec::new();
+    for _round in 0..3 {
+        let mut order = sluice_e2e::SERVICES;
+        rng.shuffle(&mut order);
+        for name in order {
+            tokio::time::sleep(Duration::from_millis(rng.u64(150..600))).await;
+            kills.push((name, saved().await));
+            p.service(name).kill().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.service(name).restart().unwrap();
+        }
+    }
+    eprintln!("killed (service, order lines saved at the time): {kills:?}");
+    assert!(
+        kills.last().unwrap().1 < 10_000,
+        "every kill landed mid-import"
+    );
+
+    let event = p.completion(&id, Duration::from_secs(180)).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!((event.files, event.files_failed), (61, 0), "{event:?}");
+    let lines = &event.tables["order_lines"];
+    assert_eq!(
+        (lines.rows, lines.inserted, lines.conflicts),
+        (10_000, 10_000, 0)
+    );
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws(' ', (SELECT count(*) FROM customers), (SELECT count(*) FROM orders),
+                    count(*), sum(line_no), count(*) FILTER (WHERE sku <> 'S' || order_id || '-' || line_no),
+                    count(DISTINCT _sluice_position))
+               FROM order_lines"
+        )
+        .await,
+        ["10 50 10000 1005000 0 10000"]
+    );
+    assert!(p.dead_letters().await.is_empty());
+    p.wait_until_idle(Duration::from_secs(30)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}

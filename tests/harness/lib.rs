@@ -230,9 +230,20 @@ impl Pipeline {
     /// Publishes a plain-text import request, as `nats pub imports URL` does;
     /// returns the import id sluice derives for it.
     pub async fn import(&self, url: &str) -> String {
+        self.publish_import(url.to_owned()).await
+    }
+
+    /// Publishes a JSON import request naming spec `spec`, as `nats pub
+    /// imports '{"url": …, "spec": …}'` does; returns the derived import id.
+    pub async fn import_with(&self, url: &str, spec: &str) -> String {
+        self.publish_import(serde_json::json!({ "url": url, "spec": spec }).to_string())
+            .await
+    }
+
+    async fn publish_import(&self, body: String) -> String {
         let sequence = self
             .js
-            .publish(self.sandbox.namespace.imports(), url.to_owned().into())
+            .publish(self.sandbox.namespace.imports(), body.into())
             .await
             .expect("publish")
             .await
