@@ -4,6 +4,7 @@
 mod baselines;
 mod machine;
 mod measure;
+mod nested;
 mod options;
 mod pipeline;
 mod report;

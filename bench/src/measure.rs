@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_devkit::{Dataset, FileServer};
 
 use crate::{
-    baselines,
+    baselines, nested,
     options::Args,
     pipeline::{run_pipeline, PipelineRun},
     traced::{traced_runs, TracedRuns},
@@ -25,6 +25,15 @@ pub struct Measured {
     pub main: PipelineRun,
     pub traced: Option<TracedRuns>,
     pub more: MoreRuns,
+    pub nested: Option<NestedMeasured>,
+}
+
+/// The nested mode's figures.
+pub struct NestedMeasured {
+    pub leaf_rows: u64,
+    pub all_rows: u64,
+    pub sluice: Duration,
+    pub copy: Duration,
 }
 
 /// The runs besides the main one, each skipped when its flag says 0.
@@ -99,6 +108,28 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     };
 
     let more = more_runs(args, &server, &data).await?;
+    let nested = if args.nested_rows > 0 {
+        let data = nested::generate(args.nested_rows);
+        data.serve(&server);
+        eprintln!(
+            "nested: COPY to staging + INSERT … ON CONFLICT into a 3-level spec's tables, {} rows…",
+            data.all_rows
+        );
+        let copy = nested::idempotent_copy(&data).await?;
+        eprintln!(
+            "sluice end to end, 3-level spec, {} order lines…",
+            data.leaf_rows
+        );
+        let sluice = nested::run_nested(&server, &data, args.transactions_per_message).await?;
+        Some(NestedMeasured {
+            leaf_rows: data.leaf_rows,
+            all_rows: data.all_rows,
+            sluice,
+            copy,
+        })
+    } else {
+        None
+    };
     Ok(Measured {
         total,
         naive_rows,
@@ -111,6 +142,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         main,
         traced,
         more,
+        nested,
     })
 }
 

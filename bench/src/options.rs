@@ -40,6 +40,11 @@ pub struct Args {
     /// a real Jaeger, which `just tools` builds, against the same without.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub traced: bool,
+    /// Order lines for the nested mode: a 3-level spec (customers → orders
+    /// → order lines, 10 columns of mixed types at the leaf) end to end,
+    /// beside an idempotent COPY into the same tables (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub nested_rows: usize,
     /// Where the report is written ("-": nowhere).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,

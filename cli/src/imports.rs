@@ -86,6 +86,18 @@ pub async fn clashes(db: &Client, id: &str, limit: i64, url: &str) -> Result<Vec
         .map_err(|e| crate::explain::postgres("read import clashes", url, &e))
 }
 
+/// The first `limit` rows the conflict policies reported for import `id`.
+pub async fn row_reports(
+    db: &Client,
+    id: &str,
+    limit: i64,
+    url: &str,
+) -> Result<Vec<sluice_saver::reports::RowReport>, Problem> {
+    sluice_saver::reports::row_reports(db, id, limit)
+        .await
+        .map_err(|e| crate::explain::postgres("read import reports", url, &e))
+}
+
 /// `None` while the saver has recorded nothing of it yet.
 pub async fn one(db: &Client, id: &str, url: &str) -> Result<Option<ImportRow>, Problem> {
     sluice_saver::reports::one(db, id)

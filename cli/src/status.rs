@@ -48,6 +48,10 @@ struct Status {
     /// For one import: its first clashes with rows other imports saved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     clashes: Vec<imports::Clash>,
+    /// For one import run with a spec: the first rows its tables'
+    /// conflict policies reported.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reports: Vec<sluice_saver::reports::RowReport>,
     /// What could not be read, and why: the rest is shown all the same.
     problems: Vec<String>,
 }
@@ -58,6 +62,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         imports: Vec::new(),
         conflicts: Vec::new(),
         clashes: Vec::new(),
+        reports: Vec::new(),
         problems: Vec::new(),
     };
     match consumers(&args).await {
@@ -68,11 +73,27 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok(imports) => status.imports = imports,
         Err(problem) => status.problems.push(format!("imports: {problem}")),
     }
+    // For one import run with a spec: the rows its policies reported.
+    if let Some(one) = status.imports.first().filter(|i| {
+        args.id.is_some()
+            && i.spec.is_some()
+            && (i.conflicts > 0 || i.clashes > 0 || i.updated > 0 || i.refused > 0)
+    }) {
+        let (url, id) = (&args.database.database_url, one.id.clone());
+        let found = async {
+            let db = args.database.connect_readable().await?;
+            imports::row_reports(&db, &id, 20, url).await
+        };
+        match found.await {
+            Ok(reports) => status.reports = reports,
+            Err(problem) => status.problems.push(format!("reported rows: {problem}")),
+        }
+    }
     // For one import: the rows it repeated, and the rows it clashed with.
     if let Some(one) = status
         .imports
         .first()
-        .filter(|i| args.id.is_some() && (i.conflicts > 0 || i.clashes > 0))
+        .filter(|i| args.id.is_some() && i.spec.is_none() && (i.conflicts > 0 || i.clashes > 0))
     {
         let (url, id) = (&args.database.database_url, one.id.clone());
         let (conflicted, clashed) = (one.conflicts > 0, one.clashes > 0);
@@ -214,6 +235,7 @@ fn print_imports(status: &Status) {
         outln!("{line}");
     }
     print_clashes(status);
+    print_reports(status);
     if let (Some(one), false) = (status.imports.first(), status.conflicts.is_empty()) {
         outln!(
             "\n{} row(s) repeated an (account, id) of import {}; the first in file order was kept:",
@@ -242,6 +264,32 @@ fn print_imports(status: &Status) {
                 c.line
             );
         }
+    }
+}
+
+/// The rows the conflict policies of the one import shown reported.
+fn print_reports(status: &Status) {
+    let (Some(one), false) = (status.imports.first(), status.reports.is_empty()) else {
+        return;
+    };
+    outln!(
+        "\nrows of import {} its tables' conflict policies reported ({} conflicts, {} clashes, {} updated, {} refused; the first {} shown):",
+        one.id,
+        group(one.conflicts.into()),
+        group(one.clashes.into()),
+        group(one.updated.into()),
+        group(one.refused.into()),
+        status.reports.len()
+    );
+    for r in &status.reports {
+        let file = r.url.as_deref().unwrap_or("the root file");
+        outln!(
+            "  {} {}: line {} of {file}, {}",
+            r.table,
+            r.kind,
+            r.line,
+            r.key
+        );
     }
 }
 
@@ -304,15 +352,20 @@ fn imports_table(imports: &[ImportRow]) -> Vec<String> {
         let listed = i
             .accounts_listed
             .map_or_else(|| "…".to_owned(), |n| group(n.into()));
+        // An import run with a spec reads files, not accounts: how many.
+        let read = match &i.spec {
+            Some(_) => format!("{} files", group(i.accounts_settled.into())),
+            None => format!("{}/{listed}", group(i.accounts_settled.into())),
+        };
         lines.push(format!(
             "{:<width$} {:<22} {:>12} {:>14} {:>9} {:>8} {:>9} {:>8}  {}",
             i.id,
             i.status,
-            format!("{}/{listed}", group(i.accounts_settled.into())),
+            read,
             group(i.transactions_saved.into()),
             group(i.rows_rejected.into()),
             group(i.dead_letters.into()),
-            group(i.conflicts.into()),
+            group((i.conflicts + i.refused).into()),
             group(i.clashes.into()),
             i.started_at.as_deref().unwrap_or("-")
         ));
@@ -339,6 +392,9 @@ mod tests {
             clashes: 0,
             started_at: Some("2026-12-03T07:43:07Z".into()),
             finished_at: Some("2026-12-03T07:44:10Z".into()),
+            spec: None,
+            updated: 0,
+            refused: 0,
         }
     }
 

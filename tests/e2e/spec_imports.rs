@@ -244,6 +244,16 @@ async fn each_conflict_policy_on_a_re_import_with_changed_values() {
     )
     .await;
     assert_eq!(refused, ["refused 2 (sku) = (a)"]);
+    // `sluice status ID` names it, with its file and line.
+    let out = p.cli(&["status", &second.import_id]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "prices_er refused: line 2 of {}, (sku) = (a)",
+            p.server.url("/second.csv")
+        )),
+        "{said}"
+    );
     p.stop().await;
 }
 

@@ -23,6 +23,9 @@ pub struct Request {
     import_id: String,
     /// The publisher chose the id (it may be another request's).
     chosen: bool,
+    /// When JetStream stored the request: the spec revision current then
+    /// is the import's.
+    stored_at: time::OffsetDateTime,
 }
 
 pub struct Importer {
@@ -62,6 +65,7 @@ impl Importer {
         request: &ImportRequest,
         import_id: &str,
         name: &str,
+        requested: time::OffsetDateTime,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let Some((specs, files)) = &self.specs else {
@@ -69,7 +73,7 @@ impl Importer {
                 "this importer runs the built-in spec only, and the request names spec {name:?}"
             )));
         };
-        let spec = specs.current(name).await?;
+        let spec = specs.current(name, requested).await?;
         out.report(&ImportProgress::Started {
             import_id: import_id.to_owned(),
             url: sluice_messages::redact_file_url(&request.url),
@@ -106,6 +110,7 @@ impl FlatMap for Importer {
             request,
             import_id,
             chosen,
+            stored_at: input.stored_at(),
         })
     }
 
@@ -118,6 +123,7 @@ impl FlatMap for Importer {
             request,
             import_id,
             chosen,
+            stored_at,
         } = input;
         let import_id = import_id.clone();
         // A derived id is this message's own; a chosen one may be taken.
@@ -135,7 +141,9 @@ impl FlatMap for Importer {
             .as_deref()
             .filter(|s| *s != sluice_spec::BUILTIN)
         {
-            return self.import_with_spec(request, &import_id, name, out).await;
+            return self
+                .import_with_spec(request, &import_id, name, *stored_at, out)
+                .await;
         }
 
         out.report(&ImportProgress::Started {

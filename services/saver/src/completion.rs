@@ -56,9 +56,18 @@ const IMPORTS_COMPLETE: &str = "
       AND (i.import_failed
            OR (i.accounts_listed IS NOT NULL
                -- Every file listed, and every file each read file links to
-               -- (none for an account), is settled.
+               -- (none for an account), is settled. A file counts only if
+               -- it was expected: listed by the import itself, or linked
+               -- from a file read whole (one that failed part-way may have
+               -- linked some files already, which nobody expects).
                AND (SELECT count(*) FROM import_accounts a
-                    WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete))
+                    WHERE a.import_id = i.id AND (a.state = 'failed' OR a.complete)
+                      AND (i.spec IS NULL
+                           OR regexp_replace(a.account_key, '/[^/]*$', '') = i.id
+                           OR a.account_key = i.id
+                           OR EXISTS (SELECT 1 FROM import_accounts p
+                                      WHERE p.import_id = i.id AND p.state = 'fetched'
+                                        AND p.account_key = regexp_replace(a.account_key, '/[^/]*$', ''))))
                    >= i.accounts_listed
                       + (SELECT COALESCE(sum(files), 0) FROM import_accounts a
                          WHERE a.import_id = i.id AND a.state = 'fetched')))";

@@ -131,17 +131,32 @@ impl Saver {
             ));
         };
         let mut seen = std::collections::HashSet::new();
-        let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&rows::RowChunk>> =
+        // Tables by their lock, so every writer takes the locks in one order.
+        let mut groups: std::collections::BTreeMap<(i64, &str, &str), Vec<&rows::RowChunk>> =
             Default::default();
         for chunk in chunks {
             let b = &chunk.batch;
             if seen.insert((b.import_id.as_str(), chunk.key.as_str())) {
                 let table = sluice_spec::sql::canonical_table(&b.table);
                 groups
-                    .entry((table, b.import_id.as_str()))
+                    .entry((rows::table_lock(table), table, b.import_id.as_str()))
                     .or_default()
                     .push(chunk);
             }
+        }
+        // The specs first: nothing waits on NATS while holding a table.
+        let mut specs_of = Vec::with_capacity(groups.len());
+        for ((_, table, import_id), group) in &groups {
+            let first = &group[0].batch;
+            if group
+                .iter()
+                .any(|c| c.batch.spec != first.spec || c.batch.revision != first.revision)
+            {
+                return Err(StageError::permanent(format!(
+                    "import {import_id} sent rows for table {table} read with two specs"
+                )));
+            }
+            specs_of.push(specs.pinned(&first.spec, first.revision).await?);
         }
         let tx = writer
             .client
@@ -149,28 +164,14 @@ impl Saver {
             .await
             .map_err(|e| db_error("begin", &e))?;
         let mut locked = None;
-        for ((table, import_id), group) in &groups {
-            if locked != Some(*table) {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('sluice-table:' || $1))",
-                    &[table],
-                )
-                .await
-                .map_err(|e| db_error("wait for the table's turn", &e))?;
-                locked = Some(*table);
+        for (((lock, _, import_id), group), spec) in groups.iter().zip(&specs_of) {
+            if locked != Some(*lock) {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[lock])
+                    .await
+                    .map_err(|e| db_error("wait for the table's turn", &e))?;
+                locked = Some(*lock);
             }
-            // One import's messages of one table come from one spec revision.
-            let first = &group[0].batch;
-            let spec = specs.pinned(&first.spec, first.revision).await?;
-            let (same, other): (Vec<&rows::RowChunk>, Vec<&rows::RowChunk>) = group
-                .iter()
-                .partition(|c| c.batch.spec == first.spec && c.batch.revision == first.revision);
-            rows::write_group(&tx, &spec, import_id, &same).await?;
-            if !other.is_empty() {
-                return Err(StageError::permanent(format!(
-                    "import {import_id} sent rows for table {table} read with two specs"
-                )));
-            }
+            rows::write_group(&tx, spec, import_id, group).await?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))
     }

@@ -26,6 +26,12 @@ pub struct ImportRow {
     pub started_at: Option<String>,
     /// RFC 3339, UTC; `None` while running.
     pub finished_at: Option<String>,
+    /// The spec an import run with one reads its files with (`name@revision`).
+    pub spec: Option<String>,
+    /// Rows of another import's this one overwrote (`update`).
+    pub updated: i64,
+    /// Rows the `error` policy refused.
+    pub refused: i64,
 }
 
 /// Rows saved are counted live from the saver's records, so a replay after
@@ -37,7 +43,10 @@ const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accou
     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
     to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
     (SELECT COALESCE(sum(conflicts), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)";
+    (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+    spec,
+    (SELECT COALESCE(sum(updated), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+    (SELECT COALESCE(sum(refused), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {
@@ -54,7 +63,53 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
         finished_at: r.get(10),
         conflicts: r.get(11),
         clashes: r.get(12),
+        spec: r.get(13),
+        updated: r.get(14),
+        refused: r.get(15),
     }
+}
+
+/// A row of an import run with a spec that its table's conflict policy
+/// reported: a conflict, a clash, an update of another import's row, or a
+/// refusal.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowReport {
+    pub table: String,
+    /// `conflict`, `clash`, `updated` or `refused`.
+    pub kind: String,
+    /// The file (redacted) and the row's line in it.
+    pub url: Option<String>,
+    pub line: i64,
+    /// The key, as `(column, …) = (value, …)`, with where the other row of
+    /// a pair within the import is.
+    pub key: String,
+}
+
+/// The first `limit` rows reported for import `id`, by table, file and line.
+pub async fn row_reports(
+    db: &Client,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<RowReport>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT r.table_name, r.kind, a.url, r.line, r.key
+             FROM import_row_reports r
+             LEFT JOIN import_accounts a ON a.import_id = r.import_id AND a.account_key = r.file_key
+             WHERE r.import_id = $1 ORDER BY r.table_name, r.file_key, r.line LIMIT $2",
+            &[&id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| RowReport {
+            table: r.get(0),
+            kind: r.get(1),
+            url: r.get(2),
+            line: r.get(3),
+            key: r.get(4),
+        })
+        .collect())
 }
 
 /// A row an import listed again: the first in file order was kept.

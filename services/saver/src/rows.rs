@@ -14,12 +14,23 @@ use std::collections::HashMap;
 use sluice_messages::RowBatch;
 use sluice_spec::{
     sql::{quoted, sql_type},
-    Conflict,
+    ColumnType, Conflict,
 };
 use sluice_stage::{specs::StoredSpec, StageError};
 use tokio_postgres::{types::ToSql, Transaction};
 
 use crate::{account_key, db_error, RECORDED_PER_IMPORT};
+
+/// The advisory lock that gives writers of `table` their turns: a stable
+/// 64-bit hash (FNV-1a) of its name, the same in every saver.
+pub(crate) fn table_lock(table: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "sluice-table:".bytes().chain(table.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
 
 /// One `rows.<table>` message and its key.
 pub struct RowChunk {
@@ -35,6 +46,8 @@ struct Table {
     types: Vec<String>,
     /// Positions of the key columns in `columns`.
     key: Vec<usize>,
+    /// Per key column, whether it is a number (compared by value).
+    numeric_key: Vec<bool>,
     conflict: Conflict,
 }
 
@@ -62,12 +75,22 @@ impl Table {
                 names.join(", ")
             )));
         }
-        let key = level
+        let key: Vec<usize> = level
             .key
             .iter()
             .filter_map(|k| names.iter().position(|n| n == k))
             .collect();
+        let numeric_key = key
+            .iter()
+            .map(|&k| {
+                matches!(
+                    columns[k].source.kind,
+                    ColumnType::Numeric | ColumnType::Bigint | ColumnType::Integer
+                )
+            })
+            .collect();
         Ok(Table {
+            numeric_key,
             name: batch.table.clone(),
             types: columns.iter().map(|c| sql_type(c.source)).collect(),
             columns: names,
@@ -76,14 +99,19 @@ impl Table {
         })
     }
 
-    /// The key's values of a row, as one text to compare.
+    /// The key's values of a row, as one text to compare: each part
+    /// length-prefixed (so no text can pass for two parts), numbers in one
+    /// form (`10.0` and `010` are the key `10`).
     fn key_of(&self, row: &[Option<String>]) -> String {
         let mut key = String::new();
-        for (n, &k) in self.key.iter().enumerate() {
-            if n > 0 {
-                key.push('\u{1f}');
-            }
-            key.push_str(row.get(k).and_then(|v| v.as_deref()).unwrap_or(""));
+        for (&k, numeric) in self.key.iter().zip(&self.numeric_key) {
+            let value = row.get(k).and_then(|v| v.as_deref()).unwrap_or("");
+            let value = if *numeric {
+                canonical_number(value)
+            } else {
+                std::borrow::Cow::Borrowed(value)
+            };
+            key.push_str(&format!("{}:{value}", value.len()));
         }
         key
     }
@@ -236,7 +264,14 @@ pub(crate) async fn write_group(
             }
             let ours_later = Some(row.position.as_slice()) > holder.position.as_deref();
             match table.conflict {
-                Conflict::Error => "refused",
+                // The first in file order stays, whichever committed first:
+                // the other one is the repeat refused.
+                Conflict::Error => {
+                    if !ours_later {
+                        writes.push(row);
+                    }
+                    "refused"
+                }
                 _ if ours_later == later_wins => {
                     writes.push(row);
                     "conflict"
@@ -245,6 +280,11 @@ pub(crate) async fn write_group(
             }
         } else if !holder.differs {
             // Another import's row, with the same values: nothing to say.
+            // Under `update` this import takes it over, so its own later
+            // rows of the key are judged against it, whatever their order.
+            if table.conflict == Conflict::Update {
+                writes.push(row);
+            }
             continue;
         } else {
             match table.conflict {
@@ -257,17 +297,48 @@ pub(crate) async fn write_group(
             }
         };
         count(&mut counts[row.chunk], kind);
+        let mut key = table.shown_key(row.values);
+        if let Some(at) = holder
+            .position
+            .as_ref()
+            .filter(|_| holder.owner.as_deref() == Some(import_id))
+        {
+            // The other row of the pair, by its lines from the root file down.
+            key.push_str(&format!("; also at lines {at:?}"));
+        }
         reports.push(Report {
             kind,
             chunk: row.chunk,
             line: row.line,
-            key: table.shown_key(row.values),
+            key,
         });
     }
 
     insert(tx, &table, import_id, &writes).await?;
     record_reports(tx, &table, import_id, &chunks, &reports).await?;
     record_chunks(tx, &table, import_id, &chunks, &counts).await
+}
+
+/// A decimal in one form: no sign for zero, no leading zeros, no trailing
+/// fractional zeros (`-010.50` is `-10.5`, `0.0` is `0`).
+fn canonical_number(value: &str) -> std::borrow::Cow<'_, str> {
+    let (negative, digits) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value.strip_prefix('+').unwrap_or(value)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let whole = whole.trim_start_matches('0');
+    let fraction = fraction.trim_end_matches('0');
+    let mut out = String::with_capacity(value.len());
+    if negative && !(whole.is_empty() && fraction.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(if whole.is_empty() { "0" } else { whole });
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn count(counts: &mut Counts, kind: &str) {
@@ -500,4 +571,23 @@ async fn record_chunks(
     .await
     .map_err(|e| db_error("record messages", &e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_equal_in_postgresql_are_one_key() {
+        for (value, canonical) in [
+            ("10", "10"),
+            ("10.0", "10"),
+            ("010", "10"),
+            ("-010.50", "-10.5"),
+            ("+3", "3"),
+            ("0.0", "0"),
+            ("-0", "0"),
+            ("0.25", "0.25"),
+        ] {
+            assert_eq!(super::canonical_number(value), canonical, "{value}");
+        }
+    }
 }

@@ -140,13 +140,7 @@ impl CsvFile {
         };
         let lines = LineIndex::default();
         let escape = format.backslash_escape.then_some(b'\\');
-        let body = blank_lines(
-            body,
-            format.skip_lines,
-            format.comment,
-            format.quote,
-            escape,
-        );
+        let body = blank_lines(body, format.skip_lines, format.comment, format);
         let body = lines.watch(body);
         let mut reader = AsyncReaderBuilder::new()
             .has_headers(format.header)
@@ -400,19 +394,23 @@ fn decoded(body: Body, encoding: &'static encoding_rs::Encoding) -> Body {
 /// Empties the first `skip` lines of a body (a title, a banner) and every
 /// comment line (one starting with `comment` outside quotes), keeping their
 /// line ends: the parser skips empty lines, and line numbers stay those of
-/// the file.
-fn blank_lines(body: Body, skip: u64, comment: Option<u8>, quote: u8, escape: Option<u8>) -> Body {
+/// the file. Quotes are followed as the parser reads them: a quote opens a
+/// quoted field only at the start of a field.
+fn blank_lines(body: Body, skip: u64, comment: Option<u8>, format: &CsvFormat) -> Body {
     if skip == 0 && comment.is_none() {
         return body;
     }
     let mut state = Blanking {
         skip,
         comment,
-        quote,
-        escape,
+        quote: format.quote,
+        delimiter: format.delimiter,
+        backslash: format.backslash_escape,
+        field_start: true,
         line_start: true,
         blanking: skip > 0,
         quoted: false,
+        closing: false,
         escaped: false,
     };
     Box::pin(body.map_ok(move |chunk| state.filter(&chunk)))
@@ -422,10 +420,14 @@ struct Blanking {
     skip: u64,
     comment: Option<u8>,
     quote: u8,
-    escape: Option<u8>,
+    delimiter: u8,
+    backslash: bool,
+    field_start: bool,
     line_start: bool,
     blanking: bool,
     quoted: bool,
+    /// A quote inside quotes: the end of the field, or the first of two.
+    closing: bool,
     escaped: bool,
 }
 
@@ -433,25 +435,42 @@ impl Blanking {
     fn filter(&mut self, chunk: &[u8]) -> Bytes {
         let mut out = BytesMut::with_capacity(chunk.len());
         for &b in chunk {
-            if self.line_start && !self.quoted && self.skip == 0 && Some(b) == self.comment {
+            if self.blanking
+                || (self.line_start && !self.quoted && self.skip == 0 && Some(b) == self.comment)
+            {
                 self.blanking = true;
-            }
-            self.line_start = b == b'\n';
-            if self.blanking {
                 if b == b'\n' {
                     out.extend_from_slice(b"\n");
                     self.skip = self.skip.saturating_sub(1);
                     self.blanking = self.skip > 0;
+                    self.line_start = true;
+                    self.field_start = true;
                 }
                 continue;
             }
-            if self.escaped {
-                self.escaped = false;
-            } else if self.quoted && Some(b) == self.escape {
-                self.escaped = true;
-            } else if b == self.quote {
-                self.quoted = !self.quoted;
+            if self.closing {
+                self.closing = false;
+                if b != self.quote {
+                    self.quoted = false;
+                }
+            } else if self.quoted {
+                if self.escaped {
+                    self.escaped = false;
+                } else if self.backslash && b == b'\\' {
+                    self.escaped = true;
+                } else if b == self.quote {
+                    if self.backslash {
+                        self.quoted = false;
+                    } else {
+                        self.closing = true;
+                    }
+                }
+            } else if self.field_start && b == self.quote {
+                self.quoted = true;
             }
+            let outside = !self.quoted || self.closing;
+            self.line_start = b == b'\n' && outside;
+            self.field_start = (b == b'\n' || b == self.delimiter) && outside;
             out.extend_from_slice(&[b]);
         }
         out.freeze()
@@ -664,6 +683,26 @@ mod tests {
                 (5, vec!["1".to_string(), "a;b".to_string()]),
                 // Not trimmed unless asked; the CRLF's '\r' is not part of it.
                 (6, vec!["2".to_string(), " x ".to_string()]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn comment_lines_follow_quotes_as_the_parser_does() {
+        let format = CsvFormat {
+            comment: Some(b'#'),
+            ..CsvFormat::default()
+        };
+        // A quote inside a field is a character; `#` inside quotes is text;
+        // a doubled quote stays inside the field.
+        let data = b"id,note\n1,5\" pipe\n2,\"a\n#b\"\"c\"\n# real comment\n3,x\n".to_vec();
+        let (_, rows) = formatted(data, format).await;
+        assert_eq!(
+            rows,
+            [
+                (2, vec!["1".to_string(), "5\" pipe".to_string()]),
+                (3, vec!["2".to_string(), "a\n#b\"c".to_string()]),
+                (6, vec!["3".to_string(), "x".to_string()]),
             ]
         );
     }

@@ -37,7 +37,7 @@ impl std::fmt::Display for InvalidName {
 impl std::error::Error for InvalidName {}
 
 /// Tables of sluice's own (the saver's schema): no spec saves to them.
-pub const RESERVED_TABLES: [&str; 8] = [
+pub const RESERVED_TABLES: [&str; 9] = [
     "transactions",
     "imports",
     "import_accounts",
@@ -45,6 +45,7 @@ pub const RESERVED_TABLES: [&str; 8] = [
     "import_failures",
     "import_conflicts",
     "import_clashes",
+    "import_row_reports",
     "sluice_migrations",
 ];
 

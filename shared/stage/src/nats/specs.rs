@@ -173,6 +173,52 @@ impl Specs {
         Ok(None)
     }
 
+    /// The revision of `name` that was current at `time`: the last put at
+    /// or before it (or, for a spec first put after `time`, its first
+    /// revision), `None` if it was removed then or never stored. The same
+    /// answer however often it is asked, whatever is put later.
+    pub async fn as_of(
+        &self,
+        name: &str,
+        time: time::OffsetDateTime,
+    ) -> Result<Option<StoredSpec>, SpecsError> {
+        if name == sluice_spec::BUILTIN {
+            return Ok(Some(builtin()));
+        }
+        if !valid_key(name) {
+            return Ok(None);
+        }
+        let latest = self
+            .bucket
+            .entry(name)
+            .await
+            .map_err(|e| unavailable("read", &e))?;
+        match latest {
+            None => return Ok(None),
+            // No edit since: the common case, one read.
+            Some(entry) if entry.created <= time => return stored(Some(entry)),
+            Some(_) => {}
+        }
+        let mut history = self
+            .bucket
+            .history(name)
+            .await
+            .map_err(|e| unavailable("read", &e))?;
+        let (mut before, mut first) = (None, None);
+        while let Some(entry) = history
+            .try_next()
+            .await
+            .map_err(|e| unavailable("read", &e))?
+        {
+            if entry.created <= time {
+                before = Some(entry);
+            } else if first.is_none() {
+                first = Some(entry);
+            }
+        }
+        stored(before.or(first))
+    }
+
     /// Every stored spec's current version, by name, the built-in first;
     /// and, apart, each stored spec that no longer reads as one (written by
     /// something else, or a later sluice), named with why.
@@ -244,11 +290,16 @@ impl PinnedSpecs {
         }
     }
 
-    /// The current revision of `name`, for an import starting now. A name
-    /// nobody stored is the request's fault; a bucket that does not answer
-    /// is an outage.
-    pub async fn current(&self, name: &str) -> Result<std::sync::Arc<StoredSpec>, StageError> {
-        match self.specs.get(name).await {
+    /// The revision of `name` current when an import's request was stored
+    /// (`requested`): every attempt at the request pins the same one. A
+    /// name nobody stored is the request's fault; a bucket that does not
+    /// answer is an outage.
+    pub async fn current(
+        &self,
+        name: &str,
+        requested: time::OffsetDateTime,
+    ) -> Result<std::sync::Arc<StoredSpec>, StageError> {
+        match self.specs.as_of(name, requested).await {
             Ok(Some(stored)) => Ok(self.keep(stored)),
             Ok(None) => Err(StageError::permanent(format!(
                 "no import spec is named {name:?}: store it with `sluice spec put FILE` \
