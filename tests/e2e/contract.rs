@@ -330,6 +330,32 @@ pub fn expected_letter_fields(p: &Pipeline) -> Vec<String> {
     ]
 }
 
+/// An import run with a spec (three levels, two rows rejected): every
+/// message it puts on the wire, `import-files`, `rows.<table>` and the
+/// `read` facts included, read by the independent validator.
+#[tokio::test]
+async fn every_message_of_a_spec_import_matches_its_schema() {
+    let p = Pipeline::builder("contract-spec").start().await;
+    crate::spec_imports::put(&p, "shop", crate::specs::SHOP).await;
+    crate::spec_imports::serve_shop(&p);
+    let (event, _) = crate::spec_imports::import(&p, "/shop/customers.csv", "shop").await;
+    assert_eq!(event.files, 6);
+    let namespace = p.sandbox.namespace.name().expect("a test namespace");
+    assert_eq!(
+        validate_with_python(namespace, &record(&p).await),
+        json!({
+            "dead-letter.malformed-row": 2,
+            "file-task": 5,
+            "import-completed": 1,
+            "import-progress.read": 6,
+            "import-progress.started": 1,
+            "import-request": 1,
+            "rows": 6,
+        })
+    );
+    p.stop().await;
+}
+
 /// Runs the quirky import on `p` and checks all any fetcher must produce,
 /// every message read by the independent validator.
 async fn assert_quirky_import_meets_the_contract(p: Pipeline) {

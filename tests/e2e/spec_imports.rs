@@ -9,7 +9,7 @@ use sluice_e2e::{Pipeline, Route};
 use sluice_messages::{ImportCompleted, ImportStatus};
 
 /// `spec put` of `text` in the pipeline's sandbox, asserted to succeed.
-async fn put(p: &Pipeline, name: &str, text: &str) {
+pub(crate) async fn put(p: &Pipeline, name: &str, text: &str) {
     let path = std::env::temp_dir().join(format!("sluice-{name}-{:016x}.toml", fastrand::u64(..)));
     std::fs::write(&path, text).unwrap();
     let out = p.cli(&["spec", "put", &path.display().to_string()]).await;
@@ -24,7 +24,7 @@ async fn put(p: &Pipeline, name: &str, text: &str) {
 
 /// `sluice import URL --spec SPEC --wait`: its completion event, and
 /// whether the command said it completed without errors.
-async fn import(p: &Pipeline, path: &str, spec: &str) -> (ImportCompleted, String) {
+pub(crate) async fn import(p: &Pipeline, path: &str, spec: &str) -> (ImportCompleted, String) {
     let out = p
         .cli(&["import", &p.server.url(path), "--spec", spec, "--wait"])
         .await;
@@ -56,13 +56,10 @@ async fn rows_of(p: &Pipeline, sql: &str) -> Vec<String> {
         .collect()
 }
 
-const ADA: &str = "0b7e7d8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
-const BOB: &str = "9f8e7d6c-5b4a-4321-8fed-cba987654321";
-
-#[tokio::test]
-async fn three_levels_are_saved_exactly_with_a_key_inherited_two_levels_down() {
-    let p = Pipeline::builder("spec-3lvl").start().await;
-    put(&p, "shop", crate::specs::SHOP).await;
+/// Serves the 3-level shop: Ada's two orders and Bob's one, their lines
+/// (relative and absolute links, a JSON column, an optional column a file
+/// lacks), and two rows that are not values of their columns.
+pub(crate) fn serve_shop(p: &Pipeline) {
     p.server.set(
         "/shop/customers.csv",
         Route::new(format!(
@@ -95,7 +92,16 @@ async fn three_levels_are_saved_exactly_with_a_key_inherited_two_levels_down() {
         "/shop/lines/bob-1.csv",
         Route::new("line_no,sku,attributes\n1,A-1,[]\nx,A-2,\n"),
     );
+}
 
+const ADA: &str = "0b7e7d8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+const BOB: &str = "9f8e7d6c-5b4a-4321-8fed-cba987654321";
+
+#[tokio::test]
+async fn three_levels_are_saved_exactly_with_a_key_inherited_two_levels_down() {
+    let p = Pipeline::builder("spec-3lvl").start().await;
+    put(&p, "shop", crate::specs::SHOP).await;
+    serve_shop(&p);
     let (event, said) = import(&p, "/shop/customers.csv", "shop").await;
     assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{said}");
     // The root, two order files, three line files; Eve's row was rejected.
