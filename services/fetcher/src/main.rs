@@ -4,7 +4,7 @@ use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_fetcher::Fetcher;
 use sluice_levels::{LevelFiles, RowsArgs};
-use sluice_stage::{run_service, FlatMap, Runtime, StageArgs};
+use sluice_stage::{buckets, row_budget::RowBudget, run_service, FlatMap, Runtime, StageArgs};
 
 /// sluice fetcher: downloads each account's transactions CSV and emits its
 /// transactions on `transactions.<account_id>`.
@@ -36,14 +36,22 @@ fn main() -> ExitCode {
             let replicas = usize::from(config.stage.nats.stream_replicas);
             let runtime = Runtime::start(Fetcher::NAME, config.stage, stop).await?;
             fetcher.check_fits(runtime.max_payload())?;
+            let js = runtime.jetstream();
+            let budget = buckets::open_patiently("the row budget", || {
+                RowBudget::open(
+                    &js,
+                    runtime.namespace(),
+                    replicas,
+                    config.rows.max_rows_per_import,
+                )
+            })
+            .await?;
             let (specs, files) = LevelFiles::open(
                 &runtime,
                 replicas,
                 &config.rows,
                 config.max_accounts_per_import,
-            )
-            .await?;
-            let budget = files.budget.clone().expect("opened with a budget");
+            );
             let fetcher = fetcher.with_budget(budget).with_specs(specs, files);
             runtime.run_flat_map(fetcher).await
         },

@@ -42,8 +42,7 @@ fn main() -> ExitCode {
                 replicas,
                 &config.rows,
                 config.max_accounts_per_import,
-            )
-            .await?;
+            );
             let importer = Importer::new(
                 &config.download.options(),
                 config.max_accounts_per_import,

@@ -3,10 +3,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use sluice_saver::{announce_completions, Database, Saver, Tracker};
 use sluice_stage::{
-    config::parse_duration,
-    run_service,
-    specs::{PinnedSpecs, Specs},
-    Runtime, Sink, SinkOptions, StageArgs,
+    config::parse_duration, run_service, specs::PinnedSpecs, Runtime, Sink, SinkOptions, StageArgs,
 };
 
 /// sluice saver: writes the transactions published on `transactions.>` to
@@ -61,13 +58,9 @@ fn main() -> ExitCode {
                 tracker.namespace().clone(),
                 stop,
             );
-            let js = saver.jetstream();
-            let specs = sluice_stage::buckets::open_patiently("the import specs", || {
-                Specs::open(&js, saver.namespace(), replicas)
-            })
-            .await?;
-            let writer =
-                Saver::new(database.clone()).with_specs(PinnedSpecs::new(specs), saver.namespace());
+            let specs =
+                PinnedSpecs::open_when_needed(&saver.jetstream(), saver.namespace(), replicas);
+            let writer = Saver::new(database.clone()).with_specs(specs, saver.namespace());
             tokio::try_join!(
                 saver.run_sink(writer, options),
                 tracker.run_sink(Tracker::new(database), options),

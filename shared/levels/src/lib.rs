@@ -16,7 +16,7 @@ use sluice_spec::{rows::LevelReader, Dialect, Encoding, Escape};
 use sluice_stage::{
     buckets,
     row_budget::{RowBudget, COUNT_EVERY},
-    specs::{PinnedSpecs, Specs, StoredSpec},
+    specs::{PinnedSpecs, StoredSpec},
     telemetry::KeyValue,
     Emitter, StageError,
 };
@@ -44,8 +44,8 @@ pub struct LevelFiles {
     pub rows_per_message: u64,
     /// Most files one file may link to (SLUICE_MAX_ACCOUNTS_PER_IMPORT).
     pub max_files: u64,
-    /// The import's row budget (SLUICE_MAX_ROWS_PER_IMPORT), where kept.
-    pub budget: Option<RowBudget>,
+    /// The imports' row budget (SLUICE_MAX_ROWS_PER_IMPORT).
+    pub budget: buckets::Lazy<RowBudget>,
 }
 
 /// How a level's files are written, as the reader takes it.
@@ -72,28 +72,27 @@ pub fn csv_format(dialect: &Dialect) -> CsvFormat {
 }
 
 impl LevelFiles {
-    /// The settings of `rows`, with the import specs and the row budget
-    /// opened from JetStream (waiting for it as every bucket is): what a
-    /// stage that reads files needs.
-    pub async fn open(
+    /// The settings of `rows`, with the import specs and the row budget,
+    /// each opened from JetStream when the first import run with a spec
+    /// needs it: what a stage that reads such files needs.
+    pub fn open(
         runtime: &sluice_stage::Runtime,
         replicas: usize,
         rows: &RowsArgs,
         max_files: u64,
-    ) -> Result<(PinnedSpecs, LevelFiles), StageError> {
-        let (js, ns) = (runtime.jetstream(), runtime.namespace());
-        let specs =
-            buckets::open_patiently("the import specs", || Specs::open(&js, ns, replicas)).await?;
-        let budget = buckets::open_patiently("the row budget", || {
-            RowBudget::open(&js, ns, replicas, rows.max_rows_per_import)
-        })
-        .await?;
+    ) -> (PinnedSpecs, LevelFiles) {
+        let (js, ns) = (runtime.jetstream(), runtime.namespace().clone());
+        let specs = PinnedSpecs::open_when_needed(&js, &ns, replicas);
+        let limit = rows.max_rows_per_import;
         let files = LevelFiles {
             rows_per_message: u64::from(rows.transactions_per_message),
             max_files,
-            budget: Some(budget),
+            budget: buckets::Lazy::new(move || {
+                let (js, ns) = (js.clone(), ns.clone());
+                async move { RowBudget::open(&js, &ns, replicas, limit).await }
+            }),
         };
-        Ok((PinnedSpecs::new(specs), files))
+        (specs, files)
     }
 
     /// Reads the file `task` names with its level of `spec`, publishing its
@@ -112,9 +111,8 @@ impl LevelFiles {
                 spec.spec.name, spec.revision, task.level
             )));
         };
-        if let Some(budget) = &self.budget {
-            budget.check_start(&task.import_id)?;
-        }
+        let budget = self.budget.get().await?;
+        budget.check_start(&task.import_id)?;
         // A busy host makes this file wait, not the files behind it.
         let reserved = out.without_slot(downloader.reserve(&task.url)).await?;
         let mut file = downloader
@@ -152,7 +150,7 @@ impl LevelFiles {
                     sent.publish(batch, full, windows.rows_per_window(), subject, out)
                         .await?;
                 }
-                self.count(task, &mut sent, out.key()).await?;
+                count(budget, task, &mut sent, out.key()).await?;
             }
             let record = match row {
                 Row::Record(record) => record,
@@ -231,11 +229,9 @@ impl LevelFiles {
                     .await?;
             }
         }
-        if let Some(budget) = &self.budget {
-            budget
-                .count_finished(&task.import_id, out.key(), sent.rows)
-                .await?;
-        }
+        budget
+            .count_finished(&task.import_id, out.key(), sent.rows)
+            .await?;
         let rejected_rows = out.rejected_rows();
         out.annotate([
             KeyValue::new("sluice.file.url", shown.clone()),
@@ -256,23 +252,21 @@ impl LevelFiles {
         };
         out.report_after_stored(&fact).await
     }
+}
 
-    /// Counts the rows sent so far against the import's budget, every
-    /// [`COUNT_EVERY`] rows.
-    async fn count(
-        &self,
-        task: &FileTask,
-        sent: &mut Sent,
-        file_key: &str,
-    ) -> Result<(), StageError> {
-        if let Some(budget) = &self.budget {
-            if sent.rows >= sent.counted + COUNT_EVERY {
-                budget.count(&task.import_id, file_key, sent.rows).await?;
-                sent.counted = sent.rows;
-            }
-        }
-        Ok(())
+/// Counts the rows sent so far against the import's budget, every
+/// [`COUNT_EVERY`] rows.
+async fn count(
+    budget: &RowBudget,
+    task: &FileTask,
+    sent: &mut Sent,
+    file_key: &str,
+) -> Result<(), StageError> {
+    if sent.rows >= sent.counted + COUNT_EVERY {
+        budget.count(&task.import_id, file_key, sent.rows).await?;
+        sent.counted = sent.rows;
     }
+    Ok(())
 }
 
 /// What was published for a file so far.

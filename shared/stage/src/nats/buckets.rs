@@ -9,6 +9,40 @@ use async_nats::jetstream::{self, kv};
 
 use crate::StageError;
 
+/// What opens a bucket: a future of it.
+type Opener<T> = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StageError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A bucket opened (created when missing) the first time it is needed: a
+/// process that never needs it neither waits for it at start-up nor
+/// creates it. A failed opening is tried again at the next need.
+pub struct Lazy<T> {
+    cell: tokio::sync::OnceCell<T>,
+    open: Opener<T>,
+}
+
+impl<T> Lazy<T> {
+    /// A bucket `open` opens.
+    pub fn new<F, Fut>(open: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        Lazy {
+            cell: tokio::sync::OnceCell::new(),
+            open: Box::new(move || Box::pin(open())),
+        }
+    }
+
+    /// The bucket, opened now if it was not yet.
+    pub async fn get(&self) -> Result<&T, StageError> {
+        self.cell.get_or_try_init(|| (self.open)()).await
+    }
+}
+
 /// The bucket `config.bucket`, created when missing, and moved to
 /// `config.num_replicas` servers when it has another count (a deployment
 /// that grew into a cluster), as the streams are: a bucket left on one

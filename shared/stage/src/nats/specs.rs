@@ -277,15 +277,20 @@ impl Specs {
 /// then that revision for every file of it, read from the bucket once per
 /// process and kept (a revision never changes).
 pub struct PinnedSpecs {
-    specs: Specs,
+    specs: crate::buckets::Lazy<Specs>,
     read: std::sync::Mutex<std::collections::HashMap<(String, u64), std::sync::Arc<StoredSpec>>>,
 }
 
 impl PinnedSpecs {
-    /// Pins revisions from `specs`.
-    pub fn new(specs: Specs) -> Self {
+    /// Pins revisions from the bucket of namespace `ns`, opened when the
+    /// first import run with a spec needs it.
+    pub fn open_when_needed(js: &jetstream::Context, ns: &Namespace, replicas: usize) -> Self {
+        let (js, ns) = (js.clone(), ns.clone());
         PinnedSpecs {
-            specs,
+            specs: crate::buckets::Lazy::new(move || {
+                let (js, ns) = (js.clone(), ns.clone());
+                async move { Specs::open(&js, &ns, replicas).await }
+            }),
             read: Default::default(),
         }
     }
@@ -299,7 +304,7 @@ impl PinnedSpecs {
         name: &str,
         requested: time::OffsetDateTime,
     ) -> Result<std::sync::Arc<StoredSpec>, StageError> {
-        match self.specs.as_of(name, requested).await {
+        match self.specs.get().await?.as_of(name, requested).await {
             Ok(Some(stored)) => Ok(self.keep(stored)),
             Ok(None) => Err(StageError::permanent(format!(
                 "no import spec is named {name:?}: store it with `sluice spec put FILE` \
@@ -319,7 +324,7 @@ impl PinnedSpecs {
         if let Some(kept) = self.read.lock().expect("never poisoned").get(&key) {
             return Ok(kept.clone());
         }
-        match self.specs.get_revision(name, revision).await {
+        match self.specs.get().await?.get_revision(name, revision).await {
             Ok(Some(stored)) => Ok(self.keep(stored)),
             Ok(None) => Err(StageError::permanent(format!(
                 "import spec {name} revision {revision}, which this import pinned, is no longer \
