@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_devkit::{Deployment, FileServer, Sandbox};
+use sluice_devkit::{FileServer, Sandbox};
 use sluice_messages::ImportStatus;
-use sluice_operator::{consumers::wait_for_consumers, imports::wait_for_completion};
+use sluice_operator::imports::wait_for_completion;
 
 /// The spec the nested mode reads its files with.
 const SPEC: &str = r#"
@@ -170,21 +170,8 @@ pub async fn run_nested(
     data: &NestedData,
     per_message: u32,
 ) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-nested")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let per_message = per_message.to_string();
-    let mut deployment = Deployment::plan(&sandbox)
-        .env(&[
-            ("SLUICE_TRANSACTIONS_PER_MESSAGE", per_message.as_str()),
-            ("RUST_LOG", "warn"),
-        ])
-        .start()
-        .map_err(|e| format!("cannot start the services: {e}"))?;
-    let js = async_nats::jetstream::new(sandbox.nats().await);
-    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
+    let (sandbox, mut deployment, js) =
+        crate::pipeline::start_services("bench-nested", per_message, 1, &[]).await?;
     put_spec(&sandbox).await?;
     let request = serde_json::json!({
         "url": server.url("/nested/customers.csv"),

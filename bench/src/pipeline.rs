@@ -22,6 +22,34 @@ impl PipelineRun {
     }
 }
 
+/// The three services (`replicas` of each, `per_message` rows per
+/// message, quiet logs) in a sandbox of their own, once their consumers
+/// exist.
+pub async fn start_services(
+    name: &str,
+    per_message: u32,
+    replicas: usize,
+    extra_env: &[(&str, &str)],
+) -> Result<(Sandbox, Deployment, async_nats::jetstream::Context), String> {
+    let sandbox = Sandbox::create(name).await.map_err(|e| format!("{e:#}"))?;
+    let per_message = per_message.to_string();
+    let mut env = vec![
+        ("SLUICE_TRANSACTIONS_PER_MESSAGE", per_message.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend_from_slice(extra_env);
+    let deployment = Deployment::plan(&sandbox)
+        .env(&env)
+        .replicas(replicas)
+        .start()
+        .map_err(|e| format!("cannot start the services: {e}"))?;
+    let js = async_nats::jetstream::new(sandbox.nats().await);
+    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
+    Ok((sandbox, deployment, js))
+}
+
 /// The three services (`replicas` of each) on their own namespace and
 /// database; one import per data set, all published at once, timed from the
 /// first publish to the last completion event, and checked: every row
@@ -33,24 +61,8 @@ pub async fn run_pipeline(
     replicas: usize,
     extra_env: &[(&str, &str)],
 ) -> Result<PipelineRun, String> {
-    let sandbox = Sandbox::create("bench")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let per_message = per_message.to_string();
-    let mut env = vec![
-        ("SLUICE_TRANSACTIONS_PER_MESSAGE", per_message.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
-    env.extend_from_slice(extra_env);
-    let mut deployment = Deployment::plan(&sandbox)
-        .env(&env)
-        .replicas(replicas)
-        .start()
-        .map_err(|e| format!("cannot start the services: {e}"))?;
-    let js = async_nats::jetstream::new(sandbox.nats().await);
-    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
+    let (sandbox, mut deployment, js) =
+        start_services("bench", per_message, replicas, extra_env).await?;
     let started = Instant::now();
     let mut ids = Vec::new();
     for (_, prefix) in imports {
