@@ -117,9 +117,10 @@ impl Saver {
         self
     }
 
-    /// Writes the rows messages of a batch in one transaction: per table
-    /// (in name order, so writers never wait on each other in a circle)
-    /// its turn, then each import's messages.
+    /// Writes the rows messages of a batch in one transaction, table by
+    /// table in the order of their turns (so writers that need the turns
+    /// of several tables take them in one order), each import's messages
+    /// apart.
     async fn write_rows(
         &self,
         writer: &mut Writer,
@@ -163,14 +164,7 @@ impl Saver {
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
-        let mut locked = None;
-        for (((lock, _, import_id), group), spec) in groups.iter().zip(&specs_of) {
-            if locked != Some(*lock) {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[lock])
-                    .await
-                    .map_err(|e| db_error("wait for the table's turn", &e))?;
-                locked = Some(*lock);
-            }
+        for (((_, _, import_id), group), spec) in groups.iter().zip(&specs_of) {
             rows::write_group(&tx, spec, import_id, group).await?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))

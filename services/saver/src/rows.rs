@@ -2,12 +2,13 @@
 //! the table its level names, keyed as the spec says, and a key met again
 //! is settled by the table's conflict policy.
 //!
-//! Writers of one table take turns (a transaction-scoped advisory lock per
-//! table), so each sees what the one before it committed: who holds a key
-//! now, at which file position, with which values. Every decision is then
-//! made from that, exactly, and a message delivered again finds its own
-//! rows in place and changes nothing. Different tables are written side by
-//! side.
+//! Rows whose key the table does not hold are inserted at once, by every
+//! writer side by side. The others are decided in the table's turn (a
+//! transaction-scoped advisory lock per table), so each writer sees what
+//! the one before it committed: who holds a key now, at which file
+//! position, with which values. Every decision is made from that, exactly,
+//! and a message delivered again finds its own rows in place and changes
+//! nothing.
 
 use std::collections::HashMap;
 
@@ -248,11 +249,37 @@ pub(crate) async fn write_group(
         }
     }
 
-    // Who holds each key now.
-    let held = held(tx, &table, &winners).await?;
-    let mut writes: Vec<&Candidate> = Vec::with_capacity(winners.len());
-    for (n, row) in winners.iter().enumerate() {
+    // Keys nobody holds are inserted first, without waiting for the
+    // table's turn: a new key has no one to conflict with. (A writer
+    // inserting the same key at the same time makes this one wait for its
+    // commit, and the key is then held.)
+    let all: Vec<&Candidate> = winners.iter().collect();
+    let fresh = insert(tx, &table, import_id, &all, Mode::NewKeysOnly).await?;
+    let mut left = Vec::new();
+    for row in &winners {
+        if fresh.contains(&row.position) {
+            counts[row.chunk].inserted += 1;
+        } else {
+            left.push(row);
+        }
+    }
+    if left.is_empty() {
+        record_reports(tx, &table, import_id, &chunks, &reports).await?;
+        return record_chunks(tx, &table, import_id, &chunks, &counts).await;
+    }
+    // The rest meet rows already there: decided in the table's turn, so
+    // each writer sees what the one before it committed.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&table_lock(&table.name)],
+    )
+    .await
+    .map_err(|e| db_error("wait for the table's turn", &e))?;
+    let held = held(tx, &table, &left).await?;
+    let mut writes: Vec<&Candidate> = Vec::with_capacity(left.len());
+    for (n, row) in left.iter().copied().enumerate() {
         let Some(holder) = held.get(&n) else {
+            // Held a moment ago, gone now (a row deleted meanwhile).
             counts[row.chunk].inserted += 1;
             writes.push(row);
             continue;
@@ -314,7 +341,7 @@ pub(crate) async fn write_group(
         });
     }
 
-    insert(tx, &table, import_id, &writes).await?;
+    insert(tx, &table, import_id, &writes, Mode::Overwrite).await?;
     record_reports(tx, &table, import_id, &chunks, &reports).await?;
     record_chunks(tx, &table, import_id, &chunks, &counts).await
 }
@@ -362,7 +389,7 @@ struct Holder {
 async fn held(
     tx: &Transaction<'_>,
     table: &Table,
-    rows: &[Candidate<'_>],
+    rows: &[&Candidate<'_>],
 ) -> Result<HashMap<usize, Holder>, StageError> {
     let n = table.columns.len();
     let inputs: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
@@ -391,8 +418,7 @@ async fn held(
         quoted(&table.name),
         on.join(" AND ")
     );
-    let rows: Vec<&Candidate> = rows.iter().collect();
-    let columns = column_arrays(table, &rows);
+    let columns = column_arrays(table, rows);
     let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as _).collect();
     let found = tx
         .query(&sql, &params)
@@ -421,16 +447,27 @@ fn column_arrays<'a>(table: &Table, rows: &[&'a Candidate<'a>]) -> Vec<Vec<Optio
         .collect()
 }
 
-/// Writes `rows` to `table`: a key held already is overwritten (every
-/// row here won it).
+/// How [`insert`] treats a key the table holds already.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Leaves it: only new keys are inserted.
+    NewKeysOnly,
+    /// Overwrites it (every row given won its key).
+    Overwrite,
+}
+
+/// Writes `rows` to `table` as `mode` says; returns the positions of the
+/// rows inserted as new keys (`NewKeysOnly`; positions are unique within
+/// an import, so they name the rows).
 async fn insert(
     tx: &Transaction<'_>,
     table: &Table,
     import_id: &str,
     rows: &[&Candidate<'_>],
-) -> Result<(), StageError> {
+    mode: Mode,
+) -> Result<std::collections::HashSet<Vec<i64>>, StageError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let n = table.columns.len();
     let inputs: Vec<String> = (1..=n + 1).map(|i| format!("${i}::text[]")).collect();
@@ -440,19 +477,25 @@ async fn insert(
         .collect();
     let columns: Vec<String> = table.columns.iter().map(|c| quoted(c)).collect();
     let key: Vec<String> = table.key.iter().map(|&k| columns[k].clone()).collect();
-    let mut set: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !table.key.contains(i))
-        .map(|(_, c)| format!("{c} = excluded.{c}"))
-        .collect();
-    set.push("_sluice_import_id = excluded._sluice_import_id".into());
-    set.push("_sluice_position = excluded._sluice_position".into());
+    let on_conflict = match mode {
+        Mode::NewKeysOnly => "DO NOTHING RETURNING _sluice_position".to_owned(),
+        Mode::Overwrite => {
+            let mut set: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !table.key.contains(i))
+                .map(|(_, c)| format!("{c} = excluded.{c}"))
+                .collect();
+            set.push("_sluice_import_id = excluded._sluice_import_id".into());
+            set.push("_sluice_position = excluded._sluice_position".into());
+            format!("DO UPDATE SET {}", set.join(", "))
+        }
+    };
     let sql = format!(
         "INSERT INTO {} AS t ({}, _sluice_import_id, _sluice_position)
          SELECT {}, ${}, i.p::int8[]
          FROM unnest({}) AS i({}, p)
-         ON CONFLICT ({}) DO UPDATE SET {}",
+         ON CONFLICT ({}) {on_conflict}",
         quoted(&table.name),
         columns.join(", "),
         values.join(", "),
@@ -460,7 +503,6 @@ async fn insert(
         inputs.join(", "),
         names.join(", "),
         key.join(", "),
-        set.join(", ")
     );
     let mut arrays = column_arrays(table, rows);
     let positions: Vec<String> = rows
@@ -473,10 +515,11 @@ async fn insert(
     arrays.push(positions.iter().map(|p| Some(p.as_str())).collect());
     let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|c| c as _).collect();
     params.push(&import_id);
-    tx.execute(&sql, &params)
+    let written = tx
+        .query(&sql, &params)
         .await
         .map_err(|e| db_error(&format!("write table {}", table.name), &e))?;
-    Ok(())
+    Ok(written.iter().map(|r| r.get::<_, Vec<i64>>(0)).collect())
 }
 
 /// Records the rows reported, up to [`RECORDED_PER_IMPORT`] per import and
