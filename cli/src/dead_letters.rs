@@ -66,8 +66,9 @@ impl FilterArgs {
 }
 
 fn parse_kind(text: &str) -> anyhow::Result<DeadLetterKind> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| anyhow!("{text:?} is not one of permanent, exhausted, malformed-row"))
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        anyhow!("{text:?} is not one of permanent, exhausted, malformed-row, conflict")
+    })
 }
 
 pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
@@ -140,7 +141,10 @@ async fn replay(
     };
     let (mut replayed, mut skipped, mut refused) = (0, 0, 0);
     for stored in &chosen {
-        if stored.letter.kind == DeadLetterKind::MalformedRow {
+        if matches!(
+            stored.letter.kind,
+            DeadLetterKind::MalformedRow | DeadLetterKind::Conflict
+        ) {
             // A row report carries no message to replay; its file is fixed
             // by replaying the message that read it, or by importing again.
             skipped += 1;

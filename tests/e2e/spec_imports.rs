@@ -250,6 +250,25 @@ async fn each_conflict_policy_on_a_re_import_with_changed_values() {
     )
     .await;
     assert_eq!(refused, ["refused 2 (sku) = (a)"]);
+    // Each refused row is a `conflict` letter naming its file and line.
+    let letters: Vec<String> = p
+        .dead_letters()
+        .await
+        .iter()
+        .filter(|l| l.kind == sluice_messages::DeadLetterKind::Conflict)
+        .map(|l| format!("{:?} {:?} {:?} {}", l.import_id, l.url, l.line, l.error))
+        .collect();
+    let (first_url, second_url) = (p.server.url("/first.csv"), p.server.url("/second.csv"));
+    assert_eq!(letters.len(), 2, "one refusal per import: {letters:#?}");
+    for (import, url, line) in [
+        (&first.import_id, &first_url, 4),
+        (&second.import_id, &second_url, 2),
+    ] {
+        assert!(
+            letters.iter().any(|l| l.starts_with(&format!("Some({import:?}) Some({url:?}) Some({line}) {url} line {line}: table prices_er holds key (sku) = (a)"))),
+            "{letters:#?}"
+        );
+    }
     // `sluice status ID` names it, with its file and line.
     let out = p.cli(&["status", &second.import_id]).await;
     let said = String::from_utf8_lossy(&out.stdout);

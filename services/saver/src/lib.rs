@@ -98,6 +98,8 @@ pub struct Saver {
     specs: Option<PinnedSpecs>,
     /// `rows.` in the deployment's namespace: where their rows come.
     rows_subjects: String,
+    /// Where rows the `error` policy refuses are dead-lettered.
+    letters: Option<(async_nats::jetstream::Context, sluice_messages::Namespace)>,
 }
 
 impl Saver {
@@ -106,15 +108,79 @@ impl Saver {
             database,
             specs: None,
             rows_subjects: sluice_messages::Namespace::default().rows(""),
+            letters: None,
         }
     }
 
     /// Saves the rows of imports run with a spec as `specs` say, taking
     /// them on `rows.>` in namespace `ns`.
-    pub fn with_specs(mut self, specs: PinnedSpecs, ns: &sluice_messages::Namespace) -> Self {
+    /// Refused rows are dead-lettered through `js`.
+    pub fn with_specs(
+        mut self,
+        specs: PinnedSpecs,
+        js: async_nats::jetstream::Context,
+        ns: &sluice_messages::Namespace,
+    ) -> Self {
         self.specs = Some(specs);
         self.rows_subjects = ns.rows("");
+        self.letters = Some((js, ns.clone()));
         self
+    }
+
+    /// Dead-letters the rows the `error` policy refused, each a `conflict`
+    /// letter naming its file and line, under an id of its message and
+    /// line: the batch's transaction commits only once they are stored, and
+    /// a batch written again (its first commit lost) sends the same ids,
+    /// which JetStream drops.
+    async fn dead_letter(
+        &self,
+        refused: &[rows::Refused],
+        import_id: &str,
+        table: &str,
+    ) -> Result<(), StageError> {
+        let Some((js, ns)) = &self.letters else {
+            return Ok(());
+        };
+        let mut acks = Vec::with_capacity(refused.len());
+        for r in refused {
+            let url = r.url.clone().unwrap_or_else(|| "the file".to_owned());
+            let letter = sluice_messages::DeadLetter {
+                stage: stage::SAVER.to_owned(),
+                kind: sluice_messages::DeadLetterKind::Conflict,
+                error: format!("{url} line {}: {}", r.line, r.reason),
+                import_id: Some(import_id.to_owned()),
+                subject: ns.rows(table),
+                body: None,
+                body_base64: None,
+                headers: Default::default(),
+                delivered: 1,
+                url: r.url.clone(),
+                line: Some(r.line),
+                time: sluice_stage::now(),
+                truncated: false,
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(sluice_messages::HEADER_IMPORT_ID, import_id);
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&letter).expect("letters encode").into())
+                .headers(headers)
+                .message_id(format!("{}/refused-line-{}", r.chunk_key, r.line));
+            let ack = js
+                .send_publish(ns.dead_letters(stage::SAVER), message)
+                .await
+                .map_err(|e| {
+                    StageError::outage(format!("cannot dead-letter a refused row: {e}"))
+                })?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| {
+                StageError::outage(format!(
+                    "JetStream did not store a refused row's letter: {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Writes the rows messages of a batch in one transaction, table by
@@ -164,8 +230,9 @@ impl Saver {
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
-        for (((_, _, import_id), group), spec) in groups.iter().zip(&specs_of) {
-            rows::write_group(&tx, spec, import_id, group).await?;
+        for (((_, table, import_id), group), spec) in groups.iter().zip(&specs_of) {
+            let refused = rows::write_group(&tx, spec, import_id, group).await?;
+            self.dead_letter(&refused, import_id, table).await?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))
     }

@@ -60,7 +60,11 @@ fn main() -> ExitCode {
             );
             let specs =
                 PinnedSpecs::open_when_needed(&saver.jetstream(), saver.namespace(), replicas);
-            let writer = Saver::new(database.clone()).with_specs(specs, saver.namespace());
+            let writer = Saver::new(database.clone()).with_specs(
+                specs,
+                saver.jetstream(),
+                saver.namespace(),
+            );
             tokio::try_join!(
                 saver.run_sink(writer, options),
                 tracker.run_sink(Tracker::new(database), options),

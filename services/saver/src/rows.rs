@@ -156,14 +156,25 @@ struct Report {
     key: String,
 }
 
+/// A row the `error` policy refused, for its dead letter.
+pub(crate) struct Refused {
+    /// The message it came in.
+    pub chunk_key: String,
+    pub url: Option<String>,
+    pub line: u64,
+    /// Why, with the table and the key.
+    pub reason: String,
+}
+
 /// Writes every message of `chunks` (all of one import and one table) in
-/// `tx`, which holds the table's turn.
+/// `tx`, taking the table's turn for keys it holds; returns the rows the
+/// `error` policy refused.
 pub(crate) async fn write_group(
     tx: &Transaction<'_>,
     spec: &StoredSpec,
     import_id: &str,
     chunks: &[&RowChunk],
-) -> Result<(), StageError> {
+) -> Result<Vec<Refused>, StageError> {
     let table = Table::of(spec, &chunks[0].batch)?;
     // A message recorded already was written whole: it changes nothing.
     let keys: Vec<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
@@ -184,7 +195,7 @@ pub(crate) async fn write_group(
         .filter(|c| !done.contains(&c.key))
         .collect();
     if chunks.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     for chunk in &chunks {
         let b = &chunk.batch;
@@ -264,8 +275,9 @@ pub(crate) async fn write_group(
         }
     }
     if left.is_empty() {
-        record_reports(tx, &table, import_id, &chunks, &reports).await?;
-        return record_chunks(tx, &table, import_id, &chunks, &counts).await;
+        let recorded = record_reports(tx, &table, import_id, &chunks, &reports).await?;
+        record_chunks(tx, &table, import_id, &chunks, &counts).await?;
+        return Ok(refused(&table, &chunks, &reports[..recorded]));
     }
     // The rest meet rows already there: decided in the table's turn, so
     // each writer sees what the one before it committed.
@@ -342,8 +354,27 @@ pub(crate) async fn write_group(
     }
 
     insert(tx, &table, import_id, &writes, Mode::Overwrite).await?;
-    record_reports(tx, &table, import_id, &chunks, &reports).await?;
-    record_chunks(tx, &table, import_id, &chunks, &counts).await
+    let recorded = record_reports(tx, &table, import_id, &chunks, &reports).await?;
+    record_chunks(tx, &table, import_id, &chunks, &counts).await?;
+    Ok(refused(&table, &chunks, &reports[..recorded]))
+}
+
+/// The refused rows among `reports` (those recorded: as many letters as
+/// names, all counted).
+fn refused(table: &Table, chunks: &[&RowChunk], reports: &[Report]) -> Vec<Refused> {
+    reports
+        .iter()
+        .filter(|r| r.kind == "refused")
+        .map(|r| Refused {
+            chunk_key: chunks[r.chunk].key.clone(),
+            url: chunks[r.chunk].batch.url.clone(),
+            line: r.line,
+            reason: format!(
+                "table {} holds key {} already (conflict policy error: the row is refused)",
+                table.name, r.key
+            ),
+        })
+        .collect()
 }
 
 /// A decimal in one form: no sign for zero, no leading zeros, no trailing
@@ -523,16 +554,16 @@ async fn insert(
 }
 
 /// Records the rows reported, up to [`RECORDED_PER_IMPORT`] per import and
-/// table (all are counted).
+/// table (all are counted); returns how many of the first were recorded.
 async fn record_reports(
     tx: &Transaction<'_>,
     table: &Table,
     import_id: &str,
     chunks: &[&RowChunk],
     reports: &[Report],
-) -> Result<(), StageError> {
+) -> Result<usize, StageError> {
     if reports.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let recorded: i64 = tx
         .query_one(
@@ -546,7 +577,7 @@ async fn record_reports(
     let room = (RECORDED_PER_IMPORT - recorded).max(0) as usize;
     let reports = &reports[..reports.len().min(room)];
     if reports.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let kinds: Vec<&str> = reports.iter().map(|r| r.kind).collect();
     let files: Vec<&str> = reports
@@ -563,7 +594,7 @@ async fn record_reports(
     )
     .await
     .map_err(|e| db_error("record reports", &e))?;
-    Ok(())
+    Ok(reports.len())
 }
 
 /// Records each message as saved, with what became of its rows.

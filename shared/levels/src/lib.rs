@@ -137,6 +137,7 @@ impl LevelFiles {
                 .map(|c| c.name.to_owned())
                 .collect(),
             path: task.path.clone(),
+            url: Some(shown.clone()),
             lines: Vec::new(),
             rows: Vec::new(),
         });

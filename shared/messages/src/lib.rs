@@ -224,6 +224,10 @@ pub struct RowBatch {
     pub columns: Vec<String>,
     /// The file lines of the rows the file descends from, root first.
     pub path: Vec<u64>,
+    /// The file the rows come from, redacted for display (letters and
+    /// reports name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Each row's file line, in the order of `rows`.
     pub lines: Vec<u64>,
     /// The rows: one value per column (`null`: NULL).
@@ -285,6 +289,10 @@ pub enum DeadLetterKind {
     Exhausted,
     /// One row of a CSV file was unusable; the rest of the file was processed.
     MalformedRow,
+    /// One row its table's conflict policy `error` refused: its key is held
+    /// at another file position of the import, or by another import with
+    /// other values. A report (`url`, `line`), not a message to replay.
+    Conflict,
 }
 
 impl DeadLetterKind {
@@ -294,6 +302,7 @@ impl DeadLetterKind {
             DeadLetterKind::Permanent => "permanent",
             DeadLetterKind::Exhausted => "exhausted",
             DeadLetterKind::MalformedRow => "malformed-row",
+            DeadLetterKind::Conflict => "conflict",
         }
     }
 }
