@@ -46,7 +46,7 @@ struct FilterArgs {
     /// Only this stage's: importer, fetcher or saver.
     #[arg(long, value_parser = ["importer", "fetcher", "saver"])]
     stage: Option<String>,
-    /// Only this kind: permanent, exhausted or malformed-row.
+    /// Only this kind: permanent, exhausted, malformed-row or conflict.
     #[arg(long, value_parser = parse_kind)]
     kind: Option<DeadLetterKind>,
 }
