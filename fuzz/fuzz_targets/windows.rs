@@ -14,7 +14,7 @@ fuzz_target!(|input: (u8, Vec<u8>)| {
     let (size, rows) = input;
     let n = u64::from(size.max(1));
     // Each byte a row: 0 a malformed one, any other a valid one.
-    let mut windows = Windows::new(n);
+    let mut windows: Windows<Transaction> = Windows::new(n);
     let mut out = Vec::new();
     for (i, &byte) in rows.iter().enumerate() {
         out.extend(windows.next_row());
@@ -36,12 +36,12 @@ fuzz_target!(|input: (u8, Vec<u8>)| {
         assert_eq!(window.index, w as u64);
         let (first, last) = (1 + window.index * n, (window.index + 1) * n);
         assert_eq!(window_position(window.index, n), format!("rows-{first}-{last}"));
-        for t in &window.transactions {
+        for t in &window.rows {
             // Row i (0-based) is row i + 1 of the file's rows.
             let row = t.id as u64 + 1;
             assert!((first..=last).contains(&row), "row {row} in {first}-{last}");
         }
-        valid.extend(window.transactions.iter().map(|t| t.id));
+        valid.extend(window.rows.iter().map(|t| t.id));
     }
     let expected: Vec<i64> = (0..rows.len() as i64).filter(|&i| rows[i as usize] != 0).collect();
     assert_eq!(valid, expected);
