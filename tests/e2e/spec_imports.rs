@@ -485,3 +485,51 @@ async fn killing_every_service_mid_import_of_three_levels_leaves_exact_tables() 
     assert_eq!(p.completion_count(&id).await, 1);
     p.stop().await;
 }
+
+/// A UTF-16 file (declared so) with one unpaired surrogate: one
+/// malformed-row letter naming its line and field, every other row loaded
+/// exactly, umlauts and `€` included.
+#[tokio::test]
+async fn a_byte_its_declared_encoding_cannot_hold_rejects_its_row_only() {
+    let p = Pipeline::builder("spec-utf16").start().await;
+    put(
+        &p,
+        "notes",
+        r#"
+name = "notes"
+root = "notes"
+[levels.notes]
+table = "notes"
+key = ["id"]
+csv = { encoding = "utf-16" }
+columns = [{ name = "id", type = "bigint" }, { name = "text", type = "text" }]
+"#,
+    )
+    .await;
+    let text = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_be_bytes).collect() };
+    let mut body = vec![0xFE, 0xFF];
+    body.extend(text("id,text\r\n1,Grüße 5 €\r\n2,bro"));
+    body.extend(0xDC00u16.to_be_bytes());
+    body.extend(text("ken\r\n3,fine\r\n"));
+    p.server.set("/notes.csv", Route::new(body));
+    let (event, said) = import(&p, "/notes.csv", "notes").await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{said}");
+    assert_eq!(
+        rows_of(&p, "SELECT id || '=' || text FROM notes ORDER BY id").await,
+        ["1=Grüße 5 €", "3=fine"]
+    );
+    let letters: Vec<String> = p
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| format!("{:?} {}", l.line, l.error))
+        .collect();
+    assert_eq!(
+        letters,
+        [format!(
+            "Some(3) {} line 3: field 2 holds bytes that are not UTF-16",
+            p.server.url("/notes.csv")
+        )]
+    );
+    p.stop().await;
+}

@@ -73,6 +73,8 @@ pub struct CsvFile {
     /// Fields every record must have; `None` for a file without a header.
     header_len: Option<usize>,
     trim: bool,
+    /// The declared encoding the body was decoded from, if not UTF-8.
+    decoded_from: Option<&'static str>,
     record: ByteRecord,
 }
 
@@ -208,6 +210,14 @@ impl CsvFile {
             header,
             header_len,
             trim: format.trim,
+            decoded_from: format
+                .encoding
+                .filter(|e| *e != encoding_rs::UTF_8)
+                .map(|e| match e {
+                    // Either byte order: the BOM decides.
+                    e if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE => "UTF-16",
+                    e => e.name(),
+                }),
             record: ByteRecord::new(),
         })
     }
@@ -269,6 +279,16 @@ impl CsvFile {
         for i in 0..count {
             let p = self.positions.as_ref().map_or(i, |positions| positions[i]);
             match std::str::from_utf8(&self.record[p]) {
+                Ok(text) if self.decoded_from.is_some() && text.contains(INVALID) => {
+                    return Ok(Some(Row::Malformed {
+                        line,
+                        reason: format!(
+                            "field {} holds bytes that are not {}",
+                            p + 1,
+                            self.decoded_from.unwrap_or("its encoding")
+                        ),
+                    }))
+                }
                 Ok(text) if self.trim => fields.push(text.trim()),
                 // Records end on '\n': a CRLF file's last field keeps its '\r'.
                 Ok(text) if p == last => fields.push(text.strip_suffix('\r').unwrap_or(text)),
@@ -365,9 +385,13 @@ fn csv_io_error(e: csv_async::Error) -> io::Error {
     }
 }
 
+/// Stands for bytes a declared encoding cannot hold: a noncharacter, which
+/// no text interchanged between programs contains.
+const INVALID: char = '\u{FDD0}';
+
 /// Decodes a body in `encoding` to UTF-8 as it streams (a BOM, if any,
 /// is dropped; UTF-16 reads its byte order from it). A byte sequence the
-/// encoding cannot hold becomes U+FFFD.
+/// encoding cannot hold becomes [`INVALID`], and its row a malformed one.
 fn decoded(body: Body, encoding: &'static encoding_rs::Encoding) -> Body {
     let decoder = Some(encoding.new_decoder());
     Box::pin(stream::unfold(
@@ -379,12 +403,26 @@ fn decoded(body: Body, encoding: &'static encoding_rs::Encoding) -> Body {
                 Some(Err(e)) => return Some((Err(e), (body, decoder))),
                 None => (Bytes::new(), true),
             };
-            let room = d
-                .max_utf8_buffer_length(input.len())
-                .unwrap_or(usize::MAX / 2);
-            let mut out = String::with_capacity(room);
-            // Room for the worst case: the whole input is always taken.
-            let (_, _, _) = d.decode_to_string(&input, &mut out, last);
+            let room = |d: &encoding_rs::Decoder, n| {
+                d.max_utf8_buffer_length_without_replacement(n)
+                    .unwrap_or(usize::MAX / 2)
+            };
+            let mut out = String::with_capacity(room(d, input.len()));
+            let mut rest = &input[..];
+            loop {
+                let (result, read) = d.decode_to_string_without_replacement(rest, &mut out, last);
+                rest = &rest[read..];
+                match result {
+                    encoding_rs::DecoderResult::InputEmpty => break,
+                    encoding_rs::DecoderResult::OutputFull => out.reserve(room(d, rest.len()) + 16),
+                    // Marked where it was, so the row holding it is refused
+                    // rather than stored with a guess.
+                    encoding_rs::DecoderResult::Malformed(_, _) => {
+                        out.reserve(INVALID.len_utf8() + room(d, rest.len()));
+                        out.push(INVALID);
+                    }
+                }
+            }
             let next = if last { None } else { decoder };
             Some((Ok(Bytes::from(out)), (body, next)))
         },
