@@ -265,16 +265,19 @@ fn sample_level<'a>(
 > {
     Box::pin(async move {
         let mut sample = sluice_spec::infer::Sample::default();
-        let mut bases = Vec::new();
+        // Each file's records, its first row included: whether that row is
+        // a header is decided from the first file.
+        let mut files = Vec::new();
         for (file, url) in urls.iter().take(args.files as usize).enumerate() {
             let (base, bytes) = downloader
                 .sample(url, usize::try_from(args.sample_size).unwrap_or(usize::MAX))
                 .await?;
-            let (text, encoding) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
+            let (text, encoding, invalid) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
             if file == 0 {
                 sample.url = sluice_messages::redact_file_url(url);
                 sample.delimiter = sluice_spec::infer::sniff_delimiter(&text);
                 sample.encoding = encoding;
+                sample.invalid_utf8 = invalid;
             }
             let mut reader = csv_async::AsyncReaderBuilder::new()
                 .delimiter(sample.delimiter as u8)
@@ -282,37 +285,41 @@ fn sample_level<'a>(
                 .has_headers(false)
                 .create_reader(text.as_bytes());
             let mut records = reader.records();
-            let mut first = true;
-            let mut read = 0;
-            while let Some(record) = futures_util::StreamExt::next(&mut records).await {
+            let mut rows = Vec::new();
+            // The first row may be a header: one more than the rows drafted from.
+            while rows.len() <= INFER_ROWS {
+                let Some(record) = futures_util::StreamExt::next(&mut records).await else {
+                    break;
+                };
                 let record = record.map_err(|e| {
                     anyhow!(
                         "cannot read {} as CSV: {e}",
                         sluice_messages::redact_file_url(url)
                     )
                 })?;
-                let fields: Vec<String> = record.iter().map(str::to_owned).collect();
-                if first {
-                    first = false;
-                    if file == 0 {
-                        sample.header = fields;
-                    }
-                    continue;
-                }
-                if read == INFER_ROWS {
-                    break;
-                }
-                read += 1;
-                sample.records.push(fields);
+                rows.push(record.iter().map(str::to_owned).collect::<Vec<String>>());
+            }
+            files.push((base, rows));
+        }
+        let Some(first) = files.first().and_then(|(_, rows)| rows.first()).cloned() else {
+            return Err(anyhow!(
+                "{} has no rows to draft a spec from",
+                sluice_messages::redact_file_url(&urls[0])
+            ));
+        };
+        sample.headerless = !sluice_spec::infer::has_header(&first, &files[0].1[1..]);
+        sample.header = match sample.headerless {
+            true => (1..=first.len()).map(|i| format!("column_{i}")).collect(),
+            false => first,
+        };
+        let mut bases = Vec::new();
+        for (file, (base, rows)) in files.into_iter().enumerate() {
+            let skip = usize::from(!sample.headerless);
+            for row in rows.into_iter().skip(skip).take(INFER_ROWS) {
+                sample.records.push(row);
                 sample.files.push(file);
                 bases.push(base.clone());
             }
-        }
-        if sample.header.is_empty() {
-            return Err(anyhow!(
-                "{} has no header row to draft a spec from",
-                sluice_messages::redact_file_url(&urls[0])
-            ));
         }
         if depth < INFER_DEPTH {
             for column in 0..sample.header.len() {
@@ -353,60 +360,37 @@ fn sample_level<'a>(
     })
 }
 
-/// The sample as text, and the encoding it was read in: UTF-16 after its
-/// byte order mark, UTF-8 (a byte order mark dropped), else Windows-1252's
-/// Latin-1 subset. A sample cut short loses its last, partial line.
-fn decoded(bytes: &[u8], cut: bool) -> (String, sluice_spec::Encoding) {
+/// The sample as text, the encoding it was read in, and how many of its
+/// bytes are not UTF-8 though the rest is: UTF-16 after its byte order
+/// mark; UTF-8 (a byte order mark dropped) when its bytes are, or when its
+/// valid multi-byte characters outnumber the bytes that are not (a stray
+/// bad byte, whose rows will be refused); else Windows-1252. A sample cut
+/// short loses its last, partial line.
+fn decoded(bytes: &[u8], cut: bool) -> (String, sluice_spec::Encoding, usize) {
+    use sluice_download::encoding_rs::{Encoding as Charset, UTF_8, WINDOWS_1252};
     use sluice_spec::Encoding;
-    let utf16 = match bytes {
-        [0xFF, 0xFE, rest @ ..] => Some((rest, true)),
-        [0xFE, 0xFF, rest @ ..] => Some((rest, false)),
-        _ => None,
+    let whole_lines = |text: &str| match (cut, text.rfind('\n')) {
+        (true, Some(end)) => text[..=end].to_owned(),
+        _ => text.to_owned(),
     };
-    if let Some((rest, little)) = utf16 {
-        let units = rest.chunks_exact(2).map(|p| match little {
-            true => u16::from_le_bytes([p[0], p[1]]),
-            false => u16::from_be_bytes([p[0], p[1]]),
-        });
-        let text: String = char::decode_utf16(units)
-            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-            .collect();
-        let text = match (cut, text.rfind('\n')) {
-            (true, Some(end)) => text[..=end].to_owned(),
-            _ => text,
-        };
-        return (text, Encoding::Utf16);
+    if let Some((utf16, bom)) = Charset::for_bom(bytes).filter(|(e, _)| *e != UTF_8) {
+        let (text, _) = utf16.decode_without_bom_handling(&bytes[bom..]);
+        return (whole_lines(&text), Encoding::Utf16, 0);
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let bytes = match (cut, bytes.iter().rposition(|b| *b == b'\n')) {
         (true, Some(end)) => &bytes[..=end],
         _ => bytes,
     };
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_owned(), Encoding::Utf8),
-        // A cut inside a multi-byte character is UTF-8 all the same.
-        Err(e) if cut && e.error_len().is_none() => (
-            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
-            Encoding::Utf8,
-        ),
-        Err(_) => (
-            bytes.iter().map(|b| windows_1252(*b)).collect(),
-            Encoding::Windows1252,
-        ),
+    let (text, invalid) = UTF_8.decode_without_bom_handling(bytes);
+    if !invalid {
+        return (text.into_owned(), Encoding::Utf8, 0);
     }
-}
-
-/// A Windows-1252 byte as a character: Latin-1, but for 0x80 to 0x9F
-/// (`€`, curly quotes, dashes); the five bytes it leaves undefined stay
-/// as the control characters Latin-1 has there.
-fn windows_1252(b: u8) -> char {
-    const HIGH: [char; 32] = [
-        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
-        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
-        'ž', 'Ÿ',
-    ];
-    match b {
-        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
-        _ => char::from(b),
+    let bad = text.matches(char::REPLACEMENT_CHARACTER).count();
+    let good = text.chars().filter(|c| !c.is_ascii()).count() - bad;
+    if good > bad {
+        return (text.into_owned(), Encoding::Utf8, bad);
     }
+    let (text, _) = WINDOWS_1252.decode_without_bom_handling(bytes);
+    (text.into_owned(), Encoding::Windows1252, 0)
 }

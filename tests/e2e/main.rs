@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod contract;
 mod creds;
+mod dialects;
 mod hostile;
 mod lifecycle;
 mod misconfigured;

@@ -44,7 +44,7 @@ pub(crate) async fn import(p: &Pipeline, path: &str, spec: &str) -> (ImportCompl
 }
 
 /// Every row of `table` as text, ordered.
-async fn rows_of(p: &Pipeline, sql: &str) -> Vec<String> {
+pub(crate) async fn rows_of(p: &Pipeline, sql: &str) -> Vec<String> {
     p.sandbox
         .db()
         .await

@@ -31,6 +31,10 @@ pub struct CsvFormat {
     pub trim: bool,
     /// The text encoding; UTF-8 (a BOM or not) when `None`.
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// Whether [`Record::quoted`] tells which fields were quoted (`"NA"`
+    /// is text where `NA` means NULL). It costs a pass over the bytes, so
+    /// only files whose spec declares NULL markers ask for it.
+    pub quoted_fields: bool,
 }
 
 impl Default for CsvFormat {
@@ -44,6 +48,7 @@ impl Default for CsvFormat {
             comment: None,
             trim: false,
             encoding: None,
+            quoted_fields: false,
         }
     }
 }
@@ -75,7 +80,11 @@ pub struct CsvFile {
     trim: bool,
     /// The declared encoding the body was decoded from, if not UTF-8.
     decoded_from: Option<&'static str>,
+    /// Whether fields carry the marks of [`Marking`].
+    marked: bool,
     record: ByteRecord,
+    /// Which of the last row's fields were quoted (when `marked`).
+    quoted: Vec<bool>,
 }
 
 /// One row of a CSV file.
@@ -92,6 +101,7 @@ pub enum Row<'a> {
 pub struct Record<'a> {
     line: u64,
     fields: Vec<&'a str>,
+    quoted: &'a [bool],
 }
 
 impl<'a> Record<'a> {
@@ -108,6 +118,12 @@ impl<'a> Record<'a> {
     /// Every field handed out, in order.
     pub fn fields(&self) -> &[&'a str] {
         &self.fields
+    }
+
+    /// Which fields were quoted, in the order of [`Record::fields`]; empty
+    /// unless the format asked for [`CsvFormat::quoted_fields`].
+    pub fn quoted(&self) -> &[bool] {
+        self.quoted
     }
 }
 
@@ -142,7 +158,7 @@ impl CsvFile {
         };
         let lines = LineIndex::default();
         let escape = format.backslash_escape.then_some(b'\\');
-        let body = blank_lines(body, format.skip_lines, format.comment, format);
+        let body = marked_and_blanked(body, format);
         let body = lines.watch(body);
         let mut reader = AsyncReaderBuilder::new()
             .has_headers(format.header)
@@ -166,7 +182,10 @@ impl CsvFile {
                 .clone();
             let names: Vec<String> = fields
                 .iter()
-                .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+                .map(|h| {
+                    let name = String::from_utf8_lossy(h);
+                    unmarked(&name, format.quoted_fields).0.trim().to_owned()
+                })
                 .collect();
             // A lone CR (or a quoted line break) inside the header would make
             // every row part of it: the columns might match, and no row be read.
@@ -218,7 +237,9 @@ impl CsvFile {
                     e if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE => "UTF-16",
                     e => e.name(),
                 }),
+            marked: format.quoted_fields,
             record: ByteRecord::new(),
+            quoted: Vec::new(),
         })
     }
 
@@ -276,9 +297,17 @@ impl CsvFile {
         let last = self.record.len().saturating_sub(1);
         let count = self.positions.as_ref().map_or(self.record.len(), Vec::len);
         let mut fields = Vec::with_capacity(count);
+        self.quoted.clear();
         for i in 0..count {
             let p = self.positions.as_ref().map_or(i, |positions| positions[i]);
-            match std::str::from_utf8(&self.record[p]) {
+            let text = std::str::from_utf8(&self.record[p]).map(|text| {
+                let (text, quoted) = unmarked(text, self.marked);
+                if self.marked {
+                    self.quoted.push(quoted);
+                }
+                text
+            });
+            match text {
                 Ok(text) if self.decoded_from.is_some() && text.contains(INVALID) => {
                     return Ok(Some(Row::Malformed {
                         line,
@@ -301,7 +330,11 @@ impl CsvFile {
                 }
             }
         }
-        Ok(Some(Row::Record(Record { line, fields })))
+        Ok(Some(Row::Record(Record {
+            line,
+            fields,
+            quoted: &self.quoted,
+        })))
     }
 }
 
@@ -429,24 +462,45 @@ fn decoded(body: Body, encoding: &'static encoding_rs::Encoding) -> Body {
     ))
 }
 
-/// Empties the first `skip` lines of a body (a title, a banner) and every
-/// comment line (one starting with `comment` outside quotes), keeping their
-/// line ends: the parser skips empty lines, and line numbers stay those of
-/// the file. Quotes are followed as the parser reads them: a quote opens a
-/// quoted field only at the start of a field.
-fn blank_lines(body: Body, skip: u64, comment: Option<u8>, format: &CsvFormat) -> Body {
-    if skip == 0 && comment.is_none() {
+/// Opens a quoted field's text with this mark (a noncharacter, which no
+/// text interchanged between programs holds), so the reader can tell `"NA"`
+/// from `NA` after the parser has dropped the quotes.
+const QUOTED: char = '\u{FDD1}';
+/// Opens an unquoted field that starts as a mark would (its first byte is
+/// 0xEF), so a field that truly starts with one is read back unchanged.
+const LITERAL: char = '\u{FDD2}';
+
+/// A field's text without its mark, and whether it was quoted.
+fn unmarked(text: &str, marked: bool) -> (&str, bool) {
+    if !marked {
+        return (text, false);
+    }
+    match text.strip_prefix(QUOTED) {
+        Some(rest) => (rest, true),
+        None => (text.strip_prefix(LITERAL).unwrap_or(text), false),
+    }
+}
+
+/// Empties the first `skip_lines` lines of a body (a title, a banner) and
+/// every comment line (one starting with `comment` outside quotes), keeping
+/// their line ends: the parser skips empty lines, and line numbers stay
+/// those of the file. With `quoted_fields`, marks each field's start (see
+/// [`QUOTED`]). Quotes are followed as the parser reads them: a quote opens
+/// a quoted field only at the start of a field.
+fn marked_and_blanked(body: Body, format: &CsvFormat) -> Body {
+    if format.skip_lines == 0 && format.comment.is_none() && !format.quoted_fields {
         return body;
     }
-    let mut state = Blanking {
-        skip,
-        comment,
+    let mut state = Marking {
+        skip: format.skip_lines,
+        comment: format.comment,
         quote: format.quote,
         delimiter: format.delimiter,
         backslash: format.backslash_escape,
+        mark: format.quoted_fields,
         field_start: true,
         line_start: true,
-        blanking: skip > 0,
+        blanking: format.skip_lines > 0,
         quoted: false,
         closing: false,
         escaped: false,
@@ -454,12 +508,13 @@ fn blank_lines(body: Body, skip: u64, comment: Option<u8>, format: &CsvFormat) -
     Box::pin(body.map_ok(move |chunk| state.filter(&chunk)))
 }
 
-struct Blanking {
+struct Marking {
     skip: u64,
     comment: Option<u8>,
     quote: u8,
     delimiter: u8,
     backslash: bool,
+    mark: bool,
     field_start: bool,
     line_start: bool,
     blanking: bool,
@@ -469,9 +524,13 @@ struct Blanking {
     escaped: bool,
 }
 
-impl Blanking {
+impl Marking {
     fn filter(&mut self, chunk: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(chunk.len());
+        let mut quoted_mark = [0; 4];
+        let quoted_mark = QUOTED.encode_utf8(&mut quoted_mark).as_bytes();
+        let mut literal_mark = [0; 4];
+        let literal_mark = LITERAL.encode_utf8(&mut literal_mark).as_bytes();
+        let mut out = BytesMut::with_capacity(chunk.len() + chunk.len() / 8);
         for &b in chunk {
             if self.blanking
                 || (self.line_start && !self.quoted && self.skip == 0 && Some(b) == self.comment)
@@ -486,6 +545,7 @@ impl Blanking {
                 }
                 continue;
             }
+            let mut mark: &[u8] = &[];
             if self.closing {
                 self.closing = false;
                 if b != self.quote {
@@ -505,11 +565,18 @@ impl Blanking {
                 }
             } else if self.field_start && b == self.quote {
                 self.quoted = true;
+                if self.mark {
+                    mark = quoted_mark;
+                }
+            } else if self.field_start && self.mark && b == literal_mark[0] {
+                out.extend_from_slice(literal_mark);
             }
             let outside = !self.quoted || self.closing;
             self.line_start = b == b'\n' && outside;
             self.field_start = (b == b'\n' || b == self.delimiter) && outside;
             out.extend_from_slice(&[b]);
+            // Inside the quote, so the mark is part of the field's text.
+            out.extend_from_slice(mark);
         }
         out.freeze()
     }
@@ -693,13 +760,63 @@ mod tests {
         let mut rows = vec![];
         while let Some(row) = file.next_row().await.unwrap() {
             match row {
-                Row::Record(r) => {
-                    rows.push((r.line(), r.fields().iter().map(|f| f.to_string()).collect()))
-                }
+                // A field the reader says was quoted is shown «so».
+                Row::Record(r) => rows.push((
+                    r.line(),
+                    r.fields()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| match r.quoted().get(i) {
+                            Some(true) => format!("«{f}»"),
+                            _ => f.to_string(),
+                        })
+                        .collect(),
+                )),
                 Row::Malformed { line, reason } => rows.push((line, vec![reason])),
             }
         }
         (header, rows)
+    }
+
+    #[tokio::test]
+    async fn quoted_fields_are_told_apart_and_read_back_unchanged() {
+        let data = "id,\"code\",note\r\n1,\"NA\",NA\r\n2,NA,\"a \"\"b\"\"\"\n3,\u{FDD1}x,\"\u{FDD2}y\"\n4,\"\",\u{FEFF}z\n5,x\"NA\",\"\"\"\"\n";
+        let format = CsvFormat {
+            quoted_fields: true,
+            ..CsvFormat::default()
+        };
+        let (header, rows) = formatted(data.as_bytes().to_vec(), format.clone()).await;
+        assert_eq!(header, ["id", "code", "note"]);
+        let row = |line, fields: &[&str]| (line, fields.iter().map(|f| f.to_string()).collect());
+        assert_eq!(
+            rows,
+            [
+                row(2, &["1", "«NA»", "NA"]),
+                row(3, &["2", "NA", "«a \"b\"»"]),
+                // Fields that truly start as a mark would keep it.
+                row(4, &["3", "\u{FDD1}x", "«\u{FDD2}y»"]),
+                row(5, &["4", "«»", "\u{FEFF}z"]),
+                row(6, &["5", "x\"NA\"", "«\"»"]),
+            ]
+        );
+        // Trimmed, with another delimiter and quote, and a comment line.
+        let data = "# c\n1; 'NA' ;NA\n2;'x;y';'it''s'\n";
+        let format = CsvFormat {
+            delimiter: b';',
+            quote: b'\'',
+            header: false,
+            comment: Some(b'#'),
+            trim: true,
+            ..format
+        };
+        let (_, rows) = formatted(data.as_bytes().to_vec(), format).await;
+        assert_eq!(
+            rows,
+            [
+                row(2, &["1", "'NA'", "NA"]),
+                row(3, &["2", "«x;y»", "«it's»"]),
+            ]
+        );
     }
 
     #[tokio::test]

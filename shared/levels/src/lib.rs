@@ -68,6 +68,7 @@ pub fn csv_format(dialect: &Dialect) -> CsvFormat {
                 Some(sluice_download::encoding_rs::WINDOWS_1252)
             }
         },
+        quoted_fields: false,
     }
 }
 
@@ -116,7 +117,14 @@ impl LevelFiles {
         // A busy host makes this file wait, not the files behind it.
         let reserved = out.without_slot(downloader.reserve(&task.url)).await?;
         let mut file = downloader
-            .open_formatted(reserved, &csv_format(&level.csv), Columns::All)
+            .open_formatted(
+                reserved,
+                &CsvFormat {
+                    quoted_fields: spec.spec.has_null_markers(level),
+                    ..csv_format(&level.csv)
+                },
+                Columns::All,
+            )
             .await?;
         let shown = file.shown_url();
         let reader = LevelReader::new(&spec.spec, &task.level, file.header())
@@ -161,7 +169,7 @@ impl LevelFiles {
                 }
             };
             let line = record.line();
-            let read = match reader.read(record.fields(), &[], &task.inherited) {
+            let read = match reader.read(record.fields(), record.quoted(), &task.inherited) {
                 Ok(read) => read,
                 Err(e) => {
                     out.reject_row(&shown, line, e).await?;

@@ -458,6 +458,19 @@ impl Spec {
                 column.kind.as_str()
             ));
         }
+        if let Some(zone) = &column.timezone {
+            match column.kind {
+                ColumnType::Timestamptz => {
+                    if let Err(e) = crate::values::time_zone(zone) {
+                        say(format!("{at}: {e}"));
+                    }
+                }
+                other => say(format!(
+                    "{at}: a timezone is for timestamptz columns, not {}",
+                    other.as_str()
+                )),
+            }
+        }
         if let Some(format) = &column.format {
             match column.kind {
                 ColumnType::Date | ColumnType::Timestamptz => {
@@ -482,6 +495,9 @@ const THOUSANDS: [&str; 5] = [",", ".", " ", "'", "_"];
 
 /// A level's dialect: each setting one of the forms files really come in.
 fn check_dialect(name: &str, csv: &crate::Dialect, say: &mut impl FnMut(String)) {
+    if let Some(Err(e)) = csv.timezone.as_deref().map(crate::values::time_zone) {
+        say(format!("level {name}: csv.{e}"));
+    }
     if !DELIMITERS.contains(&csv.delimiter.as_str()) {
         say(format!(
             "level {name}: csv.delimiter {:?} is not one of \",\" \";\" \"\\t\" \"|\"",

@@ -15,8 +15,14 @@ use std::collections::HashSet;
 pub struct Sample {
     /// Where it came from (shown in the draft; redacted by the caller).
     pub url: String,
-    /// The header row.
+    /// The header row; for a file without one ([`Sample::headerless`]),
+    /// a name per column (`column_1`, …).
     pub header: Vec<String>,
+    /// Whether the files have no header row (see [`has_header`]).
+    pub headerless: bool,
+    /// Bytes of the sample that are not UTF-8 though the rest is (read as
+    /// UTF-8 all the same: their rows will be refused, not misread).
+    pub invalid_utf8: usize,
     /// The rows read, each as many fields as it had.
     pub records: Vec<Vec<String>>,
     /// Which sampled file each record came from (a level's sample may
@@ -72,6 +78,52 @@ pub fn sniff_delimiter(text: &str) -> char {
     best.0
 }
 
+/// Whether a file's first row names its columns: not when, in a column
+/// whose other values all read as a number, date, timestamp or the like,
+/// the first row's field reads as one too (a header says `amount`, not
+/// `12.50`). A file of text columns only is taken to have a header.
+pub fn has_header(first: &[String], rows: &[Vec<String>]) -> bool {
+    if rows.is_empty() {
+        return true;
+    }
+    !first.iter().enumerate().any(|(i, field)| {
+        let field = field.trim();
+        let values: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.get(i).map(|v| v.trim()))
+            .filter(|v| !v.is_empty() && !MARKERS.contains(v))
+            .collect();
+        let g = guess(&values);
+        !field.is_empty()
+            && g.kind != "text"
+            && drafted(&g).is_some_and(|(column, rules)| {
+                crate::values::read(&column, field, false, &rules).is_ok()
+            })
+    })
+}
+
+/// The column `g` drafts, with the rules it is read by (`None`: the draft
+/// is no column).
+fn drafted(g: &Guess) -> Option<(crate::Column, crate::values::Rules)> {
+    let toml = format!("name = \"x\"\ntype = {:?}\n{}", g.kind, g.extra.join("\n"));
+    let column = toml::from_str::<crate::Column>(&toml).ok()?;
+    let rules = crate::values::Rules {
+        decimal: column
+            .decimal
+            .as_deref()
+            .and_then(|d| d.chars().next())
+            .unwrap_or('.'),
+        thousands: column.thousands.as_deref().and_then(|t| t.chars().next()),
+        format: crate::values::format_of(&column),
+        zone: column
+            .timezone
+            .as_deref()
+            .and_then(|z| crate::values::time_zone(z).ok()),
+        ..Default::default()
+    };
+    Some((column, rules))
+}
+
 /// Markers that mean NULL in exports (R, PostgreSQL, SQL dumps).
 const MARKERS: [&str; 6] = ["NA", "N/A", "NULL", "null", "\\N", "NaN"];
 
@@ -107,6 +159,7 @@ fn is_number(v: &str, decimal: char, thousands: Option<char>) -> bool {
         precision: None,
         scale: None,
         format: None,
+        timezone: None,
         save: true,
         position: None,
         null: None,
@@ -132,18 +185,8 @@ fn guess(values: &[&str]) -> Guess {
     if g.kind == "text" {
         return g;
     }
-    let toml = format!("name = \"x\"\ntype = {:?}\n{}", g.kind, g.extra.join("\n"));
-    let Ok(column) = toml::from_str::<crate::Column>(&toml) else {
+    let Some((column, rules)) = drafted(&g) else {
         return g;
-    };
-    let rules = crate::values::Rules {
-        decimal: column
-            .decimal
-            .as_deref()
-            .and_then(|d| d.chars().next())
-            .unwrap_or('.'),
-        thousands: column.thousands.as_deref().and_then(|t| t.chars().next()),
-        ..Default::default()
     };
     match values
         .iter()
@@ -264,6 +307,23 @@ fn unchecked_guess(values: &[&str]) -> Guess {
             Vec::new(),
             format!("RFC 3339 timestamps ({})", sure(n)),
         );
+    }
+    let local = time::macros::format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    if values
+        .iter()
+        .all(|v| time::PrimitiveDateTime::parse(v, &local).is_ok())
+    {
+        return Guess {
+            kind: "timestamptz",
+            extra: vec!["timezone = \"UTC\"".into()],
+            note: format!("timestamps without an offset ({})", sure(n)),
+            question: Some(
+                "in which time zone were these times written? The file does not say: keep UTC, or write the zone's name (\"Europe/Berlin\") or offset (\"+01:00\")".into(),
+            ),
+        };
     }
     if let Some(g) = slashed_dates(values) {
         return g;
@@ -665,6 +725,9 @@ fn write_level(
         }
         fields.push(format!("type = {}", quoted(c.guess.kind)));
         fields.extend(c.guess.extra.iter().cloned());
+        if sample.headerless {
+            fields.push(format!("position = {}", i + 1));
+        }
         if links.contains(&i) {
             fields.push("save = false".into());
         }
@@ -690,8 +753,12 @@ fn write_level(
     if !child_links.is_empty() {
         out.push_str(&format!("children = [{}]\n", child_links.join(", ")));
     }
-    if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 {
+    if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 || sample.headerless
+    {
         out.push_str(&format!("\n[levels.{}.csv]\n", level.name));
+        if sample.headerless {
+            out.push_str("# The first row reads as data (values of the types below): no header row.\nheader = false\n");
+        }
         if sample.delimiter != ',' {
             out.push_str(&format!(
                 "delimiter = {}\n",
@@ -707,6 +774,12 @@ fn write_level(
             ),
             crate::Encoding::Utf8 => {}
         }
+    }
+    if sample.invalid_utf8 > 0 {
+        out.push_str(&format!(
+            "# UTF-8 (the default), though {} byte(s) of the sample are not: their rows will be refused, not misread.\n",
+            sample.invalid_utf8
+        ));
     }
     key
 }
@@ -743,6 +816,8 @@ mod tests {
                 .map(|r| r.iter().map(|f| f.to_string()).collect())
                 .collect(),
             files: Vec::new(),
+            headerless: false,
+            invalid_utf8: 0,
             delimiter,
             encoding: crate::Encoding::Utf8,
             children: Vec::new(),
@@ -754,6 +829,53 @@ mod tests {
         assert_eq!(sniff_delimiter("a;b;c\n1;2,5;x\n2;3,5;y\n"), ';');
         assert_eq!(sniff_delimiter("a,b\n1,\"x;y\"\n"), ',');
         assert_eq!(sniff_delimiter("a\tb\n1\t2\n"), '\t');
+    }
+
+    #[test]
+    fn a_first_row_of_data_is_no_header() {
+        let rows = |r: &[&[&str]]| -> Vec<Vec<String>> {
+            r.iter().map(|r| r.iter().map(|f| f.to_string()).collect()).collect()
+        };
+        let data = rows(&[&["2", "Bob", "3,00"], &["3", "Cy", "4,50"]]);
+        let first = |r: &[&str]| r.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert!(!has_header(&first(&["1", "Ann", "12,50"]), &data));
+        assert!(has_header(&first(&["id", "name", "amount"]), &data));
+        // Text only: a header is the likelier reading.
+        assert!(has_header(&first(&["Ann", "x"]), &rows(&[&["Bob", "y"]])));
+
+        let mut s = sample("http://h/people.tsv", '\t', &["column_1", "column_2", "column_3"], &[
+            &["1", "Ann", "12,50"],
+            &["2", "Bob", "3,00"],
+        ]);
+        s.headerless = true;
+        let draft = draft("people", &s);
+        let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+        let level = &spec.levels["people"];
+        assert!(!level.csv.header, "{draft}");
+        assert_eq!(level.columns[2].position, Some(3));
+    }
+
+    #[test]
+    fn an_r_export_drafts_markers_and_asks_for_the_time_zone() {
+        let s = sample(
+            "http://h/flights.csv",
+            ',',
+            &["id", "carrier", "delay", "departed"],
+            &[
+                &["1", "NA", "NA", "2013-01-01 05:17:00"],
+                &["2", "UA", "-4", "NA"],
+                &["3", "C:\\x", "12", "2013-01-01T06:00"],
+            ],
+        );
+        let draft = draft("flights", &s);
+        let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
+        assert_eq!(spec.null, ["NA"]);
+        let level = &spec.levels["flights"];
+        assert_eq!(level.columns[2].kind, crate::ColumnType::Bigint);
+        let departed = &level.columns[3];
+        assert_eq!(departed.kind, crate::ColumnType::Timestamptz);
+        assert_eq!(departed.timezone.as_deref(), Some("UTC"));
+        assert!(draft.contains("# QUESTION: in which time zone"), "{draft}");
     }
 
     #[test]
@@ -888,8 +1010,9 @@ mod tests {
             "{draft}"
         );
         let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));
-        let since = &spec.levels["places"].columns[1];
-        let rules = crate::values::Rules::default();
+        let level = &spec.levels["places"];
+        let since = &level.columns[1];
+        let rules = crate::values::Rules::of(&spec, level, since, false);
         assert_eq!(
             crate::values::read(since, "3/7/2026", false, &rules)
                 .unwrap()

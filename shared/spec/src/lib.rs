@@ -144,6 +144,11 @@ pub struct Dialect {
     /// space, `'` or `_`; a column may say otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thousands: Option<String>,
+    /// The time zone of timestamps written without an offset in this
+    /// level's files: an IANA name (`Europe/Berlin`), `UTC`, or an offset
+    /// (`+01:00`); a column may say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 impl Default for Dialect {
@@ -159,6 +164,7 @@ impl Default for Dialect {
             encoding: Encoding::Utf8,
             decimal: point(),
             thousands: None,
+            timezone: None,
         }
     }
 }
@@ -233,9 +239,13 @@ pub struct Column {
     /// `date` and `timestamptz`: the format of values other than ISO 8601
     /// dates and RFC 3339 timestamps, in the `time` crate's format
     /// description syntax (`[day]/[month]/[year]`); a timestamp without an
-    /// offset is UTC.
+    /// offset is in `timezone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// `timestamptz`: the time zone of values written without an offset,
+    /// instead of the level's `csv.timezone` (UTC when neither says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// Whether it is saved in the level's table (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub save: bool,
@@ -444,6 +454,18 @@ impl Spec {
     /// The level named `name`.
     pub fn level(&self, name: &str) -> Option<&Level> {
         self.levels.get(name)
+    }
+
+    /// Whether any column of `level` has a NULL marker (its own, or the
+    /// spec's): then its files must say which fields were quoted.
+    pub fn has_null_markers(&self, level: &Level) -> bool {
+        level.columns.iter().any(|c| {
+            c.null
+                .as_ref()
+                .unwrap_or(&self.null)
+                .iter()
+                .any(|m| !m.is_empty())
+        })
     }
 
     /// The level whose files link to `level`'s, with the link.

@@ -8,7 +8,10 @@
 //! parses. Anything else is refused here, with the column and the value,
 //! rather than by the database a batch later.
 
-use time::{format_description::well_known::Rfc3339, OffsetDateTime, PrimitiveDateTime};
+use time::{
+    format_description::{well_known::Rfc3339, OwnedFormatItem},
+    OffsetDateTime, PrimitiveDateTime,
+};
 
 use crate::{Column, ColumnType, Empty};
 
@@ -51,7 +54,7 @@ fn shown(field: &str) -> String {
 
 /// How one column's fields are read beyond its type: the spec's, level's
 /// and column's settings, resolved once per column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     /// Unquoted fields that mean NULL (the empty field is `empty`'s).
     pub nulls: Vec<String>,
@@ -62,6 +65,11 @@ pub struct Rules {
     /// Whether the column is part of a key (its table's, or a
     /// descendant's that comes from it): then it never reads as NULL.
     pub key: bool,
+    /// The column's `format`, parsed (dates and timestamps).
+    pub format: Option<OwnedFormatItem>,
+    /// The time zone of timestamps written without an offset, if one was
+    /// declared: then ISO 8601 date-times without an offset are read too.
+    pub zone: Option<jiff::tz::TimeZone>,
 }
 
 impl Default for Rules {
@@ -73,8 +81,40 @@ impl Default for Rules {
             decimal: '.',
             thousands: None,
             key: false,
+            format: None,
+            zone: None,
         }
     }
+}
+
+/// A column's `format`, parsed (`None` if it has none, or a bad one, which
+/// the spec's checks refuse).
+pub fn format_of(column: &Column) -> Option<OwnedFormatItem> {
+    column
+        .format
+        .as_deref()
+        .and_then(|f| time::format_description::parse_owned::<2>(f).ok())
+}
+
+/// A time zone by name: an IANA name (`Europe/Berlin`), `UTC`, or a fixed
+/// offset (`+01:00`, `-0530`).
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    let offset = time::macros::format_description!(
+        version = 2,
+        "[first [[offset_hour]:[offset_minute]] [[offset_hour][offset_minute]] [[offset_hour]]]"
+    );
+    if name.starts_with(['+', '-']) {
+        // Zones on Earth are at most 14 hours from UTC.
+        return time::UtcOffset::parse(name, &offset)
+            .ok()
+            .filter(|o| o.whole_hours().abs() <= 14)
+            .and_then(|o| jiff::tz::Offset::from_seconds(o.whole_seconds()).ok())
+            .map(jiff::tz::TimeZone::fixed)
+            .ok_or_else(|| format!("timezone {name:?} is not an offset like +01:00"));
+    }
+    jiff::tz::TimeZone::get(name).map_err(|_| {
+        format!("timezone {name:?} is not a time zone: write an IANA name like \"Europe/Berlin\", \"UTC\", or an offset like \"+01:00\"")
+    })
 }
 
 impl Rules {
@@ -100,6 +140,13 @@ impl Rules {
                 None => level.csv.thousands.as_deref().and_then(one),
             },
             key,
+            format: format_of(column),
+            zone: column
+                .timezone
+                .as_deref()
+                .or(level.csv.timezone.as_deref())
+                .filter(|_| column.kind == crate::ColumnType::Timestamptz)
+                .and_then(|z| time_zone(z).ok()),
         }
     }
 }
@@ -159,10 +206,10 @@ pub fn read(
                 ))
             }
         },
-        ColumnType::Date => date(field, column.format.as_deref())
+        ColumnType::Date => date(field, rules.format.as_ref())
             .ok_or_else(|| fail(date_expected(column.format.as_deref())))?,
-        ColumnType::Timestamptz => timestamp(field, column.format.as_deref())
-            .ok_or_else(|| fail(timestamp_expected(column.format.as_deref())))?,
+        ColumnType::Timestamptz => timestamp(field, rules)
+            .ok_or_else(|| fail(timestamp_expected(column, rules)))?,
         ColumnType::Uuid => uuid::Uuid::try_parse(field)
             .map(|u| u.hyphenated().to_string())
             .map_err(|_| fail("a UUID".into()))?,
@@ -273,14 +320,11 @@ fn date_expected(format: Option<&str>) -> String {
 
 /// A date as `YYYY-MM-DD`, from ISO 8601 or the column's `format` (checked
 /// with the spec).
-fn date(field: &str, format: Option<&str>) -> Option<String> {
+fn date(field: &str, format: Option<&OwnedFormatItem>) -> Option<String> {
     let iso = time::macros::format_description!("[year]-[month]-[day]");
     let date = match format {
         None => time::Date::parse(field, &iso).ok()?,
-        Some(format) => {
-            let description = time::format_description::parse_borrowed::<2>(format).ok()?;
-            time::Date::parse(field, &description).ok()?
-        }
+        Some(format) => time::Date::parse(field, format).ok()?,
     };
     // PostgreSQL reads years 1 to 9999 as written; year 0 and earlier
     // would need BC.
@@ -290,24 +334,34 @@ fn date(field: &str, format: Option<&str>) -> Option<String> {
     date.format(&iso).ok()
 }
 
-fn timestamp_expected(format: Option<&str>) -> String {
-    match format {
-        None => "an RFC 3339 timestamp (2026-12-03T14:05:00Z)".to_owned(),
-        Some(f) => format!("a timestamp in the format {f}"),
+fn timestamp_expected(column: &Column, rules: &Rules) -> String {
+    match (&column.format, &rules.zone) {
+        (None, None) => "an RFC 3339 timestamp (2026-12-03T14:05:00Z)".to_owned(),
+        (None, Some(_)) => {
+            "an ISO 8601 timestamp (2026-12-03 14:05:00, or with an offset)".to_owned()
+        }
+        (Some(f), _) => format!("a timestamp in the format {f}"),
     }
 }
 
-/// A timestamp as RFC 3339 in UTC, from RFC 3339 or the column's `format`.
-fn timestamp(field: &str, format: Option<&str>) -> Option<String> {
-    let parsed = match format {
-        None => OffsetDateTime::parse(field, &Rfc3339).ok()?,
-        Some(format) => {
-            let description = time::format_description::parse_borrowed::<2>(format).ok()?;
-            // A format with an offset says it; one without is UTC.
-            OffsetDateTime::parse(field, &description)
-                .or_else(|_| PrimitiveDateTime::parse(field, &description).map(|t| t.assume_utc()))
-                .ok()?
-        }
+/// A timestamp as RFC 3339 in UTC, from RFC 3339 or the column's `format`;
+/// one written without an offset is in the declared zone (UTC if none).
+fn timestamp(field: &str, rules: &Rules) -> Option<String> {
+    let local = time::macros::format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    let parsed = match &rules.format {
+        None => match OffsetDateTime::parse(field, &Rfc3339) {
+            Ok(t) => t,
+            Err(_) if rules.zone.is_some() => in_zone(PrimitiveDateTime::parse(field, &local).ok()?, rules)?,
+            Err(_) => return None,
+        },
+        // A format with an offset says it; one without is in the zone.
+        Some(format) => match OffsetDateTime::parse(field, format) {
+            Ok(t) => t,
+            Err(_) => in_zone(PrimitiveDateTime::parse(field, format).ok()?, rules)?,
+        },
     };
     let utc = parsed.to_offset(time::UtcOffset::UTC);
     // PostgreSQL keeps microseconds and years from 1: anything finer would
@@ -318,27 +372,53 @@ fn timestamp(field: &str, format: Option<&str>) -> Option<String> {
     utc.format(&Rfc3339).ok()
 }
 
+/// A wall-clock time in the declared zone (UTC if none). In a repeated
+/// hour it is the first; in a skipped one, moved forward by the gap (as
+/// java.time and RFC 5545 resolve them).
+fn in_zone(t: PrimitiveDateTime, rules: &Rules) -> Option<OffsetDateTime> {
+    let Some(zone) = &rules.zone else {
+        return Some(t.assume_utc());
+    };
+    let civil = jiff::civil::DateTime::new(
+        i16::try_from(t.year()).ok()?,
+        u8::from(t.month()) as i8,
+        t.day() as i8,
+        t.hour() as i8,
+        t.minute() as i8,
+        t.second() as i8,
+        t.nanosecond() as i32,
+    )
+    .ok()?;
+    let instant = zone.to_timestamp(civil).ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(instant.as_nanosecond()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn column(kind: &str, extra: &str) -> Column {
+    fn column(kind: &str, extra: &str) -> (Column, Rules) {
         let spec = format!(
             r#"name = "t"
             root = "l"
             [levels.l]
             columns = [{{ name = "c", type = "{kind}" {extra} }}]"#
         );
-        crate::Spec::parse(&spec).unwrap().levels["l"].columns[0].clone()
+        let spec = crate::Spec::parse(&spec).unwrap();
+        let level = &spec.levels["l"];
+        let column = level.columns[0].clone();
+        let rules = Rules::of(&spec, level, &column, false);
+        (column, rules)
     }
 
     fn ok(kind: &str, extra: &str, field: &str) -> Option<String> {
-        read(&column(kind, extra), field, false, &Rules::default())
-            .unwrap_or_else(|e| panic!("{e}"))
+        let (column, rules) = column(kind, extra);
+        read(&column, field, false, &rules).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn refused(kind: &str, extra: &str, field: &str) -> String {
-        read(&column(kind, extra), field, false, &Rules::default())
+        let (column, rules) = column(kind, extra);
+        read(&column, field, false, &rules)
             .expect_err(field)
             .to_string()
     }
@@ -349,7 +429,7 @@ mod tests {
             nulls: vec!["NA".into(), "\\N".into()],
             ..Rules::default()
         };
-        let text = column("text", "");
+        let text = column("text", "").0;
         assert_eq!(read(&text, "NA", false, &rules).unwrap(), None);
         assert_eq!(read(&text, "\\N", false, &rules).unwrap(), None);
         // Namibia, quoted: a value.
@@ -357,13 +437,43 @@ mod tests {
             read(&text, "NA", true, &rules).unwrap().as_deref(),
             Some("NA")
         );
-        let kept = column("text", r#", empty = "empty-string""#);
+        let kept = column("text", r#", empty = "empty-string""#).0;
         assert_eq!(read(&kept, "", true, &rules).unwrap().as_deref(), Some(""));
         let key = Rules { key: true, ..rules };
-        assert!(read(&column("bigint", ""), "NA", false, &key)
+        assert!(read(&column("bigint", "").0, "NA", false, &key)
             .unwrap_err()
             .to_string()
             .contains("a NULL marker: a key column needs a value"));
+    }
+
+    #[test]
+    fn timestamps_without_an_offset_are_read_in_the_declared_zone() {
+        let berlin = r#", timezone = "Europe/Berlin""#;
+        // Winter, summer, and a value that says its own offset.
+        assert_eq!(ok("timestamptz", berlin, "2026-12-03 14:05:00").as_deref(), Some("2026-12-03T13:05:00Z"));
+        assert_eq!(ok("timestamptz", berlin, "2026-07-01T14:05:00.25").as_deref(), Some("2026-07-01T12:05:00.25Z"));
+        assert_eq!(ok("timestamptz", berlin, "2026-07-01 14:05").as_deref(), Some("2026-07-01T12:05:00Z"));
+        assert_eq!(ok("timestamptz", berlin, "2026-07-01T14:05:00Z").as_deref(), Some("2026-07-01T14:05:00Z"));
+        // The repeated hour of October is its first; March's skipped one moves on.
+        assert_eq!(ok("timestamptz", berlin, "2026-10-25 02:30:00").as_deref(), Some("2026-10-25T00:30:00Z"));
+        assert_eq!(ok("timestamptz", berlin, "2026-03-29 02:30:00").as_deref(), Some("2026-03-29T01:30:00Z"));
+        let format = r#", format = "[day].[month].[year] [hour]:[minute]", timezone = "-05:30""#;
+        assert_eq!(ok("timestamptz", format, "03.12.2026 14:05").as_deref(), Some("2026-12-03T19:35:00Z"));
+        // Without a declared zone a value without an offset is refused,
+        // unless a format without an offset says so (then it is UTC).
+        assert!(refused("timestamptz", "", "2026-12-03 14:05:00").contains("RFC 3339"));
+        assert_eq!(
+            ok("timestamptz", r#", format = "[year]-[month]-[day] [hour]:[minute]""#, "2026-12-03 14:05").as_deref(),
+            Some("2026-12-03T14:05:00Z")
+        );
+        assert!(refused("timestamptz", berlin, "03/12/2026").contains("ISO 8601 timestamp"));
+        for (zone, said) in [("Mars/Olympus", "is not a time zone"), ("+25:00", "is not an offset")] {
+            let spec = format!(
+                "name = \"t\"\nroot = \"l\"\n[levels.l]\ncolumns = [{{ name = \"c\", type = \"timestamptz\", timezone = \"{zone}\" }}]"
+            );
+            let refused = crate::Spec::parse(&spec).unwrap_err().to_string();
+            assert!(refused.contains(said), "{refused}");
+        }
     }
 
     #[test]
@@ -373,7 +483,7 @@ mod tests {
             thousands: Some('.'),
             ..Rules::default()
         };
-        let numeric = column("numeric", "");
+        let numeric = column("numeric", "").0;
         let read_as = |field: &str| read(&numeric, field, false, &european);
         assert_eq!(read_as("1.234,56").unwrap().as_deref(), Some("1234.56"));
         assert_eq!(read_as("-12,5").unwrap().as_deref(), Some("-12.5"));
@@ -387,7 +497,7 @@ mod tests {
             ..Rules::default()
         };
         assert_eq!(
-            read(&column("bigint", ""), "1'000'000", false, &swiss)
+            read(&column("bigint", "").0, "1'000'000", false, &swiss)
                 .unwrap()
                 .as_deref(),
             Some("1000000")
@@ -490,7 +600,7 @@ mod tests {
         assert!(refused("jsonb", "", "{").contains("a JSON document"));
         assert!(refused("bigint", r#", empty = "error""#, "").contains("this column needs a value"));
         let key = read(
-            &column("text", ""),
+            &column("text", "").0,
             "",
             false,
             &Rules {
