@@ -34,6 +34,9 @@ pub struct NestedMeasured {
     pub all_rows: u64,
     pub sluice: Duration,
     pub copy: Duration,
+    /// The same rows written with semicolons, decimal commas and
+    /// Windows-1252, end to end (`--dialect-bench`).
+    pub european: Option<Duration>,
 }
 
 /// The runs besides the main one, each skipped when its flag says 0.
@@ -109,7 +112,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
 
     let more = more_runs(args, &server, &data).await?;
     let nested = if args.nested_rows > 0 {
-        let data = nested::generate(args.nested_rows);
+        let data = nested::generate(args.nested_rows, nested::Dialect::Default);
         data.serve(&server);
         eprintln!(
             "nested: COPY to staging + INSERT … ON CONFLICT into a 3-level spec's tables, {} rows…",
@@ -121,11 +124,23 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
             data.leaf_rows
         );
         let sluice = nested::run_nested(&server, &data, args.transactions_per_message).await?;
+        let european = match args.dialect_bench {
+            true => {
+                let data = nested::generate(args.nested_rows, nested::Dialect::European);
+                data.serve(&server);
+                eprintln!(
+                    "sluice end to end, the same rows with semicolons, decimal commas, Windows-1252…"
+                );
+                Some(nested::run_nested(&server, &data, args.transactions_per_message).await?)
+            }
+            false => None,
+        };
         Some(NestedMeasured {
             leaf_rows: data.leaf_rows,
             all_rows: data.all_rows,
             sluice,
             copy,
+            european,
         })
     } else {
         None

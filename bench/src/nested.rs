@@ -1,12 +1,72 @@
 //! The nested mode: leaf rows read with a 3-level spec (customers → orders
 //! → order lines, 10 columns of mixed types at the leaf), end to end, next
-//! to an idempotent COPY of the same rows into the same tables.
+//! to an idempotent COPY of the same rows into the same tables; and the
+//! same rows written as European spreadsheets export them (semicolons,
+//! decimal commas, Windows-1252), to price reading files as they come.
 
 use std::time::{Duration, Instant};
 
 use sluice_devkit::{FileServer, Sandbox};
 use sluice_messages::ImportStatus;
 use sluice_operator::imports::wait_for_completion;
+
+/// How the generated files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// RFC 4180 in UTF-8: commas, decimal points.
+    Default,
+    /// Semicolons, decimal commas, Windows-1252.
+    European,
+}
+
+impl Dialect {
+    /// The spec its files are read with.
+    fn spec(self) -> String {
+        match self {
+            Dialect::Default => SPEC.to_owned(),
+            Dialect::European => SPEC
+                .replace("name = \"bench-nested\"", "name = \"bench-nested-eu\"")
+                .replace(
+                    "\ncolumns = [",
+                    "\ncsv = { delimiter = \";\", decimal = \",\", encoding = \"windows-1252\" }\ncolumns = [",
+                ),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Default => "bench-nested",
+            Dialect::European => "bench-nested-eu",
+        }
+    }
+
+    /// A CSV line of `fields` in this dialect: the decimal point of each
+    /// field in `decimals` a comma, the text encoded.
+    fn line(self, fields: &[&str], decimals: &[usize]) -> Vec<u8> {
+        let text = match self {
+            Dialect::Default => fields.join(","),
+            Dialect::European => fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match decimals.contains(&i) {
+                    true => f.replace('.', ","),
+                    false => (*f).to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+        };
+        let mut bytes = match self {
+            Dialect::Default => text.into_bytes(),
+            Dialect::European => {
+                let (bytes, _, unmappable) = sluice_download::encoding_rs::WINDOWS_1252.encode(&text);
+                assert!(!unmappable, "{text} is Windows-1252");
+                bytes.into_owned()
+            }
+        };
+        bytes.push(b'\n');
+        bytes
+    }
+}
 
 /// The spec the nested mode reads its files with.
 const SPEC: &str = r#"
@@ -61,7 +121,8 @@ const ORDERS: usize = 10;
 
 /// The generated files and the same rows as COPY takes them.
 pub struct NestedData {
-    files: Vec<(String, String)>,
+    pub dialect: Dialect,
+    files: Vec<(String, Vec<u8>)>,
     /// Per table, its rows as CSV.
     copy: Vec<(&'static str, String)>,
     pub leaf_rows: u64,
@@ -69,52 +130,59 @@ pub struct NestedData {
     qty_sum: i64,
 }
 
-/// About `leaf_rows` order lines in 100 × 10 files (at least one each).
-pub fn generate(leaf_rows: usize) -> NestedData {
+/// About `leaf_rows` order lines in 100 × 10 files (at least one each),
+/// written in `dialect` (the rows are the same in every dialect).
+pub fn generate(leaf_rows: usize, dialect: Dialect) -> NestedData {
     let per_order = (leaf_rows / (CUSTOMERS * ORDERS)).max(1);
+    let root = format!("/{}", dialect.name());
+    let line = |fields: &[&str], decimals: &[usize]| dialect.line(fields, decimals);
     let mut files = Vec::new();
-    let mut customers = String::from("id,name,since,orders\n");
+    let mut customers = line(&["id", "name", "since", "orders"], &[]);
     let (mut copy_customers, mut copy_orders, mut copy_lines) =
         (String::new(), String::new(), String::new());
     let mut qty_sum = 0i64;
     for c in 1..=CUSTOMERS {
         let id = format!("00000000-0000-4000-8000-{c:012x}");
         let since = format!("20{:02}-{:02}-{:02}", c % 25, 1 + c % 12, 1 + c % 28);
-        customers.push_str(&format!("{id},Customer {c},{since},orders/{c}.csv\n"));
-        copy_customers.push_str(&format!("{id},Customer {c},{since}\n"));
-        let mut orders = String::from("order_id,placed,total,lines\n");
+        let name = format!("Kundin {c} Müller");
+        customers.extend(line(&[&id, &name, &since, &format!("orders/{c}.csv")], &[]));
+        copy_customers.push_str(&format!("{id},{name},{since}\n"));
+        let mut orders = line(&["order_id", "placed", "total", "lines"], &[]);
         for o in 1..=ORDERS {
             let placed = format!("2026-{:02}-{:02}T{:02}:30:00Z", 1 + o, 1 + c % 28, o);
             let total = format!("{}.{:02}", c * 100 + o, o);
-            orders.push_str(&format!("{o},{placed},{total},../lines/{c}-{o}.csv\n"));
+            let link = format!("../lines/{c}-{o}.csv");
+            orders.extend(line(&[&o.to_string(), &placed, &total, &link], &[2]));
             copy_orders.push_str(&format!("{id},{o},{placed},{total}\n"));
-            let mut lines =
-                String::from("line_no,sku,qty,price,taxable,ship_date,updated_at,note\n");
+            let mut lines = line(
+                &["line_no", "sku", "qty", "price", "taxable", "ship_date", "updated_at", "note"],
+                &[],
+            );
             for l in 1..=per_order {
                 let qty = (l % 7 + 1) as i64;
                 qty_sum += qty;
-                let row = format!(
-                    "{l},SKU-{o}-{l},{qty},{}.{:02},{},2026-12-{:02},2026-12-03T{:02}:{:02}:{:02}Z,{}",
-                    l % 1000,
-                    l % 100,
-                    if l % 2 == 0 { "true" } else { "false" },
-                    1 + l % 28,
-                    l % 24,
-                    l % 60,
-                    c % 60,
-                    if l % 10 == 0 { "gift" } else { "" }
-                );
-                lines.push_str(&row);
-                lines.push('\n');
-                copy_lines.push_str(&format!("{id},{o},{row}\n"));
+                let fields = [
+                    l.to_string(),
+                    format!("SKU-{o}-{l}"),
+                    qty.to_string(),
+                    format!("{}.{:02}", l % 1000, l % 100),
+                    (l % 2 == 0).to_string(),
+                    format!("2026-12-{:02}", 1 + l % 28),
+                    format!("2026-12-03T{:02}:{:02}:{:02}Z", l % 24, l % 60, c % 60),
+                    if l % 10 == 0 { "Geschenk für 5 €" } else { "" }.to_owned(),
+                ];
+                let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+                lines.extend(line(&fields, &[3]));
+                copy_lines.push_str(&format!("{id},{o},{}\n", fields.join(",")));
             }
-            files.push((format!("/nested/lines/{c}-{o}.csv"), lines));
+            files.push((format!("{root}/lines/{c}-{o}.csv"), lines));
         }
-        files.push((format!("/nested/orders/{c}.csv"), orders));
+        files.push((format!("{root}/orders/{c}.csv"), orders));
     }
-    files.push(("/nested/customers.csv".to_owned(), customers));
+    files.push((format!("{root}/customers.csv"), customers));
     let leaf = (CUSTOMERS * ORDERS * per_order) as u64;
     NestedData {
+        dialect,
         files,
         copy: vec![
             ("customers", copy_customers),
@@ -137,7 +205,7 @@ impl NestedData {
 
 /// `sluice spec put` of the nested spec in `sandbox`: the tables as an
 /// import makes them.
-async fn put_spec(sandbox: &Sandbox) -> Result<(), String> {
+async fn put_spec(sandbox: &Sandbox, spec: &str) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(sluice_devkit::binary_dir().join("sluice"))
         .args(["spec", "put", "-"])
@@ -149,7 +217,7 @@ async fn put_spec(sandbox: &Sandbox) -> Result<(), String> {
         .map_err(|e| format!("cannot run sluice spec put: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped");
     stdin
-        .write_all(SPEC.as_bytes())
+        .write_all(spec.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     drop(stdin);
@@ -170,12 +238,13 @@ pub async fn run_nested(
     data: &NestedData,
     per_message: u32,
 ) -> Result<Duration, String> {
+    let dialect = data.dialect;
     let (sandbox, mut deployment, js) =
-        crate::pipeline::start_services("bench-nested", per_message, 1, &[]).await?;
-    put_spec(&sandbox).await?;
+        crate::pipeline::start_services(dialect.name(), per_message, 1, &[]).await?;
+    put_spec(&sandbox, &dialect.spec()).await?;
     let request = serde_json::json!({
-        "url": server.url("/nested/customers.csv"),
-        "spec": "bench-nested",
+        "url": server.url(&format!("/{}/customers.csv", dialect.name())),
+        "spec": dialect.name(),
     });
     let started = Instant::now();
     let ack = js
@@ -231,7 +300,7 @@ pub async fn idempotent_copy(data: &NestedData) -> Result<Duration, String> {
     let sandbox = Sandbox::create("bench-nested-copy")
         .await
         .map_err(|e| format!("{e:#}"))?;
-    put_spec(&sandbox).await?;
+    put_spec(&sandbox, SPEC).await?;
     let db = sandbox.db().await;
     let started = Instant::now();
     for (table, csv) in &data.copy {

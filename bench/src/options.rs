@@ -45,6 +45,11 @@ pub struct Args {
     /// beside an idempotent COPY into the same tables (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub nested_rows: usize,
+    /// Also run the nested mode's rows written as European spreadsheets
+    /// export them (semicolons, decimal commas, Windows-1252), beside the
+    /// default dialect.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub dialect_bench: bool,
     /// Where the report is written ("-": nowhere).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
