@@ -26,6 +26,7 @@ pub struct Measured {
     pub traced: Option<TracedRuns>,
     pub more: MoreRuns,
     pub nested: Option<NestedMeasured>,
+    pub latency: Option<crate::latency::Latency>,
 }
 
 /// The nested mode's figures.
@@ -145,7 +146,15 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     } else {
         None
     };
+    let latency = match args.small_imports {
+        0 => None,
+        n => {
+            eprintln!("{n} small imports (2 accounts, 5 transactions), one after another…");
+            Some(crate::latency::small_imports(&server, n).await?)
+        }
+    };
     Ok(Measured {
+        latency,
         total,
         naive_rows,
         naive_time,

@@ -58,7 +58,8 @@ impl Dialect {
         let mut bytes = match self {
             Dialect::Default => text.into_bytes(),
             Dialect::European => {
-                let (bytes, _, unmappable) = sluice_download::encoding_rs::WINDOWS_1252.encode(&text);
+                let (bytes, _, unmappable) =
+                    sluice_download::encoding_rs::WINDOWS_1252.encode(&text);
                 assert!(!unmappable, "{text} is Windows-1252");
                 bytes.into_owned()
             }
@@ -155,7 +156,16 @@ pub fn generate(leaf_rows: usize, dialect: Dialect) -> NestedData {
             orders.extend(line(&[&o.to_string(), &placed, &total, &link], &[2]));
             copy_orders.push_str(&format!("{id},{o},{placed},{total}\n"));
             let mut lines = line(
-                &["line_no", "sku", "qty", "price", "taxable", "ship_date", "updated_at", "note"],
+                &[
+                    "line_no",
+                    "sku",
+                    "qty",
+                    "price",
+                    "taxable",
+                    "ship_date",
+                    "updated_at",
+                    "note",
+                ],
                 &[],
             );
             for l in 1..=per_order {
@@ -169,7 +179,12 @@ pub fn generate(leaf_rows: usize, dialect: Dialect) -> NestedData {
                     (l % 2 == 0).to_string(),
                     format!("2026-12-{:02}", 1 + l % 28),
                     format!("2026-12-03T{:02}:{:02}:{:02}Z", l % 24, l % 60, c % 60),
-                    if l % 10 == 0 { "Geschenk für 5 €" } else { "" }.to_owned(),
+                    if l % 10 == 0 {
+                        "Geschenk für 5 €"
+                    } else {
+                        ""
+                    }
+                    .to_owned(),
                 ];
                 let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
                 lines.extend(line(&fields, &[3]));

@@ -50,6 +50,10 @@ pub struct Args {
     /// default dialect.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub dialect_bench: bool,
+    /// Small imports (2 accounts, 5 transactions) timed one after another
+    /// against warm services, from publish to completion event (0 skips).
+    #[arg(long, default_value_t = 20)]
+    pub small_imports: usize,
     /// Where the report is written ("-": nowhere).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,

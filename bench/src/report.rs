@@ -188,6 +188,15 @@ fn tables(args: &Args, measured: &Measured) -> String {
             );
         }
     }
+    if let Some(l) = &measured.latency {
+        let _ = writeln!(
+            report,
+            "\nA small import (2 accounts, 5 transactions) against warm services, {} one after another, from publish to completion event: median {:.1} ms, p99 {:.1} ms.",
+            l.imports,
+            l.median.as_secs_f64() * 1e3,
+            l.p99.as_secs_f64() * 1e3
+        );
+    }
     if let Some(large) = &more.large {
         let _ = writeln!(
             report,
@@ -280,10 +289,10 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
         {
             // Same rows, same run: time in the default dialect over time in
             // the European one is the European rate as a share.
-            let share = measured.nested.as_ref().and_then(|n| {
-                n.european
-                    .map(|e| n.sluice.as_secs_f64() / e.as_secs_f64())
-            });
+            let share = measured
+                .nested
+                .as_ref()
+                .and_then(|n| n.european.map(|e| n.sluice.as_secs_f64() / e.as_secs_f64()));
             (
                 format!(
                     "`;`, decimal commas, Windows-1252 ≥ 0.9 × the default dialect: {}",
@@ -292,6 +301,23 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
                 share.is_none_or(|s| s >= 0.9),
             )
         },
+        (
+            format!(
+                "a small import's median latency ≤ 50 ms: {}",
+                measured
+                    .latency
+                    .as_ref()
+                    .map_or("not run".into(), |l| format!(
+                        "{:.1} ms (p99 {:.1} ms)",
+                        l.median.as_secs_f64() * 1e3,
+                        l.p99.as_secs_f64() * 1e3
+                    ))
+            ),
+            measured
+                .latency
+                .as_ref()
+                .is_none_or(|l| l.median <= std::time::Duration::from_millis(50)),
+        ),
         (
             format!("`deadlock detected` in the service logs: {deadlocks}"),
             deadlocks == 0,

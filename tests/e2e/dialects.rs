@@ -99,7 +99,9 @@ async fn a_tab_separated_file_without_a_header_is_read_by_position() {
     let p = Pipeline::builder("dialect-tsv").start().await;
     p.server.set(
         "/people.tsv",
-        Route::new("1\tAnn\t12.50\t2026-12-03\n2\tBob O'Neil\t-3.00\t2026-12-04\n3\tCy \"Young\"\t0\t\n"),
+        Route::new(
+            "1\tAnn\t12.50\t2026-12-03\n2\tBob O'Neil\t-3.00\t2026-12-04\n3\tCy \"Young\"\t0\t\n",
+        ),
     );
     let (draft, said) = infer(&p, "/people.tsv").await;
     assert!(!draft.contains("QUESTION"), "{said}\n{draft}");

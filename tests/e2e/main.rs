@@ -8,6 +8,7 @@ mod cluster;
 mod contract;
 mod creds;
 mod dialects;
+mod downloads;
 mod hostile;
 mod lifecycle;
 mod misconfigured;

@@ -31,7 +31,9 @@ print(json.dumps(out))
     let parsed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let types = parsed["__types__"].clone();
     for (family, kind) in types.as_object().into_iter().flatten() {
-        let expected = if family.ends_with("_seconds")
+        let expected = if family.starts_with("sluice_download_host_") {
+            "gauge"
+        } else if family.ends_with("_seconds")
             || family == "sluice_batch_bytes"
             || family == "sluice_batch_messages"
         {

@@ -352,6 +352,84 @@ pub async fn complete_finished(client: &Client) -> Result<(), tokio_postgres::Er
     Ok(())
 }
 
+/// Matches what the imports and accounts just committed to (by a saver
+/// writer or the tracker) announced against what is committed, and marks
+/// those complete: the check right after a commit, so an import completes
+/// in milliseconds; [`complete_finished`] sweeps the rest.
+pub(crate) async fn complete_touched(
+    client: &Client,
+    touched: &Touched,
+) -> Result<(), tokio_postgres::Error> {
+    let imports: Vec<&str> = touched.accounts.keys().map(String::as_str).collect();
+    let accounts: Vec<&str> = touched
+        .accounts
+        .values()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    // An import can complete only when one of its accounts just did, or a
+    // fact about it came (listed, fetched, read, failed).
+    let mut settle: std::collections::BTreeSet<String> = touched.facts.clone();
+    if !accounts.is_empty() {
+        let query =
+            format!("{ACCOUNTS_COMPLETE} AND a.account_key = ANY($2) RETURNING a.import_id");
+        for row in client.query(&query, &[&imports, &accounts]).await? {
+            settle.insert(row.get(0));
+        }
+    }
+    if !settle.is_empty() {
+        let settle: Vec<String> = settle.into_iter().collect();
+        client.execute(IMPORTS_COMPLETE, &[&settle]).await?;
+    }
+    Ok(())
+}
+
+/// The imports and accounts committed to since the announcer last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    /// Accounts (files) whose messages or facts were committed, by import.
+    pub accounts: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Imports a fact was committed about.
+    pub facts: std::collections::BTreeSet<String>,
+}
+
+/// What writers and the tracker tell the announcer after each commit.
+#[derive(Clone, Default)]
+pub struct Wakeups(std::sync::Arc<WakeupsInner>);
+
+#[derive(Default)]
+struct WakeupsInner {
+    touched: std::sync::Mutex<Touched>,
+    notify: tokio::sync::Notify,
+}
+
+impl Wakeups {
+    /// Notes that `account` of `import` was committed to (by a fact, when
+    /// `fact`); [`Wakeups::wake`] once a commit's notes are all taken.
+    pub(crate) fn touch(&self, import: &str, account: Option<&str>, fact: bool) {
+        let mut touched = self.0.touched.lock().expect("never poisoned");
+        let accounts = touched.accounts.entry(import.to_owned()).or_default();
+        if let Some(account) = account.filter(|a| !a.is_empty()) {
+            accounts.insert(account.to_owned());
+        }
+        if fact {
+            touched.facts.insert(import.to_owned());
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        self.0.notify.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.0.notify.notified().await
+    }
+
+    pub(crate) fn take(&self) -> Touched {
+        std::mem::take(&mut *self.0.touched.lock().expect("never poisoned"))
+    }
+}
+
 /// A finished import whose completion event is not published yet.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Unannounced {

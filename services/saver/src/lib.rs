@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
 pub use completion::complete_finished;
+pub use completion::Wakeups;
 pub use schema::{migrate, MigrateError, SCHEMA_VERSION};
 pub use tracker::{announce_completions, Tracker};
 
@@ -100,15 +101,19 @@ pub struct Saver {
     rows_subjects: String,
     /// Where rows the `error` policy refuses are dead-lettered.
     letters: Option<(async_nats::jetstream::Context, sluice_messages::Namespace)>,
+    /// Told the accounts of each committed batch, for the announcer.
+    wakeups: Wakeups,
 }
 
 impl Saver {
-    pub fn new(database: Database) -> Self {
+    /// Saves to `database`, telling the announcer through `wakeups`.
+    pub fn new(database: Database, wakeups: Wakeups) -> Self {
         Saver {
             database,
             specs: None,
             rows_subjects: sluice_messages::Namespace::default().rows(""),
             letters: None,
+            wakeups,
         }
     }
 
@@ -441,6 +446,15 @@ impl Sink for Saver {
         if !rows.is_empty() {
             self.write_rows(writer, &rows).await?;
         }
+        // Committed: the accounts these messages belong to may be complete.
+        for item in items {
+            let (import, key) = match item {
+                Item::Transactions(c) => (&c.batch.import_id, &c.key),
+                Item::Rows(c) => (&c.batch.import_id, &c.key),
+            };
+            self.wakeups.touch(import, Some(account_key(key)), false);
+        }
+        self.wakeups.wake();
         Ok(())
     }
 }

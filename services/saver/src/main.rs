@@ -1,7 +1,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use sluice_saver::{announce_completions, Database, Saver, Tracker};
+use sluice_saver::{announce_completions, Database, Saver, Tracker, Wakeups};
 use sluice_stage::{
     config::parse_duration, run_service, specs::PinnedSpecs, Runtime, Sink, SinkOptions, StageArgs,
 };
@@ -52,22 +52,24 @@ fn main() -> ExitCode {
             let replicas = usize::from(config.stage.nats.stream_replicas);
             let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
             let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
+            let wakeups = Wakeups::default();
             let announcer = announce_completions(
                 database.clone(),
                 tracker.jetstream(),
                 tracker.namespace().clone(),
+                wakeups.clone(),
                 stop,
             );
             let specs =
                 PinnedSpecs::open_when_needed(&saver.jetstream(), saver.namespace(), replicas);
-            let writer = Saver::new(database.clone()).with_specs(
+            let writer = Saver::new(database.clone(), wakeups.clone()).with_specs(
                 specs,
                 saver.jetstream(),
                 saver.namespace(),
             );
             tokio::try_join!(
                 saver.run_sink(writer, options),
-                tracker.run_sink(Tracker::new(database), options),
+                tracker.run_sink(Tracker::new(database, wakeups), options),
                 announcer,
             )?;
             Ok(())

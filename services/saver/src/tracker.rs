@@ -1,7 +1,8 @@
 //! The saver's second consumer and its announcer: the tracker records the
-//! stages' progress facts, and every 200 ms the announcer completes the
-//! finished imports and publishes their completion events (when an import
-//! is finished: [`crate::completion`]).
+//! stages' progress facts, and the announcer completes the finished
+//! imports and publishes their completion events (when an import is
+//! finished: [`crate::completion`]): right after each commit that could
+//! finish one, and every 200 ms for all.
 
 use std::time::Duration;
 
@@ -26,11 +27,13 @@ pub struct Fact {
 /// The saver's second consumer: records progress facts.
 pub struct Tracker {
     database: Database,
+    wakeups: completion::Wakeups,
 }
 
 impl Tracker {
-    pub fn new(database: Database) -> Self {
-        Tracker { database }
+    /// Records facts in `database`, telling the announcer through `wakeups`.
+    pub fn new(database: Database, wakeups: completion::Wakeups) -> Self {
+        Tracker { database, wakeups }
     }
 }
 
@@ -70,19 +73,26 @@ impl Sink for Tracker {
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
-        for fact in facts {
+        for fact in &facts {
             completion::record(&tx, &fact.progress, fact.traceparent.as_deref())
                 .await
                 .map_err(|e| db_error("record progress", &e))?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))?;
+        for fact in facts {
+            let account = completion::fact_key(&fact.progress);
+            self.wakeups
+                .touch(fact.progress.import_id(), Some(account), true);
+        }
+        self.wakeups.wake();
         Ok(())
     }
 }
 
-/// Every 200 ms: settles the imports that are complete, then publishes the
-/// completion event of every settled import not yet announced, and marks
-/// it announced.
+/// Right after a commit that could finish an import (told by `wakeups`),
+/// and every 200 ms for all: settles the imports that are complete, then
+/// publishes the completion event of every settled import not yet
+/// announced, and marks it announced.
 ///
 /// Every saver replica runs this. Exactly one publishes each event: it
 /// claims the import's row (`FOR UPDATE SKIP LOCKED`) in a transaction
@@ -97,9 +107,11 @@ pub async fn announce_completions(
     database: Database,
     js: jetstream::Context,
     ns: Namespace,
+    wakeups: completion::Wakeups,
     stop: CancellationToken,
 ) -> Result<(), StageError> {
     let mut client: Option<Client> = None;
+    let mut sweep = true;
     let mut failing = sluice_stage::repeats::Repeats::default();
     // While completions cannot be announced, the saver is not ready.
     let mut paused = None;
@@ -109,12 +121,15 @@ pub async fn announce_completions(
                 client = Some(database.connect().await?);
             }
             let connected = client.as_mut().expect("connected");
-            completion::complete_finished(connected)
-                .await
-                .map_err(|e| db_error("settle imports", &e))?;
+            match sweep {
+                true => completion::complete_finished(connected).await,
+                false => completion::complete_touched(connected, &wakeups.take()).await,
+            }
+            .map_err(|e| db_error("settle imports", &e))?;
             announce_pending(connected, &js, &ns).await
         }
         .await;
+        let healthy = result.is_ok();
         match result {
             Ok(()) => {
                 failing.end();
@@ -130,10 +145,12 @@ pub async fn announce_completions(
                 client = None;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.cancelled() => {}
-        }
+        // What a failed check took is swept next: a sweep covers it all.
+        sweep = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => true,
+            _ = wakeups.woken(), if healthy => false,
+            _ = stop.cancelled() => true,
+        };
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Route {
     gzip_comment: Option<Vec<u8>>,
     chunk_size: Option<usize>,
     chunk_delay: Duration,
+    /// How long the server thinks before it answers at all.
+    first_byte_delay: Duration,
     /// Faults served, in order, before the body is served whole.
     faults: VecDeque<Fault>,
 }
@@ -56,8 +58,15 @@ impl Route {
             gzip_comment: None,
             chunk_size: None,
             chunk_delay: Duration::ZERO,
+            first_byte_delay: Duration::ZERO,
             faults: VecDeque::new(),
         }
+    }
+
+    /// Answers every request (faults too) only after `delay`: a slow server.
+    pub fn first_byte_after(mut self, delay: Duration) -> Self {
+        self.first_byte_delay = delay;
+        self
     }
 
     /// Sends the body gzip-compressed with `Content-Encoding: gzip`.
@@ -195,6 +204,9 @@ async fn serve(
             }
         }
     };
+    if !route.first_byte_delay.is_zero() {
+        tokio::time::sleep(route.first_byte_delay).await;
+    }
     if let Some(Fault::Status(status)) = fault {
         return Ok(status_response(status));
     }

@@ -8,8 +8,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::{
-    address, error::shown, limits, AddressPolicy, Body, BodyLimits, Columns, CsvFile, CsvFormat,
-    DownloadError, DownloadOptions, LimitExceeded,
+    address,
+    error::shown,
+    hosts::{HostLimits, HostSlot, Outcome},
+    limits, AddressPolicy, Body, BodyLimits, Columns, CsvFile, CsvFormat, DownloadError,
+    DownloadOptions, LimitExceeded,
 };
 
 /// Redirects followed before giving up.
@@ -22,28 +25,7 @@ pub struct Downloader {
     min_rate: u64,
     read_timeout: Duration,
     addresses: Arc<AddressPolicy>,
-    hosts: HostSlots,
-}
-
-/// The downloads each host may have at once.
-#[derive(Debug, Clone)]
-struct HostSlots {
-    per_host: usize,
-    hosts: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
-}
-
-impl HostSlots {
-    fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut hosts = self.hosts.lock().expect("never poisoned");
-        if hosts.len() > 4096 {
-            // Forget hosts nobody is downloading from.
-            hosts.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        hosts
-            .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
-            .clone()
-    }
+    hosts: HostLimits,
 }
 
 /// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
@@ -57,7 +39,7 @@ pub fn install_tls_provider() {
 
 pub struct Reserved {
     url: Url,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    slot: HostSlot,
 }
 
 /// The HTTP client could not be built (its TLS roots, say): a setting or
@@ -128,10 +110,7 @@ impl Downloader {
             min_rate: options.min_rate,
             read_timeout: options.read_timeout,
             addresses,
-            hosts: HostSlots {
-                per_host: options.per_host.max(1),
-                hosts: Default::default(),
-            },
+            hosts: HostLimits::new(options.min_per_host, options.per_host),
         })
     }
 
@@ -149,13 +128,13 @@ impl Downloader {
             url.host_str().unwrap_or(""),
             url.port_or_known_default().unwrap_or(0)
         );
-        let slot = self
-            .hosts
-            .semaphore(&host)
-            .acquire_owned()
-            .await
-            .expect("host semaphores never close");
-        Ok(Reserved { url, _slot: slot })
+        let slot = self.hosts.acquire(&host).await;
+        Ok(Reserved { url, slot })
+    }
+
+    /// How many downloads `host` (`name:port`) may have at once now.
+    pub fn host_limit(&self, host: &str) -> usize {
+        self.hosts.limit(host)
     }
 
     /// Reserves a slot for `url` and opens it: for callers with nothing
@@ -172,14 +151,14 @@ impl Downloader {
         reserved: Reserved,
         columns: &[&str],
     ) -> Result<CsvFile, DownloadError> {
-        let body = self.body(&reserved.url).await?;
+        let body = self.body(&reserved).await?;
         let mut file = CsvFile::from_stream(
             reserved.url.clone(),
             limits::bounded(body, self.limits),
             columns,
         )
         .await?;
-        file.slot = Some(reserved._slot);
+        file.slot = Some(reserved.slot);
         Ok(file)
     }
 
@@ -191,10 +170,10 @@ impl Downloader {
         format: &CsvFormat,
         columns: Columns<'_>,
     ) -> Result<CsvFile, DownloadError> {
-        let body = self.body(&reserved.url).await?;
+        let body = self.body(&reserved).await?;
         let body = limits::bounded(body, self.limits);
         let mut file = CsvFile::read(reserved.url.clone(), body, format, columns).await?;
-        file.slot = Some(reserved._slot);
+        file.slot = Some(reserved.slot);
         Ok(file)
     }
 
@@ -203,7 +182,7 @@ impl Downloader {
     /// from a file (`sluice spec infer`).
     pub async fn sample(&self, url: &str, max_bytes: usize) -> Result<(Url, Bytes), DownloadError> {
         let reserved = self.reserve(url).await?;
-        let mut body = limits::bounded(self.body(&reserved.url).await?, self.limits);
+        let mut body = limits::bounded(self.body(&reserved).await?, self.limits);
         let mut sample = BytesMut::new();
         while sample.len() < max_bytes {
             match body.next().await {
@@ -218,8 +197,9 @@ impl Downloader {
     }
 
     /// Sends the request and checks the answer: the body as it streams in,
-    /// decompressed, rate-checked.
-    async fn body(&self, url: &Url) -> Result<Body, DownloadError> {
+    /// decompressed, rate-checked. How the host answered tunes its limit.
+    async fn body(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
+        let url = &reserved.url;
         if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
             return Err(DownloadError::Refused {
                 url: url.clone(),
@@ -232,6 +212,11 @@ impl Downloader {
             .header(reqwest::header::ACCEPT_ENCODING, "gzip")
             .send()
             .await
+            .inspect_err(|source| {
+                if source.is_timeout() || source.is_connect() || source.is_request() {
+                    reserved.slot.report(Outcome::Failed);
+                }
+            })
             .map_err(|source| match address::refusal_in(&source) {
                 Some(reason) => DownloadError::Refused {
                     url: url.clone(),
@@ -244,6 +229,16 @@ impl Downloader {
                 },
             })?;
         let status = response.status();
+        reserved.slot.report(match status.as_u16() {
+            429 | 503 => Outcome::Refused(
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::hosts::retry_after),
+            ),
+            _ => Outcome::Answered,
+        });
         if !status.is_success() {
             return Err(DownloadError::Status {
                 url: url.clone(),

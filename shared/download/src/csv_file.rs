@@ -70,7 +70,7 @@ pub struct CsvFile {
     reader: AsyncReader<StreamReader<Body, Bytes>>,
     lines: LineIndex,
     /// The host's download slot, held while the file is read.
-    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) slot: Option<crate::hosts::HostSlot>,
     /// Where each requested column sits in a record; `None`: every field.
     positions: Option<Vec<usize>>,
     /// The header's fields (trimmed); empty for a file without one.

@@ -8,7 +8,8 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | `options` | the settings ([`DownloadArgs`]) and what they become ([`DownloadOptions`]) |
-//! | `client` | the [`Downloader`]: per-host slots, redirects, the guard on every connection |
+//! | `client` | the [`Downloader`]: redirects, the guard on every connection |
+//! | `hosts` | how many downloads each host gets at once, adapted to how it answers ([`HostLimits`]) |
 //! | `address` | which addresses a download may reach ([`AddressPolicy`]) |
 //! | `limits` | what a body may do: size, gzip expansion, rate, record length ([`BodyLimits`]) |
 //! | `csv_file` | reading a body row by row ([`CsvFile`], [`Row`]) |
@@ -24,6 +25,7 @@ mod address;
 mod client;
 mod csv_file;
 mod error;
+mod hosts;
 mod limits;
 mod options;
 
@@ -32,6 +34,7 @@ pub use client::{install_tls_provider, ClientError, Downloader, Reserved};
 pub use csv_file::{Columns, CsvFile, CsvFormat, Record, Row};
 pub use encoding_rs;
 pub use error::DownloadError;
+pub use hosts::{metric, HostLimits};
 pub use limits::{BodyLimits, LimitExceeded, TooSlow};
 pub use options::{DownloadArgs, DownloadOptions};
 

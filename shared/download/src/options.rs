@@ -30,11 +30,19 @@ pub struct DownloadArgs {
     /// instead of holding a slot for hours.
     #[arg(long, env = "SLUICE_MIN_DOWNLOAD_RATE", default_value = "1KiB", value_parser = sluice_messages::units::parse_limit)]
     pub min_download_rate: u64,
-    /// Downloads from one host at once per replica; the others wait without
-    /// taking a processing slot, so one slow host cannot occupy them all.
-    #[arg(long, env = "SLUICE_MAX_DOWNLOADS_PER_HOST", default_value_t = 4,
+    /// Most downloads from one host at once per replica. Each host starts
+    /// at 4 and is raised while it answers as fast as ever, cut when it
+    /// refuses (429, 503), fails or slows down; downloads over its limit
+    /// wait without taking a processing slot, so one slow host cannot
+    /// occupy them all.
+    #[arg(long, env = "SLUICE_MAX_DOWNLOADS_PER_HOST", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_downloads_per_host: u32,
+    /// Fewest downloads from one host at once per replica, however often it
+    /// refuses or slows down (at most the maximum).
+    #[arg(long, env = "SLUICE_MIN_DOWNLOADS_PER_HOST", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_downloads_per_host: u32,
     /// Networks downloads never connect to: this host, private, shared,
     /// link-local (cloud metadata), multicast and reserved ranges.
     #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = address::DEFAULT_DENY,
@@ -57,6 +65,7 @@ impl DownloadArgs {
             },
             min_rate: self.min_download_rate,
             per_host: self.max_downloads_per_host as usize,
+            min_per_host: self.min_downloads_per_host as usize,
             addresses: AddressPolicy {
                 deny: self.deny_networks.clone(),
                 allow: self.allow_networks.clone(),
@@ -76,8 +85,10 @@ pub struct DownloadOptions {
     pub limits: BodyLimits,
     /// Bytes per second, averaged over each `read_timeout` of waiting; 0: any.
     pub min_rate: u64,
-    /// Downloads from one host at once.
+    /// Most downloads from one host at once (the adaptive limit's ceiling).
     pub per_host: usize,
+    /// Fewest downloads from one host at once (its floor).
+    pub min_per_host: usize,
     pub addresses: AddressPolicy,
 }
 
@@ -92,7 +103,8 @@ impl Default for DownloadOptions {
                 max_ratio: 100,
             },
             min_rate: 1024,
-            per_host: 4,
+            per_host: 32,
+            min_per_host: 1,
             addresses: AddressPolicy {
                 deny: Networks::parse(address::DEFAULT_DENY).expect("valid"),
                 allow: Networks::default(),

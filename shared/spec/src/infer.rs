@@ -753,8 +753,7 @@ fn write_level(
     if !child_links.is_empty() {
         out.push_str(&format!("children = [{}]\n", child_links.join(", ")));
     }
-    if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 || sample.headerless
-    {
+    if sample.delimiter != ',' || sample.encoding != crate::Encoding::Utf8 || sample.headerless {
         out.push_str(&format!("\n[levels.{}.csv]\n", level.name));
         if sample.headerless {
             out.push_str("# The first row reads as data (values of the types below): no header row.\nheader = false\n");
@@ -834,7 +833,9 @@ mod tests {
     #[test]
     fn a_first_row_of_data_is_no_header() {
         let rows = |r: &[&[&str]]| -> Vec<Vec<String>> {
-            r.iter().map(|r| r.iter().map(|f| f.to_string()).collect()).collect()
+            r.iter()
+                .map(|r| r.iter().map(|f| f.to_string()).collect())
+                .collect()
         };
         let data = rows(&[&["2", "Bob", "3,00"], &["3", "Cy", "4,50"]]);
         let first = |r: &[&str]| r.iter().map(|f| f.to_string()).collect::<Vec<_>>();
@@ -843,10 +844,12 @@ mod tests {
         // Text only: a header is the likelier reading.
         assert!(has_header(&first(&["Ann", "x"]), &rows(&[&["Bob", "y"]])));
 
-        let mut s = sample("http://h/people.tsv", '\t', &["column_1", "column_2", "column_3"], &[
-            &["1", "Ann", "12,50"],
-            &["2", "Bob", "3,00"],
-        ]);
+        let mut s = sample(
+            "http://h/people.tsv",
+            '\t',
+            &["column_1", "column_2", "column_3"],
+            &[&["1", "Ann", "12,50"], &["2", "Bob", "3,00"]],
+        );
         s.headerless = true;
         let draft = draft("people", &s);
         let spec = Spec::parse(&draft).unwrap_or_else(|e| panic!("{e}\n{draft}"));

@@ -208,8 +208,9 @@ pub fn read(
         },
         ColumnType::Date => date(field, rules.format.as_ref())
             .ok_or_else(|| fail(date_expected(column.format.as_deref())))?,
-        ColumnType::Timestamptz => timestamp(field, rules)
-            .ok_or_else(|| fail(timestamp_expected(column, rules)))?,
+        ColumnType::Timestamptz => {
+            timestamp(field, rules).ok_or_else(|| fail(timestamp_expected(column, rules)))?
+        }
         ColumnType::Uuid => uuid::Uuid::try_parse(field)
             .map(|u| u.hyphenated().to_string())
             .map_err(|_| fail("a UUID".into()))?,
@@ -354,7 +355,9 @@ fn timestamp(field: &str, rules: &Rules) -> Option<String> {
     let parsed = match &rules.format {
         None => match OffsetDateTime::parse(field, &Rfc3339) {
             Ok(t) => t,
-            Err(_) if rules.zone.is_some() => in_zone(PrimitiveDateTime::parse(field, &local).ok()?, rules)?,
+            Err(_) if rules.zone.is_some() => {
+                in_zone(PrimitiveDateTime::parse(field, &local).ok()?, rules)?
+            }
             Err(_) => return None,
         },
         // A format with an offset says it; one without is in the zone.
@@ -450,24 +453,53 @@ mod tests {
     fn timestamps_without_an_offset_are_read_in_the_declared_zone() {
         let berlin = r#", timezone = "Europe/Berlin""#;
         // Winter, summer, and a value that says its own offset.
-        assert_eq!(ok("timestamptz", berlin, "2026-12-03 14:05:00").as_deref(), Some("2026-12-03T13:05:00Z"));
-        assert_eq!(ok("timestamptz", berlin, "2026-07-01T14:05:00.25").as_deref(), Some("2026-07-01T12:05:00.25Z"));
-        assert_eq!(ok("timestamptz", berlin, "2026-07-01 14:05").as_deref(), Some("2026-07-01T12:05:00Z"));
-        assert_eq!(ok("timestamptz", berlin, "2026-07-01T14:05:00Z").as_deref(), Some("2026-07-01T14:05:00Z"));
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-12-03 14:05:00").as_deref(),
+            Some("2026-12-03T13:05:00Z")
+        );
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-07-01T14:05:00.25").as_deref(),
+            Some("2026-07-01T12:05:00.25Z")
+        );
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-07-01 14:05").as_deref(),
+            Some("2026-07-01T12:05:00Z")
+        );
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-07-01T14:05:00Z").as_deref(),
+            Some("2026-07-01T14:05:00Z")
+        );
         // The repeated hour of October is its first; March's skipped one moves on.
-        assert_eq!(ok("timestamptz", berlin, "2026-10-25 02:30:00").as_deref(), Some("2026-10-25T00:30:00Z"));
-        assert_eq!(ok("timestamptz", berlin, "2026-03-29 02:30:00").as_deref(), Some("2026-03-29T01:30:00Z"));
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-10-25 02:30:00").as_deref(),
+            Some("2026-10-25T00:30:00Z")
+        );
+        assert_eq!(
+            ok("timestamptz", berlin, "2026-03-29 02:30:00").as_deref(),
+            Some("2026-03-29T01:30:00Z")
+        );
         let format = r#", format = "[day].[month].[year] [hour]:[minute]", timezone = "-05:30""#;
-        assert_eq!(ok("timestamptz", format, "03.12.2026 14:05").as_deref(), Some("2026-12-03T19:35:00Z"));
+        assert_eq!(
+            ok("timestamptz", format, "03.12.2026 14:05").as_deref(),
+            Some("2026-12-03T19:35:00Z")
+        );
         // Without a declared zone a value without an offset is refused,
         // unless a format without an offset says so (then it is UTC).
         assert!(refused("timestamptz", "", "2026-12-03 14:05:00").contains("RFC 3339"));
         assert_eq!(
-            ok("timestamptz", r#", format = "[year]-[month]-[day] [hour]:[minute]""#, "2026-12-03 14:05").as_deref(),
+            ok(
+                "timestamptz",
+                r#", format = "[year]-[month]-[day] [hour]:[minute]""#,
+                "2026-12-03 14:05"
+            )
+            .as_deref(),
             Some("2026-12-03T14:05:00Z")
         );
         assert!(refused("timestamptz", berlin, "03/12/2026").contains("ISO 8601 timestamp"));
-        for (zone, said) in [("Mars/Olympus", "is not a time zone"), ("+25:00", "is not an offset")] {
+        for (zone, said) in [
+            ("Mars/Olympus", "is not a time zone"),
+            ("+25:00", "is not an offset"),
+        ] {
             let spec = format!(
                 "name = \"t\"\nroot = \"l\"\n[levels.l]\ncolumns = [{{ name = \"c\", type = \"timestamptz\", timezone = \"{zone}\" }}]"
             );
