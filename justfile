@@ -63,11 +63,12 @@ check:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features sluice-cli/demo
     python3 deploy/checks/layers.py
 
-# Throughput and memory against the naive job and COPY, in one run (writes docs/benchmarks.md).
+# Throughput and memory against the naive job and COPY, in one run, against a durable PostgreSQL (fsync on, started on 127.0.0.1:5433) and files served by Python's http.server (writes docs/benchmarks.md).
 bench *ARGS: services tools
+    python3 deploy/local/services.py durable-postgres
     sh deploy/build-command
     cargo build --release --locked -p sluice-bench
-    "${CARGO_TARGET_DIR:-target}/release/sluice-bench" {{ARGS}}
+    SLUICE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5433/sluice "${CARGO_TARGET_DIR:-target}/release/sluice-bench" {{ARGS}}
 
 # Fuzz the CSV reader, amount parser, address guard, URL redaction and the windows of rows for SECONDS each (libFuzzer; needs the nightly toolchain). Finds land in fuzz/artifacts/. SEED fixes libFuzzer's seed (CI does, so a run is a repeatable regression check; explore with the default, a new seed each run).
 fuzz SECONDS="30" SEED="0":

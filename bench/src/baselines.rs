@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use sluice_devkit::{Dataset, FileServer, Sandbox};
+use sluice_devkit::{Dataset, Sandbox};
+
+use crate::files::Files;
 use tokio_postgres::Client;
 
 const KEYED_TABLE: &str = "CREATE TABLE transactions (
@@ -16,7 +18,7 @@ const KEYED_TABLE: &str = "CREATE TABLE transactions (
 /// transactions file, and insert each row with its own statement, in one
 /// loop. Run on the first accounts until `sample` rows, and extrapolated.
 pub async fn naive_job(
-    server: &FileServer,
+    server: &Files,
     prefix: &str,
     sample: usize,
 ) -> Result<(u64, Duration), String> {

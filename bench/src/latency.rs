@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_devkit::{Dataset, FileServer};
+use sluice_devkit::Dataset;
+
+use crate::files::Files;
 use sluice_operator::imports::{derived_import_id_at, wait_for_completion};
 
 /// Median and 99th percentile of the small imports' latencies.
@@ -16,7 +18,7 @@ pub struct Latency {
 
 /// `imports` small imports one after another (each a fresh file, so none
 /// is a repeat of another), after one that warms the services up.
-pub async fn small_imports(server: &FileServer, imports: usize) -> Result<Latency, String> {
+pub async fn small_imports(server: &Files, imports: usize) -> Result<Latency, String> {
     let (sandbox, mut deployment, js) =
         crate::pipeline::start_services("bench-latency", 100, 1, &[]).await?;
     let mut took = Vec::with_capacity(imports);

@@ -36,7 +36,11 @@ pub async fn versions() -> (String, String) {
         Ok(sandbox) => sandbox
             .db()
             .await
-            .query_one("SHOW server_version", &[])
+            .query_one(
+                "SELECT current_setting('server_version') || ' (fsync ' || current_setting('fsync')
+                        || ', synchronous_commit ' || current_setting('synchronous_commit') || ')'",
+                &[],
+            )
             .await
             .map(|r| r.get::<_, String>(0))
             .unwrap_or_default(),

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use sluice_devkit::{Dataset, FileServer};
+use sluice_devkit::Dataset;
+
+use crate::files::Files;
 
 use crate::{
     baselines, nested,
@@ -27,6 +29,8 @@ pub struct Measured {
     pub more: MoreRuns,
     pub nested: Option<NestedMeasured>,
     pub latency: Option<crate::latency::Latency>,
+    /// What served the files.
+    pub files: &'static str,
 }
 
 /// The nested mode's figures.
@@ -57,7 +61,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         args.accounts, args.transactions
     );
     let data = Dataset::generate_from(1_000, "/main", args.accounts, total, 7);
-    let server = FileServer::start().await.map_err(|e| e.to_string())?;
+    let server = Files::start(&args.files).await?;
     server.add_dataset(&data);
     // Every figure below comes from warm servers: the first pipeline of a
     // run otherwise pays for cold caches and file-store allocation alone.
@@ -154,6 +158,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         }
     };
     Ok(Measured {
+        files: server.name(),
         latency,
         total,
         naive_rows,
@@ -170,7 +175,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     })
 }
 
-async fn more_runs(args: &Args, server: &FileServer, data: &Dataset) -> Result<MoreRuns, String> {
+async fn more_runs(args: &Args, server: &Files, data: &Dataset) -> Result<MoreRuns, String> {
     let replicated = if args.replicas > 1 {
         eprintln!("sluice, {} replicas of every stage…", args.replicas);
         Some(

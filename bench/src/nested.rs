@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_devkit::{FileServer, Sandbox};
+use sluice_devkit::Sandbox;
+
+use crate::files::Files;
 use sluice_messages::ImportStatus;
 use sluice_operator::imports::wait_for_completion;
 
@@ -211,9 +213,9 @@ pub fn generate(leaf_rows: usize, dialect: Dialect) -> NestedData {
 }
 
 impl NestedData {
-    pub fn serve(&self, server: &FileServer) {
+    pub fn serve(&self, server: &Files) {
         for (path, body) in &self.files {
-            server.set(path, sluice_devkit::Route::new(body.clone()));
+            server.set(path, body.clone());
         }
     }
 }
@@ -249,7 +251,7 @@ async fn put_spec(sandbox: &Sandbox, spec: &str) -> Result<(), String> {
 /// The nested import end to end: from publishing it to its completion
 /// event, checked (every row of every level, the exact sum of `qty`).
 pub async fn run_nested(
-    server: &FileServer,
+    server: &Files,
     data: &NestedData,
     per_message: u32,
 ) -> Result<Duration, String> {

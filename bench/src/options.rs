@@ -54,6 +54,11 @@ pub struct Args {
     /// against warm services, from publish to completion event (0 skips).
     #[arg(long, default_value_t = 20)]
     pub small_imports: usize,
+    /// What serves the files: `python` (Python's http.server, an ordinary
+    /// server, as users' files are served) or `builtin` (the test suite's
+    /// Rust server).
+    #[arg(long, default_value = "python", value_parser = ["python", "builtin"])]
+    pub files: String,
     /// Where the report is written ("-": nowhere).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,

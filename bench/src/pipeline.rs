@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_devkit::{data::format_cents, Dataset, Deployment, FileServer, Sandbox};
+use sluice_devkit::{data::format_cents, Dataset, Deployment, Sandbox};
+
+use crate::files::Files;
 use sluice_messages::ImportStatus;
 use sluice_operator::{consumers::wait_for_consumers, imports::wait_for_completion};
 
@@ -55,7 +57,7 @@ pub async fn start_services(
 /// first publish to the last completion event, and checked: every row
 /// saved, the exact sum.
 pub async fn run_pipeline(
-    server: &FileServer,
+    server: &Files,
     imports: &[(&Dataset, &str)],
     per_message: u32,
     replicas: usize,

@@ -21,10 +21,11 @@ pub async fn publish(args: &Args, measured: &Measured) -> Result<bool, String> {
         let _ = writeln!(report, "- {} {text}", if *ok { "✅" } else { "❌" });
     }
     let context = format!(
-        "{} accounts × {} transactions ({} rows), served by a local HTTP server; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
+        "{} accounts × {} transactions ({} rows), served by {} on this machine, all with default settings; importer, fetcher, saver, NATS {nats_version} and PostgreSQL {pg_version} all on one machine: {}.",
         group(args.accounts as f64),
         group(args.transactions as f64),
         group(measured.total as f64),
+        measured.files,
         machine()
     );
     println!("\n{context}\n\n{report}");

@@ -1,7 +1,9 @@
 //! What tracing costs: the main mode with every span exported to a real
 //! Jaeger against the same without, and the span count of one import.
 
-use sluice_devkit::{Dataset, FileServer};
+use sluice_devkit::Dataset;
+
+use crate::files::Files;
 
 use crate::pipeline::{run_pipeline, PipelineRun};
 
@@ -17,7 +19,7 @@ pub struct TracedRuns {
 }
 
 pub async fn traced_runs(
-    server: &FileServer,
+    server: &Files,
     data: &Dataset,
     per_message: u32,
     main: &PipelineRun,

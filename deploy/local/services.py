@@ -298,7 +298,7 @@ def nats_up() -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def pg_up() -> None:
+def pg_up(durable: bool = False) -> None:
     db = database_endpoint()
     bin_dir, base = postgres_layout() if not db.answers() and db.is_local else (None, None)
     if bin_dir is None:
@@ -340,9 +340,10 @@ def pg_up() -> None:
         "-c unix_socket_directories=''",
         # Tests run many pipelines at once, each with a few connections.
         "-c max_connections=300",
+    ] + ([] if durable else [
         "-c fsync=off",
         "-c full_page_writes=off",
-    ])
+    ]))
     say(f"starting PostgreSQL on {db.display()} (data and log in {state})")
     out = subprocess.run(
         as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60",
@@ -509,6 +510,18 @@ def up() -> None:
     )
 
 
+DURABLE_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/sluice"
+
+
+def durable_postgres() -> None:
+    """A second PostgreSQL on 127.0.0.1:5433 with PostgreSQL's defaults
+    (fsync on, full page writes): what `just bench` measures against, as
+    users run it. Its URL goes to .local/env as SLUICE_BENCH_DATABASE_URL."""
+    os.environ["DATABASE_URL"] = DURABLE_DATABASE_URL
+    pg_up(durable=True)
+    write_env_file(SLUICE_BENCH_DATABASE_URL=DURABLE_DATABASE_URL)
+
+
 def jaeger_up() -> None:
     """Jaeger in the background on its usual ports (4318 OTLP HTTP, 16686
     query API), for `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318`."""
@@ -660,7 +673,7 @@ def fuzz_tools() -> None:
 
 def main() -> None:
     commands = {"up": up, "down": down, "status": status, "tools": tools, "fuzz-tools": fuzz_tools,
-                "jaeger": jaeger_up}
+                "jaeger": jaeger_up, "durable-postgres": durable_postgres}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         fail(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
     commands[sys.argv[1]]()

@@ -45,6 +45,20 @@ pub mod metric {
     pub const LATENCY: &str = "sluice_download_host_latency_seconds";
 }
 
+/// The metrics' help texts (again for every new host: cheap, and right
+/// whenever the exporter was installed).
+fn describe() {
+    metrics::describe_gauge!(
+        metric::LIMIT,
+        "Downloads this replica may have at once from the host, adapted to how it answers."
+    );
+    metrics::describe_gauge!(
+        metric::LATENCY,
+        metrics::Unit::Seconds,
+        "The host's smoothed time to first byte."
+    );
+}
+
 /// Each host's limit, shared by every download of a process.
 #[derive(Debug, Clone)]
 pub struct HostLimits {
@@ -119,6 +133,7 @@ impl HostLimits {
         hosts
             .entry(name.to_owned())
             .or_insert_with(|| {
+                describe();
                 let mut labelled = self.labelled.lock().expect("never poisoned");
                 let label = match labelled.len() < LABELLED_HOSTS || labelled.contains(name) {
                     true => {
