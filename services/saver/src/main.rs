@@ -26,8 +26,10 @@ struct Config {
     #[arg(long, env = "SLUICE_BATCH_MAX_BYTES", default_value = "8MiB",
           value_parser = sluice_stage::config::parse_size)]
     batch_max_bytes: u64,
-    /// Longest wait to fill a batch before writing what has arrived.
-    #[arg(long, env = "SLUICE_BATCH_WAIT", default_value = "100ms", value_parser = parse_duration)]
+    /// Longest wait to fill a batch before writing what has arrived: a
+    /// lone message waits this long (a small import's latency), a busy
+    /// stream fills batches sooner.
+    #[arg(long, env = "SLUICE_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
     batch_wait: Duration,
 }
 

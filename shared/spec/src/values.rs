@@ -452,32 +452,23 @@ mod tests {
     #[test]
     fn timestamps_without_an_offset_are_read_in_the_declared_zone() {
         let berlin = r#", timezone = "Europe/Berlin""#;
-        // Winter, summer, and a value that says its own offset.
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-12-03 14:05:00").as_deref(),
-            Some("2026-12-03T13:05:00Z")
-        );
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-07-01T14:05:00.25").as_deref(),
-            Some("2026-07-01T12:05:00.25Z")
-        );
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-07-01 14:05").as_deref(),
-            Some("2026-07-01T12:05:00Z")
-        );
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-07-01T14:05:00Z").as_deref(),
-            Some("2026-07-01T14:05:00Z")
-        );
-        // The repeated hour of October is its first; March's skipped one moves on.
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-10-25 02:30:00").as_deref(),
-            Some("2026-10-25T00:30:00Z")
-        );
-        assert_eq!(
-            ok("timestamptz", berlin, "2026-03-29 02:30:00").as_deref(),
-            Some("2026-03-29T01:30:00Z")
-        );
+        for (local, utc) in [
+            // Winter, summer, and values that say their own offset.
+            ("2026-12-03 14:05:00", "2026-12-03T13:05:00Z"),
+            ("2026-07-01T14:05:00.25", "2026-07-01T12:05:00.25Z"),
+            ("2026-07-01 14:05", "2026-07-01T12:05:00Z"),
+            ("2026-07-01T14:05:00Z", "2026-07-01T14:05:00Z"),
+            // The repeated hour of October is its first; March's skipped
+            // one moves on by the gap.
+            ("2026-10-25 02:30:00", "2026-10-25T00:30:00Z"),
+            ("2026-03-29 02:30:00", "2026-03-29T01:30:00Z"),
+        ] {
+            assert_eq!(
+                ok("timestamptz", berlin, local).as_deref(),
+                Some(utc),
+                "{local}"
+            );
+        }
         let format = r#", format = "[day].[month].[year] [hour]:[minute]", timezone = "-05:30""#;
         assert_eq!(
             ok("timestamptz", format, "03.12.2026 14:05").as_deref(),
