@@ -271,8 +271,12 @@ impl CsvFile {
             }
             // A blank line (just "\r" now that '\n' ends records) is no row;
             // its line end still counts.
-            let blank =
-                self.record.len() == 1 && self.record[0].iter().all(u8::is_ascii_whitespace);
+            // (A mark, when fields are marked, is no content either: marking
+            // must not change which records are rows.)
+            let blank = self.record.len() == 1
+                && unmarked_bytes(&self.record[0], self.marked)
+                    .iter()
+                    .all(u8::is_ascii_whitespace);
             if !blank || self.header_len == Some(1) {
                 break;
             }
@@ -479,6 +483,19 @@ fn unmarked(text: &str, marked: bool) -> (&str, bool) {
         Some(rest) => (rest, true),
         None => (text.strip_prefix(LITERAL).unwrap_or(text), false),
     }
+}
+
+/// [`unmarked`] on a field's bytes.
+fn unmarked_bytes(field: &[u8], marked: bool) -> &[u8] {
+    let mut mark = [0; 4];
+    for m in [QUOTED, LITERAL] {
+        if let Some(rest) = field.strip_prefix(m.encode_utf8(&mut mark).as_bytes()) {
+            if marked {
+                return rest;
+            }
+        }
+    }
+    field
 }
 
 /// Empties the first `skip_lines` lines of a body (a title, a banner) and
