@@ -30,10 +30,7 @@ impl Files {
         }
         let dir = std::env::temp_dir().join(format!("sluice-bench-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = sluice_devkit::free_port().map_err(|e| e.to_string())?;
         let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let server = tokio::process::Command::new(python)
             .args([

@@ -29,6 +29,34 @@ pub struct Pipeline {
     pub deployment: Deployment,
 }
 
+/// A failed test shows what its services warned of: CI keeps no files, and
+/// a stall is found from these lines or not at all.
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.deployment.log_dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let notable: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            eprintln!(
+                "--- {name}: {} warning and error lines, the last 30:",
+                notable.len()
+            );
+            for line in &notable[notable.len().saturating_sub(30)..] {
+                eprintln!("{}", line.chars().take(400).collect::<String>());
+            }
+        }
+    }
+}
+
 /// Where a [`Pipeline`] starts and with what; [`PipelineBuilder::start`]
 /// starts it.
 pub struct PipelineBuilder<'a> {

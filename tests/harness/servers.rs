@@ -2,17 +2,13 @@
 //! machine's shared servers must keep serving the tests running beside.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    sluice_devkit::free_port().expect("a free port")
 }
 
 pub(crate) fn scratch_dir(kind: &str) -> PathBuf {

@@ -3,7 +3,7 @@
 //! in-memory configuration, on free ports.
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -19,7 +19,7 @@ impl Jaeger {
     /// Starts `binary` with `config` (deploy/local/jaeger/config.yaml) and
     /// waits until it takes spans and answers queries.
     pub fn start(binary: &Path, config: &Path) -> anyhow::Result<Jaeger> {
-        let (otlp_port, query_port, grpc_port) = (free_port()?, free_port()?, free_port()?);
+        let (otlp_port, query_port, grpc_port) = (crate::free_port()?, crate::free_port()?, crate::free_port()?);
         let child = Command::new(binary)
             .arg("--config")
             .arg(config)
@@ -66,11 +66,4 @@ impl Drop for Jaeger {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())?;
-    Ok(port)
 }
