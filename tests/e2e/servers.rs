@@ -399,3 +399,44 @@ async fn one_slow_host_cannot_take_every_slot() {
     );
     p.stop().await;
 }
+
+/// More files of one host than a replica can hold waiting: files that got
+/// their download slot while waiting must get a processing slot back, and
+/// messages holding processing slots must not wait for that host. (They did:
+/// once the waiting room was full, a new message waited for the host with
+/// its processing slot, and the files holding the host's slots waited for
+/// processing slots, for ever.)
+#[tokio::test]
+async fn a_host_busier_than_the_waiting_room_never_stalls_the_fetcher() {
+    let p = Pipeline::start(
+        "per-host-full-room",
+        &[
+            ("SLUICE_CONCURRENCY", "2"),
+            ("SLUICE_MAX_DOWNLOADS_PER_HOST", "1"),
+            ("SLUICE_MIN_DOWNLOAD_RATE", "0"),
+        ],
+    )
+    .await;
+    // 2 in work + 6 waiting can be held at once: 40 files fill the room.
+    let accounts = 40;
+    let mut listing = String::from("accountId,transactionsUrl\n");
+    let mut expected = Vec::new();
+    for account in 1..=accounts {
+        listing.push_str(&format!("{account},{account}.csv\n"));
+        p.server.set(
+            &format!("/{account}.csv"),
+            Route::new(format!("id,amount\n1,{account}.00\n"))
+                .first_byte_after(Duration::from_millis(30)),
+        );
+        expected.push((account, 1, format!("{account}.00")));
+    }
+    p.server.set("/accounts.csv", Route::new(listing));
+    p.import(&p.server.url("/accounts.csv")).await;
+    let expected: Vec<(i64, i64, &str)> = expected
+        .iter()
+        .map(|(a, i, amount)| (*a, *i, amount.as_str()))
+        .collect();
+    p.assert_saves(&sluice_e2e::rows(&expected), Duration::from_secs(60))
+        .await;
+    p.stop().await;
+}

@@ -225,6 +225,32 @@ impl Sandbox {
             .unwrap_or(0)
     }
 
+    /// Each stream's messages and each consumer's backlog, on one line: what
+    /// a stalled test shows of where the work stopped.
+    pub async fn describe_streams(&self) -> String {
+        use futures_util::StreamExt;
+        let js = async_nats::jetstream::new(self.nats().await);
+        let mut parts = Vec::new();
+        for stream in sluice_messages::Stream::ALL {
+            let name = self.namespace.stream(stream);
+            let Ok(mut handle) = js.get_stream(&name).await else {
+                parts.push(format!("{name}: no answer"));
+                continue;
+            };
+            let messages = handle.info().await.map(|i| i.state.messages).unwrap_or(0);
+            let mut consumers = Vec::new();
+            let mut infos = handle.consumers();
+            while let Some(Ok(c)) = infos.next().await {
+                consumers.push(format!(
+                    "{} pending {} unacked {} redelivered {} waiting pulls {}",
+                    c.name, c.num_pending, c.num_ack_pending, c.num_redelivered, c.num_waiting
+                ));
+            }
+            parts.push(format!("{name}: {messages} messages [{}]", consumers.join("; ")));
+        }
+        parts.join(" | ")
+    }
+
     /// Polls until `count` transactions are saved, or panics after `timeout`.
     pub async fn wait_for_count(&self, count: i64, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -234,7 +260,10 @@ impl Sandbox {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("only {saved} of {count} transactions saved after {timeout:?}");
+                panic!(
+                    "only {saved} of {count} transactions saved after {timeout:?}; {}",
+                    self.describe_streams().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

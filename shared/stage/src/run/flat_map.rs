@@ -59,6 +59,10 @@ pub trait FlatMap: Send + Sync + 'static {
 /// for the last request to end.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
+/// Messages a replica may hold per processing slot: one at work, three
+/// waiting without a slot.
+const IN_HAND_PER_SLOT: usize = 4;
+
 pub(crate) async fn run<S: FlatMap>(
     stage: Arc<S>,
     shared: Arc<StageContext>,
@@ -72,9 +76,10 @@ pub(crate) async fn run<S: FlatMap>(
             .unwrap_or(S::DEFAULT_CONCURRENCY),
     );
     let slots = Arc::new(Semaphore::new(concurrency));
-    // Messages waiting without a slot (for a busy host): up to three times
-    // as many as are worked on, each kept with in-progress acks.
-    let waiting_room = Arc::new(Semaphore::new(concurrency * 3));
+    // Messages a replica holds: those worked on, and up to three times as
+    // many waiting without a slot (for a busy host), each kept with
+    // in-progress acks.
+    let in_hand = Arc::new(Semaphore::new(concurrency * IN_HAND_PER_SLOT));
     // Each input in work gets an equal share of the replica's publish window.
     let publish_budget = shared.consumer.publish_window as usize / concurrency;
     let abort = CancellationToken::new();
@@ -83,13 +88,21 @@ pub(crate) async fn run<S: FlatMap>(
     tracing::info!(stage = S::NAME, concurrency, "processing");
 
     'pulling: while !stop.is_cancelled() {
+        // A place in hand, then a slot: the order tasks never take them in.
         let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            places = async {
+                let place = in_hand.clone().acquire_owned().await;
+                let permit = slots.clone().acquire_owned().await;
+                (place.expect("semaphore never closes"), permit.expect("semaphore never closes"))
+            } => places,
             _ = stop.cancelled() => break,
         };
         let mut permits = vec![first];
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            permits.push(permit);
+        while let Ok(place) = in_hand.clone().try_acquire_owned() {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push((place, permit)),
+                Err(_) => break,
+            }
         }
         let started = Instant::now();
         let mut received = 0;
@@ -114,10 +127,10 @@ pub(crate) async fn run<S: FlatMap>(
             received += usize::from(next.is_ok());
             match next {
                 Ok(message) => match (stop.is_cancelled(), permits.pop()) {
-                    (false, Some(permit)) => {
+                    (false, Some((place, permit))) => {
                         let slot = Arc::new(Slot {
                             slots: slots.clone(),
-                            waiting_room: waiting_room.clone(),
+                            _in_hand: place,
                             permit: std::sync::Mutex::new(Some(permit)),
                             waited: Default::default(),
                         });

@@ -7,10 +7,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A task's processing slot, which it may give up while it waits for
 /// something other than work (a busy host), so that other messages go on.
+///
+/// A task never waits for anything else while holding a processing slot
+/// that it could give up: a task that got its host and wants a processing
+/// slot back must find the slots held by tasks at work, never by tasks
+/// waiting for that host, or the two would wait on each other for ever.
+/// What bounds the messages a replica holds is its place in hand, taken
+/// before the message was pulled and kept until it is settled.
 pub(crate) struct Slot {
     pub(crate) slots: Arc<Semaphore>,
-    /// Bounds the messages held while waiting without a slot.
-    pub(crate) waiting_room: Arc<Semaphore>,
+    /// The message's place among those the replica may hold.
+    pub(crate) _in_hand: OwnedSemaphorePermit,
     pub(crate) permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     /// Time spent waiting without the slot, in nanoseconds: it does not
     /// count against SLUICE_MAX_PROCESSING_TIME.
@@ -18,8 +25,8 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Awaits `wait`; if it cannot finish at once and the waiting room has
-    /// a place, without holding the slot, which it then takes again.
+    /// Awaits `wait`; if it cannot finish at once, without holding the
+    /// slot, which it then takes again.
     pub(crate) async fn release_while<F: Future>(&self, wait: F) -> F::Output {
         tokio::pin!(wait);
         tokio::select! {
@@ -27,13 +34,9 @@ impl Slot {
             output = &mut wait => return output,
             () = std::future::ready(()) => {}
         }
-        let Ok(place) = self.waiting_room.clone().try_acquire_owned() else {
-            return wait.await;
-        };
         let started = Instant::now();
         drop(self.permit.lock().expect("never poisoned").take());
         let output = wait.await;
-        drop(place);
         let permit = self
             .slots
             .clone()
