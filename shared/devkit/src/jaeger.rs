@@ -19,7 +19,11 @@ impl Jaeger {
     /// Starts `binary` with `config` (deploy/local/jaeger/config.yaml) and
     /// waits until it takes spans and answers queries.
     pub fn start(binary: &Path, config: &Path) -> anyhow::Result<Jaeger> {
-        let (otlp_port, query_port, grpc_port) = (crate::free_port()?, crate::free_port()?, crate::free_port()?);
+        let (otlp_port, query_port, grpc_port) = (
+            crate::free_port()?,
+            crate::free_port()?,
+            crate::free_port()?,
+        );
         let child = Command::new(binary)
             .arg("--config")
             .arg(config)

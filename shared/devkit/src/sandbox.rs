@@ -246,7 +246,10 @@ impl Sandbox {
                     c.name, c.num_pending, c.num_ack_pending, c.num_redelivered, c.num_waiting
                 ));
             }
-            parts.push(format!("{name}: {messages} messages [{}]", consumers.join("; ")));
+            parts.push(format!(
+                "{name}: {messages} messages [{}]",
+                consumers.join("; ")
+            ));
         }
         parts.join(" | ")
     }
