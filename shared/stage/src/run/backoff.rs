@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | a message whose work failed (transient) | exponential from `SLUICE_RETRY_BACKOFF` to `SLUICE_RETRY_BACKOFF_MAX`, half of it random | [`message_retry`] |
 //! | a dependency that is down, probed while messages are held | 250 ms, doubling to 2 s | [`Backoff::outage_probe`] |
-//! | a pull, or opening a sink's writer, failing in a row | 200 ms more each time, up to 2 s | [`Backoff::failed_pull`] |
+//! | a pull, or opening a sink's writer, failing in a row | 200 ms more each time, up to 1 s | [`Backoff::failed_pull`] |
 //! | connecting to JetStream at start | 250 ms more each time, up to 5 s | [`Backoff::startup`] |
 //!
 //! The caps of the last three bound how late the end of an outage is
@@ -48,9 +48,10 @@ impl Backoff {
     }
 
     /// Pulling (or opening a writer) after failures in a row: 200 ms,
-    /// 400 ms, … up to 2 s.
+    /// 400 ms, … up to 1 s. A failed pull costs the server nothing, and
+    /// each pause is time lost once a cluster elects its leaders again.
     pub(crate) fn failed_pull() -> Self {
-        Self::adding(Duration::from_millis(200), Duration::from_secs(2))
+        Self::adding(Duration::from_millis(200), Duration::from_secs(1))
     }
 
     /// Connecting to JetStream at start: 250 ms, 500 ms, … up to 5 s.
@@ -95,8 +96,8 @@ mod tests {
             [250, 500, 1000, 2000, 2000, 2000]
         );
         assert_eq!(
-            first(Backoff::failed_pull(), 12),
-            [200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2000, 2000]
+            first(Backoff::failed_pull(), 7),
+            [200, 400, 600, 800, 1000, 1000, 1000]
         );
         let startup = first(Backoff::startup(), 22);
         assert_eq!(&startup[..3], [250, 500, 750]);

@@ -54,7 +54,7 @@ pub(crate) async fn pull(
 /// What a server answers later still (overloaded past this margin) goes to
 /// a subscription that is gone and is redelivered after the ack wait: late,
 /// never lost.
-pub(crate) const UNHEARD: Duration = Duration::from_secs(2);
+pub(crate) const UNHEARD: Duration = Duration::from_secs(1);
 
 /// The next item of `batch`; `None` at its end, or when nothing at all came
 /// within `expires` + [`UNHEARD`] of `started` (a request no server heard:
