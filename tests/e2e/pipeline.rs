@@ -126,6 +126,19 @@ async fn importing_the_same_file_twice_changes_nothing() {
 
     let second = p.import(&url).await;
     assert_ne!(first, second, "a second publish is a second import");
+    assert_eq!(
+        p.completion(&first, Duration::from_secs(60))
+            .await
+            .transactions_saved,
+        2_000
+    );
+    assert_eq!(
+        p.completion(&second, Duration::from_secs(60))
+            .await
+            .transactions_saved,
+        0,
+        "the second import inserted nothing"
+    );
     p.wait_until_idle(Duration::from_secs(60)).await;
     p.assert_saves_exactly(&data, Duration::from_secs(60)).await;
     let db = p.sandbox.db().await;

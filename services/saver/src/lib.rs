@@ -283,8 +283,9 @@ const INSERT: &str = "
             AS t(account_id, id, amount, chunk, position)
     ),
     chunks AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[])
-            AS c(import_id, chunk_key, account_key, chunk, rows)
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[],
+                             $17::int8[])
+            AS c(import_id, chunk_key, account_key, chunk, rows, winners)
     ),
     beaten AS (
         SELECT * FROM unnest($11::int4[], $12::int8[], $13::int8[], $14::int8[], $15::text[])
@@ -312,6 +313,21 @@ const INSERT: &str = "
         RETURNING account_id, id, xmax = 0 AS inserted, import_id AS owner, displaced,
                   amount AS kept
     ),
+    -- The rows that met a row already there and were returned: none on a
+    -- first import, so nothing below joins every row of the batch again.
+    -- (A fresh row is its own import's, at its own amount.)
+    met AS (
+        SELECT s.*, i.chunk FROM saved s JOIN input i USING (account_id, id)
+        WHERE NOT s.inserted
+    ),
+    -- The rows that met one and were left as they were, which are not
+    -- returned at all: looked for only when fewer rows came back than went
+    -- in (a replay, or another import's rows), never on a first import.
+    untouched AS (
+        SELECT i.chunk FROM input i
+        WHERE (SELECT count(*) FROM saved) < (SELECT count(*) FROM input)
+          AND NOT EXISTS (SELECT FROM saved s WHERE s.account_id = i.account_id AND s.id = i.id)
+    ),
     -- Who holds each beaten key now, and at which amount: this statement's
     -- outcome, else the row as it was (a replay changes nothing). Only the
     -- beaten keys: a batch without repeats looks nothing up.
@@ -323,9 +339,9 @@ const INSERT: &str = "
         LEFT JOIN transactions t USING (account_id, id)
     ),
     conflicted AS (
-        SELECT i.chunk, c.import_id, s.account_id, s.id, s.displaced AS at
-        FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
-        WHERE NOT s.inserted AND s.owner = c.import_id AND s.displaced IS NOT NULL
+        SELECT m.chunk, c.import_id, m.account_id, m.id, m.displaced AS at
+        FROM met m JOIN chunks c USING (chunk)
+        WHERE m.owner = c.import_id AND m.displaced IS NOT NULL
         UNION ALL
         SELECT d.chunk, c.import_id, d.account_id, d.id, d.position
         FROM beaten d JOIN chunks c USING (chunk) JOIN holder h USING (account_id, id)
@@ -333,8 +349,8 @@ const INSERT: &str = "
     ),
     clashed AS (
         SELECT i.chunk, c.import_id, i.account_id, i.id, i.position AS at, i.amount
-        FROM saved s JOIN input i USING (account_id, id) JOIN chunks c USING (chunk)
-        WHERE s.owner <> c.import_id
+        FROM met m JOIN input i USING (account_id, id, chunk) JOIN chunks c USING (chunk)
+        WHERE m.owner <> c.import_id
         UNION ALL
         SELECT d.chunk, c.import_id, d.account_id, d.id, d.position, d.amount
         FROM beaten d JOIN chunks c USING (chunk) JOIN holder h USING (account_id, id)
@@ -369,11 +385,11 @@ const INSERT: &str = "
         ON CONFLICT DO NOTHING
     ),
     counts AS (
-        SELECT c.chunk, COALESCE(ins.n, 0) AS inserted, COALESCE(con.n, 0) AS conflicts,
-               COALESCE(cla.n, 0) AS clashes
+        SELECT c.chunk, c.winners - COALESCE(old.n, 0) - COALESCE(kept.n, 0) AS inserted,
+               COALESCE(con.n, 0) AS conflicts, COALESCE(cla.n, 0) AS clashes
         FROM chunks c
-        LEFT JOIN (SELECT i.chunk, count(*) AS n FROM input i JOIN saved s USING (account_id, id)
-                   WHERE s.inserted GROUP BY i.chunk) ins USING (chunk)
+        LEFT JOIN (SELECT chunk, count(*) AS n FROM met GROUP BY chunk) old USING (chunk)
+        LEFT JOIN (SELECT chunk, count(*) AS n FROM untouched GROUP BY chunk) kept USING (chunk)
         LEFT JOIN (SELECT chunk, count(*) AS n FROM conflicted GROUP BY chunk) con USING (chunk)
         LEFT JOIN (SELECT chunk, count(*) AS n FROM clashed GROUP BY chunk) cla USING (chunk)
     )
@@ -555,6 +571,18 @@ struct Messages<'a> {
     rows: Vec<i64>,
 }
 
+/// How many of the rows the insert takes (the winners) each message gave:
+/// those not inserted are the ones that met a row already there (none on a
+/// first import), so the statement counts the inserted ones without
+/// joining every row.
+fn winners_per_message(plan: &Plan<'_>, messages: usize) -> Vec<i64> {
+    let mut winners = vec![0i64; messages];
+    for row in &plan.winners {
+        winners[row.chunk as usize] += 1;
+    }
+    winners
+}
+
 /// A list of rows, column by column, as the insert binds them.
 type Columns<'a> = (Vec<i64>, Vec<i64>, Vec<&'a str>, Vec<i32>, Vec<Option<i64>>);
 
@@ -572,6 +600,7 @@ impl Writer {
     async fn insert(&self, plan: &Plan<'_>, messages: &Messages<'_>) -> Result<(), StageError> {
         let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
         let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
+        let winners = winners_per_message(plan, messages.numbers.len());
         self.client
             .execute(
                 &self.insert,
@@ -592,6 +621,7 @@ impl Writer {
                     &b_positions,
                     &b_amounts,
                     &RECORDED_PER_IMPORT,
+                    &winners,
                 ],
             )
             .await
