@@ -199,7 +199,12 @@ pub async fn asyncio_script(
     db.batch_execute(KEYED_TABLE)
         .await
         .map_err(|e| e.to_string())?;
-    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    // The virtualenv `just bench` installed aiohttp and asyncpg into.
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/venv/bin/python");
+    let python = std::env::var("SLUICE_TEST_PYTHON")
+        .ok()
+        .or_else(|| std::path::Path::new(venv).exists().then(|| venv.to_owned()))
+        .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncio_import.py");
     let output = tokio::process::Command::new(&python)
         .arg(script)
