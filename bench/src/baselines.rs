@@ -15,6 +15,17 @@ const KEYED_TABLE: &str = "CREATE TABLE transactions (
     account_id BIGINT NOT NULL, id BIGINT NOT NULL, amount NUMERIC NOT NULL,
     PRIMARY KEY (account_id, id))";
 
+/// A database of its own with an empty keyed `transactions` table, and a
+/// session on it; the database goes when the sandbox is dropped.
+async fn keyed_sandbox(name: &str) -> Result<(Sandbox, Client), String> {
+    let sandbox = Sandbox::create(name).await.map_err(|e| format!("{e:#}"))?;
+    let db = sandbox.db().await;
+    db.batch_execute(KEYED_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sandbox, db))
+}
+
 /// The seed's job: download the accounts file, then for each account its
 /// transactions file, and insert each row with its own statement, in one
 /// loop. Run on the first accounts until `sample` rows, and extrapolated.
@@ -23,13 +34,7 @@ pub async fn naive_job(
     prefix: &str,
     sample: usize,
 ) -> Result<(u64, Duration), String> {
-    let sandbox = Sandbox::create("bench-naive")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let db = sandbox.db().await;
-    db.batch_execute(KEYED_TABLE)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_sandbox, db) = keyed_sandbox("bench-naive").await?;
     let insert = db
         .prepare(
             "INSERT INTO transactions (account_id, id, amount) VALUES ($1, $2, $3::text::numeric)",
@@ -107,13 +112,7 @@ async fn copy_into(db: &Client, table: &str, data: &[Bytes]) -> Result<(), Strin
 
 /// COPY straight into an empty keyed table: the most PostgreSQL takes in.
 pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-copy")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let db = sandbox.db().await;
-    db.batch_execute(KEYED_TABLE)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_sandbox, db) = keyed_sandbox("bench-copy").await?;
     let started = Instant::now();
     copy_into(&db, "transactions", data).await?;
     Ok(started.elapsed())
@@ -122,13 +121,7 @@ pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
 /// COPY into a staging table, then `INSERT … ON CONFLICT DO NOTHING` into
 /// the keyed one: the fastest write that can be replayed safely.
 pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
-    let sandbox = Sandbox::create("bench-upsert")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let db = sandbox.db().await;
-    db.batch_execute(KEYED_TABLE)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_sandbox, db) = keyed_sandbox("bench-upsert").await?;
     db.batch_execute(
         "CREATE UNLOGGED TABLE staging (account_id BIGINT, id BIGINT, amount NUMERIC)",
     )
@@ -192,13 +185,7 @@ pub async fn asyncio_script(
     prefix: &str,
     expected_rows: usize,
 ) -> Result<(u64, Duration), String> {
-    let sandbox = Sandbox::create("bench-asyncio")
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let db = sandbox.db().await;
-    db.batch_execute(KEYED_TABLE)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (sandbox, db) = keyed_sandbox("bench-asyncio").await?;
     // The virtualenv `just bench` installed aiohttp and asyncpg into.
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/venv/bin/python");
     let python = std::env::var("SLUICE_TEST_PYTHON")
