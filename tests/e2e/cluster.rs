@@ -521,28 +521,24 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     let healthy = Instant::now();
     let down = healthy.duration_since(killed);
     let saved_at_healthy = p.sandbox.saved_count().await;
-    let (led, resumed) = tokio::join!(
+    let (led, rows_after, ready_after) = tokio::join!(
         async { consumers_led(&p).await.saturating_duration_since(healthy) },
         async {
-            tokio::join!(
-                async {
-                    p.sandbox
-                        .wait_for_count(saved_at_healthy + 1, Duration::from_secs(60))
-                        .await;
-                    let first = healthy.elapsed();
-                    p.sandbox
-                        .wait_for_count(saved_at_healthy + 1_000, Duration::from_secs(60))
-                        .await;
-                    (first, healthy.elapsed())
-                },
-                async {
-                    readiness
-                        .all_ready()
-                        .await
-                        .saturating_duration_since(healthy)
-                },
-            )
-        }
+            p.sandbox
+                .wait_for_count(saved_at_healthy + 1, Duration::from_secs(60))
+                .await;
+            let first = healthy.elapsed();
+            p.sandbox
+                .wait_for_count(saved_at_healthy + 1_000, Duration::from_secs(60))
+                .await;
+            (first, healthy.elapsed())
+        },
+        async {
+            readiness
+                .all_ready()
+                .await
+                .saturating_duration_since(healthy)
+        },
     );
 
     p.assert_saves_exactly(&data, Duration::from_secs(180))
@@ -572,9 +568,9 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
          {received} completion event(s) on a core subscription",
         down.as_secs_f64(),
         led.as_secs_f64(),
-        resumed.0 .0.as_secs_f64(),
-        resumed.0 .1.as_secs_f64(),
-        resumed.1.as_secs_f64(),
+        rows_after.0.as_secs_f64(),
+        rows_after.1.as_secs_f64(),
+        ready_after.as_secs_f64(),
         files.len(),
     );
     assert!(
@@ -591,7 +587,7 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     // lost them once more while the second node caught up). That much is
     // JetStream's; sluice's part is counted from every consumer having a
     // leader again, and bounded.
-    let first_after_led = resumed.0 .0.saturating_sub(led);
+    let first_after_led = rows_after.0.saturating_sub(led);
     assert!(
         first_after_led < Duration::from_secs(8),
         "first rows {first_after_led:?} after every consumer had a leader ({led:?} after healthy)"
@@ -601,9 +597,9 @@ async fn losing_quorum_pauses_every_stage_and_the_import_resumes_without_fetchin
     // (0-7.1 s after in the runs so far, the slowest with leaders lost once
     // more after the nodes said healthy).
     assert!(
-        resumed.1 < Duration::from_secs(15),
+        ready_after < Duration::from_secs(15),
         "ready after {:?}",
-        resumed.1
+        ready_after
     );
     // Held files are not read again by their replica (unstored publishes
     // are sent again), and nothing outside the hands of the replicas is
