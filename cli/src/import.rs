@@ -38,6 +38,11 @@ pub struct ImportArgs {
     /// import (a no-op), another URL under a used id is refused.
     #[arg(long)]
     id: Option<String>,
+    /// The download credential the files are fetched with: the name of one
+    /// configured on the importer and the fetcher
+    /// (`SLUICE_DOWNLOAD_CREDENTIALS`); only the name travels.
+    #[arg(long)]
+    credentials: Option<String>,
     /// Show progress until the import completes; exit 0 only if it
     /// completed without errors, 1 with a summary of what failed otherwise.
     #[arg(long)]
@@ -52,6 +57,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     }
     if let Some(id) = &args.id {
         validate_import_id(id)?;
+    }
+    if let Some(name) = &args.credentials {
+        sluice_messages::validate_credential_name(name)?;
     }
     if args.wait {
         // Following an import reads the saver's tables: refuse a schema a
@@ -81,6 +89,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         url: args.url.clone(),
         id: args.id.clone(),
         spec: args.spec.clone(),
+        credentials: args.credentials.clone(),
     };
     let (span, headers) = root_span(&args.url);
     let mut message = PublishMessage::build()

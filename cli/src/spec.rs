@@ -45,6 +45,10 @@ struct InferArgs {
     /// Child files sampled per level, through the column that links to them.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     files: u32,
+    /// The download credential to sample with, one of those
+    /// `--download-credentials` configures (as an import's `credentials`).
+    #[arg(long)]
+    credentials: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -235,7 +239,7 @@ const INFER_DEPTH: usize = 3;
 const INFER_ROWS: usize = 1_000;
 
 async fn infer(args: InferArgs) -> anyhow::Result<()> {
-    let downloader = sluice_download::Downloader::new(&args.download.options())?;
+    let downloader = sluice_download::Downloader::new(&args.download.options()?)?;
     let root = sample_level(&downloader, &args, vec![args.url.clone()], 0).await?;
     // By default the spec is named as its root level: after the file.
     let name = args
@@ -270,7 +274,11 @@ fn sample_level<'a>(
         let mut files = Vec::new();
         for (file, url) in urls.iter().take(args.files as usize).enumerate() {
             let (base, bytes) = downloader
-                .sample(url, usize::try_from(args.sample_size).unwrap_or(usize::MAX))
+                .sample(
+                    url,
+                    args.credentials.as_deref(),
+                    usize::try_from(args.sample_size).unwrap_or(usize::MAX),
+                )
                 .await?;
             let (text, encoding, invalid) = decoded(&bytes, bytes.len() as u64 >= args.sample_size);
             if file == 0 {

@@ -366,10 +366,12 @@ def check_variables(r, readme, expect_all):
 def check_settings_are_values(readme):
     """Every SLUICE_* setting of README is a key of values.yaml, in a map that
     reaches each program README says uses it. The chart derives the others:
-    SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls."""
+    SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls,
+    SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials (a mounted Secret)."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, _, users in readme:
-        if not name.startswith("SLUICE_") or name == "SLUICE_METRICS_ADDR" or name.startswith("SLUICE_NATS_"):
+        if (not name.startswith("SLUICE_") or name in ("SLUICE_METRICS_ADDR", "SLUICE_DOWNLOAD_CREDENTIALS")
+                or name.startswith("SLUICE_NATS_")):
             continue
         for component in sorted(u for u in users if not u.startswith("?")):
             maps = [values.get("config") or {}]
@@ -431,7 +433,8 @@ def check_secrets_by_name(r):
         pod = pod["spec"]["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in r.container(component).get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
-        for name in ("SLUICE_NATS_CREDS", "SLUICE_NATS_NKEY", "SLUICE_NATS_TLS_CA", "SLUICE_NATS_TLS_CERT", "SLUICE_NATS_TLS_KEY"):
+        for name in ("SLUICE_NATS_CREDS", "SLUICE_NATS_NKEY", "SLUICE_NATS_TLS_CA", "SLUICE_NATS_TLS_CERT", "SLUICE_NATS_TLS_KEY",
+                     "SLUICE_DOWNLOAD_CREDENTIALS"):
             if name not in env:
                 continue
             path = env[name].get("value", "")
@@ -1037,6 +1040,9 @@ def main():
             check("everything: a ScaledObject and a ServiceMonitor per service",
                   len(r.kind("ScaledObject")) == 3 and len(r.kind("ServiceMonitor")) == 3)
             check("everything: existing Secrets only, none created", not r.kind("Secret"))
+            check("everything: the download credentials reach the importer and the fetcher only",
+                  all("SLUICE_DOWNLOAD_CREDENTIALS" in r.env(c) for c in ("importer", "fetcher"))
+                  and not any("SLUICE_DOWNLOAD_CREDENTIALS" in r.env(c) for c in ("saver", "setup")))
             check("everything: explicit saver grace period kept", r.workload("saver")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 150)
             check("everything: large numbers keep their digits",
                   r.env("importer")["SLUICE_MAX_ACK_PENDING"].get("value") == "1000000")

@@ -34,7 +34,7 @@ fn hammer(
             (downloader.clone(), url.clone(), stop.clone(), done.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut file) = downloader.open(&url, &["id"]).await {
+                if let Ok(mut file) = downloader.open(&url, None, &["id"]).await {
                     while let Ok(Some(row)) = file.next_row().await {
                         assert!(matches!(row, Row::Record(_)));
                     }

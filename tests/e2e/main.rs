@@ -19,6 +19,7 @@ mod pipeline;
 mod resilience;
 mod secured;
 mod servers;
+mod sources;
 mod spec_imports;
 mod specs;
 mod traces;

@@ -264,8 +264,14 @@ impl Pipeline {
     /// Publishes a JSON import request naming spec `spec`, as `nats pub
     /// imports '{"url": …, "spec": …}'` does; returns the derived import id.
     pub async fn import_with(&self, url: &str, spec: &str) -> String {
-        self.publish_import(serde_json::json!({ "url": url, "spec": spec }).to_string())
+        self.publish_json(serde_json::json!({ "url": url, "spec": spec }))
             .await
+    }
+
+    /// Publishes a JSON import request, as `nats pub imports '{…}'` does;
+    /// returns the derived import id.
+    pub async fn publish_json(&self, request: serde_json::Value) -> String {
+        self.publish_import(request.to_string()).await
     }
 
     async fn publish_import(&self, body: String) -> String {

@@ -160,7 +160,10 @@ impl Fetcher {
         }
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
-            .without_slot(self.downloader.reserve(&account.transactions_url))
+            .without_slot(
+                self.downloader
+                    .reserve(&account.transactions_url, account.credentials.as_deref()),
+            )
             .await?;
         let mut file = self.downloader.open_csv(reserved, &COLUMNS).await?;
         let shown = file.shown_url();

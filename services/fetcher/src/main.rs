@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         &config.stage.observe.clone(),
         |stop| async move {
             let fetcher = Fetcher::new(
-                &config.download.options(),
+                &config.download.options()?,
                 config.rows.transactions_per_message as usize,
             )?;
             let replicas = usize::from(config.stage.nats.stream_replicas);

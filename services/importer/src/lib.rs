@@ -89,6 +89,7 @@ impl Importer {
             url: request.url.clone(),
             path: Vec::new(),
             inherited: Vec::new(),
+            credentials: request.credentials.clone(),
         };
         files.read(&self.downloader, &root, &spec, out).await
     }
@@ -153,13 +154,16 @@ impl FlatMap for Importer {
             spec: None,
         })
         .await?;
-        let mut file = self.downloader.open(&request.url, &COLUMNS).await?;
+        let mut file = self
+            .downloader
+            .open(&request.url, request.credentials.as_deref(), &COLUMNS)
+            .await?;
         let (url, shown) = (file.url().clone(), file.shown_url());
         let subject = out.namespace().account_updates();
         let mut accounts = 0;
         while let Some(row) = file.next_row().await? {
             match row {
-                Row::Record(record) => match account_update(&import_id, &url, &record) {
+                Row::Record(record) => match account_update(request, &import_id, &url, &record) {
                     Ok(_) if accounts == self.max_accounts => {
                         return Err(StageError::permanent(format!(
                             "{shown} lists more than {} accounts (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
@@ -218,6 +222,7 @@ fn chosen_id<'a>(request: &'a ImportRequest, input: &'a Delivery) -> Option<&'a 
 }
 
 fn account_update(
+    request: &ImportRequest,
     import_id: &str,
     accounts_url: &Url,
     record: &Record<'_>,
@@ -238,5 +243,6 @@ fn account_update(
         import_id: import_id.to_owned(),
         account_id,
         transactions_url: transactions_url.into(),
+        credentials: request.credentials.clone(),
     })
 }

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
                 config.max_accounts_per_import,
             );
             let importer = Importer::new(
-                &config.download.options(),
+                &config.download.options()?,
                 config.max_accounts_per_import,
                 ids,
             )?

@@ -4,6 +4,8 @@
 //! runs. A route can gzip its body, trickle it in small delayed chunks, and
 //! misbehave a given number of times first: answer an error status, stall
 //! mid-body, reset the connection mid-body, or send a truncated body.
+//! It can also require a header (a bearer token), redirect, and tell which
+//! headers each request carried.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,6 +36,10 @@ pub struct Route {
     first_byte_delay: Duration,
     /// Faults served, in order, before the body is served whole.
     faults: VecDeque<Fault>,
+    /// A header every request must carry with this value, else 401.
+    required: Option<(String, String)>,
+    /// Answer `302 Found` to this location instead of the body.
+    redirect: Option<String>,
 }
 
 /// One way of failing a request.
@@ -60,6 +66,24 @@ impl Route {
             chunk_delay: Duration::ZERO,
             first_byte_delay: Duration::ZERO,
             faults: VecDeque::new(),
+            required: None,
+            redirect: None,
+        }
+    }
+
+    /// Answers 401 to a request without header `name: value` (as a server
+    /// that wants `Authorization: Bearer …` does).
+    pub fn require_header(mut self, name: &str, value: &str) -> Self {
+        self.required = Some((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Answers `302 Found` with `Location: location` (absolute or relative)
+    /// once any required header is checked.
+    pub fn redirect(location: &str) -> Self {
+        Route {
+            redirect: Some(location.to_owned()),
+            ..Route::new(Bytes::new())
         }
     }
 
@@ -105,11 +129,20 @@ impl Route {
 
 type Routes = Arc<Mutex<HashMap<String, Route>>>;
 
+/// A request as the server saw it: its path and headers.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+}
+
+type Requests = Arc<Mutex<Vec<Seen>>>;
+
 /// Serves routes until dropped.
 pub struct FileServer {
     addr: SocketAddr,
     routes: Routes,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Requests,
     task: JoinHandle<()>,
 }
 
@@ -118,7 +151,7 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let routes: Routes = Arc::default();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let requests: Requests = Arc::default();
         let (r, q) = (routes.clone(), requests.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -170,8 +203,13 @@ impl FileServer {
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| *p == path)
+            .filter(|seen| seen.path == path)
             .count()
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
@@ -189,11 +227,14 @@ fn never(e: Infallible) -> std::io::Error {
 
 async fn serve(
     routes: Routes,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Requests,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    requests.lock().unwrap().push(path.clone());
+    requests.lock().unwrap().push(Seen {
+        path: path.clone(),
+        headers: req.headers().clone(),
+    });
     let (route, fault) = {
         let mut routes = routes.lock().unwrap();
         match routes.get_mut(&path) {
@@ -209,6 +250,19 @@ async fn serve(
     }
     if let Some(Fault::Status(status)) = fault {
         return Ok(status_response(status));
+    }
+    if let Some((name, value)) = &route.required {
+        if req.headers().get(name.as_str()).map(|v| v.as_bytes()) != Some(value.as_bytes()) {
+            return Ok(status_response(401));
+        }
+    }
+    if let Some(location) = &route.redirect {
+        let mut response = status_response(302);
+        response.headers_mut().insert(
+            hyper::header::LOCATION,
+            location.parse().expect("a valid Location"),
+        );
+        return Ok(response);
     }
     let mut response = Response::builder().header("Content-Type", "text/csv; charset=utf-8");
     let body = if route.gzip {

@@ -9,10 +9,9 @@ use url::Url;
 
 use crate::{
     address,
-    error::shown,
     hosts::{HostLimits, HostSlot, Outcome},
-    limits, AddressPolicy, Body, BodyLimits, Columns, CsvFile, CsvFormat, DownloadError,
-    DownloadOptions, LimitExceeded,
+    limits, AddressPolicy, Body, BodyLimits, Columns, Credential, Credentials, CsvFile, CsvFormat,
+    DownloadError, DownloadOptions, LimitExceeded,
 };
 
 /// Redirects followed before giving up.
@@ -26,6 +25,7 @@ pub struct Downloader {
     read_timeout: Duration,
     addresses: Arc<AddressPolicy>,
     hosts: HostLimits,
+    credentials: Credentials,
 }
 
 /// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
@@ -40,6 +40,8 @@ pub fn install_tls_provider() {
 pub struct Reserved {
     url: Url,
     slot: HostSlot,
+    /// The credential the import named, sent where it is scoped.
+    credential: Option<Arc<Credential>>,
 }
 
 /// The HTTP client could not be built (its TLS roots, say): a setting or
@@ -64,33 +66,6 @@ impl Downloader {
             "download guard: refusing connections to the denied networks (SLUICE_DENY_NETWORKS) except the allowed ones (SLUICE_ALLOW_NETWORKS)"
         );
         let addresses = Arc::new(options.addresses.clone());
-        let policy = addresses.clone();
-        // Host names are checked by the resolver; literal addresses in a
-        // redirect never reach it, so they are checked here.
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS {
-                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
-            }
-            match literal_ip(attempt.url()).map(|ip| policy.check(ip)) {
-                Some(Err(refused)) => attempt.error(refused),
-                _ if !matches!(attempt.url().scheme(), "http" | "https") => {
-                    let message =
-                        format!("redirect to {} is not http or https", shown(attempt.url()));
-                    attempt.error(message)
-                }
-                // What came over TLS must not continue in the clear.
-                _ if attempt.url().scheme() == "http"
-                    && attempt
-                        .previous()
-                        .last()
-                        .is_some_and(|u| u.scheme() == "https") =>
-                {
-                    let message = format!("redirect from https to http ({})", shown(attempt.url()));
-                    attempt.error(message)
-                }
-                _ => attempt.follow(),
-            }
-        });
         let client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
@@ -101,7 +76,9 @@ impl Downloader {
             .dns_resolver(Arc::new(address::GuardedResolver {
                 policy: addresses.clone(),
             }))
-            .redirect(redirects)
+            // Redirects are followed by `body`, hop by hop: each is checked
+            // against the guard, and a credential goes only where it is scoped.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClientError)?;
         Ok(Downloader {
@@ -111,11 +88,20 @@ impl Downloader {
             read_timeout: options.read_timeout,
             addresses,
             hosts: HostLimits::new(options.min_per_host, options.per_host),
+            credentials: options.credentials.clone(),
         })
     }
 
-    /// Checks `url` and waits for a download slot on its host.
-    pub async fn reserve(&self, url: &str) -> Result<Reserved, DownloadError> {
+    /// Checks `url` and waits for a download slot on its host. `credential`:
+    /// the name of the credential the import asked for, if any.
+    pub async fn reserve(
+        &self,
+        url: &str,
+        credential: Option<&str>,
+    ) -> Result<Reserved, DownloadError> {
+        let credential = credential
+            .map(|name| self.credentials.get(name))
+            .transpose()?;
         let url = Url::parse(url).map_err(|reason| DownloadError::InvalidUrl {
             url: url.to_owned(),
             reason,
@@ -129,7 +115,11 @@ impl Downloader {
             url.port_or_known_default().unwrap_or(0)
         );
         let slot = self.hosts.acquire(&host).await;
-        Ok(Reserved { url, slot })
+        Ok(Reserved {
+            url,
+            slot,
+            credential,
+        })
     }
 
     /// How many downloads `host` (`name:port`) may have at once now.
@@ -139,8 +129,13 @@ impl Downloader {
 
     /// Reserves a slot for `url` and opens it: for callers with nothing
     /// better to do while the host is busy.
-    pub async fn open(&self, url: &str, columns: &[&str]) -> Result<CsvFile, DownloadError> {
-        let reserved = self.reserve(url).await?;
+    pub async fn open(
+        &self,
+        url: &str,
+        credential: Option<&str>,
+        columns: &[&str],
+    ) -> Result<CsvFile, DownloadError> {
+        let reserved = self.reserve(url, credential).await?;
         self.open_csv(reserved, columns).await
     }
 
@@ -180,8 +175,13 @@ impl Downloader {
     /// The first `max_bytes` of `url`'s body (decompressed), under every
     /// guard a download has; the rest is never read. For drafting a spec
     /// from a file (`sluice spec infer`).
-    pub async fn sample(&self, url: &str, max_bytes: usize) -> Result<(Url, Bytes), DownloadError> {
-        let reserved = self.reserve(url).await?;
+    pub async fn sample(
+        &self,
+        url: &str,
+        credential: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<(Url, Bytes), DownloadError> {
+        let reserved = self.reserve(url, credential).await?;
         let mut body = limits::bounded(self.body(&reserved).await?, self.limits);
         let mut sample = BytesMut::new();
         while sample.len() < max_bytes {
@@ -196,38 +196,72 @@ impl Downloader {
         Ok((reserved.url.clone(), sample.freeze()))
     }
 
-    /// Sends the request and checks the answer: the body as it streams in,
-    /// decompressed, rate-checked. How the host answered tunes its limit.
+    /// Sends the request, following redirects, and checks the answer: the
+    /// body as it streams in, decompressed, rate-checked. How the host
+    /// answered tunes its limit.
     async fn body(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
-        let url = &reserved.url;
-        if let Some(Err(reason)) = literal_ip(url).map(|ip| self.addresses.check(ip)) {
-            return Err(DownloadError::Refused {
-                url: url.clone(),
-                reason,
-            });
-        }
-        let response = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT_ENCODING, "gzip")
-            .send()
-            .await
-            .inspect_err(|source| {
-                if source.is_timeout() || source.is_connect() || source.is_request() {
-                    reserved.slot.report(Outcome::Failed);
-                }
-            })
-            .map_err(|source| match address::refusal_in(&source) {
-                Some(reason) => DownloadError::Refused {
+        let mut url = reserved.url.clone();
+        let mut hops = 0;
+        let (response, url, sent) = loop {
+            if let Some(Err(reason)) = literal_ip(&url).map(|ip| self.addresses.check(ip)) {
+                return Err(DownloadError::Refused { url, reason });
+            }
+            let credential = reserved.credential.as_deref().filter(|c| c.covers(&url));
+            let mut request = self
+                .client
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+            for (name, value) in credential.map(Credential::headers).unwrap_or_default() {
+                request = request.header(name, value);
+            }
+            let response = request
+                .send()
+                .await
+                .inspect_err(|source| {
+                    if source.is_timeout() || source.is_connect() || source.is_request() {
+                        reserved.slot.report(Outcome::Failed);
+                    }
+                })
+                .map_err(|source| match address::refusal_in(&source) {
+                    Some(reason) => DownloadError::Refused {
+                        url: url.clone(),
+                        reason,
+                    },
+                    // reqwest's message would repeat the URL with its secrets.
+                    None => DownloadError::Request {
+                        url: url.clone(),
+                        source: source.without_url(),
+                    },
+                })?;
+            match response.status().as_u16() {
+                301 | 302 | 303 | 307 | 308 => {}
+                _ => break (response, url, credential.is_some()),
+            }
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .ok_or_else(|| DownloadError::NoLocation {
                     url: url.clone(),
-                    reason,
-                },
-                // reqwest's message would repeat the URL with its secrets.
-                None => DownloadError::Request {
-                    url: url.clone(),
-                    source: source.without_url(),
-                },
-            })?;
+                    status: response.status().as_u16(),
+                })?;
+            hops += 1;
+            let refused = if hops > MAX_REDIRECTS {
+                Some(": more redirects than the 10 followed")
+            } else if !matches!(to.scheme(), "http" | "https") {
+                Some(", not http or https")
+            } else if to.scheme() == "http" && url.scheme() == "https" {
+                // What came over TLS must not continue in the clear.
+                Some(": from https to http is not followed")
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                return Err(DownloadError::Redirect { url, to, reason });
+            }
+            url = to;
+        };
         let status = response.status();
         reserved.slot.report(match status.as_u16() {
             429 | 503 => Outcome::Refused(
@@ -241,8 +275,12 @@ impl Downloader {
         });
         if !status.is_success() {
             return Err(DownloadError::Status {
-                url: url.clone(),
+                url,
                 status: status.as_u16(),
+                credential: reserved
+                    .credential
+                    .as_ref()
+                    .map(|c| (c.name().to_owned(), sent)),
             });
         }
         let encoding = response

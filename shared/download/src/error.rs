@@ -23,8 +23,23 @@ pub enum DownloadError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("GET {} answered HTTP {status}", shown(.url))]
-    Status { url: Url, status: u16 },
+    #[error("GET {} answered HTTP {status}{}", shown(.url), credential_note(.status, .credential))]
+    Status {
+        url: Url,
+        status: u16,
+        /// The credential the import named, and whether it was sent here.
+        credential: Option<(String, bool)>,
+    },
+    #[error("{0}")]
+    UnknownCredential(#[from] crate::UnknownCredential),
+    #[error("GET {} redirects to {}{reason}", shown(.url), shown(.to))]
+    Redirect {
+        url: Url,
+        to: Url,
+        reason: &'static str,
+    },
+    #[error("GET {} answered HTTP {status} without a usable Location", shown(.url))]
+    NoLocation { url: Url, status: u16 },
     #[error("{} has Content-Encoding {encoding:?}: only gzip is accepted", shown(.url))]
     UnsupportedEncoding { url: Url, encoding: String },
     #[error("reading {} failed", shown(.url))]
@@ -63,7 +78,10 @@ impl DownloadError {
             | DownloadError::UnsupportedEncoding { .. }
             | DownloadError::Limit { .. }
             | DownloadError::HeaderLineBreak { .. }
-            | DownloadError::MissingColumns { .. } => false,
+            | DownloadError::MissingColumns { .. }
+            | DownloadError::UnknownCredential(_)
+            | DownloadError::Redirect { .. }
+            | DownloadError::NoLocation { .. } => false,
         }
     }
 
@@ -95,6 +113,20 @@ impl DownloadError {
 impl sluice_messages::Failure for DownloadError {
     fn is_transient(&self) -> bool {
         DownloadError::is_transient(self)
+    }
+}
+
+/// What an error says of the credential an import named, where the server
+/// refused the request: an operator's first question.
+fn credential_note(status: &u16, credential: &Option<(String, bool)>) -> String {
+    match credential {
+        Some((name, false)) if matches!(status, 401 | 403) => {
+            format!(" (credential {name:?} is not scoped to this URL, so it was not sent)")
+        }
+        Some((name, true)) if matches!(status, 401 | 403) => {
+            format!(" to credential {name:?}")
+        }
+        _ => String::new(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `options` | the settings ([`DownloadArgs`]) and what they become ([`DownloadOptions`]) |
 //! | `client` | the [`Downloader`]: redirects, the guard on every connection |
 //! | `hosts` | how many downloads each host gets at once, adapted to how it answers ([`HostLimits`]) |
+//! | `credentials` | named credentials an import may ask for, and where each may be sent ([`Credentials`]) |
 //! | `address` | which addresses a download may reach ([`AddressPolicy`]) |
 //! | `limits` | what a body may do: size, gzip expansion, rate, record length ([`BodyLimits`]) |
 //! | `csv_file` | reading a body row by row ([`CsvFile`], [`Row`]) |
@@ -23,6 +24,7 @@ pub use url::Url;
 
 mod address;
 mod client;
+mod credentials;
 mod csv_file;
 mod error;
 mod hosts;
@@ -31,6 +33,7 @@ mod options;
 
 pub use address::{AddressPolicy, AddressRefused, Networks};
 pub use client::{install_tls_provider, ClientError, Downloader, Reserved};
+pub use credentials::{Credential, Credentials, CredentialsError, UnknownCredential};
 pub use csv_file::{Columns, CsvFile, CsvFormat, Record, Row};
 pub use encoding_rs;
 pub use error::DownloadError;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{address, AddressPolicy, BodyLimits, Networks};
+use crate::{address, AddressPolicy, BodyLimits, Credentials, CredentialsError, Networks};
 
 /// Download settings as flags and environment variables.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,11 +51,25 @@ pub struct DownloadArgs {
     /// Exceptions to `--deny-networks`.
     #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
     pub allow_networks: Networks,
+    /// Named credentials an import may ask for (`"credentials": NAME`): a
+    /// JSON file, or the JSON itself. Each names the URL prefixes it is
+    /// sent to and what it sends (bearer token, basic auth, headers); see
+    /// the README's "Where files can live".
+    #[arg(
+        long,
+        env = "SLUICE_DOWNLOAD_CREDENTIALS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub download_credentials: String,
 }
 
 impl DownloadArgs {
-    pub fn options(&self) -> DownloadOptions {
-        DownloadOptions {
+    /// The settings, with the credentials read (files and environment
+    /// variables they name included).
+    pub fn options(&self) -> Result<DownloadOptions, CredentialsError> {
+        Ok(DownloadOptions {
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
             limits: BodyLimits {
@@ -70,7 +84,8 @@ impl DownloadArgs {
                 deny: self.deny_networks.clone(),
                 allow: self.allow_networks.clone(),
             },
-        }
+            credentials: Credentials::load(&self.download_credentials)?,
+        })
     }
 }
 
@@ -90,6 +105,8 @@ pub struct DownloadOptions {
     /// Fewest downloads from one host at once (its floor).
     pub min_per_host: usize,
     pub addresses: AddressPolicy,
+    /// What an import may name to authenticate its downloads.
+    pub credentials: Credentials,
 }
 
 impl Default for DownloadOptions {
@@ -109,6 +126,7 @@ impl Default for DownloadOptions {
                 deny: Networks::parse(address::DEFAULT_DENY).expect("valid"),
                 allow: Networks::default(),
             },
+            credentials: Credentials::default(),
         }
     }
 }

@@ -115,7 +115,9 @@ impl LevelFiles {
         let budget = self.budget.get().await?;
         budget.check_start(&task.import_id)?;
         // A busy host makes this file wait, not the files behind it.
-        let reserved = out.without_slot(downloader.reserve(&task.url)).await?;
+        let reserved = out
+            .without_slot(downloader.reserve(&task.url, task.credentials.as_deref()))
+            .await?;
         let mut file = downloader
             .open_formatted(
                 reserved,
@@ -219,6 +221,7 @@ impl LevelFiles {
                     url: resolved.into(),
                     path,
                     inherited: child.inherited,
+                    credentials: task.credentials.clone(),
                 };
                 let position = match index {
                     0 => line.to_string(),

@@ -46,7 +46,7 @@ pub mod stage {
 /// A request to import one file, as published on `imports`.
 ///
 /// The body is either the URL as plain text (what `nats pub imports URL`
-/// sends) or JSON `{"url": "...", "id": "...", "spec": "..."}`.
+/// sends) or JSON `{"url": "...", "id": "...", "spec": "...", "credentials": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -62,6 +62,13 @@ pub struct ImportRequest {
     /// current when it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<String>,
+    /// The download credential the import's files are fetched with: the
+    /// name of one the operator configured on the importer and the fetcher
+    /// (`SLUICE_DOWNLOAD_CREDENTIALS`). It is sent only to the URLs it is
+    /// scoped to; the request and every message carry its name, never a
+    /// secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 impl ImportRequest {
@@ -85,10 +92,14 @@ impl ImportRequest {
                 url: text.to_owned(),
                 id: None,
                 spec: None,
+                credentials: None,
             }
         };
         if let Some(id) = &request.id {
             validate_import_id(id)?;
+        }
+        if let Some(name) = &request.credentials {
+            validate_credential_name(name)?;
         }
         Ok(request)
     }
@@ -107,6 +118,22 @@ pub fn validate_import_id(id: &str) -> Result<(), Invalid> {
     } else {
         Err(Invalid::new(format!(
             "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ :"
+        )))
+    }
+}
+
+/// Credential names travel in messages and show in errors: short and plain.
+pub fn validate_credential_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(format!(
+            "credential name {name:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 - _ ."
         )))
     }
 }
@@ -141,6 +168,9 @@ pub struct AccountUpdate {
     pub account_id: i64,
     /// Absolute: relative links were resolved against the accounts CSV URL.
     pub transactions_url: String,
+    /// The download credential the import named (its name only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// Some consecutive transactions of one account, published on
@@ -196,6 +226,9 @@ pub struct FileTask {
     /// (`null`: NULL).
     #[serde(default)]
     pub inherited: Vec<Option<String>>,
+    /// The download credential the import named (its name only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// Some consecutive rows of one file for one table, as an import spec

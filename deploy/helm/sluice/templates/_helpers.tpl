@@ -301,6 +301,10 @@ the hook Job (no metrics endpoint; the database unless setup.database is false).
 - name: SLUICE_NATS_CREDS
   value: /etc/sluice/nats-auth/nats.creds
 {{- end }}
+{{- if and $values.downloadCredentials.existingSecret (has $component (list "importer" "fetcher")) }}
+- name: SLUICE_DOWNLOAD_CREDENTIALS
+  value: /etc/sluice/download-credentials/credentials.json
+{{- end }}
 {{- if hasKey $auth "nkey" }}
 - name: SLUICE_NATS_NKEY
   value: /etc/sluice/nats-auth/nkey.seed
@@ -353,6 +357,9 @@ the hook Job (no metrics endpoint; the database unless setup.database is false).
 
 {{/* Secret volumes (NATS creds/nkey files, TLS material). Takes $. */}}
 {{- define "sluice.volumes" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- with $root }}
 {{- $auth := include "sluice.natsAuthKeys" . | fromYaml }}
 {{- if or (hasKey $auth "creds") (hasKey $auth "nkey") }}
 - name: nats-auth
@@ -383,9 +390,22 @@ the hook Job (no metrics endpoint; the database unless setup.database is false).
       {{- end }}
       {{- end }}
 {{- end }}
+{{- if and .Values.downloadCredentials.existingSecret (has $component (list "importer" "fetcher")) }}
+- name: download-credentials
+  secret:
+    secretName: {{ .Values.downloadCredentials.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.downloadCredentials.existingSecretKey }}
+        path: credentials.json
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "sluice.volumeMounts" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- with $root }}
 {{- $auth := include "sluice.natsAuthKeys" . | fromYaml }}
 {{- if or (hasKey $auth "creds") (hasKey $auth "nkey") }}
 - name: nats-auth
@@ -396,6 +416,12 @@ the hook Job (no metrics endpoint; the database unless setup.database is false).
 - name: nats-tls
   mountPath: /etc/sluice/nats-tls
   readOnly: true
+{{- end }}
+{{- if and .Values.downloadCredentials.existingSecret (has $component (list "importer" "fetcher")) }}
+- name: download-credentials
+  mountPath: /etc/sluice/download-credentials
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 

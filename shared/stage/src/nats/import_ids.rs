@@ -44,6 +44,10 @@ pub fn fingerprint(request: &ImportRequest) -> String {
         said.push_str("\0spec=");
         said.push_str(spec);
     }
+    if let Some(name) = &request.credentials {
+        said.push_str("\0credentials=");
+        said.push_str(name);
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, said.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -114,6 +118,7 @@ mod tests {
             url: url.into(),
             id: Some("x".into()),
             spec: None,
+            credentials: None,
         };
         let a = fingerprint(&request("https://u:SECRET@h/a.csv"));
         let with = |spec: &str| ImportRequest {
@@ -122,6 +127,11 @@ mod tests {
         };
         assert_eq!(a, fingerprint(&with("accounts")));
         assert_ne!(a, fingerprint(&with("shop")));
+        let credentials = ImportRequest {
+            credentials: Some("partner-a".into()),
+            ..request("https://u:SECRET@h/a.csv")
+        };
+        assert_ne!(a, fingerprint(&credentials));
         assert_eq!(a, fingerprint(&request("https://u:SECRET@h/a.csv\n")));
         assert_ne!(a, fingerprint(&request("https://u:SECRET@h/b.csv")));
         assert_eq!(a.len(), 64);

@@ -1,0 +1,237 @@
+//! Where files can live: servers that want credentials. An import names a
+//! credential the operator configured (`SLUICE_DOWNLOAD_CREDENTIALS`); its
+//! secret is sent only to the URLs it is scoped to, never after a redirect
+//! to another host, and shows nowhere.
+
+use std::time::Duration;
+
+use sluice_devkit::Dataset;
+use sluice_download::{Credentials, DownloadError, DownloadOptions, Downloader, Networks, Row};
+use sluice_e2e::{FileServer, Pipeline, Route};
+use sluice_messages::ImportStatus;
+
+const TOKEN: &str = "tok-3f9a61c2-never-shown";
+const API_KEY: &str = "key-7d1e44b0-never-shown";
+
+/// A downloader that may reach this machine, with `credentials` (JSON).
+fn downloader(credentials: &str) -> Downloader {
+    let mut options = DownloadOptions::default();
+    options.addresses.allow = Networks::parse("127.0.0.0/8").unwrap();
+    options.credentials = Credentials::load(credentials).unwrap();
+    Downloader::new(&options).unwrap()
+}
+
+/// `partner-a`: a bearer token and an API key, for `scope` only.
+fn partner_a(scope: &str) -> String {
+    serde_json::json!({
+        "partner-a": {
+            "scope": [scope],
+            "bearer": TOKEN,
+            "headers": {"X-Api-Key": API_KEY},
+        }
+    })
+    .to_string()
+}
+
+async fn read_all(
+    downloader: &Downloader,
+    url: &str,
+    credential: Option<&str>,
+) -> Result<usize, DownloadError> {
+    let mut file = downloader.open(url, credential, &["id", "amount"]).await?;
+    let mut rows = 0;
+    while let Some(row) = file.next_row().await? {
+        assert!(matches!(row, Row::Record(_)));
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Whether any request `server` saw carried the secrets.
+fn saw_secret(server: &FileServer) -> bool {
+    server.requests().iter().any(|seen| {
+        seen.headers.values().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.contains(TOKEN) || v.contains(API_KEY))
+        })
+    })
+}
+
+const CSV: &str = "id,amount\n1,1.50\n2,-2.25\n3,3.00\n";
+
+#[tokio::test]
+async fn a_server_that_wants_a_bearer_token_gets_the_named_credentials_and_only_then() {
+    let server = FileServer::start().await.unwrap();
+    server.set(
+        "/exports/t.csv",
+        Route::new(CSV).require_header("authorization", &format!("Bearer {TOKEN}")),
+    );
+    let url = server.url("/exports/t.csv");
+    let downloader = downloader(&partner_a(&server.url("/exports/")));
+
+    assert_eq!(
+        read_all(&downloader, &url, Some("partner-a"))
+            .await
+            .unwrap(),
+        3
+    );
+
+    let refused = read_all(&downloader, &url, None).await.unwrap_err();
+    assert_eq!(refused.to_string(), format!("GET {url} answered HTTP 401"));
+    assert!(!refused.is_transient());
+
+    // Named, but the file lies outside its scope: not sent, and the error says so.
+    server.set(
+        "/private/t.csv",
+        Route::new(CSV).require_header("authorization", &format!("Bearer {TOKEN}")),
+    );
+    let outside = server.url("/private/t.csv");
+    let refused = read_all(&downloader, &outside, Some("partner-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "GET {outside} answered HTTP 401 (credential \"partner-a\" is not scoped to this URL, so it was not sent)"
+        )
+    );
+    let sent_outside = server
+        .requests()
+        .iter()
+        .filter(|seen| seen.path == "/private/t.csv")
+        .any(|seen| {
+            seen.headers.contains_key("authorization") || seen.headers.contains_key("x-api-key")
+        });
+    assert!(!sent_outside, "a credential went outside its scope");
+}
+
+#[tokio::test]
+async fn a_credential_never_reaches_another_host_not_even_through_a_redirect() {
+    let (a, b) = (
+        FileServer::start().await.unwrap(),
+        FileServer::start().await.unwrap(),
+    );
+    // Host A redirects, once within its own scope and then to host B.
+    a.set("/start.csv", Route::redirect("/moved.csv"));
+    a.set("/moved.csv", Route::redirect(&b.url("/t.csv")));
+    b.set("/t.csv", Route::new(CSV));
+    // Host A's protected file, reached through a redirect on A itself.
+    a.set("/hop.csv", Route::redirect("/protected.csv"));
+    a.set(
+        "/protected.csv",
+        Route::new(CSV).require_header("x-api-key", API_KEY),
+    );
+    let downloader = downloader(&partner_a(&a.url("/")));
+
+    assert_eq!(
+        read_all(&downloader, &a.url("/start.csv"), Some("partner-a"))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        read_all(&downloader, &a.url("/hop.csv"), Some("partner-a"))
+            .await
+            .unwrap(),
+        3
+    );
+
+    let on_a: Vec<_> = a.requests();
+    assert_eq!(on_a.len(), 4, "{on_a:?}");
+    assert!(
+        on_a.iter()
+            .all(|seen| seen.headers.get("x-api-key").is_some_and(|v| v == API_KEY)),
+        "every hop on host A carries the credential"
+    );
+    assert_eq!(b.request_count("/t.csv"), 1);
+    assert!(!saw_secret(&b), "host B saw a secret: {:?}", b.requests());
+
+    // A redirect from https to http, or to another scheme, is refused.
+    a.set("/ftp.csv", Route::redirect("ftp://example.com/t.csv"));
+    let refused = read_all(&downloader, &a.url("/ftp.csv"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "GET {} redirects to ftp://example.com/t.csv, not http or https",
+            a.url("/ftp.csv")
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_credential_name_nobody_configured_is_refused_clearly() {
+    let server = FileServer::start().await.unwrap();
+    server.set("/t.csv", Route::new(CSV));
+    let downloader = downloader(&partner_a(&server.url("/")));
+    let refused = read_all(&downloader, &server.url("/t.csv"), Some("partner-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "no download credential is named \"partner-b\" here: those configured are partner-a"
+    );
+    assert!(!refused.is_transient());
+    assert_eq!(server.request_count("/t.csv"), 0, "nothing was fetched");
+}
+
+#[tokio::test]
+async fn an_import_fetches_with_a_named_credential_whose_secret_shows_nowhere() {
+    // The server comes first: the credential is scoped to its address.
+    let server = FileServer::start().await.unwrap();
+    let data = Dataset::generate(6, 40, 27);
+    for (path, body) in &data.files {
+        server.set(
+            path,
+            Route::new(body.clone()).require_header("authorization", &format!("Bearer {TOKEN}")),
+        );
+    }
+    let credentials = partner_a(&server.url("/"));
+    let p = Pipeline::builder("credentials")
+        .env(&[("SLUICE_DOWNLOAD_CREDENTIALS", &credentials)])
+        .start()
+        .await;
+
+    let url = server.url("/accounts.csv");
+    let id = p
+        .publish_json(serde_json::json!({"url": url, "credentials": "partner-a"}))
+        .await;
+    let event = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!(event.accounts, 6);
+    p.assert_saves_exactly(&data, Duration::from_secs(30)).await;
+
+    // Without the credential the server refuses: the import fails, clearly.
+    let without = p.import(&url).await;
+    let event = p.completion(&without, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    // A name nobody configured fails the import before anything is fetched.
+    let served = server.requests().len();
+    let unknown = p
+        .publish_json(serde_json::json!({"url": url, "credentials": "partner-x"}))
+        .await;
+    let event = p.completion(&unknown, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    assert_eq!(server.requests().len(), served, "nothing was fetched");
+
+    let letters = p.dead_letters().await;
+    let errors: Vec<&str> = letters.iter().map(|l| l.error.as_str()).collect();
+    assert!(
+        errors.contains(&format!("GET {url} answered HTTP 401").as_str()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(
+            &"no download credential is named \"partner-x\" here: those configured are partner-a"
+        ),
+        "{errors:?}"
+    );
+    let letters = serde_json::to_string(&letters).unwrap();
+    let logs = p.logs();
+    for secret in [TOKEN, API_KEY] {
+        assert!(!letters.contains(secret), "a dead letter shows a secret");
+        assert!(!logs.contains(secret), "a log shows a secret");
+    }
+    p.stop().await;
+}
