@@ -25,7 +25,7 @@ pub struct ImportArgs {
     /// How the consumers are declared if the topology does not exist yet.
     #[command(flatten)]
     consumer: ConsumerArgs,
-    /// The root file, http or https: an accounts CSV
+    /// The root file, http, https or s3://bucket/key: an accounts CSV
     /// (`accountId,transactionsUrl`) for the built-in spec, else a file of
     /// the root level of `--spec`.
     url: String,
@@ -52,8 +52,11 @@ pub struct ImportArgs {
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let parsed =
         url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(anyhow!("{} is not an http or https URL", args.url));
+    if !matches!(parsed.scheme(), "http" | "https" | "s3") {
+        return Err(anyhow!(
+            "{} is not an http, https or s3 URL",
+            sluice_messages::redact_file_url(&args.url)
+        ));
     }
     if let Some(id) = &args.id {
         validate_import_id(id)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sluice_devkit::Dataset;
 use sluice_download::{Credentials, DownloadError, DownloadOptions, Downloader, Networks, Row};
-use sluice_e2e::{FileServer, Pipeline, Route};
+use sluice_e2e::{objects::S3Server, FileServer, Pipeline, Route};
 use sluice_messages::ImportStatus;
 
 const TOKEN: &str = "tok-3f9a61c2-never-shown";
@@ -233,5 +233,97 @@ async fn an_import_fetches_with_a_named_credential_whose_secret_shows_nowhere() 
         assert!(!letters.contains(secret), "a dead letter shows a secret");
         assert!(!logs.contains(secret), "a log shows a secret");
     }
+    p.stop().await;
+}
+
+/// Gzip, as a store holds a compressed object.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn an_import_streams_objects_from_an_s3_store_relative_keys_gzip_and_a_million_rows() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("exports").await;
+    // Links relative to the accounts object: `transactions/<id>.csv`. Every
+    // other transactions object is stored gzipped, as `Content-Encoding` says.
+    let data = Dataset::generate_from(1_000, "/monthly", 8, 400, 31);
+    for (i, (path, body)) in data.files.iter().enumerate() {
+        let key = path.trim_start_matches('/');
+        match i % 2 == 1 && !key.ends_with("accounts.csv") {
+            true => s3.put("exports", key, gzip(body), Some("gzip")).await,
+            false => s3.put("exports", key, body.clone(), None).await,
+        }
+    }
+    let big = Dataset::generate_from(9_000, "/big", 1, 1_000_000, 5);
+    for (path, body) in &big.files {
+        s3.put("exports", path.trim_start_matches('/'), body.clone(), None)
+            .await;
+    }
+    let env: Vec<(String, String)> = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = Pipeline::builder("s3").env(&env).start().await;
+
+    let small = p.import("s3://exports/monthly/accounts.csv").await;
+    let large = p.import("s3://exports/big/accounts.csv").await;
+    let missing = p.import("s3://exports/monthly/nowhere.csv").await;
+    for id in [&small, &large] {
+        let event = p.completion(id, Duration::from_secs(180)).await;
+        assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    }
+    let event = p.completion(&missing, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    let mut rows = data.expected.clone();
+    rows.extend(big.expected.iter().cloned());
+    p.assert_saves(&rows, Duration::from_secs(60)).await;
+    let errors: Vec<String> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| l.error)
+        .collect();
+    assert_eq!(
+        errors,
+        ["GET s3://exports/monthly/nowhere.csv: not found (404)"]
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn an_object_the_store_refuses_to_show_fails_its_import_clearly() {
+    // Two requests fill the bucket; after them the store checks signatures,
+    // and the key the services sign with is not one it issued.
+    let s3 = S3Server::start_checking_after(2).await;
+    s3.create_bucket("private").await;
+    s3.put(
+        "private",
+        "accounts.csv",
+        "accountId,transactionsUrl\n1,t/1.csv\n",
+        None,
+    )
+    .await;
+    let env: Vec<(String, String)> = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = Pipeline::builder("s3-denied").env(&env).start().await;
+    let id = p.import("s3://private/accounts.csv").await;
+    let event = p.completion(&id, Duration::from_secs(60)).await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    let errors: Vec<String> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| l.error)
+        .collect();
+    assert_eq!(
+        errors,
+        ["GET s3://private/accounts.csv: access denied (403)"]
+    );
+    assert!(
+        !p.logs().contains("sluice-test-secret"),
+        "a log shows the secret key"
+    );
     p.stop().await;
 }

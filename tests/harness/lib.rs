@@ -15,6 +15,7 @@ pub use sluice_devkit::{data::ExpectedRow, Dataset, Fault, FileServer, Route};
 
 pub mod cluster;
 pub mod nats_jwt;
+pub mod objects;
 pub mod pki;
 mod servers;
 pub use cluster::NatsCluster;

@@ -18,7 +18,7 @@ pub(crate) fn scratch_dir(kind: &str) -> PathBuf {
     dir
 }
 
-pub(crate) async fn wait_for_port(port: u16, what: &str) {
+pub async fn wait_for_port(port: u16, what: &str) {
     crate::wait_until(Duration::from_secs(20), what, || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

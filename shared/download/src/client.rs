@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
+use crate::objects::ObjectStores;
 use crate::{
     address,
     hosts::{HostLimits, HostSlot, Outcome},
@@ -26,6 +27,7 @@ pub struct Downloader {
     addresses: Arc<AddressPolicy>,
     hosts: HostLimits,
     credentials: Credentials,
+    objects: ObjectStores,
 }
 
 /// A URL checked and a download slot on its host: what [`Downloader::open_csv`]
@@ -82,6 +84,7 @@ impl Downloader {
             .build()
             .map_err(ClientError)?;
         Ok(Downloader {
+            objects: ObjectStores::new(client.clone(), addresses.clone()),
             client,
             limits: options.limits,
             min_rate: options.min_rate,
@@ -106,14 +109,16 @@ impl Downloader {
             url: url.to_owned(),
             reason,
         })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(DownloadError::UnsupportedScheme { url });
-        }
-        let host = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        let host = match url.scheme() {
+            "http" | "https" => format!(
+                "{}:{}",
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            ),
+            // One store answers for every bucket: its limit is shared.
+            "s3" => "s3".to_owned(),
+            _ => return Err(DownloadError::UnsupportedScheme { url }),
+        };
         let slot = self.hosts.acquire(&host).await;
         Ok(Reserved {
             url,
@@ -200,6 +205,9 @@ impl Downloader {
     /// body as it streams in, decompressed, rate-checked. How the host
     /// answered tunes its limit.
     async fn body(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
+        if reserved.url.scheme() == "s3" {
+            return self.object(reserved).await;
+        }
         let mut url = reserved.url.clone();
         let mut hops = 0;
         let (response, url, sent) = loop {
@@ -258,7 +266,11 @@ impl Downloader {
                 None
             };
             if let Some(reason) = refused {
-                return Err(DownloadError::Redirect { url, to, reason });
+                return Err(DownloadError::Redirect {
+                    url,
+                    to: Box::new(to),
+                    reason,
+                });
             }
             url = to;
         };
@@ -316,6 +328,44 @@ impl Downloader {
                 encoding: other.to_owned(),
             }),
         }
+    }
+}
+
+impl Downloader {
+    /// An object of an S3-compatible store, under the limits an HTTP body
+    /// has.
+    async fn object(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
+        let url = &reserved.url;
+        let object = self.objects.get(url).await.inspect_err(|e| {
+            if e.is_transient() {
+                reserved.slot.report(Outcome::Failed);
+            }
+        })?;
+        reserved.slot.report(Outcome::Answered);
+        let gzip = match object.encoding.as_deref() {
+            None | Some("" | "identity") => url.path().ends_with(".gz"),
+            Some("gzip" | "x-gzip") => true,
+            Some(other) => {
+                return Err(DownloadError::UnsupportedEncoding {
+                    url: url.clone(),
+                    encoding: other.to_owned(),
+                })
+            }
+        };
+        if !gzip && object.size > self.limits.max_size {
+            return Err(DownloadError::Limit {
+                url: url.clone(),
+                limit: LimitExceeded::Size {
+                    limit: self.limits.max_size,
+                },
+            });
+        }
+        let raw = limits::min_rate(object.body, self.min_rate, self.read_timeout);
+        Ok(if gzip {
+            limits::gunzip(raw, self.limits)
+        } else {
+            raw
+        })
     }
 }
 

@@ -13,7 +13,7 @@ pub enum DownloadError {
         url: String,
         reason: url::ParseError,
     },
-    #[error("{}: only http and https URLs can be imported", shown(.url))]
+    #[error("{}: only http, https and s3 URLs can be imported", shown(.url))]
     UnsupportedScheme { url: Url },
     #[error("GET {} refused: {reason}", shown(.url))]
     Refused { url: Url, reason: AddressRefused },
@@ -30,12 +30,19 @@ pub enum DownloadError {
         /// The credential the import named, and whether it was sent here.
         credential: Option<(String, bool)>,
     },
+    #[error("GET {}: {reason}", shown(.url))]
+    Object {
+        url: Url,
+        reason: String,
+        transient: bool,
+    },
     #[error("{0}")]
     UnknownCredential(#[from] crate::UnknownCredential),
     #[error("GET {} redirects to {}{reason}", shown(.url), shown(.to))]
     Redirect {
         url: Url,
-        to: Url,
+        /// Boxed: the error stays small on the happy path's `Result`s.
+        to: Box<Url>,
         reason: &'static str,
     },
     #[error("GET {} answered HTTP {status} without a usable Location", shown(.url))]
@@ -72,6 +79,7 @@ impl DownloadError {
             }
             // A cut connection, a truncated gzip stream: the next try may get it whole.
             DownloadError::Body { .. } | DownloadError::TooSlow { .. } => true,
+            DownloadError::Object { transient, .. } => *transient,
             DownloadError::InvalidUrl { .. }
             | DownloadError::UnsupportedScheme { .. }
             | DownloadError::Refused { .. }

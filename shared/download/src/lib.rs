@@ -1,4 +1,5 @@
-//! Streams CSV files over HTTP(S) row by row, never holding a whole file.
+//! Streams CSV files over HTTP(S) or from an S3-compatible object store
+//! row by row, never holding a whole file.
 //!
 //! Accepts what real exports contain: a UTF-8 byte-order mark (however the
 //! server splits it across chunks), CRLF, quoted fields, columns in any
@@ -12,6 +13,7 @@
 //! | `hosts` | how many downloads each host gets at once, adapted to how it answers ([`HostLimits`]) |
 //! | `credentials` | named credentials an import may ask for, and where each may be sent ([`Credentials`]) |
 //! | `address` | which addresses a download may reach ([`AddressPolicy`]) |
+//! | `objects` | files in S3-compatible object stores (`s3://bucket/key`) |
 //! | `limits` | what a body may do: size, gzip expansion, rate, record length ([`BodyLimits`]) |
 //! | `csv_file` | reading a body row by row ([`CsvFile`], [`Row`]) |
 //! | `error` | why a download failed, and whether trying again helps ([`DownloadError`]) |
@@ -29,6 +31,7 @@ mod csv_file;
 mod error;
 mod hosts;
 mod limits;
+mod objects;
 mod options;
 
 pub use address::{AddressPolicy, AddressRefused, Networks};
