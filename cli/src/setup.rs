@@ -95,6 +95,7 @@ pub async fn declare(
     sluice_stage::import_ids::ImportIds::open(js, &nats.namespace, replicas).await?;
     // The bucket only; the budget itself is the fetcher's setting.
     sluice_stage::row_budget::RowBudget::open(js, &nats.namespace, replicas, 0).await?;
+    sluice_stage::checkpoints::Checkpoints::open(js, &nats.namespace, replicas).await?;
     sluice_stage::specs::Specs::open(js, &nats.namespace, replicas).await?;
     Ok(())
 }

@@ -79,7 +79,7 @@ async fn sluice_import_publishes_and_prints_the_id() {
     assert!(!bad.status.success());
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),
-        "sluice: ftp://example/a.csv is not an http or https URL\n"
+        "sluice: ftp://example/a.csv is not an http, https or s3 URL\n"
     );
     p.stop().await;
 }

@@ -1062,7 +1062,7 @@ async fn hostile_input_is_refused_with_a_reason() {
         (4, format!("{} refused: its gzip body expands more than 100 times (SLUICE_MAX_COMPRESSION_RATIO): a decompression bomb?", url("/bomb.csv"))),
         (5, "GET http://169.254.169.254/latest/meta-data/iam.csv refused: address 169.254.169.254 is in the denied network 169.254.0.0/16 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)".into()),
         (6, format!("GET http://127.0.0.2:{port}/good.csv refused: address 127.0.0.2 is in the denied network 127.0.0.0/8 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
-        (7, "file:///etc/passwd: only http and https URLs can be imported".into()),
+        (7, "file:///etc/passwd: only http, https and s3 URLs can be imported".into()),
         (8, format!("GET http://[fe80::1]:{port}/good.csv refused: address fe80::1 is in the denied network fe80::/10 (SLUICE_DENY_NETWORKS; SLUICE_ALLOW_NETWORKS makes exceptions)")),
     ];
     let got: Vec<(i64, String)> = fetcher.iter().map(|(a, e)| (*a, e.to_string())).collect();

@@ -327,3 +327,170 @@ async fn an_object_the_store_refuses_to_show_fails_its_import_clearly() {
     );
     p.stop().await;
 }
+
+/// Short ack deadlines, so a killed fetcher's account comes back soon.
+const RESUME_ENV: [(&str, &str); 1] = [("SLUICE_ACK_WAIT", "2s")];
+
+/// Serves `data`'s transactions file slower than the fetcher reads (about
+/// 2.6 MB/s), so that what the server sent is what the fetcher got.
+fn serve_steadily(server: &FileServer, data: &Dataset, ranges: bool) -> (String, u64) {
+    let mut file = None;
+    for (path, body) in &data.files {
+        let mut route = Route::new(body.clone());
+        if path.contains("/transactions/") {
+            route = route.trickle(32 << 10, Duration::from_millis(12));
+            file = Some((path.clone(), body.len() as u64));
+        }
+        if !ranges {
+            route = route.without_ranges();
+        }
+        server.set(path, route);
+    }
+    file.expect("a transactions file")
+}
+
+/// Imports `data` (one account), kills the fetcher once the server sent
+/// `at` of the file, starts it again, and waits for the import to end.
+async fn import_killing_the_fetcher(
+    p: &mut Pipeline,
+    server: &FileServer,
+    path: &str,
+    size: u64,
+    at: f64,
+) -> (sluice_messages::ImportCompleted, String) {
+    let prefix = path.split("/transactions/").next().unwrap();
+    let id = p
+        .import(&server.url(&format!("{prefix}/accounts.csv")))
+        .await;
+    sluice_e2e::wait_until(
+        Duration::from_secs(120),
+        "the fetcher to get into the file",
+        || async { server.bytes_sent(path) as f64 >= at * size as f64 },
+    )
+    .await;
+    p.service("fetcher").kill().await;
+    let sent_before = server.bytes_sent(path);
+    assert!(sent_before < size, "the fetcher was killed mid-file");
+    p.service("fetcher").restart().unwrap();
+    let event = p.completion(&id, Duration::from_secs(240)).await;
+    (event, id)
+}
+
+/// The rows saved for `account`: their count and sum in cents.
+async fn saved(p: &Pipeline, account: i64) -> (i64, i64) {
+    let row = p
+        .sandbox
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*), coalesce((sum(amount) * 100)::bigint, 0) FROM transactions WHERE account_id = $1",
+            &[&account],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_huge_file_is_resumed_after_what_was_stored_when_its_fetcher_is_killed() {
+    let server = FileServer::start().await.unwrap();
+    let mut p = Pipeline::builder("resume").env(&RESUME_ENV).start().await;
+
+    // With Range: the second attempt asks for the rest of the file only.
+    let data = Dataset::generate_from(5_000, "/ranged", 1, 2_000_000, 41);
+    let (path, size) = serve_steadily(&server, &data, true);
+    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, 0.6).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!(event.transactions_saved, 2_000_000);
+    assert_eq!(
+        saved(&p, 5_000).await,
+        (2_000_000, data.expected_sum_cents() as i64)
+    );
+    let sent = server.bytes_sent(&path);
+    eprintln!(
+        "resumed: the server sent {sent} bytes of a {size}-byte file ({:.3}x)",
+        sent as f64 / size as f64
+    );
+    assert!(
+        sent as f64 <= 1.25 * size as f64,
+        "the server sent {sent} bytes of a {size}-byte file: {:.2}x",
+        sent as f64 / size as f64
+    );
+    let ranged = server
+        .requests()
+        .iter()
+        .filter(|seen| seen.path == path && seen.headers.contains_key("range"))
+        .count();
+    assert_eq!(ranged, 1, "the second attempt asked for a range");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+
+    // Without Range: the file is read again, its stored rows not sent again.
+    let data = Dataset::generate_from(6_000, "/plain", 1, 300_000, 43);
+    let (path, size) = serve_steadily(&server, &data, false);
+    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, 0.6).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!(event.transactions_saved, 300_000);
+    assert_eq!(
+        saved(&p, 6_000).await,
+        (300_000, data.expected_sum_cents() as i64)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_that_changed_between_attempts_is_not_mixed_with_its_earlier_version() {
+    let server = FileServer::start().await.unwrap();
+    let mut p = Pipeline::builder("resume-changed")
+        .env(&RESUME_ENV)
+        .start()
+        .await;
+    let data = Dataset::generate_from(7_000, "/changing", 1, 300_000, 47);
+    let (path, size) = serve_steadily(&server, &data, true);
+    let prefix = "/changing";
+    let id = p
+        .import(&server.url(&format!("{prefix}/accounts.csv")))
+        .await;
+    sluice_e2e::wait_until(
+        Duration::from_secs(120),
+        "the fetcher to get into the file",
+        || async { server.bytes_sent(&path) as f64 >= 0.6 * size as f64 },
+    )
+    .await;
+    p.service("fetcher").kill().await;
+    // A new version of the file: other amounts.
+    let newer = Dataset::generate_from(7_000, "/changing", 1, 300_000, 48);
+    serve_steadily(&server, &newer, true);
+    p.service("fetcher").restart().unwrap();
+    let event = p.completion(&id, Duration::from_secs(120)).await;
+    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    let errors: Vec<String> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| l.error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let url = server.url(&path);
+    assert!(
+        errors[0].starts_with(&format!(
+            "{url} changed since an earlier attempt stored its first "
+        )),
+        "{errors:?}"
+    );
+    // Only rows of the first version (its first windows), none of the second.
+    let (rows, cents) = saved(&p, 7_000).await;
+    assert!(rows > 0 && rows < 300_000, "{rows} rows saved");
+    let first: i128 = data.expected[..rows as usize]
+        .iter()
+        .map(|r| sluice_devkit::data::parse_cents(&r.amount))
+        .sum();
+    assert_eq!(
+        i128::from(cents),
+        first,
+        "the rows saved are the first version's"
+    );
+    p.stop().await;
+}

@@ -448,7 +448,7 @@ async fn killing_every_service_mid_import_of_three_levels_leaves_exact_tables() 
         let mut order = sluice_e2e::SERVICES;
         rng.shuffle(&mut order);
         for name in order {
-            tokio::time::sleep(Duration::from_millis(rng.u64(150..600))).await;
+            tokio::time::sleep(Duration::from_millis(rng.u64(100..400))).await;
             kills.push((name, saved().await));
             p.service(name).kill().await;
             tokio::time::sleep(Duration::from_millis(100)).await;

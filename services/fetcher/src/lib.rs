@@ -3,7 +3,9 @@
 
 #![deny(clippy::let_underscore_must_use)]
 
-use sluice_download::{DownloadOptions, Downloader, Record, Row};
+use std::time::{Duration, Instant};
+
+use sluice_download::{DownloadOptions, Downloader, Record, Reopened, Row, Stopped};
 use sluice_levels::LevelFiles;
 use sluice_messages::{
     stage,
@@ -11,6 +13,7 @@ use sluice_messages::{
     AccountUpdate, FileTask, ImportProgress, Transaction, TransactionBatch,
 };
 use sluice_stage::{
+    checkpoints::Checkpoints,
     row_budget::{RowBudget, COUNT_EVERY},
     specs::PinnedSpecs,
     telemetry::KeyValue,
@@ -25,6 +28,24 @@ pub struct Fetcher {
     budget: Option<RowBudget>,
     /// Files of imports run with a spec of the user's.
     specs: Option<(PinnedSpecs, LevelFiles)>,
+    /// Where each account's file stopped, to resume it.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// How often a file being read records where it got to (each time once
+/// everything before is stored): a crash re-reads at most about this much.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the next attempt at an account needs to go on where this one
+/// stopped: where in the file, and what was sent before that point.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    stopped: Stopped,
+    /// Rows before `stopped` (whole windows).
+    rows: u64,
+    messages: u64,
+    transactions: u64,
+    rejected_rows: u64,
 }
 
 /// What the fetcher reads: an account's transactions CSV, or a file of an
@@ -44,7 +65,15 @@ impl Fetcher {
             transactions_per_message: transactions_per_message.max(1),
             budget: None,
             specs: None,
+            checkpoints: None,
         })
+    }
+
+    /// Records where each file stopped in `checkpoints`, and resumes
+    /// files from there.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
     }
 
     /// Reads the files of imports run with a spec with `specs`, as `files`
@@ -158,6 +187,11 @@ impl Fetcher {
         if let Some(budget) = &self.budget {
             budget.check_start(&account.import_id)?;
         }
+        let key = out.key().to_owned();
+        let earlier: Option<Checkpoint> = match &self.checkpoints {
+            Some(checkpoints) => checkpoints.get(&key).await,
+            None => None,
+        };
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(
@@ -165,32 +199,103 @@ impl Fetcher {
                     .reserve(&account.transactions_url, account.credentials.as_deref()),
             )
             .await?;
-        let mut file = self.downloader.open_csv(reserved, &COLUMNS).await?;
+        let (mut file, reopened) = self
+            .downloader
+            .open_csv_after(reserved, &COLUMNS, earlier.as_ref().map(|c| &c.stopped))
+            .await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
-        let mut windows: Windows = Windows::new(self.transactions_per_message as u64);
+        let per_window = self.transactions_per_message as u64;
+        let mut windows: Windows = Windows::new(per_window);
         let mut sent = Sent::default();
-        while let Some(row) = file.next_row().await? {
-            if let Some(full) = windows.next_row() {
-                sent.publish(full, &windows, account, &subject, out).await?;
-                if let Some(budget) = &self.budget {
-                    if sent.transactions >= sent.counted + COUNT_EVERY {
-                        budget
-                            .count(&account.import_id, out.key(), sent.transactions)
-                            .await?;
-                        sent.counted = sent.transactions;
+        // Rows an earlier attempt stored: read past, not sent again.
+        let mut stored_rows = 0;
+        if let Some(earlier) = &earlier {
+            match reopened {
+                Reopened::Changed => {
+                    if let Some(checkpoints) = &self.checkpoints {
+                        checkpoints.remove(&key).await;
                     }
+                    return Err(StageError::permanent(format!(
+                        "{shown} changed since an earlier attempt stored its first {} rows \
+                         (another ETag or Last-Modified): those rows came from the earlier version, \
+                         so the file is not read again; import it again under a new import id",
+                        earlier.rows
+                    )));
                 }
+                Reopened::Resumed => windows = Windows::after(per_window, earlier.rows),
+                Reopened::ReadPast => stored_rows = earlier.rows,
+                Reopened::Fresh => {}
             }
-            match row {
-                Row::Record(record) => match transaction(&record, record.line()) {
-                    Ok(transaction) => windows.push(transaction),
-                    Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
-                },
-                Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
+            if reopened != Reopened::Fresh {
+                sent.messages = earlier.messages;
+                sent.transactions = earlier.transactions;
+                sent.counted = earlier.transactions;
+                out.rejected_before(earlier.rejected_rows);
+                out.annotate([KeyValue::new(
+                    "sluice.file.resumed_after_rows",
+                    earlier.rows as i64,
+                )]);
+                tracing::info!(
+                    url = %shown,
+                    rows = earlier.rows,
+                    how = ?reopened,
+                    "going on after the rows an earlier attempt stored"
+                );
             }
         }
-        if let Some(last) = windows.finish() {
+        let first_unsent = stored_rows / per_window;
+        let mut last_checkpoint = Instant::now();
+        while let Some(row) = file.next_row().await? {
+            // Where a later attempt could resume: this row, once the windows
+            // before it are stored (and before it is rejected, if it is).
+            let mut due = None;
+            if let Some(full) = windows.next_row() {
+                // Windows before `first_unsent` were stored by the earlier attempt.
+                if full.index >= first_unsent {
+                    sent.publish(full, &windows, account, &subject, out).await?;
+                    if let Some(budget) = &self.budget {
+                        if sent.transactions >= sent.counted + COUNT_EVERY {
+                            budget
+                                .count(&account.import_id, out.key(), sent.transactions)
+                                .await?;
+                            sent.counted = sent.transactions;
+                        }
+                    }
+                }
+                if self.checkpoints.is_some() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    due = Some(Checkpoint {
+                        stopped: Stopped::default(),
+                        rows: windows.rows_read() - 1,
+                        messages: sent.messages,
+                        transactions: sent.transactions,
+                        rejected_rows: out.rejected_rows(),
+                    });
+                }
+            }
+            let line = match &row {
+                Row::Record(record) => record.line(),
+                Row::Malformed { line, .. } => *line,
+            };
+            if windows.rows_read() > stored_rows {
+                match row {
+                    Row::Record(record) => match transaction(&record, record.line()) {
+                        Ok(transaction) => windows.push(transaction),
+                        Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
+                    },
+                    Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
+                }
+            }
+            if let (Some(mut checkpoint), Some(checkpoints)) = (due, &self.checkpoints) {
+                if let Some(stopped) = file.stop_point(line) {
+                    out.stored().await?;
+                    checkpoint.stopped = stopped;
+                    checkpoints.put(&key, &checkpoint).await;
+                    last_checkpoint = Instant::now();
+                }
+            }
+        }
+        if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
             sent.publish(last, &windows, account, &subject, out).await?;
         }
         let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
@@ -217,7 +322,11 @@ impl Fetcher {
             rejected_rows,
             url: Some(shown),
         })
-        .await
+        .await?;
+        if let (Some(checkpoints), Some(_)) = (&self.checkpoints, &earlier) {
+            checkpoints.remove(&key).await;
+        }
+        Ok(())
     }
 }
 

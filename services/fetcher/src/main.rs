@@ -4,7 +4,10 @@ use clap::Parser;
 use sluice_download::DownloadArgs;
 use sluice_fetcher::Fetcher;
 use sluice_levels::{LevelFiles, RowsArgs};
-use sluice_stage::{buckets, row_budget::RowBudget, run_service, FlatMap, Runtime, StageArgs};
+use sluice_stage::{
+    buckets, checkpoints::Checkpoints, row_budget::RowBudget, run_service, FlatMap, Runtime,
+    StageArgs,
+};
 
 /// sluice fetcher: downloads each account's transactions CSV and emits its
 /// transactions on `transactions.<account_id>`.
@@ -46,13 +49,20 @@ fn main() -> ExitCode {
                 )
             })
             .await?;
+            let checkpoints = buckets::open_patiently("the file checkpoints", || {
+                Checkpoints::open(&js, runtime.namespace(), replicas)
+            })
+            .await?;
             let (specs, files) = LevelFiles::open(
                 &runtime,
                 replicas,
                 &config.rows,
                 config.max_accounts_per_import,
             );
-            let fetcher = fetcher.with_budget(budget).with_specs(specs, files);
+            let fetcher = fetcher
+                .with_budget(budget)
+                .with_checkpoints(checkpoints)
+                .with_specs(specs, files);
             runtime.run_flat_map(fetcher).await
         },
     )

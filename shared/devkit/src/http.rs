@@ -5,7 +5,10 @@
 //! misbehave a given number of times first: answer an error status, stall
 //! mid-body, reset the connection mid-body, or send a truncated body.
 //! It can also require a header (a bearer token), redirect, and tell which
-//! headers each request carried.
+//! headers each request carried. Like nginx, it sends an `ETag` and
+//! `Last-Modified` and answers `Range: bytes=N-` (checked against
+//! `If-Range`) with 206, unless a route says it cannot; it counts the body
+//! bytes it actually sent.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -40,6 +43,8 @@ pub struct Route {
     required: Option<(String, String)>,
     /// Answer `302 Found` to this location instead of the body.
     redirect: Option<String>,
+    /// Answer `Range` requests with a part of the body (206).
+    ranges: bool,
 }
 
 /// One way of failing a request.
@@ -68,7 +73,15 @@ impl Route {
             faults: VecDeque::new(),
             required: None,
             redirect: None,
+            ranges: true,
         }
+    }
+
+    /// Ignores `Range` (answers 200 with the whole body), as a server that
+    /// cannot send parts of a file does.
+    pub fn without_ranges(mut self) -> Self {
+        self.ranges = false;
+        self
     }
 
     /// Answers 401 to a request without header `name: value` (as a server
@@ -143,8 +156,12 @@ pub struct FileServer {
     addr: SocketAddr,
     routes: Routes,
     requests: Requests,
+    sent: Sent,
     task: JoinHandle<()>,
 }
+
+/// Body bytes sent, by path.
+type Sent = Arc<Mutex<HashMap<String, u64>>>;
 
 impl FileServer {
     pub async fn start() -> std::io::Result<FileServer> {
@@ -152,17 +169,19 @@ impl FileServer {
         let addr = listener.local_addr()?;
         let routes: Routes = Arc::default();
         let requests: Requests = Arc::default();
-        let (r, q) = (routes.clone(), requests.clone());
+        let sent: Sent = Arc::default();
+        let (r, q, b) = (routes.clone(), requests.clone(), sent.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = socket.set_nodelay(true);
-                let (routes, requests) = (r.clone(), q.clone());
+                let (routes, requests, sent) = (r.clone(), q.clone(), b.clone());
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| serve(routes.clone(), requests.clone(), req));
+                    let service = service_fn(move |req| {
+                        serve(routes.clone(), requests.clone(), sent.clone(), req)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(socket), service)
                         .await;
@@ -173,6 +192,7 @@ impl FileServer {
             addr,
             routes,
             requests,
+            sent,
             task,
         })
     }
@@ -207,6 +227,11 @@ impl FileServer {
             .count()
     }
 
+    /// Body bytes sent (handed to the connection) for `path` so far.
+    pub fn bytes_sent(&self, path: &str) -> u64 {
+        self.sent.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<Seen> {
         self.requests.lock().unwrap().clone()
@@ -226,6 +251,26 @@ fn never(e: Infallible) -> std::io::Error {
 }
 
 async fn serve(
+    routes: Routes,
+    requests: Requests,
+    sent: Sent,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let response = answer(routes, requests, req).await?;
+    // Counted as the connection takes each frame: a client that goes away
+    // mid-body is charged only for what it was sent.
+    let (parts, body) = response.into_parts();
+    let counted = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            *sent.lock().unwrap().entry(path.clone()).or_default() += data.len() as u64;
+        }
+        frame
+    });
+    Ok(Response::from_parts(parts, BodyExt::boxed(counted)))
+}
+
+async fn answer(
     routes: Routes,
     requests: Requests,
     req: Request<hyper::body::Incoming>,
@@ -277,6 +322,35 @@ async fn serve(
     } else {
         route.body.clone()
     };
+    // The validators nginx sends: an ETag of the content, Last-Modified.
+    let etag = format!("\"{:016x}\"", fnv1a(&route.body));
+    response = response
+        .header("ETag", &etag)
+        .header("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT");
+    let mut body = body;
+    if route.ranges && !route.gzip {
+        response = response.header("Accept-Ranges", "bytes");
+        let same = req
+            .headers()
+            .get("if-range")
+            .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+        let from = req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.strip_suffix('-'))
+            .and_then(|v| v.parse::<usize>().ok());
+        if let (Some(from), true) = (from, same) {
+            if from < body.len() {
+                response = response.status(206).header(
+                    "Content-Range",
+                    format!("bytes {from}-{}/{}", body.len() - 1, body.len()),
+                );
+                body = body.slice(from..);
+            }
+        }
+    }
     let half = body.slice(..body.len() / 2);
     match fault {
         Some(Fault::Truncate) => {
@@ -332,6 +406,13 @@ async fn serve(
     Ok(response
         .body(body)
         .expect("static response parts are valid"))
+}
+
+/// A content hash for ETags (FNV-1a, 64 bits): stable, not secure.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn status_response(status: u16) -> Response<Body> {

@@ -286,6 +286,9 @@ impl Sandbox {
             let _ = js.delete_key_value(namespace.import_ids_bucket()).await;
             let _ = js.delete_key_value(namespace.import_rows_bucket()).await;
             let _ = js.delete_key_value(namespace.import_specs_bucket()).await;
+            let _ = js
+                .delete_key_value(namespace.file_checkpoints_bucket())
+                .await;
         }
         if let Ok(admin) = postgres(&admin_url).await {
             let _ = admin

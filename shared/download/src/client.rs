@@ -8,6 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::objects::ObjectStores;
+use crate::resume::{range_start, validator_of, Reopened, Stopped};
 use crate::{
     address,
     hosts::{HostLimits, HostSlot, Outcome},
@@ -205,8 +206,23 @@ impl Downloader {
     /// body as it streams in, decompressed, rate-checked. How the host
     /// answered tunes its limit.
     async fn body(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
+        Ok(self.response(reserved, None).await?.body)
+    }
+
+    /// Like `body`, asking for the rest of the file from `resume`'s offset
+    /// if it is still the file its validator names (`Range` + `If-Range`).
+    async fn response(
+        &self,
+        reserved: &Reserved,
+        resume: Option<&ResumeAt>,
+    ) -> Result<Opened, DownloadError> {
         if reserved.url.scheme() == "s3" {
-            return self.object(reserved).await;
+            return Ok(Opened {
+                body: self.object(reserved).await?,
+                validator: None,
+                identity: false,
+                from: 0,
+            });
         }
         let mut url = reserved.url.clone();
         let mut hops = 0;
@@ -215,10 +231,16 @@ impl Downloader {
                 return Err(DownloadError::Refused { url, reason });
             }
             let credential = reserved.credential.as_deref().filter(|c| c.covers(&url));
-            let mut request = self
-                .client
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+            let mut request = self.client.get(url.clone());
+            request = match resume {
+                // A range of the file as stored: gzip would make it a range
+                // of something else.
+                Some(at) => request
+                    .header(reqwest::header::ACCEPT_ENCODING, "identity")
+                    .header(reqwest::header::RANGE, format!("bytes={}-", at.offset))
+                    .header(reqwest::header::IF_RANGE, at.validator.as_str()),
+                None => request.header(reqwest::header::ACCEPT_ENCODING, "gzip"),
+            };
             for (name, value) in credential.map(Credential::headers).unwrap_or_default() {
                 request = request.header(name, value);
             }
@@ -303,6 +325,22 @@ impl Downloader {
                     .trim()
                     .to_ascii_lowercase()
             });
+        let validator = validator_of(response.headers());
+        let from = match (status.as_u16(), resume) {
+            (206, Some(at)) => {
+                let start = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                if start != Some(at.offset) || encoding.is_some() {
+                    // Not the range asked for: read it all again instead.
+                    return Box::pin(self.response(reserved, None)).await;
+                }
+                at.offset
+            }
+            _ => 0,
+        };
         // A declared size over the limit is refused before any row is read.
         if let (None, Some(length)) = (&encoding, response.content_length()) {
             if length > self.limits.max_size {
@@ -320,14 +358,88 @@ impl Downloader {
             self.min_rate,
             self.read_timeout,
         );
-        match encoding.as_deref() {
-            None | Some("" | "identity") => Ok(raw),
-            Some("gzip" | "x-gzip") => Ok(limits::gunzip(raw, self.limits)),
-            Some(other) => Err(DownloadError::UnsupportedEncoding {
-                url: url.clone(),
-                encoding: other.to_owned(),
-            }),
-        }
+        let (body, identity) = match encoding.as_deref() {
+            None | Some("" | "identity") => (raw, true),
+            Some("gzip" | "x-gzip") => (limits::gunzip(raw, self.limits), false),
+            Some(other) => {
+                return Err(DownloadError::UnsupportedEncoding {
+                    url: url.clone(),
+                    encoding: other.to_owned(),
+                })
+            }
+        };
+        Ok(Opened {
+            body,
+            validator,
+            identity,
+            from,
+        })
+    }
+
+    /// Opens the file as [`Downloader::open_csv`] does, or, given where an
+    /// earlier attempt stopped, only the rest of it when the server can
+    /// send a range of the same file.
+    pub async fn open_csv_after(
+        &self,
+        reserved: Reserved,
+        columns: &[&str],
+        stopped: Option<&Stopped>,
+    ) -> Result<(CsvFile, Reopened), DownloadError> {
+        let resume = stopped.and_then(|s| {
+            s.validator.as_ref().map(|validator| ResumeAt {
+                offset: s.offset,
+                validator: validator.clone(),
+            })
+        });
+        let opened = self.response(&reserved, resume.as_ref()).await?;
+        let format = CsvFormat {
+            trim: true,
+            ..CsvFormat::default()
+        };
+        let (mut file, how) = match stopped {
+            Some(stopped) if opened.from > 0 => {
+                // The header as the first attempt read it, then the rest.
+                let header = Bytes::from(format!("{}\n", stopped.header));
+                let body: Body = Box::pin(
+                    futures_util::stream::once(async move { Ok(header) }).chain(opened.body),
+                );
+                let mut file = CsvFile::read(
+                    reserved.url.clone(),
+                    limits::bounded(body, self.limits),
+                    &format,
+                    crate::Columns::Named(columns),
+                )
+                .await?;
+                file.resumed(opened.from, stopped.header.len() as u64 + 1, stopped.line);
+                (file, Reopened::Resumed)
+            }
+            _ => {
+                let body = limits::bounded(opened.body, self.limits);
+                let mut file = CsvFile::read(
+                    reserved.url.clone(),
+                    body,
+                    &format,
+                    crate::Columns::Named(columns),
+                )
+                .await?;
+                file.fresh(opened.identity);
+                let how = match stopped {
+                    None => Reopened::Fresh,
+                    Some(s)
+                        if s.validator.is_some()
+                            && opened.validator.is_some()
+                            && s.validator != opened.validator =>
+                    {
+                        Reopened::Changed
+                    }
+                    Some(_) => Reopened::ReadPast,
+                };
+                (file, how)
+            }
+        };
+        file.validator = opened.validator;
+        file.slot = Some(reserved.slot);
+        Ok((file, how))
     }
 }
 
@@ -367,6 +479,22 @@ impl Downloader {
             raw
         })
     }
+}
+
+/// A response about to stream, and what a later attempt needs to resume it.
+struct Opened {
+    body: Body,
+    /// A strong `ETag`, else `Last-Modified`: what `If-Range` takes.
+    validator: Option<String>,
+    /// Sent as stored (no content encoding): byte offsets are the file's.
+    identity: bool,
+    /// The file offset the body starts at (a range was granted).
+    from: u64,
+}
+
+struct ResumeAt {
+    offset: u64,
+    validator: String,
 }
 
 /// The address a URL names directly, without a lookup.

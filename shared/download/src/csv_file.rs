@@ -9,7 +9,7 @@ use futures_util::{stream, Stream, StreamExt, TryStreamExt};
 use tokio_util::io::StreamReader;
 use url::Url;
 
-use crate::{error::shown, Body, DownloadError};
+use crate::{error::shown, resume::Stopped, Body, DownloadError};
 
 /// How a file is written, as an import spec's `[levels.<name>.csv]` says.
 /// The default is RFC 4180 in UTF-8 with a header row.
@@ -85,6 +85,15 @@ pub struct CsvFile {
     record: ByteRecord,
     /// Which of the last row's fields were quoted (when `marked`).
     quoted: Vec<bool>,
+    /// For a body whose offsets map onto the file's: the body offset that
+    /// is file offset `.1` (after a BOM, or a resumed range).
+    origin: Option<(u64, u64)>,
+    /// The line the first row is on, when the body starts mid-file.
+    first_line: Option<u64>,
+    /// Added to every line counted in the body.
+    line_shift: u64,
+    /// What identifies the file as sent (`ETag`, `Last-Modified`).
+    pub(crate) validator: Option<String>,
 }
 
 /// One row of a CSV file.
@@ -152,10 +161,15 @@ impl CsvFile {
         columns: Columns<'_>,
     ) -> Result<CsvFile, DownloadError> {
         let body_error = |source| DownloadError::body(&url, source);
-        let body = match format.encoding {
-            Some(encoding) if encoding != encoding_rs::UTF_8 => decoded(body, encoding),
-            _ => strip_bom(body).await.map_err(body_error)?,
+        // Byte offsets are the file's only for UTF-8 read as it is.
+        let (body, bom) = match format.encoding {
+            Some(encoding) if encoding != encoding_rs::UTF_8 => (decoded(body, encoding), None),
+            _ => {
+                let (body, had) = strip_bom(body).await.map_err(body_error)?;
+                (body, Some(if had { BOM.len() as u64 } else { 0 }))
+            }
         };
+        let bom = bom.filter(|_| !marks_or_blanks(format));
         let lines = LineIndex::default();
         let escape = format.backslash_escape.then_some(b'\\');
         let body = marked_and_blanked(body, format);
@@ -240,6 +254,43 @@ impl CsvFile {
             marked: format.quoted_fields,
             record: ByteRecord::new(),
             quoted: Vec::new(),
+            origin: bom.map(|bom| (0, bom)),
+            first_line: None,
+            line_shift: 0,
+            validator: None,
+        })
+    }
+
+    /// This file was sent encoded (gzip): its offsets are not the file's.
+    pub(crate) fn fresh(&mut self, identity: bool) {
+        if !identity {
+            self.origin = None;
+        }
+    }
+
+    /// This body is a header of `header_bytes`, then the file from byte
+    /// `from` on, whose first row is on `line`.
+    pub(crate) fn resumed(&mut self, from: u64, header_bytes: u64, line: u64) {
+        self.origin = self.origin.map(|_| (header_bytes, from));
+        self.first_line = Some(line);
+    }
+
+    /// Where a later attempt could resume reading to get the row just
+    /// returned by [`CsvFile::next_row`] and all after it; `None` when the
+    /// file cannot be resumed by byte offset (gzip, another encoding, a
+    /// header that would not survive being written back).
+    pub fn stop_point(&self, line: u64) -> Option<Stopped> {
+        let (stream, file) = self.origin?;
+        let position = self.record.position()?.byte();
+        let awkward = |h: &String| h.contains([',', '"', '\r', '\n']);
+        if self.header.is_empty() || self.header.iter().any(awkward) {
+            return None;
+        }
+        Some(Stopped {
+            validator: self.validator.clone(),
+            offset: file + position.checked_sub(stream)?,
+            line,
+            header: self.header.join(","),
         })
     }
 
@@ -285,10 +336,15 @@ impl CsvFile {
             }
         }
         // csv-core does not count the empty lines it skips: count them here.
-        let line = self
+        let mut line = self
             .record
             .position()
             .map_or(0, |p| self.lines.line_at(p.byte()));
+        // A resumed file counts on from where the first attempt stopped.
+        if let Some(first) = self.first_line.take() {
+            self.line_shift = first.saturating_sub(line);
+        }
+        line += self.line_shift;
         if let Some(expected) = self.header_len.filter(|&n| n != self.record.len()) {
             return Ok(Some(Row::Malformed {
                 line,
@@ -504,8 +560,14 @@ fn unmarked_bytes(field: &[u8], marked: bool) -> &[u8] {
 /// those of the file. With `quoted_fields`, marks each field's start (see
 /// [`QUOTED`]). Quotes are followed as the parser reads them: a quote opens
 /// a quoted field only at the start of a field.
+/// Whether `marked_and_blanked` changes the body (its offsets then are not
+/// the file's).
+fn marks_or_blanks(format: &CsvFormat) -> bool {
+    format.skip_lines != 0 || format.comment.is_some() || format.quoted_fields
+}
+
 fn marked_and_blanked(body: Body, format: &CsvFormat) -> Body {
-    if format.skip_lines == 0 && format.comment.is_none() && !format.quoted_fields {
+    if !marks_or_blanks(format) {
         return body;
     }
     let mut state = Marking {
@@ -602,7 +664,8 @@ impl Marking {
 /// Drops a leading UTF-8 BOM. csv-core only recognises one that arrives whole
 /// in its first read, and servers may send it one byte at a time, so gather
 /// the first three bytes before the parser sees any.
-async fn strip_bom(mut body: Body) -> io::Result<Body> {
+/// The body without its UTF-8 byte-order mark, and whether it had one.
+async fn strip_bom(mut body: Body) -> io::Result<(Body, bool)> {
     let mut head = BytesMut::new();
     while head.len() < BOM.len() {
         match body.next().await {
@@ -610,11 +673,13 @@ async fn strip_bom(mut body: Body) -> io::Result<Body> {
             None => break,
         }
     }
-    if head.starts_with(BOM) {
+    let had = head.starts_with(BOM);
+    if had {
         head.advance(BOM.len());
     }
-    Ok(Box::pin(
-        stream::once(async move { Ok(head.freeze()) }).chain(body),
+    Ok((
+        Box::pin(stream::once(async move { Ok(head.freeze()) }).chain(body)),
+        had,
     ))
 }
 

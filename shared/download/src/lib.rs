@@ -15,6 +15,7 @@
 //! | `address` | which addresses a download may reach ([`AddressPolicy`]) |
 //! | `objects` | files in S3-compatible object stores (`s3://bucket/key`) |
 //! | `limits` | what a body may do: size, gzip expansion, rate, record length ([`BodyLimits`]) |
+//! | `resume` | where an earlier attempt at a file stopped, and how the next one goes on ([`Stopped`], [`Reopened`]) |
 //! | `csv_file` | reading a body row by row ([`CsvFile`], [`Row`]) |
 //! | `error` | why a download failed, and whether trying again helps ([`DownloadError`]) |
 
@@ -33,6 +34,7 @@ mod hosts;
 mod limits;
 mod objects;
 mod options;
+mod resume;
 
 pub use address::{AddressPolicy, AddressRefused, Networks};
 pub use client::{install_tls_provider, ClientError, Downloader, Reserved};
@@ -43,6 +45,7 @@ pub use error::DownloadError;
 pub use hosts::{metric, HostLimits};
 pub use limits::{BodyLimits, LimitExceeded, TooSlow};
 pub use options::{DownloadArgs, DownloadOptions};
+pub use resume::{Reopened, Stopped};
 
 /// A response body as it streams in.
 pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

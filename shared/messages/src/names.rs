@@ -144,6 +144,14 @@ impl Namespace {
         }
     }
 
+    /// The key-value bucket of where each file's reading stopped.
+    pub fn file_checkpoints_bucket(&self) -> String {
+        match &self.0 {
+            None => "FILE_CHECKPOINTS".to_owned(),
+            Some(ns) => format!("{}_FILE_CHECKPOINTS", ns.replace('-', "_")),
+        }
+    }
+
     /// The key-value bucket of the import id registry.
     pub fn import_ids_bucket(&self) -> String {
         match &self.0 {

@@ -30,6 +30,8 @@ pub struct Windows<T = Transaction> {
     index: u64,
     read: u64,
     pending: Vec<T>,
+    /// The windows before `index` were stored by an earlier attempt.
+    resumed: bool,
 }
 
 impl<T> Windows<T> {
@@ -40,7 +42,25 @@ impl<T> Windows<T> {
             index: 0,
             read: 0,
             pending: Vec::new(),
+            resumed: false,
         }
+    }
+
+    /// Windows of `rows` rows, going on after the first `done` rows (a
+    /// multiple of `rows`), whose windows an earlier attempt stored.
+    pub fn after(rows: u64, done: u64) -> Self {
+        let rows = rows.max(1);
+        Windows {
+            index: done / rows,
+            read: done,
+            resumed: done > 0,
+            ..Windows::new(rows)
+        }
+    }
+
+    /// Rows counted so far, malformed ones included.
+    pub fn rows_read(&self) -> u64 {
+        self.read
     }
 
     /// N: the rows a window holds at most.
@@ -51,7 +71,9 @@ impl<T> Windows<T> {
     /// Counts the next row, valid or malformed; returns the window it does
     /// not fit in, now complete. Call before [`Windows::push`] of its row.
     pub fn next_row(&mut self) -> Option<Window<T>> {
-        let full = (self.read > 0 && self.read.is_multiple_of(self.rows)).then(|| self.close());
+        let boundary = self.read > 0 && self.read.is_multiple_of(self.rows);
+        // The window before a resumed one was stored by an earlier attempt.
+        let full = (boundary && !std::mem::take(&mut self.resumed)).then(|| self.close());
         self.read += 1;
         full
     }
@@ -86,6 +108,33 @@ mod tests {
             amount: "1".parse().unwrap(),
             line: Some(id as u64),
         }
+    }
+
+    #[test]
+    fn resumed_windows_go_on_as_if_the_file_had_been_read_from_its_start() {
+        let whole = |rows: u64| {
+            let mut windows: Windows = Windows::new(3);
+            let mut out = Vec::new();
+            for n in 1..=rows as i64 {
+                out.extend(windows.next_row());
+                windows.push(row(n));
+            }
+            out.extend(windows.finish());
+            out
+        };
+        // 3 windows of 3 stored; rows 10 and 11 left.
+        let mut windows: Windows = Windows::after(3, 9);
+        assert_eq!(windows.rows_read(), 9);
+        let mut out = Vec::new();
+        for n in 10..=11 {
+            out.extend(windows.next_row());
+            windows.push(row(n));
+        }
+        out.extend(windows.finish());
+        assert_eq!(out, whole(11)[3..].to_vec());
+        // Nothing left after the stored windows: nothing more to send.
+        let mut done: Windows = Windows::after(3, 9);
+        assert_eq!(done.finish(), None);
     }
 
     #[test]

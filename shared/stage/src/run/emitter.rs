@@ -207,6 +207,19 @@ impl Emitter {
         self.publish_json(subject, fact.fact(), fact).await
     }
 
+    /// Waits until JetStream stored every output published so far: before
+    /// recording a checkpoint that counts them as done.
+    pub async fn stored(&mut self) -> Result<(), StageError> {
+        self.flush().await.map(drop)
+    }
+
+    /// Counts `rows` rejected by an earlier attempt at this input, whose
+    /// dead letters are stored already (a resumed file does not read them
+    /// again), toward the rejected-rows limit and the facts reported.
+    pub fn rejected_before(&mut self, rows: u64) {
+        self.rejected_rows += rows;
+    }
+
     /// Reports a fact about what this input published only once JetStream
     /// stored all of it, so the fact never runs ahead of its data.
     pub async fn report_after_stored(
