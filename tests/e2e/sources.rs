@@ -263,31 +263,48 @@ async fn an_import_streams_objects_from_an_s3_store_relative_keys_gzip_and_a_mil
         s3.put("exports", path.trim_start_matches('/'), body.clone(), None)
             .await;
     }
-    let env: Vec<(String, String)> = s3.env();
+    s3.put(
+        "exports",
+        "payroll/accounts.csv",
+        "accountId,transactionsUrl\n",
+        None,
+    )
+    .await;
+    // Two prefixes of the bucket may be read; `payroll/` may not.
+    let env: Vec<(String, String)> = s3.env("exports/monthly/, s3://exports/big/");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let p = Pipeline::builder("s3").env(&env).start().await;
 
     let small = p.import("s3://exports/monthly/accounts.csv").await;
     let large = p.import("s3://exports/big/accounts.csv").await;
     let missing = p.import("s3://exports/monthly/nowhere.csv").await;
+    let outside = p.import("s3://exports/payroll/accounts.csv").await;
+    let bad_bucket = p.import("s3://ex%60ports/a.csv").await;
     for id in [&small, &large] {
         let event = p.completion(id, Duration::from_secs(180)).await;
         assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
     }
-    let event = p.completion(&missing, Duration::from_secs(60)).await;
-    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    for id in [&missing, &outside, &bad_bucket] {
+        let event = p.completion(id, Duration::from_secs(60)).await;
+        assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
+    }
     let mut rows = data.expected.clone();
     rows.extend(big.expected.iter().cloned());
     p.assert_saves(&rows, Duration::from_secs(60)).await;
-    let errors: Vec<String> = p
+    let mut errors: Vec<String> = p
         .dead_letters()
         .await
         .into_iter()
         .map(|l| l.error)
         .collect();
+    errors.sort();
     assert_eq!(
         errors,
-        ["GET s3://exports/monthly/nowhere.csv: not found (404)"]
+        [
+            "GET s3://ex%60ports/a.csv: not a bucket name (3 to 63 characters of a-z 0-9 . -)",
+            "GET s3://exports/monthly/nowhere.csv: not found (404)",
+            "GET s3://exports/payroll/accounts.csv: refused: not in the buckets and key prefixes SLUICE_S3_BUCKETS allows",
+        ]
     );
     p.stop().await;
 }
@@ -305,7 +322,7 @@ async fn an_object_the_store_refuses_to_show_fails_its_import_clearly() {
         None,
     )
     .await;
-    let env: Vec<(String, String)> = s3.env();
+    let env: Vec<(String, String)> = s3.env("private");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let p = Pipeline::builder("s3-denied").env(&env).start().await;
     let id = p.import("s3://private/accounts.csv").await;

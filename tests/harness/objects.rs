@@ -55,9 +55,11 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// What the services need to read from it, as the AWS SDKs name it.
-    pub fn env(&self) -> Vec<(String, String)> {
+    /// What the services need to read from it, as the AWS SDKs name it,
+    /// and the buckets they may read (`SLUICE_S3_BUCKETS`).
+    pub fn env(&self, buckets: &str) -> Vec<(String, String)> {
         [
+            ("SLUICE_S3_BUCKETS", buckets.to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_ACCESS_KEY_ID", "sluice-test".into()),
             ("AWS_SECRET_ACCESS_KEY", "sluice-test-secret".into()),

@@ -261,13 +261,43 @@ async fn serve(
     // Counted as the connection takes each frame: a client that goes away
     // mid-body is charged only for what it was sent.
     let (parts, body) = response.into_parts();
-    let counted = body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            *sent.lock().unwrap().entry(path.clone()).or_default() += data.len() as u64;
-        }
-        frame
-    });
+    let counted = Counted { body, path, sent };
     Ok(Response::from_parts(parts, BodyExt::boxed(counted)))
+}
+
+/// A body that counts what it yields, keeping its size known (so a whole
+/// body still goes out with its `Content-Length`).
+struct Counted {
+    body: Body,
+    path: String,
+    sent: Sent,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let mut sent = self.sent.lock().unwrap();
+                *sent.entry(self.path.clone()).or_default() += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn answer(

@@ -85,7 +85,11 @@ impl Downloader {
             .build()
             .map_err(ClientError)?;
         Ok(Downloader {
-            objects: ObjectStores::new(client.clone(), addresses.clone()),
+            objects: ObjectStores::new(
+                client.clone(),
+                addresses.clone(),
+                options.s3_buckets.clone(),
+            ),
             client,
             limits: options.limits,
             min_rate: options.min_rate,
@@ -231,7 +235,14 @@ impl Downloader {
                 return Err(DownloadError::Refused { url, reason });
             }
             let credential = reserved.credential.as_deref().filter(|c| c.covers(&url));
-            let mut request = self.client.get(url.clone());
+            // The credential is the request's only authorization: a user
+            // and password in the URL would be a second Authorization header.
+            let mut target = url.clone();
+            if credential.is_some() {
+                let _ = target.set_username("");
+                let _ = target.set_password(None);
+            }
+            let mut request = self.client.get(target);
             request = match resume {
                 // A range of the file as stored: gzip would make it a range
                 // of something else.

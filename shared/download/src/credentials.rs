@@ -89,24 +89,33 @@ impl Credentials {
     /// Reads the setting: a path to a JSON file, or the JSON itself (an
     /// environment variable filled from a Secret). Empty: no credentials.
     pub fn load(setting: &str) -> Result<Self, CredentialsError> {
-        let setting = setting.trim();
+        let setting = setting.trim().trim_start_matches('\u{feff}');
         if setting.is_empty() {
             return Ok(Credentials::default());
         }
         let (text, origin) = if setting.starts_with('{') {
             (setting.to_owned(), "the JSON it holds".to_owned())
+        } else if setting.contains(['{', '\n']) {
+            // Not a path: JSON that lost its first brace, or was quoted. Its
+            // text may hold secrets, so it is not repeated.
+            return Err(CredentialsError(
+                "is neither a JSON object (starting with `{`) nor the path of a file".into(),
+            ));
         } else {
             let text = std::fs::read_to_string(setting).map_err(|e| {
                 CredentialsError(format!("cannot read the credentials file {setting}: {e}"))
             })?;
             (text, format!("the credentials file {setting}"))
         };
-        // Parsed loosely first, so an error can name the credential; serde
-        // never quotes a string's value, so no secret reaches a message.
+        // Parsed loosely first, so an error can name the credential. serde's
+        // messages quote the values they did not expect, secrets included:
+        // only their position, or the field they name, is shown.
         let named: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(&text).map_err(|e| {
                 CredentialsError(format!(
-                    "{origin} is not a JSON object of named credentials: {e}"
+                    "{origin} is not a JSON object of named credentials (line {}, column {})",
+                    e.line(),
+                    e.column()
                 ))
             })?;
         let mut by_name = BTreeMap::new();
@@ -118,8 +127,9 @@ impl Credentials {
             })?;
             let declared: Declared = serde_json::from_value(value).map_err(|e| {
                 fail(format!(
-                    "is not valid: {e} (expected \"scope\" and one or more of \"bearer\", \"basic\", \"headers\"; \
-                     each secret a string, {{\"env\": NAME}} or {{\"file\": PATH}})"
+                    "is not valid{}: it takes \"scope\" and one or more of \"bearer\", \"basic\", \"headers\"; \
+                     each secret a string, {{\"env\": NAME}} or {{\"file\": PATH}}",
+                    field_named(&e)
                 ))
             })?;
             let credential = declared.resolve(&name).map_err(fail)?;
@@ -183,20 +193,21 @@ impl fmt::Debug for Credential {
 
 impl Scope {
     fn parse(text: &str) -> Result<Scope, String> {
-        let url = Url::parse(text).map_err(|e| format!("has scope {text:?}, not a URL: {e}"))?;
+        let shown = sluice_messages::redact_file_url(text);
+        let url = Url::parse(text).map_err(|e| format!("has scope {shown:?}, not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("has scope {text:?}: only http and https URLs"));
+            return Err(format!("has scope {shown:?}: only http and https URLs"));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err("has a scope with userinfo: give the secret as \"basic\"".into());
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
-                "has scope {text:?}: a scope is a URL prefix, without query or fragment"
+                "has scope {shown:?}: a scope is a URL prefix, without query or fragment"
             ));
         }
         let Some(host) = url.host_str() else {
-            return Err(format!("has scope {text:?} without a host"));
+            return Err(format!("has scope {shown:?} without a host"));
         };
         let mut path = url.path().to_owned();
         if !path.ends_with('/') {
@@ -212,12 +223,32 @@ impl Scope {
 
     fn covers(&self, url: &Url) -> bool {
         let path = url.path();
+        // A server that decodes before it normalises would read
+        // `/exports/..%2Fprivate` as `/private`: such paths are not covered.
+        let lower = path.to_ascii_lowercase();
+        if ["%2f", "%5c", "%2e", ";"].iter().any(|s| lower.contains(s)) {
+            return false;
+        }
         url.scheme() == self.scheme
             && url.host_str() == Some(self.host.as_str())
             && url.port_or_known_default() == Some(self.port)
             // `/exports/` covers `/exports` itself and all below it, not `/exportsX`.
             && (path.starts_with(&self.path) || path == &self.path[..self.path.len() - 1])
     }
+}
+
+/// The field a serde error names (an unknown or a missing one), never a
+/// value it quotes.
+fn field_named(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|start| {
+            let rest = message.strip_prefix(start)?;
+            let name = rest.split('`').next()?;
+            Some(format!(" ({}field `{name}`)", &start[..start.len() - 7]))
+        })
+        .unwrap_or_default()
 }
 
 /// A credential as the file declares it.
@@ -326,8 +357,9 @@ impl Declared {
             (None, None) => {}
         }
         for (header, secret) in &self.headers {
-            let header_name = HeaderName::from_bytes(header.as_bytes())
-                .map_err(|_| format!("has header {header:?}, not a valid header name"))?;
+            let header_name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                "has a header name that is not valid (a colon, a space?)".to_owned()
+            })?;
             if headers.iter().any(|(n, _)| *n == header_name) {
                 return Err(format!("sets {header} twice"));
             }
@@ -384,6 +416,11 @@ mod tests {
             "https://files.example.evil/exports/a.csv",
             "http://127.0.0.1:8081/anything.csv",
             "http://localhost:8080/anything.csv",
+            // Encoded separators a server might decode before normalising.
+            "https://files.example/exports/..%2Fprivate/a.csv",
+            "https://files.example/exports/..%5cprivate/a.csv",
+            "https://files.example/exports/%2E%2E/private/a.csv",
+            "https://files.example/exports/a.csv;jsessionid=1",
         ] {
             assert!(!a.covers(&url(not)), "{not}");
         }
@@ -452,6 +489,29 @@ mod tests {
         assert!(e.contains("invalid name"), "{e}");
         let e = error(r#"{"a": {"scope": "https://a.example"}}"#);
         assert!(e.contains("sends nothing"), "{e}");
+        // Values serde would quote, a quoted setting, a scope with a token:
+        // none of it is repeated.
+        let e = error(r#"{"a": {"scope": "https://a.example", "basic": "alice:s3cret"}}"#);
+        assert!(
+            e.contains("credential \"a\" is not valid") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = error(r#"{"a": {"scope": "https://a.example", "headers": "X-Key: s3cret"}}"#);
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = error(r#"'{"a": {"scope": "https://a.example", "bearer": "s3cret"}}'"#);
+        assert!(
+            e.contains("neither a JSON object") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = error(r#"{"a": {"scope": "https://a.example/?token=s3cret", "bearer": "x"}}"#);
+        assert!(e.contains("without query") && !e.contains("s3cret"), "{e}");
+        let e = error(
+            r#"{"a": {"scope": "https://a.example", "headers": {"Authorization: s3cret": "x"}}}"#,
+        );
+        assert!(
+            e.contains("header name that is not valid") && !e.contains("s3cret"),
+            "{e}"
+        );
         let e = error("/nonexistent/credentials.json");
         assert!(
             e.contains("cannot read the credentials file /nonexistent/credentials.json"),

@@ -9,11 +9,17 @@
 //! then the EC2 instance metadata service. `AWS_ENDPOINT_URL` names an
 //! S3-compatible store (MinIO, Ceph, R2…); `AWS_REGION` its region.
 //!
+//! Only the buckets the operator lists (`SLUICE_S3_BUCKETS`, each with an
+//! optional key prefix) can be read: the service's AWS identity is the
+//! operator's, and a stranger's file must not point it at another bucket.
+//!
 //! Every request goes through sluice's own HTTP client, so the download
 //! guard holds for custom endpoints too. Only the fixed addresses of the
 //! AWS credential services pass it, and only for requests addressed to
 //! them by IP literal, which an import cannot write: the store's data
-//! requests go to the endpoint, with the bucket in the path.
+//! requests go to the endpoint, with the bucket in the path. What the
+//! store answers in an error body is never shown: S3 echoes session
+//! tokens there.
 
 use std::{
     collections::HashMap,
@@ -28,8 +34,8 @@ use http_body_util::{BodyExt, StreamBody};
 use object_store::{
     aws::{AmazonS3, AmazonS3Builder},
     client::{
-        ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
-        HttpResponse, HttpResponseBody, HttpService,
+        ClientConfigKey, ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind,
+        HttpRequest, HttpResponse, HttpResponseBody, HttpService,
     },
     path::Path,
     Attribute, GetOptions, ObjectStore, RetryConfig,
@@ -52,6 +58,8 @@ const CREDENTIAL_SERVICES: [&str; 5] = [
 #[derive(Clone, Debug)]
 pub(crate) struct ObjectStores {
     http: Guarded,
+    /// What may be read: buckets, each with a key prefix ("" for any).
+    allowed: Arc<Vec<(String, String)>>,
     buckets: Arc<Mutex<HashMap<String, Arc<AmazonS3>>>>,
 }
 
@@ -64,12 +72,19 @@ pub(crate) struct Object {
 }
 
 impl ObjectStores {
-    pub fn new(guarded: reqwest::Client, addresses: Arc<AddressPolicy>) -> Self {
+    pub fn new(
+        guarded: reqwest::Client,
+        addresses: Arc<AddressPolicy>,
+        allowed: Vec<(String, String)>,
+    ) -> Self {
         ObjectStores {
+            allowed: Arc::new(allowed),
             http: Guarded {
                 client: guarded,
+                allow_http: false,
                 credential_services: reqwest::Client::builder()
                     .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -82,14 +97,34 @@ impl ObjectStores {
 
     /// Starts reading `url` (`s3://bucket/key`).
     pub async fn get(&self, url: &Url) -> Result<Object, DownloadError> {
+        let refuse = |reason: &str| DownloadError::Object {
+            url: url.clone(),
+            reason: reason.to_owned(),
+            transient: false,
+        };
         let bucket = url.host_str().unwrap_or_default();
         let key = url.path().trim_start_matches('/');
         if bucket.is_empty() || key.is_empty() {
-            return Err(DownloadError::Object {
-                url: url.clone(),
-                reason: "an object URL is s3://BUCKET/KEY".into(),
-                transient: false,
-            });
+            return Err(refuse("an object URL is s3://BUCKET/KEY"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(refuse(
+                "an object URL is s3://BUCKET/KEY, without user, query or fragment",
+            ));
+        }
+        if !valid_bucket(bucket) {
+            return Err(refuse(
+                "not a bucket name (3 to 63 characters of a-z 0-9 . -)",
+            ));
+        }
+        if !self
+            .allowed
+            .iter()
+            .any(|(b, prefix)| b == bucket && key.starts_with(prefix.as_str()))
+        {
+            return Err(refuse(
+                "refused: not in the buckets and key prefixes SLUICE_S3_BUCKETS allows",
+            ));
         }
         let store = self.bucket(bucket).map_err(|e| DownloadError::Object {
             url: url.clone(),
@@ -144,7 +179,17 @@ impl ObjectStores {
     }
 }
 
+/// S3's bucket naming rules (legacy upper case and underscores too).
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
 /// What went wrong reading an object, and whether trying again may help.
+/// object_store's own message is never shown: it quotes the store's error
+/// body, where S3 echoes session tokens.
 fn failed(url: &Url, error: object_store::Error) -> DownloadError {
     use object_store::Error as E;
     let (reason, transient) = match &error {
@@ -161,7 +206,7 @@ fn failed(url: &Url, error: object_store::Error) -> DownloadError {
                     reason: refused,
                 }
             }
-            None => (format!("{error}"), true),
+            None => classify(&error),
         },
     };
     DownloadError::Object {
@@ -171,10 +216,68 @@ fn failed(url: &Url, error: object_store::Error) -> DownloadError {
     }
 }
 
+/// The status (and S3 error code) of a failed request, read from
+/// object_store's error without showing any of the rest.
+fn classify(error: &object_store::Error) -> (String, bool) {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            let transient = !matches!(http.kind(), HttpErrorKind::Unknown | HttpErrorKind::Decode);
+            // Our own refusal of plain http says what to set.
+            let own = std::error::Error::source(http)
+                .map(ToString::to_string)
+                .filter(|m| m.starts_with("plain http to the object store"));
+            if let Some(own) = own {
+                return (own, false);
+            }
+            let what = match http.kind() {
+                HttpErrorKind::Connect => "cannot connect to the store",
+                HttpErrorKind::Timeout => "the store did not answer in time",
+                HttpErrorKind::Interrupted | HttpErrorKind::Request => {
+                    "the connection to the store broke"
+                }
+                _ => "the request to the store failed",
+            };
+            return (what.to_owned(), transient);
+        }
+        next = e.source();
+    }
+    let text = error.to_string();
+    if text.contains("Received redirect without LOCATION") {
+        return (
+            "the bucket is in another region than AWS_REGION says".to_owned(),
+            false,
+        );
+    }
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match status {
+        Some(status) => (
+            format!(
+                "the store answered HTTP {status}{}",
+                code.map(|c| format!(" {c}")).unwrap_or_default()
+            ),
+            status >= 500 || status == 408 || status == 429,
+        ),
+        None => ("the store's answer could not be used".to_owned(), false),
+    }
+}
+
 /// object_store's requests, sent with sluice's guarded HTTP client.
 #[derive(Clone)]
 struct Guarded {
     client: reqwest::Client,
+    /// `AWS_ALLOW_HTTP`: plain http to the store (the credential services
+    /// are always plain http).
+    allow_http: bool,
     /// For the AWS credential services only: they live on link-local
     /// addresses the guard denies.
     credential_services: reqwest::Client,
@@ -188,8 +291,14 @@ impl std::fmt::Debug for Guarded {
 }
 
 impl HttpConnector for Guarded {
-    fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(self.clone()))
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let allow_http = options
+            .get_config_value(&ClientConfigKey::AllowHttp)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Ok(HttpClient::new(Guarded {
+            allow_http,
+            ..self.clone()
+        }))
     }
 }
 
@@ -208,6 +317,14 @@ impl HttpService for Guarded {
                 .iter()
                 .any(|s| s.parse::<IpAddr>().ok() == Some(ip))
         });
+        if parts.uri.scheme_str() == Some("http") && !self.allow_http && !credential_service {
+            return Err(HttpError::new(
+                HttpErrorKind::Unknown,
+                io::Error::other(
+                    "plain http to the object store: set AWS_ALLOW_HTTP=true to allow it",
+                ),
+            ));
+        }
         // Host names meet the guard in the resolver; literals here.
         if let (Some(ip), false) = (literal, credential_service) {
             if let Err(refused) = self.addresses.check(ip) {

@@ -51,6 +51,12 @@ pub struct DownloadArgs {
     /// Exceptions to `--deny-networks`.
     #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
     pub allow_networks: Networks,
+    /// Buckets `s3://` URLs may read, each optionally with a key prefix
+    /// (`exports,archive/2026/`); empty: `s3://` URLs are refused. The AWS
+    /// identity the services run with is the operator's: a file must not
+    /// point it at any bucket it can read.
+    #[arg(long, env = "SLUICE_S3_BUCKETS", default_value = "", value_parser = parse_buckets)]
+    pub s3_buckets: Buckets,
     /// Named credentials an import may ask for (`"credentials": NAME`): a
     /// JSON file, or the JSON itself. Each names the URL prefixes it is
     /// sent to and what it sends (bearer token, basic auth, headers); see
@@ -60,9 +66,10 @@ pub struct DownloadArgs {
         env = "SLUICE_DOWNLOAD_CREDENTIALS",
         default_value = "",
         hide_env_values = true,
-        hide_default_value = true
+        hide_default_value = true,
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(Hidden(s.to_owned()))
     )]
-    pub download_credentials: String,
+    pub download_credentials: Hidden,
 }
 
 impl DownloadArgs {
@@ -84,7 +91,8 @@ impl DownloadArgs {
                 deny: self.deny_networks.clone(),
                 allow: self.allow_networks.clone(),
             },
-            credentials: Credentials::load(&self.download_credentials)?,
+            credentials: Credentials::load(&self.download_credentials.0)?,
+            s3_buckets: self.s3_buckets.0.clone(),
         })
     }
 }
@@ -107,6 +115,38 @@ pub struct DownloadOptions {
     pub addresses: AddressPolicy,
     /// What an import may name to authenticate its downloads.
     pub credentials: Credentials,
+    /// Buckets (with key prefixes) `s3://` URLs may read.
+    pub s3_buckets: Vec<(String, String)>,
+}
+
+/// A setting that may hold secrets: its `Debug` shows none of it.
+#[derive(Clone, Default)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+/// `SLUICE_S3_BUCKETS`: `bucket` or `bucket/key-prefix`, comma-separated.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets(pub Vec<(String, String)>);
+
+fn parse_buckets(text: &str) -> Result<Buckets, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|entry| {
+            let entry = entry.strip_prefix("s3://").unwrap_or(entry);
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            if bucket.is_empty() {
+                return Err(format!("{entry:?} names no bucket"));
+            }
+            Ok((bucket.to_owned(), prefix.to_owned()))
+        })
+        .collect::<Result<_, _>>()
+        .map(Buckets)
 }
 
 impl Default for DownloadOptions {
@@ -127,6 +167,7 @@ impl Default for DownloadOptions {
                 allow: Networks::default(),
             },
             credentials: Credentials::default(),
+            s3_buckets: Vec::new(),
         }
     }
 }
