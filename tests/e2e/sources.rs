@@ -236,6 +236,25 @@ async fn an_import_fetches_with_a_named_credential_whose_secret_shows_nowhere() 
     p.stop().await;
 }
 
+/// A pipeline that reads `s3`'s buckets as `buckets` allows.
+async fn reading(s3: &S3Server, name: &str, buckets: &str) -> Pipeline {
+    let env = s3.env(buckets);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Pipeline::builder(name).env(&env).start().await
+}
+
+/// Every dead letter's error, sorted.
+async fn errors(p: &Pipeline) -> Vec<String> {
+    let mut errors: Vec<String> = p
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|l| l.error)
+        .collect();
+    errors.sort();
+    errors
+}
+
 /// Gzip, as a store holds a compressed object.
 fn gzip(body: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -271,9 +290,7 @@ async fn an_import_streams_objects_from_an_s3_store_relative_keys_gzip_and_a_mil
     )
     .await;
     // Two prefixes of the bucket may be read; `payroll/` may not.
-    let env: Vec<(String, String)> = s3.env("exports/monthly/, s3://exports/big/");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let p = Pipeline::builder("s3").env(&env).start().await;
+    let p = reading(&s3, "s3", "exports/monthly/, s3://exports/big/").await;
 
     let small = p.import("s3://exports/monthly/accounts.csv").await;
     let large = p.import("s3://exports/big/accounts.csv").await;
@@ -291,15 +308,8 @@ async fn an_import_streams_objects_from_an_s3_store_relative_keys_gzip_and_a_mil
     let mut rows = data.expected.clone();
     rows.extend(big.expected.iter().cloned());
     p.assert_saves(&rows, Duration::from_secs(60)).await;
-    let mut errors: Vec<String> = p
-        .dead_letters()
-        .await
-        .into_iter()
-        .map(|l| l.error)
-        .collect();
-    errors.sort();
     assert_eq!(
-        errors,
+        errors(&p).await,
         [
             "GET s3://ex%60ports/a.csv: not a bucket name (3 to 63 characters of a-z 0-9 . -)",
             "GET s3://exports/monthly/nowhere.csv: not found (404)",
@@ -322,20 +332,12 @@ async fn an_object_the_store_refuses_to_show_fails_its_import_clearly() {
         None,
     )
     .await;
-    let env: Vec<(String, String)> = s3.env("private");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let p = Pipeline::builder("s3-denied").env(&env).start().await;
+    let p = reading(&s3, "s3-denied", "private").await;
     let id = p.import("s3://private/accounts.csv").await;
     let event = p.completion(&id, Duration::from_secs(60)).await;
     assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
-    let errors: Vec<String> = p
-        .dead_letters()
-        .await
-        .into_iter()
-        .map(|l| l.error)
-        .collect();
     assert_eq!(
-        errors,
+        errors(&p).await,
         ["GET s3://private/accounts.csv: access denied (403)"]
     );
     assert!(
@@ -483,12 +485,7 @@ async fn a_file_that_changed_between_attempts_is_not_mixed_with_its_earlier_vers
     p.service("fetcher").restart().unwrap();
     let event = p.completion(&id, Duration::from_secs(120)).await;
     assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
-    let errors: Vec<String> = p
-        .dead_letters()
-        .await
-        .into_iter()
-        .map(|l| l.error)
-        .collect();
+    let errors = errors(&p).await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     let url = server.url(&path);
     assert!(
@@ -509,5 +506,118 @@ async fn a_file_that_changed_between_attempts_is_not_mixed_with_its_earlier_vers
         first,
         "the rows saved are the first version's"
     );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn an_object_is_resumed_with_a_ranged_read_when_its_fetcher_is_killed() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("exports").await;
+    let data = Dataset::generate_from(8_000, "/huge", 1, 1_500_000, 53);
+    for (path, body) in &data.files {
+        s3.put("exports", path.trim_start_matches('/'), body.clone(), None)
+            .await;
+    }
+    let mut env = s3.env("exports");
+    env.extend(
+        RESUME_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = Pipeline::builder("s3-resume").env(&env).start().await;
+    let id = p.import("s3://exports/huge/accounts.csv").await;
+    sluice_e2e::wait_until(
+        Duration::from_secs(120),
+        "a third of the rows saved",
+        || async { saved(&p, 8_000).await.0 >= 500_000 },
+    )
+    .await;
+    p.service("fetcher").kill().await;
+    p.service("fetcher").restart().unwrap();
+    let event = p.completion(&id, Duration::from_secs(240)).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!(
+        saved(&p, 8_000).await,
+        (1_500_000, data.expected_sum_cents() as i64)
+    );
+    assert!(
+        p.logs().contains("how=Resumed"),
+        "the second attempt read the rest of the object only"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_file_is_resumed_too_when_its_reader_is_killed() {
+    // A one-level spec: the importer reads the file, through the same
+    // reader the fetcher uses for every file below a root.
+    let server = FileServer::start().await.unwrap();
+    let mut p = Pipeline::builder("resume-spec")
+        .env(&RESUME_ENV)
+        .start()
+        .await;
+    crate::spec_imports::put(
+        &p,
+        "readings",
+        r#"
+name = "readings"
+root = "readings"
+[levels.readings]
+table = "readings"
+key = ["id"]
+columns = [{ name = "id", type = "bigint" }, { name = "value", type = "numeric" }]
+"#,
+    )
+    .await;
+    let mut csv = String::from("id,value\n");
+    for id in 1..=1_000_000u64 {
+        csv.push_str(&format!("{id},{}.{:02}\n", id % 9_973, id % 97));
+    }
+    let size = csv.len() as u64;
+    server.set(
+        "/readings.csv",
+        // Slower than the importer reads (it does more per row than the
+        // fetcher), so that what was sent is what it got.
+        Route::new(csv).trickle(16 << 10, Duration::from_millis(12)),
+    );
+    let id = p
+        .import_with(&server.url("/readings.csv"), "readings")
+        .await;
+    sluice_e2e::wait_until(
+        Duration::from_secs(120),
+        "the importer to get into the file",
+        || async { server.bytes_sent("/readings.csv") as f64 >= 0.6 * size as f64 },
+    )
+    .await;
+    p.service("importer").kill().await;
+    p.service("importer").restart().unwrap();
+    let event = p.completion(&id, Duration::from_secs(240)).await;
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    let row = p
+        .sandbox
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*), sum(id)::bigint, count(DISTINCT _sluice_position) FROM readings",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, sum, positions): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (count, sum, positions),
+        (1_000_000, 500_000_500_000, 1_000_000)
+    );
+    let sent = server.bytes_sent("/readings.csv");
+    eprintln!(
+        "resumed: the server sent {sent} bytes of a {size}-byte file ({:.3}x)",
+        sent as f64 / size as f64
+    );
+    assert!(sent as f64 <= 1.25 * size as f64, "{sent} of {size}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
     p.stop().await;
 }

@@ -3,10 +3,11 @@
 
 #![deny(clippy::let_underscore_must_use)]
 
-use std::time::{Duration, Instant};
-
-use sluice_download::{DownloadOptions, Downloader, Record, Reopened, Row, Stopped};
-use sluice_levels::LevelFiles;
+use sluice_download::{DownloadOptions, Downloader, Record, Reopened, Row};
+use sluice_levels::{
+    resume::{Checkpoint, Resumption},
+    LevelFiles,
+};
 use sluice_messages::{
     stage,
     windows::{window_position, Window, Windows},
@@ -30,22 +31,6 @@ pub struct Fetcher {
     specs: Option<(PinnedSpecs, LevelFiles)>,
     /// Where each account's file stopped, to resume it.
     checkpoints: Option<Checkpoints>,
-}
-
-/// How often a file being read records where it got to (each time once
-/// everything before is stored): a crash re-reads at most about this much.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// What the next attempt at an account needs to go on where this one
-/// stopped: where in the file, and what was sent before that point.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Checkpoint {
-    stopped: Stopped,
-    /// Rows before `stopped` (whole windows).
-    rows: u64,
-    messages: u64,
-    transactions: u64,
-    rejected_rows: u64,
 }
 
 /// What the fetcher reads: an account's transactions CSV, or a file of an
@@ -187,11 +172,7 @@ impl Fetcher {
         if let Some(budget) = &self.budget {
             budget.check_start(&account.import_id)?;
         }
-        let key = out.key().to_owned();
-        let earlier: Option<Checkpoint> = match &self.checkpoints {
-            Some(checkpoints) => checkpoints.get(&key).await,
-            None => None,
-        };
+        let mut resumption = Resumption::load(self.checkpoints.as_ref(), out.key()).await;
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(
@@ -201,7 +182,7 @@ impl Fetcher {
             .await?;
         let (mut file, reopened) = self
             .downloader
-            .open_csv_after(reserved, &COLUMNS, earlier.as_ref().map(|c| &c.stopped))
+            .open_csv_after(reserved, &COLUMNS, resumption.stopped())
             .await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
@@ -210,42 +191,16 @@ impl Fetcher {
         let mut sent = Sent::default();
         // Rows an earlier attempt stored: read past, not sent again.
         let mut stored_rows = 0;
-        if let Some(earlier) = &earlier {
+        if let Some(earlier) = resumption.begin(reopened, &shown, out).await? {
             match reopened {
-                Reopened::Changed => {
-                    if let Some(checkpoints) = &self.checkpoints {
-                        checkpoints.remove(&key).await;
-                    }
-                    return Err(StageError::permanent(format!(
-                        "{shown} changed since an earlier attempt stored its first {} rows \
-                         (another ETag or Last-Modified): those rows came from the earlier version, \
-                         so the file is not read again; import it again under a new import id",
-                        earlier.rows
-                    )));
-                }
                 Reopened::Resumed => windows = Windows::after(per_window, earlier.rows),
-                Reopened::ReadPast => stored_rows = earlier.rows,
-                Reopened::Fresh => {}
+                _ => stored_rows = earlier.rows,
             }
-            if reopened != Reopened::Fresh {
-                sent.messages = earlier.messages;
-                sent.transactions = earlier.transactions;
-                sent.counted = earlier.transactions;
-                out.rejected_before(earlier.rejected_rows);
-                out.annotate([KeyValue::new(
-                    "sluice.file.resumed_after_rows",
-                    earlier.rows as i64,
-                )]);
-                tracing::info!(
-                    url = %shown,
-                    rows = earlier.rows,
-                    how = ?reopened,
-                    "going on after the rows an earlier attempt stored"
-                );
-            }
+            sent.messages = earlier.messages;
+            sent.transactions = earlier.valid_rows;
+            sent.counted = earlier.valid_rows;
         }
         let first_unsent = stored_rows / per_window;
-        let mut last_checkpoint = Instant::now();
         while let Some(row) = file.next_row().await? {
             // Where a later attempt could resume: this row, once the windows
             // before it are stored (and before it is rejected, if it is).
@@ -263,13 +218,13 @@ impl Fetcher {
                         }
                     }
                 }
-                if self.checkpoints.is_some() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                if resumption.due() {
                     due = Some(Checkpoint {
-                        stopped: Stopped::default(),
                         rows: windows.rows_read() - 1,
                         messages: sent.messages,
-                        transactions: sent.transactions,
+                        valid_rows: sent.transactions,
                         rejected_rows: out.rejected_rows(),
+                        ..Checkpoint::default()
                     });
                 }
             }
@@ -286,13 +241,8 @@ impl Fetcher {
                     Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
                 }
             }
-            if let (Some(mut checkpoint), Some(checkpoints)) = (due, &self.checkpoints) {
-                if let Some(stopped) = file.stop_point(line) {
-                    out.stored().await?;
-                    checkpoint.stopped = stopped;
-                    checkpoints.put(&key, &checkpoint).await;
-                    last_checkpoint = Instant::now();
-                }
+            if let Some(checkpoint) = due {
+                resumption.record(&file, line, checkpoint, out).await?;
             }
         }
         if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
@@ -323,9 +273,7 @@ impl Fetcher {
             url: Some(shown),
         })
         .await?;
-        if let (Some(checkpoints), Some(_)) = (&self.checkpoints, &earlier) {
-            checkpoints.remove(&key).await;
-        }
+        resumption.finish().await;
         Ok(())
     }
 }

@@ -221,12 +221,7 @@ impl Downloader {
         resume: Option<&ResumeAt>,
     ) -> Result<Opened, DownloadError> {
         if reserved.url.scheme() == "s3" {
-            return Ok(Opened {
-                body: self.object(reserved).await?,
-                validator: None,
-                identity: false,
-                from: 0,
-            });
+            return self.object(reserved, resume).await;
         }
         let mut url = reserved.url.clone();
         let mut hops = 0;
@@ -396,6 +391,23 @@ impl Downloader {
         columns: &[&str],
         stopped: Option<&Stopped>,
     ) -> Result<(CsvFile, Reopened), DownloadError> {
+        let format = CsvFormat {
+            trim: true,
+            ..CsvFormat::default()
+        };
+        self.open_formatted_after(reserved, &format, Columns::Named(columns), stopped)
+            .await
+    }
+
+    /// [`Downloader::open_formatted`], going on where an earlier attempt
+    /// stopped as [`Downloader::open_csv_after`] does.
+    pub async fn open_formatted_after(
+        &self,
+        reserved: Reserved,
+        format: &CsvFormat,
+        columns: Columns<'_>,
+        stopped: Option<&Stopped>,
+    ) -> Result<(CsvFile, Reopened), DownloadError> {
         let resume = stopped.and_then(|s| {
             s.validator.as_ref().map(|validator| ResumeAt {
                 offset: s.offset,
@@ -403,10 +415,6 @@ impl Downloader {
             })
         });
         let opened = self.response(&reserved, resume.as_ref()).await?;
-        let format = CsvFormat {
-            trim: true,
-            ..CsvFormat::default()
-        };
         let (mut file, how) = match stopped {
             Some(stopped) if opened.from > 0 => {
                 // The header as the first attempt read it, then the rest.
@@ -417,8 +425,8 @@ impl Downloader {
                 let mut file = CsvFile::read(
                     reserved.url.clone(),
                     limits::bounded(body, self.limits),
-                    &format,
-                    crate::Columns::Named(columns),
+                    format,
+                    columns,
                 )
                 .await?;
                 file.resumed(opened.from, stopped.header.len() as u64 + 1, stopped.line);
@@ -426,13 +434,7 @@ impl Downloader {
             }
             _ => {
                 let body = limits::bounded(opened.body, self.limits);
-                let mut file = CsvFile::read(
-                    reserved.url.clone(),
-                    body,
-                    &format,
-                    crate::Columns::Named(columns),
-                )
-                .await?;
+                let mut file = CsvFile::read(reserved.url.clone(), body, format, columns).await?;
                 file.fresh(opened.identity);
                 let how = match stopped {
                     None => Reopened::Fresh,
@@ -457,9 +459,14 @@ impl Downloader {
 impl Downloader {
     /// An object of an S3-compatible store, under the limits an HTTP body
     /// has.
-    async fn object(&self, reserved: &Reserved) -> Result<Body, DownloadError> {
+    async fn object(
+        &self,
+        reserved: &Reserved,
+        resume: Option<&ResumeAt>,
+    ) -> Result<Opened, DownloadError> {
         let url = &reserved.url;
-        let object = self.objects.get(url).await.inspect_err(|e| {
+        let resume = resume.map(|at| (at.offset, at.validator.as_str()));
+        let object = self.objects.get(url, resume).await.inspect_err(|e| {
             if e.is_transient() {
                 reserved.slot.report(Outcome::Failed);
             }
@@ -475,7 +482,7 @@ impl Downloader {
                 })
             }
         };
-        if !gzip && object.size > self.limits.max_size {
+        if !gzip && object.size.saturating_sub(object.from) > self.limits.max_size {
             return Err(DownloadError::Limit {
                 url: url.clone(),
                 limit: LimitExceeded::Size {
@@ -484,10 +491,15 @@ impl Downloader {
             });
         }
         let raw = limits::min_rate(object.body, self.min_rate, self.read_timeout);
-        Ok(if gzip {
-            limits::gunzip(raw, self.limits)
-        } else {
-            raw
+        Ok(Opened {
+            body: if gzip {
+                limits::gunzip(raw, self.limits)
+            } else {
+                raw
+            },
+            validator: object.etag,
+            identity: !gzip,
+            from: object.from,
         })
     }
 }

@@ -94,6 +94,8 @@ pub struct CsvFile {
     line_shift: u64,
     /// What identifies the file as sent (`ETag`, `Last-Modified`).
     pub(crate) validator: Option<String>,
+    delimiter: u8,
+    quote: u8,
 }
 
 /// One row of a CSV file.
@@ -258,6 +260,8 @@ impl CsvFile {
             first_line: None,
             line_shift: 0,
             validator: None,
+            delimiter: format.delimiter,
+            quote: format.quote,
         })
     }
 
@@ -282,7 +286,9 @@ impl CsvFile {
     pub fn stop_point(&self, line: u64) -> Option<Stopped> {
         let (stream, file) = self.origin?;
         let position = self.record.position()?.byte();
-        let awkward = |h: &String| h.contains([',', '"', '\r', '\n']);
+        // The header is written back as the fields joined: none may need quotes.
+        let (delimiter, quote) = (char::from(self.delimiter), char::from(self.quote));
+        let awkward = |h: &String| h.contains([delimiter, quote, '\r', '\n']);
         if self.header.is_empty() || self.header.iter().any(awkward) {
             return None;
         }
@@ -290,7 +296,7 @@ impl CsvFile {
             validator: self.validator.clone(),
             offset: file + position.checked_sub(stream)?,
             line,
-            header: self.header.join(","),
+            header: self.header.join(&delimiter.to_string()),
         })
     }
 

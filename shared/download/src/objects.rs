@@ -38,7 +38,7 @@ use object_store::{
         HttpRequest, HttpResponse, HttpResponseBody, HttpService,
     },
     path::Path,
-    Attribute, GetOptions, ObjectStore, RetryConfig,
+    Attribute, GetOptions, GetRange, ObjectStore, RetryConfig,
 };
 use url::Url;
 
@@ -69,6 +69,10 @@ pub(crate) struct Object {
     pub size: u64,
     /// `Content-Encoding` stored with it, lowercased.
     pub encoding: Option<String>,
+    /// Its ETag, what a later ranged read must match.
+    pub etag: Option<String>,
+    /// The byte the body starts at (a range was read).
+    pub from: u64,
 }
 
 impl ObjectStores {
@@ -95,8 +99,14 @@ impl ObjectStores {
         }
     }
 
-    /// Starts reading `url` (`s3://bucket/key`).
-    pub async fn get(&self, url: &Url) -> Result<Object, DownloadError> {
+    /// Starts reading `url` (`s3://bucket/key`); given `resume` (an offset
+    /// and the ETag an earlier read saw), only the rest of it if the object
+    /// is still that one, else all of it.
+    pub async fn get(
+        &self,
+        url: &Url,
+        resume: Option<(u64, &str)>,
+    ) -> Result<Object, DownloadError> {
         let refuse = |reason: &str| DownloadError::Object {
             url: url.clone(),
             reason: reason.to_owned(),
@@ -136,15 +146,36 @@ impl ObjectStores {
             reason: format!("not an object key: {e}"),
             transient: false,
         })?;
-        let result = store
-            .get_opts(&key, GetOptions::default())
-            .await
-            .map_err(|e| failed(url, e))?;
+        let ranged = match resume {
+            Some((offset, etag)) => {
+                let options = GetOptions {
+                    range: Some(GetRange::Offset(offset)),
+                    if_match: Some(etag.to_owned()),
+                    ..GetOptions::default()
+                };
+                match store.get_opts(&key, options).await {
+                    Ok(result) => Some(result),
+                    // Another object now: read it whole (its ETag tells).
+                    Err(object_store::Error::Precondition { .. }) => None,
+                    Err(e) => return Err(failed(url, e)),
+                }
+            }
+            None => None,
+        };
+        let result = match ranged {
+            Some(result) => result,
+            None => store
+                .get_opts(&key, GetOptions::default())
+                .await
+                .map_err(|e| failed(url, e))?,
+        };
+        let from = result.range.start;
         let encoding = result
             .attributes
             .get(&Attribute::ContentEncoding)
             .map(|v| v.as_ref().trim().to_ascii_lowercase());
         let size = result.meta.size;
+        let etag = result.meta.e_tag.clone();
         let body: Body = Box::pin(
             result
                 .into_stream()
@@ -154,6 +185,8 @@ impl ObjectStores {
             body,
             size,
             encoding,
+            etag,
+            from,
         })
     }
 

@@ -3,11 +3,15 @@
 //! level's table in windows (`rows.<table>`), and each file it links to
 //! published for the next stage (`import-files`), with the values that
 //! file's level inherits. The importer reads the root file with it, the
-//! fetcher every file below; both then report one `read` fact.
+//! fetcher every file below; both then report one `read` fact. A file an
+//! earlier attempt got part-way through goes on from there ([`resume`]).
+
+pub mod resume;
 
 use std::sync::Arc;
 
-use sluice_download::{Columns, CsvFormat, Downloader, Row};
+use resume::{Checkpoint, Resumption};
+use sluice_download::{Columns, CsvFormat, Downloader, Reopened, Row};
 use sluice_messages::{
     windows::{window_position, Windows},
     FileTask, ImportProgress, RowBatch,
@@ -15,6 +19,7 @@ use sluice_messages::{
 use sluice_spec::{rows::LevelReader, Dialect, Encoding, Escape};
 use sluice_stage::{
     buckets,
+    checkpoints::Checkpoints,
     row_budget::{RowBudget, COUNT_EVERY},
     specs::{PinnedSpecs, StoredSpec},
     telemetry::KeyValue,
@@ -46,6 +51,8 @@ pub struct LevelFiles {
     pub max_files: u64,
     /// The imports' row budget (SLUICE_MAX_ROWS_PER_IMPORT).
     pub budget: buckets::Lazy<RowBudget>,
+    /// Where each file's reading stopped, to resume it.
+    pub checkpoints: buckets::Lazy<Checkpoints>,
 }
 
 /// How a level's files are written, as the reader takes it.
@@ -88,9 +95,16 @@ impl LevelFiles {
         let files = LevelFiles {
             rows_per_message: u64::from(rows.transactions_per_message),
             max_files,
-            budget: buckets::Lazy::new(move || {
+            budget: {
                 let (js, ns) = (js.clone(), ns.clone());
-                async move { RowBudget::open(&js, &ns, replicas, limit).await }
+                buckets::Lazy::new(move || {
+                    let (js, ns) = (js.clone(), ns.clone());
+                    async move { RowBudget::open(&js, &ns, replicas, limit).await }
+                })
+            },
+            checkpoints: buckets::Lazy::new(move || {
+                let (js, ns) = (js.clone(), ns.clone());
+                async move { Checkpoints::open(&js, &ns, replicas).await }
             }),
         };
         (specs, files)
@@ -114,18 +128,21 @@ impl LevelFiles {
         };
         let budget = self.budget.get().await?;
         budget.check_start(&task.import_id)?;
+        let checkpoints = self.checkpoints.get().await?;
+        let mut resumption = Resumption::load(Some(checkpoints), out.key()).await;
         // A busy host makes this file wait, not the files behind it.
         let reserved = out
             .without_slot(downloader.reserve(&task.url, task.credentials.as_deref()))
             .await?;
-        let mut file = downloader
-            .open_formatted(
+        let (mut file, reopened) = downloader
+            .open_formatted_after(
                 reserved,
                 &CsvFormat {
                     quoted_fields: spec.spec.has_null_markers(level),
                     ..csv_format(&level.csv)
                 },
                 Columns::All,
+                resumption.stopped(),
             )
             .await?;
         let shown = file.shown_url();
@@ -153,89 +170,131 @@ impl LevelFiles {
         });
         let rows_subject = table.map(|t| out.namespace().rows(t));
         let files_subject = out.namespace().import_files();
-        let mut windows: Windows<(u64, Vec<Option<String>>)> = Windows::new(self.rows_per_message);
+        let per_window = self.rows_per_message;
+        let mut windows: Windows<(u64, Vec<Option<String>>)> = Windows::new(per_window);
         let mut sent = Sent::default();
+        // Rows an earlier attempt stored: read past, not sent again.
+        let mut stored_rows = 0;
+        if let Some(earlier) = resumption.begin(reopened, &shown, out).await? {
+            match reopened {
+                Reopened::Resumed => windows = Windows::after(per_window, earlier.rows),
+                _ => stored_rows = earlier.rows,
+            }
+            sent.messages = earlier.messages;
+            sent.rows = earlier.valid_rows;
+            sent.counted = earlier.valid_rows;
+            sent.files = earlier.files;
+        }
+        let first_unsent = stored_rows / per_window;
         while let Some(row) = file.next_row().await? {
+            // Where a later attempt could resume: this row, once everything
+            // before it is stored (and before anything of it is sent).
+            let mut due = None;
             if let Some(full) = windows.next_row() {
-                if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
-                    sent.publish(batch, full, windows.rows_per_window(), subject, out)
-                        .await?;
-                }
-                count(budget, task, &mut sent, out.key()).await?;
-            }
-            let record = match row {
-                Row::Record(record) => record,
-                Row::Malformed { line, reason } => {
-                    out.reject_row(&shown, line, reason).await?;
-                    continue;
-                }
-            };
-            let line = record.line();
-            let read = match reader.read(record.fields(), record.quoted(), &task.inherited) {
-                Ok(read) => read,
-                Err(e) => {
-                    out.reject_row(&shown, line, e).await?;
-                    continue;
-                }
-            };
-            // Links are checked before anything of the row is sent, so a
-            // bad one rejects the row whole.
-            let mut links = Vec::with_capacity(read.children.len());
-            let mut unusable = None;
-            for child in read.children {
-                match url.join(&child.url) {
-                    Ok(resolved) => {
-                        let index = level
-                            .children
-                            .iter()
-                            .position(|c| c.level == child.level)
-                            .unwrap_or(0);
-                        links.push((index, child, resolved));
+                // Windows before `first_unsent` were stored by the earlier attempt.
+                if full.index >= first_unsent {
+                    if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
+                        sent.publish(batch, full, windows.rows_per_window(), subject, out)
+                            .await?;
                     }
-                    Err(e) => {
-                        let link = sluice_messages::redact_file_url(&child.url);
-                        unusable = Some(format!("{link:?} is not a URL: {e}"));
-                        break;
+                    count(budget, task, &mut sent, out.key()).await?;
+                }
+                if resumption.due() {
+                    due = Some(Checkpoint {
+                        rows: windows.rows_read() - 1,
+                        messages: sent.messages,
+                        valid_rows: sent.rows,
+                        files: sent.files,
+                        rejected_rows: out.rejected_rows(),
+                        ..Checkpoint::default()
+                    });
+                }
+            }
+            let at = match &row {
+                Row::Record(record) => record.line(),
+                Row::Malformed { line, .. } => *line,
+            };
+            if windows.rows_read() > stored_rows {
+                'row: {
+                    let record = match row {
+                        Row::Record(record) => record,
+                        Row::Malformed { line, reason } => {
+                            out.reject_row(&shown, line, reason).await?;
+                            break 'row;
+                        }
+                    };
+                    let line = record.line();
+                    let read = match reader.read(record.fields(), record.quoted(), &task.inherited)
+                    {
+                        Ok(read) => read,
+                        Err(e) => {
+                            out.reject_row(&shown, line, e).await?;
+                            break 'row;
+                        }
+                    };
+                    // Links are checked before anything of the row is sent, so a
+                    // bad one rejects the row whole.
+                    let mut links = Vec::with_capacity(read.children.len());
+                    let mut unusable = None;
+                    for child in read.children {
+                        match url.join(&child.url) {
+                            Ok(resolved) => {
+                                let index = level
+                                    .children
+                                    .iter()
+                                    .position(|c| c.level == child.level)
+                                    .unwrap_or(0);
+                                links.push((index, child, resolved));
+                            }
+                            Err(e) => {
+                                let link = sluice_messages::redact_file_url(&child.url);
+                                unusable = Some(format!("{link:?} is not a URL: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(reason) = unusable {
+                        out.reject_row(&shown, line, reason).await?;
+                        break 'row;
+                    }
+                    for (index, child, resolved) in links {
+                        if sent.files == self.max_files {
+                            return Err(StageError::permanent(format!(
+                                "{shown} links to more than {} files (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
+                                 the first {} are imported",
+                                self.max_files, self.max_files
+                            )));
+                        }
+                        let mut path = task.path.clone();
+                        path.push(line);
+                        let next = FileTask {
+                            import_id: task.import_id.clone(),
+                            spec: spec.spec.name.clone(),
+                            revision: spec.revision,
+                            level: child.level,
+                            url: resolved.into(),
+                            path,
+                            inherited: child.inherited,
+                            credentials: task.credentials.clone(),
+                        };
+                        let position = match index {
+                            0 => line.to_string(),
+                            n => format!("{line}-{}", n + 1),
+                        };
+                        out.publish_json(files_subject.clone(), position, &next)
+                            .await?;
+                        sent.files += 1;
+                    }
+                    if let Some(values) = read.table_row {
+                        windows.push((line, values));
                     }
                 }
             }
-            if let Some(reason) = unusable {
-                out.reject_row(&shown, line, reason).await?;
-                continue;
-            }
-            for (index, child, resolved) in links {
-                if sent.files == self.max_files {
-                    return Err(StageError::permanent(format!(
-                        "{shown} links to more than {} files (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
-                         the first {} are imported",
-                        self.max_files, self.max_files
-                    )));
-                }
-                let mut path = task.path.clone();
-                path.push(line);
-                let next = FileTask {
-                    import_id: task.import_id.clone(),
-                    spec: spec.spec.name.clone(),
-                    revision: spec.revision,
-                    level: child.level,
-                    url: resolved.into(),
-                    path,
-                    inherited: child.inherited,
-                    credentials: task.credentials.clone(),
-                };
-                let position = match index {
-                    0 => line.to_string(),
-                    n => format!("{line}-{}", n + 1),
-                };
-                out.publish_json(files_subject.clone(), position, &next)
-                    .await?;
-                sent.files += 1;
-            }
-            if let Some(values) = read.table_row {
-                windows.push((line, values));
+            if let Some(checkpoint) = due {
+                resumption.record(&file, at, checkpoint, out).await?;
             }
         }
-        if let Some(last) = windows.finish() {
+        if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
             if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
                 sent.publish(batch, last, windows.rows_per_window(), subject, out)
                     .await?;
@@ -262,7 +321,9 @@ impl LevelFiles {
             files: sent.files,
             url: Some(shown),
         };
-        out.report_after_stored(&fact).await
+        out.report_after_stored(&fact).await?;
+        resumption.finish().await;
+        Ok(())
     }
 }
 

@@ -108,34 +108,29 @@ impl ImportRequest {
 /// Import ids appear in subjects (`import-events.<id>`), `Nats-Msg-Id`s and
 /// headers: no dots, spaces or wildcards.
 pub fn validate_import_id(id: &str) -> Result<(), Invalid> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Invalid::new(format!(
-            "import id {id:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 - _ :"
-        )))
-    }
+    plain_name("import id", id, 128, b"-_:")
 }
 
 /// Credential names travel in messages and show in errors: short and plain.
 pub fn validate_credential_name(name: &str) -> Result<(), Invalid> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
+    plain_name("credential name", name, 64, b"-_.")
+}
+
+/// `text` is 1 to `max` ASCII letters, digits and `extra` bytes.
+fn plain_name(what: &str, text: &str, max: usize, extra: &[u8]) -> Result<(), Invalid> {
+    let ok = !text.is_empty()
+        && text.len() <= max
+        && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
     if ok {
-        Ok(())
-    } else {
-        Err(Invalid::new(format!(
-            "credential name {name:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 - _ ."
-        )))
+        return Ok(());
     }
+    let extra: Vec<String> = extra.iter().map(|b| char::from(*b).to_string()).collect();
+    Err(Invalid::new(format!(
+        "{what} {text:?} is invalid: use 1 to {max} characters of A-Z a-z 0-9 {}",
+        extra.join(" ")
+    )))
 }
 
 /// Every import id a message carries is checked as it is decoded: an id

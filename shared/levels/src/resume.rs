@@ -1,0 +1,149 @@
+//! Going on with a file after what an earlier attempt stored: the
+//! bookkeeping the fetcher's transactions files and the files of an import
+//! run with a spec share.
+//!
+//! While a file is read, about once a second and only once JetStream
+//! stored every output before that point, where the reading got to is
+//! recorded (`FILE_CHECKPOINTS`, by input key). The next attempt at the
+//! same input asks for the rest of the file only; where the server sends
+//! it whole instead, it reads past the rows stored; where the file changed,
+//! it refuses to mix two versions.
+
+use std::time::{Duration, Instant};
+
+use sluice_download::{CsvFile, Reopened, Stopped};
+use sluice_stage::{checkpoints::Checkpoints, telemetry::KeyValue, Emitter, StageError};
+
+/// How often a file being read records where it got to: a crash re-reads
+/// at most about this much.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Where an attempt stopped, and what it had sent before that point.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub stopped: Stopped,
+    /// Rows before `stopped` (whole windows), malformed ones included.
+    pub rows: u64,
+    /// Messages, valid rows and linked files sent before it.
+    pub messages: u64,
+    pub valid_rows: u64,
+    #[serde(default)]
+    pub files: u64,
+    pub rejected_rows: u64,
+}
+
+/// One input's file, read with its checkpoints.
+pub struct Resumption {
+    checkpoints: Option<Checkpoints>,
+    key: String,
+    earlier: Option<Checkpoint>,
+    last: Instant,
+    /// A checkpoint of this attempt's is stored.
+    recorded: bool,
+}
+
+impl Resumption {
+    /// The checkpoint input `key` left, if any.
+    pub async fn load(checkpoints: Option<&Checkpoints>, key: &str) -> Self {
+        let earlier = match checkpoints {
+            Some(checkpoints) => checkpoints.get(key).await,
+            None => None,
+        };
+        Resumption {
+            checkpoints: checkpoints.cloned(),
+            key: key.to_owned(),
+            earlier,
+            last: Instant::now(),
+            recorded: false,
+        }
+    }
+
+    /// Where the earlier attempt stopped, for opening the file.
+    pub fn stopped(&self) -> Option<&Stopped> {
+        self.earlier.as_ref().map(|c| &c.stopped)
+    }
+
+    /// What the earlier attempt sent, now that the file is open as
+    /// `reopened` says; `None` to start afresh. Fails on a changed file.
+    pub async fn begin(
+        &self,
+        reopened: Reopened,
+        shown: &str,
+        out: &mut Emitter,
+    ) -> Result<Option<Checkpoint>, StageError> {
+        let Some(earlier) = &self.earlier else {
+            return Ok(None);
+        };
+        match reopened {
+            Reopened::Fresh => return Ok(None),
+            Reopened::Changed => {
+                self.finish().await;
+                return Err(StageError::permanent(format!(
+                    "{shown} changed since an earlier attempt stored its first {} rows \
+                     (another ETag or Last-Modified): those rows came from the earlier version, \
+                     so the file is not read again; import it again under a new import id",
+                    earlier.rows
+                )));
+            }
+            Reopened::Resumed | Reopened::ReadPast => {}
+        }
+        out.rejected_before(earlier.rejected_rows);
+        out.annotate([KeyValue::new(
+            "sluice.file.resumed_after_rows",
+            earlier.rows as i64,
+        )]);
+        tracing::info!(
+            url = %shown,
+            rows = earlier.rows,
+            how = ?reopened,
+            "going on after the rows an earlier attempt stored"
+        );
+        Ok(Some(earlier.clone()))
+    }
+
+    /// Whether it is time to record where the reading got to (asked at a
+    /// window's end, before the next row is handled).
+    pub fn due(&self) -> bool {
+        self.checkpoints.is_some() && self.last.elapsed() >= EVERY
+    }
+
+    /// Records `checkpoint`, stopped at the row on `line` that `file` just
+    /// returned, once everything sent before is stored.
+    pub fn record<'a>(
+        &'a mut self,
+        file: &CsvFile,
+        line: u64,
+        checkpoint: Checkpoint,
+        out: &'a mut Emitter,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send + 'a {
+        // Taken now: the file (not `Sync`) is not held across a wait.
+        let stopped = file.stop_point(line);
+        self.record_at(stopped, checkpoint, out)
+    }
+
+    async fn record_at(
+        &mut self,
+        stopped: Option<Stopped>,
+        mut checkpoint: Checkpoint,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let (Some(checkpoints), Some(stopped)) = (&self.checkpoints, stopped) else {
+            return Ok(());
+        };
+        out.stored().await?;
+        checkpoint.stopped = stopped;
+        checkpoints.put(&self.key, &checkpoint).await;
+        self.last = Instant::now();
+        self.recorded = true;
+        Ok(())
+    }
+
+    /// The file is done: its checkpoint goes.
+    pub async fn finish(&self) {
+        if let Some(checkpoints) = &self.checkpoints {
+            if self.recorded || self.earlier.is_some() {
+                checkpoints.remove(&self.key).await;
+            }
+        }
+    }
+}
