@@ -368,29 +368,35 @@ fn serve_steadily(server: &FileServer, data: &Dataset, ranges: bool) -> (String,
     file.expect("a transactions file")
 }
 
-/// Imports `data` (one account), kills the fetcher once the server sent
-/// `at` of the file, starts it again, and waits for the import to end.
+/// Imports the account of `path`, and kills the fetcher each time the
+/// server has sent another of `kills` (in files' worth: 0.6, 1.2 is twice
+/// in the second reading) and starts it again; waits for the import to end.
 async fn import_killing_the_fetcher(
     p: &mut Pipeline,
     server: &FileServer,
     path: &str,
     size: u64,
-    at: f64,
+    kills: &[f64],
 ) -> (sluice_messages::ImportCompleted, String) {
     let prefix = path.split("/transactions/").next().unwrap();
     let id = p
         .import(&server.url(&format!("{prefix}/accounts.csv")))
         .await;
-    sluice_e2e::wait_until(
-        Duration::from_secs(120),
-        "the fetcher to get into the file",
-        || async { server.bytes_sent(path) as f64 >= at * size as f64 },
-    )
-    .await;
-    p.service("fetcher").kill().await;
-    let sent_before = server.bytes_sent(path);
-    assert!(sent_before < size, "the fetcher was killed mid-file");
-    p.service("fetcher").restart().unwrap();
+    for at in kills {
+        sluice_e2e::wait_until(
+            Duration::from_secs(120),
+            "the fetcher to get into the file",
+            || async { server.bytes_sent(path) as f64 >= at * size as f64 },
+        )
+        .await;
+        p.service("fetcher").kill().await;
+        let reading_ends = (at.floor() + 1.0) * size as f64;
+        assert!(
+            (server.bytes_sent(path) as f64) < reading_ends,
+            "killed mid-reading"
+        );
+        p.service("fetcher").restart().unwrap();
+    }
     let event = p.completion(&id, Duration::from_secs(240)).await;
     (event, id)
 }
@@ -418,7 +424,7 @@ async fn a_huge_file_is_resumed_after_what_was_stored_when_its_fetcher_is_killed
     // With Range: the second attempt asks for the rest of the file only.
     let data = Dataset::generate_from(5_000, "/ranged", 1, 2_000_000, 41);
     let (path, size) = serve_steadily(&server, &data, true);
-    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, 0.6).await;
+    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, &[0.6]).await;
     assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
     assert_eq!(event.transactions_saved, 2_000_000);
     assert_eq!(
@@ -444,15 +450,16 @@ async fn a_huge_file_is_resumed_after_what_was_stored_when_its_fetcher_is_killed
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(p.completion_count(&id).await, 1);
 
-    // Without Range: the file is read again, its stored rows not sent again.
-    let data = Dataset::generate_from(6_000, "/plain", 1, 300_000, 43);
+    // Without Range: the file is read again, its stored rows not sent again,
+    // and killed again while reading past them (a checkpoint never goes back).
+    let data = Dataset::generate_from(6_000, "/plain", 1, 600_000, 43);
     let (path, size) = serve_steadily(&server, &data, false);
-    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, 0.6).await;
+    let (event, id) = import_killing_the_fetcher(&mut p, &server, &path, size, &[0.6, 1.0]).await;
     assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
-    assert_eq!(event.transactions_saved, 300_000);
+    assert_eq!(event.transactions_saved, 600_000);
     assert_eq!(
         saved(&p, 6_000).await,
-        (300_000, data.expected_sum_cents() as i64)
+        (600_000, data.expected_sum_cents() as i64)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(p.completion_count(&id).await, 1);

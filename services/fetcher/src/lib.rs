@@ -172,7 +172,9 @@ impl Fetcher {
         if let Some(budget) = &self.budget {
             budget.check_start(&account.import_id)?;
         }
-        let mut resumption = Resumption::load(self.checkpoints.as_ref(), out.key()).await;
+        let per_window = self.transactions_per_message as u64;
+        let mut resumption =
+            Resumption::load(self.checkpoints.as_ref(), out.key(), per_window).await;
         // A busy host makes this account wait, not the accounts behind it.
         let reserved = out
             .without_slot(
@@ -186,7 +188,6 @@ impl Fetcher {
             .await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
-        let per_window = self.transactions_per_message as u64;
         let mut windows: Windows = Windows::new(per_window);
         let mut sent = Sent::default();
         // Rows an earlier attempt stored: read past, not sent again.
@@ -218,8 +219,9 @@ impl Fetcher {
                         }
                     }
                 }
-                if resumption.due() {
+                if resumption.due(windows.rows_read() - 1) {
                     due = Some(Checkpoint {
+                        rows_per_window: per_window,
                         rows: windows.rows_read() - 1,
                         messages: sent.messages,
                         valid_rows: sent.transactions,

@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::objects::ObjectStores;
-use crate::resume::{range_start, validator_of, Reopened, Stopped};
+use crate::resume::{content_range, same_validator, validator_of, Reopened, Stopped};
 use crate::{
     address,
     hosts::{HostLimits, HostSlot, Outcome},
@@ -313,6 +313,11 @@ impl Downloader {
             ),
             _ => Outcome::Answered,
         });
+        if resume.is_some() && !status.is_success() {
+            // A 416 (the file is shorter now), or any refusal of the range:
+            // read it whole, where the validators tell what changed.
+            return Box::pin(self.response(reserved, None)).await;
+        }
         if !status.is_success() {
             return Err(DownloadError::Status {
                 url,
@@ -331,18 +336,27 @@ impl Downloader {
                     .trim()
                     .to_ascii_lowercase()
             });
-        let validator = validator_of(response.headers());
+        let mut validator = validator_of(response.headers());
         let from = match (status.as_u16(), resume) {
             (206, Some(at)) => {
-                let start = response
+                let range = response
                     .headers()
                     .get(reqwest::header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(range_start);
-                if start != Some(at.offset) || encoding.is_some() {
-                    // Not the range asked for: read it all again instead.
+                    .and_then(content_range);
+                // The rest of the file asked for, to its end, of the file
+                // the earlier attempt read (a server may ignore If-Range).
+                let whole_rest = range.is_some_and(|(first, last, size)| {
+                    first == at.offset && last.checked_add(1) == Some(size)
+                });
+                let same = validator
+                    .as_deref()
+                    .is_none_or(|v| same_validator(v, &at.validator));
+                let encoded = encoding.as_deref().is_some_and(|e| e != "identity");
+                if !whole_rest || !same || encoded {
                     return Box::pin(self.response(reserved, None)).await;
                 }
+                validator = Some(at.validator.clone());
                 at.offset
             }
             _ => 0,
@@ -409,10 +423,13 @@ impl Downloader {
         stopped: Option<&Stopped>,
     ) -> Result<(CsvFile, Reopened), DownloadError> {
         let resume = stopped.and_then(|s| {
-            s.validator.as_ref().map(|validator| ResumeAt {
-                offset: s.offset,
-                validator: validator.clone(),
-            })
+            s.validator
+                .as_ref()
+                .filter(|v| crate::resume::ranges_with(v))
+                .map(|validator| ResumeAt {
+                    offset: s.offset,
+                    validator: validator.clone(),
+                })
         });
         let opened = self.response(&reserved, resume.as_ref()).await?;
         let (mut file, how) = match stopped {
@@ -436,16 +453,14 @@ impl Downloader {
                 let body = limits::bounded(opened.body, self.limits);
                 let mut file = CsvFile::read(reserved.url.clone(), body, format, columns).await?;
                 file.fresh(opened.identity);
-                let how = match stopped {
-                    None => Reopened::Fresh,
-                    Some(s)
-                        if s.validator.is_some()
-                            && opened.validator.is_some()
-                            && s.validator != opened.validator =>
-                    {
-                        Reopened::Changed
+                let how = match (stopped.map(|s| s.validator.as_deref()), &opened.validator) {
+                    (None, _) => Reopened::Fresh,
+                    (Some(Some(then)), Some(now)) if same_validator(then, now) => {
+                        Reopened::ReadPast
                     }
-                    Some(_) => Reopened::ReadPast,
+                    // Another validator, or none now: not the same file, as
+                    // far as can be told. (No checkpoint is taken without one.)
+                    _ => Reopened::Changed,
                 };
                 (file, how)
             }

@@ -285,6 +285,9 @@ impl CsvFile {
     /// header that would not survive being written back).
     pub fn stop_point(&self, line: u64) -> Option<Stopped> {
         let (stream, file) = self.origin?;
+        // Without a validator a later attempt could not tell another file
+        // from this one, and would skip rows it never read.
+        self.validator.as_ref()?;
         let position = self.record.position()?.byte();
         // The header is written back as the fields joined: none may need quotes.
         let (delimiter, quote) = (char::from(self.delimiter), char::from(self.quote));

@@ -36,7 +36,7 @@ pub(crate) fn validator_of(headers: &reqwest::header::HeaderMap) -> Option<Strin
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|e| e.starts_with('"'));
+        .filter(|e| e.starts_with('"') || e.starts_with("W/\""));
     let modified = || {
         headers
             .get(reqwest::header::LAST_MODIFIED)
@@ -46,8 +46,42 @@ pub(crate) fn validator_of(headers: &reqwest::header::HeaderMap) -> Option<Strin
     etag.or_else(modified).map(str::to_owned)
 }
 
-/// The first byte of `Content-Range: bytes FIRST-LAST/SIZE`.
-pub(crate) fn range_start(value: &str) -> Option<u64> {
+/// Whether two validators name the same file: ETags compared weakly (a
+/// server that compresses may mark the same one weak), Last-Modified as is.
+pub(crate) fn same_validator(a: &str, b: &str) -> bool {
+    let strong = |v: &str| v.strip_prefix("W/").unwrap_or(v).to_owned();
+    strong(a) == strong(b)
+}
+
+/// Whether `If-Range` may carry this validator: a weak ETag may not.
+pub(crate) fn ranges_with(validator: &str) -> bool {
+    !validator.starts_with("W/")
+}
+
+/// `Content-Range: bytes FIRST-LAST/SIZE`.
+pub(crate) fn content_range(value: &str) -> Option<(u64, u64, u64)> {
     let range = value.trim().strip_prefix("bytes ")?;
-    range.split('-').next()?.trim().parse().ok()
+    let (span, size) = range.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        size.trim().parse().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators_and_ranges_read_as_servers_write_them() {
+        assert!(same_validator("\"abc\"", "W/\"abc\""));
+        assert!(!same_validator("\"abc\"", "\"abd\""));
+        assert!(!ranges_with("W/\"abc\""));
+        assert!(ranges_with("Tue, 01 Dec 2026 00:00:00 GMT"));
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, 199, 200)));
+        assert_eq!(content_range("bytes 100-199/*"), None);
+        assert_eq!(content_range("bytes */200"), None);
+    }
 }

@@ -129,7 +129,8 @@ impl LevelFiles {
         let budget = self.budget.get().await?;
         budget.check_start(&task.import_id)?;
         let checkpoints = self.checkpoints.get().await?;
-        let mut resumption = Resumption::load(Some(checkpoints), out.key()).await;
+        let per_window = self.rows_per_message;
+        let mut resumption = Resumption::load(Some(checkpoints), out.key(), per_window).await;
         // A busy host makes this file wait, not the files behind it.
         let reserved = out
             .without_slot(downloader.reserve(&task.url, task.credentials.as_deref()))
@@ -170,7 +171,6 @@ impl LevelFiles {
         });
         let rows_subject = table.map(|t| out.namespace().rows(t));
         let files_subject = out.namespace().import_files();
-        let per_window = self.rows_per_message;
         let mut windows: Windows<(u64, Vec<Option<String>>)> = Windows::new(per_window);
         let mut sent = Sent::default();
         // Rows an earlier attempt stored: read past, not sent again.
@@ -199,8 +199,9 @@ impl LevelFiles {
                     }
                     count(budget, task, &mut sent, out.key()).await?;
                 }
-                if resumption.due() {
+                if resumption.due(windows.rows_read() - 1) {
                     due = Some(Checkpoint {
+                        rows_per_window: per_window,
                         rows: windows.rows_read() - 1,
                         messages: sent.messages,
                         valid_rows: sent.rows,

@@ -22,6 +22,10 @@ const EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     pub stopped: Stopped,
+    /// Rows per message then: windows of another size would be named
+    /// otherwise, so such a checkpoint is not used.
+    #[serde(default)]
+    pub rows_per_window: u64,
     /// Rows before `stopped` (whole windows), malformed ones included.
     pub rows: u64,
     /// Messages, valid rows and linked files sent before it.
@@ -43,12 +47,14 @@ pub struct Resumption {
 }
 
 impl Resumption {
-    /// The checkpoint input `key` left, if any.
-    pub async fn load(checkpoints: Option<&Checkpoints>, key: &str) -> Self {
-        let earlier = match checkpoints {
+    /// The checkpoint input `key` left, if any, for windows of
+    /// `rows_per_window` rows.
+    pub async fn load(checkpoints: Option<&Checkpoints>, key: &str, rows_per_window: u64) -> Self {
+        let earlier: Option<Checkpoint> = match checkpoints {
             Some(checkpoints) => checkpoints.get(key).await,
             None => None,
         };
+        let earlier = earlier.filter(|c| c.rows_per_window == rows_per_window);
         Resumption {
             checkpoints: checkpoints.cloned(),
             key: key.to_owned(),
@@ -76,8 +82,9 @@ impl Resumption {
         };
         match reopened {
             Reopened::Fresh => return Ok(None),
+            // The checkpoint stays: replaying this input refuses again,
+            // rather than read the new version under the old one's ids.
             Reopened::Changed => {
-                self.finish().await;
                 return Err(StageError::permanent(format!(
                     "{shown} changed since an earlier attempt stored its first {} rows \
                      (another ETag or Last-Modified): those rows came from the earlier version, \
@@ -101,10 +108,13 @@ impl Resumption {
         Ok(Some(earlier.clone()))
     }
 
-    /// Whether it is time to record where the reading got to (asked at a
-    /// window's end, before the next row is handled).
-    pub fn due(&self) -> bool {
-        self.checkpoints.is_some() && self.last.elapsed() >= EVERY
+    /// Whether it is time to record where the reading got to, with
+    /// `rows_before` rows read (asked at a window's end, before the next
+    /// row is handled). Never while reading past what an earlier attempt
+    /// stored: a checkpoint must not go back.
+    pub fn due(&self, rows_before: u64) -> bool {
+        let stored = self.earlier.as_ref().map_or(0, |c| c.rows);
+        self.checkpoints.is_some() && self.last.elapsed() >= EVERY && rows_before >= stored
     }
 
     /// Records `checkpoint`, stopped at the row on `line` that `file` just
