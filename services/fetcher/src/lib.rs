@@ -4,10 +4,7 @@
 #![deny(clippy::let_underscore_must_use)]
 
 use sluice_download::{DownloadOptions, Downloader, Record, Reopened, Row};
-use sluice_levels::{
-    resume::{Checkpoint, Resumption},
-    LevelFiles,
-};
+use sluice_levels::{resume::Resumption, LevelFiles};
 use sluice_messages::{
     stage,
     windows::{window_position, Window, Windows},
@@ -219,21 +216,14 @@ impl Fetcher {
                         }
                     }
                 }
-                if resumption.due(windows.rows_read() - 1) {
-                    due = Some(Checkpoint {
-                        rows_per_window: per_window,
-                        rows: windows.rows_read() - 1,
-                        messages: sent.messages,
-                        valid_rows: sent.transactions,
-                        rejected_rows: out.rejected_rows(),
-                        ..Checkpoint::default()
-                    });
-                }
+                due = resumption.due_checkpoint(
+                    per_window,
+                    windows.rows_read() - 1,
+                    (sent.messages, sent.transactions, 0),
+                    out,
+                );
             }
-            let line = match &row {
-                Row::Record(record) => record.line(),
-                Row::Malformed { line, .. } => *line,
-            };
+            let line = row.line();
             if windows.rows_read() > stored_rows {
                 match row {
                     Row::Record(record) => match transaction(&record, record.line()) {

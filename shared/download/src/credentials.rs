@@ -70,6 +70,22 @@ impl sluice_messages::Failure for CredentialsError {
     }
 }
 
+/// What is wrong with one credential; the caller names it.
+#[derive(Debug)]
+struct Problem(String);
+
+impl From<String> for Problem {
+    fn from(text: String) -> Self {
+        Problem(text)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(text: &str) -> Self {
+        Problem(text.to_owned())
+    }
+}
+
 /// A request named a credential this service does not have.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -132,7 +148,7 @@ impl Credentials {
                     field_named(&e)
                 ))
             })?;
-            let credential = declared.resolve(&name).map_err(fail)?;
+            let credential = declared.resolve(&name).map_err(|p| fail(p.0))?;
             by_name.insert(name, Arc::new(credential));
         }
         Ok(Credentials { by_name })
@@ -192,22 +208,27 @@ impl fmt::Debug for Credential {
 }
 
 impl Scope {
-    fn parse(text: &str) -> Result<Scope, String> {
+    fn parse(text: &str) -> Result<Scope, Problem> {
         let shown = sluice_messages::redact_file_url(text);
-        let url = Url::parse(text).map_err(|e| format!("has scope {shown:?}, not a URL: {e}"))?;
+        let url = Url::parse(text)
+            .map_err(|e| Problem(format!("has scope {shown:?}, not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("has scope {shown:?}: only http and https URLs"));
+            return Err(Problem::from(format!(
+                "has scope {shown:?}: only http and https URLs"
+            )));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("has a scope with userinfo: give the secret as \"basic\"".into());
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "has scope {shown:?}: a scope is a URL prefix, without query or fragment"
+            return Err(Problem::from(
+                "has a scope with userinfo: give the secret as \"basic\"",
             ));
         }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Problem::from(format!(
+                "has scope {shown:?}: a scope is a URL prefix, without query or fragment"
+            )));
+        }
         let Some(host) = url.host_str() else {
-            return Err(format!("has scope {shown:?} without a host"));
+            return Err(Problem::from(format!("has scope {shown:?} without a host")));
         };
         let mut path = url.path().to_owned();
         if !path.ends_with('/') {
@@ -289,35 +310,48 @@ enum Secret {
 }
 
 impl Secret {
-    fn read(&self, what: &str) -> Result<String, String> {
+    fn read(&self, what: &str) -> Result<String, Problem> {
         match self {
             Secret::Inline(value) => Ok(value.clone()),
-            Secret::Env { env } => std::env::var(env).map_err(|e| match e {
-                std::env::VarError::NotPresent => {
-                    format!("takes its {what} from environment variable {env}, which is not set")
-                }
-                std::env::VarError::NotUnicode(_) => {
-                    format!("takes its {what} from environment variable {env}, which is not UTF-8")
-                }
+            Secret::Env { env } => std::env::var(env).map_err(|e| {
+                Problem(match e {
+                    std::env::VarError::NotPresent => {
+                        format!(
+                            "takes its {what} from environment variable {env}, which is not set"
+                        )
+                    }
+                    std::env::VarError::NotUnicode(_) => {
+                        format!(
+                            "takes its {what} from environment variable {env}, which is not UTF-8"
+                        )
+                    }
+                })
             }),
             Secret::File { file } => std::fs::read_to_string(file)
                 .map(|text| {
                     let text = text.strip_suffix('\n').unwrap_or(&text);
                     text.strip_suffix('\r').unwrap_or(text).to_owned()
                 })
-                .map_err(|e| format!("cannot read its {what} from {}: {e}", file.display())),
+                .map_err(|e| {
+                    Problem(format!(
+                        "cannot read its {what} from {}: {e}",
+                        file.display()
+                    ))
+                }),
         }
     }
 }
 
 impl Declared {
-    fn resolve(self, name: &str) -> Result<Credential, String> {
+    fn resolve(self, name: &str) -> Result<Credential, Problem> {
         let prefixes = match self.scope {
             Scopes::One(one) => vec![one],
             Scopes::Many(many) => many,
         };
         if prefixes.is_empty() {
-            return Err("has an empty scope: name the URL prefixes it is for".into());
+            return Err(Problem::from(
+                "has an empty scope: name the URL prefixes it is for",
+            ));
         }
         let scopes = prefixes
             .iter()
@@ -333,7 +367,9 @@ impl Declared {
         let mut headers = Vec::new();
         match (&self.bearer, &self.basic) {
             (Some(_), Some(_)) => {
-                return Err("has both \"bearer\" and \"basic\": both set Authorization".into())
+                return Err(Problem::from(
+                    "has both \"bearer\" and \"basic\": both set Authorization",
+                ))
             }
             (Some(token), None) => {
                 let token = token.read("bearer token")?;
@@ -352,16 +388,18 @@ impl Declared {
                 ));
             }
             (None, None) if self.headers.is_empty() => {
-                return Err("sends nothing: give \"bearer\", \"basic\" or \"headers\"".into())
+                return Err(Problem::from(
+                    "sends nothing: give \"bearer\", \"basic\" or \"headers\"",
+                ))
             }
             (None, None) => {}
         }
         for (header, secret) in &self.headers {
             let header_name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                "has a header name that is not valid (a colon, a space?)".to_owned()
+                Problem("has a header name that is not valid (a colon, a space?)".to_owned())
             })?;
             if headers.iter().any(|(n, _)| *n == header_name) {
-                return Err(format!("sets {header} twice"));
+                return Err(Problem::from(format!("sets {header} twice")));
             }
             let text = secret.read(&format!("header {header}"))?;
             headers.push((header_name, value(&text, &format!("header {header}"))?));
@@ -375,9 +413,11 @@ impl Declared {
 }
 
 /// A header value, marked sensitive; the error never quotes it.
-fn value(text: &str, what: &str) -> Result<HeaderValue, String> {
+fn value(text: &str, what: &str) -> Result<HeaderValue, Problem> {
     let mut value = HeaderValue::from_str(text).map_err(|_| {
-        format!("has a {what} that cannot be sent in a header (a line break, a control character?)")
+        Problem(format!(
+            "has a {what} that cannot be sent in a header (a line break, a control character?)"
+        ))
     })?;
     value.set_sensitive(true);
     Ok(value)

@@ -108,6 +108,16 @@ pub enum Row<'a> {
     },
 }
 
+impl Row<'_> {
+    /// The file line it starts on.
+    pub fn line(&self) -> u64 {
+        match self {
+            Row::Record(record) => record.line,
+            Row::Malformed { line, .. } => *line,
+        }
+    }
+}
+
 /// A well-formed row: the requested columns, as text.
 pub struct Record<'a> {
     line: u64,

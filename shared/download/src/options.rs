@@ -133,7 +133,12 @@ impl std::fmt::Debug for Hidden {
 #[derive(Debug, Clone, Default)]
 pub struct Buckets(pub Vec<(String, String)>);
 
-fn parse_buckets(text: &str) -> Result<Buckets, String> {
+/// A `SLUICE_S3_BUCKETS` entry without a bucket.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} names no bucket")]
+pub struct NoBucket(String);
+
+fn parse_buckets(text: &str) -> Result<Buckets, NoBucket> {
     text.split(',')
         .map(str::trim)
         .filter(|b| !b.is_empty())
@@ -141,7 +146,7 @@ fn parse_buckets(text: &str) -> Result<Buckets, String> {
             let entry = entry.strip_prefix("s3://").unwrap_or(entry);
             let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
             if bucket.is_empty() {
-                return Err(format!("{entry:?} names no bucket"));
+                return Err(NoBucket(entry.to_owned()));
             }
             Ok((bucket.to_owned(), prefix.to_owned()))
         })

@@ -10,7 +10,7 @@ pub mod resume;
 
 use std::sync::Arc;
 
-use resume::{Checkpoint, Resumption};
+use resume::Resumption;
 use sluice_download::{Columns, CsvFormat, Downloader, Reopened, Row};
 use sluice_messages::{
     windows::{window_position, Windows},
@@ -199,22 +199,14 @@ impl LevelFiles {
                     }
                     count(budget, task, &mut sent, out.key()).await?;
                 }
-                if resumption.due(windows.rows_read() - 1) {
-                    due = Some(Checkpoint {
-                        rows_per_window: per_window,
-                        rows: windows.rows_read() - 1,
-                        messages: sent.messages,
-                        valid_rows: sent.rows,
-                        files: sent.files,
-                        rejected_rows: out.rejected_rows(),
-                        ..Checkpoint::default()
-                    });
-                }
+                due = resumption.due_checkpoint(
+                    per_window,
+                    windows.rows_read() - 1,
+                    (sent.messages, sent.rows, sent.files),
+                    out,
+                );
             }
-            let at = match &row {
-                Row::Record(record) => record.line(),
-                Row::Malformed { line, .. } => *line,
-            };
+            let at = row.line();
             if windows.rows_read() > stored_rows {
                 'row: {
                     let record = match row {

@@ -117,6 +117,27 @@ impl Resumption {
         self.checkpoints.is_some() && self.last.elapsed() >= EVERY && rows_before >= stored
     }
 
+    /// The checkpoint to record after the row at hand, if it is time: with
+    /// `rows_before` rows read, and what was sent before it.
+    pub fn due_checkpoint(
+        &self,
+        rows_per_window: u64,
+        rows_before: u64,
+        sent: (u64, u64, u64),
+        out: &Emitter,
+    ) -> Option<Checkpoint> {
+        let (messages, valid_rows, files) = sent;
+        self.due(rows_before).then(|| Checkpoint {
+            stopped: Stopped::default(),
+            rows_per_window,
+            rows: rows_before,
+            messages,
+            valid_rows,
+            files,
+            rejected_rows: out.rejected_rows(),
+        })
+    }
+
     /// Records `checkpoint`, stopped at the row on `line` that `file` just
     /// returned, once everything sent before is stored.
     pub fn record<'a>(
