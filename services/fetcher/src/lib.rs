@@ -3,8 +3,11 @@
 
 #![deny(clippy::let_underscore_must_use)]
 
-use sluice_download::{DownloadOptions, Downloader, Record, Reopened, Row};
-use sluice_levels::{resume::Resumption, LevelFiles};
+use sluice_download::{DownloadOptions, Downloader, Record, Row};
+use sluice_levels::{
+    resume::{Resumption, Start},
+    LevelFiles,
+};
 use sluice_messages::{
     stage,
     windows::{window_position, Window, Windows},
@@ -185,15 +188,15 @@ impl Fetcher {
             .await?;
         let shown = file.shown_url();
         let subject = out.namespace().transactions(account.account_id);
-        let mut windows: Windows = Windows::new(per_window);
+        let Start {
+            mut windows,
+            stored_rows,
+            earlier,
+        } = resumption
+            .start::<Transaction>(reopened, &shown, per_window, out)
+            .await?;
         let mut sent = Sent::default();
-        // Rows an earlier attempt stored: read past, not sent again.
-        let mut stored_rows = 0;
-        if let Some(earlier) = resumption.begin(reopened, &shown, out).await? {
-            match reopened {
-                Reopened::Resumed => windows = Windows::after(per_window, earlier.rows),
-                _ => stored_rows = earlier.rows,
-            }
+        if let Some(earlier) = earlier {
             sent.messages = earlier.messages;
             sent.transactions = earlier.valid_rows;
             sent.counted = earlier.valid_rows;

@@ -10,12 +10,9 @@ pub mod resume;
 
 use std::sync::Arc;
 
-use resume::Resumption;
-use sluice_download::{Columns, CsvFormat, Downloader, Reopened, Row};
-use sluice_messages::{
-    windows::{window_position, Windows},
-    FileTask, ImportProgress, RowBatch,
-};
+use resume::{Resumption, Start};
+use sluice_download::{Columns, CsvFormat, Downloader, Row};
+use sluice_messages::{windows::window_position, FileTask, ImportProgress, RowBatch};
 use sluice_spec::{rows::LevelReader, Dialect, Encoding, Escape};
 use sluice_stage::{
     buckets,
@@ -171,15 +168,15 @@ impl LevelFiles {
         });
         let rows_subject = table.map(|t| out.namespace().rows(t));
         let files_subject = out.namespace().import_files();
-        let mut windows: Windows<(u64, Vec<Option<String>>)> = Windows::new(per_window);
+        let Start {
+            mut windows,
+            stored_rows,
+            earlier,
+        } = resumption
+            .start::<(u64, Vec<Option<String>>)>(reopened, &shown, per_window, out)
+            .await?;
         let mut sent = Sent::default();
-        // Rows an earlier attempt stored: read past, not sent again.
-        let mut stored_rows = 0;
-        if let Some(earlier) = resumption.begin(reopened, &shown, out).await? {
-            match reopened {
-                Reopened::Resumed => windows = Windows::after(per_window, earlier.rows),
-                _ => stored_rows = earlier.rows,
-            }
+        if let Some(earlier) = earlier {
             sent.messages = earlier.messages;
             sent.rows = earlier.valid_rows;
             sent.counted = earlier.valid_rows;

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_download::{CsvFile, Reopened, Stopped};
+use sluice_messages::windows::Windows;
 use sluice_stage::{checkpoints::Checkpoints, telemetry::KeyValue, Emitter, StageError};
 
 /// How often a file being read records where it got to: a crash re-reads
@@ -34,6 +35,17 @@ pub struct Checkpoint {
     #[serde(default)]
     pub files: u64,
     pub rejected_rows: u64,
+}
+
+/// How the reading of a file goes on.
+pub struct Start<T> {
+    /// The windows to fill (after those stored, when the file resumed).
+    pub windows: Windows<T>,
+    /// Rows to read past without sending them again (the file was sent
+    /// whole).
+    pub stored_rows: u64,
+    /// What the earlier attempt sent, if the reading goes on from it.
+    pub earlier: Option<Checkpoint>,
 }
 
 /// One input's file, read with its checkpoints.
@@ -69,9 +81,31 @@ impl Resumption {
         self.earlier.as_ref().map(|c| &c.stopped)
     }
 
+    /// How to go on reading, windows of `rows_per_window` rows, now that
+    /// the file is open as `reopened` says. Fails on a changed file.
+    pub async fn start<T>(
+        &self,
+        reopened: Reopened,
+        shown: &str,
+        rows_per_window: u64,
+        out: &mut Emitter,
+    ) -> Result<Start<T>, StageError> {
+        let earlier = self.begin(reopened, shown, out).await?;
+        let (windows, stored_rows) = match (&earlier, reopened) {
+            (Some(e), Reopened::Resumed) => (Windows::after(rows_per_window, e.rows), 0),
+            (Some(e), _) => (Windows::new(rows_per_window), e.rows),
+            (None, _) => (Windows::new(rows_per_window), 0),
+        };
+        Ok(Start {
+            windows,
+            stored_rows,
+            earlier,
+        })
+    }
+
     /// What the earlier attempt sent, now that the file is open as
     /// `reopened` says; `None` to start afresh. Fails on a changed file.
-    pub async fn begin(
+    async fn begin(
         &self,
         reopened: Reopened,
         shown: &str,
