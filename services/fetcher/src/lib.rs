@@ -175,101 +175,107 @@ impl Fetcher {
         let per_window = self.transactions_per_message as u64;
         let mut resumption =
             Resumption::load(self.checkpoints.as_ref(), out.key(), per_window).await;
-        // A busy host makes this account wait, not the accounts behind it.
-        let reserved = out
-            .without_slot(
-                self.downloader
-                    .reserve(&account.transactions_url, account.credentials.as_deref()),
-            )
-            .await?;
-        let (mut file, reopened) = self
-            .downloader
-            .open_csv_after(reserved, &COLUMNS, resumption.stopped())
-            .await?;
-        let shown = file.shown_url();
-        let subject = out.namespace().transactions(account.account_id);
-        let Start {
-            mut windows,
-            stored_rows,
-            earlier,
-        } = resumption
-            .start::<Transaction>(reopened, &shown, per_window, out)
-            .await?;
-        let mut sent = Sent::default();
-        if let Some(earlier) = earlier {
-            sent.messages = earlier.messages;
-            sent.transactions = earlier.valid_rows;
-            sent.counted = earlier.valid_rows;
-        }
-        let first_unsent = stored_rows / per_window;
-        while let Some(row) = file.next_row().await? {
-            // Where a later attempt could resume: this row, once the windows
-            // before it are stored (and before it is rejected, if it is).
-            let mut due = None;
-            if let Some(full) = windows.next_row() {
-                // Windows before `first_unsent` were stored by the earlier attempt.
-                if full.index >= first_unsent {
-                    sent.publish(full, &windows, account, &subject, out).await?;
-                    if let Some(budget) = &self.budget {
-                        if sent.transactions >= sent.counted + COUNT_EVERY {
-                            budget
-                                .count(&account.import_id, out.key(), sent.transactions)
-                                .await?;
-                            sent.counted = sent.transactions;
+        let read: Result<(), StageError> = async {
+            // A busy host makes this account wait, not the accounts behind it.
+            let reserved = out
+                .without_slot(
+                    self.downloader
+                        .reserve(&account.transactions_url, account.credentials.as_deref()),
+                )
+                .await?;
+            let (mut file, reopened) = self
+                .downloader
+                .open_csv_after(reserved, &COLUMNS, resumption.stopped())
+                .await?;
+            let shown = file.shown_url();
+            let subject = out.namespace().transactions(account.account_id);
+            let Start {
+                mut windows,
+                stored_rows,
+                earlier,
+            } = resumption
+                .start::<Transaction>(reopened, &shown, per_window, out)
+                .await?;
+            let mut sent = Sent::default();
+            if let Some(earlier) = earlier {
+                sent.messages = earlier.messages;
+                sent.transactions = earlier.valid_rows;
+                sent.counted = earlier.valid_rows;
+            }
+            let first_unsent = stored_rows / per_window;
+            while let Some(row) = file.next_row().await? {
+                // Where a later attempt could resume: this row, once the windows
+                // before it are stored (and before it is rejected, if it is).
+                let mut due = None;
+                if let Some(full) = windows.next_row() {
+                    // Windows before `first_unsent` were stored by the earlier attempt.
+                    if full.index >= first_unsent {
+                        sent.publish(full, &windows, account, &subject, out).await?;
+                        if let Some(budget) = &self.budget {
+                            if sent.transactions >= sent.counted + COUNT_EVERY {
+                                budget
+                                    .count(&account.import_id, out.key(), sent.transactions)
+                                    .await?;
+                                sent.counted = sent.transactions;
+                            }
+                        }
+                    }
+                    due = resumption.due_checkpoint(
+                        per_window,
+                        windows.rows_read() - 1,
+                        (sent.messages, sent.transactions, 0),
+                        out,
+                    );
+                }
+                let line = row.line();
+                if windows.rows_read() > stored_rows {
+                    match row {
+                        Row::Record(record) => match transaction(&record, record.line()) {
+                            Ok(transaction) => windows.push(transaction),
+                            Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
+                        },
+                        Row::Malformed { line, reason } => {
+                            out.reject_row(&shown, line, reason).await?
                         }
                     }
                 }
-                due = resumption.due_checkpoint(
-                    per_window,
-                    windows.rows_read() - 1,
-                    (sent.messages, sent.transactions, 0),
-                    out,
-                );
-            }
-            let line = row.line();
-            if windows.rows_read() > stored_rows {
-                match row {
-                    Row::Record(record) => match transaction(&record, record.line()) {
-                        Ok(transaction) => windows.push(transaction),
-                        Err(reason) => out.reject_row(&shown, record.line(), reason).await?,
-                    },
-                    Row::Malformed { line, reason } => out.reject_row(&shown, line, reason).await?,
+                if let Some(checkpoint) = due {
+                    resumption.record(&file, line, checkpoint, out).await?;
                 }
             }
-            if let Some(checkpoint) = due {
-                resumption.record(&file, line, checkpoint, out).await?;
+            if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
+                sent.publish(last, &windows, account, &subject, out).await?;
             }
+            let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
+            if let Some(budget) = &self.budget {
+                budget
+                    .count_finished(&account.import_id, &account_key, sent.transactions)
+                    .await?;
+            }
+            out.annotate([
+                KeyValue::new("sluice.file.url", shown.clone()),
+                KeyValue::new(
+                    "sluice.rows.read",
+                    (sent.transactions + rejected_rows) as i64,
+                ),
+                KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
+            ]);
+            out.report_after_stored(&ImportProgress::Fetched {
+                import_id: account.import_id.clone(),
+                account_key,
+                account_id: account.account_id,
+                messages: sent.messages,
+                lines_per_message: windows.rows_per_window(),
+                transactions: sent.transactions,
+                rejected_rows,
+                url: Some(shown),
+            })
+            .await?;
+            Ok(())
         }
-        if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
-            sent.publish(last, &windows, account, &subject, out).await?;
-        }
-        let (account_key, rejected_rows) = (out.key().to_owned(), out.rejected_rows());
-        if let Some(budget) = &self.budget {
-            budget
-                .count_finished(&account.import_id, &account_key, sent.transactions)
-                .await?;
-        }
-        out.annotate([
-            KeyValue::new("sluice.file.url", shown.clone()),
-            KeyValue::new(
-                "sluice.rows.read",
-                (sent.transactions + rejected_rows) as i64,
-            ),
-            KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
-        ]);
-        out.report_after_stored(&ImportProgress::Fetched {
-            import_id: account.import_id.clone(),
-            account_key,
-            account_id: account.account_id,
-            messages: sent.messages,
-            lines_per_message: windows.rows_per_window(),
-            transactions: sent.transactions,
-            rejected_rows,
-            url: Some(shown),
-        })
-        .await?;
-        resumption.finish().await;
-        Ok(())
+        .await;
+        resumption.end(&read).await;
+        read
     }
 }
 

@@ -128,192 +128,196 @@ impl LevelFiles {
         let checkpoints = self.checkpoints.get().await?;
         let per_window = self.rows_per_message;
         let mut resumption = Resumption::load(Some(checkpoints), out.key(), per_window).await;
-        // A busy host makes this file wait, not the files behind it.
-        let reserved = out
-            .without_slot(downloader.reserve(&task.url, task.credentials.as_deref()))
-            .await?;
-        let (mut file, reopened) = downloader
-            .open_formatted_after(
-                reserved,
-                &CsvFormat {
-                    quoted_fields: spec.spec.has_null_markers(level),
-                    ..csv_format(&level.csv)
-                },
-                Columns::All,
-                resumption.stopped(),
-            )
-            .await?;
-        let shown = file.shown_url();
-        let reader = LevelReader::new(&spec.spec, &task.level, file.header())
-            .map_err(|e| StageError::permanent(format!("{shown}: {e}")))?;
-        let url = file.url().clone();
-        let table = level.table.as_deref();
-        let batch = table.map(|table| RowBatch {
-            import_id: task.import_id.clone(),
-            spec: spec.spec.name.clone(),
-            revision: spec.revision,
-            level: task.level.clone(),
-            table: table.to_owned(),
-            columns: spec
-                .spec
-                .table_columns(&task.level)
-                .unwrap_or_default()
-                .iter()
-                .map(|c| c.name.to_owned())
-                .collect(),
-            path: task.path.clone(),
-            url: Some(shown.clone()),
-            lines: Vec::new(),
-            rows: Vec::new(),
-        });
-        let rows_subject = table.map(|t| out.namespace().rows(t));
-        let files_subject = out.namespace().import_files();
-        let Start {
-            mut windows,
-            stored_rows,
-            earlier,
-        } = resumption
-            .start::<(u64, Vec<Option<String>>)>(reopened, &shown, per_window, out)
-            .await?;
-        let mut sent = Sent::default();
-        if let Some(earlier) = earlier {
-            sent.messages = earlier.messages;
-            sent.rows = earlier.valid_rows;
-            sent.counted = earlier.valid_rows;
-            sent.files = earlier.files;
-        }
-        let first_unsent = stored_rows / per_window;
-        while let Some(row) = file.next_row().await? {
-            // Where a later attempt could resume: this row, once everything
-            // before it is stored (and before anything of it is sent).
-            let mut due = None;
-            if let Some(full) = windows.next_row() {
-                // Windows before `first_unsent` were stored by the earlier attempt.
-                if full.index >= first_unsent {
-                    if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
-                        sent.publish(batch, full, windows.rows_per_window(), subject, out)
-                            .await?;
-                    }
-                    count(budget, task, &mut sent, out.key()).await?;
-                }
-                due = resumption.due_checkpoint(
-                    per_window,
-                    windows.rows_read() - 1,
-                    (sent.messages, sent.rows, sent.files),
-                    out,
-                );
+        let read: Result<(), StageError> = async {
+            // A busy host makes this file wait, not the files behind it.
+            let reserved = out
+                .without_slot(downloader.reserve(&task.url, task.credentials.as_deref()))
+                .await?;
+            let (mut file, reopened) = downloader
+                .open_formatted_after(
+                    reserved,
+                    &CsvFormat {
+                        quoted_fields: spec.spec.has_null_markers(level),
+                        ..csv_format(&level.csv)
+                    },
+                    Columns::All,
+                    resumption.stopped(),
+                )
+                .await?;
+            let shown = file.shown_url();
+            let reader = LevelReader::new(&spec.spec, &task.level, file.header())
+                .map_err(|e| StageError::permanent(format!("{shown}: {e}")))?;
+            let url = file.url().clone();
+            let table = level.table.as_deref();
+            let batch = table.map(|table| RowBatch {
+                import_id: task.import_id.clone(),
+                spec: spec.spec.name.clone(),
+                revision: spec.revision,
+                level: task.level.clone(),
+                table: table.to_owned(),
+                columns: spec
+                    .spec
+                    .table_columns(&task.level)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| c.name.to_owned())
+                    .collect(),
+                path: task.path.clone(),
+                url: Some(shown.clone()),
+                lines: Vec::new(),
+                rows: Vec::new(),
+            });
+            let rows_subject = table.map(|t| out.namespace().rows(t));
+            let files_subject = out.namespace().import_files();
+            let Start {
+                mut windows,
+                stored_rows,
+                earlier,
+            } = resumption
+                .start::<(u64, Vec<Option<String>>)>(reopened, &shown, per_window, out)
+                .await?;
+            let mut sent = Sent::default();
+            if let Some(earlier) = earlier {
+                sent.messages = earlier.messages;
+                sent.rows = earlier.valid_rows;
+                sent.counted = earlier.valid_rows;
+                sent.files = earlier.files;
             }
-            let at = row.line();
-            if windows.rows_read() > stored_rows {
-                'row: {
-                    let record = match row {
-                        Row::Record(record) => record,
-                        Row::Malformed { line, reason } => {
+            let first_unsent = stored_rows / per_window;
+            while let Some(row) = file.next_row().await? {
+                // Where a later attempt could resume: this row, once everything
+                // before it is stored (and before anything of it is sent).
+                let mut due = None;
+                if let Some(full) = windows.next_row() {
+                    // Windows before `first_unsent` were stored by the earlier attempt.
+                    if full.index >= first_unsent {
+                        if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
+                            sent.publish(batch, full, windows.rows_per_window(), subject, out)
+                                .await?;
+                        }
+                        count(budget, task, &mut sent, out.key()).await?;
+                    }
+                    due = resumption.due_checkpoint(
+                        per_window,
+                        windows.rows_read() - 1,
+                        (sent.messages, sent.rows, sent.files),
+                        out,
+                    );
+                }
+                let at = row.line();
+                if windows.rows_read() > stored_rows {
+                    'row: {
+                        let record = match row {
+                            Row::Record(record) => record,
+                            Row::Malformed { line, reason } => {
+                                out.reject_row(&shown, line, reason).await?;
+                                break 'row;
+                            }
+                        };
+                        let line = record.line();
+                        let read = match reader.read(record.fields(), record.quoted(), &task.inherited)
+                        {
+                            Ok(read) => read,
+                            Err(e) => {
+                                out.reject_row(&shown, line, e).await?;
+                                break 'row;
+                            }
+                        };
+                        // Links are checked before anything of the row is sent, so a
+                        // bad one rejects the row whole.
+                        let mut links = Vec::with_capacity(read.children.len());
+                        let mut unusable = None;
+                        for child in read.children {
+                            match url.join(&child.url) {
+                                Ok(resolved) => {
+                                    let index = level
+                                        .children
+                                        .iter()
+                                        .position(|c| c.level == child.level)
+                                        .unwrap_or(0);
+                                    links.push((index, child, resolved));
+                                }
+                                Err(e) => {
+                                    let link = sluice_messages::redact_file_url(&child.url);
+                                    unusable = Some(format!("{link:?} is not a URL: {e}"));
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some(reason) = unusable {
                             out.reject_row(&shown, line, reason).await?;
                             break 'row;
                         }
-                    };
-                    let line = record.line();
-                    let read = match reader.read(record.fields(), record.quoted(), &task.inherited)
-                    {
-                        Ok(read) => read,
-                        Err(e) => {
-                            out.reject_row(&shown, line, e).await?;
-                            break 'row;
-                        }
-                    };
-                    // Links are checked before anything of the row is sent, so a
-                    // bad one rejects the row whole.
-                    let mut links = Vec::with_capacity(read.children.len());
-                    let mut unusable = None;
-                    for child in read.children {
-                        match url.join(&child.url) {
-                            Ok(resolved) => {
-                                let index = level
-                                    .children
-                                    .iter()
-                                    .position(|c| c.level == child.level)
-                                    .unwrap_or(0);
-                                links.push((index, child, resolved));
+                        for (index, child, resolved) in links {
+                            if sent.files == self.max_files {
+                                return Err(StageError::permanent(format!(
+                                    "{shown} links to more than {} files (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
+                                     the first {} are imported",
+                                    self.max_files, self.max_files
+                                )));
                             }
-                            Err(e) => {
-                                let link = sluice_messages::redact_file_url(&child.url);
-                                unusable = Some(format!("{link:?} is not a URL: {e}"));
-                                break;
-                            }
+                            let mut path = task.path.clone();
+                            path.push(line);
+                            let next = FileTask {
+                                import_id: task.import_id.clone(),
+                                spec: spec.spec.name.clone(),
+                                revision: spec.revision,
+                                level: child.level,
+                                url: resolved.into(),
+                                path,
+                                inherited: child.inherited,
+                                credentials: task.credentials.clone(),
+                            };
+                            let position = match index {
+                                0 => line.to_string(),
+                                n => format!("{line}-{}", n + 1),
+                            };
+                            out.publish_json(files_subject.clone(), position, &next)
+                                .await?;
+                            sent.files += 1;
                         }
-                    }
-                    if let Some(reason) = unusable {
-                        out.reject_row(&shown, line, reason).await?;
-                        break 'row;
-                    }
-                    for (index, child, resolved) in links {
-                        if sent.files == self.max_files {
-                            return Err(StageError::permanent(format!(
-                                "{shown} links to more than {} files (SLUICE_MAX_ACCOUNTS_PER_IMPORT); \
-                                 the first {} are imported",
-                                self.max_files, self.max_files
-                            )));
+                        if let Some(values) = read.table_row {
+                            windows.push((line, values));
                         }
-                        let mut path = task.path.clone();
-                        path.push(line);
-                        let next = FileTask {
-                            import_id: task.import_id.clone(),
-                            spec: spec.spec.name.clone(),
-                            revision: spec.revision,
-                            level: child.level,
-                            url: resolved.into(),
-                            path,
-                            inherited: child.inherited,
-                            credentials: task.credentials.clone(),
-                        };
-                        let position = match index {
-                            0 => line.to_string(),
-                            n => format!("{line}-{}", n + 1),
-                        };
-                        out.publish_json(files_subject.clone(), position, &next)
-                            .await?;
-                        sent.files += 1;
-                    }
-                    if let Some(values) = read.table_row {
-                        windows.push((line, values));
                     }
                 }
+                if let Some(checkpoint) = due {
+                    resumption.record(&file, at, checkpoint, out).await?;
+                }
             }
-            if let Some(checkpoint) = due {
-                resumption.record(&file, at, checkpoint, out).await?;
+            if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
+                if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
+                    sent.publish(batch, last, windows.rows_per_window(), subject, out)
+                        .await?;
+                }
             }
+            budget
+                .count_finished(&task.import_id, out.key(), sent.rows)
+                .await?;
+            let rejected_rows = out.rejected_rows();
+            out.annotate([
+                KeyValue::new("sluice.file.url", shown.clone()),
+                KeyValue::new("sluice.spec.level", task.level.clone()),
+                KeyValue::new("sluice.rows.read", (sent.rows + rejected_rows) as i64),
+                KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
+            ]);
+            let fact = ImportProgress::Read {
+                import_id: task.import_id.clone(),
+                file_key: out.key().to_owned(),
+                level: task.level.clone(),
+                messages: sent.messages,
+                lines_per_message: windows.rows_per_window(),
+                rows: sent.rows,
+                rejected_rows,
+                files: sent.files,
+                url: Some(shown),
+            };
+            out.report_after_stored(&fact).await?;
+            Ok(())
         }
-        if let Some(last) = windows.finish().filter(|w| w.index >= first_unsent) {
-            if let (Some(batch), Some(subject)) = (&batch, &rows_subject) {
-                sent.publish(batch, last, windows.rows_per_window(), subject, out)
-                    .await?;
-            }
-        }
-        budget
-            .count_finished(&task.import_id, out.key(), sent.rows)
-            .await?;
-        let rejected_rows = out.rejected_rows();
-        out.annotate([
-            KeyValue::new("sluice.file.url", shown.clone()),
-            KeyValue::new("sluice.spec.level", task.level.clone()),
-            KeyValue::new("sluice.rows.read", (sent.rows + rejected_rows) as i64),
-            KeyValue::new("sluice.rows.rejected", rejected_rows as i64),
-        ]);
-        let fact = ImportProgress::Read {
-            import_id: task.import_id.clone(),
-            file_key: out.key().to_owned(),
-            level: task.level.clone(),
-            messages: sent.messages,
-            lines_per_message: windows.rows_per_window(),
-            rows: sent.rows,
-            rejected_rows,
-            files: sent.files,
-            url: Some(shown),
-        };
-        out.report_after_stored(&fact).await?;
-        resumption.finish().await;
-        Ok(())
+        .await;
+        resumption.end(&read).await;
+        read
     }
 }
 

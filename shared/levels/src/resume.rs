@@ -9,7 +9,10 @@
 //! it whole instead, it reads past the rows stored; where the file changed,
 //! it refuses to mix two versions.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use sluice_download::{CsvFile, Reopened, Stopped};
 use sluice_messages::windows::Windows;
@@ -56,6 +59,8 @@ pub struct Resumption {
     last: Instant,
     /// A checkpoint of this attempt's is stored.
     recorded: bool,
+    /// The file turned out to have changed: its checkpoint stays.
+    changed: AtomicBool,
 }
 
 impl Resumption {
@@ -73,6 +78,7 @@ impl Resumption {
             earlier,
             last: Instant::now(),
             recorded: false,
+            changed: AtomicBool::new(false),
         }
     }
 
@@ -119,6 +125,7 @@ impl Resumption {
             // The checkpoint stays: replaying this input refuses again,
             // rather than read the new version under the old one's ids.
             Reopened::Changed => {
+                self.changed.store(true, Ordering::Relaxed);
                 return Err(StageError::permanent(format!(
                     "{shown} changed since an earlier attempt stored its first {} rows \
                      (another ETag or Last-Modified): those rows came from the earlier version, \
@@ -203,8 +210,22 @@ impl Resumption {
         Ok(())
     }
 
+    /// After reading the file: its checkpoint goes unless another attempt
+    /// will need it (a transient failure) or must keep refusing the file
+    /// (it changed). A file that failed otherwise is read from its start
+    /// if it is replayed once fixed.
+    pub async fn end(&self, read: &Result<(), StageError>) {
+        let keep = match read {
+            Ok(()) => false,
+            Err(e) => e.is_transient() || self.changed.load(Ordering::Relaxed),
+        };
+        if !keep {
+            self.finish().await;
+        }
+    }
+
     /// The file is done: its checkpoint goes.
-    pub async fn finish(&self) {
+    async fn finish(&self) {
         if let Some(checkpoints) = &self.checkpoints {
             if self.recorded || self.earlier.is_some() {
                 checkpoints.remove(&self.key).await;
