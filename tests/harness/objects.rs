@@ -29,6 +29,10 @@ impl S3Server {
         let python =
             local_setting("SLUICE_TEST_PYTHON").expect("`just tools` records the venv's python");
         let moto = std::path::Path::new(&python).with_file_name("moto_server");
+        // Everything that may panic comes before the spawn: a child not yet
+        // in an `S3Server` would outlive the test.
+        sluice_download::install_tls_provider();
+        let http = reqwest::Client::new();
         let port = free_port();
         let mut command = Command::new(&moto);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -42,13 +46,9 @@ impl S3Server {
             .unwrap_or_else(|e| {
                 panic!("{} starts (`just tools` installs it): {e}", moto.display())
             });
+        let server = S3Server { port, child, http };
         wait_for_port(port, "moto's S3 server to listen").await;
-        sluice_download::install_tls_provider();
-        S3Server {
-            port,
-            child,
-            http: reqwest::Client::new(),
-        }
+        server
     }
 
     pub fn endpoint(&self) -> String {
