@@ -156,30 +156,7 @@ impl Downloader {
         reserved: Reserved,
         columns: &[&str],
     ) -> Result<CsvFile, DownloadError> {
-        let body = self.body(&reserved).await?;
-        let mut file = CsvFile::from_stream(
-            reserved.url.clone(),
-            limits::bounded(body, self.limits),
-            columns,
-        )
-        .await?;
-        file.slot = Some(reserved.slot);
-        Ok(file)
-    }
-
-    /// Starts downloading a file written as `format` says and reads its
-    /// header, if it has one: for files an import spec describes.
-    pub async fn open_formatted(
-        &self,
-        reserved: Reserved,
-        format: &CsvFormat,
-        columns: Columns<'_>,
-    ) -> Result<CsvFile, DownloadError> {
-        let body = self.body(&reserved).await?;
-        let body = limits::bounded(body, self.limits);
-        let mut file = CsvFile::read(reserved.url.clone(), body, format, columns).await?;
-        file.slot = Some(reserved.slot);
-        Ok(file)
+        Ok(self.open_csv_after(reserved, columns, None).await?.0)
     }
 
     /// The first `max_bytes` of `url`'s body (decompressed), under every
@@ -413,8 +390,9 @@ impl Downloader {
             .await
     }
 
-    /// [`Downloader::open_formatted`], going on where an earlier attempt
-    /// stopped as [`Downloader::open_csv_after`] does.
+    /// Starts downloading a file written as `format` says and reads its
+    /// header, if it has one (files an import spec describes), going on
+    /// where an earlier attempt stopped as [`Downloader::open_csv_after`] does.
     pub async fn open_formatted_after(
         &self,
         reserved: Reserved,
