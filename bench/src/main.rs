@@ -2,6 +2,7 @@
 //! what the same machine does without it, measured in the same run.
 
 mod baselines;
+mod cpu;
 mod files;
 mod latency;
 mod machine;

@@ -16,6 +16,8 @@ pub struct PipelineRun {
     pub rss: Vec<(String, u64)>,
     /// `deadlock detected` lines in the services' logs.
     pub deadlocks: usize,
+    /// CPU time per program from publish to the last completion event.
+    pub cpu: crate::cpu::CpuUse,
 }
 
 impl PipelineRun {
@@ -65,6 +67,7 @@ pub async fn run_pipeline(
 ) -> Result<PipelineRun, String> {
     let (sandbox, mut deployment, js) =
         start_services("bench", per_message, replicas, extra_env).await?;
+    let cpu_before = crate::cpu::Snapshot::take();
     let started = Instant::now();
     let mut ids = Vec::new();
     for (_, prefix) in imports {
@@ -95,6 +98,7 @@ pub async fn run_pipeline(
         statuses.push(event.status);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_before.since();
     let rss = deployment
         .services
         .iter()
@@ -143,5 +147,6 @@ pub async fn run_pipeline(
         elapsed,
         rss,
         deadlocks,
+        cpu,
     })
 }

@@ -162,6 +162,7 @@ fn tables(args: &Args, measured: &Measured) -> String {
             let _ = writeln!(report, "| {name} | {} |", mib.join(" | "));
         }
     }
+    cpu_table(&mut report, main, more.seed.as_ref());
     if let Some(n) = &measured.nested {
         let _ = writeln!(report);
         let _ = writeln!(
@@ -393,4 +394,44 @@ fn write_doc(
     std::fs::write(output, doc).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     eprintln!("written to {}", output.display());
     Ok(())
+}
+
+/// Where the CPU went in the main run (and seed mode): seconds per program,
+/// and per million rows, against the machine's cores × wall time.
+fn cpu_table(report: &mut String, main: &PipelineRun, seed: Option<&PipelineRun>) {
+    for (name, run) in [("main run", Some(main)), ("seed mode", seed)] {
+        let Some(run) = run else { continue };
+        let cpu = &run.cpu;
+        if cpu.programs.is_empty() {
+            continue;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let _ = writeln!(report);
+        let _ = writeln!(
+            report,
+            "| CPU, {name} ({} rows, {:.2} s × {cores} cores = {:.2} core-seconds; busy {:.2}) | seconds | per million rows | share of busy |",
+            group(run.rows as f64),
+            cpu.wall,
+            cpu.wall * cores,
+            cpu.machine
+        );
+        let _ = writeln!(report, "| --- | ---: | ---: | ---: |");
+        let per_million = 1e6 / run.rows.max(1) as f64;
+        let counted: f64 = cpu.programs.iter().take(8).map(|(_, s)| s).sum();
+        let rest = (cpu.machine - counted).max(0.0);
+        for (program, seconds) in cpu
+            .programs
+            .iter()
+            .take(8)
+            .map(|(p, s)| (p.as_str(), *s))
+            .chain(std::iter::once(("other (and processes that ended)", rest)))
+        {
+            let _ = writeln!(
+                report,
+                "| {program} | {seconds:.2} | {:.2} | {:.0}% |",
+                seconds * per_million,
+                100.0 * seconds / cpu.machine.max(0.01)
+            );
+        }
+    }
 }

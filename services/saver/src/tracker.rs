@@ -116,6 +116,7 @@ pub async fn announce_completions(
     // While completions cannot be announced, the saver is not ready.
     let mut paused = None;
     while !stop.is_cancelled() {
+        let checked = tokio::time::Instant::now();
         let result = async {
             if client.is_none() {
                 client = Some(database.connect().await?);
@@ -129,6 +130,7 @@ pub async fn announce_completions(
             announce_pending(connected, &js, &ns).await
         }
         .await;
+        let (took, ended) = (checked.elapsed(), tokio::time::Instant::now());
         let healthy = result.is_ok();
         match result {
             Ok(()) => {
@@ -151,6 +153,16 @@ pub async fn announce_completions(
             _ = wakeups.woken(), if healthy => false,
             _ = stop.cancelled() => true,
         };
+        if !sweep {
+            // Under load every commit wakes the check: waiting as long as
+            // the last one took, it takes the accounts of many commits at
+            // once and never holds more than half of a database session
+            // that the writers need; a quick check waits next to nothing.
+            tokio::select! {
+                _ = tokio::time::sleep_until(ended + took) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
     }
     Ok(())
 }
