@@ -227,7 +227,8 @@ async fn metrics_count_a_known_import_and_readyz_fails_on_sigterm() {
 
 /// A backlog larger than one batch's bytes is written in several batches,
 /// each within the bound (SLUICE_BATCH_MAX_BYTES, raised to what admits the
-/// largest message), even when the message count alone would take it all.
+/// largest message), even when the message count alone would take it all,
+/// one after another without a pause.
 #[tokio::test]
 async fn saver_batches_are_bounded_in_bytes() {
     let port = free_port();
@@ -311,6 +312,10 @@ async fn saver_batches_are_bounded_in_bytes() {
             .filter(|k| k.contains("batch_bytes"))
             .collect::<Vec<_>>()
     );
+    // A batch that fills by bytes ends there (the server's 409 "Message
+    // Size Exceeds MaxBytes"): nothing to back off from.
+    let logs = p.logs();
+    assert!(!logs.contains("cannot pull"), "{logs}");
     p.stop().await;
 }
 

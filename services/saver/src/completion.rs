@@ -35,6 +35,9 @@ const ACCOUNTS_COMPLETE: &str = "
     UPDATE import_accounts a SET complete = true
     WHERE a.import_id = ANY($1) AND a.state = 'fetched' AND NOT a.complete
       AND a.lines_per_message > 0
+      -- Cheap first: enough messages recorded at all (an index-only count).
+      AND (SELECT count(*) FROM import_chunks c
+           WHERE c.import_id = a.import_id AND c.account_key = a.account_key) >= a.messages
       AND (SELECT count(*) FROM import_chunks c
            WHERE c.import_id = a.import_id AND c.account_key = a.account_key
              AND c.chunk_key = ANY (ARRAY(

@@ -236,7 +236,8 @@ impl Saver {
             .await
             .map_err(|e| db_error("begin", &e))?;
         for (((_, table, import_id), group), spec) in groups.iter().zip(&specs_of) {
-            let refused = rows::write_group(&tx, spec, import_id, group).await?;
+            let refused =
+                rows::write_group(&tx, spec, import_id, group, &mut writer.skip_new).await?;
             self.dead_letter(&refused, import_id, table).await?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))
@@ -270,7 +271,7 @@ pub struct Writer {
 }
 
 /// How many batches go straight to [`INSERT`] after one met keys held.
-const SKIP_NEW_AFTER_HELD: u32 = 32;
+pub(crate) const SKIP_NEW_AFTER_HELD: u32 = 32;
 
 /// One statement, so one round trip and one atomic transaction: every row
 /// of the batch, and a record of every message of it with the rows it

@@ -17,13 +17,15 @@ struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sluice", hide_env_values = true,
           value_parser = parse_database_url, hide_default_value = false)]
     database_url: sluice_postgres::Database,
-    /// Most messages written in one statement.
-    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 100,
+    /// Most messages written in one statement (one-row messages gain the
+    /// most from large batches: one commit for many).
+    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 1_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch_size: u32,
     /// Most bytes of messages written in one statement (at least one message
-    /// always fits).
-    #[arg(long, env = "SLUICE_BATCH_MAX_BYTES", default_value = "8MiB",
+    /// always fits): what bounds a batch of wide messages, and the
+    /// saver's memory.
+    #[arg(long, env = "SLUICE_BATCH_MAX_BYTES", default_value = "1MiB",
           value_parser = sluice_stage::config::parse_size)]
     batch_max_bytes: u64,
     /// Longest wait to fill a batch before writing what has arrived: a

@@ -169,11 +169,15 @@ pub(crate) struct Refused {
 /// Writes every message of `chunks` (all of one import and one table) in
 /// `tx`, taking the table's turn for keys it holds; returns the rows the
 /// `error` policy refused.
+///
+/// `skip_new` is the writer's count of batches left that skip the attempt
+/// with every key new (see [`insert_new`]).
 pub(crate) async fn write_group(
     tx: &Transaction<'_>,
     spec: &StoredSpec,
     import_id: &str,
     chunks: &[&RowChunk],
+    skip_new: &mut u32,
 ) -> Result<Vec<Refused>, StageError> {
     let table = Table::of(spec, &chunks[0].batch)?;
     // A message recorded already was written whole: it changes nothing.
@@ -265,7 +269,22 @@ pub(crate) async fn write_group(
     // inserting the same key at the same time makes this one wait for its
     // commit, and the key is then held.)
     let all: Vec<&Candidate> = winners.iter().collect();
-    let fresh = insert(tx, &table, import_id, &all, Mode::NewKeysOnly).await?;
+    if *skip_new == 0 {
+        if insert_new(tx, &table, import_id, &all).await? {
+            for row in &winners {
+                counts[row.chunk].inserted += 1;
+            }
+            let recorded = record_reports(tx, &table, import_id, &chunks, &reports).await?;
+            record_chunks(tx, &table, import_id, &chunks, &counts).await?;
+            return Ok(refused(&table, &chunks, &reports[..recorded]));
+        }
+        *skip_new = crate::SKIP_NEW_AFTER_HELD;
+    } else {
+        *skip_new -= 1;
+    }
+    let fresh = insert(tx, &table, import_id, &all, Mode::NewKeysOnly)
+        .await
+        .map_err(|e| write_error(&table, &e))?;
     let mut left = Vec::new();
     for row in &winners {
         if fresh.contains(&row.position) {
@@ -353,7 +372,9 @@ pub(crate) async fn write_group(
         });
     }
 
-    insert(tx, &table, import_id, &writes, Mode::Overwrite).await?;
+    insert(tx, &table, import_id, &writes, Mode::Overwrite)
+        .await
+        .map_err(|e| write_error(&table, &e))?;
     let recorded = record_reports(tx, &table, import_id, &chunks, &reports).await?;
     record_chunks(tx, &table, import_id, &chunks, &counts).await?;
     Ok(refused(&table, &chunks, &reports[..recorded]))
@@ -478,9 +499,49 @@ fn column_arrays<'a>(table: &Table, rows: &[&'a Candidate<'a>]) -> Vec<Vec<Optio
         .collect()
 }
 
+/// Writes `rows` as keys new to `table`, all or none: a plain insert, in a
+/// savepoint, skipping what `ON CONFLICT` costs per row (see the saver's
+/// `INSERT_NEW`). `false` when a key is held already: nothing was written,
+/// and the rows go the way of keys that may be held.
+async fn insert_new(
+    tx: &Transaction<'_>,
+    table: &Table,
+    import_id: &str,
+    rows: &[&Candidate<'_>],
+) -> Result<bool, StageError> {
+    if rows.is_empty() {
+        return Ok(true);
+    }
+    tx.execute("SAVEPOINT new_keys", &[])
+        .await
+        .map_err(|e| db_error("begin a savepoint", &e))?;
+    match insert(tx, table, import_id, rows, Mode::AllNew).await {
+        Ok(_) => {
+            tx.execute("RELEASE SAVEPOINT new_keys", &[])
+                .await
+                .map_err(|e| db_error("release a savepoint", &e))?;
+            Ok(true)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            tx.execute("ROLLBACK TO SAVEPOINT new_keys", &[])
+                .await
+                .map_err(|e| db_error("roll back to a savepoint", &e))?;
+            Ok(false)
+        }
+        Err(e) => Err(write_error(table, &e)),
+    }
+}
+
+fn write_error(table: &Table, e: &tokio_postgres::Error) -> StageError {
+    db_error(&format!("write table {}", table.name), e)
+}
+
 /// How [`insert`] treats a key the table holds already.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
+    /// There is none: no `ON CONFLICT` at all (a held key fails the
+    /// statement with a unique violation).
+    AllNew,
     /// Leaves it: only new keys are inserted.
     NewKeysOnly,
     /// Overwrites it (every row given won its key).
@@ -496,7 +557,7 @@ async fn insert(
     import_id: &str,
     rows: &[&Candidate<'_>],
     mode: Mode,
-) -> Result<std::collections::HashSet<Vec<i64>>, StageError> {
+) -> Result<std::collections::HashSet<Vec<i64>>, tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(Default::default());
     }
@@ -509,6 +570,7 @@ async fn insert(
     let columns: Vec<String> = table.columns.iter().map(|c| quoted(c)).collect();
     let key: Vec<String> = table.key.iter().map(|&k| columns[k].clone()).collect();
     let on_conflict = match mode {
+        Mode::AllNew => String::new(),
         Mode::NewKeysOnly => "DO NOTHING RETURNING _sluice_position".to_owned(),
         Mode::Overwrite => {
             let mut set: Vec<String> = columns
@@ -526,14 +588,17 @@ async fn insert(
         "INSERT INTO {} AS t ({}, _sluice_import_id, _sluice_position)
          SELECT {}, ${}, i.p::int8[]
          FROM unnest({}) AS i({}, p)
-         ON CONFLICT ({}) {on_conflict}",
+         {}",
         quoted(&table.name),
         columns.join(", "),
         values.join(", "),
         n + 2,
         inputs.join(", "),
         names.join(", "),
-        key.join(", "),
+        match mode {
+            Mode::AllNew => String::new(),
+            _ => format!("ON CONFLICT ({}) {on_conflict}", key.join(", ")),
+        },
     );
     let mut arrays = column_arrays(table, rows);
     let positions: Vec<String> = rows
@@ -546,10 +611,7 @@ async fn insert(
     arrays.push(positions.iter().map(|p| Some(p.as_str())).collect());
     let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|c| c as _).collect();
     params.push(&import_id);
-    let written = tx
-        .query(&sql, &params)
-        .await
-        .map_err(|e| db_error(&format!("write table {}", table.name), &e))?;
+    let written = tx.query(&sql, &params).await?;
     Ok(written.iter().map(|r| r.get::<_, Vec<i64>>(0)).collect())
 }
 

@@ -66,14 +66,28 @@ pub(crate) async fn next(
     received: usize,
 ) -> Option<<Batch as futures_util::Stream>::Item> {
     use futures_util::StreamExt;
-    if received > 0 {
-        return batch.next().await;
+    let next = if received > 0 {
+        batch.next().await
+    } else {
+        let deadline = tokio::time::Instant::from_std(started + expires + UNHEARD);
+        tokio::time::timeout_at(deadline, batch.next())
+            .await
+            .ok()
+            .flatten()
+    };
+    match next {
+        Some(Err(e)) if filled(e.as_ref()) => None,
+        next => next,
     }
-    let deadline = tokio::time::Instant::from_std(started + expires + UNHEARD);
-    tokio::time::timeout_at(deadline, batch.next())
-        .await
-        .ok()
-        .flatten()
+}
+
+/// Whether a pull request ended because its byte budget was spent: the
+/// server says so with a `409 Message Size Exceeds MaxBytes` status, which
+/// async-nats hands on as an error. It is the batch's normal end (a batch
+/// of wide rows fills by bytes before it fills by count), not a failure
+/// to back off from.
+fn filled(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string().contains("Message Size Exceeds MaxBytes")
 }
 
 /// A pull request the server never ended: it answers every request it
