@@ -15,8 +15,11 @@ use crate::imports::{self, group, DatabaseArgs, ImportRow};
 pub struct StatusArgs {
     #[command(flatten)]
     nats: NatsArgs,
-    #[command(flatten)]
-    database: DatabaseArgs,
+    /// The saver's database, to read its tables directly. Unset, the saver
+    /// is asked over NATS (sluice's service API), so NATS credentials are
+    /// all this command needs.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// One import's progress (default: the 10 most recent).
     id: Option<String>,
     /// JSON for scripts.
@@ -69,7 +72,42 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok(consumers) => status.consumers = consumers,
         Err(problem) => status.problems.push(format!("consumers: {problem}")),
     }
-    match imports(&args).await {
+    match &args.database_url {
+        None => match from_api(&args).await {
+            Ok(read) => {
+                status.imports = read.imports;
+                status.conflicts = read.conflicts;
+                status.clashes = read.clashes;
+                status.reports = read.reports;
+            }
+            Err(problem) => status.problems.push(format!("imports: {problem}")),
+        },
+        Some(url) => {
+            let database = DatabaseArgs {
+                database_url: url.clone(),
+            };
+            from_database(&args, &database, &mut status).await
+        }
+    }
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("encodes")
+        );
+    } else {
+        print_text(&status);
+    }
+    match status.problems.len() {
+        0 => Ok(()),
+        n => Err(anyhow!(
+            "status is incomplete: {n} part(s) could not be read (see above)"
+        )),
+    }
+}
+
+/// What the saver's tables say, read directly.
+async fn from_database(args: &StatusArgs, database: &DatabaseArgs, status: &mut Status) {
+    match imports(args, database).await {
         Ok(imports) => status.imports = imports,
         Err(problem) => status.problems.push(format!("imports: {problem}")),
     }
@@ -79,9 +117,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             && i.spec.is_some()
             && (i.conflicts > 0 || i.clashes > 0 || i.updated > 0 || i.refused > 0)
     }) {
-        let (url, id) = (&args.database.database_url, one.id.clone());
+        let (url, id) = (&database.database_url, one.id.clone());
         let found = async {
-            let db = args.database.connect_readable().await?;
+            let db = database.connect_readable().await?;
             imports::row_reports(&db, &id, 20, url).await
         };
         match found.await {
@@ -95,10 +133,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .first()
         .filter(|i| args.id.is_some() && i.spec.is_none() && (i.conflicts > 0 || i.clashes > 0))
     {
-        let (url, id) = (&args.database.database_url, one.id.clone());
+        let (url, id) = (&database.database_url, one.id.clone());
         let (conflicted, clashed) = (one.conflicts > 0, one.clashes > 0);
         let found = async {
-            let db = args.database.connect_readable().await?;
+            let db = database.connect_readable().await?;
             let conflicts = match conflicted {
                 true => imports::conflicts(&db, &id, 20, url).await?,
                 false => Vec::new(),
@@ -116,20 +154,108 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 .push(format!("conflicts and clashes: {problem}")),
         }
     }
-    if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("encodes")
-        );
-    } else {
-        print_text(&status);
+}
+
+/// What the saver says over NATS: the tables read by their owner.
+async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
+    use sluice_messages::api::{
+        Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest,
+    };
+    let (client, _) = explain::connect_nats_server(&args.nats, "sluice-status").await?;
+    let ns = &args.nats.namespace;
+    let read = match &args.id {
+        None => {
+            let reply: ImportsReply = ask(
+                &client,
+                ns.api(Endpoint::Imports),
+                &ImportsRequest { limit: Some(10) },
+                None,
+            )
+            .await?;
+            FromApi {
+                imports: reply.imports,
+                ..FromApi::default()
+            }
+        }
+        Some(id) => {
+            let reply: ImportReply = ask(
+                &client,
+                ns.api(Endpoint::Import),
+                &ImportRequest { id: id.clone() },
+                Some(id),
+            )
+            .await?;
+            FromApi {
+                imports: vec![reply.import],
+                conflicts: reply.conflicts,
+                clashes: reply.clashes,
+                reports: reply.reports,
+            }
+        }
+    };
+    let _ = client.flush().await;
+    Ok(read)
+}
+
+#[derive(Default)]
+struct FromApi {
+    imports: Vec<ImportRow>,
+    conflicts: Vec<imports::Conflict>,
+    clashes: Vec<imports::Clash>,
+    reports: Vec<sluice_saver::reports::RowReport>,
+}
+
+/// How long the saver has to answer.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One request to the service API, its errors in words.
+async fn ask<R: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: String,
+    body: &impl Serialize,
+    import: Option<&str>,
+) -> Result<R, Problem> {
+    use async_nats::RequestErrorKind;
+    let request = async_nats::Request::new()
+        .payload(serde_json::to_vec(body).expect("requests encode").into())
+        .timeout(Some(API_TIMEOUT));
+    let answer = client
+        .send_request(subject.clone(), request)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => Problem::new(format!(
+                "no saver answers sluice's service API ({subject})"
+            ))
+            .fix("start the saver (it answers `sluice status`), or set DATABASE_URL to read its tables directly"),
+            RequestErrorKind::TimedOut => Problem::new(format!(
+                "the saver did not answer {subject} within {} s",
+                API_TIMEOUT.as_secs()
+            )),
+            _ => Problem::new(format!("cannot ask the saver ({subject}): {e}")),
+        })?;
+    let header = |name: &str| {
+        answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    if let Some(code) = header("Nats-Service-Error-Code") {
+        let status = header("Nats-Service-Error").unwrap_or_default();
+        return Err(match (code.as_str(), import) {
+            ("404", Some(id)) => {
+                Problem::new(format!("the saver has no record of import {id} (yet)"))
+            }
+            _ => Problem::new(format!(
+                "the saver answered {subject} with error {code}: {status}"
+            )),
+        });
     }
-    match status.problems.len() {
-        0 => Ok(()),
-        n => Err(anyhow!(
-            "status is incomplete: {n} part(s) could not be read (see above)"
-        )),
-    }
+    serde_json::from_slice(&answer.payload).map_err(|e| {
+        Problem::new(format!(
+            "the saver's answer on {subject} is not one this release reads: {e}"
+        ))
+    })
 }
 
 async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
@@ -158,15 +284,15 @@ async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
     Ok(consumers)
 }
 
-async fn imports(args: &StatusArgs) -> Result<Vec<ImportRow>, Problem> {
-    let db = args.database.connect_readable().await?;
+async fn imports(args: &StatusArgs, database: &DatabaseArgs) -> Result<Vec<ImportRow>, Problem> {
+    let db = database.connect_readable().await?;
     match &args.id {
-        Some(id) => Ok(vec![imports::one(&db, id, &args.database.database_url)
+        Some(id) => Ok(vec![imports::one(&db, id, &database.database_url)
             .await?
             .ok_or_else(|| {
-                Problem::new(format!("the saver has no record of import {id} (yet)"))
-            })?]),
-        None => imports::recent(&db, 10, &args.database.database_url).await,
+            Problem::new(format!("the saver has no record of import {id} (yet)"))
+        })?]),
+        None => imports::recent(&db, 10, &database.database_url).await,
     }
 }
 

@@ -220,3 +220,134 @@ async fn sluice_import_before_any_service_waits_in_the_imports_stream() {
     assert_eq!(p.completion_count("before-services").await, 1);
     p.stop().await;
 }
+
+/// `sluice …` with the sandbox's NATS settings and none of the database's.
+async fn sluice_without_database(p: &Pipeline, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(binary_dir().join("sluice"));
+    command.args(args).env_remove("SLUICE_NAMESPACE");
+    for (key, value) in p.sandbox.service_env() {
+        if key != "DATABASE_URL" && !key.starts_with("PG") {
+            command.env(key, value);
+        }
+    }
+    let out = command
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("sluice runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether any object in `value` has `"name": name`.
+fn names(value: &Value, name: &str) -> bool {
+    match value {
+        Value::Object(map) => {
+            map.get("name").and_then(Value::as_str) == Some(name)
+                || map.values().any(|v| names(v, name))
+        }
+        Value::Array(items) => items.iter().any(|v| names(v, name)),
+        _ => false,
+    }
+}
+
+/// The saver answers sluice's service API (NATS services, ADR-32): `nats
+/// micro ls` and `info` show it with its endpoints, `sluice status` with no
+/// database setting at all shows the import from it, exactly, `nats micro
+/// stats` counts those requests, and with no saver running status names
+/// what is missing.
+#[tokio::test]
+async fn status_asks_the_saver_over_the_service_api_without_database_settings() {
+    let server = PrivateNats::start().await;
+    let sandbox = Sandbox::create_on(
+        "microapi",
+        &server.url(),
+        &sluice_devkit::sandbox::admin_database_url(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_plain_names();
+    let mut p = Pipeline::in_sandbox(sandbox).start().await;
+    let data = Dataset::generate(4, 400, 5);
+    p.import_and_wait(&data).await;
+    let url = server.url();
+
+    let (code, out, err) = sluice_without_database(&p, &["status", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let import = &shown["imports"][0];
+    assert_eq!(
+        shown["imports"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    assert_eq!(import["status"], "completed", "{shown}");
+    assert_eq!(import["accounts_listed"], 4, "{shown}");
+    assert_eq!(import["transactions_saved"], 400, "{shown}");
+    assert_eq!(import["dead_letters"], 0, "{shown}");
+    let id = import["id"].as_str().expect("an id").to_owned();
+
+    let (code, out, err) = sluice_without_database(&p, &["status", &id]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .unwrap_or_else(|| panic!("no row for {id}: {out}"));
+    assert!(
+        row.contains("completed") && row.contains("4/4") && row.contains(" 400 "),
+        "{row}"
+    );
+
+    let (code, out, err) = sluice_without_database(&p, &["status", "never-imported"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("the saver has no record of import never-imported (yet)"),
+        "{out}{err}"
+    );
+
+    let listed = nats_json(&url, &["micro", "ls", "--json"]).await;
+    assert!(names(&listed, "sluice"), "{listed}");
+    let info = nats_json(&url, &["micro", "info", "sluice", "--json"]).await;
+    let text = info.to_string();
+    for subject in ["sluice.api.imports", "sluice.api.import"] {
+        assert!(
+            text.contains(&format!("\"{subject}\"")),
+            "{subject}: {info}"
+        );
+    }
+    let stats = nats_json(&url, &["micro", "stats", "sluice", "--json"]).await;
+    let mut requests = 0;
+    let mut errors = 0;
+    fn sum(value: &Value, key: &str, total: &mut i64) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k == key, v.as_i64()) {
+                        (true, Some(n)) => *total += n,
+                        _ => sum(v, key, total),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| sum(v, key, total)),
+            _ => {}
+        }
+    }
+    sum(&stats, "num_requests", &mut requests);
+    sum(&stats, "num_errors", &mut errors);
+    assert_eq!((requests, errors), (3, 1), "{stats}");
+
+    // The API stops with the saver, which exits cleanly.
+    let stopped = p.service("saver").terminate(Duration::from_secs(30)).await;
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    let (code, out, err) = sluice_without_database(&p, &["status"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("no saver answers sluice's service API (sluice.api.imports)"),
+        "{out}{err}"
+    );
+    p.service("saver").restart().unwrap();
+    p.stop().await;
+}

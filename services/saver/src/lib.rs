@@ -3,6 +3,7 @@
 
 #![deny(clippy::let_underscore_must_use)]
 
+pub mod api;
 mod completion;
 pub mod reports;
 mod rows;
@@ -273,6 +274,34 @@ pub struct Writer {
 /// How many batches go straight to [`INSERT`] after one met keys held.
 pub(crate) const SKIP_NEW_AFTER_HELD: u32 = 32;
 
+/// The batch as both inserts take it: its rows (`$1`-`$4`, `$9`) and its
+/// messages (`$5`-`$8`, `$10`, and `$11` the rows each gives the insert).
+macro_rules! batch_inputs {
+    () => {
+        "
+    WITH input AS (
+        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $9::int8[])
+            AS t(account_id, id, amount, chunk, position)
+    ),
+    chunks AS (
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[],
+                             $11::int8[])
+            AS c(import_id, chunk_key, account_key, chunk, rows, winners)
+    )"
+    };
+}
+
+/// The rows' insert, in key order so concurrent writers lock alike.
+macro_rules! insert_rows {
+    () => {
+        "
+        INSERT INTO transactions AS t (account_id, id, amount, import_id, position)
+        SELECT i.account_id, i.id, i.amount::numeric, c.import_id, i.position
+        FROM input i JOIN chunks c USING (chunk)
+        ORDER BY i.account_id, i.id"
+    };
+}
+
 /// One statement, so one round trip and one atomic transaction: every row
 /// of the batch, and a record of every message of it with the rows it
 /// actually inserted, the conflicts and the clashes it met. Existing keys
@@ -281,31 +310,22 @@ pub(crate) const SKIP_NEW_AFTER_HELD: u32 = 32;
 /// PostgreSQL, so they stay exact. Nothing here touches a row shared by all
 /// writers of an import.
 ///
-/// Each key comes once (see [`plan`]); `$11`-`$15` are the rows of the
+/// Each key comes once (see [`plan`]); `$12`-`$16` are the rows of the
 /// batch that another row of the batch displaced. A row displaced within
 /// its own import is a conflict; a row that another import saved already
 /// with another amount is a clash: that import's row stays, and both are
 /// counted per message. The rows naming them are kept up to
 /// [`RECORDED_PER_IMPORT`] per import.
-const INSERT: &str = "
-    WITH input AS (
-        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $9::int8[])
-            AS t(account_id, id, amount, chunk, position)
-    ),
-    chunks AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[],
-                             $17::int8[])
-            AS c(import_id, chunk_key, account_key, chunk, rows, winners)
-    ),
+const INSERT: &str = concat!(
+    batch_inputs!(),
+    ",
     beaten AS (
-        SELECT * FROM unnest($11::int4[], $12::int8[], $13::int8[], $14::int8[], $15::text[])
+        SELECT * FROM unnest($12::int4[], $13::int8[], $14::int8[], $15::int8[], $16::text[])
             AS d(chunk, account_id, id, position, amount)
     ),
-    saved AS (
-        INSERT INTO transactions AS t (account_id, id, amount, import_id, position)
-        SELECT i.account_id, i.id, i.amount::numeric, c.import_id, i.position
-        FROM input i JOIN chunks c USING (chunk)
-        ORDER BY i.account_id, i.id
+    saved AS (",
+    insert_rows!(),
+    "
         -- Another import's row keeps its first amount; one with another
         -- amount is touched only to be returned as a clash. Within one
         -- import the earlier position wins, so the outcome does not depend
@@ -370,10 +390,10 @@ const INSERT: &str = "
     -- never per row: a batch of one key repeated holds thousands).
     room AS (
         SELECT i.import_id,
-               $16 - (SELECT count(*) FROM (SELECT FROM import_conflicts r
-                                            WHERE r.import_id = i.import_id LIMIT $16) n) AS conflicts,
-               $16 - (SELECT count(*) FROM (SELECT FROM import_clashes r
-                                            WHERE r.import_id = i.import_id LIMIT $16) n) AS clashes
+               $17 - (SELECT count(*) FROM (SELECT FROM import_conflicts r
+                                            WHERE r.import_id = i.import_id LIMIT $17) n) AS conflicts,
+               $17 - (SELECT count(*) FROM (SELECT FROM import_clashes r
+                                            WHERE r.import_id = i.import_id LIMIT $17) n) AS clashes
         FROM (SELECT DISTINCT import_id FROM chunks) i
     ),
     recorded_conflicts AS (
@@ -411,7 +431,8 @@ const INSERT: &str = "
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
         state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
         conflicts = excluded.conflicts, clashes = excluded.clashes
-        WHERE k.state = 'failed'";
+        WHERE k.state = 'failed'"
+);
 
 /// [`INSERT`] for the common batch: keys new to the table, none repeated
 /// in the batch. A plain insert skips what `ON CONFLICT` costs per row (a
@@ -421,22 +442,12 @@ const INSERT: &str = "
 /// violation, nothing written), and the batch goes through [`INSERT`]:
 /// replays and clashing imports pay one failed attempt, stopped at the
 /// first key held, since the rows go in key order.
-const INSERT_NEW: &str = "
-    WITH input AS (
-        SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $9::int8[])
-            AS t(account_id, id, amount, chunk, position)
-    ),
-    chunks AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $10::int8[],
-                             $11::int8[])
-            AS c(import_id, chunk_key, account_key, chunk, rows, winners)
-    ),
-    saved AS (
-        INSERT INTO transactions (account_id, id, amount, import_id, position)
-        SELECT i.account_id, i.id, i.amount::numeric, c.import_id, i.position
-        FROM input i JOIN chunks c USING (chunk)
-        ORDER BY i.account_id, i.id
-    )
+const INSERT_NEW: &str = concat!(
+    batch_inputs!(),
+    ",
+    saved AS (",
+    insert_rows!(),
+    ")
     INSERT INTO import_chunks AS k
         (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
     SELECT c.import_id, c.chunk_key, c.account_key, 'saved', c.rows, c.winners, 0, 0
@@ -445,7 +456,8 @@ const INSERT_NEW: &str = "
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
         state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
         conflicts = 0, clashes = 0
-        WHERE k.state = 'failed'";
+        WHERE k.state = 'failed'"
+);
 
 /// How many conflicts, and how many clashes, are recorded row by row per
 /// import by each writer (writers check on their own); all are counted.
@@ -698,13 +710,13 @@ impl Writer {
                     &messages.numbers,
                     &positions,
                     &messages.rows,
+                    &winners,
                     &b_chunk_of,
                     &b_account_ids,
                     &b_ids,
                     &b_positions,
                     &b_amounts,
                     &RECORDED_PER_IMPORT,
-                    &winners,
                 ],
             )
             .await

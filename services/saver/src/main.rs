@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
             let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
             let wakeups = Wakeups::default();
+            let stop_api = stop.clone();
             let announcer = announce_completions(
                 database.clone(),
                 tracker.jetstream(),
@@ -71,10 +72,17 @@ fn main() -> ExitCode {
                 saver.jetstream(),
                 saver.namespace(),
             );
+            let api = sluice_saver::api::serve(
+                saver.jetstream().client(),
+                saver.namespace().clone(),
+                database.clone(),
+                stop_api,
+            );
             tokio::try_join!(
                 saver.run_sink(writer, options),
                 tracker.run_sink(Tracker::new(database, wakeups), options),
                 announcer,
+                api,
             )?;
             Ok(())
         },

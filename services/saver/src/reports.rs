@@ -2,37 +2,9 @@
 //! (`sluice status`, `sluice import --wait`): the queries beside the
 //! tables they read, so a schema change and its readers move together.
 
-use serde::Serialize;
 use tokio_postgres::Client;
 
-/// One import's progress.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImportRow {
-    pub id: String,
-    pub url: Option<String>,
-    pub status: String,
-    /// `None` until the whole accounts CSV was read.
-    pub accounts_listed: Option<i64>,
-    pub accounts_settled: i64,
-    pub accounts_failed: i64,
-    pub transactions_saved: i64,
-    pub rows_rejected: i64,
-    pub dead_letters: i64,
-    /// Later occurrences of an `(account, id)` the import already had.
-    pub conflicts: i64,
-    /// Rows another import had saved with another amount (that one kept).
-    pub clashes: i64,
-    /// RFC 3339, UTC: `2026-12-03T07:43:07Z`.
-    pub started_at: Option<String>,
-    /// RFC 3339, UTC; `None` while running.
-    pub finished_at: Option<String>,
-    /// The spec an import run with one reads its files with (`name@revision`).
-    pub spec: Option<String>,
-    /// Rows of another import's this one overwrote (`update`).
-    pub updated: i64,
-    /// Rows the `error` policy refused.
-    pub refused: i64,
-}
+pub use sluice_messages::api::{Clash, Conflict, ImportRow, RowReport};
 
 /// Rows saved are counted live from the saver's records, so a replay after
 /// completion shows too. Times are RFC 3339 in UTC, to the second
@@ -69,22 +41,6 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
     }
 }
 
-/// A row of an import run with a spec that its table's conflict policy
-/// reported: a conflict, a clash, an update of another import's row, or a
-/// refusal.
-#[derive(Debug, Clone, Serialize)]
-pub struct RowReport {
-    pub table: String,
-    /// `conflict`, `clash`, `updated` or `refused`.
-    pub kind: String,
-    /// The file (redacted) and the row's line in it.
-    pub url: Option<String>,
-    pub line: i64,
-    /// The key, as `(column, …) = (value, …)`, with where the other row of
-    /// a pair within the import is.
-    pub key: String,
-}
-
 /// The first `limit` rows reported for import `id`, by table, file and line.
 pub async fn row_reports(
     db: &Client,
@@ -110,22 +66,6 @@ pub async fn row_reports(
             key: r.get(4),
         })
         .collect())
-}
-
-/// A row an import listed again: the first in file order was kept.
-#[derive(Debug, Clone, Serialize)]
-pub struct Conflict {
-    pub account_id: i64,
-    pub id: i64,
-    /// The row ignored: its transactions CSV and line, and the account's
-    /// line in the accounts CSV.
-    pub url: Option<String>,
-    pub line: i64,
-    pub account_line: i64,
-    /// The row kept, likewise.
-    pub kept_url: Option<String>,
-    pub kept_line: i64,
-    pub kept_account_line: i64,
 }
 
 /// The first `limit` conflicts of import `id`, in file order.
@@ -162,24 +102,6 @@ pub async fn conflicts(
             kept_account_line: r.get(7),
         })
         .collect())
-}
-
-/// A row the import gave another amount than the one another import had
-/// saved: that one was kept.
-#[derive(Debug, Clone, Serialize)]
-pub struct Clash {
-    pub account_id: i64,
-    pub id: i64,
-    /// Where this import lists it, and the amount it gives.
-    pub url: Option<String>,
-    pub line: i64,
-    pub account_line: i64,
-    pub amount: String,
-    /// The row kept: its import, amount, and where that import listed it.
-    pub kept_import_id: String,
-    pub kept_amount: String,
-    pub kept_url: Option<String>,
-    pub kept_line: Option<i64>,
 }
 
 /// The first `limit` clashes of import `id`, in file order.

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod amount;
+pub mod api;
 mod invalid;
 mod names;
 mod redact;

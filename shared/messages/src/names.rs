@@ -165,6 +165,12 @@ impl Namespace {
         self.subject(&format!("import-events.{id}"))
     }
 
+    /// Where the service API's `endpoint` is asked
+    /// (`sluice.api.<endpoint>`).
+    pub fn api(&self, endpoint: crate::api::Endpoint) -> String {
+        self.subject(&endpoint.base_subject())
+    }
+
     /// Where import requests are published.
     pub fn imports(&self) -> String {
         self.subject("imports")

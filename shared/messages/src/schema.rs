@@ -59,14 +59,7 @@ pub struct MessageKind {
 impl MessageKind {
     /// The schema of the body, as committed under `schema/`.
     pub fn body_schema(&self) -> Value {
-        let mut schema = (self.body)();
-        schema.insert(
-            "$id".into(),
-            format!("urn:sluice:v{CONTRACT_VERSION}:{}", self.name).into(),
-        );
-        let mut value = schema.to_value();
-        constrain_import_ids(&mut value);
-        value
+        committed(self.name, self.body)
     }
 }
 
@@ -220,18 +213,92 @@ pub fn catalog() -> Vec<MessageKind> {
     ]
 }
 
-/// The files under `schema/`: one body schema per message kind, and the
-/// catalog (`messages.json`) that places them.
+/// One endpoint of the service API (`crate::api`): where it is asked,
+/// and the schemas of its request and reply.
+#[derive(Debug, Serialize)]
+pub struct EndpointKind {
+    /// As `nats micro info` shows it.
+    pub name: &'static str,
+    /// Without namespace (a namespace prefixes it: `<ns>.sluice.api.…`).
+    pub subject: String,
+    /// Its request's schema file under `schema/`.
+    pub request: String,
+    /// Its reply's schema file under `schema/`.
+    pub reply: String,
+    /// What it answers, in words.
+    pub note: &'static str,
+    #[serde(skip)]
+    bodies: [fn() -> Schema; 2],
+}
+
+/// Every endpoint of the service API.
+pub fn service_catalog() -> Vec<EndpointKind> {
+    use crate::api::{Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest};
+    let endpoint = |e: Endpoint, note, bodies| EndpointKind {
+        name: e.name(),
+        subject: e.base_subject(),
+        request: format!("api-{}-request.schema.json", e.name()),
+        reply: format!("api-{}-reply.schema.json", e.name()),
+        note,
+        bodies,
+    };
+    vec![
+        endpoint(
+            Endpoint::Imports,
+            "The most recent imports, newest first; an empty body asks for 10.",
+            [schema_of::<ImportsRequest>, schema_of::<ImportsReply>],
+        ),
+        endpoint(
+            Endpoint::Import,
+            "One import, with the first 20 of its conflicts, clashes and reported rows; \
+             error 404 while nothing of it is recorded.",
+            [schema_of::<ImportRequest>, schema_of::<ImportReply>],
+        ),
+    ]
+}
+
+/// A schema with its `$id`, as committed under `schema/`.
+fn committed(name: &str, schema: fn() -> Schema) -> Value {
+    let mut schema = schema();
+    schema.insert(
+        "$id".into(),
+        format!("urn:sluice:v{CONTRACT_VERSION}:{name}").into(),
+    );
+    let mut value = schema.to_value();
+    constrain_import_ids(&mut value);
+    value
+}
+
+/// The files under `schema/`: one body schema per message kind and per
+/// service request and reply, and the catalog (`messages.json`) that
+/// places them.
 pub fn files() -> Vec<(String, String)> {
     let catalog = catalog();
     let mut files: Vec<(String, String)> = catalog
         .iter()
         .map(|kind| (kind.schema.clone(), pretty(&kind.body_schema())))
         .collect();
+    let service = service_catalog();
+    for endpoint in &service {
+        for (file, body) in [&endpoint.request, &endpoint.reply]
+            .into_iter()
+            .zip(endpoint.bodies)
+        {
+            let name = file.trim_end_matches(".schema.json");
+            files.push((file.clone(), pretty(&committed(name, body))));
+        }
+    }
     let index = serde_json::json!({
         "contract_version": CONTRACT_VERSION,
         "key_rule": KEY_RULE,
         "messages": catalog,
+        "service": {
+            "name": crate::api::SERVICE,
+            "framework": "NATS services (ADR-32): `nats micro ls`, `info`, `stats`; errors in the \
+                          `Nats-Service-Error` and `Nats-Service-Error-Code` headers (400 bad \
+                          request, 404 no such import, 503 tracking tables unreadable)",
+            "endpoints": service,
+        },
     });
     files.push(("messages.json".into(), pretty(&index)));
     files

@@ -1,0 +1,197 @@
+//! The service API (`sluice_messages::api`): the saver owns the tracking
+//! tables, so it answers what they say, over NATS, to `sluice status` and
+//! any other client. Every replica answers in one queue group, so a
+//! request goes to one of them.
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use sluice_messages::{
+    api::{code, Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest, SERVICE},
+    Namespace,
+};
+use sluice_stage::StageError;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::{reports, Database};
+
+/// Answers the service's requests until `stop`. An API that cannot start
+/// is logged and left: the saver's work does not depend on it.
+pub async fn serve(
+    client: async_nats::Client,
+    ns: Namespace,
+    database: Database,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
+    if let Err(e) = answer_until(client, &ns, database, &stop).await {
+        tracing::error!(error = %e, "not answering sluice's service API; `sluice status` needs DATABASE_URL meanwhile");
+        stop.cancelled().await;
+    }
+    Ok(())
+}
+
+async fn answer_until(
+    client: async_nats::Client,
+    ns: &Namespace,
+    database: Database,
+    stop: &CancellationToken,
+) -> Result<(), StageError> {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("namespace".to_owned(), ns.name().unwrap_or("").to_owned());
+    let service = client
+        .service_builder()
+        .description(
+            "sluice: imports, their progress and what they reported (answered by the saver)",
+        )
+        .metadata(metadata)
+        .start(SERVICE, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| StageError::outage(format!("cannot start the service API: {e}")))?;
+    let endpoint = |e: Endpoint| service.endpoint_builder().name(e.name()).add(ns.api(e));
+    let mut imports = endpoint(Endpoint::Imports).await.map_err(|e| {
+        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Imports)))
+    })?;
+    let mut import = endpoint(Endpoint::Import).await.map_err(|e| {
+        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Import)))
+    })?;
+    tracing::info!(service = SERVICE, subjects = %ns.api(Endpoint::Imports).replace(".imports", ".*"), "answering the service API");
+    let mut answerer = Answerer {
+        database,
+        client: None,
+    };
+    loop {
+        let (request, endpoint) = tokio::select! {
+            Some(r) = imports.next() => (r, Endpoint::Imports),
+            Some(r) = import.next() => (r, Endpoint::Import),
+            _ = stop.cancelled() => break,
+            else => break,
+        };
+        let answer = answerer.answer(endpoint, &request.message.payload).await;
+        if let Err(e) = request.respond(answer).await {
+            tracing::debug!(error = %e, "could not answer a service request");
+        }
+    }
+    if let Err(e) = service.stop().await {
+        tracing::debug!(error = %e, "could not stop the service API cleanly");
+    }
+    Ok(())
+}
+
+/// One database session for the answers, opened when first needed and
+/// again after a failure.
+struct Answerer {
+    database: Database,
+    client: Option<Client>,
+}
+
+type Answer = Result<Bytes, service::error::Error>;
+
+impl Answerer {
+    async fn answer(&mut self, endpoint: Endpoint, body: &[u8]) -> Answer {
+        let answer = match endpoint {
+            Endpoint::Imports if blank(body) => self.imports(ImportsRequest::default()).await,
+            Endpoint::Imports => self.imports(parse::<ImportsRequest>(body)?).await,
+            Endpoint::Import => self.import(parse::<ImportRequest>(body)?).await,
+        };
+        if answer.as_ref().is_err_and(|e| e.code == code::UNAVAILABLE) {
+            self.client = None;
+        }
+        answer
+    }
+
+    async fn client(&mut self) -> Result<&Client, service::error::Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let client = self
+                .database
+                .connect()
+                .await
+                .map_err(|e| unavailable(&e.to_string()))?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("connected"))
+    }
+
+    async fn imports(&mut self, request: ImportsRequest) -> Answer {
+        let limit = request.limit.unwrap_or(ImportsRequest::DEFAULT_LIMIT);
+        if !(1..=ImportsRequest::MAX_LIMIT).contains(&limit) {
+            return Err(error(
+                code::BAD_REQUEST,
+                format!("limit must be 1 to {}", ImportsRequest::MAX_LIMIT),
+            ));
+        }
+        let db = self.client().await?;
+        let imports = reports::recent(db, limit.into())
+            .await
+            .map_err(|e| read_failed(&e))?;
+        reply(&ImportsReply { imports })
+    }
+
+    async fn import(&mut self, request: ImportRequest) -> Answer {
+        let id = request.id;
+        sluice_messages::validate_import_id(&id)
+            .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
+        let db = self.client().await?;
+        let Some(import) = reports::one(db, &id).await.map_err(|e| read_failed(&e))? else {
+            return Err(error(
+                code::NOT_FOUND,
+                format!("no record of import {id} (yet)"),
+            ));
+        };
+        let shown = ImportReply::SHOWN;
+        let read = async {
+            let conflicts = match import.spec.is_none() && import.conflicts > 0 {
+                true => reports::conflicts(db, &id, shown).await?,
+                false => Vec::new(),
+            };
+            let clashes = match import.spec.is_none() && import.clashes > 0 {
+                true => reports::clashes(db, &id, shown).await?,
+                false => Vec::new(),
+            };
+            let reported = import.conflicts + import.clashes + import.updated + import.refused;
+            let reports = match import.spec.is_some() && reported > 0 {
+                true => reports::row_reports(db, &id, shown).await?,
+                false => Vec::new(),
+            };
+            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports))
+        };
+        let (conflicts, clashes, reports) = read.await.map_err(|e| read_failed(&e))?;
+        reply(&ImportReply {
+            import,
+            conflicts,
+            clashes,
+            reports,
+        })
+    }
+}
+
+fn blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, service::error::Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(code::BAD_REQUEST, format!("not a valid request: {e}")))
+}
+
+fn reply<T: Serialize>(body: &T) -> Answer {
+    Ok(serde_json::to_vec(body).expect("replies encode").into())
+}
+
+fn error(code: usize, status: String) -> service::error::Error {
+    // The status travels in a header: one line.
+    let status = status.replace(['\r', '\n'], " ");
+    service::error::Error { status, code }
+}
+
+fn unavailable(why: &str) -> service::error::Error {
+    error(
+        code::UNAVAILABLE,
+        format!("the tracking tables cannot be read now: {why}"),
+    )
+}
+
+fn read_failed(e: &tokio_postgres::Error) -> service::error::Error {
+    unavailable(&sluice_stage::error_chain(e))
+}
