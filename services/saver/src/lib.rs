@@ -663,30 +663,27 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
 
 impl Writer {
     async fn insert(&mut self, plan: &Plan<'_>, messages: &Messages<'_>) -> Result<(), StageError> {
+        use tokio_postgres::types::ToSql;
         let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
         let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
         let winners = winners_per_message(plan, messages.numbers.len());
+        // `$1`-`$11` of both statements (`batch_inputs!`), then the full
+        // one's `$12`-`$17`.
+        let batch: [&(dyn ToSql + Sync); 11] = [
+            &account_ids,
+            &ids,
+            &amounts,
+            &chunk_of,
+            &messages.import_ids,
+            &messages.chunk_keys,
+            &messages.account_keys,
+            &messages.numbers,
+            &positions,
+            &messages.rows,
+            &winners,
+        ];
         if plan.beaten.is_empty() && self.skip_new == 0 {
-            let new_keys = self
-                .client
-                .execute(
-                    &self.insert_new,
-                    &[
-                        &account_ids,
-                        &ids,
-                        &amounts,
-                        &chunk_of,
-                        &messages.import_ids,
-                        &messages.chunk_keys,
-                        &messages.account_keys,
-                        &messages.numbers,
-                        &positions,
-                        &messages.rows,
-                        &winners,
-                    ],
-                )
-                .await;
-            match new_keys {
+            match self.client.execute(&self.insert_new, &batch).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                     self.skip_new = SKIP_NEW_AFTER_HELD;
@@ -696,29 +693,17 @@ impl Writer {
         } else {
             self.skip_new = self.skip_new.saturating_sub(1);
         }
+        let beaten: [&(dyn ToSql + Sync); 6] = [
+            &b_chunk_of,
+            &b_account_ids,
+            &b_ids,
+            &b_positions,
+            &b_amounts,
+            &RECORDED_PER_IMPORT,
+        ];
+        let all: Vec<&(dyn ToSql + Sync)> = batch.iter().chain(&beaten).copied().collect();
         self.client
-            .execute(
-                &self.insert,
-                &[
-                    &account_ids,
-                    &ids,
-                    &amounts,
-                    &chunk_of,
-                    &messages.import_ids,
-                    &messages.chunk_keys,
-                    &messages.account_keys,
-                    &messages.numbers,
-                    &positions,
-                    &messages.rows,
-                    &winners,
-                    &b_chunk_of,
-                    &b_account_ids,
-                    &b_ids,
-                    &b_positions,
-                    &b_amounts,
-                    &RECORDED_PER_IMPORT,
-                ],
-            )
+            .execute(&self.insert, &all)
             .await
             .map_err(|e| db_error("insert", &e))?;
         Ok(())
