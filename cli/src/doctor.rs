@@ -15,7 +15,7 @@ use sluice_stage::{
 };
 
 use crate::explain::{self, Problem};
-use crate::imports::DatabaseArgs;
+use crate::imports::{DatabaseArgs, OptionalDatabaseArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {
@@ -24,7 +24,7 @@ pub struct DoctorArgs {
     #[command(flatten)]
     consumer: ConsumerArgs,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: OptionalDatabaseArgs,
     #[command(flatten)]
     download: DownloadArgs,
     /// JSON for scripts: one object per check.
@@ -97,7 +97,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
         checks: Vec::new(),
     };
     check_nats(&args, &mut report).await;
-    check_database(&args, &mut report).await;
+    // Without a database setting, the saver's answer (above) is what
+    // there is to check of it.
+    if let Some(database) = args.database.get() {
+        check_database(&database, &mut report).await;
+    }
     // The fetcher's guard runs with the fetcher's environment, which this
     // command cannot see: say which settings were read.
     report.push(Check::pass(
@@ -220,7 +224,30 @@ async fn check_nats(args: &DoctorArgs, checks: &mut Report) {
             Err(late) => return checks.push(late),
         }
     }
+    checks.push(check_api(&client, &nats.namespace).await);
     let _ = tokio::time::timeout(CHECK_DEADLINE, client.flush()).await;
+}
+
+/// Whether a saver answers sluice's service API, which `status` and
+/// `import --wait` ask when no database is set.
+async fn check_api(client: &async_nats::Client, ns: &sluice_messages::Namespace) -> Check {
+    use sluice_messages::api::{Endpoint, ImportsReply, ImportsRequest, SERVICE};
+    let subject = ns.api(Endpoint::Imports);
+    let label = format!("service API {SERVICE} ({subject})");
+    let request = ImportsRequest { limit: Some(1) };
+    match crate::api::ask::<ImportsReply>(client, subject, &request, None).await {
+        Ok(reply) => Check::pass(
+            label,
+            match reply.imports.first() {
+                Some(last) => format!(
+                    "a saver answers; the latest import is {} ({})",
+                    last.id, last.status
+                ),
+                None => "a saver answers; no import recorded yet".to_owned(),
+            },
+        ),
+        Err(problem) => Check::fail(label, problem),
+    }
 }
 
 async fn check_stream(nats: &NatsArgs, js: &jetstream::Context, which: Stream) -> Check {
@@ -372,10 +399,10 @@ fn consumer_drift(want: &pull::Config, have: &jetstream::consumer::Config) -> Ve
         .0
 }
 
-async fn check_database(args: &DoctorArgs, checks: &mut Report) {
-    let url = &args.database.database_url;
+async fn check_database(database: &DatabaseArgs, checks: &mut Report) {
+    let url = &database.database_url;
     let connected = tokio::time::timeout(CHECK_DEADLINE, async {
-        let db = args.database.connect().await?;
+        let db = database.connect().await?;
         let version = db
             .query_one("SHOW server_version", &[])
             .await

@@ -13,7 +13,7 @@ use sluice_stage::{
     ConsumerArgs, NatsArgs,
 };
 
-use crate::imports::{self, group, DatabaseArgs};
+use crate::imports::{self, group, DatabaseArgs, OptionalDatabaseArgs};
 use crate::progress::{Progress, Total, Watch};
 
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: OptionalDatabaseArgs,
     /// How the consumers are declared if the topology does not exist yet.
     #[command(flatten)]
     consumer: ConsumerArgs,
@@ -68,8 +68,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         // Following an import reads the saver's tables: refuse a schema a
         // newer release wrote before publishing anything. A database that
         // is not reachable yet is waited for, as the import itself is.
-        if let Ok(db) = args.database.connect().await {
-            imports::readable(&db).await?;
+        if let Some(database) = args.database.get() {
+            if let Ok(db) = database.connect().await {
+                imports::readable(&db).await?;
+            }
         }
     }
     let (client, js) = crate::explain::connect_nats(&args.nats, "sluice-import").await?;
@@ -169,7 +171,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     let (stop_progress, stopped) = tokio::sync::oneshot::channel();
     let mut progress = tokio::spawn(show_progress(
-        args.database.clone(),
+        args.database.get(),
+        client.clone(),
         js.clone(),
         args.nats.namespace.clone(),
         id.clone(),
@@ -338,7 +341,8 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
 /// person must fix: a stage with work and nobody pulling it, a stream or
 /// consumer that does not exist.
 async fn show_progress(
-    database: DatabaseArgs,
+    database: Option<DatabaseArgs>,
+    client: async_nats::Client,
     js: async_nats::jetstream::Context,
     ns: sluice_messages::Namespace,
     id: String,
@@ -358,24 +362,29 @@ async fn show_progress(
             }
         }
         let health = watch.check(&js, &ns, &progress).await;
-        // PostgreSQL restarted: connect again.
-        if db.as_ref().is_some_and(tokio_postgres::Client::is_closed) {
-            db = None;
-        }
-        if db.is_none() {
-            db = tokio::time::timeout(Duration::from_secs(2), database.connect())
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let recorded = match &db {
-            Some(client) => {
-                tokio::time::timeout(Duration::from_secs(2), recorded(client, &id, &database))
-                    .await
-                    .ok()
-                    .flatten()
+        let recorded = match &database {
+            Some(database) => {
+                // PostgreSQL restarted: connect again.
+                if db.as_ref().is_some_and(tokio_postgres::Client::is_closed) {
+                    db = None;
+                }
+                if db.is_none() {
+                    db = tokio::time::timeout(Duration::from_secs(2), database.connect())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                match &db {
+                    Some(db) => {
+                        tokio::time::timeout(Duration::from_secs(2), recorded(db, &id, database))
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    None => None,
+                }
             }
-            None => None,
+            None => asked(&client, &ns, &id).await,
         };
         let note = health.note();
         match recorded {
@@ -405,6 +414,20 @@ async fn show_progress(
             ),
         }
     }
+}
+
+/// [`recorded`], asked of the saver over NATS.
+async fn asked(
+    client: &async_nats::Client,
+    ns: &sluice_messages::Namespace,
+    id: &str,
+) -> Option<(imports::ImportRow, u64)> {
+    use sluice_messages::api::{Endpoint, ImportReply, ImportRequest};
+    let request = ImportRequest { id: id.to_owned() };
+    let reply: ImportReply = crate::api::ask(client, ns.api(Endpoint::Import), &request, Some(id))
+        .await
+        .ok()?;
+    Some((reply.import, reply.transactions_announced.max(0) as u64))
 }
 
 /// The saver's row of import `id` and the rows its fetched accounts

@@ -17,6 +17,27 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+/// The saver's database for the commands that can do without it: set,
+/// they read its tables directly; unset, they ask the saver over NATS
+/// (sluice's service API, `crate::api`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct OptionalDatabaseArgs {
+    /// The saver's database, to read its tables directly. Unset, the saver
+    /// is asked over NATS (sluice's service API), so NATS credentials are
+    /// all this command needs.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl OptionalDatabaseArgs {
+    /// The database when one is set.
+    pub fn get(&self) -> Option<DatabaseArgs> {
+        self.database_url
+            .clone()
+            .map(|database_url| DatabaseArgs { database_url })
+    }
+}
+
 impl DatabaseArgs {
     pub async fn connect(&self) -> Result<Client, crate::explain::Problem> {
         self.database()?.connect().await.map_err(|e| {

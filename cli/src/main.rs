@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 
+mod api;
 mod dead_letters;
 #[cfg(feature = "demo")]
 mod demo;

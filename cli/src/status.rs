@@ -8,18 +8,16 @@ use serde::Serialize;
 use sluice_messages::Stream;
 use sluice_stage::{topology, NatsArgs};
 
+use crate::api::ask;
 use crate::explain::{self, Problem};
-use crate::imports::{self, group, DatabaseArgs, ImportRow};
+use crate::imports::{self, group, DatabaseArgs, ImportRow, OptionalDatabaseArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
     nats: NatsArgs,
-    /// The saver's database, to read its tables directly. Unset, the saver
-    /// is asked over NATS (sluice's service API), so NATS credentials are
-    /// all this command needs.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: OptionalDatabaseArgs,
     /// One import's progress (default: the 10 most recent).
     id: Option<String>,
     /// JSON for scripts.
@@ -72,7 +70,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok(consumers) => status.consumers = consumers,
         Err(problem) => status.problems.push(format!("consumers: {problem}")),
     }
-    match &args.database_url {
+    match args.database.get() {
         None => match from_api(&args).await {
             Ok(read) => {
                 status.imports = read.imports;
@@ -82,12 +80,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             }
             Err(problem) => status.problems.push(format!("imports: {problem}")),
         },
-        Some(url) => {
-            let database = DatabaseArgs {
-                database_url: url.clone(),
-            };
-            from_database(&args, &database, &mut status).await
-        }
+        Some(database) => from_database(&args, &database, &mut status).await,
     }
     if args.json {
         outln!(
@@ -203,59 +196,6 @@ struct FromApi {
     conflicts: Vec<imports::Conflict>,
     clashes: Vec<imports::Clash>,
     reports: Vec<sluice_saver::reports::RowReport>,
-}
-
-/// How long the saver has to answer.
-const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One request to the service API, its errors in words.
-async fn ask<R: serde::de::DeserializeOwned>(
-    client: &async_nats::Client,
-    subject: String,
-    body: &impl Serialize,
-    import: Option<&str>,
-) -> Result<R, Problem> {
-    use async_nats::RequestErrorKind;
-    let request = async_nats::Request::new()
-        .payload(serde_json::to_vec(body).expect("requests encode").into())
-        .timeout(Some(API_TIMEOUT));
-    let answer = client
-        .send_request(subject.clone(), request)
-        .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => Problem::new(format!(
-                "no saver answers sluice's service API ({subject})"
-            ))
-            .fix("start the saver (it answers `sluice status`), or set DATABASE_URL to read its tables directly"),
-            RequestErrorKind::TimedOut => Problem::new(format!(
-                "the saver did not answer {subject} within {} s",
-                API_TIMEOUT.as_secs()
-            )),
-            _ => Problem::new(format!("cannot ask the saver ({subject}): {e}")),
-        })?;
-    let header = |name: &str| {
-        answer
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    if let Some(code) = header("Nats-Service-Error-Code") {
-        let status = header("Nats-Service-Error").unwrap_or_default();
-        return Err(match (code.as_str(), import) {
-            ("404", Some(id)) => {
-                Problem::new(format!("the saver has no record of import {id} (yet)"))
-            }
-            _ => Problem::new(format!(
-                "the saver answered {subject} with error {code}: {status}"
-            )),
-        });
-    }
-    serde_json::from_slice(&answer.payload).map_err(|e| {
-        Problem::new(format!(
-            "the saver's answer on {subject} is not one this release reads: {e}"
-        ))
-    })
 }
 
 async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {

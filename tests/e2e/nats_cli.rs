@@ -339,6 +339,30 @@ async fn status_asks_the_saver_over_the_service_api_without_database_settings() 
     sum(&stats, "num_errors", &mut errors);
     assert_eq!((requests, errors), (3, 1), "{stats}");
 
+    // `import --wait` follows an import through the API too, and `doctor`
+    // checks the API instead of a database it was not given.
+    let more = Dataset::generate_from(5_000, "/more", 3, 300, 6);
+    p.server.add_dataset(&more);
+    let (code, out, err) = sluice_without_database(
+        &p,
+        &["import", &p.server.url("/more/accounts.csv"), "--wait"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(" completed: 3 accounts (0 failed), 300 transactions saved, 0 rows rejected, 0 dead letters"),
+        "{out}{err}"
+    );
+    let (code, out, err) = sluice_without_database(&p, &["doctor"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with(
+            "✓ service API sluice (sluice.api.imports): a saver answers; the latest import is "
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("PostgreSQL"), "{out}");
+
     // The API stops with the saver, which exits cleanly.
     let stopped = p.service("saver").terminate(Duration::from_secs(30)).await;
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");

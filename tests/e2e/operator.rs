@@ -170,8 +170,9 @@ async fn doctor_passes_a_healthy_pipeline_and_names_a_missing_service() {
     let doctor = sluice(&["doctor"], &env).await;
     assert_eq!(doctor.code, Some(0), "{}{}", doctor.stdout, doctor.stderr);
     let lines: Vec<&str> = doctor.stdout.lines().collect();
-    // NATS, JetStream, 5 streams, 4 consumers, PostgreSQL, its TLS, schema, downloads.
-    assert_eq!(lines.len(), 15, "{}", doctor.stdout);
+    // NATS, JetStream, 5 streams, 4 consumers, the service API, PostgreSQL,
+    // its TLS, schema, downloads.
+    assert_eq!(lines.len(), 16, "{}", doctor.stdout);
     // The download guard it shows is its own; the fetcher's is in its log.
     assert!(
         lines.iter().any(|l| l.starts_with(
@@ -195,7 +196,7 @@ async fn doctor_passes_a_healthy_pipeline_and_names_a_missing_service() {
     let json = sluice(&["doctor", "--json"], &env).await;
     assert_eq!(json.code, Some(0));
     let checks: Value = serde_json::from_str(&json.stdout).expect("JSON");
-    assert_eq!(checks.as_array().unwrap().len(), 15);
+    assert_eq!(checks.as_array().unwrap().len(), 16);
     assert!(checks.as_array().unwrap().iter().all(|c| c["ok"] == true));
 
     // Settings other than the ones the topology was made with: drift.
@@ -234,7 +235,7 @@ async fn doctor_passes_a_healthy_pipeline_and_names_a_missing_service() {
         failed[0]
     );
     assert!(doctor.stdout.contains("    fix: start `fetcher`\n"));
-    assert_eq!(doctor.stderr, "sluice: 1 of 15 checks failed\n");
+    assert_eq!(doctor.stderr, "sluice: 1 of 16 checks failed\n");
 }
 
 fn demo_env() -> Vec<(&'static str, String)> {

@@ -154,14 +154,17 @@ impl Answerer {
                 true => reports::row_reports(db, &id, shown).await?,
                 false => Vec::new(),
             };
-            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports))
+            let announced = reports::announced_transactions(db, &id).await?;
+            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports, announced))
         };
-        let (conflicts, clashes, reports) = read.await.map_err(|e| read_failed(&e))?;
+        let (conflicts, clashes, reports, transactions_announced) =
+            read.await.map_err(|e| read_failed(&e))?;
         reply(&ImportReply {
             import,
             conflicts,
             clashes,
             reports,
+            transactions_announced,
         })
     }
 }

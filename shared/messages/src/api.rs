@@ -104,6 +104,10 @@ pub struct ImportReply {
     /// reported.
     #[serde(default)]
     pub reports: Vec<RowReport>,
+    /// Rows the import's fetched accounts announced so far (what `sluice
+    /// import --wait` estimates the total from).
+    #[serde(default)]
+    pub transactions_announced: i64,
 }
 
 impl ImportReply {
