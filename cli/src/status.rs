@@ -53,6 +53,9 @@ struct Status {
     /// conflict policies reported.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     reports: Vec<sluice_saver::reports::RowReport>,
+    /// For one import: the first messages a stage dead-lettered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failures: Vec<sluice_saver::reports::Failure>,
     /// What could not be read, and why: the rest is shown all the same.
     problems: Vec<String>,
 }
@@ -64,6 +67,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         conflicts: Vec::new(),
         clashes: Vec::new(),
         reports: Vec::new(),
+        failures: Vec::new(),
         problems: Vec::new(),
     };
     match consumers(&args).await {
@@ -77,6 +81,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 status.conflicts = read.conflicts;
                 status.clashes = read.clashes;
                 status.reports = read.reports;
+                status.failures = read.failures;
             }
             Err(problem) => status.problems.push(format!("imports: {problem}")),
         },
@@ -147,6 +152,24 @@ async fn from_database(args: &StatusArgs, database: &DatabaseArgs, status: &mut 
                 .push(format!("conflicts and clashes: {problem}")),
         }
     }
+    // For one import: the messages its stages dead-lettered.
+    if let Some(one) = status
+        .imports
+        .first()
+        .filter(|i| args.id.is_some() && i.dead_letters > 0)
+    {
+        let (url, id) = (&database.database_url, one.id.clone());
+        let found = async {
+            let db = database.connect_readable().await?;
+            sluice_saver::reports::failures(&db, &id, sluice_messages::api::ImportReply::SHOWN)
+                .await
+                .map_err(|e| explain::postgres("read import failures", url, &e))
+        };
+        match found.await {
+            Ok(failures) => status.failures = failures,
+            Err(problem) => status.problems.push(format!("failures: {problem}")),
+        }
+    }
 }
 
 /// What the saver says over NATS: the tables read by their owner.
@@ -183,6 +206,7 @@ async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
                 conflicts: reply.conflicts,
                 clashes: reply.clashes,
                 reports: reply.reports,
+                failures: reply.failures,
             }
         }
     };
@@ -196,6 +220,7 @@ struct FromApi {
     conflicts: Vec<imports::Conflict>,
     clashes: Vec<imports::Clash>,
     reports: Vec<sluice_saver::reports::RowReport>,
+    failures: Vec<sluice_saver::reports::Failure>,
 }
 
 async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
@@ -302,6 +327,7 @@ fn print_imports(status: &Status) {
     }
     print_clashes(status);
     print_reports(status);
+    print_failures(status);
     if let (Some(one), false) = (status.imports.first(), status.conflicts.is_empty()) {
         outln!(
             "\n{} row(s) repeated an (account, id) of import {}; the first in file order was kept:",
@@ -330,6 +356,23 @@ fn print_imports(status: &Status) {
                 c.line
             );
         }
+    }
+}
+
+/// The messages of the one import shown that its stages dead-lettered.
+fn print_failures(status: &Status) {
+    let (Some(one), false) = (status.imports.first(), status.failures.is_empty()) else {
+        return;
+    };
+    outln!(
+        "\n{} message(s) of import {} were dead-lettered (the first {} shown; `sluice dead-letters list --import {}` has each whole):",
+        group(one.dead_letters.into()),
+        one.id,
+        status.failures.len(),
+        one.id
+    );
+    for f in &status.failures {
+        outln!("  {} {} {}: {}", f.stage, f.kind, f.key, f.error);
     }
 }
 

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use serde_json::Value;
 use sluice_devkit::{binary_dir, Sandbox};
-use sluice_e2e::{local_setting, Dataset, Pipeline, PrivateNats};
+use sluice_e2e::{local_setting, Dataset, Pipeline, PrivateNats, Route};
 use tokio::{io::AsyncBufReadExt, process::Command};
 
 fn nats_cli() -> PathBuf {
@@ -362,6 +362,48 @@ async fn status_asks_the_saver_over_the_service_api_without_database_settings() 
         "{out}"
     );
     assert!(!out.contains("PostgreSQL"), "{out}");
+
+    // An import's dead-lettered messages, from the saver too.
+    p.server.set(
+        "/broken/accounts.csv",
+        Route::new("accountId,transactionsUrl\n7001,missing.csv\n"),
+    );
+    let (code, out, err) = sluice_without_database(
+        &p,
+        &[
+            "import",
+            &p.server.url("/broken/accounts.csv"),
+            "--id",
+            "broken-1",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let (code, out, err) = sluice_without_database(&p, &["status", "broken-1", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        shown["imports"][0]["status"], "completed_with_errors",
+        "{shown}"
+    );
+    let failures = shown["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{shown}");
+    assert_eq!(failures[0]["stage"], "fetcher", "{shown}");
+    assert_eq!(failures[0]["kind"], "permanent", "{shown}");
+    assert_eq!(failures[0]["key"], "broken-1/2", "{shown}");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("404"),
+        "{shown}"
+    );
+    let (_, out, _) = sluice_without_database(&p, &["status", "broken-1"]).await;
+    assert!(
+        out.contains("1 message(s) of import broken-1 were dead-lettered"),
+        "{out}"
+    );
 
     // The API stops with the saver, which exits cleanly.
     let stopped = p.service("saver").terminate(Duration::from_secs(30)).await;

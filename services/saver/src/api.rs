@@ -154,16 +154,21 @@ impl Answerer {
                 true => reports::row_reports(db, &id, shown).await?,
                 false => Vec::new(),
             };
+            let failures = match import.dead_letters > 0 {
+                true => reports::failures(db, &id, shown).await?,
+                false => Vec::new(),
+            };
             let announced = reports::announced_transactions(db, &id).await?;
-            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports, announced))
+            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports, failures, announced))
         };
-        let (conflicts, clashes, reports, transactions_announced) =
+        let (conflicts, clashes, reports, failures, transactions_announced) =
             read.await.map_err(|e| read_failed(&e))?;
         reply(&ImportReply {
             import,
             conflicts,
             clashes,
             reports,
+            failures,
             transactions_announced,
         })
     }

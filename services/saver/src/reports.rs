@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-pub use sluice_messages::api::{Clash, Conflict, ImportRow, RowReport};
+pub use sluice_messages::api::{Clash, Conflict, Failure, ImportRow, RowReport};
 
 /// Rows saved are counted live from the saver's records, so a replay after
 /// completion shows too. Times are RFC 3339 in UTC, to the second
@@ -165,4 +165,28 @@ pub async fn announced_transactions(db: &Client, id: &str) -> Result<i64, tokio_
     )
     .await
     .map(|r| r.get(0))
+}
+
+/// The first `limit` messages of import `id` a stage dead-lettered, by key.
+pub async fn failures(
+    db: &Client,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<Failure>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT key, stage, kind, error FROM import_failures
+             WHERE import_id = $1 ORDER BY key LIMIT $2",
+            &[&id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Failure {
+            key: r.get(0),
+            stage: r.get(1),
+            kind: r.get(2),
+            error: r.get(3),
+        })
+        .collect())
 }

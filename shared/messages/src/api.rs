@@ -104,6 +104,10 @@ pub struct ImportReply {
     /// reported.
     #[serde(default)]
     pub reports: Vec<RowReport>,
+    /// Messages of the import a stage dead-lettered (the dead letters
+    /// stream holds each whole, for `sluice dead-letters`).
+    #[serde(default)]
+    pub failures: Vec<Failure>,
     /// Rows the import's fetched accounts announced so far (what `sluice
     /// import --wait` estimates the total from).
     #[serde(default)]
@@ -152,6 +156,21 @@ pub struct ImportRow {
     pub updated: i64,
     /// Rows the `error` policy refused.
     pub refused: i64,
+}
+
+/// A message of an import that a stage gave up on (dead-lettered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Failure {
+    /// The message's key (an account's `<import>/<line>`, a window's
+    /// `<account key>/rows-<first>-<last>`, …).
+    pub key: String,
+    /// The stage that gave up: `importer`, `fetcher`, `saver`, `tracker`.
+    pub stage: String,
+    /// `permanent`, `transient` (retries spent), `malformed-row`, …
+    pub kind: String,
+    /// Why, as the dead letter says it (secrets redacted).
+    pub error: String,
 }
 
 /// A row of an import run with a spec that its table's conflict policy
