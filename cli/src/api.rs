@@ -9,13 +9,13 @@ use crate::explain::Problem;
 /// How long the saver has to answer.
 const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// One request to the service API, its errors in words.
+/// One request to the service API, its errors in words; `Ok(None)` when
+/// the saver has no record of the import asked about (404).
 pub async fn ask<R: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     subject: String,
     body: &impl Serialize,
-    import: Option<&str>,
-) -> Result<R, Problem> {
+) -> Result<Option<R>, Problem> {
     use async_nats::RequestErrorKind;
     let request = async_nats::Request::new()
         .payload(serde_json::to_vec(body).expect("requests encode").into())
@@ -43,18 +43,18 @@ pub async fn ask<R: serde::de::DeserializeOwned>(
     };
     if let Some(code) = header("Nats-Service-Error-Code") {
         let status = header("Nats-Service-Error").unwrap_or_default();
-        return Err(match (code.as_str(), import) {
-            ("404", Some(id)) => {
-                Problem::new(format!("the saver has no record of import {id} (yet)"))
-            }
-            _ => Problem::new(format!(
-                "the saver answered {subject} with error {code}: {status}"
-            )),
-        });
+        if code == "404" {
+            return Ok(None);
+        }
+        return Err(Problem::new(format!(
+            "the saver answered {subject} with error {code}: {status}"
+        )));
     }
-    serde_json::from_slice(&answer.payload).map_err(|e| {
-        Problem::new(format!(
-            "the saver's answer on {subject} is not one this release reads: {e}"
-        ))
-    })
+    serde_json::from_slice(&answer.payload)
+        .map(Some)
+        .map_err(|e| {
+            Problem::new(format!(
+                "the saver's answer on {subject} is not one this release reads: {e}"
+            ))
+        })
 }

@@ -235,10 +235,10 @@ async fn check_api(client: &async_nats::Client, ns: &sluice_messages::Namespace)
     let subject = ns.api(Endpoint::Imports);
     let label = format!("service API {SERVICE} ({subject})");
     let request = ImportsRequest { limit: Some(1) };
-    match crate::api::ask::<ImportsReply>(client, subject, &request, None).await {
+    match crate::api::ask::<ImportsReply>(client, subject, &request).await {
         Ok(reply) => Check::pass(
             label,
-            match reply.imports.first() {
+            match reply.and_then(|r| r.imports.into_iter().next()) {
                 Some(last) => format!(
                     "a saver answers; the latest import is {} ({})",
                     last.id, last.status

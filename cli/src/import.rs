@@ -362,6 +362,7 @@ async fn show_progress(
             }
         }
         let health = watch.check(&js, &ns, &progress).await;
+        let mut unanswered = None;
         let recorded = match &database {
             Some(database) => {
                 // PostgreSQL restarted: connect again.
@@ -384,7 +385,13 @@ async fn show_progress(
                     None => None,
                 }
             }
-            None => asked(&client, &ns, &id).await,
+            None => match asked(&client, &ns, &id).await {
+                Ok(recorded) => recorded,
+                Err(problem) => {
+                    unanswered = Some(problem);
+                    None
+                }
+            },
         };
         let note = health.note();
         match recorded {
@@ -407,6 +414,11 @@ async fn show_progress(
             None if !health.waiting.is_empty() => {
                 progress.show(0, Total::Unknown { announced: 0 }, &note)
             }
+            None if unanswered.is_some() => progress.show(
+                0,
+                Total::Unknown { announced: 0 },
+                &format!("{}, {note}", unanswered.unwrap_or_default()),
+            ),
             None => progress.show(
                 0,
                 Total::Unknown { announced: 0 },
@@ -416,18 +428,19 @@ async fn show_progress(
     }
 }
 
-/// [`recorded`], asked of the saver over NATS.
+/// [`recorded`], asked of the saver over NATS: `Ok(None)` while it has no
+/// record of the import, `Err` with why it did not answer otherwise.
 async fn asked(
     client: &async_nats::Client,
     ns: &sluice_messages::Namespace,
     id: &str,
-) -> Option<(imports::ImportRow, u64)> {
+) -> Result<Option<(imports::ImportRow, u64)>, String> {
     use sluice_messages::api::{Endpoint, ImportReply, ImportRequest};
     let request = ImportRequest { id: id.to_owned() };
-    let reply: ImportReply = crate::api::ask(client, ns.api(Endpoint::Import), &request, Some(id))
+    let reply = crate::api::ask::<ImportReply>(client, ns.api(Endpoint::Import), &request)
         .await
-        .ok()?;
-    Some((reply.import, reply.transactions_announced.max(0) as u64))
+        .map_err(|problem| problem.what)?;
+    Ok(reply.map(|reply| (reply.import, reply.transactions_announced.max(0) as u64)))
 }
 
 /// The saver's row of import `id` and the rows its fetched accounts

@@ -185,9 +185,11 @@ async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
                 &client,
                 ns.api(Endpoint::Imports),
                 &ImportsRequest { limit: Some(10) },
-                None,
             )
-            .await?;
+            .await?
+            .unwrap_or(ImportsReply {
+                imports: Vec::new(),
+            });
             FromApi {
                 imports: reply.imports,
                 ..FromApi::default()
@@ -198,9 +200,9 @@ async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
                 &client,
                 ns.api(Endpoint::Import),
                 &ImportRequest { id: id.clone() },
-                Some(id),
             )
-            .await?;
+            .await?
+            .ok_or_else(|| Problem::new(format!("the saver has no record of import {id} (yet)")))?;
             FromApi {
                 imports: vec![reply.import],
                 conflicts: reply.conflicts,

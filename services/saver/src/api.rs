@@ -68,7 +68,24 @@ async fn answer_until(
             _ = stop.cancelled() => break,
             else => break,
         };
-        let answer = answerer.answer(endpoint, &request.message.payload).await;
+        // A request nobody waits for any more is not worth an answer, and
+        // one slow answer must not hold the next ones (or the stop) for
+        // long: each gets at most ANSWER_WITHIN.
+        let answered = tokio::select! {
+            answer = tokio::time::timeout(
+                ANSWER_WITHIN,
+                answerer.answer(endpoint, &request.message.payload),
+            ) => answer,
+            _ = stop.cancelled() => break,
+        };
+        let answer = answered.unwrap_or_else(|_| {
+            // The query may still run: the next answer opens a new session.
+            answerer.client = None;
+            Err(unavailable(&format!(
+                "no answer from the database within {} s",
+                ANSWER_WITHIN.as_secs()
+            )))
+        });
         if let Err(e) = request.respond(answer).await {
             tracing::debug!(error = %e, "could not answer a service request");
         }
@@ -78,6 +95,10 @@ async fn answer_until(
     }
     Ok(())
 }
+
+/// The longest an answer may take: less than the 5 s `sluice` waits, so a
+/// slow database gets a 503 in words rather than a time-out.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// One database session for the answers, opened when first needed and
 /// again after a failure.

@@ -523,7 +523,7 @@ async fn insert_new(
             Ok(true)
         }
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            tx.execute("ROLLBACK TO SAVEPOINT new_keys", &[])
+            tx.batch_execute("ROLLBACK TO SAVEPOINT new_keys; RELEASE SAVEPOINT new_keys")
                 .await
                 .map_err(|e| db_error("roll back to a savepoint", &e))?;
             Ok(false)

@@ -76,7 +76,10 @@ pub(crate) async fn next(
             .flatten()
     };
     match next {
-        Some(Err(e)) if filled(e.as_ref()) => None,
+        // Only once something came: a budget too small for even one
+        // message is a misconfiguration, reported and backed off from as
+        // before, not an endless round of empty pulls.
+        Some(Err(e)) if received > 0 && filled(e.as_ref()) => None,
         next => next,
     }
 }
