@@ -88,37 +88,6 @@ pub async fn readable(client: &Client) -> Result<(), Problem> {
 
 pub use sluice_saver::reports::{Clash, Conflict, ImportRow};
 
-/// The first `limit` conflicts of import `id`, in file order.
-pub async fn conflicts(
-    db: &Client,
-    id: &str,
-    limit: i64,
-    url: &str,
-) -> Result<Vec<Conflict>, Problem> {
-    sluice_saver::reports::conflicts(db, id, limit)
-        .await
-        .map_err(|e| crate::explain::postgres("read import conflicts", url, &e))
-}
-
-/// The first `limit` clashes of import `id`, in file order.
-pub async fn clashes(db: &Client, id: &str, limit: i64, url: &str) -> Result<Vec<Clash>, Problem> {
-    sluice_saver::reports::clashes(db, id, limit)
-        .await
-        .map_err(|e| crate::explain::postgres("read import clashes", url, &e))
-}
-
-/// The first `limit` rows the conflict policies reported for import `id`.
-pub async fn row_reports(
-    db: &Client,
-    id: &str,
-    limit: i64,
-    url: &str,
-) -> Result<Vec<sluice_saver::reports::RowReport>, Problem> {
-    sluice_saver::reports::row_reports(db, id, limit)
-        .await
-        .map_err(|e| crate::explain::postgres("read import reports", url, &e))
-}
-
 /// `None` while the saver has recorded nothing of it yet.
 pub async fn one(db: &Client, id: &str, url: &str) -> Result<Option<ImportRow>, Problem> {
     sluice_saver::reports::one(db, id)

@@ -74,18 +74,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok(consumers) => status.consumers = consumers,
         Err(problem) => status.problems.push(format!("consumers: {problem}")),
     }
-    match args.database.get() {
-        None => match from_api(&args).await {
-            Ok(read) => {
-                status.imports = read.imports;
-                status.conflicts = read.conflicts;
-                status.clashes = read.clashes;
-                status.reports = read.reports;
-                status.failures = read.failures;
-            }
-            Err(problem) => status.problems.push(format!("imports: {problem}")),
-        },
-        Some(database) => from_database(&args, &database, &mut status).await,
+    let read = match args.database.get() {
+        None => from_api(&args).await,
+        Some(database) => from_database(&args, &database).await,
+    };
+    match read {
+        Ok(read) => {
+            status.imports = read.imports;
+            status.conflicts = read.conflicts;
+            status.clashes = read.clashes;
+            status.reports = read.reports;
+            status.failures = read.failures;
+        }
+        Err(problem) => status.problems.push(format!("imports: {problem}")),
     }
     if args.json {
         outln!(
@@ -103,77 +104,29 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-/// What the saver's tables say, read directly.
-async fn from_database(args: &StatusArgs, database: &DatabaseArgs, status: &mut Status) {
-    match imports(args, database).await {
-        Ok(imports) => status.imports = imports,
-        Err(problem) => status.problems.push(format!("imports: {problem}")),
-    }
-    // For one import run with a spec: the rows its policies reported.
-    if let Some(one) = status.imports.first().filter(|i| {
-        args.id.is_some()
-            && i.spec.is_some()
-            && (i.conflicts > 0 || i.clashes > 0 || i.updated > 0 || i.refused > 0)
-    }) {
-        let (url, id) = (&database.database_url, one.id.clone());
-        let found = async {
-            let db = database.connect_readable().await?;
-            imports::row_reports(&db, &id, 20, url).await
-        };
-        match found.await {
-            Ok(reports) => status.reports = reports,
-            Err(problem) => status.problems.push(format!("reported rows: {problem}")),
-        }
-    }
-    // For one import: the rows it repeated, and the rows it clashed with.
-    if let Some(one) = status
-        .imports
-        .first()
-        .filter(|i| args.id.is_some() && i.spec.is_none() && (i.conflicts > 0 || i.clashes > 0))
-    {
-        let (url, id) = (&database.database_url, one.id.clone());
-        let (conflicted, clashed) = (one.conflicts > 0, one.clashes > 0);
-        let found = async {
-            let db = database.connect_readable().await?;
-            let conflicts = match conflicted {
-                true => imports::conflicts(&db, &id, 20, url).await?,
-                false => Vec::new(),
-            };
-            let clashes = match clashed {
-                true => imports::clashes(&db, &id, 20, url).await?,
-                false => Vec::new(),
-            };
-            Ok::<_, Problem>((conflicts, clashes))
-        };
-        match found.await {
-            Ok((conflicts, clashes)) => (status.conflicts, status.clashes) = (conflicts, clashes),
-            Err(problem) => status
-                .problems
-                .push(format!("conflicts and clashes: {problem}")),
-        }
-    }
-    // For one import: the messages its stages dead-lettered.
-    if let Some(one) = status
-        .imports
-        .first()
-        .filter(|i| args.id.is_some() && i.dead_letters > 0)
-    {
-        let (url, id) = (&database.database_url, one.id.clone());
-        let found = async {
-            let db = database.connect_readable().await?;
-            sluice_saver::reports::failures(&db, &id, sluice_messages::api::ImportReply::SHOWN)
-                .await
-                .map_err(|e| explain::postgres("read import failures", url, &e))
-        };
-        match found.await {
-            Ok(failures) => status.failures = failures,
-            Err(problem) => status.problems.push(format!("failures: {problem}")),
-        }
+/// What the saver's tables say, read directly, as the saver answers it.
+async fn from_database(args: &StatusArgs, database: &DatabaseArgs) -> Result<Read, Problem> {
+    let db = database.connect_readable().await?;
+    let url = &database.database_url;
+    match &args.id {
+        None => Ok(Read {
+            imports: imports::recent(&db, 10, url).await?,
+            ..Read::default()
+        }),
+        Some(id) => sluice_saver::reports::import_reply(&db, id)
+            .await
+            .map_err(|e| explain::postgres("read imports", url, &e))?
+            .map(Read::from)
+            .ok_or_else(|| no_record(id)),
     }
 }
 
+fn no_record(id: &str) -> Problem {
+    Problem::new(format!("the saver has no record of import {id} (yet)"))
+}
+
 /// What the saver says over NATS: the tables read by their owner.
-async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
+async fn from_api(args: &StatusArgs) -> Result<Read, Problem> {
     use sluice_messages::api::{
         Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest,
     };
@@ -190,39 +143,44 @@ async fn from_api(args: &StatusArgs) -> Result<FromApi, Problem> {
             .unwrap_or(ImportsReply {
                 imports: Vec::new(),
             });
-            FromApi {
+            Read {
                 imports: reply.imports,
-                ..FromApi::default()
+                ..Read::default()
             }
         }
-        Some(id) => {
-            let reply: ImportReply = ask(
-                &client,
-                ns.api(Endpoint::Import),
-                &ImportRequest { id: id.clone() },
-            )
-            .await?
-            .ok_or_else(|| Problem::new(format!("the saver has no record of import {id} (yet)")))?;
-            FromApi {
-                imports: vec![reply.import],
-                conflicts: reply.conflicts,
-                clashes: reply.clashes,
-                reports: reply.reports,
-                failures: reply.failures,
-            }
-        }
+        Some(id) => ask::<ImportReply>(
+            &client,
+            ns.api(Endpoint::Import),
+            &ImportRequest { id: id.clone() },
+        )
+        .await?
+        .map(Read::from)
+        .ok_or_else(|| no_record(id))?,
     };
     let _ = client.flush().await;
     Ok(read)
 }
 
+/// An import's progress and what it reported, from either source.
 #[derive(Default)]
-struct FromApi {
+struct Read {
     imports: Vec<ImportRow>,
     conflicts: Vec<imports::Conflict>,
     clashes: Vec<imports::Clash>,
     reports: Vec<sluice_saver::reports::RowReport>,
     failures: Vec<sluice_saver::reports::Failure>,
+}
+
+impl From<sluice_messages::api::ImportReply> for Read {
+    fn from(reply: sluice_messages::api::ImportReply) -> Read {
+        Read {
+            imports: vec![reply.import],
+            conflicts: reply.conflicts,
+            clashes: reply.clashes,
+            reports: reply.reports,
+            failures: reply.failures,
+        }
+    }
 }
 
 async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
@@ -249,18 +207,6 @@ async fn consumers(args: &StatusArgs) -> Result<Vec<ConsumerStatus>, Problem> {
     }
     let _ = client.flush().await;
     Ok(consumers)
-}
-
-async fn imports(args: &StatusArgs, database: &DatabaseArgs) -> Result<Vec<ImportRow>, Problem> {
-    let db = database.connect_readable().await?;
-    match &args.id {
-        Some(id) => Ok(vec![imports::one(&db, id, &database.database_url)
-            .await?
-            .ok_or_else(|| {
-            Problem::new(format!("the saver has no record of import {id} (yet)"))
-        })?]),
-        None => imports::recent(&db, 10, &database.database_url).await,
-    }
 }
 
 /// Dead letters per stage, from the stream's per-subject counts.

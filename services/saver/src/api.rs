@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use sluice_messages::{
-    api::{code, Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest, SERVICE},
+    api::{code, Endpoint, ImportRequest, ImportsReply, ImportsRequest, SERVICE},
     Namespace,
 };
 use sluice_stage::StageError;
@@ -154,44 +154,16 @@ impl Answerer {
         sluice_messages::validate_import_id(&id)
             .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
         let db = self.client().await?;
-        let Some(import) = reports::one(db, &id).await.map_err(|e| read_failed(&e))? else {
-            return Err(error(
+        match reports::import_reply(db, &id)
+            .await
+            .map_err(|e| read_failed(&e))?
+        {
+            Some(found) => reply(&found),
+            None => Err(error(
                 code::NOT_FOUND,
                 format!("no record of import {id} (yet)"),
-            ));
-        };
-        let shown = ImportReply::SHOWN;
-        let read = async {
-            let conflicts = match import.spec.is_none() && import.conflicts > 0 {
-                true => reports::conflicts(db, &id, shown).await?,
-                false => Vec::new(),
-            };
-            let clashes = match import.spec.is_none() && import.clashes > 0 {
-                true => reports::clashes(db, &id, shown).await?,
-                false => Vec::new(),
-            };
-            let reported = import.conflicts + import.clashes + import.updated + import.refused;
-            let reports = match import.spec.is_some() && reported > 0 {
-                true => reports::row_reports(db, &id, shown).await?,
-                false => Vec::new(),
-            };
-            let failures = match import.dead_letters > 0 {
-                true => reports::failures(db, &id, shown).await?,
-                false => Vec::new(),
-            };
-            let announced = reports::announced_transactions(db, &id).await?;
-            Ok::<_, tokio_postgres::Error>((conflicts, clashes, reports, failures, announced))
-        };
-        let (conflicts, clashes, reports, failures, transactions_announced) =
-            read.await.map_err(|e| read_failed(&e))?;
-        reply(&ImportReply {
-            import,
-            conflicts,
-            clashes,
-            reports,
-            failures,
-            transactions_announced,
-        })
+            )),
+        }
     }
 }
 

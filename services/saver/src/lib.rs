@@ -238,7 +238,7 @@ impl Saver {
             .map_err(|e| db_error("begin", &e))?;
         for (((_, table, import_id), group), spec) in groups.iter().zip(&specs_of) {
             let refused =
-                rows::write_group(&tx, spec, import_id, group, &mut writer.skip_new).await?;
+                rows::write_group(&tx, spec, import_id, group, &mut writer.new_keys).await?;
             self.dead_letter(&refused, import_id, table).await?;
         }
         tx.commit().await.map_err(|e| db_error("commit", &e))
@@ -264,15 +264,38 @@ pub struct Writer {
     client: Client,
     insert: Statement,
     insert_new: Statement,
-    /// Batches left to send straight to [`INSERT`]: after one met keys
-    /// held already, the next are likely to (a replay, an import over
-    /// another), and each failed attempt costs work and an error line in
-    /// PostgreSQL's log.
-    skip_new: u32,
+    new_keys: NewKeys,
 }
 
-/// How many batches go straight to [`INSERT`] after one met keys held.
-pub(crate) const SKIP_NEW_AFTER_HELD: u32 = 32;
+/// Whether a writer tries a batch as keys all new first (a plain insert,
+/// [`INSERT_NEW`]). After one met keys held already, the next are likely
+/// to (a replay, an import over another), and each failed attempt costs
+/// work and an error line in PostgreSQL's log: the next
+/// [`NewKeys::SKIP_AFTER_HELD`] go straight to `ON CONFLICT`.
+#[derive(Default)]
+pub(crate) struct NewKeys {
+    skip: u32,
+}
+
+impl NewKeys {
+    const SKIP_AFTER_HELD: u32 = 32;
+
+    /// Whether to try this batch as keys all new (else one skip is spent).
+    pub(crate) fn try_now(&mut self) -> bool {
+        match self.skip {
+            0 => true,
+            _ => {
+                self.skip -= 1;
+                false
+            }
+        }
+    }
+
+    /// The attempt met a key held already.
+    pub(crate) fn held(&mut self) {
+        self.skip = Self::SKIP_AFTER_HELD;
+    }
+}
 
 /// The batch as both inserts take it: its rows (`$1`-`$4`, `$9`) and its
 /// messages (`$5`-`$8`, `$10`, and `$11` the rows each gives the insert).
@@ -509,7 +532,7 @@ impl Sink for Saver {
             client,
             insert,
             insert_new,
-            skip_new: 0,
+            new_keys: NewKeys::default(),
         })
     }
 
@@ -682,16 +705,14 @@ impl Writer {
             &messages.rows,
             &winners,
         ];
-        if plan.beaten.is_empty() && self.skip_new == 0 {
+        if self.new_keys.try_now() && plan.beaten.is_empty() {
             match self.client.execute(&self.insert_new, &batch).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    self.skip_new = SKIP_NEW_AFTER_HELD;
+                    self.new_keys.held();
                 }
                 Err(e) => return Err(db_error("insert", &e)),
             }
-        } else {
-            self.skip_new = self.skip_new.saturating_sub(1);
         }
         let beaten: [&(dyn ToSql + Sync); 6] = [
             &b_chunk_of,

@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-pub use sluice_messages::api::{Clash, Conflict, Failure, ImportRow, RowReport};
+pub use sluice_messages::api::{Clash, Conflict, Failure, ImportReply, ImportRow, RowReport};
 
 /// Rows saved are counted live from the saver's records, so a replay after
 /// completion shows too. Times are RFC 3339 in UTC, to the second
@@ -189,4 +189,46 @@ pub async fn failures(
             error: r.get(3),
         })
         .collect())
+}
+
+/// Import `id` with the first [`ImportReply::SHOWN`] of each kind of row it
+/// reported and of its dead-lettered messages (read only when it counts
+/// some), and the rows announced so far: what the service API's `import`
+/// answers and `sluice status ID` shows. `None` while nothing of it is
+/// recorded.
+pub async fn import_reply(
+    db: &Client,
+    id: &str,
+) -> Result<Option<ImportReply>, tokio_postgres::Error> {
+    let Some(import) = one(db, id).await? else {
+        return Ok(None);
+    };
+    let shown = ImportReply::SHOWN;
+    let builtin = import.spec.is_none();
+    let conflicts = match builtin && import.conflicts > 0 {
+        true => conflicts(db, id, shown).await?,
+        false => Vec::new(),
+    };
+    let clashes = match builtin && import.clashes > 0 {
+        true => clashes(db, id, shown).await?,
+        false => Vec::new(),
+    };
+    let reported = import.conflicts + import.clashes + import.updated + import.refused;
+    let reports = match !builtin && reported > 0 {
+        true => row_reports(db, id, shown).await?,
+        false => Vec::new(),
+    };
+    let failures = match import.dead_letters > 0 {
+        true => failures(db, id, shown).await?,
+        false => Vec::new(),
+    };
+    let transactions_announced = announced_transactions(db, id).await?;
+    Ok(Some(ImportReply {
+        import,
+        conflicts,
+        clashes,
+        reports,
+        failures,
+        transactions_announced,
+    }))
 }

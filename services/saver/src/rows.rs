@@ -170,14 +170,14 @@ pub(crate) struct Refused {
 /// `tx`, taking the table's turn for keys it holds; returns the rows the
 /// `error` policy refused.
 ///
-/// `skip_new` is the writer's count of batches left that skip the attempt
-/// with every key new (see [`insert_new`]).
+/// `new_keys` says whether the batch is tried as keys all new first (see
+/// [`insert_new`]).
 pub(crate) async fn write_group(
     tx: &Transaction<'_>,
     spec: &StoredSpec,
     import_id: &str,
     chunks: &[&RowChunk],
-    skip_new: &mut u32,
+    new_keys: &mut crate::NewKeys,
 ) -> Result<Vec<Refused>, StageError> {
     let table = Table::of(spec, &chunks[0].batch)?;
     // A message recorded already was written whole: it changes nothing.
@@ -269,25 +269,20 @@ pub(crate) async fn write_group(
     // inserting the same key at the same time makes this one wait for its
     // commit, and the key is then held.)
     let all: Vec<&Candidate> = winners.iter().collect();
-    if *skip_new == 0 {
-        if insert_new(tx, &table, import_id, &all).await? {
-            for row in &winners {
-                counts[row.chunk].inserted += 1;
-            }
-            let recorded = record_reports(tx, &table, import_id, &chunks, &reports).await?;
-            record_chunks(tx, &table, import_id, &chunks, &counts).await?;
-            return Ok(refused(&table, &chunks, &reports[..recorded]));
-        }
-        *skip_new = crate::SKIP_NEW_AFTER_HELD;
-    } else {
-        *skip_new -= 1;
+    let tried = new_keys.try_now();
+    let all_new = tried && insert_new(tx, &table, import_id, &all).await?;
+    if tried && !all_new {
+        new_keys.held();
     }
-    let fresh = insert(tx, &table, import_id, &all, Mode::NewKeysOnly)
-        .await
-        .map_err(|e| write_error(&table, &e))?;
+    let fresh = match all_new {
+        true => Default::default(),
+        false => insert(tx, &table, import_id, &all, Mode::NewKeysOnly)
+            .await
+            .map_err(|e| write_error(&table, &e))?,
+    };
     let mut left = Vec::new();
     for row in &winners {
-        if fresh.contains(&row.position) {
+        if all_new || fresh.contains(&row.position) {
             counts[row.chunk].inserted += 1;
         } else {
             left.push(row);
