@@ -322,8 +322,12 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
             elapsed.as_secs_f64()
         );
     }
+    let changed = match event.files_changed {
+        0 => String::new(),
+        n => format!(", {} files changed and read again", group(n.into())),
+    };
     format!(
-        "import {} {status}: {} accounts ({} failed), {} transactions saved, {} rows rejected, {} dead letters, {:.1} s",
+        "import {} {status}: {} accounts ({} failed), {} transactions saved, {} rows rejected, {} dead letters{changed}, {:.1} s",
         event.import_id,
         group(event.accounts.into()),
         group(event.accounts_failed.into()),

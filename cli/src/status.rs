@@ -274,6 +274,13 @@ fn print_imports(status: &Status) {
         outln!("{line}");
     }
     print_clashes(status);
+    if let Some(one) = status.imports.first().filter(|i| i.files_changed > 0) {
+        outln!(
+            "\n{} transactions file(s) of import {} changed between two attempts (another ETag or Last-Modified): each was read again from its first row, and its rows are the new version's",
+            group(one.files_changed.into()),
+            one.id
+        );
+    }
     print_reports(status);
     print_failures(status);
     if let (Some(one), false) = (status.imports.first(), status.conflicts.is_empty()) {
@@ -452,6 +459,7 @@ mod tests {
             spec: None,
             updated: 0,
             refused: 0,
+            files_changed: 0,
         }
     }
 

@@ -467,7 +467,8 @@ async fn a_huge_file_is_resumed_after_what_was_stored_when_its_fetcher_is_killed
 }
 
 #[tokio::test]
-async fn a_file_that_changed_between_attempts_is_not_mixed_with_its_earlier_version() {
+async fn a_file_that_changed_between_attempts_is_read_again_and_its_rows_replace_the_earlier_ones()
+{
     let server = FileServer::start().await.unwrap();
     let mut p = Pipeline::builder("resume-changed")
         .env(&RESUME_ENV)
@@ -486,33 +487,40 @@ async fn a_file_that_changed_between_attempts_is_not_mixed_with_its_earlier_vers
     )
     .await;
     p.service("fetcher").kill().await;
-    // A new version of the file: other amounts.
-    let newer = Dataset::generate_from(7_000, "/changing", 1, 300_000, 48);
+    // What the first version left: its first windows, saved or on their way.
+    sluice_e2e::wait_until(
+        Duration::from_secs(60),
+        "the first version's rows to be saved",
+        || async { saved(&p, 7_000).await.0 >= 130_000 },
+    )
+    .await;
+    // A new version of the file: other amounts, and fewer rows than the
+    // first version had saved, so that some of its rows must go.
+    let newer = Dataset::generate_from(7_000, "/changing", 1, 120_000, 48);
     serve_steadily(&server, &newer, true);
     p.service("fetcher").restart().unwrap();
     let event = p.completion(&id, Duration::from_secs(120)).await;
-    assert_eq!(event.status, ImportStatus::CompletedWithErrors, "{event:?}");
-    let errors = errors(&p).await;
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    let url = server.url(&path);
-    assert!(
-        errors[0].starts_with(&format!(
-            "{url} changed since an earlier attempt stored its first "
-        )),
-        "{errors:?}"
-    );
-    // Only rows of the first version (its first windows), none of the second.
-    let (rows, cents) = saved(&p, 7_000).await;
-    assert!(rows > 0 && rows < 300_000, "{rows} rows saved");
-    let first: i128 = data.expected[..rows as usize]
-        .iter()
-        .map(|r| sluice_devkit::data::parse_cents(&r.amount))
-        .sum();
+    assert_eq!(event.status, ImportStatus::Completed, "{event:?}");
+    assert_eq!(event.files_changed, 1, "{event:?}");
+    assert_eq!(event.transactions_saved, 120_000, "{event:?}");
     assert_eq!(
-        i128::from(cents),
-        first,
-        "the rows saved are the first version's"
+        saved(&p, 7_000).await,
+        (120_000, newer.expected_sum_cents() as i64),
+        "the rows are the new version's, and only those"
     );
+    assert!(errors(&p).await.is_empty());
+    assert!(
+        p.logs()
+            .contains("reading the new version from its first row"),
+        "the fetcher said the file changed"
+    );
+    let status = String::from_utf8_lossy(&p.cli(&["status", &id]).await.stdout).into_owned();
+    assert!(
+        status.contains("1 transactions file(s) of import"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
     p.stop().await;
 }
 

@@ -5,12 +5,12 @@
 
 use sluice_download::{DownloadOptions, Downloader, Record, Row};
 use sluice_levels::{
-    resume::{Resumption, Start},
+    resume::{OnChange, Resumption, Start},
     LevelFiles,
 };
 use sluice_messages::{
     stage,
-    windows::{window_position, Window, Windows},
+    windows::{versioned_position, Window, Windows},
     AccountUpdate, FileTask, ImportProgress, Transaction, TransactionBatch,
 };
 use sluice_stage::{
@@ -173,8 +173,12 @@ impl Fetcher {
             budget.check_start(&account.import_id)?;
         }
         let per_window = self.transactions_per_message as u64;
-        let mut resumption =
-            Resumption::load(self.checkpoints.as_ref(), out.key(), per_window).await;
+        // A changed file is read again: the saver can tell the rows an
+        // account's earlier version saved (by their file position) and
+        // replaces them.
+        let mut resumption = Resumption::load(self.checkpoints.as_ref(), out.key(), per_window)
+            .await
+            .on_change(OnChange::ReadAgain);
         let read: Result<(), StageError> = async {
             // A busy host makes this account wait, not the accounts behind it.
             let reserved = out
@@ -193,10 +197,14 @@ impl Fetcher {
                 mut windows,
                 stored_rows,
                 earlier,
+                version,
             } = resumption
                 .start::<Transaction>(reopened, &shown, per_window, out)
                 .await?;
-            let mut sent = Sent::default();
+            let mut sent = Sent {
+                version,
+                ..Sent::default()
+            };
             if let Some(earlier) = earlier {
                 sent.messages = earlier.messages;
                 sent.transactions = earlier.valid_rows;
@@ -269,6 +277,7 @@ impl Fetcher {
                 transactions: sent.transactions,
                 rejected_rows,
                 url: Some(shown),
+                version,
             })
             .await?;
             Ok(())
@@ -286,6 +295,8 @@ struct Sent {
     transactions: u64,
     /// Transactions last counted against the import's row budget.
     counted: u64,
+    /// The version of the file read.
+    version: u32,
 }
 
 impl Sent {
@@ -304,7 +315,7 @@ impl Sent {
         };
         self.messages += 1;
         self.transactions += batch.transactions.len() as u64;
-        let position = window_position(window.index, windows.rows_per_window());
+        let position = versioned_position(self.version, window.index, windows.rows_per_window());
         out.publish_json(subject.to_owned(), position, &batch).await
     }
 }

@@ -24,7 +24,9 @@ use tokio_postgres::{Client, GenericClient};
 /// records. A window is named by the rows it spans
 /// (`rows-<1+w·N>-<(w+1)·N>`, sluice's fetcher) or by the file lines
 /// (`lines-<2+w·N>-<1+(w+1)·N>`, fetchers before it, and the contract's
-/// other form): both are matched.
+/// other form): both are matched. A file read again because it changed
+/// names its windows `v<n>-rows-…`: only those of the version announced
+/// count.
 ///
 /// Every lookup is by the account (`import_chunks_by_account`), never by
 /// the import alone: `import_chunks` grows by thousands of rows a second
@@ -41,7 +43,9 @@ const ACCOUNTS_COMPLETE: &str = "
       AND (SELECT count(*) FROM import_chunks c
            WHERE c.import_id = a.import_id AND c.account_key = a.account_key
              AND c.chunk_key = ANY (ARRAY(
-                 SELECT a.account_key || '/rows-' || (1 + w * a.lines_per_message)
+                 SELECT a.account_key || '/'
+                        || CASE WHEN a.version > 1 THEN 'v' || a.version || '-' ELSE '' END
+                        || 'rows-' || (1 + w * a.lines_per_message)
                         || '-' || ((w + 1) * a.lines_per_message)
                  FROM generate_series(0, a.messages - 1) AS w
                  UNION ALL
@@ -127,12 +131,13 @@ const LISTED: &str = "
 const FETCHED: &str = "
     WITH account AS (
         INSERT INTO import_accounts
-            (import_id, account_key, account_id, state, messages, lines_per_message, transactions, url)
-        VALUES ($1, $2, $3, 'fetched', $4::int8, $7::int8, $5, $8)
+            (import_id, account_key, account_id, state, messages, lines_per_message, transactions, url,
+             version)
+        VALUES ($1, $2, $3, 'fetched', $4::int8, $7::int8, $5, $8, $9::int4)
         ON CONFLICT (import_id, account_key) DO UPDATE SET
             state = 'fetched', messages = excluded.messages,
             lines_per_message = excluded.lines_per_message, transactions = excluded.transactions,
-            url = excluded.url
+            url = excluded.url, version = excluded.version
             WHERE import_accounts.state = 'failed'
         RETURNING (xmax = 0) AS inserted
     )
@@ -239,6 +244,7 @@ pub(crate) async fn record(
             transactions,
             rejected_rows,
             url,
+            version,
         } => {
             let account = FetchedAccount {
                 key: account_key,
@@ -248,6 +254,7 @@ pub(crate) async fn record(
                 transactions: *transactions,
                 rejected_rows: *rejected_rows,
                 url: url.as_deref(),
+                version: *version,
             };
             fetched(db, import_id, &account).await
         }
@@ -295,6 +302,8 @@ pub(crate) struct FetchedAccount<'a> {
     pub transactions: u64,
     pub rejected_rows: u64,
     pub url: Option<&'a str>,
+    /// The version of the file read (1 unless it changed between attempts).
+    pub version: u32,
 }
 
 pub(crate) async fn fetched(
@@ -308,7 +317,8 @@ pub(crate) async fn fetched(
         account.rejected_rows as i64,
         account.lines_per_message as i64,
     ];
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+    let version = account.version.max(1) as i32;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
         &import_id,
         &account.key,
         &account.id,
@@ -317,9 +327,26 @@ pub(crate) async fn fetched(
         &counts[2],
         &counts[3],
         &account.url,
+        &version,
     ];
-    db.execute(FETCHED, &params).await.map(drop)
+    db.execute(FETCHED, &params).await?;
+    if version > 1 {
+        // A later version of a file the account was fetched from already
+        // (its earlier version's fact stored just before the fetcher died):
+        // its windows, not the earlier ones, complete the account now.
+        db.execute(FETCHED_AGAIN, &params).await?;
+    }
+    Ok(())
 }
+
+/// The account's file read again at a later version: its announcement
+/// replaces the earlier version's, and the account waits for its windows.
+const FETCHED_AGAIN: &str = "
+    UPDATE import_accounts SET
+        messages = $4::int8, transactions = $5::int8, lines_per_message = $7::int8, url = $8,
+        version = $9::int4, complete = false
+    WHERE import_id = $1 AND account_key = $2 AND state = 'fetched' AND version < $9::int4
+      AND $3::int8 IS NOT NULL AND $6::int8 IS NOT NULL";
 
 pub(crate) async fn failed(
     db: &impl GenericClient,
@@ -468,7 +495,8 @@ pub(crate) async fn unannounced(
                                                  'conflicts', sum(c.conflicts), 'clashes', sum(c.clashes),
                                                  'updated', sum(c.updated), 'refused', sum(c.refused)) AS counts
                         FROM import_chunks c WHERE c.import_id = imports.id AND c.state = 'saved'
-                        GROUP BY 1) t)
+                        GROUP BY 1) t),
+                    (SELECT count(*) FROM import_accounts a WHERE a.import_id = imports.id AND a.version > 1)
              FROM imports WHERE status <> 'running' AND event_published_at IS NULL
              ORDER BY finished_at LIMIT 100",
             &[],
@@ -504,6 +532,7 @@ pub(crate) async fn unannounced(
                     dead_letters: row.get::<_, i64>(7) as u64,
                     conflicts: row.get::<_, i64>(8) as u64,
                     clashes: row.get::<_, i64>(12) as u64,
+                    files_changed: row.get::<_, i64>(16) as u64,
                     started_at: row.get(9),
                     finished_at: row.get::<_, Option<String>>(10).unwrap_or_default(),
                 },
@@ -590,6 +619,7 @@ mod tests {
             transactions: 150,
             rejected_rows: 0,
             url: Some("https://files.example/7.csv"),
+            version: 1,
         };
         // Facts come again after a redelivery: counted once.
         for _ in 0..2 {
@@ -670,6 +700,7 @@ mod tests {
                 transactions: 1,
                 rejected_rows: 0,
                 url: None,
+                version: 1,
             },
         ];
         for fact in &facts {
@@ -691,5 +722,53 @@ mod tests {
             (1, 0, 1, 1)
         );
         assert_eq!(pending[0].traceparent, None);
+    }
+
+    #[tokio::test]
+    async fn a_file_read_again_completes_its_account_with_the_windows_of_its_new_version() {
+        let (_sandbox, db) = database().await;
+        let id = "t-3";
+        listed(&db, id, 1, 0).await.unwrap();
+        // Version 1 was fetched whole (its fact stored just before the
+        // fetcher died), then the file changed and was read again.
+        let mut account = FetchedAccount {
+            key: "t-3/2",
+            id: 7,
+            messages: 2,
+            lines_per_message: 100,
+            transactions: 150,
+            rejected_rows: 0,
+            url: None,
+            version: 1,
+        };
+        fetched(&db, id, &account).await.unwrap();
+        account.messages = 1;
+        account.transactions = 60;
+        account.version = 2;
+        fetched(&db, id, &account).await.unwrap();
+        // Windows of version 1 do not complete it any more.
+        commit_message(&db, id, "t-3/2/rows-1-100", 100).await;
+        commit_message(&db, id, "t-3/2/rows-101-200", 50).await;
+        complete_finished(&db).await.unwrap();
+        assert_eq!(unannounced(&db).await.unwrap(), []);
+        commit_message(&db, id, "t-3/2/v2-rows-1-100", 60).await;
+        complete_finished(&db).await.unwrap();
+        let pending = unannounced(&db).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        let event = &pending[0].event;
+        assert_eq!(event.status, ImportStatus::Completed);
+        assert_eq!((event.accounts, event.files_changed), (1, 1));
+        // The fact of version 1 again (a redelivery) changes nothing.
+        account.version = 1;
+        fetched(&db, id, &account).await.unwrap();
+        let version: i32 = db
+            .query_one(
+                "SELECT version FROM import_accounts WHERE import_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, 2);
     }
 }

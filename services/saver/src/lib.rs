@@ -10,6 +10,7 @@ mod rows;
 pub mod schema;
 pub mod tables;
 mod tracker;
+mod versions;
 
 use std::sync::Arc;
 
@@ -578,18 +579,35 @@ impl Saver {
             .copied()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        let plan = plan(&chunks);
-        let messages = Messages {
-            import_ids: chunks.iter().map(|c| c.batch.import_id.as_str()).collect(),
-            chunk_keys: chunks.iter().map(|c| c.key.as_str()).collect(),
-            account_keys: chunks.iter().map(|c| account_key(&c.key)).collect(),
-            numbers: (0..chunks.len() as i32).collect(),
-            rows: chunks
+        versions::upgrade(&mut writer.client, &chunks).await?;
+        let imports: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
+        let mut new_keys = writer.new_keys.try_now();
+        loop {
+            let tx = writer
+                .client
+                .transaction()
+                .await
+                .map_err(|e| db_error("begin", &e))?;
+            let held = versions::hold(&tx, &imports).await?;
+            let live: Vec<&Chunk> = chunks
                 .iter()
-                .map(|c| c.batch.transactions.len() as i64)
-                .collect(),
-        };
-        writer.insert(&plan, &messages).await
+                .copied()
+                .filter(|c| !versions::superseded(&held, c))
+                .collect();
+            if !live.is_empty() {
+                let plan = plan(&live);
+                let messages = Messages::of(&live);
+                let statements = (&writer.insert, &writer.insert_new);
+                if insert(&tx, statements, new_keys, &plan, &messages).await? == Inserted::Held {
+                    // The transaction is aborted: again, through `ON CONFLICT`.
+                    drop(tx);
+                    writer.new_keys.held();
+                    new_keys = false;
+                    continue;
+                }
+            }
+            return tx.commit().await.map_err(|e| db_error("commit", &e));
+        }
     }
 }
 
@@ -659,6 +677,30 @@ struct Messages<'a> {
     rows: Vec<i64>,
 }
 
+impl<'a> Messages<'a> {
+    fn of(chunks: &[&'a Chunk]) -> Self {
+        Messages {
+            import_ids: chunks.iter().map(|c| c.batch.import_id.as_str()).collect(),
+            chunk_keys: chunks.iter().map(|c| c.key.as_str()).collect(),
+            account_keys: chunks.iter().map(|c| account_key(&c.key)).collect(),
+            numbers: (0..chunks.len() as i32).collect(),
+            rows: chunks
+                .iter()
+                .map(|c| c.batch.transactions.len() as i64)
+                .collect(),
+        }
+    }
+}
+
+/// How a batch's insert went.
+#[derive(Debug, PartialEq, Eq)]
+enum Inserted {
+    Done,
+    /// Tried as keys all new, it met a key held already: nothing written,
+    /// and the transaction is aborted.
+    Held,
+}
+
 /// How many of the rows the insert takes (the winners) each message gave:
 /// those not inserted are the ones that met a row already there (none on a
 /// first import), so the statement counts the inserted ones without
@@ -684,51 +726,57 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
     )
 }
 
-impl Writer {
-    async fn insert(&mut self, plan: &Plan<'_>, messages: &Messages<'_>) -> Result<(), StageError> {
-        use tokio_postgres::types::ToSql;
-        let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
-        let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
-        let winners = winners_per_message(plan, messages.numbers.len());
-        // `$1`-`$11` of both statements (`batch_inputs!`), then the full
-        // one's `$12`-`$17`.
-        let batch: [&(dyn ToSql + Sync); 11] = [
-            &account_ids,
-            &ids,
-            &amounts,
-            &chunk_of,
-            &messages.import_ids,
-            &messages.chunk_keys,
-            &messages.account_keys,
-            &messages.numbers,
-            &positions,
-            &messages.rows,
-            &winners,
-        ];
-        if self.new_keys.try_now() && plan.beaten.is_empty() {
-            match self.client.execute(&self.insert_new, &batch).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    self.new_keys.held();
-                }
-                Err(e) => return Err(db_error("insert", &e)),
+/// Writes a batch in transaction `tx` with `statements` ([`INSERT`],
+/// [`INSERT_NEW`]): as keys all new first if `new_keys` says so.
+async fn insert(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: (&Statement, &Statement),
+    new_keys: bool,
+    plan: &Plan<'_>,
+    messages: &Messages<'_>,
+) -> Result<Inserted, StageError> {
+    use tokio_postgres::types::ToSql;
+    let (insert_all, insert_new) = statements;
+    let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
+    let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
+    let winners = winners_per_message(plan, messages.numbers.len());
+    // `$1`-`$11` of both statements (`batch_inputs!`), then the full
+    // one's `$12`-`$17`.
+    let batch: [&(dyn ToSql + Sync); 11] = [
+        &account_ids,
+        &ids,
+        &amounts,
+        &chunk_of,
+        &messages.import_ids,
+        &messages.chunk_keys,
+        &messages.account_keys,
+        &messages.numbers,
+        &positions,
+        &messages.rows,
+        &winners,
+    ];
+    if new_keys && plan.beaten.is_empty() {
+        return match tx.execute(insert_new, &batch).await {
+            Ok(_) => Ok(Inserted::Done),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Ok(Inserted::Held)
             }
-        }
-        let beaten: [&(dyn ToSql + Sync); 6] = [
-            &b_chunk_of,
-            &b_account_ids,
-            &b_ids,
-            &b_positions,
-            &b_amounts,
-            &RECORDED_PER_IMPORT,
-        ];
-        let all: Vec<&(dyn ToSql + Sync)> = batch.iter().chain(&beaten).copied().collect();
-        self.client
-            .execute(&self.insert, &all)
-            .await
-            .map_err(|e| db_error("insert", &e))?;
-        Ok(())
+            Err(e) => Err(db_error("insert", &e)),
+        };
     }
+    let beaten: [&(dyn ToSql + Sync); 6] = [
+        &b_chunk_of,
+        &b_account_ids,
+        &b_ids,
+        &b_positions,
+        &b_amounts,
+        &RECORDED_PER_IMPORT,
+    ];
+    let all: Vec<&(dyn ToSql + Sync)> = batch.iter().chain(&beaten).copied().collect();
+    tx.execute(insert_all, &all)
+        .await
+        .map_err(|e| db_error("insert", &e))?;
+    Ok(Inserted::Done)
 }
 
 /// One transaction of a batch, as the insert takes it.

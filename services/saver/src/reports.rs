@@ -18,7 +18,8 @@ const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accou
     (SELECT COALESCE(sum(clashes), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
     spec,
     (SELECT COALESCE(sum(updated), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    (SELECT COALESCE(sum(refused), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id)";
+    (SELECT COALESCE(sum(refused), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
+    (SELECT count(*) FROM import_accounts a WHERE a.import_id = imports.id AND a.version > 1)";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {
@@ -38,6 +39,7 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
         spec: r.get(13),
         updated: r.get(14),
         refused: r.get(15),
+        files_changed: r.get(16),
     }
 }
 

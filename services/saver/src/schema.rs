@@ -150,6 +150,18 @@ const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL,
         PRIMARY KEY (import_id, table_name, kind, file_key, line)
     )",
+    // A transactions file that changed between two attempts is read again
+    // from its first row as version n+1 (`…/v<n>-rows-…`): the account's
+    // announcement names the version whose windows complete it, and the
+    // saver keeps, per file, the version whose rows the table holds.
+    "
+    ALTER TABLE import_accounts ADD COLUMN version INT NOT NULL DEFAULT 1;
+    CREATE TABLE import_file_versions (
+        import_id TEXT NOT NULL,
+        account_key TEXT NOT NULL,
+        version INT NOT NULL,
+        PRIMARY KEY (import_id, account_key)
+    )",
 ];
 
 /// The version `migrate` brings a database to.

@@ -173,6 +173,7 @@ impl LevelFiles {
                 mut windows,
                 stored_rows,
                 earlier,
+                ..
             } = resumption
                 .start::<(u64, Vec<Option<String>>)>(reopened, &shown, per_window, out)
                 .await?;

@@ -7,7 +7,9 @@
 //! recorded (`FILE_CHECKPOINTS`, by input key). The next attempt at the
 //! same input asks for the rest of the file only; where the server sends
 //! it whole instead, it reads past the rows stored; where the file changed,
-//! it refuses to mix two versions.
+//! it never mixes two versions: it reads the new one from its first row
+//! under ids of its own (an account's transactions file, whose earlier
+//! rows the saver can tell and replace), or refuses it.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -38,6 +40,10 @@ pub struct Checkpoint {
     #[serde(default)]
     pub files: u64,
     pub rejected_rows: u64,
+    /// The version of the file read: 1, then one more each time the file
+    /// turned out to have changed and was read again from its first row.
+    #[serde(default = "sluice_messages::windows::first_version")]
+    pub version: u32,
 }
 
 /// How the reading of a file goes on.
@@ -49,6 +55,20 @@ pub struct Start<T> {
     pub stored_rows: u64,
     /// What the earlier attempt sent, if the reading goes on from it.
     pub earlier: Option<Checkpoint>,
+    /// The version of the file read (see [`Checkpoint::version`]).
+    pub version: u32,
+}
+
+/// What to do with a file that changed since an earlier attempt stored
+/// some of its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    /// Fail it (`permanent`), and keep failing when it is replayed.
+    Refuse,
+    /// Read the new version from its first row, as version n+1: its
+    /// windows are named apart, and the saver replaces the rows of the
+    /// earlier version with them.
+    ReadAgain,
 }
 
 /// One input's file, read with its checkpoints.
@@ -57,10 +77,15 @@ pub struct Resumption {
     key: String,
     earlier: Option<Checkpoint>,
     last: Instant,
-    /// A checkpoint of this attempt's is stored.
+    /// A checkpoint of this attempt's is stored, or an earlier one was
+    /// found: either goes once the file is read.
     recorded: bool,
-    /// The file turned out to have changed: its checkpoint stays.
+    /// The file turned out to have changed and is refused: its
+    /// checkpoint stays.
     changed: AtomicBool,
+    on_change: OnChange,
+    /// The version of the file read.
+    version: u32,
 }
 
 impl Resumption {
@@ -71,15 +96,27 @@ impl Resumption {
             Some(checkpoints) => checkpoints.get(key).await,
             None => None,
         };
+        let recorded = earlier.is_some();
+        // A checkpoint of windows of another size is not resumed from; its
+        // version still counts (the ids name it).
+        let version = earlier.as_ref().map_or(1, |c| c.version.max(1));
         let earlier = earlier.filter(|c| c.rows_per_window == rows_per_window);
         Resumption {
             checkpoints: checkpoints.cloned(),
             key: key.to_owned(),
             earlier,
             last: Instant::now(),
-            recorded: false,
+            recorded,
             changed: AtomicBool::new(false),
+            on_change: OnChange::Refuse,
+            version,
         }
+    }
+
+    /// What to do if the file changed since the earlier attempt.
+    pub fn on_change(mut self, on_change: OnChange) -> Self {
+        self.on_change = on_change;
+        self
     }
 
     /// Where the earlier attempt stopped, for opening the file.
@@ -90,7 +127,7 @@ impl Resumption {
     /// How to go on reading, windows of `rows_per_window` rows, now that
     /// the file is open as `reopened` says. Fails on a changed file.
     pub async fn start<T>(
-        &self,
+        &mut self,
         reopened: Reopened,
         shown: &str,
         rows_per_window: u64,
@@ -106,13 +143,14 @@ impl Resumption {
             windows,
             stored_rows,
             earlier,
+            version: self.version,
         })
     }
 
     /// What the earlier attempt sent, now that the file is open as
     /// `reopened` says; `None` to start afresh. Fails on a changed file.
     async fn begin(
-        &self,
+        &mut self,
         reopened: Reopened,
         shown: &str,
         out: &mut Emitter,
@@ -122,6 +160,26 @@ impl Resumption {
         };
         match reopened {
             Reopened::Fresh => return Ok(None),
+            // Read from its first row under ids of the next version: none
+            // of the earlier version's windows is taken for the new one's.
+            Reopened::Changed if self.on_change == OnChange::ReadAgain => {
+                let stored = earlier.rows;
+                self.version += 1;
+                self.earlier = None;
+                out.annotate([KeyValue::new(
+                    "sluice.file.version",
+                    i64::from(self.version),
+                )]);
+                tracing::warn!(
+                    url = %shown,
+                    stored,
+                    version = self.version,
+                    "the file changed since an earlier attempt stored its first rows \
+                     (another ETag or Last-Modified): reading the new version from its \
+                     first row; its rows replace those of the earlier version"
+                );
+                return Ok(None);
+            }
             // The checkpoint stays: replaying this input refuses again,
             // rather than read the new version under the old one's ids.
             Reopened::Changed => {
@@ -176,6 +234,7 @@ impl Resumption {
             valid_rows,
             files,
             rejected_rows: out.rejected_rows(),
+            version: self.version,
         })
     }
 
@@ -227,7 +286,7 @@ impl Resumption {
     /// The file is done: its checkpoint goes.
     async fn finish(&self) {
         if let Some(checkpoints) = &self.checkpoints {
-            if self.recorded || self.earlier.is_some() {
+            if self.recorded {
                 checkpoints.remove(&self.key).await;
             }
         }

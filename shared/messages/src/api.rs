@@ -156,6 +156,10 @@ pub struct ImportRow {
     pub updated: i64,
     /// Rows the `error` policy refused.
     pub refused: i64,
+    /// Transactions files that changed between two attempts and were read
+    /// again from their first row (their rows are the new version's).
+    #[serde(default)]
+    pub files_changed: i64,
 }
 
 /// A message of an import that a stage gave up on (dead-lettered).

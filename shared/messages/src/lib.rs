@@ -477,6 +477,16 @@ pub enum ImportProgress {
         /// name it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         url: Option<String>,
+        /// Which version of the file the messages were read from: 1, or
+        /// `n` when the file changed between attempts and was read again
+        /// from its first row, the `n`th time. Windows of version `n` ≥ 2
+        /// are named `<account_key>/v<n>-rows-<first>-<last>`, and the
+        /// rows earlier versions saved are replaced by this one's.
+        #[serde(
+            default = "windows::first_version",
+            skip_serializing_if = "windows::is_first_version"
+        )]
+        version: u32,
     },
     /// A stage read one whole file of an import run with a spec: the
     /// importer the root file, the fetcher every file below it.
@@ -530,6 +540,18 @@ impl ImportProgress {
             | ImportProgress::Fetched { import_id, .. }
             | ImportProgress::Read { import_id, .. }
             | ImportProgress::Failed { import_id, .. } => import_id,
+        }
+    }
+
+    /// The position part of its message id: the fact, and for a file
+    /// read again after it changed, its version (`fetched-v2`), so the
+    /// new version's fact is not taken for a duplicate of the earlier one.
+    pub fn position(&self) -> String {
+        match self {
+            ImportProgress::Fetched { version, .. } if *version > 1 => {
+                format!("{}-v{version}", self.fact())
+            }
+            _ => self.fact().to_owned(),
         }
     }
 
@@ -591,6 +613,12 @@ pub struct ImportCompleted {
     /// them). An import with clashes is `completed_with_errors`.
     #[serde(default)]
     pub clashes: u64,
+    /// Files that changed between two attempts at reading them (another
+    /// `ETag` or `Last-Modified`): each was read again from its first row,
+    /// and its rows are the new version's (the rows an earlier version
+    /// saved are replaced). Not an error: the import can be `completed`.
+    #[serde(default)]
+    pub files_changed: u64,
     /// RFC 3339, UTC.
     pub started_at: Option<String>,
     /// RFC 3339, UTC.

@@ -23,6 +23,35 @@ pub fn window_position(index: u64, rows: u64) -> String {
     format!("rows-{}-{}", 1 + index * rows, (index + 1) * rows)
 }
 
+/// The position part of window `index`'s id in version `version` of a
+/// file: a file read again from its first row because it changed between
+/// attempts names its windows apart from the earlier version's.
+pub fn versioned_position(version: u32, index: u64, rows: u64) -> String {
+    match version {
+        0 | 1 => window_position(index, rows),
+        v => format!("v{v}-{}", window_position(index, rows)),
+    }
+}
+
+/// The version of a file read once (serde's default).
+pub fn first_version() -> u32 {
+    1
+}
+
+/// Whether `version` is the first, which ids and facts leave unsaid.
+pub fn is_first_version(version: &u32) -> bool {
+    *version <= 1
+}
+
+/// The file version a window's id names (`…/v<n>-rows-…`), 1 if none.
+pub fn version_of(id: &str) -> u32 {
+    let last = id.rsplit('/').next().unwrap_or(id);
+    last.strip_prefix('v')
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Cuts a stream of rows into windows.
 #[derive(Debug)]
 pub struct Windows<T = Transaction> {
@@ -143,6 +172,12 @@ mod tests {
         assert_eq!(window_position(1, 100), "rows-101-200");
         assert_eq!(window_position(0, 1), "rows-1-1");
         assert_eq!(window_position(4, 1), "rows-5-5");
+        assert_eq!(versioned_position(1, 1, 100), "rows-101-200");
+        assert_eq!(versioned_position(3, 1, 100), "v3-rows-101-200");
+        assert_eq!(version_of("i/7/v3-rows-101-200"), 3);
+        assert_eq!(version_of("i/7/rows-101-200"), 1);
+        assert_eq!(version_of("i/7/lines-2-101"), 1);
+        assert_eq!(version_of("rows-1-1"), 1);
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl std::fmt::Display for InvalidName {
 impl std::error::Error for InvalidName {}
 
 /// Tables of sluice's own (the saver's schema): no spec saves to them.
-pub const RESERVED_TABLES: [&str; 9] = [
+pub const RESERVED_TABLES: [&str; 10] = [
     "transactions",
     "imports",
     "import_accounts",
@@ -46,6 +46,7 @@ pub const RESERVED_TABLES: [&str; 9] = [
     "import_conflicts",
     "import_clashes",
     "import_row_reports",
+    "import_file_versions",
     "sluice_migrations",
 ];
 

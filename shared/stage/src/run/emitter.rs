@@ -204,7 +204,7 @@ impl Emitter {
             .shared
             .ns
             .import_progress(fact.import_id(), fact.fact());
-        self.publish_json(subject, fact.fact(), fact).await
+        self.publish_json(subject, fact.position(), fact).await
     }
 
     /// Waits until JetStream stored every output published so far: before

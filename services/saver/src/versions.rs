@@ -1,0 +1,308 @@
+//! Transactions files read again because they changed between two
+//! attempts (another `ETag` or `Last-Modified`): the fetcher reads the new
+//! version from its first row under ids of its own (`…/v<n>-rows-…`), and
+//! the saver makes the table hold that version's rows only.
+//!
+//! The first message of version `n` to reach the saver *upgrades* its
+//! file: the rows the import saved from earlier versions (the account's
+//! rows of this import at the file's account line) go, with the records of
+//! their messages, and `import_file_versions` says `n`. A message of an
+//! earlier version that comes after (stored before the fetcher died, or
+//! redelivered) is superseded: acked, nothing written.
+//!
+//! An upgrade holds the import's advisory lock exclusively, every batch of
+//! transactions shares it from before it reads the versions until it
+//! commits: no batch can write a superseded message's rows after the
+//! upgrade that deleted them, whatever the interleaving.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_messages::windows::version_of;
+use sluice_stage::StageError;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::{account_key, db_error, Chunk};
+
+/// The import's lock: its id hashed, in a space of sluice's own.
+const LOCK: &str = "hashtextextended('sluice-file-versions:' || $1, 0)";
+
+/// Every file of `chunks` read again at a later version than the table
+/// holds is brought to it, each in a transaction of its own, before the
+/// batch's own begins (so a writer never waits for the exclusive lock
+/// while sharing it).
+pub(crate) async fn upgrade(client: &mut Client, chunks: &[&Chunk]) -> Result<(), StageError> {
+    let mut latest: HashMap<(&str, &str), (u32, i64)> = HashMap::new();
+    for chunk in chunks {
+        let version = version_of(&chunk.key);
+        if version > 1 {
+            let file = (chunk.batch.import_id.as_str(), account_key(&chunk.key));
+            let seen = latest
+                .entry(file)
+                .or_insert((version, chunk.batch.account_id));
+            seen.0 = seen.0.max(version);
+        }
+    }
+    for ((import_id, file), (version, account_id)) in latest {
+        upgrade_file(client, import_id, file, version, account_id).await?;
+    }
+    Ok(())
+}
+
+async fn upgrade_file(
+    client: &mut Client,
+    import_id: &str,
+    file: &str,
+    version: u32,
+    account_id: i64,
+) -> Result<(), StageError> {
+    let version = version as i32;
+    // Most batches of a version come after its upgrade: no lock for them.
+    let held = client
+        .query_opt(
+            "SELECT version FROM import_file_versions WHERE import_id = $1 AND account_key = $2",
+            &[&import_id, &file],
+        )
+        .await
+        .map_err(|e| db_error("read", &e))?
+        .map_or(1, |r| r.get::<_, i32>(0));
+    if held >= version {
+        return Ok(());
+    }
+    let Some(line) = account_line(file) else {
+        return Err(StageError::permanent(format!(
+            "message key {file}/… names no account line: a file version cannot apply to it"
+        )));
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| db_error("begin", &e))?;
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({LOCK})"),
+        &[&import_id],
+    )
+    .await
+    .map_err(|e| db_error("lock", &e))?;
+    let upgraded = tx
+        .query_opt(
+            "INSERT INTO import_file_versions AS f (import_id, account_key, version)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (import_id, account_key) DO UPDATE SET version = excluded.version
+                 WHERE f.version < excluded.version
+             RETURNING 1",
+            &[&import_id, &file, &version],
+        )
+        .await
+        .map_err(|e| db_error("upgrade", &e))?
+        .is_some();
+    if upgraded {
+        // The rows this file won in the import are at its account line;
+        // another import's rows keep their own import id.
+        let removed = tx
+            .execute(
+                "DELETE FROM transactions
+                 WHERE account_id = $1 AND import_id = $2 AND position >> 32 = $3",
+                &[&account_id, &import_id, &line],
+            )
+            .await
+            .map_err(|e| db_error("delete", &e))?;
+        let delete = |sql: &'static str| {
+            let tx = &tx;
+            async move {
+                tx.execute(sql, &[&import_id, &file, &account_id, &line])
+                    .await
+                    .map_err(|e| db_error("delete", &e))
+            }
+        };
+        // Every parameter is typed in each (PostgreSQL needs them all).
+        delete(
+            "DELETE FROM import_chunks WHERE import_id = $1 AND account_key = $2
+               AND $3::int8 IS NOT NULL AND $4::int8 IS NOT NULL",
+        )
+        .await?;
+        delete(
+            "DELETE FROM import_conflicts WHERE import_id = $1 AND $2::text IS NOT NULL
+               AND account_id = $3 AND account_line = $4",
+        )
+        .await?;
+        delete(
+            "DELETE FROM import_clashes WHERE import_id = $1 AND $2::text IS NOT NULL
+               AND account_id = $3 AND account_line = $4",
+        )
+        .await?;
+        tracing::warn!(
+            import_id,
+            file,
+            version,
+            removed,
+            "a transactions file changed and is read again: the rows its earlier version saved are replaced"
+        );
+    }
+    tx.commit().await.map_err(|e| db_error("commit", &e))
+}
+
+/// The account line of a file key `<import>/<line>`.
+fn account_line(file: &str) -> Option<i64> {
+    file.rsplit('/').next()?.parse().ok()
+}
+
+/// Takes the locks of `imports` shared, for the transaction `tx` began,
+/// and returns the versions it holds of their files read again: none can
+/// change until `tx` ends.
+pub(crate) async fn hold(
+    tx: &impl GenericClient,
+    imports: &[&str],
+) -> Result<HashMap<(String, String), u32>, StageError> {
+    // In one order, so two writers' shared locks never wait on each other
+    // behind an upgrade.
+    let mut sorted: Vec<&str> = imports
+        .iter()
+        .copied()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    sorted.sort_unstable();
+    tx.execute(
+        &format!(
+            "SELECT pg_advisory_xact_lock_shared({}) FROM unnest($1::text[]) AS i(id)",
+            LOCK.replace("$1", "i.id")
+        ),
+        &[&sorted],
+    )
+    .await
+    .map_err(|e| db_error("lock", &e))?;
+    // A statement of its own: its snapshot is taken once the locks are held.
+    let rows = tx
+        .query(
+            "SELECT import_id, account_key, version FROM import_file_versions
+             WHERE import_id = ANY($1)",
+            &[&sorted],
+        )
+        .await
+        .map_err(|e| db_error("read", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<_, String>(0), r.get::<_, String>(1)),
+                r.get::<_, i32>(2) as u32,
+            )
+        })
+        .collect())
+}
+
+/// Whether `chunk` is of a version older than the one its file is at now.
+pub(crate) fn superseded(held: &HashMap<(String, String), u32>, chunk: &Chunk) -> bool {
+    if held.is_empty() {
+        return false;
+    }
+    let file = (
+        chunk.batch.import_id.clone(),
+        account_key(&chunk.key).to_owned(),
+    );
+    held.get(&file)
+        .is_some_and(|&at| version_of(&chunk.key) < at)
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_messages::{Transaction, TransactionBatch};
+    use sluice_stage::Sink;
+
+    use crate::{Chunk, Item, Saver, Wakeups};
+
+    #[test]
+    fn a_file_key_names_its_account_line() {
+        assert_eq!(super::account_line("nightly-3/12"), Some(12));
+        assert_eq!(super::account_line("nightly-3"), None);
+    }
+
+    fn chunk(import_id: &str, key: &str, rows: &[(i64, &str, u64)]) -> Item {
+        Item::Transactions(Chunk {
+            batch: TransactionBatch {
+                import_id: import_id.into(),
+                account_id: 7,
+                transactions: rows
+                    .iter()
+                    .map(|&(id, amount, line)| Transaction {
+                        id,
+                        amount: amount.parse().unwrap(),
+                        line: Some(line),
+                    })
+                    .collect(),
+            },
+            key: key.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_later_version_replaces_the_earlier_ones_rows_and_a_late_message_of_it_writes_nothing(
+    ) {
+        let sandbox = sluice_devkit::Sandbox::new("versions").await;
+        let database = crate::Database::new(sandbox.database_url().parse().unwrap());
+        let saver = Saver::new(database, Wakeups::default());
+        let mut writer = saver.open().await.unwrap();
+        // Another import's row of the account, and version 1 of the file.
+        saver
+            .write(
+                &mut writer,
+                &[chunk("t-0", "t-0/2/rows-1-2", &[(9, "9", 2)])],
+            )
+            .await
+            .unwrap();
+        saver
+            .write(
+                &mut writer,
+                &[chunk("t-1", "t-1/2/rows-1-2", &[(1, "1", 2), (2, "2", 3)])],
+            )
+            .await
+            .unwrap();
+        // Version 2: one row, another amount.
+        saver
+            .write(
+                &mut writer,
+                &[chunk("t-1", "t-1/2/v2-rows-1-2", &[(1, "10", 2)])],
+            )
+            .await
+            .unwrap();
+        // A message of version 1 that comes late, alone and beside one of
+        // version 2.
+        saver
+            .write(
+                &mut writer,
+                &[
+                    chunk("t-1", "t-1/2/rows-3-4", &[(3, "3", 4), (4, "4", 5)]),
+                    chunk("t-1", "t-1/2/v2-rows-3-4", &[(5, "5", 4)]),
+                ],
+            )
+            .await
+            .unwrap();
+        let db = sandbox.db().await;
+        let rows: Vec<(String, i64, String)> = db
+            .query(
+                "SELECT import_id, id, amount::text FROM transactions ORDER BY import_id, id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let row = |import: &str, id, amount: &str| (import.to_owned(), id, amount.to_owned());
+        assert_eq!(
+            rows,
+            [row("t-0", 9, "9"), row("t-1", 1, "10"), row("t-1", 5, "5")]
+        );
+        let chunks: Vec<String> = db
+            .query(
+                "SELECT chunk_key FROM import_chunks WHERE import_id = 't-1' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(chunks, ["t-1/2/v2-rows-1-2", "t-1/2/v2-rows-3-4"]);
+    }
+}
