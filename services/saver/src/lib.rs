@@ -583,30 +583,24 @@ impl Saver {
         let imports: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
         let mut new_keys = writer.new_keys.try_now();
         loop {
-            let tx = writer
-                .client
-                .transaction()
-                .await
-                .map_err(|e| db_error("begin", &e))?;
-            let held = versions::hold(&tx, &imports).await?;
+            let held = versions::begin(&writer.client, &imports).await?;
             let live: Vec<&Chunk> = chunks
                 .iter()
                 .copied()
                 .filter(|c| !versions::superseded(&held, c))
                 .collect();
-            if !live.is_empty() {
-                let plan = plan(&live);
-                let messages = Messages::of(&live);
-                let statements = (&writer.insert, &writer.insert_new);
-                if insert(&tx, statements, new_keys, &plan, &messages).await? == Inserted::Held {
-                    // The transaction is aborted: again, through `ON CONFLICT`.
-                    drop(tx);
+            let plan = plan(&live);
+            let messages = Messages::of(&live);
+            let statements = (&writer.insert, &writer.insert_new);
+            match insert_and_commit(&writer.client, statements, new_keys, &plan, &messages).await {
+                Ok(Inserted::Done) => return Ok(()),
+                Ok(Inserted::Held) => {
+                    // Nothing was written: again, through `ON CONFLICT`.
                     writer.new_keys.held();
                     new_keys = false;
-                    continue;
                 }
+                Err(e) => return Err(e),
             }
-            return tx.commit().await.map_err(|e| db_error("commit", &e));
         }
     }
 }
@@ -726,10 +720,14 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
     )
 }
 
-/// Writes a batch in transaction `tx` with `statements` ([`INSERT`],
-/// [`INSERT_NEW`]): as keys all new first if `new_keys` says so.
-async fn insert(
-    tx: &tokio_postgres::Transaction<'_>,
+/// Writes a batch with `statements` ([`INSERT`], [`INSERT_NEW`]) in the
+/// transaction [`versions::begin`] opened on `client`, and commits it, in
+/// one round trip (the commit pipelined after the insert: if the insert
+/// fails, the transaction is aborted and the commit rolls it back). As
+/// keys all new first if `new_keys` says so. The transaction is over
+/// whatever the outcome.
+async fn insert_and_commit(
+    client: &Client,
     statements: (&Statement, &Statement),
     new_keys: bool,
     plan: &Plan<'_>,
@@ -755,8 +753,15 @@ async fn insert(
         &messages.rows,
         &winners,
     ];
+    if messages.numbers.is_empty() {
+        // Every message of the batch was superseded: nothing to write.
+        return commit(client, async { Ok(0) })
+            .await
+            .map(|_| Inserted::Done)
+            .map_err(|e| db_error("commit", &e));
+    }
     if new_keys && plan.beaten.is_empty() {
-        return match tx.execute(insert_new, &batch).await {
+        return match commit(client, client.execute(insert_new, &batch)).await {
             Ok(_) => Ok(Inserted::Done),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 Ok(Inserted::Held)
@@ -773,10 +778,28 @@ async fn insert(
         &RECORDED_PER_IMPORT,
     ];
     let all: Vec<&(dyn ToSql + Sync)> = batch.iter().chain(&beaten).copied().collect();
-    tx.execute(insert_all, &all)
+    commit(client, client.execute(insert_all, &all))
         .await
         .map_err(|e| db_error("insert", &e))?;
     Ok(Inserted::Done)
+}
+
+/// Runs `statement` and the commit after it in one round trip; on any
+/// error, makes sure the transaction is over.
+async fn commit(
+    client: &Client,
+    statement: impl std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
+) -> Result<u64, tokio_postgres::Error> {
+    // Sent in order: if the statement fails, the commit finds the
+    // transaction aborted and rolls it back.
+    let done = tokio::try_join!(statement, client.batch_execute("COMMIT"));
+    match done {
+        Ok((n, ())) => Ok(n),
+        Err(e) => {
+            versions::rollback(client).await;
+            Err(e)
+        }
+    }
 }
 
 /// One transaction of a batch, as the insert takes it.

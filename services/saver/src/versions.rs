@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use sluice_messages::windows::version_of;
 use sluice_stage::StageError;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
 use crate::{account_key, db_error, Chunk};
 
@@ -146,11 +146,14 @@ fn account_line(file: &str) -> Option<i64> {
     file.rsplit('/').next()?.parse().ok()
 }
 
-/// Takes the locks of `imports` shared, for the transaction `tx` began,
-/// and returns the versions it holds of their files read again: none can
-/// change until `tx` ends.
-pub(crate) async fn hold(
-    tx: &impl GenericClient,
+/// Begins a batch's transaction on `client`: takes the locks of `imports`
+/// shared and returns the versions it holds of their files read again,
+/// none of which can change until the transaction ends. One round trip:
+/// the three statements are pipelined, and the read, a statement of its
+/// own, takes its snapshot once the locks are held. On an error the
+/// transaction is rolled back.
+pub(crate) async fn begin(
+    client: &Client,
     imports: &[&str],
 ) -> Result<HashMap<(String, String), u32>, StageError> {
     // In one order, so two writers' shared locks never wait on each other
@@ -162,24 +165,27 @@ pub(crate) async fn hold(
         .into_iter()
         .collect();
     sorted.sort_unstable();
-    tx.execute(
-        &format!(
-            "SELECT pg_advisory_xact_lock_shared({}) FROM unnest($1::text[]) AS i(id)",
-            LOCK.replace("$1", "i.id")
-        ),
-        &[&sorted],
-    )
-    .await
-    .map_err(|e| db_error("lock", &e))?;
-    // A statement of its own: its snapshot is taken once the locks are held.
-    let rows = tx
-        .query(
+    let lock = format!(
+        "SELECT pg_advisory_xact_lock_shared({}) FROM unnest($1::text[]) AS i(id)",
+        LOCK.replace("$1", "i.id")
+    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sorted];
+    let begun = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&lock, &params),
+        client.query(
             "SELECT import_id, account_key, version FROM import_file_versions
              WHERE import_id = ANY($1)",
-            &[&sorted],
-        )
-        .await
-        .map_err(|e| db_error("read", &e))?;
+            &params,
+        ),
+    );
+    let rows = match begun {
+        Ok((_, _, rows)) => rows,
+        Err(e) => {
+            rollback(client).await;
+            return Err(db_error("begin", &e));
+        }
+    };
     Ok(rows
         .iter()
         .map(|r| {
@@ -189,6 +195,14 @@ pub(crate) async fn hold(
             )
         })
         .collect())
+}
+
+/// Ends a failed transaction, if one is open (else PostgreSQL only warns):
+/// the connection takes the next batch.
+pub(crate) async fn rollback(client: &Client) {
+    if let Err(e) = client.batch_execute("ROLLBACK").await {
+        tracing::debug!(error = %e, "rollback failed: the connection is gone, and its transaction with it");
+    }
 }
 
 /// Whether `chunk` is of a version older than the one its file is at now.
