@@ -270,13 +270,16 @@ impl Resumption {
     }
 
     /// After reading the file: its checkpoint goes unless another attempt
-    /// will need it (a transient failure) or must keep refusing the file
-    /// (it changed). A file that failed otherwise is read from its start
-    /// if it is replayed once fixed.
+    /// will need it (a transient failure), must keep refusing the file (it
+    /// changed), or must go on with the version it read (a file read again
+    /// after it changed: a replay of the same version resumes it, a fixed
+    /// file is the next version; from its start under version 1's ids, its
+    /// windows would be taken for the earlier version's). A file that
+    /// failed otherwise is read from its start if it is replayed once fixed.
     pub async fn end(&self, read: &Result<(), StageError>) {
         let keep = match read {
             Ok(()) => false,
-            Err(e) => e.is_transient() || self.changed.load(Ordering::Relaxed),
+            Err(e) => e.is_transient() || self.changed.load(Ordering::Relaxed) || self.version > 1,
         };
         if !keep {
             self.finish().await;
