@@ -217,8 +217,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         }
     };
     outln!("{}", summary(&event, started.elapsed()));
-    if event.status == ImportStatus::Completed {
-        return Ok(());
+    match event.status {
+        ImportStatus::Completed => return Ok(()),
+        ImportStatus::Cancelled => return Err(anyhow!("import {id} was cancelled")),
+        ImportStatus::CompletedWithErrors => {}
     }
     let mut letters = DeadLetters::open(&js, &args.nats.namespace).await?;
     let filter = Filter {
@@ -287,6 +289,7 @@ fn summary(event: &ImportCompleted, elapsed: Duration) -> String {
     let status = match event.status {
         ImportStatus::Completed => "completed",
         ImportStatus::CompletedWithErrors => "completed with errors",
+        ImportStatus::Cancelled => "cancelled",
     };
     if let Some(spec) = &event.spec {
         let tables: Vec<String> = event

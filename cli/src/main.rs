@@ -5,6 +5,7 @@
 mod output;
 
 mod api;
+mod cancel;
 mod dead_letters;
 #[cfg(feature = "demo")]
 mod demo;
@@ -38,6 +39,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Each consumer's lag and dead letters, and the progress of imports.
     Status(status::StatusArgs),
+    /// Cancel a running import: nothing more of it is saved, and its completion event says cancelled.
+    Cancel(cancel::CancelArgs),
     /// List, show and replay what the stages could not process.
     #[command(name = "dead-letters")]
     DeadLetters(dead_letters::DeadLettersArgs),
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Cancel(args) => cancel::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Spec(args) => spec::run(args).await,
         }

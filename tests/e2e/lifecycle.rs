@@ -445,3 +445,127 @@ async fn completion_matches_announced_keys_one_by_one() {
     assert_eq!(status, "completed_with_errors");
     assert_eq!(saved, 30, "rows actually inserted by the import's messages");
 }
+
+/// `sluice cancel` midway through a million-row import: it ends within
+/// seconds, `cancelled`, with what it saved; nothing of it is written
+/// after its event, no new file of it is fetched, and an import running
+/// beside it is untouched.
+#[tokio::test]
+async fn cancelling_a_large_import_midway_ends_it_at_once_and_leaves_a_concurrent_one_whole() {
+    let p = Pipeline::start("cancel", &[]).await;
+    let big = Dataset::generate_from(1, "/big", 100, 1_000_000, 61);
+    let beside = Dataset::generate_from(20_000, "/beside", 20, 20_000, 62);
+    // Slow enough to be midway for a while.
+    for (path, body) in &big.files {
+        let route = Route::new(body.clone());
+        let route = match path.ends_with("/accounts.csv") {
+            true => route,
+            false => route.trickle(16 << 10, Duration::from_millis(20)),
+        };
+        p.server.set(path, route);
+    }
+    p.server.add_dataset(&beside);
+    let id = p.import(&p.server.url("/big/accounts.csv")).await;
+    let saved_of = |import: String| {
+        let sandbox = &p.sandbox;
+        async move {
+            sandbox
+                .db()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM transactions WHERE import_id = $1",
+                    &[&import],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    sluice_e2e::wait_until(
+        Duration::from_secs(120),
+        "a tenth of the big import saved",
+        || async { saved_of(id.clone()).await >= 100_000 },
+    )
+    .await;
+    let other = p.import(&p.server.url("/beside/accounts.csv")).await;
+    let fetched = || {
+        p.server
+            .requests()
+            .iter()
+            .filter(|seen| seen.path.starts_with("/big/transactions/"))
+            .count()
+    };
+
+    let asked = std::time::Instant::now();
+    let cancel = p.cli(&["cancel", &id]).await;
+    let said = String::from_utf8_lossy(&cancel.stdout).into_owned();
+    assert!(
+        cancel.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    assert!(
+        said.starts_with(&format!("import {id} cancelled: ")),
+        "{said}"
+    );
+    let event = p.completion(&id, Duration::from_secs(5)).await;
+    let took = asked.elapsed();
+    eprintln!("cancelled: the completion event came {took:?} after `sluice cancel`");
+    assert!(took <= Duration::from_secs(5), "{took:?}");
+    assert_eq!(event.status, ImportStatus::Cancelled, "{event:?}");
+    let at_event = saved_of(id.clone()).await;
+    assert_eq!(event.transactions_saved, at_event as u64, "{event:?}");
+    assert!(
+        (100_000..1_000_000).contains(&at_event),
+        "{at_event} rows saved"
+    );
+    // What was under way when the stages heard of it ends without a row.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let files = fetched();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        saved_of(id.clone()).await,
+        at_event,
+        "a row written after the event"
+    );
+    assert_eq!(
+        fetched(),
+        files,
+        "a file of the cancelled import fetched after it ended"
+    );
+    assert!(files < 100, "every file was fetched all the same");
+
+    // The import beside it: whole, exact, completed.
+    let beside_event = p.completion(&other, Duration::from_secs(60)).await;
+    assert_eq!(
+        (beside_event.status, beside_event.transactions_saved),
+        (ImportStatus::Completed, 20_000)
+    );
+    let row = p
+        .sandbox
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*), (sum(amount) * 100)::int8 FROM transactions WHERE import_id = $1",
+            &[&other],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (20_000, beside.expected_sum_cents() as i64)
+    );
+    // Cancelling again answers the same; the event stays one.
+    let again = p.cli(&["cancel", &id]).await;
+    assert!(again.status.success());
+    let done = p.cli(&["cancel", &other]).await;
+    assert!(!done.status.success());
+    assert!(
+        String::from_utf8_lossy(&done.stderr).contains("ended already (completed)"),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.completion_count(&id).await, 1);
+    p.stop().await;
+}

@@ -1,8 +1,9 @@
 //! The service API (`sluice_messages::api`): the saver owns the tracking
 //! tables, so it answers what they say, over NATS, to `sluice status` and
-//! any other client. Every replica answers in one queue group, so a
-//! request goes to one of them.
+//! any other client, and cancels imports (`sluice cancel`). Every replica
+//! answers in one queue group, so a request goes to one of them.
 
+use async_nats::jetstream::{self, kv};
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -11,33 +12,38 @@ use sluice_messages::{
     api::{code, Endpoint, ImportRequest, ImportsReply, ImportsRequest, SERVICE},
     Namespace,
 };
-use sluice_stage::StageError;
+use sluice_stage::{cancellations, StageError};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::{reports, Database};
+use crate::{
+    guard::{self, Cancelled},
+    reports, Database, Wakeups,
+};
+
+/// What the API works with.
+pub struct Api {
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+    pub database: Database,
+    /// Told of a cancelled import, so its completion event goes out now.
+    pub wakeups: Wakeups,
+    /// Servers each of sluice's buckets lives on (`CANCELLED_IMPORTS`).
+    pub replicas: usize,
+}
 
 /// Answers the service's requests until `stop`. An API that cannot start
 /// is logged and left: the saver's work does not depend on it.
-pub async fn serve(
-    client: async_nats::Client,
-    ns: Namespace,
-    database: Database,
-    stop: CancellationToken,
-) -> Result<(), StageError> {
-    if let Err(e) = answer_until(client, &ns, database, &stop).await {
+pub async fn serve(api: Api, stop: CancellationToken) -> Result<(), StageError> {
+    if let Err(e) = answer_until(api, &stop).await {
         tracing::error!(error = %e, "not answering sluice's service API; `sluice status` needs DATABASE_URL meanwhile");
         stop.cancelled().await;
     }
     Ok(())
 }
 
-async fn answer_until(
-    client: async_nats::Client,
-    ns: &Namespace,
-    database: Database,
-    stop: &CancellationToken,
-) -> Result<(), StageError> {
+async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageError> {
+    let (client, ns) = (api.js.client(), &api.ns);
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("namespace".to_owned(), ns.name().unwrap_or("").to_owned());
     let service = client
@@ -56,15 +62,20 @@ async fn answer_until(
     let mut import = endpoint(Endpoint::Import).await.map_err(|e| {
         StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Import)))
     })?;
+    let mut cancel = endpoint(Endpoint::Cancel).await.map_err(|e| {
+        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Cancel)))
+    })?;
     tracing::info!(service = SERVICE, subjects = %ns.api(Endpoint::Imports).replace(".imports", ".*"), "answering the service API");
     let mut answerer = Answerer {
-        database,
         client: None,
+        bucket: None,
+        api: &api,
     };
     loop {
         let (request, endpoint) = tokio::select! {
             Some(r) = imports.next() => (r, Endpoint::Imports),
             Some(r) = import.next() => (r, Endpoint::Import),
+            Some(r) = cancel.next() => (r, Endpoint::Cancel),
             _ = stop.cancelled() => break,
             else => break,
         };
@@ -102,19 +113,22 @@ const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// One database session for the answers, opened when first needed and
 /// again after a failure.
-struct Answerer {
-    database: Database,
+struct Answerer<'a> {
     client: Option<Client>,
+    /// `CANCELLED_IMPORTS`, opened when first needed.
+    bucket: Option<kv::Store>,
+    api: &'a Api,
 }
 
 type Answer = Result<Bytes, service::error::Error>;
 
-impl Answerer {
+impl Answerer<'_> {
     async fn answer(&mut self, endpoint: Endpoint, body: &[u8]) -> Answer {
         let answer = match endpoint {
             Endpoint::Imports if blank(body) => self.imports(ImportsRequest::default()).await,
             Endpoint::Imports => self.imports(parse::<ImportsRequest>(body)?).await,
             Endpoint::Import => self.import(parse::<ImportRequest>(body)?).await,
+            Endpoint::Cancel => self.cancel(parse::<ImportRequest>(body)?).await,
         };
         if answer.as_ref().is_err_and(|e| e.code == code::UNAVAILABLE) {
             self.client = None;
@@ -122,16 +136,17 @@ impl Answerer {
         answer
     }
 
-    async fn client(&mut self) -> Result<&Client, service::error::Error> {
+    async fn client(&mut self) -> Result<&mut Client, service::error::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let client = self
+                .api
                 .database
                 .connect()
                 .await
                 .map_err(|e| unavailable(&e.to_string()))?;
             self.client = Some(client);
         }
-        Ok(self.client.as_ref().expect("connected"))
+        Ok(self.client.as_mut().expect("connected"))
     }
 
     async fn imports(&mut self, request: ImportsRequest) -> Answer {
@@ -159,12 +174,63 @@ impl Answerer {
             .map_err(|e| read_failed(&e))?
         {
             Some(found) => reply(&found),
-            None => Err(error(
-                code::NOT_FOUND,
-                format!("no record of import {id} (yet)"),
-            )),
+            None => Err(not_found(&id)),
         }
     }
+
+    /// Cancels an import: first in the tracking tables (after which the
+    /// saver writes nothing of it), then for the other stages, which stop
+    /// working on it. Again is the same: a cancel whose second half failed
+    /// is completed by the next.
+    async fn cancel(&mut self, request: ImportRequest) -> Answer {
+        let id = request.id;
+        sluice_messages::validate_import_id(&id)
+            .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
+        let db = self.client().await?;
+        match guard::cancel(db, &id).await.map_err(|e| read_failed(&e))? {
+            Cancelled::Unknown => return Err(not_found(&id)),
+            Cancelled::Ended(status) => {
+                return Err(error(
+                    code::CONFLICT,
+                    format!("import {id} ended already ({status}): there is nothing to cancel"),
+                ))
+            }
+            Cancelled::Done => {}
+        }
+        tracing::info!(import_id = %id, "import cancelled");
+        self.api.wakeups.wake();
+        if self.bucket.is_none() {
+            let api = self.api;
+            let opened = cancellations::open(&api.js, &api.ns, api.replicas).await;
+            self.bucket = Some(opened.map_err(|e| told_nobody(&id, &e))?);
+        }
+        let bucket = self.bucket.as_ref().expect("opened");
+        cancellations::cancel(bucket, &id)
+            .await
+            .map_err(|e| told_nobody(&id, &e))?;
+        let db = self.client().await?;
+        match reports::import_reply(db, &id)
+            .await
+            .map_err(|e| read_failed(&e))?
+        {
+            Some(found) => reply(&found),
+            None => Err(not_found(&id)),
+        }
+    }
+}
+
+fn not_found(id: &str) -> service::error::Error {
+    error(code::NOT_FOUND, format!("no record of import {id} (yet)"))
+}
+
+/// The import is cancelled, but the stages could not be told to stop.
+fn told_nobody(id: &str, e: &StageError) -> service::error::Error {
+    error(
+        code::UNAVAILABLE,
+        format!(
+            "import {id} is cancelled (nothing more of it is saved), but the other stages could not be told: {e}; cancel it again to stop their work on it"
+        ),
+    )
 }
 
 fn blank(body: &[u8]) -> bool {

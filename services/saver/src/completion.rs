@@ -514,6 +514,7 @@ pub(crate) async fn unannounced(
                     import_id: row.get(0),
                     status: match row.get::<_, &str>(1) {
                         "completed" => ImportStatus::Completed,
+                        "cancelled" => ImportStatus::Cancelled,
                         _ => ImportStatus::CompletedWithErrors,
                     },
                     url: row.get(2),

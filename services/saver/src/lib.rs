@@ -5,12 +5,12 @@
 
 pub mod api;
 mod completion;
+mod guard;
 pub mod reports;
 mod rows;
 pub mod schema;
 pub mod tables;
 mod tracker;
-mod versions;
 
 use std::sync::Arc;
 
@@ -237,7 +237,12 @@ impl Saver {
             .transaction()
             .await
             .map_err(|e| db_error("begin", &e))?;
+        let imports: Vec<&str> = groups.keys().map(|(_, _, import_id)| *import_id).collect();
+        let held = guard::hold(&tx, &imports).await?;
         for (((_, table, import_id), group), spec) in groups.iter().zip(&specs_of) {
+            if held.cancelled(import_id) {
+                continue;
+            }
             let refused =
                 rows::write_group(&tx, spec, import_id, group, &mut writer.new_keys).await?;
             self.dead_letter(&refused, import_id, table).await?;
@@ -579,16 +584,12 @@ impl Saver {
             .copied()
             .filter(|c| seen.insert((c.batch.import_id.as_str(), c.key.as_str())))
             .collect();
-        versions::upgrade(&mut writer.client, &chunks).await?;
+        guard::upgrade(&mut writer.client, &chunks).await?;
         let imports: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
         let mut new_keys = writer.new_keys.try_now();
         loop {
-            let held = versions::begin(&writer.client, &imports).await?;
-            let live: Vec<&Chunk> = chunks
-                .iter()
-                .copied()
-                .filter(|c| !versions::superseded(&held, c))
-                .collect();
+            let held = guard::begin(&writer.client, &imports).await?;
+            let live: Vec<&Chunk> = chunks.iter().copied().filter(|c| !held.drops(c)).collect();
             let plan = plan(&live);
             let messages = Messages::of(&live);
             let statements = (&writer.insert, &writer.insert_new);
@@ -721,7 +722,7 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
 }
 
 /// Writes a batch with `statements` ([`INSERT`], [`INSERT_NEW`]) in the
-/// transaction [`versions::begin`] opened on `client`, and commits it, in
+/// transaction [`guard::begin`] opened on `client`, and commits it, in
 /// one round trip (the commit pipelined after the insert: if the insert
 /// fails, the transaction is aborted and the commit rolls it back). As
 /// keys all new first if `new_keys` says so. The transaction is over
@@ -796,7 +797,7 @@ async fn commit(
     match done {
         Ok((n, ())) => Ok(n),
         Err(e) => {
-            versions::rollback(client).await;
+            guard::rollback(client).await;
             Err(e)
         }
     }

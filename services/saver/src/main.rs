@@ -73,9 +73,13 @@ fn main() -> ExitCode {
                 saver.namespace(),
             );
             let api = sluice_saver::api::serve(
-                saver.jetstream().client(),
-                saver.namespace().clone(),
-                database.clone(),
+                sluice_saver::api::Api {
+                    js: saver.jetstream(),
+                    ns: saver.namespace().clone(),
+                    database: database.clone(),
+                    wakeups: wakeups.clone(),
+                    replicas,
+                },
                 stop_api,
             );
             tokio::try_join!(

@@ -153,8 +153,12 @@ const MIGRATIONS: &[&str] = &[
     // A transactions file that changed between two attempts is read again
     // from its first row as version n+1 (`…/v<n>-rows-…`): the account's
     // announcement names the version whose windows complete it, and the
-    // saver keeps, per file, the version whose rows the table holds.
+    // saver keeps, per file, the version whose rows the table holds. An
+    // operator may cancel an import.
     "
+    ALTER TABLE imports DROP CONSTRAINT imports_status_check,
+        ADD CONSTRAINT imports_status_check
+            CHECK (status IN ('running', 'completed', 'completed_with_errors', 'cancelled'));
     ALTER TABLE import_accounts ADD COLUMN version INT NOT NULL DEFAULT 1;
     CREATE TABLE import_file_versions (
         import_id TEXT NOT NULL,

@@ -18,17 +18,22 @@ pub enum Endpoint {
     /// One import, with its first conflicts, clashes and reported rows
     /// ([`ImportRequest`] → [`ImportReply`]).
     Import,
+    /// Cancels a running import ([`ImportRequest`] → [`ImportReply`], the
+    /// import as it ended): no stage works on its messages any more, no
+    /// row of it is written after its completion event, `cancelled`.
+    Cancel,
 }
 
 impl Endpoint {
     /// Every endpoint the service answers.
-    pub const ALL: [Endpoint; 2] = [Endpoint::Imports, Endpoint::Import];
+    pub const ALL: [Endpoint; 3] = [Endpoint::Imports, Endpoint::Import, Endpoint::Cancel];
 
     /// Its name, as `nats micro info` shows it.
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Imports => "imports",
             Endpoint::Import => "import",
+            Endpoint::Cancel => "cancel",
         }
     }
 
@@ -47,6 +52,8 @@ pub mod code {
     pub const BAD_REQUEST: usize = 400;
     /// No record of the import named (yet).
     pub const NOT_FOUND: usize = 404;
+    /// The import ended already: there is nothing left to cancel.
+    pub const CONFLICT: usize = 409;
     /// The tracking tables cannot be read now (the database is down).
     pub const UNAVAILABLE: usize = 503;
 }

@@ -578,6 +578,10 @@ pub enum ImportStatus {
     /// or some messages were dead-lettered (`sluice dead-letters list
     /// --import ID`, `sluice status ID`).
     CompletedWithErrors,
+    /// An operator cancelled it (`sluice cancel ID`, the service API's
+    /// `cancel`): the counts say what was saved before, and no row of it
+    /// is written after this event.
+    Cancelled,
 }
 
 /// Published once per import on `import-events.<id>` when every

@@ -144,6 +144,14 @@ impl Namespace {
         }
     }
 
+    /// The key-value bucket of cancelled imports.
+    pub fn cancelled_imports_bucket(&self) -> String {
+        match &self.0 {
+            None => "CANCELLED_IMPORTS".to_owned(),
+            Some(ns) => format!("{}_CANCELLED_IMPORTS", ns.replace('-', "_")),
+        }
+    }
+
     /// The key-value bucket of where each file's reading stopped.
     pub fn file_checkpoints_bucket(&self) -> String {
         match &self.0 {

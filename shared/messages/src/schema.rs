@@ -254,6 +254,13 @@ pub fn service_catalog() -> Vec<EndpointKind> {
              error 404 while nothing of it is recorded.",
             [schema_of::<ImportRequest>, schema_of::<ImportReply>],
         ),
+        endpoint(
+            Endpoint::Cancel,
+            "Cancels a running import and answers with it as it ended (status `cancelled`); \
+             cancelling a cancelled import answers the same; error 404 while nothing of it is \
+             recorded, 409 once it completed.",
+            [schema_of::<ImportRequest>, schema_of::<ImportReply>],
+        ),
     ]
 }
 

@@ -38,6 +38,9 @@ pub enum Fault {
     /// A dependency every message needs is down (the database, NATS): wait
     /// for it; the message is not at fault.
     Outage,
+    /// The message's import was cancelled: it is acknowledged without its
+    /// work, neither retried nor dead-lettered.
+    Cancelled,
 }
 
 impl StageError {
@@ -64,6 +67,11 @@ impl StageError {
     /// A dependency every message needs is down: wait for it.
     pub fn outage(reason: impl fmt::Display) -> Self {
         StageError::new(Fault::Outage, reason)
+    }
+
+    /// Import `id` was cancelled: drop the rest of this message's work.
+    pub fn cancelled(id: &str) -> Self {
+        StageError::new(Fault::Cancelled, format!("import {id} was cancelled"))
     }
 
     /// Wraps an error of `fault`, keeping it as the source and its whole
@@ -104,7 +112,12 @@ impl StageError {
 
     /// Worth trying again (an outage included).
     pub fn is_transient(&self) -> bool {
-        self.fault != Fault::Permanent
+        matches!(self.fault, Fault::Transient | Fault::Outage)
+    }
+
+    /// Its import was cancelled: nothing is wrong, the work is dropped.
+    pub fn is_cancelled(&self) -> bool {
+        self.fault == Fault::Cancelled
     }
 
     /// A dependency is down, not the message at fault.

@@ -36,7 +36,7 @@ mod shutdown;
 // The modules' old places, so that paths inside and outside the crate
 // read as before.
 pub(crate) use nats::login as nats_login;
-pub use nats::{buckets, checkpoints, import_ids, row_budget, specs, topology};
+pub use nats::{buckets, cancellations, checkpoints, import_ids, row_budget, specs, topology};
 pub use observe::{misconfiguration, repeats, telemetry};
 pub(crate) use run::{
     backoff, context, dead_letter, delivery, emitter, fate, flat_map, keep_alive, outage, pull,

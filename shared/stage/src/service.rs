@@ -235,12 +235,15 @@ impl Runtime {
             "consumer ready"
         );
         let max_payload = client.server_info().max_payload;
+        let cancellations =
+            crate::cancellations::Cancellations::new(js.clone(), nats.namespace.clone());
         Ok(Runtime {
             client,
             consumer: pull_consumer,
             shared: Arc::new(StageContext {
                 js,
                 ns: nats.namespace,
+                cancellations,
                 stage,
                 consumer,
                 max_payload,

@@ -4,6 +4,7 @@
 //! registry, the row budget, the import specs, the file checkpoints).
 
 pub mod buckets;
+pub mod cancellations;
 pub mod checkpoints;
 pub mod import_ids;
 pub(crate) mod login;

@@ -19,6 +19,8 @@ pub(crate) struct StageContext {
     /// Messages handed back unfinished because this replica is stopping:
     /// each costs one more delivery, and the stop's log line says how many.
     pub handed_back: AtomicU64,
+    /// Imports an operator cancelled: their messages are dropped.
+    pub cancellations: crate::cancellations::Cancellations,
 }
 
 impl StageContext {

@@ -273,6 +273,13 @@ impl Emitter {
         msg_id: String,
         payload: Bytes,
     ) -> Result<(), StageError> {
+        // A cancelled import's work stops here, whatever the stage does
+        // (asked of NATS at most once a second per import).
+        if let Some(id) = &self.import_id {
+            if self.shared.cancellations.is_cancelled(id).await {
+                return Err(StageError::cancelled(id));
+            }
+        }
         // A message awaiting its ack costs its payload and about a KiB of
         // bookkeeping, which dominates for small ones.
         let size = payload.len() + MESSAGE_OVERHEAD;

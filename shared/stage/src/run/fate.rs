@@ -90,6 +90,15 @@ pub(crate) async fn settle(
             release(shared, message).await;
             Settled::Released
         }
+        Outcome::Done(Err(error)) if error.is_cancelled() => {
+            // Dropped, not failed: what it published before stays (the
+            // saver writes nothing of a cancelled import).
+            tracing::debug!(stage = shared.stage, error = %error, "dropping the rest of a message's work");
+            if let Err(e) = message.ack().await {
+                tracing::debug!(error = %e, "ack failed; the message comes again and is dropped again");
+            }
+            Settled::Acked
+        }
         Outcome::Done(Err(error)) => {
             let limit = i64::from(shared.consumer.max_deliveries);
             if let Fate::DeadLetter(kind) = fate(&error, delivery.delivered(), limit) {

@@ -221,6 +221,12 @@ impl<S: FlatMap> Task<S> {
             Ok(input) => input,
             Err(error) => return fate::settle(shared, delivery, Outcome::Done(Err(error))).await,
         };
+        if let Some(id) = self.stage.import_id(&input) {
+            if shared.cancellations.is_cancelled(id).await {
+                let error = StageError::cancelled(id);
+                return fate::settle(shared, delivery, Outcome::Done(Err(error))).await;
+            }
+        }
         let in_flight = events::InFlight::start(S::NAME);
         let mut detached = false;
         let outcome = keep_alive(

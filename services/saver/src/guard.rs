@@ -1,19 +1,22 @@
-//! Transactions files read again because they changed between two
-//! attempts (another `ETag` or `Last-Modified`): the fetcher reads the new
-//! version from its first row under ids of its own (`…/v<n>-rows-…`), and
-//! the saver makes the table hold that version's rows only.
+//! What a batch must not write, and the lock that makes sure of it: rows
+//! of a cancelled import, and rows of a file version superseded.
 //!
-//! The first message of version `n` to reach the saver *upgrades* its
-//! file: the rows the import saved from earlier versions (the account's
-//! rows of this import at the file's account line) go, with the records of
-//! their messages, and `import_file_versions` says `n`. A message of an
-//! earlier version that comes after (stored before the fetcher died, or
-//! redelivered) is superseded: acked, nothing written.
+//! **Cancelled imports.** An operator's cancel takes the import's advisory
+//! lock exclusively and marks the import `cancelled` (with what it saved
+//! by then) in one transaction. Every batch shares the lock from before it
+//! reads which of its imports are cancelled until it commits, and leaves
+//! their messages out (acked, nothing written): no row of a cancelled
+//! import is written after its completion event, whatever the timing.
 //!
-//! An upgrade holds the import's advisory lock exclusively, every batch of
-//! transactions shares it from before it reads the versions until it
-//! commits: no batch can write a superseded message's rows after the
-//! upgrade that deleted them, whatever the interleaving.
+//! **File versions.** A transactions file that changed between two
+//! attempts (another `ETag` or `Last-Modified`) is read again from its
+//! first row under ids of its own (`…/v<n>-rows-…`). The first message of
+//! version `n` to reach the saver *upgrades* its file, under the same lock
+//! held exclusively: the rows the import saved from earlier versions (the
+//! account's rows of this import at the file's account line) go, with the
+//! records of their messages, and `import_file_versions` says `n`. A
+//! message of an earlier version that comes after (stored before the
+//! fetcher died, or redelivered) is superseded: acked, nothing written.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,7 +27,7 @@ use tokio_postgres::Client;
 use crate::{account_key, db_error, Chunk};
 
 /// The import's lock: its id hashed, in a space of sluice's own.
-const LOCK: &str = "hashtextextended('sluice-file-versions:' || $1, 0)";
+const LOCK: &str = "hashtextextended('sluice-import:' || $1, 0)";
 
 /// Every file of `chunks` read again at a later version than the table
 /// holds is brought to it, each in a transaction of its own, before the
@@ -146,18 +149,41 @@ fn account_line(file: &str) -> Option<i64> {
     file.rsplit('/').next()?.parse().ok()
 }
 
-/// Begins a batch's transaction on `client`: takes the locks of `imports`
-/// shared and returns the versions it holds of their files read again,
-/// none of which can change until the transaction ends. One round trip:
-/// the three statements are pipelined, and the read, a statement of its
-/// own, takes its snapshot once the locks are held. On an error the
-/// transaction is rolled back.
-pub(crate) async fn begin(
-    client: &Client,
-    imports: &[&str],
-) -> Result<HashMap<(String, String), u32>, StageError> {
-    // In one order, so two writers' shared locks never wait on each other
-    // behind an upgrade.
+/// What a batch's transaction holds: the imports of the batch an
+/// operator cancelled, and the versions of their files read again. Neither
+/// can change until the transaction ends.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    cancelled: HashSet<String>,
+    versions: HashMap<(String, String), u32>,
+}
+
+impl Held {
+    /// Whether `chunk` is left out: its import was cancelled, or it is of
+    /// a version older than the one its file is at now.
+    pub(crate) fn drops(&self, chunk: &Chunk) -> bool {
+        let import_id = chunk.batch.import_id.as_str();
+        if self.cancelled.contains(import_id) {
+            return true;
+        }
+        if self.versions.is_empty() {
+            return false;
+        }
+        let file = (import_id.to_owned(), account_key(&chunk.key).to_owned());
+        self.versions
+            .get(&file)
+            .is_some_and(|&at| version_of(&chunk.key) < at)
+    }
+
+    /// Whether import `id` was cancelled.
+    pub(crate) fn cancelled(&self, id: &str) -> bool {
+        self.cancelled.contains(id)
+    }
+}
+
+/// `imports`, each once, in one order: so two writers' shared locks never
+/// wait on each other behind an exclusive one.
+fn sorted<'a>(imports: &[&'a str]) -> Vec<&'a str> {
     let mut sorted: Vec<&str> = imports
         .iter()
         .copied()
@@ -165,36 +191,119 @@ pub(crate) async fn begin(
         .into_iter()
         .collect();
     sorted.sort_unstable();
-    let lock = format!(
+    sorted
+}
+
+fn lock_shared() -> String {
+    format!(
         "SELECT pg_advisory_xact_lock_shared({}) FROM unnest($1::text[]) AS i(id)",
         LOCK.replace("$1", "i.id")
-    );
+    )
+}
+
+const CANCELLED: &str = "SELECT id FROM imports WHERE id = ANY($1) AND status = 'cancelled'";
+
+const VERSIONS: &str =
+    "SELECT import_id, account_key, version FROM import_file_versions WHERE import_id = ANY($1)";
+
+/// Begins a batch's transaction on `client` and holds what it must not
+/// write. One round trip: the statements are pipelined, and the reads,
+/// statements of their own, take their snapshots once the locks are held.
+/// On an error the transaction is rolled back.
+pub(crate) async fn begin(client: &Client, imports: &[&str]) -> Result<Held, StageError> {
+    let sorted = sorted(imports);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sorted];
+    let lock = lock_shared();
     let begun = tokio::try_join!(
         client.batch_execute("BEGIN"),
         client.execute(&lock, &params),
-        client.query(
-            "SELECT import_id, account_key, version FROM import_file_versions
-             WHERE import_id = ANY($1)",
-            &params,
-        ),
+        client.query(CANCELLED, &params),
+        client.query(VERSIONS, &params),
     );
-    let rows = match begun {
-        Ok((_, _, rows)) => rows,
+    let (cancelled, versions) = match begun {
+        Ok((_, _, cancelled, versions)) => (cancelled, versions),
         Err(e) => {
             rollback(client).await;
             return Err(db_error("begin", &e));
         }
     };
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                (r.get::<_, String>(0), r.get::<_, String>(1)),
-                r.get::<_, i32>(2) as u32,
+    Ok(Held {
+        cancelled: cancelled.iter().map(|r| r.get(0)).collect(),
+        versions: versions
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<_, String>(0), r.get::<_, String>(1)),
+                    r.get::<_, i32>(2) as u32,
+                )
+            })
+            .collect(),
+    })
+}
+
+/// [`begin`]'s locks and cancelled imports, in transaction `tx` (the rows
+/// of imports run with a spec, whose files are never read again).
+pub(crate) async fn hold(
+    tx: &tokio_postgres::Transaction<'_>,
+    imports: &[&str],
+) -> Result<Held, StageError> {
+    let sorted = sorted(imports);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sorted];
+    let lock = lock_shared();
+    let (_, cancelled) = tokio::try_join!(tx.execute(&lock, &params), tx.query(CANCELLED, &params))
+        .map_err(|e| db_error("lock", &e))?;
+    Ok(Held {
+        cancelled: cancelled.iter().map(|r| r.get(0)).collect(),
+        versions: HashMap::new(),
+    })
+}
+
+/// How a cancel went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// The import is cancelled now, or was already.
+    Done,
+    /// No record of the import (yet).
+    Unknown,
+    /// It ended already, with this status.
+    Ended(String),
+}
+
+/// Cancels import `id`: once this returns `Done`, no batch writes a row
+/// of it any more (the ones under way have committed), and its completion
+/// event says `cancelled` with the rows it saved.
+pub(crate) async fn cancel(
+    client: &mut Client,
+    id: &str,
+) -> Result<Cancelled, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute(&format!("SELECT pg_advisory_xact_lock({LOCK})"), &[&id])
+        .await?;
+    let status: Option<String> = tx
+        .query_opt(
+            "SELECT status FROM imports WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let outcome = match status.as_deref() {
+        None => Cancelled::Unknown,
+        Some("cancelled") => Cancelled::Done,
+        Some("running") => {
+            tx.execute(
+                "UPDATE imports i SET status = 'cancelled', finished_at = now(),
+                     transactions_saved = (SELECT COALESCE(sum(inserted), 0) FROM import_chunks c
+                                           WHERE c.import_id = i.id AND c.table_name IS NULL)
+                 WHERE id = $1",
+                &[&id],
             )
-        })
-        .collect())
+            .await?;
+            Cancelled::Done
+        }
+        Some(ended) => Cancelled::Ended(ended.to_owned()),
+    };
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 /// Ends a failed transaction, if one is open (else PostgreSQL only warns):
@@ -203,19 +312,6 @@ pub(crate) async fn rollback(client: &Client) {
     if let Err(e) = client.batch_execute("ROLLBACK").await {
         tracing::debug!(error = %e, "rollback failed: the connection is gone, and its transaction with it");
     }
-}
-
-/// Whether `chunk` is of a version older than the one its file is at now.
-pub(crate) fn superseded(held: &HashMap<(String, String), u32>, chunk: &Chunk) -> bool {
-    if held.is_empty() {
-        return false;
-    }
-    let file = (
-        chunk.batch.import_id.clone(),
-        account_key(&chunk.key).to_owned(),
-    );
-    held.get(&file)
-        .is_some_and(|&at| version_of(&chunk.key) < at)
 }
 
 #[cfg(test)]
@@ -318,5 +414,72 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
         assert_eq!(chunks, ["t-1/2/v2-rows-1-2", "t-1/2/v2-rows-3-4"]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_import_gets_no_row_more_and_an_ended_one_cannot_be_cancelled() {
+        let sandbox = sluice_devkit::Sandbox::new("cancel").await;
+        let database = crate::Database::new(sandbox.database_url().parse().unwrap());
+        let saver = Saver::new(database.clone(), Wakeups::default());
+        let mut writer = saver.open().await.unwrap();
+        let mut db = database.connect().await.unwrap();
+        db.batch_execute(
+            "INSERT INTO imports (id) VALUES ('t-1'), ('t-2');
+             UPDATE imports SET status = 'completed' WHERE id = 't-2'",
+        )
+        .await
+        .unwrap();
+        saver
+            .write(
+                &mut writer,
+                &[chunk("t-1", "t-1/2/rows-1-2", &[(1, "1", 2)])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            super::cancel(&mut db, "t-1").await.unwrap(),
+            super::Cancelled::Done
+        );
+        assert_eq!(
+            super::cancel(&mut db, "t-1").await.unwrap(),
+            super::Cancelled::Done
+        );
+        assert_eq!(
+            super::cancel(&mut db, "t-9").await.unwrap(),
+            super::Cancelled::Unknown
+        );
+        assert_eq!(
+            super::cancel(&mut db, "t-2").await.unwrap(),
+            super::Cancelled::Ended("completed".into())
+        );
+        // After the cancel, its messages are acknowledged and write nothing;
+        // another import's beside them are written.
+        saver
+            .write(
+                &mut writer,
+                &[
+                    chunk("t-1", "t-1/2/rows-3-4", &[(3, "3", 4)]),
+                    chunk("t-3", "t-3/2/rows-1-2", &[(5, "5", 2)]),
+                ],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<i64> = db
+            .query("SELECT id FROM transactions ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, [1, 5]);
+        let (status, saved): (String, i64) = db
+            .query_one(
+                "SELECT status, transactions_saved FROM imports WHERE id = 't-1'",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!((status.as_str(), saved), ("cancelled", 1));
     }
 }
