@@ -329,6 +329,13 @@ pub(crate) async fn fetched(
         &account.url,
         &version,
     ];
+    if version > 1 {
+        // A version without a row has no message to replace the earlier
+        // version's rows on its arrival: its announcement does. First,
+        // before this transaction holds the import's row: the upgrade
+        // waits for the import's batches.
+        crate::guard::upgrade_file(db, import_id, account.key, account.version, account.id).await?;
+    }
     db.execute(FETCHED, &params).await?;
     if version > 1 {
         // A later version of a file the account was fetched from already

@@ -18,16 +18,26 @@
 //! message of an earlier version that comes after (stored before the
 //! fetcher died, or redelivered) is superseded: acked, nothing written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sluice_messages::windows::version_of;
 use sluice_stage::StageError;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient, Statement};
 
 use crate::{account_key, db_error, Chunk};
 
-/// The import's lock: its id hashed, in a space of sluice's own.
-const LOCK: &str = "hashtextextended('sluice-import:' || $1, 0)";
+/// The key of import `id`'s advisory lock: FNV-1a of its id, computed
+/// here (not by PostgreSQL) so that the shared locks go in the same simple
+/// query as `BEGIN`, and the same in every release (replicas of two
+/// releases exclude each other during a rolling upgrade).
+pub(crate) fn lock_key(id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"sluice-import:".iter().chain(id.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
 
 /// Every file of `chunks` read again at a later version than the table
 /// holds is brought to it, each in a transaction of its own, before the
@@ -46,46 +56,61 @@ pub(crate) async fn upgrade(client: &mut Client, chunks: &[&Chunk]) -> Result<()
         }
     }
     for ((import_id, file), (version, account_id)) in latest {
-        upgrade_file(client, import_id, file, version, account_id).await?;
+        // Most batches of a version come after its upgrade: no lock for them.
+        let held = client
+            .query_opt(
+                "SELECT version FROM import_file_versions WHERE import_id = $1 AND account_key = $2",
+                &[&import_id, &file],
+            )
+            .await
+            .map_err(|e| db_error("read", &e))?
+            .map_or(1, |r| r.get::<_, i32>(0));
+        if held >= version as i32 {
+            continue;
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("begin", &e))?;
+        upgrade_file(&tx, import_id, file, version, account_id)
+            .await
+            .map_err(|e| db_error("upgrade", &e))?;
+        tx.commit().await.map_err(|e| db_error("commit", &e))?;
     }
     Ok(())
 }
 
-async fn upgrade_file(
-    client: &mut Client,
+/// Brings file `file` (an account's key) of import `import_id` to
+/// `version`, in transaction `tx`, unless it is there already or the
+/// import was cancelled: the rows the import saved at the file's account
+/// line go, with their messages' records, conflicts and clashes, and the
+/// account waits for the new version's announcement. Run on the first
+/// message of the version, and on its `fetched` fact (a version without a
+/// row has no message). Says whether it upgraded.
+pub(crate) async fn upgrade_file(
+    tx: &impl GenericClient,
     import_id: &str,
     file: &str,
     version: u32,
     account_id: i64,
-) -> Result<(), StageError> {
+) -> Result<bool, tokio_postgres::Error> {
     let version = version as i32;
-    // Most batches of a version come after its upgrade: no lock for them.
-    let held = client
-        .query_opt(
-            "SELECT version FROM import_file_versions WHERE import_id = $1 AND account_key = $2",
-            &[&import_id, &file],
-        )
-        .await
-        .map_err(|e| db_error("read", &e))?
-        .map_or(1, |r| r.get::<_, i32>(0));
-    if held >= version {
-        return Ok(());
-    }
     let Some(line) = account_line(file) else {
-        return Err(StageError::permanent(format!(
-            "message key {file}/… names no account line: a file version cannot apply to it"
-        )));
+        // Not an account of the built-in shape: nothing to replace.
+        return Ok(false);
     };
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| db_error("begin", &e))?;
-    tx.execute(
-        &format!("SELECT pg_advisory_xact_lock({LOCK})"),
-        &[&import_id],
-    )
-    .await
-    .map_err(|e| db_error("lock", &e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(import_id)])
+        .await?;
+    let cancelled = tx
+        .query_opt(
+            "SELECT 1 FROM imports WHERE id = $1 AND status = 'cancelled'",
+            &[&import_id],
+        )
+        .await?
+        .is_some();
+    if cancelled {
+        return Ok(false);
+    }
     let upgraded = tx
         .query_opt(
             "INSERT INTO import_file_versions AS f (import_id, account_key, version)
@@ -95,53 +120,47 @@ async fn upgrade_file(
              RETURNING 1",
             &[&import_id, &file, &version],
         )
-        .await
-        .map_err(|e| db_error("upgrade", &e))?
+        .await?
         .is_some();
-    if upgraded {
-        // The rows this file won in the import are at its account line;
-        // another import's rows keep their own import id.
-        let removed = tx
-            .execute(
-                "DELETE FROM transactions
-                 WHERE account_id = $1 AND import_id = $2 AND position >> 32 = $3",
-                &[&account_id, &import_id, &line],
-            )
-            .await
-            .map_err(|e| db_error("delete", &e))?;
-        let delete = |sql: &'static str| {
-            let tx = &tx;
-            async move {
-                tx.execute(sql, &[&import_id, &file, &account_id, &line])
-                    .await
-                    .map_err(|e| db_error("delete", &e))
-            }
-        };
-        // Every parameter is typed in each (PostgreSQL needs them all).
-        delete(
-            "DELETE FROM import_chunks WHERE import_id = $1 AND account_key = $2
-               AND $3::int8 IS NOT NULL AND $4::int8 IS NOT NULL",
-        )
-        .await?;
-        delete(
-            "DELETE FROM import_conflicts WHERE import_id = $1 AND $2::text IS NOT NULL
-               AND account_id = $3 AND account_line = $4",
-        )
-        .await?;
-        delete(
-            "DELETE FROM import_clashes WHERE import_id = $1 AND $2::text IS NOT NULL
-               AND account_id = $3 AND account_line = $4",
-        )
-        .await?;
-        tracing::warn!(
-            import_id,
-            file,
-            version,
-            removed,
-            "a transactions file changed and is read again: the rows its earlier version saved are replaced"
-        );
+    if !upgraded {
+        return Ok(false);
     }
-    tx.commit().await.map_err(|e| db_error("commit", &e))
+    // The rows this file won in the import are at its account line;
+    // another import's rows keep their own import id.
+    let removed = tx
+        .execute(
+            "DELETE FROM transactions
+             WHERE account_id = $1 AND import_id = $2 AND position >> 32 = $3",
+            &[&account_id, &import_id, &line],
+        )
+        .await?;
+    // Every parameter is typed in each (PostgreSQL needs them all).
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&import_id, &file, &account_id, &line, &version];
+    for sql in [
+        "DELETE FROM import_chunks WHERE import_id = $1 AND account_key = $2
+           AND $3::int8 IS NOT NULL AND $4::int8 IS NOT NULL AND $5::int4 IS NOT NULL",
+        "DELETE FROM import_conflicts WHERE import_id = $1 AND $2::text IS NOT NULL
+           AND account_id = $3 AND account_line = $4 AND $5::int4 IS NOT NULL",
+        "DELETE FROM import_clashes WHERE import_id = $1 AND $2::text IS NOT NULL
+           AND account_id = $3 AND account_line = $4 AND $5::int4 IS NOT NULL",
+        // An earlier version announced already (its fact stored just before
+        // its fetcher died) completes nothing now: the account waits for
+        // the new version's announcement.
+        "UPDATE import_accounts SET complete = false, lines_per_message = 0
+         WHERE import_id = $1 AND account_key = $2 AND version < $5
+           AND $3::int8 IS NOT NULL AND $4::int8 IS NOT NULL",
+    ] {
+        tx.execute(sql, &params).await?;
+    }
+    tracing::warn!(
+        import_id,
+        file,
+        version,
+        removed,
+        "a transactions file changed and is read again: the rows its earlier version saved are replaced"
+    );
+    Ok(true)
 }
 
 /// The account line of a file key `<import>/<line>`.
@@ -179,83 +198,92 @@ impl Held {
     pub(crate) fn cancelled(&self, id: &str) -> bool {
         self.cancelled.contains(id)
     }
+
+    fn of(rows: &[tokio_postgres::Row]) -> Held {
+        let mut held = Held::default();
+        for r in rows {
+            let import_id: String = r.get(1);
+            match r.get::<_, Option<String>>(2) {
+                None => {
+                    held.cancelled.insert(import_id);
+                }
+                Some(file) => {
+                    held.versions
+                        .insert((import_id, file), r.get::<_, i32>(3) as u32);
+                }
+            }
+        }
+        held
+    }
 }
 
-/// `imports`, each once, in one order: so two writers' shared locks never
-/// wait on each other behind an exclusive one.
-fn sorted<'a>(imports: &[&'a str]) -> Vec<&'a str> {
-    let mut sorted: Vec<&str> = imports
+/// What a batch reads once its locks are held: its cancelled imports
+/// (no file), and the versions of their files read again.
+pub(crate) const READ: &str = "
+    SELECT 'cancelled', id, NULL::text, 0 FROM imports WHERE id = ANY($1) AND status = 'cancelled'
+    UNION ALL
+    SELECT 'version', import_id, account_key, version FROM import_file_versions
+    WHERE import_id = ANY($1)";
+
+/// `BEGIN` and the shared locks of `imports`, as one simple query: its
+/// statements run in order, in one round trip. The locks go in key order,
+/// so two writers' shared locks never wait on each other behind an
+/// exclusive one.
+fn begin_sharing(imports: &[&str]) -> String {
+    let keys: BTreeSet<i64> = imports.iter().map(|id| lock_key(id)).collect();
+    let locks: Vec<String> = keys
         .iter()
-        .copied()
-        .collect::<HashSet<_>>()
-        .into_iter()
+        .map(|k| format!("pg_advisory_xact_lock_shared({k})"))
         .collect();
-    sorted.sort_unstable();
-    sorted
+    format!("BEGIN; SELECT {}", locks.join(", "))
 }
 
-fn lock_shared() -> String {
-    format!(
-        "SELECT pg_advisory_xact_lock_shared({}) FROM unnest($1::text[]) AS i(id)",
-        LOCK.replace("$1", "i.id")
-    )
+fn ids(imports: &[&str]) -> Vec<String> {
+    let set: BTreeSet<&str> = imports.iter().copied().collect();
+    set.into_iter().map(str::to_owned).collect()
 }
 
-const CANCELLED: &str = "SELECT id FROM imports WHERE id = ANY($1) AND status = 'cancelled'";
-
-const VERSIONS: &str =
-    "SELECT import_id, account_key, version FROM import_file_versions WHERE import_id = ANY($1)";
-
-/// Begins a batch's transaction on `client` and holds what it must not
-/// write. One round trip: the statements are pipelined, and the reads,
-/// statements of their own, take their snapshots once the locks are held.
-/// On an error the transaction is rolled back.
-pub(crate) async fn begin(client: &Client, imports: &[&str]) -> Result<Held, StageError> {
-    let sorted = sorted(imports);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sorted];
-    let lock = lock_shared();
-    let begun = tokio::try_join!(
-        client.batch_execute("BEGIN"),
-        client.execute(&lock, &params),
-        client.query(CANCELLED, &params),
-        client.query(VERSIONS, &params),
-    );
-    let (cancelled, versions) = match begun {
-        Ok((_, _, cancelled, versions)) => (cancelled, versions),
+/// Begins a batch's transaction on `client`, takes the locks of `imports`
+/// shared and reads (with `read`, [`READ`] prepared) what the batch must
+/// not write: two round trips, the read's snapshot taken once the locks
+/// are held. On an error the transaction is rolled back.
+pub(crate) async fn begin(
+    client: &Client,
+    read: &Statement,
+    imports: &[&str],
+) -> Result<Held, StageError> {
+    let ids = ids(imports);
+    let begun = async {
+        client.batch_execute(&begin_sharing(imports)).await?;
+        client.query(read, &[&ids]).await
+    }
+    .await;
+    match begun {
+        Ok(rows) => Ok(Held::of(&rows)),
         Err(e) => {
             rollback(client).await;
-            return Err(db_error("begin", &e));
+            Err(db_error("begin", &e))
         }
-    };
-    Ok(Held {
-        cancelled: cancelled.iter().map(|r| r.get(0)).collect(),
-        versions: versions
-            .iter()
-            .map(|r| {
-                (
-                    (r.get::<_, String>(0), r.get::<_, String>(1)),
-                    r.get::<_, i32>(2) as u32,
-                )
-            })
-            .collect(),
-    })
+    }
 }
 
-/// [`begin`]'s locks and cancelled imports, in transaction `tx` (the rows
-/// of imports run with a spec, whose files are never read again).
+/// [`begin`]'s locks and reads, in transaction `tx` (the rows of imports
+/// run with a spec, whose files are never read again).
 pub(crate) async fn hold(
     tx: &tokio_postgres::Transaction<'_>,
     imports: &[&str],
 ) -> Result<Held, StageError> {
-    let sorted = sorted(imports);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sorted];
-    let lock = lock_shared();
-    let (_, cancelled) = tokio::try_join!(tx.execute(&lock, &params), tx.query(CANCELLED, &params))
-        .map_err(|e| db_error("lock", &e))?;
-    Ok(Held {
-        cancelled: cancelled.iter().map(|r| r.get(0)).collect(),
-        versions: HashMap::new(),
-    })
+    let keys: BTreeSet<i64> = imports.iter().map(|id| lock_key(id)).collect();
+    for key in keys {
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&key])
+            .await
+            .map_err(|e| db_error("lock", &e))?;
+    }
+    let rows = tx
+        .query(READ, &[&ids(imports)])
+        .await
+        .map_err(|e| db_error("read", &e))?;
+    Ok(Held::of(&rows))
 }
 
 /// How a cancel went.
@@ -277,7 +305,7 @@ pub(crate) async fn cancel(
     id: &str,
 ) -> Result<Cancelled, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute(&format!("SELECT pg_advisory_xact_lock({LOCK})"), &[&id])
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(id)])
         .await?;
     let status: Option<String> = tx
         .query_opt(
@@ -481,5 +509,40 @@ mod tests {
             .map(|r| (r.get(0), r.get(1)))
             .unwrap();
         assert_eq!((status.as_str(), saved), ("cancelled", 1));
+    }
+
+    #[tokio::test]
+    async fn a_new_version_without_a_row_replaces_the_earlier_ones_rows_on_its_announcement() {
+        let sandbox = sluice_devkit::Sandbox::new("empty-version").await;
+        let database = crate::Database::new(sandbox.database_url().parse().unwrap());
+        let saver = Saver::new(database.clone(), Wakeups::default());
+        let mut writer = saver.open().await.unwrap();
+        saver
+            .write(
+                &mut writer,
+                &[chunk("t-1", "t-1/2/rows-1-2", &[(1, "1", 2), (2, "2", 3)])],
+            )
+            .await
+            .unwrap();
+        let db = database.connect().await.unwrap();
+        let account = crate::completion::FetchedAccount {
+            key: "t-1/2",
+            id: 7,
+            messages: 0,
+            lines_per_message: 2,
+            transactions: 0,
+            rejected_rows: 0,
+            url: None,
+            version: 2,
+        };
+        crate::completion::fetched(&db, "t-1", &account)
+            .await
+            .unwrap();
+        let left: i64 = db
+            .query_one("SELECT count(*) FROM transactions", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
     }
 }

@@ -270,6 +270,8 @@ pub struct Writer {
     client: Client,
     insert: Statement,
     insert_new: Statement,
+    /// [`guard::READ`]: what a batch must not write.
+    guard_read: Statement,
     new_keys: NewKeys,
 }
 
@@ -534,10 +536,15 @@ impl Sink for Saver {
             .prepare(INSERT_NEW)
             .await
             .map_err(|e| db_error("prepare", &e))?;
+        let guard_read = client
+            .prepare(guard::READ)
+            .await
+            .map_err(|e| db_error("prepare", &e))?;
         Ok(Writer {
             client,
             insert,
             insert_new,
+            guard_read,
             new_keys: NewKeys::default(),
         })
     }
@@ -588,7 +595,7 @@ impl Saver {
         let imports: Vec<&str> = chunks.iter().map(|c| c.batch.import_id.as_str()).collect();
         let mut new_keys = writer.new_keys.try_now();
         loop {
-            let held = guard::begin(&writer.client, &imports).await?;
+            let held = guard::begin(&writer.client, &writer.guard_read, &imports).await?;
             let live: Vec<&Chunk> = chunks.iter().copied().filter(|c| !held.drops(c)).collect();
             let plan = plan(&live);
             let messages = Messages::of(&live);
@@ -791,9 +798,10 @@ async fn commit(
     client: &Client,
     statement: impl std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
 ) -> Result<u64, tokio_postgres::Error> {
-    // Sent in order: if the statement fails, the commit finds the
-    // transaction aborted and rolls it back.
-    let done = tokio::try_join!(statement, client.batch_execute("COMMIT"));
+    // Sent in order (`try_join` polls the statement first, and a query is
+    // sent when first polled): if the statement fails, the commit finds
+    // the transaction aborted and rolls it back.
+    let done = futures_util::future::try_join(statement, client.batch_execute("COMMIT")).await;
     match done {
         Ok((n, ())) => Ok(n),
         Err(e) => {

@@ -213,6 +213,15 @@ impl<S: FlatMap> Task<S> {
         span: &tracing::Span,
     ) -> fate::Settled {
         let shared = &self.shared;
+        // A cancelled import's message is dropped, however often it came.
+        if let Ok(input) = &decoded {
+            if let Some(id) = self.stage.import_id(input) {
+                if shared.cancellations.is_cancelled(id).await {
+                    let error = StageError::cancelled(id);
+                    return fate::settle(shared, delivery, Outcome::Done(Err(error))).await;
+                }
+            }
+        }
         if let Some(error) = fate::exhausted(shared, delivery) {
             let kind = DeadLetterKind::Exhausted;
             return fate::dead_letter_and_terminate(shared, delivery, kind, &error).await;
@@ -221,12 +230,6 @@ impl<S: FlatMap> Task<S> {
             Ok(input) => input,
             Err(error) => return fate::settle(shared, delivery, Outcome::Done(Err(error))).await,
         };
-        if let Some(id) = self.stage.import_id(&input) {
-            if shared.cancellations.is_cancelled(id).await {
-                let error = StageError::cancelled(id);
-                return fate::settle(shared, delivery, Outcome::Done(Err(error))).await;
-            }
-        }
         let in_flight = events::InFlight::start(S::NAME);
         let mut detached = false;
         let outcome = keep_alive(
