@@ -96,6 +96,7 @@ pub async fn declare(
     // The bucket only; the budget itself is the fetcher's setting.
     sluice_stage::row_budget::RowBudget::open(js, &nats.namespace, replicas, 0).await?;
     sluice_stage::checkpoints::Checkpoints::open(js, &nats.namespace, replicas).await?;
+    sluice_stage::cancellations::open(js, &nats.namespace, replicas).await?;
     sluice_stage::specs::Specs::open(js, &nats.namespace, replicas).await?;
     Ok(())
 }

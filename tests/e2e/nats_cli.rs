@@ -120,9 +120,11 @@ async fn nats_pub_imports_runs_an_import_under_the_contract_names() {
             "DEAD_LETTERS",
             "IMPORTS",
             "IMPORT_EVENTS",
-            // The key-value buckets FILE_CHECKPOINTS, IMPORT_IDS and
-            // IMPORT_ROWS, as JetStream names their streams (IMPORT_SPECS
-            // comes with the first spec: nobody needed it here).
+            // The key-value buckets CANCELLED_IMPORTS, FILE_CHECKPOINTS,
+            // IMPORT_IDS and IMPORT_ROWS, as JetStream names their streams
+            // (IMPORT_SPECS comes with the first spec: nobody needed it
+            // here).
+            "KV_CANCELLED_IMPORTS",
             "KV_FILE_CHECKPOINTS",
             "KV_IMPORT_IDS",
             "KV_IMPORT_ROWS",

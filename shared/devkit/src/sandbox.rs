@@ -287,6 +287,9 @@ impl Sandbox {
             let _ = js.delete_key_value(namespace.import_rows_bucket()).await;
             let _ = js.delete_key_value(namespace.import_specs_bucket()).await;
             let _ = js
+                .delete_key_value(namespace.cancelled_imports_bucket())
+                .await;
+            let _ = js
                 .delete_key_value(namespace.file_checkpoints_bucket())
                 .await;
         }

@@ -235,8 +235,11 @@ impl Runtime {
             "consumer ready"
         );
         let max_payload = client.server_info().max_payload;
-        let cancellations =
-            crate::cancellations::Cancellations::new(js.clone(), nats.namespace.clone());
+        let cancellations = crate::cancellations::Cancellations::new(
+            js.clone(),
+            nats.namespace.clone(),
+            usize::from(nats.stream_replicas),
+        );
         Ok(Runtime {
             client,
             consumer: pull_consumer,

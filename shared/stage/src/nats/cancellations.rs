@@ -2,18 +2,20 @@
 //! key-value bucket, `CANCELLED_IMPORTS`, one key per cancelled import (a
 //! hash of its id), written by the saver when an operator cancels it.
 //!
-//! A stage asks before it works on a message, and at most once a second
-//! per import while it publishes the outputs of one: a cancelled import's
-//! message is acknowledged without its work. The saver's records decide
+//! A stage watches it, and asks before it works on a message and on every
+//! output it publishes: a cancelled import's message is acknowledged
+//! without its work. The saver's records decide
 //! what was saved (it writes nothing of a cancelled import, under a lock),
 //! so this bucket only saves work: one that cannot be read costs work done
 //! in vain, never a row.
 
 use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
+    collections::HashSet,
+    sync::{Arc, RwLock},
+    time::Duration,
 };
+
+use futures_util::StreamExt;
 
 use async_nats::jetstream::{self, kv};
 use sluice_messages::Namespace;
@@ -24,13 +26,13 @@ use crate::{buckets, StageError};
 /// retention, so no message of it is ever worked on again.
 const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long an answer "not cancelled" is taken as still true.
-const FRESH: Duration = Duration::from_secs(1);
+/// How soon a watch that could not be made or ended is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Imports remembered at most, before the memory starts afresh.
 const REMEMBERED: usize = 10_000;
 
-/// The bucket, created when missing (by the first cancel).
+/// The bucket, created when missing.
 pub async fn open(
     js: &jetstream::Context,
     ns: &Namespace,
@@ -67,56 +69,75 @@ pub async fn cancel(bucket: &kv::Store, id: &str) -> Result<(), StageError> {
         })
 }
 
-/// What a stage knows of cancelled imports.
+/// What a stage knows of cancelled imports: the bucket (created at start
+/// when missing), watched from a task of its own, so a check costs no
+/// round trip. A watch that cannot be made or ends is made again a second
+/// later; what it misses meanwhile costs work, never a row.
 pub struct Cancellations {
-    bucket: buckets::Lazy<kv::Store>,
-    /// Per import: cancelled or not, and since when that is known.
-    known: Mutex<HashMap<String, (bool, Instant)>>,
+    cancelled: Arc<RwLock<HashSet<String>>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cancellations {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 impl Cancellations {
-    /// Reads bucket `CANCELLED_IMPORTS` of namespace `ns` when first asked,
-    /// once it exists: until the first cancel, nothing is cancelled (and
-    /// no import creates the bucket).
-    pub fn new(js: jetstream::Context, ns: Namespace) -> Self {
-        Cancellations {
-            bucket: buckets::Lazy::new(move || {
-                let (js, name) = (js.clone(), ns.cancelled_imports_bucket());
-                async move {
-                    js.get_key_value(&name)
-                        .await
-                        .map_err(|e| StageError::outage(format!("no bucket {name} (yet): {e}")))
-                }
-            }),
-            known: Mutex::new(HashMap::new()),
-        }
+    /// Watches bucket `CANCELLED_IMPORTS` of namespace `ns`, on
+    /// `replicas` servers.
+    pub fn new(js: jetstream::Context, ns: Namespace, replicas: usize) -> Self {
+        let cancelled = Arc::new(RwLock::new(HashSet::new()));
+        let watcher = tokio::spawn(watch(js, ns, replicas, cancelled.clone()));
+        Cancellations { cancelled, watcher }
     }
 
-    /// Whether import `id` is cancelled (as of at most a second ago).
-    pub async fn is_cancelled(&self, id: &str) -> bool {
-        if let Some(&(cancelled, at)) = self.known.lock().expect("never poisoned").get(id) {
-            if cancelled || at.elapsed() < FRESH {
-                return cancelled;
-            }
-        }
-        let cancelled = match self.bucket.get().await {
-            Ok(bucket) => match bucket.get(buckets::key_of(id)).await {
-                Ok(found) => found.is_some(),
-                Err(e) => {
-                    tracing::debug!(import_id = id, error = %crate::error_chain(&e), "cannot read the cancelled imports");
-                    false
-                }
-            },
-            Err(e) => {
-                tracing::debug!(import_id = id, error = %e, "cannot open the cancelled imports");
-                false
-            }
-        };
-        let mut known = self.known.lock().expect("never poisoned");
-        if known.len() >= REMEMBERED {
-            known.clear();
-        }
-        known.insert(id.to_owned(), (cancelled, Instant::now()));
-        cancelled
+    /// Whether import `id` is cancelled, as far as the watch has seen.
+    pub fn is_cancelled(&self, id: &str) -> bool {
+        self.cancelled.read().expect("never poisoned").contains(id)
     }
+}
+
+/// Keeps `cancelled` up to date with bucket `name`.
+async fn watch(
+    js: jetstream::Context,
+    ns: Namespace,
+    replicas: usize,
+    cancelled: Arc<RwLock<HashSet<String>>>,
+) {
+    let name = ns.cancelled_imports_bucket();
+    loop {
+        if let Ok(bucket) = open(&js, &ns, replicas).await {
+            match bucket.watch_with_history(">").await {
+                Ok(mut entries) => {
+                    while let Some(entry) = entries.next().await {
+                        let Ok(entry) = entry else { break };
+                        if entry.operation != kv::Operation::Put {
+                            continue;
+                        }
+                        let Ok(marker) = serde_json::from_slice::<Marker>(&entry.value) else {
+                            continue;
+                        };
+                        let mut known = cancelled.write().expect("never poisoned");
+                        if known.len() >= REMEMBERED {
+                            known.clear();
+                        }
+                        known.insert(marker.import_id);
+                    }
+                    tracing::debug!(bucket = %name, "the watch of cancelled imports ended; watching again");
+                }
+                Err(e) => {
+                    tracing::debug!(bucket = %name, error = %crate::error_chain(&e), "cannot watch the cancelled imports");
+                }
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// A cancelled import, as the bucket holds it.
+#[derive(serde::Deserialize)]
+struct Marker {
+    import_id: String,
 }

@@ -274,9 +274,9 @@ impl Emitter {
         payload: Bytes,
     ) -> Result<(), StageError> {
         // A cancelled import's work stops here, whatever the stage does
-        // (asked of NATS at most once a second per import).
+        // (a look at what the watch of cancelled imports has seen).
         if let Some(id) = &self.import_id {
-            if self.shared.cancellations.is_cancelled(id).await {
+            if self.shared.cancellations.is_cancelled(id) {
                 return Err(StageError::cancelled(id));
             }
         }

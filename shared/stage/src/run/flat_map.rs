@@ -216,7 +216,7 @@ impl<S: FlatMap> Task<S> {
         // A cancelled import's message is dropped, however often it came.
         if let Ok(input) = &decoded {
             if let Some(id) = self.stage.import_id(input) {
-                if shared.cancellations.is_cancelled(id).await {
+                if shared.cancellations.is_cancelled(id) {
                     let error = StageError::cancelled(id);
                     return fate::settle(shared, delivery, Outcome::Done(Err(error))).await;
                 }
