@@ -168,13 +168,18 @@ impl Answerer<'_> {
         let id = request.id;
         sluice_messages::validate_import_id(&id)
             .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
+        self.import_reply(&id).await
+    }
+
+    /// Import `id` as `sluice.api.import` answers it.
+    async fn import_reply(&mut self, id: &str) -> Answer {
         let db = self.client().await?;
-        match reports::import_reply(db, &id)
+        match reports::import_reply(db, id)
             .await
             .map_err(|e| read_failed(&e))?
         {
             Some(found) => reply(&found),
-            None => Err(not_found(&id)),
+            None => Err(not_found(id)),
         }
     }
 
@@ -208,14 +213,7 @@ impl Answerer<'_> {
         cancellations::cancel(bucket, &id)
             .await
             .map_err(|e| told_nobody(&id, &e))?;
-        let db = self.client().await?;
-        match reports::import_reply(db, &id)
-            .await
-            .map_err(|e| read_failed(&e))?
-        {
-            Some(found) => reply(&found),
-            None => Err(not_found(&id)),
-        }
+        self.import_reply(&id).await
     }
 }
 

@@ -380,41 +380,22 @@ mod tests {
         let database = crate::Database::new(sandbox.database_url().parse().unwrap());
         let saver = Saver::new(database, Wakeups::default());
         let mut writer = saver.open().await.unwrap();
-        // Another import's row of the account, and version 1 of the file.
-        saver
-            .write(
-                &mut writer,
-                &[chunk("t-0", "t-0/2/rows-1-2", &[(9, "9", 2)])],
-            )
-            .await
-            .unwrap();
-        saver
-            .write(
-                &mut writer,
-                &[chunk("t-1", "t-1/2/rows-1-2", &[(1, "1", 2), (2, "2", 3)])],
-            )
-            .await
-            .unwrap();
-        // Version 2: one row, another amount.
-        saver
-            .write(
-                &mut writer,
-                &[chunk("t-1", "t-1/2/v2-rows-1-2", &[(1, "10", 2)])],
-            )
-            .await
-            .unwrap();
-        // A message of version 1 that comes late, alone and beside one of
-        // version 2.
-        saver
-            .write(
-                &mut writer,
-                &[
-                    chunk("t-1", "t-1/2/rows-3-4", &[(3, "3", 4), (4, "4", 5)]),
-                    chunk("t-1", "t-1/2/v2-rows-3-4", &[(5, "5", 4)]),
-                ],
-            )
-            .await
-            .unwrap();
+        let batches = [
+            // Another import's row of the account, and version 1 of the file.
+            vec![chunk("t-0", "t-0/2/rows-1-2", &[(9, "9", 2)])],
+            vec![chunk("t-1", "t-1/2/rows-1-2", &[(1, "1", 2), (2, "2", 3)])],
+            // Version 2: one row, another amount.
+            vec![chunk("t-1", "t-1/2/v2-rows-1-2", &[(1, "10", 2)])],
+            // A message of version 1 that comes late, alone and beside one
+            // of version 2.
+            vec![
+                chunk("t-1", "t-1/2/rows-3-4", &[(3, "3", 4), (4, "4", 5)]),
+                chunk("t-1", "t-1/2/v2-rows-3-4", &[(5, "5", 4)]),
+            ],
+        ];
+        for batch in &batches {
+            saver.write(&mut writer, batch).await.unwrap();
+        }
         let db = sandbox.db().await;
         let rows: Vec<(String, i64, String)> = db
             .query(
