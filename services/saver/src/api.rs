@@ -55,16 +55,18 @@ async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageErr
         .start(SERVICE, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| StageError::outage(format!("cannot start the service API: {e}")))?;
-    let endpoint = |e: Endpoint| service.endpoint_builder().name(e.name()).add(ns.api(e));
-    let mut imports = endpoint(Endpoint::Imports).await.map_err(|e| {
-        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Imports)))
-    })?;
-    let mut import = endpoint(Endpoint::Import).await.map_err(|e| {
-        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Import)))
-    })?;
-    let mut cancel = endpoint(Endpoint::Cancel).await.map_err(|e| {
-        StageError::outage(format!("cannot serve {}: {e}", ns.api(Endpoint::Cancel)))
-    })?;
+    // Every endpoint's requests in one stream, each with its endpoint.
+    let mut endpoints = Vec::with_capacity(Endpoint::ALL.len());
+    for e in Endpoint::ALL {
+        let served = service
+            .endpoint_builder()
+            .name(e.name())
+            .add(ns.api(e))
+            .await
+            .map_err(|err| StageError::outage(format!("cannot serve {}: {err}", ns.api(e))))?;
+        endpoints.push(served.map(move |request| (request, e)));
+    }
+    let mut requests = futures_util::stream::select_all(endpoints);
     tracing::info!(service = SERVICE, subjects = %ns.api(Endpoint::Imports).replace(".imports", ".*"), "answering the service API");
     let mut answerer = Answerer {
         client: None,
@@ -73,9 +75,7 @@ async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageErr
     };
     loop {
         let (request, endpoint) = tokio::select! {
-            Some(r) = imports.next() => (r, Endpoint::Imports),
-            Some(r) = import.next() => (r, Endpoint::Import),
-            Some(r) = cancel.next() => (r, Endpoint::Cancel),
+            Some(next) = requests.next() => next,
             _ = stop.cancelled() => break,
             else => break,
         };

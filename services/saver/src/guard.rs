@@ -202,14 +202,14 @@ impl Held {
     fn of(rows: &[tokio_postgres::Row]) -> Held {
         let mut held = Held::default();
         for r in rows {
-            let import_id: String = r.get(1);
-            match r.get::<_, Option<String>>(2) {
+            let import_id: String = r.get(0);
+            match r.get::<_, Option<String>>(1) {
                 None => {
                     held.cancelled.insert(import_id);
                 }
                 Some(file) => {
                     held.versions
-                        .insert((import_id, file), r.get::<_, i32>(3) as u32);
+                        .insert((import_id, file), r.get::<_, i32>(2) as u32);
                 }
             }
         }
@@ -220,22 +220,20 @@ impl Held {
 /// What a batch reads once its locks are held: its cancelled imports
 /// (no file), and the versions of their files read again.
 pub(crate) const READ: &str = "
-    SELECT 'cancelled', id, NULL::text, 0 FROM imports WHERE id = ANY($1) AND status = 'cancelled'
+    SELECT id, NULL::text, 0 FROM imports WHERE id = ANY($1) AND status = 'cancelled'
     UNION ALL
-    SELECT 'version', import_id, account_key, version FROM import_file_versions
-    WHERE import_id = ANY($1)";
+    SELECT import_id, account_key, version FROM import_file_versions WHERE import_id = ANY($1)";
 
-/// `BEGIN` and the shared locks of `imports`, as one simple query: its
-/// statements run in order, in one round trip. The locks go in key order,
-/// so two writers' shared locks never wait on each other behind an
-/// exclusive one.
-fn begin_sharing(imports: &[&str]) -> String {
+/// The statement taking the locks of `imports` shared, for a simple query
+/// (one round trip). The locks go in key order, so two writers' shared
+/// locks never wait on each other behind an exclusive one.
+fn share(imports: &[&str]) -> String {
     let keys: BTreeSet<i64> = imports.iter().map(|id| lock_key(id)).collect();
     let locks: Vec<String> = keys
         .iter()
         .map(|k| format!("pg_advisory_xact_lock_shared({k})"))
         .collect();
-    format!("BEGIN; SELECT {}", locks.join(", "))
+    format!("SELECT {}", locks.join(", "))
 }
 
 fn ids(imports: &[&str]) -> Vec<String> {
@@ -254,7 +252,10 @@ pub(crate) async fn begin(
 ) -> Result<Held, StageError> {
     let ids = ids(imports);
     let begun = async {
-        client.batch_execute(&begin_sharing(imports)).await?;
+        // One simple query: its statements run in order.
+        client
+            .batch_execute(&format!("BEGIN; {}", share(imports)))
+            .await?;
         client.query(read, &[&ids]).await
     }
     .await;
@@ -273,12 +274,9 @@ pub(crate) async fn hold(
     tx: &tokio_postgres::Transaction<'_>,
     imports: &[&str],
 ) -> Result<Held, StageError> {
-    let keys: BTreeSet<i64> = imports.iter().map(|id| lock_key(id)).collect();
-    for key in keys {
-        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&key])
-            .await
-            .map_err(|e| db_error("lock", &e))?;
-    }
+    tx.batch_execute(&share(imports))
+        .await
+        .map_err(|e| db_error("lock", &e))?;
     let rows = tx
         .query(READ, &[&ids(imports)])
         .await

@@ -743,6 +743,13 @@ async fn insert_and_commit(
 ) -> Result<Inserted, StageError> {
     use tokio_postgres::types::ToSql;
     let (insert_all, insert_new) = statements;
+    if messages.numbers.is_empty() {
+        // Every message of the batch was left out: nothing to write.
+        return commit(client, async { Ok(0) })
+            .await
+            .map(|_| Inserted::Done)
+            .map_err(|e| db_error("commit", &e));
+    }
     let (account_ids, ids, amounts, chunk_of, positions) = columns(&plan.winners);
     let (b_account_ids, b_ids, b_amounts, b_chunk_of, b_positions) = columns(&plan.beaten);
     let winners = winners_per_message(plan, messages.numbers.len());
@@ -761,13 +768,6 @@ async fn insert_and_commit(
         &messages.rows,
         &winners,
     ];
-    if messages.numbers.is_empty() {
-        // Every message of the batch was superseded: nothing to write.
-        return commit(client, async { Ok(0) })
-            .await
-            .map(|_| Inserted::Done)
-            .map_err(|e| db_error("commit", &e));
-    }
     if new_keys && plan.beaten.is_empty() {
         return match commit(client, client.execute(insert_new, &batch)).await {
             Ok(_) => Ok(Inserted::Done),

@@ -269,6 +269,9 @@ impl Runtime {
     /// Runs a flatMap stage until the stop token fires, then drains.
     pub async fn run_flat_map<S: FlatMap>(self, stage: S) -> Result<(), StageError> {
         self.report_lag();
+        // A flatMap stage drops the messages of cancelled imports; a sink's
+        // own records say what it must not write.
+        self.shared.cancellations.watch();
         flat_map::run(
             Arc::new(stage),
             self.shared.clone(),

@@ -2,16 +2,16 @@
 //! key-value bucket, `CANCELLED_IMPORTS`, one key per cancelled import (a
 //! hash of its id), written by the saver when an operator cancels it.
 //!
-//! A stage watches it, and asks before it works on a message and on every
-//! output it publishes: a cancelled import's message is acknowledged
-//! without its work. The saver's records decide
-//! what was saved (it writes nothing of a cancelled import, under a lock),
-//! so this bucket only saves work: one that cannot be read costs work done
-//! in vain, never a row.
+//! A flatMap stage (the importer, the fetcher) watches it, and asks before
+//! it works on a message and on every output it publishes: a cancelled
+//! import's message is acknowledged without its work. The saver's records
+//! decide what was saved (it writes nothing of a cancelled import, under a
+//! lock), so this bucket only saves work: one that cannot be read costs
+//! work done in vain, never a row.
 
 use std::{
     collections::HashSet,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -28,9 +28,6 @@ const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How soon a watch that could not be made or ended is tried again.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// Imports remembered at most, before the memory starts afresh.
-const REMEMBERED: usize = 10_000;
 
 /// The bucket, created when missing.
 pub async fn open(
@@ -69,28 +66,52 @@ pub async fn cancel(bucket: &kv::Store, id: &str) -> Result<(), StageError> {
         })
 }
 
-/// What a stage knows of cancelled imports: the bucket (created at start
-/// when missing), watched from a task of its own, so a check costs no
-/// round trip. A watch that cannot be made or ends is made again a second
-/// later; what it misses meanwhile costs work, never a row.
+/// What a stage knows of cancelled imports: once it [watches]
+/// (`Cancellations::watch`), the bucket (created when missing), from a task
+/// of its own, so a check costs no round trip. A watch that cannot be made
+/// or ends is made again a second later; what it misses meanwhile costs
+/// work, never a row. The set grows by one import per cancel, an
+/// operator's act.
 pub struct Cancellations {
     cancelled: Arc<RwLock<HashSet<String>>>,
-    watcher: tokio::task::JoinHandle<()>,
+    /// Where the bucket is: `CANCELLED_IMPORTS` of the namespace, on this
+    /// many servers.
+    bucket: (jetstream::Context, Namespace, usize),
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Cancellations {
     fn drop(&mut self) {
-        self.watcher.abort();
+        if let Some(watcher) = self.watcher.lock().expect("never poisoned").take() {
+            watcher.abort();
+        }
     }
 }
 
 impl Cancellations {
-    /// Watches bucket `CANCELLED_IMPORTS` of namespace `ns`, on
-    /// `replicas` servers.
+    /// Bucket `CANCELLED_IMPORTS` of namespace `ns`, on `replicas`
+    /// servers; nothing is watched yet.
     pub fn new(js: jetstream::Context, ns: Namespace, replicas: usize) -> Self {
-        let cancelled = Arc::new(RwLock::new(HashSet::new()));
-        let watcher = tokio::spawn(watch(js, ns, replicas, cancelled.clone()));
-        Cancellations { cancelled, watcher }
+        Cancellations {
+            cancelled: Arc::new(RwLock::new(HashSet::new())),
+            bucket: (js, ns, replicas),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// Starts watching the bucket (once): for the stages that drop a
+    /// cancelled import's messages.
+    pub(crate) fn watch(&self) {
+        let mut watcher = self.watcher.lock().expect("never poisoned");
+        if watcher.is_none() {
+            let (js, ns, replicas) = self.bucket.clone();
+            *watcher = Some(tokio::spawn(watch(
+                js,
+                ns,
+                replicas,
+                self.cancelled.clone(),
+            )));
+        }
     }
 
     /// Whether import `id` is cancelled, as far as the watch has seen.
@@ -119,11 +140,10 @@ async fn watch(
                         let Ok(marker) = serde_json::from_slice::<Marker>(&entry.value) else {
                             continue;
                         };
-                        let mut known = cancelled.write().expect("never poisoned");
-                        if known.len() >= REMEMBERED {
-                            known.clear();
-                        }
-                        known.insert(marker.import_id);
+                        cancelled
+                            .write()
+                            .expect("never poisoned")
+                            .insert(marker.import_id);
                     }
                     tracing::debug!(bucket = %name, "the watch of cancelled imports ended; watching again");
                 }
