@@ -66,7 +66,7 @@ pub async fn cancel(bucket: &kv::Store, id: &str) -> Result<(), StageError> {
         })
 }
 
-/// What a stage knows of cancelled imports: once it [watches]
+/// What a stage knows of cancelled imports: once it watches
 /// (`Cancellations::watch`), the bucket (created when missing), from a task
 /// of its own, so a check costs no round trip. A watch that cannot be made
 /// or ends is made again a second later; what it misses meanwhile costs
