@@ -4,7 +4,7 @@ use anyhow::anyhow;
 
 use clap::Subcommand;
 use sluice_messages::DeadLetterKind;
-use sluice_operator::dead_letters::{DeadLetters, Filter, ReplayError, StoredLetter};
+use sluice_operator::dead_letters::{DeadLetters, Filter, StoredLetter};
 use sluice_stage::NatsArgs;
 
 #[derive(clap::Args, Debug)]
@@ -139,33 +139,24 @@ async fn replay(
             "name the dead letters to replay: sequences, --import/--stage/--kind, or --all"
         ));
     };
-    let (mut replayed, mut skipped, mut refused) = (0, 0, 0);
-    for stored in &chosen {
-        if matches!(
-            stored.letter.kind,
-            DeadLetterKind::MalformedRow | DeadLetterKind::Conflict
-        ) {
-            // A row report carries no message to replay; its file is fixed
-            // by replaying the message that read it, or by importing again.
-            skipped += 1;
-            continue;
-        }
-        match store.replay(stored).await {
-            Ok(()) => {
-                outln!(
-                    "replayed {} to {}",
-                    stored.sequence,
-                    printable(&stored.letter.subject)
-                );
-                replayed += 1;
-            }
-            Err(ReplayError::Refused(why)) => {
-                eprintln!("{}", printable(&why.to_string()));
-                refused += 1;
-            }
-            Err(ReplayError::Failed(why)) => return Err(why.into()),
+    let report = store.replay_all(&chosen).await?;
+    for sequence in &report.replayed {
+        if let Some(stored) = chosen.iter().find(|s| s.sequence == *sequence) {
+            outln!(
+                "replayed {} to {}",
+                stored.sequence,
+                printable(&stored.letter.subject)
+            );
         }
     }
+    for refusal in &report.refused {
+        eprintln!("{}", printable(&refusal.reason));
+    }
+    let (replayed, skipped, refused) = (
+        report.replayed.len(),
+        report.skipped.len(),
+        report.refused.len(),
+    );
     eprintln!(
         "replayed {replayed} dead letter(s); skipped {skipped} malformed-row report(s){}",
         if refused > 0 {

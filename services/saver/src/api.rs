@@ -9,10 +9,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use sluice_messages::{
-    api::{code, Endpoint, ImportRequest, ImportsReply, ImportsRequest, SERVICE},
+    api::{
+        code, DeadLettersReply, DeadLettersRequest, Endpoint, ImportRequest, ImportsReply,
+        ImportsRequest, Lag, ReplayRequest, StageLag, StagesReply, SERVICE,
+    },
     Namespace,
 };
-use sluice_stage::{cancellations, StageError};
+use sluice_operator::dead_letters::{DeadLetters, Filter};
+use sluice_stage::{cancellations, topology, StageError};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +75,7 @@ async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageErr
     let mut answerer = Answerer {
         client: None,
         bucket: None,
+        letters: None,
         api: &api,
     };
     loop {
@@ -117,6 +122,8 @@ struct Answerer<'a> {
     client: Option<Client>,
     /// `CANCELLED_IMPORTS`, opened when first needed.
     bucket: Option<kv::Store>,
+    /// `DEAD_LETTERS`, opened when first needed.
+    letters: Option<DeadLetters>,
     api: &'a Api,
 }
 
@@ -129,6 +136,16 @@ impl Answerer<'_> {
             Endpoint::Imports => self.imports(parse::<ImportsRequest>(body)?).await,
             Endpoint::Import => self.import(parse::<ImportRequest>(body)?).await,
             Endpoint::Cancel => self.cancel(parse::<ImportRequest>(body)?).await,
+            Endpoint::DeadLetters if blank(body) => {
+                self.dead_letters(DeadLettersRequest::default()).await
+            }
+            Endpoint::DeadLetters => self.dead_letters(parse(body)?).await,
+            Endpoint::Replay => self.replay(parse(body)?).await,
+            Endpoint::Stages if blank(body) || body == b"{}" => self.stages().await,
+            Endpoint::Stages => Err(error(
+                code::BAD_REQUEST,
+                "stages takes an empty request".into(),
+            )),
         };
         if answer.as_ref().is_err_and(|e| e.code == code::UNAVAILABLE) {
             self.client = None;
@@ -215,6 +232,130 @@ impl Answerer<'_> {
             .map_err(|e| told_nobody(&id, &e))?;
         self.import_reply(&id).await
     }
+}
+
+/// The endpoints that read NATS, not the tracking tables.
+impl Answerer<'_> {
+    async fn letters(&mut self) -> Result<&mut DeadLetters, service::error::Error> {
+        if self.letters.is_none() {
+            let opened = DeadLetters::open(&self.api.js, &self.api.ns).await;
+            self.letters = Some(opened.map_err(|e| nats_unavailable(&e))?);
+        }
+        Ok(self.letters.as_mut().expect("opened"))
+    }
+
+    async fn dead_letters(&mut self, request: DeadLettersRequest) -> Answer {
+        let limit = request.limit.unwrap_or(DeadLettersRequest::DEFAULT_LIMIT);
+        if !(1..=DeadLettersRequest::MAX_LIMIT).contains(&limit) {
+            return Err(error(
+                code::BAD_REQUEST,
+                format!("limit must be 1 to {}", DeadLettersRequest::MAX_LIMIT),
+            ));
+        }
+        if let Some(id) = &request.import_id {
+            sluice_messages::validate_import_id(id)
+                .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
+        }
+        let filter = Filter {
+            import_id: request.import_id,
+            ..Filter::default()
+        };
+        let (letters, in_stream) = self
+            .letters()
+            .await?
+            .recent(&filter, limit as usize)
+            .await
+            .map_err(|e| nats_unavailable(&e))?;
+        reply(&DeadLettersReply {
+            dead_letters: letters.iter().map(|l| l.summary()).collect(),
+            in_stream,
+        })
+    }
+
+    async fn replay(&mut self, request: ReplayRequest) -> Answer {
+        let chosen = match (&request.import_id, request.sequences.len()) {
+            (Some(_), 1..) | (None, 0) => {
+                return Err(error(
+                    code::BAD_REQUEST,
+                    "name either sequences or an import_id".into(),
+                ))
+            }
+            (None, n) if n > ReplayRequest::MAX_SEQUENCES => {
+                return Err(error(
+                    code::BAD_REQUEST,
+                    format!("at most {} sequences at once", ReplayRequest::MAX_SEQUENCES),
+                ))
+            }
+            (Some(id), _) => {
+                sluice_messages::validate_import_id(id)
+                    .map_err(|e| error(code::BAD_REQUEST, e.to_string()))?;
+                let filter = Filter {
+                    import_id: Some(id.clone()),
+                    ..Filter::default()
+                };
+                let letters = self.letters().await?;
+                (letters.list(&filter).await).map_err(|e| nats_unavailable(&e))?
+            }
+            (None, _) => {
+                let letters = self.letters().await?;
+                let mut chosen = Vec::new();
+                for sequence in &request.sequences {
+                    if let Some(found) = letters
+                        .get(*sequence)
+                        .await
+                        .map_err(|e| nats_unavailable(&e))?
+                    {
+                        chosen.push(found);
+                    }
+                }
+                chosen
+            }
+        };
+        let letters = self.letters().await?;
+        let mut answer = letters
+            .replay_all(&chosen)
+            .await
+            .map_err(|e| nats_unavailable(&e))?;
+        answer.missing = (request.sequences.iter())
+            .filter(|s| !chosen.iter().any(|c| c.sequence == **s))
+            .copied()
+            .collect();
+        if !answer.replayed.is_empty() {
+            tracing::info!(replayed = ?answer.replayed, "dead letters replayed through the service API");
+        }
+        reply(&answer)
+    }
+
+    async fn stages(&mut self) -> Answer {
+        let (js, ns) = (&self.api.js, &self.api.ns);
+        let mut stages = Vec::with_capacity(topology::CONSUMERS.len());
+        for consumer in topology::CONSUMERS {
+            let info = topology::consumer_info(js, ns, consumer).await.ok();
+            stages.push(StageLag {
+                consumer: consumer.to_owned(),
+                stream: topology::input_of(consumer)
+                    .map(|s| ns.stream(s))
+                    .unwrap_or_default(),
+                lag: info.map(|i| Lag {
+                    pending: i.num_pending,
+                    ack_pending: i.num_ack_pending as u64,
+                    redelivered: i.num_redelivered as u64,
+                    waiting: i.num_waiting as u64,
+                }),
+            });
+        }
+        reply(&StagesReply { stages })
+    }
+}
+
+fn nats_unavailable(e: &sluice_operator::Error) -> service::error::Error {
+    error(
+        code::UNAVAILABLE,
+        format!(
+            "JetStream cannot be read now: {}",
+            sluice_stage::error_chain(e)
+        ),
+    )
 }
 
 fn not_found(id: &str) -> service::error::Error {

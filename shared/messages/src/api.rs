@@ -22,11 +22,28 @@ pub enum Endpoint {
     /// import as it ended): no stage works on its messages any more, no
     /// row of it is written after its completion event, `cancelled`.
     Cancel,
+    /// The newest dead letters, of one import or all
+    /// ([`DeadLettersRequest`] → [`DeadLettersReply`]).
+    DeadLetters,
+    /// Replays dead letters by sequence, or every one of an import, with
+    /// the rules `sluice dead-letters replay` follows
+    /// ([`ReplayRequest`] → [`ReplayReply`]).
+    Replay,
+    /// Each stage's consumer and what it has still to do
+    /// (empty request → [`StagesReply`]).
+    Stages,
 }
 
 impl Endpoint {
     /// Every endpoint the service answers.
-    pub const ALL: [Endpoint; 3] = [Endpoint::Imports, Endpoint::Import, Endpoint::Cancel];
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::Imports,
+        Endpoint::Import,
+        Endpoint::Cancel,
+        Endpoint::DeadLetters,
+        Endpoint::Replay,
+        Endpoint::Stages,
+    ];
 
     /// Its name, as `nats micro info` shows it.
     pub fn name(self) -> &'static str {
@@ -34,6 +51,9 @@ impl Endpoint {
             Endpoint::Imports => "imports",
             Endpoint::Import => "import",
             Endpoint::Cancel => "cancel",
+            Endpoint::DeadLetters => "dead-letters",
+            Endpoint::Replay => "replay",
+            Endpoint::Stages => "stages",
         }
     }
 
@@ -252,6 +272,143 @@ pub struct Clash {
     pub kept_line: Option<i64>,
 }
 
+/// The newest dead letters. An empty body asks for the newest 50 of every
+/// import.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersRequest {
+    /// Only this import's letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+    /// How many (1 to 200; 50 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 200)))]
+    pub limit: Option<u32>,
+}
+
+impl DeadLettersRequest {
+    /// How many letters a request without `limit` gets.
+    pub const DEFAULT_LIMIT: u32 = 50;
+    /// The most one request may ask for.
+    pub const MAX_LIMIT: u32 = 200;
+}
+
+/// Dead letters, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DeadLettersReply {
+    /// Newest first, at most the limit asked for.
+    pub dead_letters: Vec<StoredDeadLetter>,
+    /// Letters in the stream, of every import.
+    pub in_stream: u64,
+}
+
+/// A dead letter as the service shows it: where it is stored and why it
+/// was given up, without its body (the stream keeps that for the replay).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct StoredDeadLetter {
+    /// Its sequence in `DEAD_LETTERS`: what a replay names.
+    pub sequence: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The stage that gave up: `importer`, `fetcher`, `saver`, `tracker`.
+    pub stage: String,
+    /// `permanent`, `exhausted`, `malformed-row` or `conflict`.
+    pub kind: String,
+    /// Its import, when known.
+    pub import_id: Option<String>,
+    /// Why (secrets redacted).
+    pub error: String,
+    /// The subject a replay publishes it on.
+    pub subject: String,
+    /// The file of a row report (redacted), and the row's line.
+    pub url: Option<String>,
+    /// The line of `url`.
+    pub line: Option<u64>,
+    /// Whether a replay would publish it: row reports and letters cut
+    /// short hold no message to replay.
+    pub replayable: bool,
+}
+
+/// Which dead letters to replay: `sequences`, or every one of `import_id`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// These letters (at most 200).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<u64>,
+    /// Every letter of this import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+}
+
+impl ReplayRequest {
+    /// The most letters one request may name.
+    pub const MAX_SEQUENCES: usize = 200;
+}
+
+/// What a replay did with each letter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReplayReply {
+    /// Published again on their stage's input, and deleted.
+    pub replayed: Vec<u64>,
+    /// Row reports: no message to replay (fix the file, replay the message
+    /// that read it, or import again).
+    pub skipped: Vec<u64>,
+    /// Letters a replay refuses (forged, cut short), with why.
+    pub refused: Vec<Refusal>,
+    /// Sequences with no letter (replayed already, or never there).
+    pub missing: Vec<u64>,
+}
+
+/// A letter not replayed, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Refusal {
+    /// The letter's sequence.
+    pub sequence: u64,
+    /// Why it was not replayed.
+    pub reason: String,
+}
+
+/// Every stage's consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct StagesReply {
+    /// The importer, fetcher, saver and tracker, in pipeline order.
+    pub stages: Vec<StageLag>,
+}
+
+/// One stage's durable consumer, as JetStream counts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct StageLag {
+    /// The consumer's name (the stage's).
+    pub consumer: String,
+    /// The stream it reads.
+    pub stream: String,
+    /// `None` when the consumer cannot be read (not created yet).
+    pub lag: Option<Lag>,
+}
+
+/// What a consumer has still to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Lag {
+    /// Messages not yet delivered.
+    pub pending: u64,
+    /// Delivered, not yet acknowledged.
+    pub ack_pending: u64,
+    /// Of those, on their second delivery or later.
+    pub redelivered: u64,
+    /// Replicas pulling now.
+    pub waiting: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +425,9 @@ mod tests {
     fn subjects_are_named_by_endpoint() {
         assert_eq!(Endpoint::Imports.base_subject(), "sluice.api.imports");
         assert_eq!(Endpoint::Import.base_subject(), "sluice.api.import");
+        assert_eq!(
+            Endpoint::DeadLetters.base_subject(),
+            "sluice.api.dead-letters"
+        );
     }
 }

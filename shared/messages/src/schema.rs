@@ -233,7 +233,10 @@ pub struct EndpointKind {
 
 /// Every endpoint of the service API.
 pub fn service_catalog() -> Vec<EndpointKind> {
-    use crate::api::{Endpoint, ImportReply, ImportRequest, ImportsReply, ImportsRequest};
+    use crate::api::{
+        DeadLettersReply, DeadLettersRequest, Endpoint, ImportReply, ImportRequest, ImportsReply,
+        ImportsRequest, ReplayReply, ReplayRequest, StagesReply,
+    };
     let endpoint = |e: Endpoint, note, bodies| EndpointKind {
         name: e.name(),
         subject: e.base_subject(),
@@ -261,8 +264,34 @@ pub fn service_catalog() -> Vec<EndpointKind> {
              recorded, 409 once it completed.",
             [schema_of::<ImportRequest>, schema_of::<ImportReply>],
         ),
+        endpoint(
+            Endpoint::DeadLetters,
+            "The newest dead letters (50 unless `limit` says), of every import or of \
+             `import_id`, without their bodies.",
+            [
+                schema_of::<DeadLettersRequest>,
+                schema_of::<DeadLettersReply>,
+            ],
+        ),
+        endpoint(
+            Endpoint::Replay,
+            "Replays dead letters (`sequences`, or every one of `import_id`) on their stage's \
+             input, as `sluice dead-letters replay` does: row reports are skipped, forged or \
+             cut-short letters refused; answers what happened to each.",
+            [schema_of::<ReplayRequest>, schema_of::<ReplayReply>],
+        ),
+        endpoint(
+            Endpoint::Stages,
+            "Each stage's durable consumer and what it has still to do; an empty request.",
+            [schema_of::<Empty>, schema_of::<StagesReply>],
+        ),
     ]
 }
+
+/// A request with no field (an empty body or `{}`).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
 
 /// A schema with its `$id`, as committed under `schema/`.
 fn committed(name: &str, schema: fn() -> Schema) -> Value {

@@ -3,6 +3,7 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use base64::Engine;
 use sluice_messages::{
+    api::{Refusal, ReplayReply, StoredDeadLetter},
     DeadLetter, DeadLetterKind, Namespace, Stream, HEADER_IMPORT_ID, HEADER_MSG_ID,
     HEADER_REPLAY_OF,
 };
@@ -20,6 +21,35 @@ pub struct StoredLetter {
     pub letter: DeadLetter,
     /// The letter's own headers (its import, the trace it was given up in).
     pub headers: async_nats::HeaderMap,
+}
+
+impl StoredLetter {
+    /// A row report: it carries no message to replay. Its file is fixed by
+    /// replaying the message that read it, or by importing again.
+    pub fn is_report(&self) -> bool {
+        matches!(
+            self.letter.kind,
+            DeadLetterKind::MalformedRow | DeadLetterKind::Conflict
+        )
+    }
+
+    /// The letter as the service API shows it: no body, the file it quotes
+    /// without userinfo or query.
+    pub fn summary(&self) -> StoredDeadLetter {
+        let letter = &self.letter;
+        StoredDeadLetter {
+            sequence: self.sequence,
+            time: letter.time.clone(),
+            stage: letter.stage.clone(),
+            kind: letter.kind.as_str().to_owned(),
+            import_id: letter.import_id.clone(),
+            error: letter.error.clone(),
+            subject: letter.subject.clone(),
+            url: letter.url.as_deref().map(sluice_messages::redact_file_url),
+            line: letter.line,
+            replayable: !self.is_report() && !letter.truncated,
+        }
+    }
 }
 
 /// Which dead letters to look at; `None` matches anything.
@@ -96,6 +126,60 @@ impl DeadLetters {
             }
         }
         Ok(found)
+    }
+
+    /// The newest `limit` dead letters matching `filter`, newest first, and
+    /// how many letters the stream holds.
+    pub async fn recent(
+        &mut self,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<(Vec<StoredLetter>, u64)> {
+        let state = self
+            .stream
+            .info()
+            .await
+            .map_err(|e| Error::caused("cannot read dead letters", e))?
+            .state
+            .clone();
+        let mut found = Vec::new();
+        if state.messages == 0 {
+            return Ok((found, 0));
+        }
+        for sequence in (state.first_sequence..=state.last_sequence).rev() {
+            if found.len() == limit {
+                break;
+            }
+            if let Some(stored) = self.get(sequence).await.ok().flatten() {
+                if filter.matches(&stored.letter) {
+                    found.push(stored);
+                }
+            }
+        }
+        Ok((found, state.messages))
+    }
+
+    /// Replays `chosen`: row reports are skipped, letters a replay refuses
+    /// are said why. Stops at the first that cannot be published (NATS is
+    /// down), with what was done so far lost to the caller: replaying again
+    /// is safe, a replayed letter is gone and a republish is deduplicated.
+    pub async fn replay_all(&self, chosen: &[StoredLetter]) -> Result<ReplayReply> {
+        let mut reply = ReplayReply::default();
+        for stored in chosen {
+            if stored.is_report() {
+                reply.skipped.push(stored.sequence);
+                continue;
+            }
+            match self.replay(stored).await {
+                Ok(()) => reply.replayed.push(stored.sequence),
+                Err(ReplayError::Refused(why)) => reply.refused.push(Refusal {
+                    sequence: stored.sequence,
+                    reason: why.to_string(),
+                }),
+                Err(ReplayError::Failed(why)) => return Err(why),
+            }
+        }
+        Ok(reply)
     }
 
     /// The dead letter at `sequence`, if there is one.

@@ -6,6 +6,7 @@
 //! no recorder is installed and every update is a no-op.
 
 pub(crate) mod events;
+pub mod http;
 pub mod misconfiguration;
 pub mod repeats;
 pub mod telemetry;
@@ -17,8 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Incoming, Request, Response, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Whether a recorder is installed: work done only to feed metrics (reading
@@ -240,65 +240,18 @@ pub async fn serve(args: &crate::config::ObserveArgs) -> Result<(), crate::Stage
     describe();
     HEALTH.publish();
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(accept(listener, handle));
+    tokio::spawn(http::accept(listener, LIMITS, "metrics", move |request| {
+        respond(request, handle.clone())
+    }));
     Ok(())
 }
 
-/// Connections served at once. Scrapers and probes need a handful; the cap
-/// keeps idle or hostile connections from taking the file descriptors the
-/// stage's own work needs (the rest wait in the kernel's backlog).
-const MAX_CONNECTIONS: usize = 64;
-
-/// How long a connection may take to send a request's headers (and, on a
-/// kept-alive connection, to start the next request).
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The longest any one connection is kept.
-const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
-
-async fn accept(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut failing = crate::repeats::Repeats::default();
-    let mut backoff = std::time::Duration::from_millis(50);
-    loop {
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                failing.end();
-                backoff = std::time::Duration::from_millis(50);
-                stream
-            }
-            // Out of file descriptors, say: retrying at once would spin.
-            Err(e) => {
-                if let Some(repeated) = failing.due() {
-                    tracing::warn!(error = %e, repeated, "cannot accept a metrics connection; backing off");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-                continue;
-            }
-        };
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| respond(request, handle.clone()));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(CONNECTION_LIFETIME, connection)
-                .await
-                .is_err()
-            {
-                tracing::debug!("metrics connection closed at the end of its lifetime");
-            }
-            drop(slot);
-        });
-    }
-}
+/// Scrapers and probes need a handful of connections, each short.
+const LIMITS: http::Limits = http::Limits {
+    max_connections: 64,
+    header_timeout: std::time::Duration::from_secs(5),
+    lifetime: std::time::Duration::from_secs(60),
+};
 
 async fn respond(
     request: Request<Incoming>,
