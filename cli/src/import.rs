@@ -43,6 +43,11 @@ pub struct ImportArgs {
     /// (`SLUICE_DOWNLOAD_CREDENTIALS`); only the name travels.
     #[arg(long)]
     credentials: Option<String>,
+    /// The webhook target told of the completion (a signed POST of the
+    /// completion event): the name of one configured on the importer and
+    /// the saver (`SLUICE_WEBHOOKS`); only the name travels.
+    #[arg(long)]
+    webhook: Option<String>,
     /// Show progress until the import completes; exit 0 only if it
     /// completed without errors, 1 with a summary of what failed otherwise.
     #[arg(long)]
@@ -63,6 +68,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     }
     if let Some(name) = &args.credentials {
         sluice_messages::validate_credential_name(name)?;
+    }
+    if let Some(name) = &args.webhook {
+        sluice_messages::validate_webhook_name(name)?;
     }
     if args.wait {
         // Following an import reads the saver's tables: refuse a schema a
@@ -95,6 +103,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         id: args.id.clone(),
         spec: args.spec.clone(),
         credentials: args.credentials.clone(),
+        webhook: args.webhook.clone(),
     };
     let (span, headers) = root_span(&args.url);
     let mut message = PublishMessage::build()

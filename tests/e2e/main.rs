@@ -24,3 +24,4 @@ mod sources;
 mod spec_imports;
 mod specs;
 mod traces;
+mod webhooks;

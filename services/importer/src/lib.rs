@@ -3,7 +3,7 @@
 
 #![deny(clippy::let_underscore_must_use)]
 
-use sluice_download::{DownloadOptions, Downloader, Record, Row, Url};
+use sluice_download::{DownloadOptions, Downloader, Record, Row, Url, WebhookTargets};
 use sluice_levels::LevelFiles;
 use sluice_messages::{
     stage, validate_import_id, AccountUpdate, FileTask, ImportProgress, ImportRequest,
@@ -34,6 +34,8 @@ pub struct Importer {
     ids: ImportIds,
     /// Imports run with a spec of the user's: the specs, and how a file is read.
     specs: Option<(PinnedSpecs, LevelFiles)>,
+    /// The webhook targets a request may name (names only: the saver posts).
+    webhooks: WebhookTargets,
 }
 
 impl Importer {
@@ -49,7 +51,40 @@ impl Importer {
             max_accounts,
             ids,
             specs: None,
+            webhooks: WebhookTargets::default(),
         })
+    }
+
+    /// Accepts requests naming one of `webhooks`; others are refused.
+    pub fn with_webhooks(mut self, webhooks: WebhookTargets) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// Reports that the import started, with its webhook target when this
+    /// importer knows it; a target it does not know then fails the import
+    /// (`permanent`), so the import ends at once, with its event, and the
+    /// saver is never asked to post to a name nobody configured.
+    async fn start(
+        &self,
+        request: &ImportRequest,
+        import_id: &str,
+        spec: Option<String>,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let refused = (request.webhook.as_deref()).and_then(|name| self.webhooks.refusal(name));
+        out.report(&ImportProgress::Started {
+            import_id: import_id.to_owned(),
+            url: sluice_messages::redact_file_url(&request.url),
+            time: sluice_stage::now(),
+            spec,
+            webhook: request.webhook.clone().filter(|_| refused.is_none()),
+        })
+        .await?;
+        match refused {
+            Some(why) => Err(StageError::permanent(why)),
+            None => Ok(()),
+        }
     }
 
     /// Runs imports that name a spec with `specs`, their files read as
@@ -74,13 +109,8 @@ impl Importer {
             )));
         };
         let spec = specs.current(name, requested).await?;
-        out.report(&ImportProgress::Started {
-            import_id: import_id.to_owned(),
-            url: sluice_messages::redact_file_url(&request.url),
-            time: sluice_stage::now(),
-            spec: Some(format!("{}@{}", spec.spec.name, spec.revision)),
-        })
-        .await?;
+        let pinned = format!("{}@{}", spec.spec.name, spec.revision);
+        self.start(request, import_id, Some(pinned), out).await?;
         let root = FileTask {
             import_id: import_id.to_owned(),
             spec: spec.spec.name.clone(),
@@ -147,13 +177,7 @@ impl FlatMap for Importer {
                 .await;
         }
 
-        out.report(&ImportProgress::Started {
-            import_id: import_id.clone(),
-            url: sluice_messages::redact_file_url(&request.url),
-            time: sluice_stage::now(),
-            spec: None,
-        })
-        .await?;
+        self.start(request, &import_id, None, out).await?;
         let mut file = self
             .downloader
             .open(&request.url, request.credentials.as_deref(), &COLUMNS)

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_download::DownloadArgs;
+use sluice_download::{DownloadArgs, WebhookArgs, WebhookTargets};
 use sluice_importer::Importer;
 use sluice_levels::{LevelFiles, RowsArgs};
 use sluice_stage::{buckets, import_ids::ImportIds, run_service, FlatMap, Runtime, StageArgs};
@@ -22,6 +22,8 @@ struct Config {
     max_accounts_per_import: u64,
     #[command(flatten)]
     rows: RowsArgs,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
 }
 
 fn main() -> ExitCode {
@@ -43,12 +45,15 @@ fn main() -> ExitCode {
                 &config.rows,
                 config.max_accounts_per_import,
             );
+            // Names only: the importer refuses a request naming another.
+            let webhooks = WebhookTargets::load(&config.webhooks.webhooks.0, false)?;
             let importer = Importer::new(
                 &config.download.options()?,
                 config.max_accounts_per_import,
                 ids,
             )?
-            .with_specs(specs, files);
+            .with_specs(specs, files)
+            .with_webhooks(webhooks);
             runtime.run_flat_map(importer).await
         },
     )

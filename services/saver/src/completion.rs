@@ -86,13 +86,14 @@ const IMPORTS_COMPLETE: &str = "
                          WHERE a.import_id = i.id AND a.state = 'fetched')))";
 
 const STARTED: &str = "
-    INSERT INTO imports AS i (id, url, started_at, traceparent, spec)
-    VALUES ($1, $2, $3::text::timestamptz, $4, $5)
+    INSERT INTO imports AS i (id, url, started_at, traceparent, spec, webhook)
+    VALUES ($1, $2, $3::text::timestamptz, $4, $5, $6)
     ON CONFLICT (id) DO UPDATE SET
         url = COALESCE(i.url, excluded.url),
         started_at = COALESCE(i.started_at, excluded.started_at),
         traceparent = COALESCE(i.traceparent, excluded.traceparent),
-        spec = COALESCE(i.spec, excluded.spec)";
+        spec = COALESCE(i.spec, excluded.spec),
+        webhook = COALESCE(i.webhook, excluded.webhook)";
 
 /// A file of an import run with a spec read whole: it settles like an
 /// account, and expects the files it links to. The root file (keyed by the
@@ -194,7 +195,11 @@ pub(crate) async fn record(
             url,
             time,
             spec,
-        } => started(db, import_id, url, time, traceparent, spec.as_deref()).await,
+            webhook,
+        } => {
+            let (spec, webhook) = (spec.as_deref(), webhook.as_deref());
+            started(db, import_id, url, time, traceparent, spec, webhook).await
+        }
         ImportProgress::Read {
             import_id,
             file_key,
@@ -275,10 +280,14 @@ pub(crate) async fn started(
     time: &str,
     traceparent: Option<&str>,
     spec: Option<&str>,
+    webhook: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    db.execute(STARTED, &[&import_id, &url, &time, &traceparent, &spec])
-        .await
-        .map(drop)
+    db.execute(
+        STARTED,
+        &[&import_id, &url, &time, &traceparent, &spec, &webhook],
+    )
+    .await
+    .map(drop)
 }
 
 pub(crate) async fn listed(
@@ -565,15 +574,22 @@ pub(crate) async fn claim_announcement(
     .map(|row| row.is_some())
 }
 
-/// Records that the completion event of import `id` is published.
+/// Records that the completion event of import `id` is published and,
+/// for an import that named a webhook target, keeps the event (`event`,
+/// its JSON) for the target, due now: in the same transaction, so the
+/// target is told once the event is out, and of the very same event.
 pub(crate) async fn mark_announced(
     client: &impl tokio_postgres::GenericClient,
     id: &str,
+    event: &str,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE imports SET event_published_at = now() WHERE id = $1",
-            &[&id],
+            "UPDATE imports SET event_published_at = now(),
+                 webhook_event = CASE WHEN webhook IS NOT NULL THEN $2 END,
+                 webhook_next_at = CASE WHEN webhook IS NOT NULL THEN now() END
+             WHERE id = $1",
+            &[&id, &event],
         )
         .await
         .map(drop)
@@ -614,6 +630,7 @@ mod tests {
             "https://files.example/a.csv",
             "2026-11-28T00:00:00Z",
             Some(TRACEPARENT),
+            None,
             None,
         )
         .await
@@ -671,7 +688,7 @@ mod tests {
         assert_eq!(event.url.as_deref(), Some("https://files.example/a.csv"));
         assert_eq!(pending[0].traceparent.as_deref(), Some(TRACEPARENT));
 
-        mark_announced(&db, id).await.unwrap();
+        mark_announced(&db, id, "{}").await.unwrap();
         assert_eq!(unannounced(&db).await.unwrap(), []);
     }
 
@@ -685,6 +702,7 @@ mod tests {
                 url: "https://files.example/b.csv".into(),
                 time: "2026-11-28T00:00:00Z".into(),
                 spec: None,
+                webhook: None,
             },
             ImportProgress::Listed {
                 import_id: id.into(),

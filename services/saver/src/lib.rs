@@ -11,6 +11,7 @@ mod rows;
 pub mod schema;
 pub mod tables;
 mod tracker;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub use completion::complete_finished;
 pub use completion::Wakeups;
 pub use schema::{migrate, MigrateError, SCHEMA_VERSION};
 pub use tracker::{announce_completions, Tracker};
+pub use webhooks::deliver_webhooks;
 
 /// The saver's database: connections, with the schema migrated once first.
 #[derive(Clone)]

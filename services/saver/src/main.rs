@@ -1,7 +1,8 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use sluice_saver::{announce_completions, Database, Saver, Tracker, Wakeups};
+use sluice_download::{Networks, Poster, WebhookArgs, WebhookTargets};
+use sluice_saver::{announce_completions, deliver_webhooks, Database, Saver, Tracker, Wakeups};
 use sluice_stage::{
     config::parse_duration, run_service, specs::PinnedSpecs, Runtime, Sink, SinkOptions, StageArgs,
 };
@@ -33,6 +34,15 @@ struct Config {
     /// stream fills batches sooner.
     #[arg(long, env = "SLUICE_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
     batch_wait: Duration,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
+    /// Networks webhook POSTs never connect to (the download guard's list).
+    #[arg(long, env = "SLUICE_DENY_NETWORKS", default_value = sluice_download::DEFAULT_DENY,
+          value_parser = Networks::parse)]
+    deny_networks: Networks,
+    /// Exceptions to `--deny-networks` (a webhook receiver on your network).
+    #[arg(long, env = "SLUICE_ALLOW_NETWORKS", default_value = "", value_parser = Networks::parse)]
+    allow_networks: Networks,
 }
 
 /// libpq's URL or key=value form, TLS settings (`sslmode`, `sslrootcert`,
@@ -53,6 +63,9 @@ fn main() -> ExitCode {
                 batch_wait: config.batch_wait,
             };
             let database = Database::new(config.database_url);
+            let targets = WebhookTargets::load(&config.webhooks.webhooks.0, true)?;
+            let poster = Poster::new(config.deny_networks, config.allow_networks)?;
+            let webhooks = deliver_webhooks(database.clone(), targets, poster, stop.clone());
             let replicas = usize::from(config.stage.nats.stream_replicas);
             let saver = Runtime::start(Saver::NAME, config.stage.clone(), stop.clone()).await?;
             let tracker = Runtime::start(Tracker::NAME, config.stage, stop.clone()).await?;
@@ -87,6 +100,7 @@ fn main() -> ExitCode {
                 tracker.run_sink(Tracker::new(database, wakeups), options),
                 announcer,
                 api,
+                webhooks,
             )?;
             Ok(())
         },

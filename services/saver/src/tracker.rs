@@ -197,7 +197,8 @@ async fn announce_pending(
         } else {
             publish_completion(js, ns, &event, traceparent).await?;
         }
-        completion::mark_announced(&claim, &id)
+        let json = serde_json::to_string(&event).expect("events always encode");
+        completion::mark_announced(&claim, &id, &json)
             .await
             .map_err(|e| db_error("mark import announced", &e))?;
         claim

@@ -51,7 +51,7 @@ pub struct Reserved {
 /// the machine, never a message.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client")]
-pub struct ClientError(#[source] reqwest::Error);
+pub struct ClientError(#[source] pub(crate) reqwest::Error);
 
 impl sluice_messages::Failure for ClientError {
     fn is_transient(&self) -> bool {
@@ -514,7 +514,7 @@ struct ResumeAt {
 }
 
 /// The address a URL names directly, without a lookup.
-fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+pub(crate) fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
     match url.host()? {
         url::Host::Ipv4(ip) => Some(ip.into()),
         url::Host::Ipv6(ip) => Some(ip.into()),

@@ -72,7 +72,7 @@ impl sluice_messages::Failure for CredentialsError {
 
 /// What is wrong with one credential; the caller names it.
 #[derive(Debug)]
-struct Problem(String);
+pub(crate) struct Problem(pub(crate) String);
 
 impl From<String> for Problem {
     fn from(text: String) -> Self {
@@ -260,7 +260,7 @@ impl Scope {
 
 /// The field a serde error names (an unknown or a missing one), never a
 /// value it quotes.
-fn field_named(error: &serde_json::Error) -> String {
+pub(crate) fn field_named(error: &serde_json::Error) -> String {
     let message = error.to_string();
     ["unknown field `", "missing field `"]
         .iter()
@@ -303,14 +303,14 @@ struct Basic {
 /// Where a secret's value is.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Secret {
+pub(crate) enum Secret {
     Inline(String),
     Env { env: String },
     File { file: PathBuf },
 }
 
 impl Secret {
-    fn read(&self, what: &str) -> Result<String, Problem> {
+    pub(crate) fn read(&self, what: &str) -> Result<String, Problem> {
         match self {
             Secret::Inline(value) => Ok(value.clone()),
             Secret::Env { env } => std::env::var(env).map_err(|e| {

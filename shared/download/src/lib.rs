@@ -17,6 +17,7 @@
 //! | `limits` | what a body may do: size, gzip expansion, rate, record length ([`BodyLimits`]) |
 //! | `resume` | where an earlier attempt at a file stopped, and how the next one goes on ([`Stopped`], [`Reopened`]) |
 //! | `csv_file` | reading a body row by row ([`CsvFile`], [`Row`]) |
+//! | `webhooks` | named completion webhook targets, and POSTing signed events to them through the guard ([`WebhookTargets`], [`Poster`]) |
 //! | `error` | why a download failed, and whether trying again helps ([`DownloadError`]) |
 
 use std::{io, pin::Pin};
@@ -35,8 +36,9 @@ mod limits;
 mod objects;
 mod options;
 mod resume;
+mod webhooks;
 
-pub use address::{AddressPolicy, AddressRefused, Networks};
+pub use address::{AddressPolicy, AddressRefused, Networks, DEFAULT_DENY};
 pub use client::{install_tls_provider, ClientError, Downloader, Reserved};
 pub use credentials::{Credential, Credentials, CredentialsError, UnknownCredential};
 pub use csv_file::{Columns, CsvFile, CsvFormat, Record, Row};
@@ -46,6 +48,7 @@ pub use hosts::{metric, HostLimits};
 pub use limits::{BodyLimits, LimitExceeded, TooSlow};
 pub use options::{DownloadArgs, DownloadOptions};
 pub use resume::{Reopened, Stopped};
+pub use webhooks::{Poster, Target, Undelivered, WebhookArgs, WebhookTargets, WebhooksError};
 
 /// A response body as it streams in.
 pub(crate) type Body = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

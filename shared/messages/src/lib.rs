@@ -70,6 +70,12 @@ pub struct ImportRequest {
     /// secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
+    /// The webhook target told of the import's completion: the name of one
+    /// the operator configured (`SLUICE_WEBHOOKS`, on the importer and the
+    /// saver), never a URL. The target receives the completion event by
+    /// POST, signed, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 impl ImportRequest {
@@ -94,6 +100,7 @@ impl ImportRequest {
                 id: None,
                 spec: None,
                 credentials: None,
+                webhook: None,
             }
         };
         if let Some(id) = &request.id {
@@ -101,6 +108,9 @@ impl ImportRequest {
         }
         if let Some(name) = &request.credentials {
             validate_credential_name(name)?;
+        }
+        if let Some(name) = &request.webhook {
+            validate_webhook_name(name)?;
         }
         Ok(request)
     }
@@ -110,6 +120,11 @@ impl ImportRequest {
 /// headers: no dots, spaces or wildcards.
 pub fn validate_import_id(id: &str) -> Result<(), Invalid> {
     plain_name("import id", id, 128, b"-_:")
+}
+
+/// Webhook target names travel in messages and show in errors: short and plain.
+pub fn validate_webhook_name(name: &str) -> Result<(), Invalid> {
+    plain_name("webhook target name", name, 64, b"-_.")
 }
 
 /// Credential names travel in messages and show in errors: short and plain.
@@ -437,6 +452,10 @@ pub enum ImportProgress {
         /// `accounts`, as `<name>@<revision>`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         spec: Option<String>,
+        /// The webhook target the request named, when the importer knows
+        /// it: the saver POSTs the completion event there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        webhook: Option<String>,
     },
     /// The importer read the whole accounts CSV: `accounts` account
     /// messages are stored, `rejected_rows` rows were dead-lettered.

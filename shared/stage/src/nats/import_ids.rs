@@ -48,6 +48,10 @@ pub fn fingerprint(request: &ImportRequest) -> String {
         said.push_str("\0credentials=");
         said.push_str(name);
     }
+    if let Some(name) = &request.webhook {
+        said.push_str("\0webhook=");
+        said.push_str(name);
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, said.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -119,6 +123,7 @@ mod tests {
             id: Some("x".into()),
             spec: None,
             credentials: None,
+            webhook: None,
         };
         let a = fingerprint(&request("https://u:SECRET@h/a.csv"));
         let with = |spec: &str| ImportRequest {
@@ -132,6 +137,11 @@ mod tests {
             ..request("https://u:SECRET@h/a.csv")
         };
         assert_ne!(a, fingerprint(&credentials));
+        let webhook = ImportRequest {
+            webhook: Some("billing".into()),
+            ..request("https://u:SECRET@h/a.csv")
+        };
+        assert_ne!(a, fingerprint(&webhook));
         assert_eq!(a, fingerprint(&request("https://u:SECRET@h/a.csv\n")));
         assert_ne!(a, fingerprint(&request("https://u:SECRET@h/b.csv")));
         assert_eq!(a.len(), 64);
