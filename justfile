@@ -6,7 +6,7 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# What ships (the three services and `sluice`) is built by deploy/build-command:
+# What ships (the three services, `sluice` and `sluice-console`) is built by deploy/build-command:
 # the same line in the Dockerfile, `just demo` and CI.
 
 # List the recipes.

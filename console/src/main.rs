@@ -61,6 +61,8 @@ fn main() -> ExitCode {
                 ))
             })?;
         let (client, _) = sluice_stage::connect(&config.nats, "sluice-console", true).await?;
+        // Ready once NATS answers: the console binds no consumer.
+        sluice_stage::observe::HEALTH.set_no_consumer();
         let console = Arc::new(server::Console {
             client,
             ns: config.nats.namespace.clone(),

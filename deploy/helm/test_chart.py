@@ -17,6 +17,11 @@ deploy/helm/ci/ plus a few variants written here), then checks:
     fetcher, the internet without private, link-local and metadata ranges
     (evaluated on sample addresses, not only read);
   - pods run non-root, read-only, without capabilities;
+  - the console (console.enabled, off by default) gets the services'
+    hardening and NATS settings but no database, its token only from a
+    Secret, a Service on its pages' port, and a NetworkPolicy that lets in
+    only networkPolicy.consoleFrom, on that port, and out only DNS, NATS and
+    the collector;
   - the custom resources (KEDA ScaledObject, ServiceMonitor) carry the fields
     their CRDs require, pointing at the right stream, consumer and Service;
   - nats-values.yaml, the Dockerfile, deploy/build-command, .dockerignore and
@@ -44,8 +49,14 @@ REPO = HERE.parent.parent
 CHART = HERE / "sluice"
 SERVICES = ("importer", "fetcher", "saver")
 COMPONENTS = SERVICES + ("setup",)
+# The operator console: optional, off by default; NATS only.
+CONSOLE = "console"
+WORKLOADS = COMPONENTS + (CONSOLE,)
 CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
-SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS")
+SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUICE_NATS_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS",
+              "SLUICE_CONSOLE_TOKEN")
+# What the chart derives from console.* rather than from a settings map.
+CONSOLE_ENV = ("SLUICE_CONSOLE_ADDR", "SLUICE_CONSOLE_TOKEN", "SLUICE_CONSOLE_AUTH_HEADER")
 # Addresses importer and fetcher must never reach through their NetworkPolicy
 # (unless networkPolicy.fetchFrom opens them): one in each private, loopback,
 # link-local (cloud metadata), shared, unique-local and link-local IPv6 range.
@@ -178,6 +189,8 @@ def parse_users(cell):
             users |= set(SERVICES)
         elif token in SERVICES:
             users.add(token)
+        elif token in ("console", "sluice-console", "sluice console", "the console"):
+            users.add(CONSOLE)
         elif token in ("sluice setup", "setup", "sluice", "cli", "the cli", "sluice cli"):
             # The chart runs one CLI command: `sluice setup`, the hook.
             users.add("setup")
@@ -233,7 +246,7 @@ def namespaced_stream(namespace, stream):
 
 
 def check_security(r):
-    for component in COMPONENTS:
+    for component in WORKLOADS:
         w = r.workload(component)
         if w is None:
             continue
@@ -367,11 +380,12 @@ def check_settings_are_values(readme):
     """Every SLUICE_* setting of README is a key of values.yaml, in a map that
     reaches each program README says uses it. The chart derives the others:
     SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls,
-    SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials (a mounted Secret)."""
+    SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials (a mounted Secret),
+    SLUICE_CONSOLE_* from console.*."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, _, users in readme:
         if (not name.startswith("SLUICE_") or name in ("SLUICE_METRICS_ADDR", "SLUICE_DOWNLOAD_CREDENTIALS")
-                or name.startswith("SLUICE_NATS_")):
+                or name.startswith("SLUICE_NATS_") or name in CONSOLE_ENV):
             continue
         for component in sorted(u for u in users if not u.startswith("?")):
             maps = [values.get("config") or {}]
@@ -385,7 +399,7 @@ def check_settings_are_values(readme):
 def check_values_reach(r):
     """Each setting in the value set arrives in the env, with its value."""
     v = r.values
-    for component in COMPONENTS:
+    for component in WORKLOADS:
         if r.workload(component) is None:
             continue
         expected = dict(v.get("config") or {})
@@ -402,8 +416,9 @@ def check_values_reach(r):
             check(f"{r.name}: {key}={env_text(value)} reaches {component}", got == env_text(value), f"got {got!r}")
         check(f"{r.name}: NATS_URL reaches {component}", env.get("NATS_URL", {}).get("value") == v["nats"]["url"])
         if component != "setup":
+            binary = "sluice-console" if component == CONSOLE else component
             check(f"{r.name}: {component} image command is its binary",
-                  r.container(component)["command"] == [f"/usr/local/bin/{component}"])
+                  r.container(component)["command"] == [f"/usr/local/bin/{binary}"])
 
 
 def url_userinfo(urls):
@@ -417,7 +432,7 @@ def url_userinfo(urls):
 
 
 def check_secrets_by_name(r):
-    for component in COMPONENTS:
+    for component in WORKLOADS:
         env = r.env(component)
         if "NATS_URL" in env:
             check(f"{r.name}/{component}: NATS_URL is a plain value without credentials",
@@ -457,9 +472,11 @@ def check_selectors(r):
               pdb["spec"].get("maxUnavailable") == 1, str(pdb["spec"]))
     for svc in r.kind("Service"):
         target = deployments.get(svc["metadata"]["name"])
-        check(f"{r.name}: Service {svc['metadata']['name']} selects its Deployment's pods on the metrics port",
+        # The services' Services expose metrics; the console's, its pages.
+        port = "http" if svc["metadata"]["name"] == f"{RELEASE}-{CONSOLE}" else "metrics"
+        check(f"{r.name}: Service {svc['metadata']['name']} selects its Deployment's pods on the {port} port",
               target is not None and svc["spec"]["selector"].items() <= target["spec"]["template"]["metadata"]["labels"].items()
-              and [p["targetPort"] for p in svc["spec"]["ports"]] == ["metrics"])
+              and [p["targetPort"] for p in svc["spec"]["ports"]] == [port])
 
 
 # ----------------------------------------------------------- network policy
@@ -546,8 +563,9 @@ def check_network_policies(r):
         check(f"{r.name}: networkPolicy.enabled=false renders no NetworkPolicy", not policies)
         return
     components = [c for c in COMPONENTS if r.workload(c) is not None]
-    check(f"{r.name}: a NetworkPolicy per service and for the setup Job",
-          sorted(p["metadata"]["name"] for p in policies) == sorted(f"{RELEASE}-{c}" for c in components),
+    check(f"{r.name}: a NetworkPolicy per service, for the console when enabled and for the setup Job",
+          sorted(p["metadata"]["name"] for p in policies)
+          == sorted(f"{RELEASE}-{c}" for c in components + [CONSOLE] * (r.workload(CONSOLE) is not None)),
           str([p["metadata"]["name"] for p in policies]))
     job_weight = int((r.workload("setup") or {"metadata": {}})["metadata"].get("annotations", {}).get("helm.sh/hook-weight", "0"))
     for component in components:
@@ -682,7 +700,7 @@ def check_custom_resources(r, consumers):
 def check_otel_headers(r):
     """OTEL_EXPORTER_OTLP_HEADERS from otel.headers' Secret, in every container, or nowhere."""
     headers = r.values["otel"].get("headers") or {}
-    for component in COMPONENTS:
+    for component in WORKLOADS:
         if r.workload(component) is None:
             continue
         env = r.env(component).get("OTEL_EXPORTER_OTLP_HEADERS")
@@ -693,6 +711,158 @@ def check_otel_headers(r):
                   env is not None and "value" not in env and ref == want, str(env))
         else:
             check(f"{r.name}/{component}: no OTEL_EXPORTER_OTLP_HEADERS without otel.headers.existingSecret", env is None)
+
+
+def check_console(r):
+    """The operator console: absent unless console.enabled; when enabled, a
+    Deployment hardened like the services', on NATS alone, its token from a
+    Secret, a Service on its pages and a NetworkPolicy letting in only
+    networkPolicy.consoleFrom on that port, and out only DNS, NATS (and the
+    collector)."""
+    v = r.values
+    console = v.get("console") or {}
+    name = f"{RELEASE}-{CONSOLE}"
+    ours = [d for d in r.docs if d["metadata"]["name"] == name]
+    if not console.get("enabled"):
+        check(f"{r.name}: console off, so no console object", not ours, str([d["kind"] for d in ours]))
+        return
+    w = r.workload(CONSOLE)
+    if not check(f"{r.name}: console Deployment rendered", w is not None):
+        return
+    pod = w["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = r.env(CONSOLE)
+    check(f"{r.name}/console: runs /usr/local/bin/sluice-console", c.get("command") == ["/usr/local/bin/sluice-console"],
+          str(c.get("command")))
+
+    # Hardening: exactly what the services' pods and containers get.
+    peer = next((s for s in SERVICES if r.workload(s) is not None), None)
+    if peer:
+        ppod = r.workload(peer)["spec"]["template"]["spec"]
+        pc = ppod["containers"][0]
+        for key in ("securityContext", "automountServiceAccountToken", "serviceAccountName", "imagePullSecrets",
+                    "priorityClassName"):
+            check(f"{r.name}/console: pod {key} as the {peer}'s", pod.get(key) == ppod.get(key), f"{pod.get(key)} vs {ppod.get(key)}")
+        for key in ("securityContext", "image", "imagePullPolicy"):
+            check(f"{r.name}/console: container {key} as the {peer}'s", c.get(key) == pc.get(key), f"{c.get(key)} vs {pc.get(key)}")
+    check(f"{r.name}/console: seccomp RuntimeDefault, non-root, read-only root, no capabilities",
+          pod.get("securityContext", {}).get("seccompProfile", {}).get("type") == "RuntimeDefault"
+          and pod["securityContext"].get("runAsNonRoot") is True
+          and c.get("securityContext", {}).get("readOnlyRootFilesystem") is True
+          and c["securityContext"].get("capabilities", {}).get("drop") == ["ALL"])
+
+    # NATS only: the services' NATS env and mounts, never the database.
+    check(f"{r.name}/console: no DATABASE_URL", "DATABASE_URL" not in env)
+    database_secret = v["database"]["existingSecret"] or f"{RELEASE}-database"
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    refs |= {vol["secret"]["secretName"] for vol in pod.get("volumes", []) if "secret" in vol}
+    check(f"{r.name}/console: reads no database Secret", database_secret not in refs, str(sorted(refs)))
+    if peer:
+        penv = r.env(peer)
+        nats_env = [k for k in penv if k == "NATS_URL" or k.startswith("SLUICE_NATS_") or k == "SLUICE_NAMESPACE"]
+        check(f"{r.name}/console: the {peer}'s NATS settings, as they are ({', '.join(sorted(nats_env))})",
+              all(env.get(k) == penv[k] for k in nats_env)
+              and not any(k.startswith("SLUICE_NATS_") and k not in penv for k in env),
+              str({k: env.get(k) for k in nats_env}))
+        pmounts = {m["name"]: m for m in pc.get("volumeMounts", []) if m["name"].startswith("nats-")}
+        mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+        pvols = {vol["name"]: vol for vol in ppod.get("volumes", []) if vol["name"].startswith("nats-")}
+        vols = {vol["name"]: vol for vol in pod.get("volumes", [])}
+        check(f"{r.name}/console: the {peer}'s NATS credential and TLS mounts ({', '.join(sorted(pmounts)) or 'none'}), nothing else",
+              mounts == pmounts and vols == pvols, f"{sorted(mounts)} {sorted(vols)}")
+
+    # Ports and probes.
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    port = int(console["service"]["port"])
+    check(f"{r.name}/console: container ports http ({port}) and metrics", ports == {"http": port, "metrics": int(v["metrics"]["port"])},
+          str(ports))
+    check(f"{r.name}/console: SLUICE_CONSOLE_ADDR listens on 0.0.0.0 at the http port",
+          env.get("SLUICE_CONSOLE_ADDR", {}).get("value") == f"0.0.0.0:{port}", str(env.get("SLUICE_CONSOLE_ADDR")))
+    check(f"{r.name}/console: SLUICE_METRICS_ADDR at the metrics port",
+          env.get("SLUICE_METRICS_ADDR", {}).get("value") == f"0.0.0.0:{v['metrics']['port']}")
+    for probe, want in (("startupProbe", "http"), ("readinessProbe", "http"), ("livenessProbe", "metrics")):
+        get = c.get(probe, {}).get("httpGet", {})
+        check(f"{r.name}/console: {probe} is GET /healthz on {want} (never /readyz: it binds no consumer)",
+              get.get("path") == "/healthz" and get.get("port") in (want, ports.get(want)), str(c.get(probe)))
+
+    # Who may act: the token from a Secret only, the proxy's header as given.
+    token = console.get("token") or {}
+    e = env.get("SLUICE_CONSOLE_TOKEN")
+    if token.get("existingSecret") or token.get("value"):
+        want = ({"name": token["existingSecret"], "key": token.get("existingSecretKey")} if token.get("existingSecret")
+                else {"name": name, "key": "SLUICE_CONSOLE_TOKEN"})
+        check(f"{r.name}/console: SLUICE_CONSOLE_TOKEN from Secret {want['name']}, key {want['key']}, never a value",
+              e is not None and "value" not in e and e.get("valueFrom", {}).get("secretKeyRef") == want, str(e))
+        secret = r.one("Secret", want["name"])
+        if token.get("existingSecret"):
+            check(f"{r.name}/console: the existing token Secret is referenced, not created", secret is None)
+        elif check(f"{r.name}/console: the chart creates the token Secret", secret is not None):
+            check(f"{r.name}/console: its Secret holds console.token.value",
+                  secret["data"].get("SLUICE_CONSOLE_TOKEN") == base64.b64encode(token["value"].encode()).decode())
+            text = "".join(yaml.safe_dump(d) for d in r.docs if d is not secret)
+            check(f"{r.name}/console: the token is in no other object",
+                  token["value"] not in text and base64.b64encode(token["value"].encode()).decode() not in text)
+    else:
+        check(f"{r.name}/console: no token, no SLUICE_CONSOLE_TOKEN (read-only)", e is None, str(e))
+        check(f"{r.name}/console: no token, no token Secret", r.one("Secret", name) is None)
+    header = console.get("authHeader") or ""
+    got = env.get("SLUICE_CONSOLE_AUTH_HEADER")
+    check(f"{r.name}/console: SLUICE_CONSOLE_AUTH_HEADER {'is ' + header if header else 'unset'}",
+          (got or {}).get("value") == header if header else got is None, str(got))
+
+    # Its Service: the pages' port, to the container port named http.
+    svc = r.one("Service", name)
+    if check(f"{r.name}/console: a Service", svc is not None):
+        check(f"{r.name}/console: Service {console['service']['type']} on port {port}, to the container's http port, nothing else",
+              svc["spec"].get("type") == console["service"]["type"]
+              and [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [("http", port, "http")],
+              str(svc["spec"]))
+        selected = [d["metadata"]["name"] for d in r.kind("Deployment")
+                    if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        check(f"{r.name}/console: its Service selects the console's pods alone", selected == [name], str(selected))
+
+    # Its NetworkPolicy.
+    np = v["networkPolicy"]
+    if not np.get("enabled"):
+        return
+    mine = policies_for(r, CONSOLE)
+    if not check(f"{r.name}/console: exactly its own NetworkPolicy selects its pods",
+                 [x["metadata"]["name"] for x in mine] == [name], str([x["metadata"]["name"] for x in mine])):
+        return
+    policy = mine[0]
+    check(f"{r.name}/console: NetworkPolicy isolates both directions and is no hook",
+          {"Ingress", "Egress"} <= set(policy["spec"].get("policyTypes", []))
+          and "helm.sh/hook" not in policy["metadata"].get("annotations", {}))
+    ingress = policy["spec"].get("ingress") or []
+    allowed = np.get("consoleFrom") or []
+    if allowed:
+        check(f"{r.name}/console: ingress only to its http port ({port}/TCP), from networkPolicy.consoleFrom",
+              ingress and all(rule.get("ports") == [{"port": port, "protocol": "TCP"}] and rule.get("from") == allowed
+                              for rule in ingress), str(ingress))
+    else:
+        check(f"{r.name}/console: empty networkPolicy.consoleFrom, nothing may connect in", not ingress, str(ingress))
+    # Every peer that scrapes the services, or may open the pages, stays off
+    # the console's other ports.
+    for end in (ns_pod("monitoring", **{"app.kubernetes.io/name": "prometheus"}), ns_pod(NAMESPACE)):
+        check(f"{r.name}/console: {end} reaches no port but the pages'",
+              not any(allows(r, CONSOLE, "ingress", end, other) for other in (int(v["metrics"]["port"]), 4222, port + 1)))
+    rules = policy["spec"].get("egress") or []
+    wanted = [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}], "to": np["dns"]["to"] or None},
+              {"ports": [{"port": int(np["nats"]["port"]), "protocol": "TCP"}], "to": np["nats"]["to"] or None}]
+    endpoint = v["otel"]["endpoint"]
+    if endpoint:
+        otel = url_port(endpoint, 443 if endpoint.lower().startswith("https://") else 80)
+        wanted.append({"ports": [{"port": otel, "protocol": "TCP"}], "to": np["otel"]["to"] or None})
+    got_rules = [{"ports": rule.get("ports"), "to": rule.get("to")} for rule in rules]
+    check(f"{r.name}/console: egress to DNS, NATS{' and the collector' if endpoint else ''}, nothing else",
+          got_rules == wanted, str(got_rules))
+    # Ports a rule opens to every address (an empty `to`) are left out.
+    anywhere = {p.get("port") for rule in rules if not rule.get("to") for p in rule.get("ports") or []}
+    closed = [p for p in (80, 443, 5432, 8080) if p not in anywhere]
+    check(f"{r.name}/console: PostgreSQL and the internet are closed to it",
+          not any(allows(r, CONSOLE, "egress", {"ip": ip}, p) for ip in PUBLIC_SAMPLES + PRIVATE_SAMPLES for p in closed)
+          and not allows(r, CONSOLE, "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "postgresql"}),
+                         int(np["database"]["port"])))
 
 
 def check_kube_validate(r, kube_version):
@@ -766,9 +936,9 @@ def check_chart_meta():
 
 
 def binaries():
-    """package name -> bin names, for every Cargo.toml under services/ and cli/."""
+    """package name -> bin names, for every Cargo.toml under services/, cli/ and console/."""
     out = {}
-    for manifest in sorted(list((REPO / "services").glob("*/Cargo.toml")) + [REPO / "cli/Cargo.toml"]):
+    for manifest in sorted(list((REPO / "services").glob("*/Cargo.toml")) + [REPO / "cli/Cargo.toml", REPO / "console/Cargo.toml"]):
         data = tomllib.loads(manifest.read_text())
         out[data["package"]["name"]] = [b["name"] for b in data.get("bin", [])] or [data["package"]["name"]]
     return out
@@ -797,9 +967,9 @@ def check_image():
     bins = binaries()
     packages = re.findall(r"-p\s+(\S+)", command)
     check("build-command: cargo build --release --locked", command.startswith("cargo build --release --locked "))
-    wanted = {"importer", "fetcher", "saver", "sluice"}
+    wanted = {"importer", "fetcher", "saver", "sluice", "sluice-console"}
     built = {b for p in packages for b in bins.get(p, [])}
-    check("build-command: its packages exist and build exactly importer, fetcher, saver, sluice",
+    check("build-command: its packages exist and build exactly importer, fetcher, saver, sluice, sluice-console",
           all(p in bins for p in packages) and built == wanted, f"packages={packages} bins={bins}")
 
     text = (REPO / "Dockerfile").read_text()
@@ -883,6 +1053,34 @@ def check_compose(readme):
                 check(f"compose: {var} is set for {name}, as in the chart", var in env)
         check(f"compose: {name} traces to Jaeger", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").startswith("http://jaeger:"))
 
+    # The console: the image's sluice-console, NATS only, read-only, its pages on 8080.
+    s = services.get(CONSOLE)
+    if not check("compose: service console", s is not None):
+        return
+    env = s.get("environment", {})
+    build = s.get("build", {})
+    check("compose: console is built from the repository's Dockerfile",
+          (REPO / "deploy" / build.get("context", "")).resolve() == REPO and build.get("dockerfile") == "Dockerfile")
+    check("compose: console runs non-root and read-only like the chart",
+          str(s.get("user", "0")).split(":")[0] not in ("0", "root") and s.get("read_only") is True and "ALL" in s.get("cap_drop", []))
+    check("compose: console runs sluice-console", s.get("command") == ["sluice-console"], str(s.get("command")))
+    check("compose: console starts after setup completed",
+          s.get("depends_on", {}).get("setup", {}).get("condition") == "service_completed_successfully")
+    check("compose: console talks to NATS, never to PostgreSQL",
+          env.get("NATS_URL") == services["importer"]["environment"].get("NATS_URL")
+          and env.get("SLUICE_NAMESPACE") == services["importer"]["environment"].get("SLUICE_NAMESPACE")
+          and "DATABASE_URL" not in env and "postgres" not in (s.get("depends_on") or {}))
+    check("compose: console is read-only (no token, no proxy header)",
+          not env.get("SLUICE_CONSOLE_TOKEN") and not env.get("SLUICE_CONSOLE_AUTH_HEADER"))
+    check("compose: console listens on 0.0.0.0:8080, published on 127.0.0.1 only",
+          env.get("SLUICE_CONSOLE_ADDR") == "0.0.0.0:8080"
+          and s.get("ports") and all(str(p).startswith("127.0.0.1:") and str(p).endswith(":8080") for p in s["ports"]),
+          str(s.get("ports")))
+    for var, _, users in readme:
+        if CONSOLE in users and not var.startswith("SLUICE_NATS_") and var not in CONSOLE_ENV:
+            check(f"compose: {var} is set for console, as in the chart", var in env)
+    check("compose: console traces to Jaeger", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").startswith("http://jaeger:"))
+
 
 # -------------------------------------------------------------------- main
 
@@ -905,6 +1103,22 @@ def negative_cases(helm, kube_version, tmp):
          "nats.tls.enabled"),
         ("a NATS user without a password", {"nats": {"auth": {"user": "sluice"}}}, "a user needs a password"),
         ("a misspelt value (values.schema.json)", {"importer": {"replica": 3}}, "additional properties 'replica' not allowed"),
+        ("a misspelt console value (values.schema.json)", {"console": {"enabled": True, "tokn": {}}},
+         "additional properties 'tokn' not allowed"),
+        ("a console token shorter than 16 characters", {"console": {"enabled": True, "token": {"value": "SENTINEL-short"}}},
+         "console.token.value is too short"),
+        ("the console token among the settings", {"config": {"SLUICE_CONSOLE_TOKEN": "SENTINEL-in-config-000"}},
+         "is set by the chart"),
+        ("the console token as a plain value in its extraEnv",
+         {"console": {"enabled": True, "extraEnv": [{"name": "SLUICE_CONSOLE_TOKEN", "value": "SENTINEL-in-extra-env-0"}]}},
+         "extraEnv SLUICE_CONSOLE_TOKEN: secrets come from Secrets"),
+        ("an existing console token Secret without its key",
+         {"console": {"enabled": True, "token": {"existingSecret": "console", "existingSecretKey": ""}}},
+         "console.token.existingSecretKey"),
+        ("the console's pages on the metrics port", {"console": {"enabled": True, "service": {"port": 9090}}},
+         "must differ from metrics.port"),
+        ("a console auth header that is no header name", {"console": {"enabled": True, "authHeader": "X User"}},
+         "does not match pattern"),
         ("a ServiceMonitor without the metrics Service",
          {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "needs metrics.service.enabled"),
         ("a user and password in nats.url", {"nats": {"url": "nats://sluice:SENTINEL-pw@nats.nats.svc:4222"}},
@@ -1010,6 +1224,15 @@ def main():
                               "fetchFrom": [{"ipBlock": {"cidr": "10.12.0.5/32"}}]},
         }
         sets["network-closed"] = render(helm, kv, "network-closed", [write_values(tmp, "closed", closed)])
+        # The console with the chart's own Secrets (its token among them) and
+        # NATS credentials and TLS to pass on; then read-only, in the closed network.
+        with_console = copy.deepcopy(created)
+        with_console["console"] = {"enabled": True, "token": {"value": "SENTINEL-console-token"}}
+        sets["console"] = render(helm, kv, "console", [write_values(tmp, "console", with_console)])
+        read_only = copy.deepcopy(closed)
+        read_only["console"] = {"enabled": True, "service": {"type": "LoadBalancer"}}
+        read_only["networkPolicy"]["consoleFrom"] = []
+        sets["console-read-only"] = render(helm, kv, "console-read-only", [write_values(tmp, "console-ro", read_only)])
 
         for name, r in sets.items():
             if r is None:
@@ -1024,6 +1247,7 @@ def main():
             check_custom_resources(r, consumers)
             check_network_policies(r)
             check_otel_headers(r)
+            check_console(r)
 
         if sets["default"]:
             r = sets["default"]
@@ -1033,6 +1257,7 @@ def main():
             check("default: no KEDA, ServiceMonitor or HPA objects",
                   not (r.kind("ScaledObject") or r.kind("ServiceMonitor") or r.kind("HorizontalPodAutoscaler")))
             check("default: a PodDisruptionBudget per service", len(r.kind("PodDisruptionBudget")) == 3)
+            check("default: the console is off", r.workload(CONSOLE) is None and not r.values["console"]["enabled"])
             check_nats_values(r)
         if sets["everything"]:
             r = sets["everything"]
@@ -1059,6 +1284,15 @@ def main():
                   and not allows(r, "saver", "ingress", ns_pod("monitoring", **{"app.kubernetes.io/name": "prometheus"}), 9090))
             check("everything: an address added to networkPolicy.internet.except is closed (198.18.0.1)",
                   not allows(r, "fetcher", "egress", {"ip": "198.18.0.1"}, 443))
+            port = int(r.values["console"]["service"]["port"])
+            proxy = ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "oauth2-proxy"})
+            check("everything: only the auth proxy of networkPolicy.consoleFrom opens the console's pages",
+                  allows(r, CONSOLE, "ingress", proxy, port)
+                  and not allows(r, CONSOLE, "ingress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "curl"}), port)
+                  and not allows(r, CONSOLE, "ingress", ns_pod("other", **{"app.kubernetes.io/name": "oauth2-proxy"}), port))
+            check("everything: the console's pages are closed to the services' own pods",
+                  not any(allows(r, c, "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/component": CONSOLE}), port)
+                          for c in COMPONENTS))
         if sets["minimal"]:
             r = sets["minimal"]
             check_variables(r, readme, expect_all=False)
@@ -1066,6 +1300,24 @@ def main():
                   not any(r.kind(k) for k in ("PodDisruptionBudget", "Service", "ServiceMonitor", "ScaledObject",
                                               "HorizontalPodAutoscaler", "Secret", "NetworkPolicy")))
             check("minimal: streams with one replica", r.env("setup")["SLUICE_STREAM_REPLICAS"].get("value") == "1")
+        if sets["console"]:
+            r = sets["console"]
+            check("console: a PodDisruptionBudget for it too", r.one("PodDisruptionBudget", f"{RELEASE}-{CONSOLE}") is not None)
+            check("console: its token Secret exists before the pods, as the chart's other Secrets (a hook of weight -10)",
+                  r.one("Secret", f"{RELEASE}-{CONSOLE}")["metadata"].get("annotations", {}).get("helm.sh/hook-weight") == "-10")
+            check("console: the default networkPolicy.consoleFrom lets in pods of the release's namespace, not others",
+                  allows(r, CONSOLE, "ingress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "oauth2-proxy"}), 8080)
+                  and not allows(r, CONSOLE, "ingress", ns_pod("monitoring", **{"app.kubernetes.io/name": "prometheus"}), 8080))
+            ours = r.workload(CONSOLE)["spec"]["template"]["metadata"]["annotations"].get("checksum/secrets")
+            saver = r.workload("saver")["spec"]["template"]["metadata"]["annotations"].get("checksum/secrets")
+            check("console: its token counts in its pods' checksum/secrets, not in the services'",
+                  ours and saver and ours != saver
+                  and saver == sets["created-secrets"].workload("saver")["spec"]["template"]["metadata"]["annotations"].get("checksum/secrets")
+                  if sets["created-secrets"] else False)
+        if sets["console-read-only"]:
+            r = sets["console-read-only"]
+            check("console-read-only: networkPolicy.consoleFrom [] lets nobody in (port-forward only)",
+                  not any(allows(r, CONSOLE, "ingress", end, 8080) for end in (ns_pod(NAMESPACE), ns_pod("ingress-nginx"), {"ip": "10.1.2.3"})))
         if sets["created-secrets"]:
             r = sets["created-secrets"]
             sentinels = re.findall(r"SENTINEL-[a-z-]+", yaml.safe_dump(created))

@@ -93,6 +93,33 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{- define "sluice.consoleSecretName" -}}
+{{- if .Values.console.token.existingSecret }}
+{{- .Values.console.token.existingSecret }}
+{{- else }}
+{{- printf "%s-console" (include "sluice.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The console's SLUICE_CONSOLE_TOKEN, as a dict with the Secret's `key` (and
+`create` when the chart makes the Secret from console.token.value); empty
+when the console has no token. The message about a short value does not
+repeat it.
+*/}}
+{{- define "sluice.consoleToken" -}}
+{{- $token := .Values.console.token | default dict }}
+{{- if $token.existingSecret }}
+{{- dict "key" (required "console.token.existingSecretKey: name the key of console.token.existingSecret that holds the token" $token.existingSecretKey) | toYaml }}
+{{- else if $token.value }}
+{{- /* Characters, as the console counts them, not bytes. */}}
+{{- if lt (len (splitList "" (toString $token.value))) 16 }}
+{{- fail "console.token.value is too short: at least 16 characters (SLUICE_CONSOLE_TOKEN)" }}
+{{- end }}
+{{- dict "key" "SLUICE_CONSOLE_TOKEN" "create" true | toYaml }}
+{{- end }}
+{{- end }}
+
 {{/*
 The NATS auth items in use, as a dict item -> key in the Secret: from
 existingSecretKeys when an existing Secret is named, else from the values
@@ -171,7 +198,8 @@ Seconds (rounded up) in a duration written the way sluice reads it
 
 {{/*
 The settings map of one component: `config`, then `downloadConfig` for the
-importer and fetcher, then `<component>.config`. Takes (list $ component);
+importer and fetcher, then `<component>.config` (a service or "console").
+Takes (list $ component);
 the setup Job passes "setup" and gets `config` alone. Rejects keys that are
 not sluice settings and those that carry secrets or that the chart sets.
 */}}
@@ -191,13 +219,13 @@ not sluice settings and those that carry secrets or that the chart sets.
 {{- $_ := set $merged $key $value }}
 {{- end }}
 {{- end }}
-{{- $reserved := list "SLUICE_METRICS_ADDR" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_NATS_CREDS" "SLUICE_NATS_NKEY" "SLUICE_NATS_TLS_CA" "SLUICE_NATS_TLS_CERT" "SLUICE_NATS_TLS_KEY" }}
+{{- $reserved := list "SLUICE_METRICS_ADDR" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_NATS_CREDS" "SLUICE_NATS_NKEY" "SLUICE_NATS_TLS_CA" "SLUICE_NATS_TLS_CERT" "SLUICE_NATS_TLS_KEY" "SLUICE_CONSOLE_ADDR" "SLUICE_CONSOLE_TOKEN" "SLUICE_CONSOLE_AUTH_HEADER" }}
 {{- range $key, $value := $merged }}
 {{- if not (regexMatch "^(SLUICE_[A-Z0-9_]+|RUST_LOG)$" $key) }}
 {{- fail (printf "config key %q: settings are SLUICE_* variables or RUST_LOG (NATS_URL is nats.url, DATABASE_URL is database.*, OTEL_* is otel.*)" $key) }}
 {{- end }}
 {{- if has $key $reserved }}
-{{- fail (printf "config key %q is set by the chart: use metrics.port, nats.auth or nats.tls" $key) }}
+{{- fail (printf "config key %q is set by the chart: use metrics.port, nats.auth, nats.tls or console.*" $key) }}
 {{- end }}
 {{- end }}
 {{- toYaml $merged }}
@@ -262,7 +290,8 @@ SLUICE_NATS_NKEY name files, not secrets, and are not listed.
 
 {{/*
 Environment of a container. Takes (list $ component); component "setup" is
-the hook Job (no metrics endpoint; the database unless setup.database is false).
+the hook Job (no metrics endpoint; the database unless setup.database is false),
+"console" the operator console (NATS only, never the database).
 */}}
 {{- define "sluice.env" -}}
 {{- $root := index . 0 }}
@@ -279,6 +308,21 @@ the hook Job (no metrics endpoint; the database unless setup.database is false).
 {{- if ne $component "setup" }}
 - name: SLUICE_METRICS_ADDR
   value: {{ printf "0.0.0.0:%d" (int $values.metrics.port) | quote }}
+{{- end }}
+{{- if eq $component "console" }}
+- name: SLUICE_CONSOLE_ADDR
+  value: {{ printf "0.0.0.0:%d" (int $values.console.service.port) | quote }}
+{{- with include "sluice.consoleToken" $root | fromYaml }}
+- name: SLUICE_CONSOLE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sluice.consoleSecretName" $root }}
+      key: {{ .key }}
+{{- end }}
+{{- with $values.console.authHeader }}
+- name: SLUICE_CONSOLE_AUTH_HEADER
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if or (eq $component "saver") (and (eq $component "setup") $values.setup.database) }}
 - name: DATABASE_URL

@@ -146,6 +146,12 @@ impl Health {
         self.publish();
     }
 
+    /// For a process that consumes no stream (the console): readiness
+    /// waits for NATS only.
+    pub fn set_no_consumer(&self) {
+        self.set_consumer_bound();
+    }
+
     /// After SIGTERM: no new work, so no new traffic should be routed here.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
