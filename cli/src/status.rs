@@ -269,6 +269,24 @@ fn print_consumers(status: &Status) {
     outln!();
 }
 
+/// How import `id`'s completion webhook stands, in words.
+fn webhook_line(id: &str, hook: &sluice_messages::api::WebhookDelivery) -> String {
+    match (&hook.delivered_at, &hook.error) {
+        (Some(at), _) => format!(
+            "import {id}'s completion event was delivered to webhook target {} at {at}",
+            hook.target
+        ),
+        (None, Some(why)) => format!(
+            "import {id}'s completion event is not delivered to webhook target {} yet ({} attempt(s); the last: {why}); it is tried again",
+            hook.target, hook.attempts
+        ),
+        (None, None) => format!(
+            "import {id}'s completion event goes to webhook target {} once the import ends",
+            hook.target
+        ),
+    }
+}
+
 fn print_imports(status: &Status) {
     for line in imports_table(&status.imports) {
         outln!("{line}");
@@ -280,6 +298,10 @@ fn print_imports(status: &Status) {
             group(one.files_changed.into()),
             one.id
         );
+    }
+    if let Some((one, hook)) = (status.imports.first()).and_then(|i| Some((i, i.webhook.as_ref()?)))
+    {
+        outln!("\n{}", webhook_line(&one.id, hook));
     }
     print_reports(status);
     print_failures(status);
@@ -460,6 +482,7 @@ mod tests {
             updated: 0,
             refused: 0,
             files_changed: 0,
+            webhook: None,
         }
     }
 

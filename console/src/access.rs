@@ -178,6 +178,19 @@ impl Access {
         })
     }
 
+    /// The signature a notice carried by a redirect needs to be shown: a
+    /// link someone else wrote cannot put words in the console's mouth.
+    pub fn sign_notice(&self, notice: &str) -> String {
+        hex(hmac::sign(&self.csrf, format!("notice:{notice}").as_bytes()).as_ref())
+    }
+
+    /// Whether `signature` is the console's own for `notice`.
+    pub fn notice_ok(&self, notice: &str, signature: &str) -> bool {
+        hex_decode(signature).is_some_and(|tag| {
+            hmac::verify(&self.csrf, format!("notice:{notice}").as_bytes(), &tag).is_ok()
+        })
+    }
+
     /// How long a session lasts, for the cookie's `Max-Age`.
     pub fn session_seconds() -> u64 {
         SESSION.as_secs()
@@ -311,6 +324,9 @@ mod tests {
         assert!(!access.csrf_ok(&bob, &token));
         assert!(!access.csrf_ok(&alice, ""));
         assert!(!access.csrf_ok(&alice, "zz"));
+        let signed = access.sign_notice("Replayed 1 dead letter(s).");
+        assert!(access.notice_ok("Replayed 1 dead letter(s).", &signed));
+        assert!(!access.notice_ok("Session expired: sign in at https://evil.example", &signed));
     }
 
     #[test]

@@ -63,11 +63,11 @@ fn main() -> ExitCode {
         let (client, _) = sluice_stage::connect(&config.nats, "sluice-console", true).await?;
         // Ready once NATS answers: the console binds no consumer.
         sluice_stage::observe::HEALTH.set_no_consumer();
-        let console = Arc::new(server::Console {
+        let console = Arc::new(server::Console::new(
             client,
-            ns: config.nats.namespace.clone(),
+            config.nats.namespace.clone(),
             access,
-        });
+        ));
         tracing::info!(
             addr = %config.addr,
             actions = console.access.describe(),

@@ -17,6 +17,8 @@ pub struct Viewer {
     pub name: Option<String>,
     /// Whether a sign-in link is offered.
     pub sign_in: bool,
+    /// Signed in with the token (a proxy's user cannot sign out here).
+    pub session: bool,
 }
 
 pub fn layout(title: &str, viewer: &Viewer, notice: Option<&str>, body: Markup) -> Markup {
@@ -38,11 +40,13 @@ pub fn layout(title: &str, viewer: &Viewer, notice: Option<&str>, body: Markup) 
                         a href="/dead-letters" { "Dead letters" }
                     }
                     div.who {
-                        @if let (Some(name), Some(csrf)) = (&viewer.name, &viewer.csrf) {
+                        @if let Some(name) = &viewer.name {
                             span #who { (name) }
-                            form method="post" action="/logout" {
-                                input type="hidden" name="csrf" value=(csrf);
-                                button.link type="submit" { "Sign out" }
+                            @if let (true, Some(csrf)) = (viewer.session, &viewer.csrf) {
+                                form method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button.link type="submit" { "Sign out" }
+                                }
                             }
                         } @else if viewer.sign_in {
                             span.muted { "read-only · " }
@@ -127,9 +131,15 @@ fn stage_table(stages: &[StageLag]) -> Markup {
     }
 }
 
+/// The page of import `id`. Ids come from messages anyone able to publish
+/// could forge (a dead letter's): one that is not a valid id links to the
+/// overview rather than anywhere else.
 pub fn import_href(id: &str) -> String {
-    // Import ids are letters, digits and `-_:`: nothing to encode.
-    format!("/imports/{id}")
+    match sluice_messages::validate_import_id(id) {
+        // Letters, digits and `-_:`: nothing to encode.
+        Ok(()) => format!("/imports/{id}"),
+        Err(_) => "/".to_owned(),
+    }
 }
 
 fn status_badge(status: &str) -> Markup {
@@ -168,6 +178,17 @@ pub fn import_summary(reply: &ImportReply) -> Markup {
                 dt { "Updated / refused" } dd { (row.updated) " / " (row.refused) }
             }
             dt { "Files changed" } dd { (row.files_changed) }
+            @if let Some(hook) = &row.webhook {
+                dt { "Webhook" }
+                dd #webhook {
+                    (hook.target) ": "
+                    @match (&hook.delivered_at, &hook.error) {
+                        (Some(at), _) => { "delivered " (at) },
+                        (None, Some(why)) => { "not delivered yet (" (hook.attempts) " attempts; " (why) ")" },
+                        (None, None) => { "sent when the import ends" },
+                    }
+                }
+            }
         }
         @if row.status == "running" {
             progress #progress max=(announced.max(1)) value=(row.transactions_saved) {}
@@ -175,7 +196,11 @@ pub fn import_summary(reply: &ImportReply) -> Markup {
     }
 }
 
-pub fn import_page(reply: &ImportReply, letters: &DeadLettersReply, csrf: Option<&str>) -> Markup {
+pub fn import_page(
+    reply: &ImportReply,
+    letters: Result<DeadLettersReply, String>,
+    csrf: Option<&str>,
+) -> Markup {
     let row = &reply.import;
     let running = row.status == "running";
     html! {
@@ -209,9 +234,16 @@ pub fn import_page(reply: &ImportReply, letters: &DeadLettersReply, csrf: Option
                 } } }
             }
         }
-        @if !letters.dead_letters.is_empty() {
-            h2 { "Dead letters" }
-            (letter_table(&letters.dead_letters, csrf))
+        @match &letters {
+            Ok(letters) if !letters.dead_letters.is_empty() => {
+                h2 { "Dead letters" }
+                (letter_table(&letters.dead_letters, csrf))
+            },
+            Ok(_) => {},
+            Err(why) => {
+                h2 { "Dead letters" }
+                (problem(&format!("The dead letters cannot be read now: {why}")))
+            },
         }
         @if !reply.conflicts.is_empty() {
             h2 { "Conflicts" }

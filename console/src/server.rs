@@ -26,6 +26,19 @@ pub struct Console {
     pub client: async_nats::Client,
     pub ns: Namespace,
     pub access: Access,
+    /// One permit per open live view (`MAX_LIVE`).
+    pub live: Arc<tokio::sync::Semaphore>,
+}
+
+impl Console {
+    pub fn new(client: async_nats::Client, ns: Namespace, access: Access) -> Self {
+        Console {
+            client,
+            ns,
+            access,
+            live: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE)),
+        }
+    }
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -33,8 +46,14 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// How often a live view is refreshed.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// The most a form may send.
+/// The most a form may send, and the longest it may take to arrive.
 const MAX_FORM: usize = 16 * 1024;
+const FORM_WITHIN: Duration = Duration::from_secs(10);
+
+/// Live views open at once: each holds a connection and asks the service
+/// API every second, so they are capped below the connection limit; past
+/// it a page still loads, and its view is not live.
+const MAX_LIVE: usize = 32;
 
 /// How many imports the overview lists.
 const LISTED: u32 = 50;
@@ -58,14 +77,14 @@ pub async fn respond(
         },
         (&Method::POST, ["imports", id, "cancel"]) => match import_id(id) {
             Some(id) => match allowed(&console, request).await {
-                Ok((viewer, _)) => done(&viewer, cancel(&console, id).await),
+                Ok((viewer, _)) => done(&console, &viewer, cancel(&console, id).await),
                 Err(refused) => refused,
             },
             None => not_found(),
         },
         (&Method::GET, ["dead-letters"]) => dead_letters(&console, &request).await,
         (&Method::POST, ["dead-letters", "replay"]) => match allowed(&console, request).await {
-            Ok((viewer, form)) => done(&viewer, replay(&console, form).await),
+            Ok((viewer, form)) => done(&console, &viewer, replay(&console, form).await),
             Err(refused) => refused,
         },
         (&Method::GET, ["login"]) if console.access.sign_in_enabled() => page(
@@ -126,6 +145,7 @@ fn viewer(console: &Console, request: &Request<Incoming>) -> Viewer {
             csrf: Some(console.access.csrf_token(&actor)),
             name: Some(actor.name().to_owned()),
             sign_in: false,
+            session: matches!(actor, Actor::Session(_)),
         },
         None => anonymous(console),
     }
@@ -136,6 +156,7 @@ fn anonymous(console: &Console) -> Viewer {
         csrf: None,
         name: None,
         sign_in: console.access.sign_in_enabled(),
+        session: false,
     }
 }
 
@@ -191,7 +212,7 @@ async fn overview(console: &Console, request: &Request<Incoming>) -> Response<Bo
 
 async fn import(console: &Console, request: &Request<Incoming>, id: &str) -> Response<Body> {
     let viewer = viewer(console, request);
-    let notice = notice(request);
+    let notice = notice(console, request);
     let title = format!("Import {id}");
     let asked = ImportRequest { id: id.to_owned() };
     let of_import = DeadLettersRequest {
@@ -201,12 +222,15 @@ async fn import(console: &Console, request: &Request<Incoming>, id: &str) -> Res
     let found = call::<ImportReply>(console, Endpoint::Import, &asked);
     let letters = call::<DeadLettersReply>(console, Endpoint::DeadLetters, &of_import);
     match futures_util::future::join(found, letters).await {
-        (Ok(Some(reply)), Ok(letters)) => {
-            let letters = letters.unwrap_or(DeadLettersReply {
-                dead_letters: vec![],
-                in_stream: 0,
+        (Ok(Some(reply)), letters) => {
+            // The import without its letters beats no page at all.
+            let letters = letters.map(|l| {
+                l.unwrap_or(DeadLettersReply {
+                    dead_letters: vec![],
+                    in_stream: 0,
+                })
             });
-            let body = pages::import_page(&reply, &letters, viewer.csrf.as_deref());
+            let body = pages::import_page(&reply, letters, viewer.csrf.as_deref());
             page(StatusCode::OK, &title, &viewer, notice.as_deref(), body)
         }
         (Ok(None), _) => page(
@@ -216,7 +240,7 @@ async fn import(console: &Console, request: &Request<Incoming>, id: &str) -> Res
             None,
             pages::problem(&format!("No record of import {id} (yet).")),
         ),
-        (Err(why), _) | (_, Err(why)) => page(
+        (Err(why), _) => page(
             StatusCode::SERVICE_UNAVAILABLE,
             &title,
             &viewer,
@@ -228,7 +252,7 @@ async fn import(console: &Console, request: &Request<Incoming>, id: &str) -> Res
 
 async fn dead_letters(console: &Console, request: &Request<Incoming>) -> Response<Body> {
     let viewer = viewer(console, request);
-    let notice = notice(request);
+    let notice = notice(console, request);
     match call::<DeadLettersReply>(
         console,
         Endpoint::DeadLetters,
@@ -260,13 +284,20 @@ async fn dead_letters(console: &Console, request: &Request<Incoming>) -> Respons
     }
 }
 
-/// A notice carried by a redirect after an action (`?notice=…`); shown
-/// escaped like everything else.
-fn notice(request: &Request<Incoming>) -> Option<String> {
+/// A notice carried by a redirect after an action (`?notice=…&sig=…`),
+/// shown only with the console's own signature (and escaped like
+/// everything else).
+fn notice(console: &Console, request: &Request<Incoming>) -> Option<String> {
     let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == "notice")
-        .map(|(_, value)| value.chars().take(500).collect())
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let (text, signature) = (value("notice")?, value("sig")?);
+    console
+        .access
+        .notice_ok(text, signature)
+        .then(|| text.chars().take(1000).collect())
 }
 
 /// Whether an action may go ahead: only for someone allowed, from the
@@ -303,9 +334,10 @@ async fn allowed(
     }
 }
 
-/// After an action: to the page it names with a notice, or a page saying
-/// why it was not done.
+/// After an action: to the page it names with a signed notice, or a page
+/// saying why it was not done.
 fn done(
+    console: &Console,
     viewer: &Viewer,
     outcome: Result<(String, String), (StatusCode, String)>,
 ) -> Response<Body> {
@@ -314,6 +346,7 @@ fn done(
             "{to}?{}",
             url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("notice", &notice)
+                .append_pair("sig", &console.access.sign_notice(&notice))
                 .finish()
         )),
         Err((status, why)) => page(status, "Not done", viewer, None, pages::problem(&why)),
@@ -339,9 +372,11 @@ async fn checked_form(
 }
 
 async fn read_form(request: Request<Incoming>) -> Option<Vec<(String, String)>> {
-    let body = Limited::new(request.into_body(), MAX_FORM)
-        .collect()
+    let read = Limited::new(request.into_body(), MAX_FORM).collect();
+    // A form trickled in would hold a connection for its whole lifetime.
+    let body = tokio::time::timeout(FORM_WITHIN, read)
         .await
+        .ok()?
         .ok()?
         .to_bytes();
     Some(url::form_urlencoded::parse(&body).into_owned().collect())
@@ -513,9 +548,16 @@ where
     F: Fn(Arc<Console>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (Markup, bool)> + Send,
 {
+    let Ok(permit) = console.live.clone().try_acquire_owned() else {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(header::RETRY_AFTER, "30")
+            .body(full("too many live views open\n"))
+            .expect("static response parts are valid");
+    };
     let stream = futures_util::stream::unfold(
-        (console, next, 0u64, false),
-        |(console, next, sent, done)| async move {
+        (console, next, 0u64, false, permit),
+        |(console, next, sent, done, permit)| async move {
             if done {
                 return None;
             }
@@ -528,7 +570,7 @@ where
                 event.push_str(&sse("done", ""));
             }
             let frame = Ok::<_, Infallible>(Frame::data(Bytes::from(event)));
-            Some((frame, (console, next, sent + 1, finished)))
+            Some((frame, (console, next, sent + 1, finished, permit)))
         },
     );
     Response::builder()
@@ -541,9 +583,10 @@ where
 /// One event; `data` may span lines (each gets its own `data:`).
 fn sse(event: &str, data: &str) -> String {
     let mut text = format!("event: {event}\n");
-    for line in data.split('\n') {
+    // A lone CR ends a line for the browser as LF does.
+    for line in data.split(['\r', '\n']) {
         text.push_str("data: ");
-        text.push_str(line.trim_end_matches('\r'));
+        text.push_str(line);
         text.push('\n');
     }
     text.push('\n');
@@ -608,5 +651,9 @@ mod tests {
     fn an_event_of_many_lines_is_one_event() {
         assert_eq!(sse("update", "a\nb"), "event: update\ndata: a\ndata: b\n\n");
         assert_eq!(sse("done", ""), "event: done\ndata: \n\n");
+        assert_eq!(
+            sse("update", "a\revent: x"),
+            "event: update\ndata: a\ndata: event: x\n\n"
+        );
     }
 }

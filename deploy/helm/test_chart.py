@@ -12,10 +12,15 @@ deploy/helm/ci/ plus a few variants written here), then checks:
   - probes, ports and terminationGracePeriodSeconds relate correctly;
   - Secrets are referenced by name and never inlined; NATS_URL carries no
     credentials; OTLP headers come from their Secret;
+  - completion webhooks (SLUICE_WEBHOOKS) are absent unless webhooks is set,
+    then reach the importer and the saver alone, as the file of the named
+    Secret, never as a value; the saver gets the importer's and fetcher's
+    network guard (SLUICE_DENY_NETWORKS, SLUICE_ALLOW_NETWORKS);
   - each pod's NetworkPolicy lets in only metrics scrapes and lets out only
     DNS, NATS, PostgreSQL (saver, setup), the collector and, for importer and
-    fetcher, the internet without private, link-local and metadata ranges
-    (evaluated on sample addresses, not only read);
+    fetcher (and the saver when webhooks is set), the internet without
+    private, link-local and metadata ranges (evaluated on sample addresses,
+    not only read);
   - pods run non-root, read-only, without capabilities;
   - the console (console.enabled, off by default) gets the services'
     hardening and NATS settings but no database, its token only from a
@@ -57,6 +62,13 @@ SECRET_ENV = ("DATABASE_URL", "SLUICE_NATS_USER", "SLUICE_NATS_PASSWORD", "SLUIC
               "SLUICE_CONSOLE_TOKEN")
 # What the chart derives from console.* rather than from a settings map.
 CONSOLE_ENV = ("SLUICE_CONSOLE_ADDR", "SLUICE_CONSOLE_TOKEN", "SLUICE_CONSOLE_AUTH_HEADER")
+# The download guard, set in downloadConfig; the saver gets it too, for its
+# webhook POSTs.
+GUARD_ENV = ("SLUICE_DENY_NETWORKS", "SLUICE_ALLOW_NETWORKS")
+# Completion webhooks (webhooks.*): the importer checks the names, the saver
+# signs and POSTs; the file of the Secret mounted here.
+WEBHOOK_USERS = ("importer", "saver")
+WEBHOOKS_FILE = "/etc/sluice/webhooks/webhooks.json"
 # Addresses importer and fetcher must never reach through their NetworkPolicy
 # (unless networkPolicy.fetchFrom opens them): one in each private, loopback,
 # link-local (cloud metadata), shared, unique-local and link-local IPv6 range.
@@ -179,7 +191,8 @@ def readme_variables(path):
 
 def parse_users(cell):
     users = set()
-    for token in re.split(r",|\band\b", cell.replace("`", "")):
+    # A note in parentheses ("saver (webhooks)") says why, not who.
+    for token in re.split(r",|\band\b", re.sub(r"\s*\([^)]*\)", "", cell.replace("`", ""))):
         token = token.strip().lower()
         if not token:
             continue
@@ -380,17 +393,19 @@ def check_settings_are_values(readme):
     """Every SLUICE_* setting of README is a key of values.yaml, in a map that
     reaches each program README says uses it. The chart derives the others:
     SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls,
-    SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials (a mounted Secret),
-    SLUICE_CONSOLE_* from console.*."""
+    SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials and SLUICE_WEBHOOKS
+    from webhooks (mounted Secrets), SLUICE_CONSOLE_* from console.*."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, _, users in readme:
-        if (not name.startswith("SLUICE_") or name in ("SLUICE_METRICS_ADDR", "SLUICE_DOWNLOAD_CREDENTIALS")
+        if (not name.startswith("SLUICE_") or name in ("SLUICE_METRICS_ADDR", "SLUICE_DOWNLOAD_CREDENTIALS", "SLUICE_WEBHOOKS")
                 or name.startswith("SLUICE_NATS_") or name in CONSOLE_ENV):
             continue
         for component in sorted(u for u in users if not u.startswith("?")):
             maps = [values.get("config") or {}]
             if component in ("importer", "fetcher"):
                 maps.append(values.get("downloadConfig") or {})
+            if component == "saver":
+                maps.append({k: v for k, v in (values.get("downloadConfig") or {}).items() if k in GUARD_ENV})
             if component != "setup":
                 maps.append(values.get(component, {}).get("config") or {})
             check(f"values.yaml: {name} is a value reaching {component}", any(name in m for m in maps))
@@ -405,6 +420,8 @@ def check_values_reach(r):
         expected = dict(v.get("config") or {})
         if component in ("importer", "fetcher"):
             expected.update(v.get("downloadConfig") or {})
+        if component == "saver":
+            expected.update({k: x for k, x in (v.get("downloadConfig") or {}).items() if k in GUARD_ENV})
         if component != "setup":
             expected.update(v[component].get("config") or {})
         env = r.env(component)
@@ -449,7 +466,7 @@ def check_secrets_by_name(r):
         mounts = {m["mountPath"]: m["name"] for m in r.container(component).get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for name in ("SLUICE_NATS_CREDS", "SLUICE_NATS_NKEY", "SLUICE_NATS_TLS_CA", "SLUICE_NATS_TLS_CERT", "SLUICE_NATS_TLS_KEY",
-                     "SLUICE_DOWNLOAD_CREDENTIALS"):
+                     "SLUICE_DOWNLOAD_CREDENTIALS", "SLUICE_WEBHOOKS"):
             if name not in env:
                 continue
             path = env[name].get("value", "")
@@ -624,7 +641,8 @@ def check_network_policies(r):
                   has_rule([{"port": port, "protocol": "TCP"}], np["otel"]["to"]), str(rules))
 
         downloads = component in ("importer", "fetcher")
-        internet = downloads and np["internet"]["enabled"]
+        webhooks = component == "saver" and bool((r.values.get("webhooks") or {}).get("existingSecret"))
+        internet = (downloads or webhooks) and np["internet"]["enabled"]
         # Ports a rule opens to every address (an empty `to`) are left out.
         anywhere = {p.get("port") for rule in rules if not rule.get("to") for p in rule.get("ports") or []}
         ports = [port for port in (80, 443, 21, 8080, 8443) if port not in anywhere]
@@ -632,13 +650,17 @@ def check_network_policies(r):
             check(f"{r.name}/{component}: the internet ({ip}) is {'open on any port' if internet else 'closed'}",
                   all(allows(r, component, "egress", {"ip": ip}, port) == internet for port in ports), str(ports))
         for ip in PRIVATE_SAMPLES:
-            opened = any(peer_matches(peer, {"ip": ip}, NAMESPACE) for peer in np.get("fetchFrom") or []) and downloads
+            opened = (any(peer_matches(peer, {"ip": ip}, NAMESPACE) for peer in np.get("fetchFrom") or []) and downloads
+                      or any(peer_matches(peer, {"ip": ip}, NAMESPACE) for peer in np.get("webhooksTo") or []) and webhooks)
             if not opened:
                 check(f"{r.name}/{component}: {ip} (private, loopback, link-local or metadata) is closed",
                       not any(allows(r, component, "egress", {"ip": ip}, port) for port in ports), str(ports))
         for peer in np.get("fetchFrom") or []:
             check(f"{r.name}/{component}: networkPolicy.fetchFrom peer {'open' if downloads else 'closed'} on any port",
                   any(rule.get("to") == np["fetchFrom"] and not rule.get("ports") for rule in rules) == downloads, str(peer))
+        for peer in np.get("webhooksTo") or []:
+            check(f"{r.name}/{component}: networkPolicy.webhooksTo peer {'open' if webhooks else 'closed'} on any port",
+                  any(rule.get("to") == np["webhooksTo"] and not rule.get("ports") for rule in rules) == webhooks, str(peer))
         if downloads:
             check(f"{r.name}/{component}: PostgreSQL's pods are closed to it",
                   not allows(r, component, "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "postgresql"}),
@@ -711,6 +733,52 @@ def check_otel_headers(r):
                   env is not None and "value" not in env and ref == want, str(env))
         else:
             check(f"{r.name}/{component}: no OTEL_EXPORTER_OTLP_HEADERS without otel.headers.existingSecret", env is None)
+
+
+def check_webhooks(r):
+    """SLUICE_WEBHOOKS: nowhere without webhooks.existingSecret; with it, in
+    the importer and the saver alone, as the file of that Secret (its key),
+    never the JSON as a value. The saver guards its POSTs with the network
+    guard the importer and the fetcher download through."""
+    webhooks = r.values.get("webhooks") or {}
+    secret = webhooks.get("existingSecret")
+    for component in WORKLOADS:
+        w = r.workload(component)
+        if w is None:
+            continue
+        env = r.env(component).get("SLUICE_WEBHOOKS")
+        pod = w["spec"]["template"]["spec"]
+        volumes = [v for v in pod.get("volumes", []) if v.get("name") == "webhooks"
+                   or (secret and v.get("secret", {}).get("secretName") == secret)]
+        if secret and component in WEBHOOK_USERS:
+            check(f"{r.name}/{component}: SLUICE_WEBHOOKS is the file {WEBHOOKS_FILE}, never the JSON as a value",
+                  env == {"name": "SLUICE_WEBHOOKS", "value": WEBHOOKS_FILE}, str(env))
+            check(f"{r.name}/{component}: the webhooks file is key {webhooks.get('existingSecretKey')} of Secret {secret}, mounted read-only",
+                  [v.get("secret") for v in volumes]
+                  == [{"secretName": secret, "defaultMode": 0o440,
+                       "items": [{"key": webhooks.get("existingSecretKey"), "path": os.path.basename(WEBHOOKS_FILE)}]}]
+                  and any(m["name"] == "webhooks" and m["mountPath"] == os.path.dirname(WEBHOOKS_FILE) and m.get("readOnly")
+                          for m in r.container(component).get("volumeMounts", [])), str(volumes))
+        else:
+            why = "not one of its users" if secret else "no webhooks"
+            check(f"{r.name}/{component}: {why}, no SLUICE_WEBHOOKS and no webhooks volume", env is None and not volumes,
+                  f"{env} {volumes}")
+    if secret:
+        check(f"{r.name}: the webhooks Secret {secret} is referenced, never created by the chart", r.one("Secret", secret) is None)
+    saver, guard = r.env("saver"), {}
+    if r.workload("saver") is not None:
+        own = r.values["saver"].get("config") or {}
+        for key in GUARD_ENV:
+            value = own.get(key, (r.values.get("downloadConfig") or {}).get(key))
+            got = saver.get(key, {}).get("value")
+            want = None if value is None or env_text(value) == "" else env_text(value)
+            check(f"{r.name}/saver: {key} is downloadConfig's (the webhook POSTs' guard)", got == want, f"got {got!r}")
+            guard[key] = got
+        for peer in ("importer", "fetcher"):
+            if r.workload(peer) is not None and not any(key in own for key in GUARD_ENV):
+                check(f"{r.name}/saver: the {peer}'s network guard, as it is",
+                      all(r.env(peer).get(key, {}).get("value") == guard[key] for key in GUARD_ENV),
+                      str({key: r.env(peer).get(key) for key in GUARD_ENV}))
 
 
 def check_console(r):
@@ -1142,6 +1210,19 @@ def negative_cases(helm, kube_version, tmp):
          {"importer": {"extraEnv": [{"name": "GITHUB_TOKEN", "value": "SENTINEL"}]}}, "extraEnv GITHUB_TOKEN: secrets come from Secrets"),
         ("a *_SECRET as a plain value in one service's extraEnv",
          {"saver": {"extraEnv": [{"name": "S3_SECRET", "value": "SENTINEL"}]}}, "extraEnv S3_SECRET: secrets come from Secrets"),
+        ("the webhooks among the settings",
+         {"saver": {"config": {"SLUICE_WEBHOOKS": '{"billing": {"url": "https://h.example", "secret": "SENTINEL-webhook-secret"}}'}}},
+         "config key \"SLUICE_WEBHOOKS\" is set by the chart"),
+        ("the webhooks JSON as a plain extraEnv value",
+         {"importer": {"extraEnv": [{"name": "SLUICE_WEBHOOKS",
+                                     "value": '{"billing": {"url": "https://h.example", "secret": "SENTINEL-webhook-secret"}}'}]}},
+         "extraEnv SLUICE_WEBHOOKS: secrets come from Secrets"),
+        ("a webhook secret as a plain value in the saver's extraEnv",
+         {"saver": {"extraEnv": [{"name": "BILLING_WEBHOOK_SECRET", "value": "SENTINEL-webhook-secret"}]}},
+         "extraEnv BILLING_WEBHOOK_SECRET: secrets come from Secrets"),
+        ("a misspelt webhooks value (values.schema.json)", {"webhooks": {"existingSecretName": "sluice-webhooks"}},
+         "additional properties 'existingSecretName' not allowed"),
+        ("an empty NetworkPolicy peer in webhooksTo (values.schema.json)", {"networkPolicy": {"webhooksTo": [{}]}}, "minProperties"),
         ("OTLP headers without an endpoint", {"otel": {"headers": {"existingSecret": "otlp-headers"}}},
          "otel.headers.existingSecret: set otel.endpoint"),
         ("an empty NetworkPolicy peer (values.schema.json)", {"networkPolicy": {"fetchFrom": [{}]}}, "minProperties"),
@@ -1233,6 +1314,21 @@ def main():
         read_only["console"] = {"enabled": True, "service": {"type": "LoadBalancer"}}
         read_only["networkPolicy"]["consoleFrom"] = []
         sets["console-read-only"] = render(helm, kv, "console-read-only", [write_values(tmp, "console-ro", read_only)])
+        # Completion webhooks from an existing Secret, the console on (it must
+        # not get them), a target's secret through the saver's extraEnv; then
+        # in the closed network, with one receiver inside it.
+        with_webhooks = {
+            "webhooks": {"existingSecret": "sluice-webhooks"},
+            "console": {"enabled": True},
+            "saver": {"extraEnv": [{"name": "BILLING_WEBHOOK_SECRET",
+                                    "valueFrom": {"secretKeyRef": {"name": "sluice-webhook-secrets", "key": "billing"}}}]},
+        }
+        sets["webhooks"] = render(helm, kv, "webhooks", [write_values(tmp, "webhooks", with_webhooks)])
+        webhooks_closed = copy.deepcopy(closed)
+        webhooks_closed["webhooks"] = {"existingSecret": "sluice-webhooks", "existingSecretKey": "targets.json"}
+        webhooks_closed["networkPolicy"]["webhooksTo"] = [{"ipBlock": {"cidr": "10.12.0.7/32"}}]
+        webhooks_closed["downloadConfig"] = {"SLUICE_ALLOW_NETWORKS": "10.12.0.5/32,10.12.0.7/32"}
+        sets["webhooks-closed"] = render(helm, kv, "webhooks-closed", [write_values(tmp, "webhooks-closed", webhooks_closed)])
 
         for name, r in sets.items():
             if r is None:
@@ -1247,6 +1343,7 @@ def main():
             check_custom_resources(r, consumers)
             check_network_policies(r)
             check_otel_headers(r)
+            check_webhooks(r)
             check_console(r)
 
         if sets["default"]:
@@ -1258,6 +1355,8 @@ def main():
                   not (r.kind("ScaledObject") or r.kind("ServiceMonitor") or r.kind("HorizontalPodAutoscaler")))
             check("default: a PodDisruptionBudget per service", len(r.kind("PodDisruptionBudget")) == 3)
             check("default: the console is off", r.workload(CONSOLE) is None and not r.values["console"]["enabled"])
+            check("default: no webhooks (SLUICE_WEBHOOKS in no container)",
+                  not any("SLUICE_WEBHOOKS" in r.env(c) for c in WORKLOADS))
             check_nats_values(r)
         if sets["everything"]:
             r = sets["everything"]
@@ -1268,6 +1367,17 @@ def main():
             check("everything: the download credentials reach the importer and the fetcher only",
                   all("SLUICE_DOWNLOAD_CREDENTIALS" in r.env(c) for c in ("importer", "fetcher"))
                   and not any("SLUICE_DOWNLOAD_CREDENTIALS" in r.env(c) for c in ("saver", "setup")))
+            check("everything: the webhooks reach the importer and the saver only",
+                  all(r.env(c).get("SLUICE_WEBHOOKS", {}).get("value") == WEBHOOKS_FILE for c in WEBHOOK_USERS)
+                  and not any("SLUICE_WEBHOOKS" in r.env(c) for c in ("fetcher", "setup", CONSOLE)))
+            check("everything: the saver guards its webhook POSTs as the importer and fetcher their downloads",
+                  all(r.env("saver").get(k) == r.env(c).get(k) is not None for k in GUARD_ENV for c in ("importer", "fetcher")))
+            ledger = ns_pod("finance", **{"app.kubernetes.io/name": "ledger"})
+            check("everything: the saver reaches the webhook receiver of networkPolicy.webhooksTo; importer and fetcher do not",
+                  allows(r, "saver", "egress", ledger, 8080)
+                  and not any(allows(r, c, "egress", ledger, 8080) for c in ("importer", "fetcher", "setup")))
+            check("everything: the saver POSTs webhooks to the internet (443), not to the managed PostgreSQL's range on it",
+                  allows(r, "saver", "egress", {"ip": PUBLIC_SAMPLES[0]}, 443) and not allows(r, "saver", "egress", {"ip": "10.20.1.2"}, 443))
             check("everything: explicit saver grace period kept", r.workload("saver")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 150)
             check("everything: large numbers keep their digits",
                   r.env("importer")["SLUICE_MAX_ACK_PENDING"].get("value") == "1000000")
@@ -1364,6 +1474,34 @@ def main():
             check("network-closed: the hosted collector (https, any address) is reached on 443, nothing else",
                   all(allows(r, c, "egress", {"ip": "93.184.216.34"}, 443) and not allows(r, c, "egress", {"ip": "93.184.216.34"}, 80)
                       for c in ("saver", "setup")))
+        if sets["webhooks"]:
+            r = sets["webhooks"]
+            check("webhooks: SLUICE_WEBHOOKS reaches the importer and the saver, not the fetcher, setup or console",
+                  all("SLUICE_WEBHOOKS" in r.env(c) for c in WEBHOOK_USERS)
+                  and not any("SLUICE_WEBHOOKS" in r.env(c) for c in ("fetcher", "setup", CONSOLE)))
+            check("webhooks: the saver has the network guard (SLUICE_DENY_NETWORKS, downloadConfig's default)",
+                  r.env("saver").get("SLUICE_DENY_NETWORKS", {}).get("value") == r.values["downloadConfig"]["SLUICE_DENY_NETWORKS"])
+            e = r.env("saver").get("BILLING_WEBHOOK_SECRET", {})
+            check("webhooks: a target's secret reaches the saver from its Secret, never as a value",
+                  "value" not in e and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "sluice-webhook-secrets", str(e))
+            check("webhooks: the saver POSTs to the internet on any port (443, 8443), not to private or metadata addresses",
+                  all(allows(r, "saver", "egress", {"ip": ip}, port) for ip in PUBLIC_SAMPLES for port in (443, 8443))
+                  and not any(allows(r, "saver", "egress", {"ip": ip}, 443) for ip in PRIVATE_SAMPLES))
+            check("webhooks: the saver still reaches PostgreSQL; setup and the console get no internet",
+                  allows(r, "saver", "egress", ns_pod(NAMESPACE, **{"app.kubernetes.io/name": "postgresql"}), 5432)
+                  and not any(allows(r, c, "egress", {"ip": PUBLIC_SAMPLES[0]}, 443) for c in ("setup", CONSOLE)))
+        if sets["webhooks-closed"]:
+            r = sets["webhooks-closed"]
+            check("webhooks-closed: the receiver of networkPolicy.webhooksTo is open to the saver, on any port; not to importer and fetcher",
+                  all(allows(r, "saver", "egress", {"ip": "10.12.0.7"}, port) for port in (80, 8080))
+                  and not any(allows(r, c, "egress", {"ip": "10.12.0.7"}, 80) for c in ("importer", "fetcher")))
+            check("webhooks-closed: the file server of networkPolicy.fetchFrom stays closed to the saver; the next address too",
+                  not allows(r, "saver", "egress", {"ip": "10.12.0.5"}, 80) and not allows(r, "saver", "egress", {"ip": "10.12.0.8"}, 80))
+            check("webhooks-closed: networkPolicy.internet.enabled=false closes the internet to the saver's webhooks too",
+                  not any(allows(r, "saver", "egress", {"ip": ip}, 8443) for ip in PUBLIC_SAMPLES))
+            check("webhooks-closed: the saver's guard allows the receiver, as the importer's",
+                  r.env("saver").get("SLUICE_ALLOW_NETWORKS", {}).get("value") == "10.12.0.5/32,10.12.0.7/32"
+                  == r.env("importer").get("SLUICE_ALLOW_NETWORKS", {}).get("value"))
         if sets["hpa"]:
             check("hpa: an HPA per service on CPU", len(sets["hpa"].kind("HorizontalPodAutoscaler")) == 3)
         if sets["skip-database"]:

@@ -63,13 +63,20 @@ try {
     headers: { Origin: base },
   });
   seen.cancel_without_csrf_status = noCsrf.status();
+  // With the page's own CSRF token, from another origin: refused too.
+  await page.goto(`${base}/imports/${env("BIG_ID")}`);
+  const csrf = await page.locator("form input[name=csrf]").first().getAttribute("value");
   const crossSite = await page.request.post(`${base}/imports/${env("BIG_ID")}/cancel`, {
-    form: { csrf: "" },
+    form: { csrf },
     headers: { Origin: "https://evil.example" },
   });
+  // A notice in a link someone else wrote is not shown.
+  await page.goto(`${base}/dead-letters?notice=${encodeURIComponent("Session expired: sign in at evil.example")}`);
+  seen.forged_notice_shown = (await page.locator("#notice").count()) > 0;
   seen.cross_site_cancel_status = crossSite.status();
 
   // 3. The overview lists the three imports and every stage.
+  await page.goto(`${base}/`);
   for (const id of [env("STEADY_ID"), env("FIXABLE_ID"), env("BIG_ID")]) {
     await page.waitForSelector(`#imports tr[data-import="${id}"]`, { timeout: 30_000 });
   }

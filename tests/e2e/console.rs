@@ -112,6 +112,7 @@ async fn the_console_follows_replays_and_cancels_in_a_browser() {
     assert_eq!(seen["signed_in_as"], "token holder");
     assert_eq!(seen["cancel_without_csrf_status"], 403);
     assert_eq!(seen["cross_site_cancel_status"], 403);
+    assert_eq!(seen["forged_notice_shown"], false);
     assert_eq!(
         seen["stages"],
         serde_json::json!(["importer", "fetcher", "saver", "tracker"])

@@ -145,7 +145,7 @@ async fn a_webhook_is_signed_waits_out_a_down_target_comes_once_and_unknown_name
     let error = error.unwrap_or_default();
     assert!(
         error.starts_with(&format!(
-            "POST http://127.0.0.1:{port}/hooks/sluice?… failed"
+            "POST to webhook target billing (http://127.0.0.1:{port}) failed: "
         )),
         "{error}"
     );
@@ -172,6 +172,14 @@ async fn a_webhook_is_signed_waits_out_a_down_target_comes_once_and_unknown_name
     let posted: ImportCompleted = serde_json::from_slice(&body).unwrap();
     assert_eq!(posted, event);
     assert!(attempts().await.1, "recorded as delivered");
+    let status = p.cli(&["status", &id]).await;
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains(&format!(
+            "import {id}'s completion event was delivered to webhook target billing at "
+        )),
+        "{said}"
+    );
 
     // Once: not again later, nor after the saver restarts.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -209,7 +217,7 @@ async fn a_webhook_is_signed_waits_out_a_down_target_comes_once_and_unknown_name
     // Neither the secret nor the URL's query shows in any log.
     let logs = p.logs();
     assert!(logs.contains("completion webhook delivered"), "{logs}");
-    for secret in [SECRET, "QUERY-SECRET"] {
+    for secret in [SECRET, "QUERY-SECRET", "/hooks/sluice"] {
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
     server.abort();

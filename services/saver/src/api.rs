@@ -86,21 +86,30 @@ async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageErr
         };
         // A request nobody waits for any more is not worth an answer, and
         // one slow answer must not hold the next ones (or the stop) for
-        // long: each gets at most ANSWER_WITHIN.
+        // long: each gets at most ANSWER_WITHIN. A replay is not cut short
+        // (between a republish and its letter's deletion): it is bounded
+        // by the 200 letters a request may name instead.
+        let within = match endpoint {
+            Endpoint::Replay => REPLAY_WITHIN,
+            _ => ANSWER_WITHIN,
+        };
         let answered = tokio::select! {
-            answer = tokio::time::timeout(
-                ANSWER_WITHIN,
-                answerer.answer(endpoint, &request.message.payload),
-            ) => answer,
+            answer = tokio::time::timeout(within, answerer.answer(endpoint, &request.message.payload)) => answer,
             _ = stop.cancelled() => break,
         };
         let answer = answered.unwrap_or_else(|_| {
-            // The query may still run: the next answer opens a new session.
-            answerer.client = None;
-            Err(unavailable(&format!(
-                "no answer from the database within {} s",
-                ANSWER_WITHIN.as_secs()
-            )))
+            let from = match endpoint {
+                Endpoint::Imports | Endpoint::Import | Endpoint::Cancel => {
+                    // The query may still run: the next answer opens a new session.
+                    answerer.client = None;
+                    "the database"
+                }
+                _ => "JetStream",
+            };
+            Err(error(
+                code::UNAVAILABLE,
+                format!("no answer from {from} within {} s", within.as_secs()),
+            ))
         });
         if let Err(e) = request.respond(answer).await {
             tracing::debug!(error = %e, "could not answer a service request");
@@ -115,6 +124,10 @@ async fn answer_until(api: Api, stop: &CancellationToken) -> Result<(), StageErr
 /// The longest an answer may take: less than the 5 s `sluice` waits, so a
 /// slow database gets a 503 in words rather than a time-out.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The longest a replay may take before it is abandoned (NATS stalled):
+/// what it republished then is deduplicated when it is asked again.
+const REPLAY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One database session for the answers, opened when first needed and
 /// again after a failure.
@@ -293,13 +306,20 @@ impl Answerer<'_> {
                     import_id: Some(id.clone()),
                     ..Filter::default()
                 };
+                // Bounded like a listing: a request for more asks again.
                 let letters = self.letters().await?;
-                (letters.list(&filter).await).map_err(|e| nats_unavailable(&e))?
+                let most = ReplayRequest::MAX_SEQUENCES;
+                (letters.recent(&filter, most).await)
+                    .map_err(|e| nats_unavailable(&e))?
+                    .0
             }
             (None, _) => {
                 let letters = self.letters().await?;
-                let mut chosen = Vec::new();
-                for sequence in &request.sequences {
+                let mut chosen: Vec<sluice_operator::dead_letters::StoredLetter> = Vec::new();
+                let mut named = request.sequences.clone();
+                named.sort_unstable();
+                named.dedup();
+                for sequence in &named {
                     if let Some(found) = letters
                         .get(*sequence)
                         .await
@@ -320,6 +340,8 @@ impl Answerer<'_> {
             .filter(|s| !chosen.iter().any(|c| c.sequence == **s))
             .copied()
             .collect();
+        answer.missing.sort_unstable();
+        answer.missing.dedup();
         if !answer.replayed.is_empty() {
             tracing::info!(replayed = ?answer.replayed, "dead letters replayed through the service API");
         }

@@ -93,7 +93,12 @@ const STARTED: &str = "
         started_at = COALESCE(i.started_at, excluded.started_at),
         traceparent = COALESCE(i.traceparent, excluded.traceparent),
         spec = COALESCE(i.spec, excluded.spec),
-        webhook = COALESCE(i.webhook, excluded.webhook)";
+        webhook = COALESCE(i.webhook, excluded.webhook),
+        -- A `started` recorded after the import was announced (facts
+        -- reordered across tracker replicas): its target is due now.
+        webhook_next_at = CASE WHEN i.webhook IS NULL AND excluded.webhook IS NOT NULL
+                                    AND i.completion_event IS NOT NULL
+                               THEN now() ELSE i.webhook_next_at END";
 
 /// A file of an import run with a spec read whole: it settles like an
 /// account, and expects the files it links to. The root file (keyed by the
@@ -574,10 +579,10 @@ pub(crate) async fn claim_announcement(
     .map(|row| row.is_some())
 }
 
-/// Records that the completion event of import `id` is published and,
-/// for an import that named a webhook target, keeps the event (`event`,
-/// its JSON) for the target, due now: in the same transaction, so the
-/// target is told once the event is out, and of the very same event.
+/// Records that the completion event of import `id` is published, keeps
+/// it (`event`, its JSON) and, for an import that named a webhook target,
+/// makes its delivery due now: in the same transaction, so the target is
+/// told once the event is out, and of the very same event.
 pub(crate) async fn mark_announced(
     client: &impl tokio_postgres::GenericClient,
     id: &str,
@@ -585,8 +590,7 @@ pub(crate) async fn mark_announced(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE imports SET event_published_at = now(),
-                 webhook_event = CASE WHEN webhook IS NOT NULL THEN $2 END,
+            "UPDATE imports SET event_published_at = now(), completion_event = $2,
                  webhook_next_at = CASE WHEN webhook IS NOT NULL THEN now() END
              WHERE id = $1",
             &[&id, &event],

@@ -4,7 +4,9 @@
 
 use tokio_postgres::Client;
 
-pub use sluice_messages::api::{Clash, Conflict, Failure, ImportReply, ImportRow, RowReport};
+pub use sluice_messages::api::{
+    Clash, Conflict, Failure, ImportReply, ImportRow, RowReport, WebhookDelivery,
+};
 
 /// Rows saved are counted live from the saver's records, so a replay after
 /// completion shows too. Times are RFC 3339 in UTC, to the second
@@ -19,7 +21,10 @@ const COLUMNS: &str = "id, url, status, accounts_listed, accounts_settled, accou
     spec,
     (SELECT COALESCE(sum(updated), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
     (SELECT COALESCE(sum(refused), 0)::int8 FROM import_chunks c WHERE c.import_id = imports.id),
-    (SELECT count(*) FROM import_accounts a WHERE a.import_id = imports.id AND a.version > 1)";
+    (SELECT count(*) FROM import_accounts a WHERE a.import_id = imports.id AND a.version > 1),
+    webhook,
+    to_char(webhook_delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+    webhook_attempts, webhook_error";
 
 fn row(r: &tokio_postgres::Row) -> ImportRow {
     ImportRow {
@@ -40,6 +45,14 @@ fn row(r: &tokio_postgres::Row) -> ImportRow {
         updated: r.get(14),
         refused: r.get(15),
         files_changed: r.get(16),
+        webhook: r
+            .get::<_, Option<String>>(17)
+            .map(|target| WebhookDelivery {
+                target,
+                delivered_at: r.get(18),
+                attempts: r.get::<_, i32>(19).into(),
+                error: r.get(20),
+            }),
     }
 }
 

@@ -167,18 +167,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (import_id, account_key)
     )",
     // An import may name a webhook target: once its completion event is
-    // published, the event waits here until the target took it (an outbox
-    // the saver's replicas share by leases).
+    // published (and kept, for every import), it waits here until the
+    // target took it (an outbox the saver's replicas share by leases).
     "
     ALTER TABLE imports
         ADD COLUMN webhook TEXT,
-        ADD COLUMN webhook_event TEXT,
+        ADD COLUMN completion_event TEXT,
         ADD COLUMN webhook_next_at TIMESTAMPTZ,
         ADD COLUMN webhook_attempts INT NOT NULL DEFAULT 0,
         ADD COLUMN webhook_delivered_at TIMESTAMPTZ,
         ADD COLUMN webhook_error TEXT;
     CREATE INDEX imports_webhooks_due ON imports (webhook_next_at)
-        WHERE webhook_event IS NOT NULL AND webhook_delivered_at IS NULL",
+        WHERE webhook IS NOT NULL AND completion_event IS NOT NULL
+          AND webhook_delivered_at IS NULL",
 ];
 
 /// The version `migrate` brings a database to.

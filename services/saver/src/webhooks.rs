@@ -3,8 +3,9 @@
 //! it is signed).
 //!
 //! The outbox is the `imports` row: the announcement keeps the event in
-//! `webhook_event`, due at once, in the transaction that marks it
-//! published. A delivery claims due rows by moving them a lease into the
+//! `completion_event` (for every import, so a `started` fact recorded
+//! late still finds it), due at once when a target is named, in the
+//! transaction that marks it published. A delivery claims due rows by moving them a lease into the
 //! future (so another replica skips them), POSTs, and records the outcome:
 //! delivered, or due again after a backoff (doubling from 1 s to 5
 //! minutes, or the target's `Retry-After`). A target that is down gets
@@ -24,6 +25,10 @@ use crate::{db_error, Database};
 /// How often due deliveries are looked for.
 const POLL: Duration = Duration::from_millis(250);
 
+/// How often a saver with no target configured looks: only to record, for
+/// `sluice status`, that an import names a target it does not have.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
 /// How long a claimed delivery is this replica's: longer than a POST may
 /// take (10 s), so no other replica posts it meanwhile.
 const LEASE: &str = "30 seconds";
@@ -37,34 +42,35 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const CLAIM: &str = "
     UPDATE imports SET webhook_next_at = now() + $2::text::interval
     WHERE id IN (SELECT id FROM imports
-                 WHERE webhook_event IS NOT NULL AND webhook_delivered_at IS NULL
-                   AND webhook_next_at <= now()
+                 WHERE webhook IS NOT NULL AND completion_event IS NOT NULL
+                   AND webhook_delivered_at IS NULL AND webhook_next_at <= now()
                  ORDER BY webhook_next_at LIMIT $1
                  FOR UPDATE SKIP LOCKED)
-    RETURNING id, webhook, webhook_event, webhook_attempts";
+    RETURNING id, webhook, completion_event, webhook_attempts";
 
 const DELIVERED: &str = "
     UPDATE imports SET webhook_delivered_at = now(), webhook_attempts = webhook_attempts + 1,
                        webhook_error = NULL
-    WHERE id = $1";
+    WHERE id = $1 AND webhook_delivered_at IS NULL";
 
 const UNDELIVERED: &str = "
     UPDATE imports SET webhook_next_at = now() + make_interval(secs => $2),
                        webhook_attempts = webhook_attempts + 1, webhook_error = $3
-    WHERE id = $1";
+    WHERE id = $1 AND webhook_delivered_at IS NULL";
 
-/// Delivers due events until `stop`. With no target configured it does
-/// nothing at all.
+/// Delivers due events until `stop`.
 pub async fn deliver_webhooks(
     database: Database,
     targets: WebhookTargets,
     poster: Poster,
     stop: CancellationToken,
 ) -> Result<(), StageError> {
-    if targets.is_empty() {
-        return Ok(());
-    }
-    tracing::info!(targets = ?targets.names(), "delivering completion webhooks");
+    let poll = if targets.is_empty() {
+        IDLE_POLL
+    } else {
+        tracing::info!(targets = ?targets.names(), "delivering completion webhooks");
+        POLL
+    };
     let mut client: Option<Client> = None;
     let mut failing = sluice_stage::repeats::Repeats::default();
     while !stop.is_cancelled() {
@@ -85,7 +91,7 @@ pub async fn deliver_webhooks(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = stop.cancelled() => {}
         }
     }
@@ -131,8 +137,11 @@ async fn deliver_due(
                 tracing::info!(import_id = %id, target = %name, "completion webhook delivered");
             }
             Err((why, asked)) => {
+                // A `Retry-After` of 0 (or a date past) is no reason to
+                // hammer a failing target: never sooner than the backoff.
                 let wait = asked
-                    .unwrap_or_else(|| backoff(attempts))
+                    .unwrap_or_default()
+                    .max(backoff(attempts))
                     .min(MAX_BACKOFF)
                     .as_secs_f64();
                 db.execute(UNDELIVERED, &[&id, &wait, &why])

@@ -75,7 +75,7 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("name", &self.name)
-            .field("url", &sluice_messages::redact_url(self.url.as_str()))
+            .field("at", &self.shown())
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +196,20 @@ impl Target {
         &self.name
     }
 
+    /// The target as errors and logs show it: its name and origin. Many
+    /// receivers put their secret in the URL's path (Slack's, Discord's)
+    /// or query, so neither is ever shown.
+    pub fn shown(&self) -> String {
+        let url = &self.url;
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "webhook target {} ({}://{}{port})",
+            self.name,
+            url.scheme(),
+            url.host_str().unwrap_or("")
+        )
+    }
+
     /// `Sluice-Signature`'s value for `body` sent at `unix` seconds.
     pub fn signature(&self, unix: u64, body: &[u8]) -> String {
         let mut signed = format!("{unix}.").into_bytes();
@@ -254,12 +268,12 @@ impl Poster {
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let shown = sluice_messages::redact_url(target.url.as_str());
+        let shown = target.shown();
         if let Some(Err(refused)) =
             crate::client::literal_ip(&target.url).map(|ip| self.policy.check(ip))
         {
             return Err(Undelivered {
-                why: format!("POST {shown} refused: {refused}"),
+                why: format!("POST to {shown} refused: {refused}"),
                 retry_after: None,
             });
         }
@@ -273,7 +287,7 @@ impl Poster {
             .send()
             .await
             .map_err(|e| Undelivered {
-                why: format!("POST {shown} failed: {}", chain(&e.without_url())),
+                why: format!("POST to {shown} failed: {}", chain(&e.without_url())),
                 retry_after: None,
             })?;
         let status = answer.status();
@@ -286,7 +300,7 @@ impl Poster {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::hosts::retry_after);
         Err(Undelivered {
-            why: format!("POST {shown} answered HTTP {}", status.as_u16()),
+            why: format!("POST to {shown}: HTTP {}", status.as_u16()),
             retry_after,
         })
     }
@@ -317,6 +331,11 @@ mod tests {
         )
         .unwrap();
         let target = loaded.get("billing").unwrap();
+        assert_eq!(
+            target.shown(),
+            "webhook target billing (https://hooks.example.com)"
+        );
+        assert!(!format!("{loaded:?}").contains("/x"));
         assert!(!format!("{loaded:?}").contains("secret\""));
         assert!(!format!("{loaded:?}").contains("0123456789abcdef"));
         assert_eq!(loaded.refusal("billing"), None);

@@ -187,6 +187,23 @@ pub struct ImportRow {
     /// again from their first row (their rows are the new version's).
     #[serde(default)]
     pub files_changed: i64,
+    /// The webhook target the import named, and how its delivery stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// How the completion event's delivery to a webhook target stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WebhookDelivery {
+    /// The target's name.
+    pub target: String,
+    /// RFC 3339, UTC, once the target answered 2xx; `None` until then.
+    pub delivered_at: Option<String>,
+    /// POSTs made so far.
+    pub attempts: i64,
+    /// Why the last attempt failed (the target's URL redacted).
+    pub error: Option<String>,
 }
 
 /// A message of an import that a stage gave up on (dead-lettered).
@@ -272,8 +289,8 @@ pub struct Clash {
     pub kept_line: Option<i64>,
 }
 
-/// The newest dead letters. An empty body asks for the newest 50 of every
-/// import.
+/// The newest dead letters, among the newest 5,000 of the stream. An
+/// empty body asks for the newest 50 of every import.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -340,7 +357,8 @@ pub struct ReplayRequest {
     /// These letters (at most 200).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequences: Vec<u64>,
-    /// Every letter of this import.
+    /// This import's letters: the newest 200 among the newest 5,000 of
+    /// the stream (ask again for more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_id: Option<String>,
 }

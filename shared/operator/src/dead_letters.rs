@@ -12,6 +12,9 @@ use tracing::Instrument;
 
 use crate::{Error, Result};
 
+/// How many of the newest sequences [`DeadLetters::recent`] reads.
+pub const RECENT_SCAN: u64 = 5_000;
+
 /// A dead letter and where it sits in the stream.
 #[derive(Debug, Clone)]
 pub struct StoredLetter {
@@ -128,13 +131,18 @@ impl DeadLetters {
         Ok(found)
     }
 
-    /// The newest `limit` dead letters matching `filter`, newest first, and
-    /// how many letters the stream holds.
+    /// The newest `limit` dead letters matching `filter` among the newest
+    /// [`RECENT_SCAN`] sequences of the stream, newest first, and how many
+    /// letters the stream holds. JetStream cannot filter by import, so the
+    /// window is read through one ordered consumer (a stream of messages,
+    /// not a request per letter) and bounded: an answer never takes long.
     pub async fn recent(
         &mut self,
         filter: &Filter,
         limit: usize,
     ) -> Result<(Vec<StoredLetter>, u64)> {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        use futures_util::StreamExt;
         let state = self
             .stream
             .info()
@@ -142,21 +150,53 @@ impl DeadLetters {
             .map_err(|e| Error::caused("cannot read dead letters", e))?
             .state
             .clone();
-        let mut found = Vec::new();
-        if state.messages == 0 {
-            return Ok((found, 0));
+        let mut found = std::collections::VecDeque::new();
+        if state.messages == 0 || limit == 0 {
+            return Ok((Vec::new(), state.messages));
         }
-        for sequence in (state.first_sequence..=state.last_sequence).rev() {
-            if found.len() == limit {
-                break;
-            }
-            if let Some(stored) = self.get(sequence).await.ok().flatten() {
-                if filter.matches(&stored.letter) {
-                    found.push(stored);
+        let oldest = state
+            .first_sequence
+            .max(state.last_sequence.saturating_sub(RECENT_SCAN - 1));
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: oldest,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::caused("cannot read dead letters", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::caused("cannot read dead letters", e))?;
+        // The last letter may be replayed (deleted) meanwhile: a pause ends
+        // the read as surely as reaching it.
+        while let Ok(Some(next)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), messages.next()).await
+        {
+            let message = next.map_err(|e| Error::caused("cannot read dead letters", e))?;
+            let sequence = message.info().map_or(0, |i| i.stream_sequence);
+            // A message that is no sluice letter (forged) is left out.
+            if let Ok(letter) = serde_json::from_slice::<DeadLetter>(&message.payload) {
+                if filter.matches(&letter) {
+                    found.push_back(StoredLetter {
+                        sequence,
+                        subject: message.subject.to_string(),
+                        letter,
+                        headers: message.headers.clone().unwrap_or_default(),
+                    });
+                    if found.len() > limit {
+                        found.pop_front();
+                    }
                 }
             }
+            if sequence >= state.last_sequence {
+                break;
+            }
         }
-        Ok((found, state.messages))
+        Ok((found.into_iter().rev().collect(), state.messages))
     }
 
     /// Replays `chosen`: row reports are skipped, letters a replay refuses

@@ -198,7 +198,9 @@ Seconds (rounded up) in a duration written the way sluice reads it
 
 {{/*
 The settings map of one component: `config`, then `downloadConfig` for the
-importer and fetcher, then `<component>.config` (a service or "console").
+importer and fetcher (for the saver, its network guard alone:
+SLUICE_DENY_NETWORKS and SLUICE_ALLOW_NETWORKS, which guard the webhook
+POSTs), then `<component>.config` (a service or "console").
 Takes (list $ component);
 the setup Job passes "setup" and gets `config` alone. Rejects keys that are
 not sluice settings and those that carry secrets or that the chart sets.
@@ -209,6 +211,8 @@ not sluice settings and those that carry secrets or that the chart sets.
 {{- $layers := list ($root.Values.config | default dict) }}
 {{- if has $component (list "importer" "fetcher") }}
 {{- $layers = append $layers ($root.Values.downloadConfig | default dict) }}
+{{- else if eq $component "saver" }}
+{{- $layers = append $layers (pick ($root.Values.downloadConfig | default dict) "SLUICE_DENY_NETWORKS" "SLUICE_ALLOW_NETWORKS") }}
 {{- end }}
 {{- if ne $component "setup" }}
 {{- $layers = append $layers ((index $root.Values $component).config | default dict) }}
@@ -219,13 +223,13 @@ not sluice settings and those that carry secrets or that the chart sets.
 {{- $_ := set $merged $key $value }}
 {{- end }}
 {{- end }}
-{{- $reserved := list "SLUICE_METRICS_ADDR" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_NATS_CREDS" "SLUICE_NATS_NKEY" "SLUICE_NATS_TLS_CA" "SLUICE_NATS_TLS_CERT" "SLUICE_NATS_TLS_KEY" "SLUICE_CONSOLE_ADDR" "SLUICE_CONSOLE_TOKEN" "SLUICE_CONSOLE_AUTH_HEADER" }}
+{{- $reserved := list "SLUICE_METRICS_ADDR" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_NATS_CREDS" "SLUICE_NATS_NKEY" "SLUICE_NATS_TLS_CA" "SLUICE_NATS_TLS_CERT" "SLUICE_NATS_TLS_KEY" "SLUICE_CONSOLE_ADDR" "SLUICE_CONSOLE_TOKEN" "SLUICE_CONSOLE_AUTH_HEADER" "SLUICE_WEBHOOKS" }}
 {{- range $key, $value := $merged }}
 {{- if not (regexMatch "^(SLUICE_[A-Z0-9_]+|RUST_LOG)$" $key) }}
 {{- fail (printf "config key %q: settings are SLUICE_* variables or RUST_LOG (NATS_URL is nats.url, DATABASE_URL is database.*, OTEL_* is otel.*)" $key) }}
 {{- end }}
 {{- if has $key $reserved }}
-{{- fail (printf "config key %q is set by the chart: use metrics.port, nats.auth, nats.tls or console.*" $key) }}
+{{- fail (printf "config key %q is set by the chart: use metrics.port, nats.auth, nats.tls, console.* or webhooks.*" $key) }}
 {{- end }}
 {{- end }}
 {{- toYaml $merged }}
@@ -279,10 +283,12 @@ repeat the URL, which would print the secret.
 {{/*
 "true" when an env variable of that name holds a secret, so extraEnv must
 take it from a Secret (valueFrom), never as `value`. SLUICE_NATS_CREDS and
-SLUICE_NATS_NKEY name files, not secrets, and are not listed.
+SLUICE_NATS_NKEY name files, not secrets, and are not listed; SLUICE_WEBHOOKS
+is, since it may be the JSON itself, secrets and all (the chart sets it to
+the file of the `webhooks` Secret).
 */}}
 {{- define "sluice.secretEnvName" -}}
-{{- $names := list "DATABASE_URL" "NATS_URL" "OTEL_EXPORTER_OTLP_HEADERS" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" }}
+{{- $names := list "DATABASE_URL" "NATS_URL" "OTEL_EXPORTER_OTLP_HEADERS" "SLUICE_NATS_USER" "SLUICE_NATS_PASSWORD" "SLUICE_NATS_TOKEN" "SLUICE_WEBHOOKS" }}
 {{- if or (has . $names) (regexMatch "_(PASSWORD|TOKEN|SECRET)$" .) (regexMatch "^OTEL_EXPORTER_OTLP_[A-Z]+_HEADERS$" .) }}
 {{- print "true" }}
 {{- end }}
@@ -349,6 +355,10 @@ the hook Job (no metrics endpoint; the database unless setup.database is false),
 - name: SLUICE_DOWNLOAD_CREDENTIALS
   value: /etc/sluice/download-credentials/credentials.json
 {{- end }}
+{{- if and ($values.webhooks | default dict).existingSecret (has $component (list "importer" "saver")) }}
+- name: SLUICE_WEBHOOKS
+  value: /etc/sluice/webhooks/webhooks.json
+{{- end }}
 {{- if hasKey $auth "nkey" }}
 - name: SLUICE_NATS_NKEY
   value: /etc/sluice/nats-auth/nkey.seed
@@ -399,7 +409,7 @@ the hook Job (no metrics endpoint; the database unless setup.database is false),
 {{- end }}
 {{- end }}
 
-{{/* Secret volumes (NATS creds/nkey files, TLS material). Takes $. */}}
+{{/* Secret volumes (NATS creds/nkey files, TLS material, download credentials, webhooks). Takes (list $ component). */}}
 {{- define "sluice.volumes" -}}
 {{- $root := index . 0 }}
 {{- $component := index . 1 }}
@@ -443,6 +453,15 @@ the hook Job (no metrics endpoint; the database unless setup.database is false),
       - key: {{ .Values.downloadCredentials.existingSecretKey }}
         path: credentials.json
 {{- end }}
+{{- if and (.Values.webhooks | default dict).existingSecret (has $component (list "importer" "saver")) }}
+- name: webhooks
+  secret:
+    secretName: {{ .Values.webhooks.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.webhooks.existingSecretKey }}
+        path: webhooks.json
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -464,6 +483,11 @@ the hook Job (no metrics endpoint; the database unless setup.database is false),
 {{- if and .Values.downloadCredentials.existingSecret (has $component (list "importer" "fetcher")) }}
 - name: download-credentials
   mountPath: /etc/sluice/download-credentials
+  readOnly: true
+{{- end }}
+{{- if and (.Values.webhooks | default dict).existingSecret (has $component (list "importer" "saver")) }}
+- name: webhooks
+  mountPath: /etc/sluice/webhooks
   readOnly: true
 {{- end }}
 {{- end }}
