@@ -59,6 +59,22 @@ impl sluice_messages::Failure for ClientError {
     }
 }
 
+/// An HTTP client whose every connection passes `policy` (names through
+/// its resolver; an address written as such the caller checks), through
+/// no proxy (a proxy would resolve names past the guard, whatever
+/// HTTP_PROXY says), following no redirect by itself.
+pub(crate) fn guarded(
+    policy: Arc<AddressPolicy>,
+    connect_timeout: Duration,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .dns_resolver(Arc::new(address::GuardedResolver { policy }))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 impl Downloader {
     pub fn new(options: &DownloadOptions) -> Result<Self, ClientError> {
         install_tls_provider();
@@ -69,19 +85,10 @@ impl Downloader {
             "download guard: refusing connections to the denied networks (SLUICE_DENY_NETWORKS) except the allowed ones (SLUICE_ALLOW_NETWORKS)"
         );
         let addresses = Arc::new(options.addresses.clone());
-        let client = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
+        // Redirects are followed by `body`, hop by hop: each is checked
+        // against the guard, and a credential goes only where it is scoped.
+        let client = guarded(addresses.clone(), options.connect_timeout)
             .read_timeout(options.read_timeout)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            // A proxy would resolve names past the address guard: none,
-            // whatever HTTP_PROXY says.
-            .no_proxy()
-            .dns_resolver(Arc::new(address::GuardedResolver {
-                policy: addresses.clone(),
-            }))
-            // Redirects are followed by `body`, hop by hop: each is checked
-            // against the guard, and a credential goes only where it is scoped.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClientError)?;
         Ok(Downloader {

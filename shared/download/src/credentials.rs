@@ -101,27 +101,34 @@ pub struct UnknownCredential {
     pub known: Vec<String>,
 }
 
+/// A setting holding named things as JSON (`SLUICE_DOWNLOAD_CREDENTIALS`,
+/// `SLUICE_WEBHOOKS`): the path of a JSON file, or the JSON itself (an
+/// environment variable filled from a Secret). Its text and where it came
+/// from, for errors; `None` when empty. `what` names the file in errors.
+pub(crate) fn named_json(setting: &str, what: &str) -> Result<Option<(String, String)>, String> {
+    let setting = setting.trim().trim_start_matches('\u{feff}');
+    if setting.is_empty() {
+        Ok(None)
+    } else if setting.starts_with('{') {
+        Ok(Some((setting.to_owned(), "the JSON it holds".to_owned())))
+    } else if setting.contains(['{', '\n']) {
+        // Not a path: JSON that lost its first brace, or was quoted. Its
+        // text may hold secrets, so it is not repeated.
+        Err("is neither a JSON object (starting with `{`) nor the path of a file".into())
+    } else {
+        let text = std::fs::read_to_string(setting)
+            .map_err(|e| format!("cannot read the {what} file {setting}: {e}"))?;
+        Ok(Some((text, format!("the {what} file {setting}"))))
+    }
+}
+
 impl Credentials {
     /// Reads the setting: a path to a JSON file, or the JSON itself (an
     /// environment variable filled from a Secret). Empty: no credentials.
     pub fn load(setting: &str) -> Result<Self, CredentialsError> {
-        let setting = setting.trim().trim_start_matches('\u{feff}');
-        if setting.is_empty() {
+        let Some((text, origin)) = named_json(setting, "credentials").map_err(CredentialsError)?
+        else {
             return Ok(Credentials::default());
-        }
-        let (text, origin) = if setting.starts_with('{') {
-            (setting.to_owned(), "the JSON it holds".to_owned())
-        } else if setting.contains(['{', '\n']) {
-            // Not a path: JSON that lost its first brace, or was quoted. Its
-            // text may hold secrets, so it is not repeated.
-            return Err(CredentialsError(
-                "is neither a JSON object (starting with `{`) nor the path of a file".into(),
-            ));
-        } else {
-            let text = std::fs::read_to_string(setting).map_err(|e| {
-                CredentialsError(format!("cannot read the credentials file {setting}: {e}"))
-            })?;
-            (text, format!("the credentials file {setting}"))
         };
         // Parsed loosely first, so an error can name the credential. serde's
         // messages quote the values they did not expect, secrets included:

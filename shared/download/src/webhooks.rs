@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::{
     address,
-    credentials::{field_named, Problem, Secret},
+    credentials::{self, field_named, Problem, Secret},
     AddressPolicy, Networks,
 };
 
@@ -96,21 +96,10 @@ impl WebhookTargets {
     /// (the importer refuses unknown names and never signs), so a secret
     /// kept in the saver's environment alone does not stop it.
     pub fn load(setting: &str, secrets: bool) -> Result<Self, WebhooksError> {
-        let setting = setting.trim().trim_start_matches('\u{feff}');
-        if setting.is_empty() {
+        let Some((text, origin)) =
+            credentials::named_json(setting, "webhooks").map_err(WebhooksError)?
+        else {
             return Ok(WebhookTargets::default());
-        }
-        let (text, origin) = if setting.starts_with('{') {
-            (setting.to_owned(), "the JSON it holds".to_owned())
-        } else if setting.contains(['{', '\n']) {
-            return Err(WebhooksError(
-                "is neither a JSON object (starting with `{`) nor the path of a file".into(),
-            ));
-        } else {
-            let text = std::fs::read_to_string(setting).map_err(|e| {
-                WebhooksError(format!("cannot read the webhooks file {setting}: {e}"))
-            })?;
-            (text, format!("the webhooks file {setting}"))
         };
         let named: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(&text).map_err(|e| {
@@ -244,15 +233,8 @@ impl Poster {
     pub fn new(deny: Networks, allow: Networks) -> Result<Self, crate::ClientError> {
         crate::install_tls_provider();
         let policy = Arc::new(AddressPolicy { deny, allow });
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        let client = crate::client::guarded(policy.clone(), Duration::from_secs(5))
             .timeout(POST_TIMEOUT)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .dns_resolver(Arc::new(address::GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(crate::ClientError)?;
         Ok(Poster { client, policy })

@@ -107,15 +107,16 @@ impl DeadLetters {
         })
     }
 
+    /// How many letters the stream holds, and its first and last sequence.
+    async fn state(&mut self) -> Result<jetstream::stream::State> {
+        let info =
+            (self.stream.info().await).map_err(|e| Error::caused("cannot read dead letters", e))?;
+        Ok(info.state.clone())
+    }
+
     /// Every dead letter matching `filter`, oldest first.
     pub async fn list(&mut self, filter: &Filter) -> Result<Vec<StoredLetter>> {
-        let state = self
-            .stream
-            .info()
-            .await
-            .map_err(|e| Error::caused("cannot read dead letters", e))?
-            .state
-            .clone();
+        let state = self.state().await?;
         let mut found = Vec::new();
         if state.messages == 0 {
             return Ok(found);
@@ -143,13 +144,7 @@ impl DeadLetters {
     ) -> Result<(Vec<StoredLetter>, u64)> {
         use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
         use futures_util::StreamExt;
-        let state = self
-            .stream
-            .info()
-            .await
-            .map_err(|e| Error::caused("cannot read dead letters", e))?
-            .state
-            .clone();
+        let state = self.state().await?;
         let mut found = std::collections::VecDeque::new();
         if state.messages == 0 || limit == 0 {
             return Ok((Vec::new(), state.messages));
