@@ -28,6 +28,17 @@ pub struct Console {
     pub access: Access,
     /// One permit per open live view (`MAX_LIVE`).
     pub live: Arc<tokio::sync::Semaphore>,
+    /// The fragments live views show, by view (`""` the overview, else an
+    /// import id), as last fetched: viewers of one view share one fetch a
+    /// second, so more tabs do not mean more requests to the service API.
+    fresh: tokio::sync::Mutex<std::collections::HashMap<String, Fetched>>,
+}
+
+/// A live view's fragment, when it was fetched, and whether it is final.
+struct Fetched {
+    at: tokio::time::Instant,
+    html: String,
+    done: bool,
 }
 
 impl Console {
@@ -37,7 +48,36 @@ impl Console {
             ns,
             access,
             live: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE)),
+            fresh: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// View `key`'s fragment: the one fetched less than a refresh ago, or
+    /// a new one from `fetch`. The lock is held while fetching, so viewers
+    /// who come meanwhile wait for it rather than fetch again.
+    async fn shared<Fut>(&self, key: &str, fetch: Fut) -> (String, bool)
+    where
+        Fut: std::future::Future<Output = (Markup, bool)>,
+    {
+        let mut fresh = self.fresh.lock().await;
+        let now = tokio::time::Instant::now();
+        if let Some(seen) = fresh.get(key).filter(|f| now - f.at < REFRESH / 2) {
+            return (seen.html.clone(), seen.done);
+        }
+        let (markup, done) = fetch.await;
+        let html = markup.into_string();
+        // Views nobody watches any more are forgotten.
+        fresh.retain(|_, f| now - f.at < REFRESH * 10);
+        let at = tokio::time::Instant::now();
+        fresh.insert(
+            key.to_owned(),
+            Fetched {
+                at,
+                html: html.clone(),
+                done,
+            },
+        );
+        (html, done)
     }
 }
 
@@ -507,11 +547,14 @@ fn behind_https(request: &Request<Incoming>) -> bool {
 /// The imports and stages, every second, as a fragment for `#live`.
 fn live_overview(console: Arc<Console>) -> Response<Body> {
     events(console, |console| async move {
-        let fragment = match overview_of(&console).await {
-            Ok((imports, stages)) => pages::overview(&imports.imports, &stages.stages),
-            Err(why) => pages::problem(&why),
+        let fetch = async {
+            let fragment = match overview_of(&console).await {
+                Ok((imports, stages)) => pages::overview(&imports.imports, &stages.stages),
+                Err(why) => pages::problem(&why),
+            };
+            (fragment, false)
         };
-        (fragment, false)
+        console.shared("", fetch).await
     })
 }
 
@@ -520,23 +563,21 @@ fn live_import(console: Arc<Console>, id: String) -> Response<Body> {
     events(console, move |console| {
         let id = id.clone();
         async move {
-            match call::<ImportReply>(
-                &console,
-                Endpoint::Import,
-                &ImportRequest { id: id.clone() },
-            )
-            .await
-            {
-                Ok(Some(reply)) => {
-                    let done = reply.import.status != "running";
-                    (pages::import_summary(&reply), done)
+            let fetch = async {
+                let asked = ImportRequest { id: id.clone() };
+                match call::<ImportReply>(&console, Endpoint::Import, &asked).await {
+                    Ok(Some(reply)) => {
+                        let done = reply.import.status != "running";
+                        (pages::import_summary(&reply), done)
+                    }
+                    Ok(None) => (
+                        pages::problem(&format!("No record of import {id} (yet).")),
+                        false,
+                    ),
+                    Err(why) => (pages::problem(&why), false),
                 }
-                Ok(None) => (
-                    pages::problem(&format!("No record of import {id} (yet).")),
-                    false,
-                ),
-                Err(why) => (pages::problem(&why), false),
-            }
+            };
+            console.shared(&id, fetch).await
         }
     })
 }
@@ -546,7 +587,7 @@ fn live_import(console: Arc<Console>, id: String) -> Response<Body> {
 fn events<F, Fut>(console: Arc<Console>, next: F) -> Response<Body>
 where
     F: Fn(Arc<Console>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = (Markup, bool)> + Send,
+    Fut: std::future::Future<Output = (String, bool)> + Send,
 {
     let Ok(permit) = console.live.clone().try_acquire_owned() else {
         return Response::builder()
@@ -565,7 +606,7 @@ where
                 tokio::time::sleep(REFRESH).await;
             }
             let (fragment, finished) = next(console.clone()).await;
-            let mut event = sse("update", &fragment.into_string());
+            let mut event = sse("update", &fragment);
             if finished {
                 event.push_str(&sse("done", ""));
             }
