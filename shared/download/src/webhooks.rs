@@ -24,7 +24,6 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::{
-    address,
     credentials::{self, field_named, Problem, Secret},
     AddressPolicy, Networks,
 };
@@ -363,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn a_target_on_a_denied_network_is_never_reached() {
         let poster = Poster::new(
-            Networks::parse(address::DEFAULT_DENY).unwrap(),
+            Networks::parse(crate::DEFAULT_DENY).unwrap(),
             Networks::default(),
         )
         .unwrap();
