@@ -5,8 +5,8 @@ standalone: `python deploy/helm/test_chart.py [--helm PATH]`.
 
 It renders the chart itself with the real `helm` (the value sets in
 deploy/helm/ci/ plus a few variants written here), then checks:
-  - every variable of README's configuration table reaches the container of
-    every program README says uses it, and every value set reaches it intact;
+  - every variable of docs/configuration.md's table reaches the container of
+    every program that table says uses it, and every value set reaches it intact;
   - the `sluice setup` hook Job runs before the Deployments (hook phases and
     weights, and the Secrets it reads exist by then);
   - probes, ports and terminationGracePeriodSeconds relate correctly;
@@ -372,7 +372,7 @@ def check_hook(r):
 
 
 def check_variables(r, readme, expect_all):
-    """README's variables in the containers of their users.
+    """docs/configuration.md's variables in the containers of their users.
 
     With expect_all every variable must be there; otherwise those whose
     README default is not empty (the service would run on them)."""
@@ -391,7 +391,7 @@ def check_variables(r, readme, expect_all):
 
 def check_settings_are_values(readme):
     """Every SLUICE_* setting of README is a key of values.yaml, in a map that
-    reaches each program README says uses it. The chart derives the others:
+    reaches each program that table says uses it. The chart derives the others:
     SLUICE_METRICS_ADDR from metrics.port, SLUICE_NATS_* from nats.auth/tls,
     SLUICE_DOWNLOAD_CREDENTIALS from downloadCredentials and SLUICE_WEBHOOKS
     from webhooks (mounted Secrets), SLUICE_CONSOLE_* from console.*."""

@@ -60,7 +60,7 @@ pub struct DownloadArgs {
     /// Named credentials an import may ask for (`"credentials": NAME`): a
     /// JSON file, or the JSON itself. Each names the URL prefixes it is
     /// sent to and what it sends (bearer token, basic auth, headers); see
-    /// the README's "Where files can live".
+    /// docs/sources.md.
     #[arg(
         long,
         env = "SLUICE_DOWNLOAD_CREDENTIALS",
