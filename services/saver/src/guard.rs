@@ -243,24 +243,22 @@ fn ids(imports: &[&str]) -> Vec<String> {
 
 /// Begins a batch's transaction on `client`, takes the locks of `imports`
 /// shared and reads (with `read`, [`READ`] prepared) what the batch must
-/// not write: two round trips, the read's snapshot taken once the locks
-/// are held. On an error the transaction is rolled back.
+/// not write: one round trip (the read pipelined after the locks, which
+/// the server takes first: the read's snapshot is taken once they are
+/// held). On an error the transaction is rolled back.
 pub(crate) async fn begin(
     client: &Client,
     read: &Statement,
     imports: &[&str],
 ) -> Result<Held, StageError> {
     let ids = ids(imports);
-    let begun = async {
-        // One simple query: its statements run in order.
-        client
-            .batch_execute(&format!("BEGIN; {}", share(imports)))
-            .await?;
-        client.query(read, &[&ids]).await
-    }
-    .await;
+    // One simple query: its statements run in order.
+    let locks = format!("BEGIN; {}", share(imports));
+    let begun =
+        futures_util::future::try_join(client.batch_execute(&locks), client.query(read, &[&ids]))
+            .await;
     match begun {
-        Ok(rows) => Ok(Held::of(&rows)),
+        Ok((_, rows)) => Ok(Held::of(&rows)),
         Err(e) => {
             rollback(client).await;
             Err(db_error("begin", &e))

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod completion;
+mod copy;
 mod guard;
 pub mod reports;
 mod rows;
@@ -271,14 +272,16 @@ pub struct Chunk {
 pub struct Writer {
     client: Client,
     insert: Statement,
-    insert_new: Statement,
+    /// [`COPY_NEW`] and [`RECORD_NEW`]: a batch of keys all new.
+    copy_new: Statement,
+    record_new: Statement,
     /// [`guard::READ`]: what a batch must not write.
     guard_read: Statement,
     new_keys: NewKeys,
 }
 
-/// Whether a writer tries a batch as keys all new first (a plain insert,
-/// [`INSERT_NEW`]). After one met keys held already, the next are likely
+/// Whether a writer tries a batch as keys all new first (a plain COPY,
+/// [`COPY_NEW`]). After one met keys held already, the next are likely
 /// to (a replay, an import over another), and each failed attempt costs
 /// work and an error line in PostgreSQL's log: the next
 /// [`NewKeys::SKIP_AFTER_HELD`] go straight to `ON CONFLICT`.
@@ -467,30 +470,30 @@ const INSERT: &str = concat!(
         WHERE k.state = 'failed'"
 );
 
-/// [`INSERT`] for the common batch: keys new to the table, none repeated
-/// in the batch. A plain insert skips what `ON CONFLICT` costs per row (a
-/// probe before the insert and a second WAL record to confirm it: a third
-/// of PostgreSQL's time on a first import), and with no conflict to count
-/// every row is inserted. A key held already makes it fail whole (unique
-/// violation, nothing written), and the batch goes through [`INSERT`]:
-/// replays and clashing imports pay one failed attempt, stopped at the
-/// first key held, since the rows go in key order.
-const INSERT_NEW: &str = concat!(
-    batch_inputs!(),
-    ",
-    saved AS (",
-    insert_rows!(),
-    ")
+/// The common batch, keys new to the table and none repeated in it,
+/// goes in with COPY: no `ON CONFLICT`, whose probe before each insert and
+/// second WAL record to confirm it cost a third of PostgreSQL's time on a
+/// first import, and none of `INSERT … SELECT`'s work per row (see
+/// [`copy`]). A key held already makes it fail whole (unique violation,
+/// nothing written), and the batch goes through [`INSERT`]: replays and
+/// clashing imports pay one failed attempt, stopped at the first key held,
+/// since the rows go in key order.
+const COPY_NEW: &str =
+    "COPY transactions (account_id, id, amount, import_id, position) FROM STDIN";
+
+/// The records of a batch's messages when [`COPY_NEW`] took its rows:
+/// with no conflict to count, every row was inserted.
+const RECORD_NEW: &str = "
     INSERT INTO import_chunks AS k
         (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
     SELECT c.import_id, c.chunk_key, c.account_key, 'saved', c.rows, c.winners, 0, 0
-    FROM chunks c
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+        AS c(import_id, chunk_key, account_key, rows, winners)
     ORDER BY c.import_id, c.chunk_key
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
         state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
         conflicts = 0, clashes = 0
-        WHERE k.state = 'failed'"
-);
+        WHERE k.state = 'failed'";
 
 /// How many conflicts, and how many clashes, are recorded row by row per
 /// import by each writer (writers check on their own); all are counted.
@@ -534,8 +537,12 @@ impl Sink for Saver {
             .prepare(INSERT)
             .await
             .map_err(|e| db_error("prepare", &e))?;
-        let insert_new = client
-            .prepare(INSERT_NEW)
+        let copy_new = client
+            .prepare(COPY_NEW)
+            .await
+            .map_err(|e| db_error("prepare", &e))?;
+        let record_new = client
+            .prepare(RECORD_NEW)
             .await
             .map_err(|e| db_error("prepare", &e))?;
         let guard_read = client
@@ -545,7 +552,8 @@ impl Sink for Saver {
         Ok(Writer {
             client,
             insert,
-            insert_new,
+            copy_new,
+            record_new,
             guard_read,
             new_keys: NewKeys::default(),
         })
@@ -601,7 +609,11 @@ impl Saver {
             let live: Vec<&Chunk> = chunks.iter().copied().filter(|c| !held.drops(c)).collect();
             let plan = plan(&live);
             let messages = Messages::of(&live);
-            let statements = (&writer.insert, &writer.insert_new);
+            let statements = Statements {
+                insert: &writer.insert,
+                copy_new: &writer.copy_new,
+                record_new: &writer.record_new,
+            };
             match insert_and_commit(&writer.client, statements, new_keys, &plan, &messages).await {
                 Ok(Inserted::Done) => return Ok(()),
                 Ok(Inserted::Held) => {
@@ -730,21 +742,26 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
     )
 }
 
-/// Writes a batch with `statements` ([`INSERT`], [`INSERT_NEW`]) in the
-/// transaction [`guard::begin`] opened on `client`, and commits it, in
-/// one round trip (the commit pipelined after the insert: if the insert
-/// fails, the transaction is aborted and the commit rolls it back). As
-/// keys all new first if `new_keys` says so. The transaction is over
-/// whatever the outcome.
+/// A writer's prepared statements for a batch's rows.
+struct Statements<'a> {
+    insert: &'a Statement,
+    copy_new: &'a Statement,
+    record_new: &'a Statement,
+}
+
+/// Writes a batch with `statements` in the transaction [`guard::begin`]
+/// opened on `client`, and commits it, the commit pipelined after the
+/// writes (if one fails, the transaction is aborted and the commit rolls
+/// it back). As keys all new first if `new_keys` says so. The transaction
+/// is over whatever the outcome.
 async fn insert_and_commit(
     client: &Client,
-    statements: (&Statement, &Statement),
+    statements: Statements<'_>,
     new_keys: bool,
     plan: &Plan<'_>,
     messages: &Messages<'_>,
 ) -> Result<Inserted, StageError> {
     use tokio_postgres::types::ToSql;
-    let (insert_all, insert_new) = statements;
     if messages.numbers.is_empty() {
         // Every message of the batch was left out: nothing to write.
         return commit(client, async { Ok(0) })
@@ -771,7 +788,32 @@ async fn insert_and_commit(
         &winners,
     ];
     if new_keys && plan.beaten.is_empty() {
-        return match commit(client, client.execute(insert_new, &batch)).await {
+        let records: [&(dyn ToSql + Sync); 5] = [
+            &messages.import_ids,
+            &messages.chunk_keys,
+            &messages.account_keys,
+            &messages.rows,
+            &winners,
+        ];
+        // A COPY's start waits for its answer: a round trip of its own,
+        // before anything is pipelined behind the copy.
+        let sink = match client.copy_in(statements.copy_new).await {
+            Ok(sink) => sink,
+            Err(e) => {
+                guard::rollback(client).await;
+                return Err(db_error("insert", &e));
+            }
+        };
+        // Then the data, the records and the commit in one round trip, in
+        // that order (each is sent when first polled).
+        let copied = async {
+            let rows = copy::send(sink, copy_rows(&plan.winners));
+            let recorded = client.execute(statements.record_new, &records);
+            futures_util::future::try_join(rows, recorded)
+                .await
+                .map(|(n, _)| n)
+        };
+        return match commit(client, copied).await {
             Ok(_) => Ok(Inserted::Done),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 Ok(Inserted::Held)
@@ -788,14 +830,15 @@ async fn insert_and_commit(
         &RECORDED_PER_IMPORT,
     ];
     let all: Vec<&(dyn ToSql + Sync)> = batch.iter().chain(&beaten).copied().collect();
-    commit(client, client.execute(insert_all, &all))
+    commit(client, client.execute(statements.insert, &all))
         .await
         .map_err(|e| db_error("insert", &e))?;
     Ok(Inserted::Done)
 }
 
-/// Runs `statement` and the commit after it in one round trip; on any
-/// error, makes sure the transaction is over.
+/// Runs `statement` and the commit after it in one round trip (what the
+/// statement sends when first polled goes first); on any error, makes sure
+/// the transaction is over.
 async fn commit(
     client: &Client,
     statement: impl std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
@@ -811,6 +854,26 @@ async fn commit(
             Err(e)
         }
     }
+}
+
+/// The rows in key order (so concurrent writers lock alike), as
+/// [`COPY_NEW`] takes them.
+fn copy_rows(rows: &[Row<'_>]) -> bytes::Bytes {
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_unstable_by_key(|r| (r.account_id, r.id));
+    let mut data = copy::CopyText::with_capacity(rows.len() * 64);
+    for row in sorted {
+        data.int(row.account_id);
+        data.int(row.id);
+        data.text(Some(row.amount));
+        data.text(Some(row.import_id));
+        match row.position {
+            Some(p) => data.int(p),
+            None => data.text(None),
+        }
+        data.end_row();
+    }
+    data.into_bytes()
 }
 
 /// One transaction of a batch, as the insert takes it.
