@@ -41,6 +41,7 @@ pub async fn naive_job(
         )
         .await
         .map_err(|e| e.to_string())?;
+    crate::settle::settle(&db).await?;
     sluice_download::install_tls_provider();
     let http = reqwest::Client::new();
     let get = |url: String| {
@@ -113,6 +114,7 @@ async fn copy_into(db: &Client, table: &str, data: &[Bytes]) -> Result<(), Strin
 /// COPY straight into an empty keyed table: the most PostgreSQL takes in.
 pub async fn raw_copy(data: &[Bytes]) -> Result<Duration, String> {
     let (_sandbox, db) = keyed_sandbox("bench-copy").await?;
+    crate::settle::settle(&db).await?;
     let started = Instant::now();
     copy_into(&db, "transactions", data).await?;
     Ok(started.elapsed())
@@ -127,6 +129,7 @@ pub async fn idempotent_copy(data: &[Bytes]) -> Result<Duration, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    crate::settle::settle(&db).await?;
     let started = Instant::now();
     copy_into(&db, "staging", data).await?;
     db.batch_execute("INSERT INTO transactions SELECT * FROM staging ON CONFLICT DO NOTHING")
@@ -158,6 +161,7 @@ pub async fn parallel_idempotent_copy(data: &[Bytes], sessions: usize) -> Result
         clients.push(db);
     }
     let share = data.len().div_ceil(sessions);
+    crate::settle::settle(&setup).await?;
     let started = Instant::now();
     let work = clients.iter().enumerate().map(|(n, db)| {
         let part = &data[(n * share).min(data.len())..((n + 1) * share).min(data.len())];
@@ -193,6 +197,7 @@ pub async fn asyncio_script(
         .or_else(|| std::path::Path::new(venv).exists().then(|| venv.to_owned()))
         .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncio_import.py");
+    crate::settle::settle(&db).await?;
     let output = tokio::process::Command::new(&python)
         .arg(script)
         .arg(server.url(&format!("{prefix}/accounts.csv")))

@@ -21,6 +21,7 @@ pub struct Latency {
 pub async fn small_imports(server: &Files, imports: usize) -> Result<Latency, String> {
     let (sandbox, mut deployment, js) =
         crate::pipeline::start_services("bench-latency", 100, 1, &[]).await?;
+    crate::settle::settle(&sandbox.db().await).await?;
     let mut took = Vec::with_capacity(imports);
     for n in 0..=imports {
         let prefix = format!("/small-{n}");

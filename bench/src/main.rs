@@ -11,6 +11,7 @@ mod nested;
 mod options;
 mod pipeline;
 mod report;
+mod settle;
 mod traced;
 
 use std::process::ExitCode;

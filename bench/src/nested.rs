@@ -259,6 +259,7 @@ pub async fn run_nested(
     let (sandbox, mut deployment, js) =
         crate::pipeline::start_services(dialect.name(), per_message, 1, &[]).await?;
     put_spec(&sandbox, &dialect.spec()).await?;
+    crate::settle::settle(&sandbox.db().await).await?;
     let request = serde_json::json!({
         "url": server.url(&format!("/{}/customers.csv", dialect.name())),
         "spec": dialect.name(),
@@ -319,6 +320,7 @@ pub async fn idempotent_copy(data: &NestedData) -> Result<Duration, String> {
         .map_err(|e| format!("{e:#}"))?;
     put_spec(&sandbox, SPEC).await?;
     let db = sandbox.db().await;
+    crate::settle::settle(&db).await?;
     let started = Instant::now();
     for (table, csv) in &data.copy {
         let columns = match *table {

@@ -67,6 +67,7 @@ pub async fn run_pipeline(
 ) -> Result<PipelineRun, String> {
     let (sandbox, mut deployment, js) =
         start_services("bench", per_message, replicas, extra_env).await?;
+    crate::settle::settle(&sandbox.db().await).await?;
     let cpu_before = crate::cpu::Snapshot::take();
     let started = Instant::now();
     let mut ids = Vec::new();

@@ -40,10 +40,11 @@ const ACCOUNTS_COMPLETE: &str = "
       -- Cheap first: enough messages recorded at all (an index-only count).
       AND (SELECT count(*) FROM import_chunks c
            WHERE c.import_id = a.import_id AND c.account_key = a.account_key) >= a.messages
-      AND (SELECT count(*) FROM import_chunks c
-           WHERE c.import_id = a.import_id AND c.account_key = a.account_key
-             AND c.chunk_key = ANY (ARRAY(
-                 SELECT a.account_key || '/'
+      -- Then each expected key looked up by the primary key: a join, not
+      -- `= ANY (ARRAY(…))`, which compares every message with every key
+      -- (a million comparisons for an account of 1,000 messages).
+      AND (SELECT count(*)
+           FROM (SELECT a.account_key || '/'
                         || CASE WHEN a.version > 1 THEN 'v' || a.version || '-' ELSE '' END
                         || 'rows-' || (1 + w * a.lines_per_message)
                         || '-' || ((w + 1) * a.lines_per_message)
@@ -51,7 +52,9 @@ const ACCOUNTS_COMPLETE: &str = "
                  UNION ALL
                  SELECT a.account_key || '/lines-' || (2 + w * a.lines_per_message)
                         || '-' || (1 + (w + 1) * a.lines_per_message)
-                 FROM generate_series(0, a.messages - 1) AS w))) = a.messages";
+                 FROM generate_series(0, a.messages - 1) AS w) AS expected(chunk_key)
+           JOIN import_chunks c USING (chunk_key)
+           WHERE c.import_id = a.import_id AND c.account_key = a.account_key) = a.messages";
 
 /// Marks complete every import whose listing is done and whose listed
 /// accounts are all settled (dead-lettered, or complete as above), and

@@ -494,10 +494,12 @@ fn column_arrays<'a>(table: &Table, rows: &[&'a Candidate<'a>]) -> Vec<Vec<Optio
         .collect()
 }
 
-/// Writes `rows` as keys new to `table`, all or none: a plain insert, in a
-/// savepoint, skipping what `ON CONFLICT` costs per row (see the saver's
-/// `INSERT_NEW`). `false` when a key is held already: nothing was written,
-/// and the rows go the way of keys that may be held.
+/// Writes `rows` as keys new to `table`, all or none: a COPY, in a
+/// savepoint, skipping what `ON CONFLICT` costs per row and what an
+/// `INSERT … SELECT` costs (see the saver's `COPY_NEW`). `false` when it
+/// failed, nothing written: a key held already, or a value COPY takes
+/// otherwise than a cast (a table made by hand with other types); the rows
+/// then go the way of keys that may be held, which says what is wrong.
 async fn insert_new(
     tx: &Transaction<'_>,
     table: &Table,
@@ -507,17 +509,39 @@ async fn insert_new(
     if rows.is_empty() {
         return Ok(true);
     }
-    tx.execute("SAVEPOINT new_keys", &[])
-        .await
-        .map_err(|e| db_error("begin a savepoint", &e))?;
-    match insert(tx, table, import_id, rows, Mode::AllNew).await {
-        Ok(_) => {
-            tx.execute("RELEASE SAVEPOINT new_keys", &[])
-                .await
-                .map_err(|e| db_error("release a savepoint", &e))?;
-            Ok(true)
+    let columns: Vec<String> = table.columns.iter().map(|c| quoted(c)).collect();
+    let sql = format!(
+        "COPY {} ({}, _sluice_import_id, _sluice_position) FROM STDIN",
+        quoted(&table.name),
+        columns.join(", ")
+    );
+    let mut data = crate::copy::CopyText::with_capacity(rows.len() * 16 * (columns.len() + 2));
+    for row in rows {
+        for value in row.values {
+            data.text(value.as_deref());
         }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+        data.text(Some(import_id));
+        let parts: Vec<String> = row.position.iter().map(|p| p.to_string()).collect();
+        data.text(Some(&format!("{{{}}}", parts.join(","))));
+        data.end_row();
+    }
+    // The savepoint and the statement in one round trip, the COPY's start
+    // in a second, then the data and the release in a third.
+    let (_, copy) = futures_util::future::try_join(
+        tx.batch_execute("SAVEPOINT new_keys"),
+        tx.prepare(&sql),
+    )
+    .await
+    .map_err(|e| write_error(table, &e))?;
+    let copied = async {
+        let sink = tx.copy_in(&copy).await?;
+        let rows = crate::copy::send(sink, data.into_bytes());
+        futures_util::future::try_join(rows, tx.batch_execute("RELEASE SAVEPOINT new_keys"))
+            .await
+    };
+    match copied.await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_db_error().is_some() => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT new_keys; RELEASE SAVEPOINT new_keys")
                 .await
                 .map_err(|e| db_error("roll back to a savepoint", &e))?;
@@ -534,9 +558,6 @@ fn write_error(table: &Table, e: &tokio_postgres::Error) -> StageError {
 /// How [`insert`] treats a key the table holds already.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
-    /// There is none: no `ON CONFLICT` at all (a held key fails the
-    /// statement with a unique violation).
-    AllNew,
     /// Leaves it: only new keys are inserted.
     NewKeysOnly,
     /// Overwrites it (every row given won its key).
@@ -565,7 +586,6 @@ async fn insert(
     let columns: Vec<String> = table.columns.iter().map(|c| quoted(c)).collect();
     let key: Vec<String> = table.key.iter().map(|&k| columns[k].clone()).collect();
     let on_conflict = match mode {
-        Mode::AllNew => String::new(),
         Mode::NewKeysOnly => "DO NOTHING RETURNING _sluice_position".to_owned(),
         Mode::Overwrite => {
             let mut set: Vec<String> = columns
@@ -590,10 +610,7 @@ async fn insert(
         n + 2,
         inputs.join(", "),
         names.join(", "),
-        match mode {
-            Mode::AllNew => String::new(),
-            _ => format!("ON CONFLICT ({}) {on_conflict}", key.join(", ")),
-        },
+        format!("ON CONFLICT ({}) {on_conflict}", key.join(", ")),
     );
     let mut arrays = column_arrays(table, rows);
     let positions: Vec<String> = rows
