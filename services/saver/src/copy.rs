@@ -61,7 +61,10 @@ impl CopyText {
             return;
         };
         let bytes = value.as_bytes();
-        if !bytes.iter().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
+        if !bytes
+            .iter()
+            .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+        {
             self.buf.put_slice(bytes);
             return;
         }
@@ -90,7 +93,10 @@ impl CopyText {
 /// copied. Statements sent on the connection after this is first polled
 /// go after the data (a connection sends requests in turn), so a caller
 /// can pipeline what follows the copy with it.
-pub(crate) async fn send(sink: CopyInSink<Bytes>, data: Bytes) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn send(
+    sink: CopyInSink<Bytes>,
+    data: Bytes,
+) -> Result<u64, tokio_postgres::Error> {
     let mut sink = std::pin::pin!(sink);
     if !data.is_empty() {
         sink.send(data).await?;

@@ -272,9 +272,9 @@ pub struct Chunk {
 pub struct Writer {
     client: Client,
     insert: Statement,
-    /// [`COPY_NEW`] and [`RECORD_NEW`]: a batch of keys all new.
+    /// [`COPY_NEW`] and [`COPY_RECORDS`]: a batch of keys all new.
     copy_new: Statement,
-    record_new: Statement,
+    copy_records: Statement,
     /// [`guard::READ`]: what a batch must not write.
     guard_read: Statement,
     new_keys: NewKeys,
@@ -478,22 +478,15 @@ const INSERT: &str = concat!(
 /// nothing written), and the batch goes through [`INSERT`]: replays and
 /// clashing imports pay one failed attempt, stopped at the first key held,
 /// since the rows go in key order.
-const COPY_NEW: &str =
-    "COPY transactions (account_id, id, amount, import_id, position) FROM STDIN";
+const COPY_NEW: &str = "COPY transactions (account_id, id, amount, import_id, position) FROM STDIN";
 
-/// The records of a batch's messages when [`COPY_NEW`] took its rows:
-/// with no conflict to count, every row was inserted.
-const RECORD_NEW: &str = "
-    INSERT INTO import_chunks AS k
-        (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
-    SELECT c.import_id, c.chunk_key, c.account_key, 'saved', c.rows, c.winners, 0, 0
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-        AS c(import_id, chunk_key, account_key, rows, winners)
-    ORDER BY c.import_id, c.chunk_key
-    ON CONFLICT (import_id, chunk_key) DO UPDATE SET
-        state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
-        conflicts = 0, clashes = 0
-        WHERE k.state = 'failed'";
+/// The records of a batch's messages when [`COPY_NEW`] took its rows
+/// (with no conflict to count, every row was inserted), also a COPY. A
+/// record there already (a message delivered again) fails it whole, and
+/// the batch goes through [`INSERT`], which leaves a saved record alone.
+const COPY_RECORDS: &str = "COPY import_chunks
+    (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
+    FROM STDIN";
 
 /// How many conflicts, and how many clashes, are recorded row by row per
 /// import by each writer (writers check on their own); all are counted.
@@ -541,8 +534,8 @@ impl Sink for Saver {
             .prepare(COPY_NEW)
             .await
             .map_err(|e| db_error("prepare", &e))?;
-        let record_new = client
-            .prepare(RECORD_NEW)
+        let copy_records = client
+            .prepare(COPY_RECORDS)
             .await
             .map_err(|e| db_error("prepare", &e))?;
         let guard_read = client
@@ -553,7 +546,7 @@ impl Sink for Saver {
             client,
             insert,
             copy_new,
-            record_new,
+            copy_records,
             guard_read,
             new_keys: NewKeys::default(),
         })
@@ -612,7 +605,7 @@ impl Saver {
             let statements = Statements {
                 insert: &writer.insert,
                 copy_new: &writer.copy_new,
-                record_new: &writer.record_new,
+                copy_records: &writer.copy_records,
             };
             match insert_and_commit(&writer.client, statements, new_keys, &plan, &messages).await {
                 Ok(Inserted::Done) => return Ok(()),
@@ -746,7 +739,7 @@ fn columns<'a>(rows: &[Row<'a>]) -> Columns<'a> {
 struct Statements<'a> {
     insert: &'a Statement,
     copy_new: &'a Statement,
-    record_new: &'a Statement,
+    copy_records: &'a Statement,
 }
 
 /// Writes a batch with `statements` in the transaction [`guard::begin`]
@@ -788,37 +781,31 @@ async fn insert_and_commit(
         &winners,
     ];
     if new_keys && plan.beaten.is_empty() {
-        let records: [&(dyn ToSql + Sync); 5] = [
-            &messages.import_ids,
-            &messages.chunk_keys,
-            &messages.account_keys,
-            &messages.rows,
-            &winners,
-        ];
-        // A COPY's start waits for its answer: a round trip of its own,
-        // before anything is pipelined behind the copy.
-        let sink = match client.copy_in(statements.copy_new).await {
+        let held_or_failed = |e: tokio_postgres::Error| match e.code() {
+            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(Inserted::Held),
+            _ => Err(db_error("insert", &e)),
+        };
+        // A COPY's start waits for its answer, and the second starts only
+        // once the first is through: started behind one that failed, in an
+        // aborted transaction, its refusal would be answered twice and
+        // misread by the connection.
+        let rows = async {
+            let sink = client.copy_in(statements.copy_new).await?;
+            copy::send(sink, copy_rows(&plan.winners)).await?;
+            client.copy_in(statements.copy_records).await
+        };
+        let sink = match rows.await {
             Ok(sink) => sink,
             Err(e) => {
                 guard::rollback(client).await;
-                return Err(db_error("insert", &e));
+                return held_or_failed(e);
             }
         };
-        // Then the data, the records and the commit in one round trip, in
-        // that order (each is sent when first polled).
-        let copied = async {
-            let rows = copy::send(sink, copy_rows(&plan.winners));
-            let recorded = client.execute(statements.record_new, &records);
-            futures_util::future::try_join(rows, recorded)
-                .await
-                .map(|(n, _)| n)
-        };
-        return match commit(client, copied).await {
+        // The records and the commit in one round trip.
+        let records = copy_records(messages, &winners);
+        return match commit(client, copy::send(sink, records)).await {
             Ok(_) => Ok(Inserted::Done),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Ok(Inserted::Held)
-            }
-            Err(e) => Err(db_error("insert", &e)),
+            Err(e) => held_or_failed(e),
         };
     }
     let beaten: [&(dyn ToSql + Sync); 6] = [
@@ -871,6 +858,26 @@ fn copy_rows(rows: &[Row<'_>]) -> bytes::Bytes {
             Some(p) => data.int(p),
             None => data.text(None),
         }
+        data.end_row();
+    }
+    data.into_bytes()
+}
+
+/// The batch's messages in key order (as [`INSERT`] locks them), as
+/// [`COPY_RECORDS`] takes them: saved, with the rows each inserted.
+fn copy_records(messages: &Messages<'_>, inserted: &[i64]) -> bytes::Bytes {
+    let mut order: Vec<usize> = (0..messages.chunk_keys.len()).collect();
+    order.sort_unstable_by_key(|&n| (messages.import_ids[n], messages.chunk_keys[n]));
+    let mut data = copy::CopyText::with_capacity(order.len() * 128);
+    for n in order {
+        data.text(Some(messages.import_ids[n]));
+        data.text(Some(messages.chunk_keys[n]));
+        data.text(Some(messages.account_keys[n]));
+        data.text(Some("saved"));
+        data.int(messages.rows[n]);
+        data.int(inserted[n]);
+        data.int(0);
+        data.int(0);
         data.end_row();
     }
     data.into_bytes()

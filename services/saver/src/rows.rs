@@ -527,17 +527,14 @@ async fn insert_new(
     }
     // The savepoint and the statement in one round trip, the COPY's start
     // in a second, then the data and the release in a third.
-    let (_, copy) = futures_util::future::try_join(
-        tx.batch_execute("SAVEPOINT new_keys"),
-        tx.prepare(&sql),
-    )
-    .await
-    .map_err(|e| write_error(table, &e))?;
+    let (_, copy) =
+        futures_util::future::try_join(tx.batch_execute("SAVEPOINT new_keys"), tx.prepare(&sql))
+            .await
+            .map_err(|e| write_error(table, &e))?;
     let copied = async {
         let sink = tx.copy_in(&copy).await?;
         let rows = crate::copy::send(sink, data.into_bytes());
-        futures_util::future::try_join(rows, tx.batch_execute("RELEASE SAVEPOINT new_keys"))
-            .await
+        futures_util::future::try_join(rows, tx.batch_execute("RELEASE SAVEPOINT new_keys")).await
     };
     match copied.await {
         Ok(_) => Ok(true),
@@ -603,14 +600,14 @@ async fn insert(
         "INSERT INTO {} AS t ({}, _sluice_import_id, _sluice_position)
          SELECT {}, ${}, i.p::int8[]
          FROM unnest({}) AS i({}, p)
-         {}",
+         ON CONFLICT ({}) {on_conflict}",
         quoted(&table.name),
         columns.join(", "),
         values.join(", "),
         n + 2,
         inputs.join(", "),
         names.join(", "),
-        format!("ON CONFLICT ({}) {on_conflict}", key.join(", ")),
+        key.join(", "),
     );
     let mut arrays = column_arrays(table, rows);
     let positions: Vec<String> = rows
