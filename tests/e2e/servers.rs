@@ -440,3 +440,51 @@ async fn a_host_busier_than_the_waiting_room_never_stalls_the_fetcher() {
         .await;
     p.stop().await;
 }
+
+/// A request that gets no answer long after the host's usual time (a SYN
+/// dropped by a full accept queue costs a second; this one is silent for a
+/// minute) is sent once more and the first answer taken: the file comes in
+/// a fraction of a second, not after the 30 s read timeout, with its rows
+/// saved once, on default settings.
+#[tokio::test]
+async fn a_request_without_an_answer_is_hedged_and_the_first_answer_taken() {
+    let p = Pipeline::start("hedged", &[]).await;
+    let mut accounts = String::from("accountId,transactionsUrl\n");
+    // Sixty answers first: the host's usual time, and hedges paid for.
+    for account in 1..=60 {
+        accounts.push_str(&format!("{account},file-{account}.csv\n"));
+        p.server.set(
+            &format!("/file-{account}.csv"),
+            Route::new(format!("id,amount\n1,{account}.00\n")),
+        );
+    }
+    accounts.push_str("61,silent.csv\n");
+    p.server.set("/accounts.csv", Route::new(accounts));
+    p.server.set(
+        "/silent.csv",
+        Route::new("id,amount\n1,61.00\n2,0.50\n")
+            .fault_first(Fault::Silent(Duration::from_secs(60)), 1),
+    );
+    let started = std::time::Instant::now();
+    let id = p.import(&p.server.url("/accounts.csv")).await;
+    let done = p.completion(&id, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (done.accounts, done.accounts_failed, done.transactions_saved),
+        (61, 0, 62)
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the silent file took {took:?}"
+    );
+    assert_eq!(p.server.request_count("/silent.csv"), 2);
+    let db = p.sandbox.db().await;
+    let sum: String = db
+        .query_one("SELECT sum(amount)::text FROM transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // 1 + 2 + … + 61, and the 0.50.
+    assert_eq!(sum, "1891.50");
+    p.stop().await;
+}

@@ -52,6 +52,9 @@ pub struct Route {
 pub enum Fault {
     /// Answer this HTTP status.
     Status(u16),
+    /// Answer nothing at all (no status, no header) this long, then as
+    /// usual: a server that never got to the request.
+    Silent(Duration),
     /// Send the first half of the body, then go silent this long.
     Stall(Duration),
     /// Send the first half of the body, then drop the connection.
@@ -323,6 +326,9 @@ async fn answer(
     if !route.first_byte_delay.is_zero() {
         tokio::time::sleep(route.first_byte_delay).await;
     }
+    if let Some(Fault::Silent(silence)) = fault {
+        tokio::time::sleep(silence).await;
+    }
     if let Some(Fault::Status(status)) = fault {
         return Ok(status_response(status));
     }
@@ -410,7 +416,7 @@ async fn answer(
                 .body(BodyExt::boxed(StreamBody::new(frames)))
                 .unwrap());
         }
-        Some(Fault::Status(_)) | None => {}
+        Some(Fault::Status(_) | Fault::Silent(_)) | None => {}
     }
     let body: Body = match route.chunk_size {
         None => Full::new(body).map_err(never).boxed(),

@@ -234,8 +234,7 @@ impl Downloader {
             for (name, value) in credential.map(Credential::headers).unwrap_or_default() {
                 request = request.header(name, value);
             }
-            let response = request
-                .send()
+            let response = send_hedged(request, &reserved.slot)
                 .await
                 .inspect_err(|source| {
                     if source.is_timeout() || source.is_connect() || source.is_request() {
@@ -526,5 +525,41 @@ pub(crate) fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
         url::Host::Ipv4(ip) => Some(ip.into()),
         url::Host::Ipv6(ip) => Some(ip.into()),
         url::Host::Domain(_) => None,
+    }
+}
+
+/// Sends `request`; if it has no answer after the host's hedge delay and
+/// the host has a hedge to spend, sends it once more and takes the first
+/// answer (the other request is dropped, its connection closed). An error
+/// waits for the other request, and is returned only if both fail.
+async fn send_hedged(
+    request: reqwest::RequestBuilder,
+    slot: &HostSlot,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let (client, request) = request.build_split();
+    let request = request?;
+    let (Some(hedge), Some(after)) = (request.try_clone(), slot.hedge_after()) else {
+        return client.execute(request).await;
+    };
+    let first = client.execute(request);
+    tokio::pin!(first);
+    tokio::select! {
+        answer = &mut first => return answer,
+        () = tokio::time::sleep(after) => {}
+    }
+    if !slot.take_hedge() {
+        return first.await;
+    }
+    let second = client.execute(hedge);
+    tokio::pin!(second);
+    tokio::select! {
+        answer = &mut first => match answer {
+            Ok(response) => Ok(response),
+            Err(e) => second.await.map_err(|_| e),
+        },
+        answer = &mut second => match answer {
+            Ok(response) => Ok(response),
+            Err(_) => first.await,
+        },
     }
 }

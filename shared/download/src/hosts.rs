@@ -7,6 +7,13 @@
 //! answers growing slower, waiting out `Retry-After`. A host's limit lies
 //! between the floor and the ceiling (`SLUICE_MIN_DOWNLOADS_PER_HOST`,
 //! `SLUICE_MAX_DOWNLOADS_PER_HOST`).
+//!
+//! A request that has no answer long after the host's usual time is sent
+//! once more, and the first answer taken ("hedged", as in Dean and
+//! Barroso's *The Tail at Scale*): a server whose accept queue overflowed
+//! drops the connection's SYN, and the kernel tries again only a second
+//! later. Hedges are paid for by answers (one per [`HEDGE_EVERY`]), so a
+//! host never gets more than a tenth more requests than without them.
 
 use std::{
     collections::HashMap,
@@ -33,6 +40,17 @@ const MIN_ROUND_TRIP: Duration = Duration::from_millis(10);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// A request is hedged once it waited this many times the host's smoothed
+/// time to first byte...
+const HEDGE_FACTOR: u32 = 4;
+/// ...and at least this long: a fast host's few milliseconds vary more
+/// than they say, and a second answers what a dropped SYN costs.
+const HEDGE_AFTER_AT_LEAST: Duration = Duration::from_millis(100);
+/// Answers that pay for one hedge.
+const HEDGE_EVERY: u32 = 10;
+/// Hedges saved up at most (a burst of stalled connections).
+const HEDGES_SAVED: u32 = 8;
+
 /// Hosts with a metric label of their own; the rest share `other`, so a
 /// stream of strangers' URLs cannot grow the metrics without bound.
 const LABELLED_HOSTS: usize = 32;
@@ -43,6 +61,8 @@ pub mod metric {
     pub const LIMIT: &str = "sluice_download_host_limit";
     /// Gauge: the host's smoothed time to first byte, in seconds.
     pub const LATENCY: &str = "sluice_download_host_latency_seconds";
+    /// Counter: requests sent a second time for want of an answer.
+    pub const HEDGED: &str = "sluice_download_hedged_requests_total";
 }
 
 /// The metrics' help texts (again for every new host: cheap, and right
@@ -56,6 +76,10 @@ fn describe() {
         metric::LATENCY,
         metrics::Unit::Seconds,
         "The host's smoothed time to first byte."
+    );
+    metrics::describe_counter!(
+        metric::HEDGED,
+        "Requests to the host sent a second time because the first had no answer long after the host's usual time."
     );
 }
 
@@ -91,6 +115,8 @@ struct State {
     /// When the limit was last cut: one cut per round trip, so a burst of
     /// failures from one episode is one cut.
     cut_at: Option<Instant>,
+    /// Answers not yet spent on hedges (see [`HEDGE_EVERY`]).
+    answers_banked: u32,
 }
 
 /// A download slot on a host; freed when dropped.
@@ -154,6 +180,7 @@ impl HostLimits {
                         best: None,
                         smoothed: None,
                         cut_at: None,
+                        answers_banked: 0,
                     }),
                     changed: tokio::sync::Notify::new(),
                 })
@@ -207,6 +234,29 @@ impl HostLimits {
 }
 
 impl HostSlot {
+    /// How long a request waits for its answer before it may be hedged
+    /// (see [`HostSlot::take_hedge`]): `None` until the host has answered
+    /// once, so there is a usual time to compare with.
+    pub fn hedge_after(&self) -> Option<Duration> {
+        let state = self.host.state.lock().expect("never poisoned");
+        let usual = state.smoothed?;
+        Some((usual * HEDGE_FACTOR).max(HEDGE_AFTER_AT_LEAST))
+    }
+
+    /// Whether the host's answers paid for one more hedge, taking it.
+    pub fn take_hedge(&self) -> bool {
+        let mut state = self.host.state.lock().expect("never poisoned");
+        if state.answers_banked < HEDGE_EVERY
+            || state.closed_until.is_some_and(|u| u > Instant::now())
+        {
+            return false;
+        }
+        state.answers_banked -= HEDGE_EVERY;
+        drop(state);
+        metrics::counter!(metric::HEDGED, "host" => self.host.label.clone()).increment(1);
+        true
+    }
+
     /// Tells the host's limit how the request went: `outcome`, seen now.
     pub fn report(&self, outcome: Outcome) {
         let waited = self.started.elapsed();
@@ -217,6 +267,7 @@ impl HostSlot {
         let before = state.limit;
         match outcome {
             Outcome::Answered => {
+                state.answers_banked = (state.answers_banked + 1).min(HEDGE_EVERY * HEDGES_SAVED);
                 let smoothed = match state.smoothed {
                     Some(s) => s.mul_f64(0.8) + waited.mul_f64(0.2),
                     None => waited,
@@ -326,6 +377,46 @@ mod tests {
             answer(&limits, "idle", 1, Outcome::Answered);
         }
         assert_eq!(limits.limit("idle"), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_wait_for_a_usual_time_and_are_paid_for_by_answers() {
+        let limits = HostLimits::new(1, 32);
+        let slot = limits.acquire("h").await;
+        // No answer yet: nothing to compare a wait with.
+        assert_eq!(slot.hedge_after(), None);
+        assert!(!slot.take_hedge());
+        // Nine answers pay for no hedge; the tenth pays for one.
+        for _ in 0..9 {
+            slot.report(Outcome::Answered);
+        }
+        assert!(!slot.take_hedge());
+        slot.report(Outcome::Answered);
+        assert!(slot.take_hedge());
+        assert!(!slot.take_hedge(), "one answer in ten pays for one hedge");
+        // A fast host's wait is the floor; a slower one's, four times its usual.
+        assert_eq!(slot.hedge_after(), Some(HEDGE_AFTER_AT_LEAST));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        for _ in 0..40 {
+            slot.report(Outcome::Answered);
+        }
+        let after = slot.hedge_after().unwrap();
+        assert!(
+            after > Duration::from_millis(1900) && after <= Duration::from_secs(2),
+            "{after:?}"
+        );
+        // At most a few saved up, however long the host answered well.
+        for _ in 0..1000 {
+            slot.report(Outcome::Answered);
+        }
+        let hedges = (0..20).filter(|_| slot.take_hedge()).count();
+        assert_eq!(hedges, HEDGES_SAVED as usize);
+        // None while the host asked to be left alone.
+        for _ in 0..10 {
+            slot.report(Outcome::Answered);
+        }
+        slot.report(Outcome::Refused(Some(Duration::from_secs(5))));
+        assert!(!slot.take_hedge());
     }
 
     #[test]
