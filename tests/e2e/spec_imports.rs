@@ -533,3 +533,80 @@ columns = [{ name = "id", type = "bigint" }, { name = "text", type = "text" }]
     );
     p.stop().await;
 }
+
+/// A table COPY cannot write (row-level security forced on its owner,
+/// whose policy lets INSERT through) is written with INSERT: the COPY is
+/// refused before its data, its connection replaced (tokio-postgres would
+/// read that refusal's second answer as the next statement's), and the
+/// rows arrive exactly, with the refusal said once in the saver's log.
+#[tokio::test]
+async fn a_table_copy_cannot_write_is_written_with_insert() {
+    let sandbox = sluice_devkit::Sandbox::create("spec-rls").await.unwrap();
+    let role = format!("sluice_rls_{}", sandbox.database);
+    let admin = sandbox.db().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT ALL ON SCHEMA public TO {role};
+             CREATE TABLE people (id bigint NOT NULL, name text,
+                                  _sluice_import_id text, _sluice_position bigint[]);
+             CREATE UNIQUE INDEX people_id ON people (id);
+             ALTER TABLE people OWNER TO {role};
+             ALTER TABLE people ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY everyone ON people USING (true) WITH CHECK (true);"
+        ))
+        .await
+        .unwrap();
+    // The same server and database, as the role (the test server trusts
+    // local logins).
+    let admin_url = sandbox.database_url();
+    let (scheme, rest) = admin_url.split_once("://").unwrap();
+    let url = format!("{scheme}://{role}@{}", rest.split_once('@').unwrap().1);
+    assert!(url.contains(&role), "the saver logs in as {role}: {url}");
+    let p = Pipeline::in_sandbox(sandbox)
+        .env(&[("DATABASE_URL", &url)])
+        .start()
+        .await;
+    put(
+        &p,
+        "people",
+        r#"
+name = "people"
+root = "people"
+[levels.people]
+table = "people"
+key = ["id"]
+columns = [{ name = "id", type = "bigint" }, { name = "name", type = "text" }]
+"#,
+    )
+    .await;
+    let mut csv = String::from("id,name\n");
+    for id in 1..=250 {
+        csv.push_str(&format!("{id},person {id}\n"));
+    }
+    p.server.set("/people.csv", Route::new(csv));
+    let (event, said) = import(&p, "/people.csv", "people").await;
+    assert_eq!(event.status, ImportStatus::Completed, "{said}");
+    assert_eq!(
+        rows_of(
+            &p,
+            "SELECT concat_ws('|', count(*), sum(id), count(DISTINCT name)) FROM people"
+        )
+        .await,
+        ["250|31375|250"]
+    );
+    let logs = p.logs();
+    assert!(
+        logs.contains("COPY refused before its data"),
+        "the saver says why it writes with INSERT"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+    let mut p = p;
+    p.stop_services().await;
+    p.sandbox
+        .db()
+        .await
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}

@@ -5,9 +5,83 @@
 //! unnest(…)` plans, casts and logs row by row: about a third less
 //! PostgreSQL time per row on a first import.
 
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use tokio_postgres::CopyInSink;
+use sluice_stage::StageError;
+use tokio_postgres::{error::SqlState, CopyInSink};
+
+/// How a COPY that failed left its connection.
+pub(crate) enum CopyFailed {
+    /// A key held already: nothing written, the connection in step, and
+    /// the batch goes the way of keys that may be held.
+    Held,
+    /// The error, the connection in step: raised while rows were read (a
+    /// data or constraint error), after PostgreSQL took the COPY's first
+    /// `Sync`.
+    Rows(tokio_postgres::Error),
+    /// Refused before its data was read (no permission, a view, row-level
+    /// security, a lock or statement time-out, a read-only database): the
+    /// server answers the COPY's two `Sync`s once each, and tokio-postgres
+    /// expects one answer, so the next statement would read this one's.
+    /// The connection must go; see [`CopyRefusals`].
+    OutOfStep(tokio_postgres::Error),
+    /// The connection failed.
+    Lost(tokio_postgres::Error),
+}
+
+impl CopyFailed {
+    pub(crate) fn of(e: tokio_postgres::Error) -> CopyFailed {
+        let Some(code) = e.code() else {
+            return CopyFailed::Lost(e);
+        };
+        if *code == SqlState::UNIQUE_VIOLATION {
+            return CopyFailed::Held;
+        }
+        match code.code().get(..2) {
+            Some("22" | "23") => CopyFailed::Rows(e),
+            _ => CopyFailed::OutOfStep(e),
+        }
+    }
+}
+
+/// When COPY was last refused before its data, shared by a saver's
+/// writers: for a while after, batches go through `INSERT`, so a table
+/// COPY cannot write (a view, row-level security) does not cost a new
+/// connection per batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyRefusals {
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl CopyRefusals {
+    /// How long COPY rests after a refusal.
+    const REST: Duration = Duration::from_secs(300);
+
+    pub(crate) fn resting(&self) -> bool {
+        let last = self.last.lock().expect("never poisoned");
+        last.is_some_and(|at| at.elapsed() < Self::REST)
+    }
+
+    /// Records `e`, a refusal before the data, and returns the error that
+    /// ends the batch: never a data error, which would keep the writer
+    /// (and its connection, out of step) for one message at a time.
+    pub(crate) fn refused(&self, action: &str, e: &tokio_postgres::Error) -> StageError {
+        *self.last.lock().expect("never poisoned") = Some(Instant::now());
+        let error = crate::db_error(action, e);
+        tracing::warn!(%error, "COPY refused before its data: a new connection, and INSERT for 5 minutes");
+        match error.is_outage() {
+            true => error,
+            false => StageError::transient(format!(
+                "{error} (a COPY refused before its data: the connection is replaced)"
+            )),
+        }
+    }
+}
 
 /// COPY's text format, row by row: fields split by tabs, rows ended by a
 /// newline, `\N` for NULL, and a backslash before any backslash, tab,

@@ -108,6 +108,8 @@ pub struct Saver {
     letters: Option<(async_nats::jetstream::Context, sluice_messages::Namespace)>,
     /// Told the accounts of each committed batch, for the announcer.
     wakeups: Wakeups,
+    /// When a COPY was last refused before its data, for every writer.
+    copy_refusals: copy::CopyRefusals,
 }
 
 impl Saver {
@@ -119,6 +121,7 @@ impl Saver {
             rows_subjects: sluice_messages::Namespace::default().rows(""),
             letters: None,
             wakeups,
+            copy_refusals: Default::default(),
         }
     }
 
@@ -284,17 +287,30 @@ pub struct Writer {
 /// [`COPY_NEW`]). After one met keys held already, the next are likely
 /// to (a replay, an import over another), and each failed attempt costs
 /// work and an error line in PostgreSQL's log: the next
-/// [`NewKeys::SKIP_AFTER_HELD`] go straight to `ON CONFLICT`.
-#[derive(Default)]
+/// [`NewKeys::SKIP_AFTER_HELD`] go straight to `ON CONFLICT`, and every
+/// batch while COPY rests after a refusal ([`copy::CopyRefusals`]).
 pub(crate) struct NewKeys {
     skip: u32,
+    refusals: copy::CopyRefusals,
 }
 
 impl NewKeys {
     const SKIP_AFTER_HELD: u32 = 32;
 
+    fn new(refusals: copy::CopyRefusals) -> Self {
+        NewKeys { skip: 0, refusals }
+    }
+
+    /// Where a COPY refused before its data is recorded.
+    pub(crate) fn refusals(&self) -> &copy::CopyRefusals {
+        &self.refusals
+    }
+
     /// Whether to try this batch as keys all new (else one skip is spent).
     pub(crate) fn try_now(&mut self) -> bool {
+        if self.refusals.resting() {
+            return false;
+        }
         match self.skip {
             0 => true,
             _ => {
@@ -463,7 +479,8 @@ const INSERT: &str = concat!(
         (import_id, chunk_key, account_key, state, transactions, inserted, conflicts, clashes)
     SELECT c.import_id, c.chunk_key, c.account_key, 'saved', c.rows, n.inserted, n.conflicts, n.clashes
     FROM chunks c JOIN counts n USING (chunk)
-    ORDER BY c.import_id, c.chunk_key
+    -- Bytewise, as `copy_records` orders them: writers lock alike.
+    ORDER BY c.import_id COLLATE \"C\", c.chunk_key COLLATE \"C\"
     ON CONFLICT (import_id, chunk_key) DO UPDATE SET
         state = 'saved', transactions = excluded.transactions, inserted = excluded.inserted,
         conflicts = excluded.conflicts, clashes = excluded.clashes
@@ -548,7 +565,7 @@ impl Sink for Saver {
             copy_new,
             copy_records,
             guard_read,
-            new_keys: NewKeys::default(),
+            new_keys: NewKeys::new(self.copy_refusals.clone()),
         })
     }
 
@@ -607,7 +624,17 @@ impl Saver {
                 copy_new: &writer.copy_new,
                 copy_records: &writer.copy_records,
             };
-            match insert_and_commit(&writer.client, statements, new_keys, &plan, &messages).await {
+            let refusals = writer.new_keys.refusals();
+            match insert_and_commit(
+                &writer.client,
+                statements,
+                new_keys,
+                &plan,
+                &messages,
+                refusals,
+            )
+            .await
+            {
                 Ok(Inserted::Done) => return Ok(()),
                 Ok(Inserted::Held) => {
                     // Nothing was written: again, through `ON CONFLICT`.
@@ -753,6 +780,7 @@ async fn insert_and_commit(
     new_keys: bool,
     plan: &Plan<'_>,
     messages: &Messages<'_>,
+    refusals: &copy::CopyRefusals,
 ) -> Result<Inserted, StageError> {
     use tokio_postgres::types::ToSql;
     if messages.numbers.is_empty() {
@@ -781,31 +809,33 @@ async fn insert_and_commit(
         &winners,
     ];
     if new_keys && plan.beaten.is_empty() {
-        let held_or_failed = |e: tokio_postgres::Error| match e.code() {
-            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(Inserted::Held),
-            _ => Err(db_error("insert", &e)),
-        };
         // A COPY's start waits for its answer, and the second starts only
         // once the first is through: started behind one that failed, in an
-        // aborted transaction, its refusal would be answered twice and
-        // misread by the connection.
+        // aborted transaction, it would be refused before its data.
         let rows = async {
             let sink = client.copy_in(statements.copy_new).await?;
             copy::send(sink, copy_rows(&plan.winners)).await?;
             client.copy_in(statements.copy_records).await
         };
-        let sink = match rows.await {
-            Ok(sink) => sink,
-            Err(e) => {
-                guard::rollback(client).await;
-                return held_or_failed(e);
-            }
+        let copied = match rows.await {
+            // The records and the commit in one round trip.
+            Ok(sink) => commit(client, copy::send(sink, copy_records(messages, &winners))).await,
+            Err(e) => Err(e),
         };
-        // The records and the commit in one round trip.
-        let records = copy_records(messages, &winners);
-        return match commit(client, copy::send(sink, records)).await {
-            Ok(_) => Ok(Inserted::Done),
-            Err(e) => held_or_failed(e),
+        let Err(e) = copied else {
+            return Ok(Inserted::Done);
+        };
+        return match copy::CopyFailed::of(e) {
+            copy::CopyFailed::Held => {
+                guard::rollback(client).await;
+                Ok(Inserted::Held)
+            }
+            copy::CopyFailed::Rows(e) | copy::CopyFailed::Lost(e) => {
+                guard::rollback(client).await;
+                Err(db_error("insert", &e))
+            }
+            // Nothing more on this connection: the caller's error drops it.
+            copy::CopyFailed::OutOfStep(e) => Err(refusals.refused("insert", &e)),
         };
     }
     let beaten: [&(dyn ToSql + Sync); 6] = [

@@ -20,7 +20,11 @@ use sluice_spec::{
 use sluice_stage::{specs::StoredSpec, StageError};
 use tokio_postgres::{types::ToSql, Transaction};
 
-use crate::{account_key, db_error, RECORDED_PER_IMPORT};
+use crate::{
+    account_key,
+    copy::{CopyFailed, CopyRefusals},
+    db_error, RECORDED_PER_IMPORT,
+};
 
 /// The advisory lock that gives writers of `table` their turns: a stable
 /// 64-bit hash (FNV-1a) of its name, the same in every saver.
@@ -270,7 +274,7 @@ pub(crate) async fn write_group(
     // commit, and the key is then held.)
     let all: Vec<&Candidate> = winners.iter().collect();
     let tried = new_keys.try_now();
-    let all_new = tried && insert_new(tx, &table, import_id, &all).await?;
+    let all_new = tried && insert_new(tx, &table, import_id, &all, new_keys.refusals()).await?;
     if tried && !all_new {
         new_keys.held();
     }
@@ -499,12 +503,15 @@ fn column_arrays<'a>(table: &Table, rows: &[&'a Candidate<'a>]) -> Vec<Vec<Optio
 /// `INSERT … SELECT` costs (see the saver's `COPY_NEW`). `false` when it
 /// failed, nothing written: a key held already, or a value COPY takes
 /// otherwise than a cast (a table made by hand with other types); the rows
-/// then go the way of keys that may be held, which says what is wrong.
+/// then go the way of keys that may be held, which says what is wrong. A
+/// COPY refused before its data ends the batch with an error that
+/// replaces the connection ([`CopyFailed::OutOfStep`]).
 async fn insert_new(
     tx: &Transaction<'_>,
     table: &Table,
     import_id: &str,
     rows: &[&Candidate<'_>],
+    refusals: &CopyRefusals,
 ) -> Result<bool, StageError> {
     if rows.is_empty() {
         return Ok(true);
@@ -536,15 +543,23 @@ async fn insert_new(
         let rows = crate::copy::send(sink, data.into_bytes());
         futures_util::future::try_join(rows, tx.batch_execute("RELEASE SAVEPOINT new_keys")).await
     };
-    match copied.await {
-        Ok(_) => Ok(true),
-        Err(e) if e.as_db_error().is_some() => {
+    let Err(e) = copied.await else {
+        return Ok(true);
+    };
+    match CopyFailed::of(e) {
+        // A key held, or a value COPY reads otherwise than a cast (a table
+        // made by hand with other types): `INSERT` says what is wrong.
+        CopyFailed::Held | CopyFailed::Rows(_) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT new_keys; RELEASE SAVEPOINT new_keys")
                 .await
                 .map_err(|e| db_error("roll back to a savepoint", &e))?;
             Ok(false)
         }
-        Err(e) => Err(write_error(table, &e)),
+        // Nothing more on this connection: the error drops it.
+        CopyFailed::OutOfStep(e) => {
+            Err(refusals.refused(&format!("write table {}", table.name), &e))
+        }
+        CopyFailed::Lost(e) => Err(write_error(table, &e)),
     }
 }
 
