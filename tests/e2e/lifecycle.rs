@@ -397,6 +397,38 @@ async fn replicas_and_concurrent_imports_never_deadlock() {
     p.stop().await;
 }
 
+/// Replicas starting together on a new database: each migrates it at
+/// once, none fails on a catalog race ("type sluice_migrations already
+/// exists" once made a saver's announcer warn), and each migration is
+/// applied once.
+#[tokio::test]
+async fn savers_migrating_a_new_database_together_all_succeed() {
+    // A race lost only now and then (within a few rounds before the fix): twelve
+    // new databases, eight savers at once on each.
+    for _ in 0..12 {
+        let sandbox = sluice_devkit::Sandbox::new("migrating").await;
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(sandbox.db().await);
+        }
+        let results =
+            futures_util::future::join_all(clients.iter().map(sluice_saver::migrate)).await;
+        for result in results {
+            result.unwrap();
+        }
+        let row = clients[0]
+            .query_one(
+                "SELECT count(*), count(DISTINCT version), max(version) FROM sluice_migrations",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (count, distinct, max): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+        let want = sluice_saver::SCHEMA_VERSION as i64;
+        assert_eq!((count, distinct, i64::from(max)), (want, want, want));
+    }
+}
+
 /// The completion check against a real database, fed rows directly: an
 /// import completes only when every key a fetched account announced is
 /// committed or dead-lettered; counts of other messages never stand in.

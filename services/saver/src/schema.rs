@@ -235,21 +235,24 @@ pub enum MigrateError {
 /// binary. Replicas starting together serialise on an advisory lock, so
 /// each migration runs once.
 pub async fn migrate(client: &Client) -> Result<(), MigrateError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS sluice_migrations (
-                version INT PRIMARY KEY,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        .or_else(ignore_concurrent_create)?;
     client.batch_execute("BEGIN").await?;
     let result: Result<(), MigrateError> = async {
+        // The lock comes before the table: replicas starting together on a
+        // new database would otherwise race `CREATE TABLE IF NOT EXISTS`,
+        // and the loser fails on the catalog (a type or a unique index
+        // "already exists") though the table is there.
         client
             .execute(
                 "SELECT pg_advisory_xact_lock(hashtext('sluice-saver-migrations'))",
                 &[],
+            )
+            .await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS sluice_migrations (
+                    version INT PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
             )
             .await?;
         let applied: i32 = client
@@ -279,13 +282,4 @@ pub async fn migrate(client: &Client) -> Result<(), MigrateError> {
         .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
         .await?;
     result
-}
-
-/// Two replicas racing `CREATE TABLE IF NOT EXISTS` can still collide on the
-/// catalog's unique index; the loser's table exists all the same.
-fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    match e.code() {
-        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(()),
-        _ => Err(e),
-    }
 }
