@@ -15,7 +15,7 @@ pub struct CpuUse {
 
 /// A reading of every process's CPU ticks, by pid, with its program.
 pub struct Snapshot {
-    processes: HashMap<u32, (String, u64)>,
+    processes: HashMap<u32, Process>,
     machine: u64,
     at: std::time::Instant,
 }
@@ -49,12 +49,16 @@ impl Snapshot {
     pub fn since(&self) -> CpuUse {
         let now = Self::take();
         let mut by_program: HashMap<String, u64> = HashMap::new();
-        for (pid, (name, ticks)) in &now.processes {
+        for (pid, p) in &now.processes {
+            // A pid is the same process if it started at the same tick: a
+            // kernel worker renames itself by the work it does
+            // (`kworker/u8:2-writeback`, then `…-ext4-rsv-conversion`), and
+            // counted whole its hours of ticks swamped the run.
             let before = match self.processes.get(pid) {
-                Some((old, t)) if old == name => *t,
+                Some(old) if old.started == p.started => old.ticks,
                 _ => 0,
             };
-            *by_program.entry(group(name)).or_default() += ticks.saturating_sub(before);
+            *by_program.entry(group(&p.name)).or_default() += p.ticks.saturating_sub(before);
         }
         let mut programs: Vec<(String, f64)> = by_program
             .into_iter()
@@ -71,10 +75,13 @@ impl Snapshot {
 }
 
 /// PostgreSQL's backends name themselves by what they do; they are all
-/// `postgres`. Python's http.server runs as `python3`.
+/// `postgres`. Python's http.server runs as `python3`. The kernel's workers
+/// (writeback, journal, network) are one line.
 fn group(name: &str) -> String {
     if name.starts_with("postgres") {
         "postgres".into()
+    } else if name.starts_with("kworker/") {
+        "kernel workers (kworker)".into()
     } else if name.starts_with("python") {
         "python3 (files)".into()
     } else {
@@ -82,9 +89,17 @@ fn group(name: &str) -> String {
     }
 }
 
-/// A process's program and user + system ticks (its own, not its waited-for
-/// children's, so nothing is counted twice).
-fn process(pid: u32) -> Option<(String, u64)> {
+/// One process as `/proc/<pid>/stat` shows it.
+struct Process {
+    name: String,
+    /// User + system ticks: its own, not its waited-for children's, so
+    /// nothing is counted twice.
+    ticks: u64,
+    /// When it started, in ticks since boot: tells a reused pid apart.
+    started: u64,
+}
+
+fn process(pid: u32) -> Option<Process> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The program name is in parentheses and may hold spaces.
     let (open, close) = (stat.find('(')?, stat.rfind(')')?);
@@ -93,7 +108,13 @@ fn process(pid: u32) -> Option<(String, u64)> {
     // Fields 14 and 15 of stat(5), counted from the state (field 3).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
+    // Field 22.
+    let started: u64 = fields.get(19)?.parse().ok()?;
+    Some(Process {
+        name,
+        ticks: utime + stime,
+        started,
+    })
 }
 
 /// Busy ticks of the whole machine (user, nice, system, irq, softirq,
@@ -121,8 +142,17 @@ mod tests {
 
     #[test]
     fn this_process_is_read() {
-        let (name, _) = process(std::process::id()).expect("own stat");
-        assert!(!name.is_empty());
+        let own = process(std::process::id()).expect("own stat");
+        assert!(!own.name.is_empty());
+        // Started after boot, and not in the future.
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(own.started > 0 && (own.started as f64) <= uptime * TICKS + 1.0);
     }
 
     #[test]
@@ -130,5 +160,6 @@ mod tests {
         assert_eq!(group("postgres: sluice"), "postgres");
         assert_eq!(group("python3"), "python3 (files)");
         assert_eq!(group("sluice-saver"), "sluice-saver");
+        assert_eq!(group("kworker/u8:2-writeback"), "kernel workers (kworker)");
     }
 }

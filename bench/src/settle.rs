@@ -2,7 +2,7 @@
 //! checkpoints and the kernel's writeback of what the measurement before
 //! wrote (a million rows, their WAL, JetStream's files) otherwise land in
 //! the next one's time: the same run measured 2.94 s and 3.59 s end to
-//! end depending on it, the difference all in `kworker` writeback.
+//! end depending on it.
 
 use tokio_postgres::Client;
 
