@@ -33,6 +33,12 @@ const SLOWER: f64 = 3.0;
 /// Below this, a slower answer is noise (a fast host's few milliseconds).
 const NOISE: Duration = Duration::from_millis(20);
 const SLOWER_CUT: f64 = 0.75;
+/// The best time seen forgets over this long (an exponential average's
+/// time constant, towards slower answers only), so a host that got slower
+/// for good is judged by what it does now. Kept in time, not answers: per
+/// answer, a busy host (many answers a round trip) forgot its best before
+/// a second cut, and one ten times slower kept its limit.
+const BEST_FORGOTTEN_OVER: Duration = Duration::from_secs(10);
 /// Refusals and failures halve the limit.
 const FAILURE_CUT: f64 = 0.5;
 /// Cuts are at least this far apart, however fast the host answers.
@@ -107,9 +113,9 @@ struct State {
     slow_start: bool,
     /// No new download before this (`Retry-After`).
     closed_until: Option<Instant>,
-    /// The best time to first byte seen (drifting up slowly, so a host that
-    /// got slower for good is judged by what it does now).
-    best: Option<Duration>,
+    /// The best time to first byte seen, forgotten over
+    /// [`BEST_FORGOTTEN_OVER`], and when it was last updated.
+    best: Option<(Duration, Instant)>,
     /// The smoothed time to first byte.
     smoothed: Option<Duration>,
     /// When the limit was last cut: one cut per round trip, so a burst of
@@ -274,11 +280,14 @@ impl HostSlot {
                 };
                 state.smoothed = Some(smoothed);
                 let best = match state.best {
-                    // Drifts up by 1% of the gap per answer.
-                    Some(b) if waited > b => b + (waited - b).mul_f64(0.01),
+                    Some((b, at)) if waited > b => {
+                        let forgotten = 1.0
+                            - (-(now - at).as_secs_f64() / BEST_FORGOTTEN_OVER.as_secs_f64()).exp();
+                        b + (waited - b).mul_f64(forgotten)
+                    }
                     _ => waited,
                 };
-                state.best = Some(best);
+                state.best = Some((best, now));
                 metrics::gauge!(metric::LATENCY, "host" => self.host.label.clone())
                     .set(smoothed.as_secs_f64());
                 let slower = smoothed > best.mul_f64(SLOWER) && smoothed > NOISE;
@@ -377,6 +386,38 @@ mod tests {
             answer(&limits, "idle", 1, Outcome::Answered);
         }
         assert_eq!(limits.limit("idle"), 4);
+    }
+
+    /// Every slot of `host` taken, answered after `wait`.
+    async fn round(limits: &HostLimits, host: &str, wait: Duration) {
+        let slots: Vec<HostSlot> = (0..limits.limit(host))
+            .map(|_| {
+                futures_util::FutureExt::now_or_never(limits.acquire(host)).expect("a free slot")
+            })
+            .collect();
+        tokio::time::advance(wait).await;
+        for slot in &slots {
+            slot.report(Outcome::Answered);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_host_ten_times_slower_is_cut_then_judged_by_its_new_pace() {
+        let limits = HostLimits::new(1, 32);
+        for _ in 0..40 {
+            round(&limits, "h", Duration::from_millis(10)).await;
+        }
+        assert_eq!(limits.limit("h"), 32);
+        // 32 answers a round trip: the old pace must not be forgotten in one.
+        for _ in 0..10 {
+            round(&limits, "h", Duration::from_millis(100)).await;
+        }
+        assert!(limits.limit("h") <= 2, "kept {}", limits.limit("h"));
+        // Slower for good: within half a minute it is the usual pace.
+        for _ in 0..300 {
+            round(&limits, "h", Duration::from_millis(100)).await;
+        }
+        assert_eq!(limits.limit("h"), 32);
     }
 
     #[tokio::test(start_paused = true)]
