@@ -18,6 +18,8 @@ use crate::{
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
+/// Hedges one request may send, each paid for by the host's answers.
+const HEDGES_PER_REQUEST: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct Downloader {
@@ -528,38 +530,46 @@ pub(crate) fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
     }
 }
 
-/// Sends `request`; if it has no answer after the host's hedge delay and
-/// the host has a hedge to spend, sends it once more and takes the first
-/// answer (the other request is dropped, its connection closed). An error
-/// waits for the other request, and is returned only if both fail.
+/// Sends `request`; while it has no answer, sends it again after each of
+/// the host's hedge delays that the host has a hedge to spend on (at most
+/// [`HEDGES_PER_REQUEST`] times), and takes the first answer (the others
+/// are dropped, their connections closed). A hedge can meet the same full
+/// accept queue as the first request, and a host out of hedges earns more
+/// with every answer, so one missed chance is not the last. An error waits
+/// for the requests still out, and is returned only if all fail.
 async fn send_hedged(
     request: reqwest::RequestBuilder,
     slot: &HostSlot,
 ) -> Result<reqwest::Response, reqwest::Error> {
     let (client, request) = request.build_split();
     let request = request?;
-    let (Some(hedge), Some(after)) = (request.try_clone(), slot.hedge_after()) else {
+    let (Some(spare), Some(after)) = (request.try_clone(), slot.hedge_after()) else {
         return client.execute(request).await;
     };
-    let first = client.execute(request);
-    tokio::pin!(first);
-    tokio::select! {
-        answer = &mut first => return answer,
-        () = tokio::time::sleep(after) => {}
-    }
-    if !slot.take_hedge() {
-        return first.await;
-    }
-    let second = client.execute(hedge);
-    tokio::pin!(second);
-    tokio::select! {
-        answer = &mut first => match answer {
-            Ok(response) => Ok(response),
-            Err(e) => second.await.map_err(|_| e),
-        },
-        answer = &mut second => match answer {
-            Ok(response) => Ok(response),
-            Err(_) => first.await,
-        },
+    let mut out = futures_util::stream::FuturesUnordered::new();
+    out.push(client.execute(request));
+    let mut hedges_left = HEDGES_PER_REQUEST;
+    let mut first_error = None;
+    let next_hedge = tokio::time::sleep(after);
+    tokio::pin!(next_hedge);
+    loop {
+        tokio::select! {
+            Some(answer) = out.next() => match answer {
+                Ok(response) => return Ok(response),
+                Err(e) if out.is_empty() => return Err(first_error.unwrap_or(e)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            },
+            () = &mut next_hedge, if hedges_left > 0 => {
+                if slot.take_hedge() {
+                    if let Some(hedge) = spare.try_clone() {
+                        out.push(client.execute(hedge));
+                        hedges_left -= 1;
+                    }
+                }
+                next_hedge.as_mut().reset(tokio::time::Instant::now() + after);
+            }
+        }
     }
 }

@@ -9,11 +9,17 @@
 //! `SLUICE_MAX_DOWNLOADS_PER_HOST`).
 //!
 //! A request that has no answer long after the host's usual time is sent
-//! once more, and the first answer taken ("hedged", as in Dean and
+//! once more (twice at most), and the first answer taken ("hedged", as in Dean and
 //! Barroso's *The Tail at Scale*): a server whose accept queue overflowed
 //! drops the connection's SYN, and the kernel tries again only a second
-//! later. Hedges are paid for by answers (one per [`HEDGE_EVERY`]), so a
-//! host never gets more than a tenth more requests than without them.
+//! later. Hedges come from a budget, as retries do in Finagle's
+//! `RetryBudget`: one per [`HEDGE_EVERY`] answers, and
+//! [`HEDGES_PER_SECOND`] however few answers came, so a host gets at most
+//! a tenth more requests than without them, and a few a second more. The
+//! floor matters at a burst's start: a host's first dozens of connections
+//! may all meet a full accept queue, before its answers paid for anything,
+//! and each would wait out the kernel's retransmission (most of a second)
+//! holding its download slot.
 
 use std::{
     collections::HashMap,
@@ -54,8 +60,13 @@ const HEDGE_FACTOR: u32 = 4;
 const HEDGE_AFTER_AT_LEAST: Duration = Duration::from_millis(100);
 /// Answers that pay for one hedge.
 const HEDGE_EVERY: u32 = 10;
+/// Hedges earned each second without answers (a new host starts with its
+/// savings full).
+const HEDGES_PER_SECOND: f64 = 10.0;
 /// Hedges saved up at most (a burst of stalled connections).
 const HEDGES_SAVED: u32 = 8;
+const HEDGE_COST: f64 = HEDGE_EVERY as f64;
+const MAX_HEDGE_CREDIT: f64 = (HEDGE_EVERY * HEDGES_SAVED) as f64;
 
 /// Hosts with a metric label of their own; the rest share `other`, so a
 /// stream of strangers' URLs cannot grow the metrics without bound.
@@ -67,7 +78,7 @@ pub mod metric {
     pub const LIMIT: &str = "sluice_download_host_limit";
     /// Gauge: the host's smoothed time to first byte, in seconds.
     pub const LATENCY: &str = "sluice_download_host_latency_seconds";
-    /// Counter: requests sent a second time for want of an answer.
+    /// Counter: requests sent again for want of an answer.
     pub const HEDGED: &str = "sluice_download_hedged_requests_total";
 }
 
@@ -85,7 +96,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         metric::HEDGED,
-        "Requests to the host sent a second time because the first had no answer long after the host's usual time."
+        "Requests to the host sent again because they had no answer long after the host's usual time."
     );
 }
 
@@ -121,8 +132,11 @@ struct State {
     /// When the limit was last cut: one cut per round trip, so a burst of
     /// failures from one episode is one cut.
     cut_at: Option<Instant>,
-    /// Answers not yet spent on hedges (see [`HEDGE_EVERY`]).
-    answers_banked: u32,
+    /// What hedges may be sent, counted in answers (a hedge costs
+    /// [`HEDGE_EVERY`]; time adds [`HEDGES_PER_SECOND`]'s worth), and when
+    /// time last added to it.
+    hedge_credit: f64,
+    hedge_credit_at: Instant,
 }
 
 /// A download slot on a host; freed when dropped.
@@ -186,7 +200,8 @@ impl HostLimits {
                         best: None,
                         smoothed: None,
                         cut_at: None,
-                        answers_banked: 0,
+                        hedge_credit: MAX_HEDGE_CREDIT,
+                        hedge_credit_at: Instant::now(),
                     }),
                     changed: tokio::sync::Notify::new(),
                 })
@@ -252,13 +267,18 @@ impl HostSlot {
     /// Whether the host's answers paid for one more hedge, taking it.
     pub fn take_hedge(&self) -> bool {
         let mut state = self.host.state.lock().expect("never poisoned");
-        if state.answers_banked < HEDGE_EVERY
-            || state.closed_until.is_some_and(|u| u > Instant::now())
-        {
+        let now = Instant::now();
+        let earned = (now - state.hedge_credit_at).as_secs_f64() * HEDGES_PER_SECOND * HEDGE_COST;
+        state.hedge_credit = (state.hedge_credit + earned).min(MAX_HEDGE_CREDIT);
+        state.hedge_credit_at = now;
+        if state.hedge_credit < HEDGE_COST || state.closed_until.is_some_and(|u| u > now) {
+            drop(state);
+            tracing::debug!(host = %self.host.label, waited = ?self.started.elapsed(), "no answer yet, and no hedge to spend");
             return false;
         }
-        state.answers_banked -= HEDGE_EVERY;
+        state.hedge_credit -= HEDGE_COST;
         drop(state);
+        tracing::debug!(host = %self.host.label, waited = ?self.started.elapsed(), "no answer yet: the request is sent again (hedged)");
         metrics::counter!(metric::HEDGED, "host" => self.host.label.clone()).increment(1);
         true
     }
@@ -273,7 +293,7 @@ impl HostSlot {
         let before = state.limit;
         match outcome {
             Outcome::Answered => {
-                state.answers_banked = (state.answers_banked + 1).min(HEDGE_EVERY * HEDGES_SAVED);
+                state.hedge_credit = (state.hedge_credit + 1.0).min(MAX_HEDGE_CREDIT);
                 let smoothed = match state.smoothed {
                     Some(s) => s.mul_f64(0.8) + waited.mul_f64(0.2),
                     None => waited,
@@ -421,12 +441,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn hedges_wait_for_a_usual_time_and_are_paid_for_by_answers() {
+    async fn hedges_wait_for_a_usual_time_and_are_paid_for_by_answers_and_time() {
         let limits = HostLimits::new(1, 32);
         let slot = limits.acquire("h").await;
         // No answer yet: nothing to compare a wait with.
         assert_eq!(slot.hedge_after(), None);
-        assert!(!slot.take_hedge());
+        // A new host's savings are full, and spent.
+        let hedges = (0..20).filter(|_| slot.take_hedge()).count();
+        assert_eq!(hedges, HEDGES_SAVED as usize);
         // Nine answers pay for no hedge; the tenth pays for one.
         for _ in 0..9 {
             slot.report(Outcome::Answered);
@@ -435,27 +457,34 @@ mod tests {
         slot.report(Outcome::Answered);
         assert!(slot.take_hedge());
         assert!(!slot.take_hedge(), "one answer in ten pays for one hedge");
+        // Without answers, time pays for a few a second.
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert!(!slot.take_hedge());
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert!(slot.take_hedge(), "{HEDGES_PER_SECOND} a second");
+        assert!(!slot.take_hedge());
         // A fast host's wait is the floor; a slower one's, four times its usual.
+        slot.report(Outcome::Answered);
         assert_eq!(slot.hedge_after(), Some(HEDGE_AFTER_AT_LEAST));
         tokio::time::advance(Duration::from_millis(500)).await;
         for _ in 0..40 {
             slot.report(Outcome::Answered);
         }
+        // (Every answer took 600 ms: since the slot was taken.)
         let after = slot.hedge_after().unwrap();
         assert!(
-            after > Duration::from_millis(1900) && after <= Duration::from_secs(2),
+            after > Duration::from_millis(2300) && after <= Duration::from_millis(2400),
             "{after:?}"
         );
         // At most a few saved up, however long the host answered well.
         for _ in 0..1000 {
             slot.report(Outcome::Answered);
         }
+        tokio::time::advance(Duration::from_secs(60)).await;
         let hedges = (0..20).filter(|_| slot.take_hedge()).count();
         assert_eq!(hedges, HEDGES_SAVED as usize);
         // None while the host asked to be left alone.
-        for _ in 0..10 {
-            slot.report(Outcome::Answered);
-        }
+        tokio::time::advance(Duration::from_secs(1)).await;
         slot.report(Outcome::Refused(Some(Duration::from_secs(5))));
         assert!(!slot.take_hedge());
     }
