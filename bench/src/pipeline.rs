@@ -48,9 +48,11 @@ pub async fn start_services(
         .start()
         .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
-    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
+    if let Err(e) = wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30)).await {
+        let mut deployment = deployment;
+        deployment.keep_logs();
+        return Err(format!("{e}; see {}", deployment.log_dir.display()));
+    }
     Ok((sandbox, deployment, js))
 }
 
@@ -139,8 +141,10 @@ pub async fn run_pipeline(
         || count as usize != want_rows
         || sum != want_sum
     {
+        deployment.keep_logs();
         return Err(format!(
-            "wrong result: {count} rows summing to {sum}, expected {want_rows} summing to {want_sum} ({statuses:?})"
+            "wrong result: {count} rows summing to {sum}, expected {want_rows} summing to {want_sum} ({statuses:?}); service logs in {}",
+            deployment.log_dir.display()
         ));
     }
     Ok(PipelineRun {

@@ -78,6 +78,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Err(progress::Interrupted.into())
         }
     };
+    if result
+        .as_ref()
+        .is_err_and(|e| !e.is::<progress::Interrupted>())
+    {
+        deployment.keep_logs();
+    }
     let stopped = deployment.stop(Duration::from_secs(30)).await;
     let (database, namespace) = (sandbox.database.clone(), sandbox.namespace.clone());
     // Dropping the sandbox removes its database and streams.

@@ -189,5 +189,7 @@ async fn the_console_follows_replays_and_cancels_in_a_browser() {
 
     console.start_kill().expect("the console stops");
     let _ = console.wait().await;
+    // Kept only when the test failed (its path was printed).
+    let _ = std::fs::remove_file(&log);
     p.stop().await;
 }

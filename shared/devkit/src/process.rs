@@ -168,6 +168,7 @@ impl Process {
 pub struct Deployment {
     pub services: Vec<Process>,
     pub log_dir: PathBuf,
+    keep_logs: bool,
 }
 
 impl Deployment {
@@ -205,6 +206,12 @@ impl Deployment {
             .unwrap_or_else(|| panic!("no service {name}"))
     }
 
+    /// Leaves the services' logs in place when the deployment is dropped
+    /// (they are removed otherwise), for a failure someone must read about.
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
+    }
+
     /// SIGTERM to every service; says which did not exit 0 within `timeout`.
     pub async fn stop(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let mut failed = Vec::new();
@@ -221,7 +228,20 @@ impl Deployment {
         if failed.is_empty() {
             Ok(())
         } else {
+            self.keep_logs = true;
             Err(anyhow::anyhow!(failed.join("; ")))
+        }
+    }
+}
+
+impl Drop for Deployment {
+    /// The services' logs go with them, unless something failed: a test
+    /// (then where they are is said) or a caller that kept them.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the services' logs are kept in {}", self.log_dir.display());
+        } else if !self.keep_logs {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
         }
     }
 }
@@ -302,7 +322,11 @@ impl<'a> DeploymentPlan<'a> {
                 });
             }
         }
-        Ok(Deployment { services, log_dir })
+        Ok(Deployment {
+            services,
+            log_dir,
+            keep_logs: false,
+        })
     }
 }
 
