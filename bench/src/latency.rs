@@ -57,6 +57,7 @@ pub async fn small_imports(server: &Files, imports: usize) -> Result<Latency, St
         .stop(Duration::from_secs(30))
         .await
         .map_err(|e| format!("{e:#}"))?;
+    deployment.keep_logs(false);
     took.sort();
     let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
     Ok(Latency {

@@ -308,6 +308,7 @@ pub async fn run_nested(
             data.all_rows, data.leaf_rows, data.qty_sum
         ));
     }
+    deployment.keep_logs(false);
     Ok(elapsed)
 }
 

@@ -42,17 +42,18 @@ pub async fn start_services(
         ("RUST_LOG", "warn"),
     ];
     env.extend_from_slice(extra_env);
-    let deployment = Deployment::plan(&sandbox)
+    let mut deployment = Deployment::plan(&sandbox)
         .env(&env)
         .replicas(replicas)
         .start()
         .map_err(|e| format!("cannot start the services: {e}"))?;
     let js = async_nats::jetstream::new(sandbox.nats().await);
-    if let Err(e) = wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30)).await {
-        let mut deployment = deployment;
-        deployment.keep_logs();
-        return Err(format!("{e}; see {}", deployment.log_dir.display()));
-    }
+    // Kept until a measurement that used them succeeds: every error on the
+    // way is one someone must read the logs of.
+    deployment.keep_logs(true);
+    wait_for_consumers(&js, &sandbox.namespace, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}; see {}", deployment.log_dir.display()))?;
     Ok((sandbox, deployment, js))
 }
 
@@ -141,12 +142,13 @@ pub async fn run_pipeline(
         || count as usize != want_rows
         || sum != want_sum
     {
-        deployment.keep_logs();
         return Err(format!(
             "wrong result: {count} rows summing to {sum}, expected {want_rows} summing to {want_sum} ({statuses:?}); service logs in {}",
             deployment.log_dir.display()
         ));
     }
+    // A deadlock fails the report's check: its logs stay.
+    deployment.keep_logs(deadlocks > 0);
     Ok(PipelineRun {
         rows: count as u64,
         elapsed,

@@ -82,7 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .as_ref()
         .is_err_and(|e| !e.is::<progress::Interrupted>())
     {
-        deployment.keep_logs();
+        deployment.keep_logs(true);
     }
     let stopped = deployment.stop(Duration::from_secs(30)).await;
     let (database, namespace) = (sandbox.database.clone(), sandbox.namespace.clone());

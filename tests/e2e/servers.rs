@@ -443,7 +443,8 @@ async fn a_host_busier_than_the_waiting_room_never_stalls_the_fetcher() {
 
 /// A request that gets no answer long after the host's usual time (a SYN
 /// dropped by a full accept queue costs a second; this one is silent for a
-/// minute) is sent once more and the first answer taken: the file comes in
+/// minute) is sent again, twice when the first hedge meets the same
+/// silence, and the first answer taken: the file comes in
 /// a fraction of a second, not after the 30 s read timeout, with its rows
 /// saved once, on default settings.
 #[tokio::test]

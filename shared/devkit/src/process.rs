@@ -206,10 +206,10 @@ impl Deployment {
             .unwrap_or_else(|| panic!("no service {name}"))
     }
 
-    /// Leaves the services' logs in place when the deployment is dropped
-    /// (they are removed otherwise), for a failure someone must read about.
-    pub fn keep_logs(&mut self) {
-        self.keep_logs = true;
+    /// Whether the services' logs stay when the deployment is dropped
+    /// (they are removed otherwise): for a failure someone must read about.
+    pub fn keep_logs(&mut self, keep: bool) {
+        self.keep_logs = keep;
     }
 
     /// SIGTERM to every service; says which did not exit 0 within `timeout`.

@@ -554,6 +554,8 @@ async fn send_hedged(
     tokio::pin!(next_hedge);
     loop {
         tokio::select! {
+            // An answer first: a hedge sent beside it would be paid for and dropped.
+            biased;
             Some(answer) = out.next() => match answer {
                 Ok(response) => return Ok(response),
                 Err(e) if out.is_empty() => return Err(first_error.unwrap_or(e)),
@@ -562,11 +564,9 @@ async fn send_hedged(
                 }
             },
             () = &mut next_hedge, if hedges_left > 0 => {
-                if slot.take_hedge() {
-                    if let Some(hedge) = spare.try_clone() {
-                        out.push(client.execute(hedge));
-                        hedges_left -= 1;
-                    }
+                if let Some(hedge) = spare.try_clone().filter(|_| slot.take_hedge()) {
+                    out.push(client.execute(hedge));
+                    hedges_left -= 1;
                 }
                 next_hedge.as_mut().reset(tokio::time::Instant::now() + after);
             }

@@ -60,8 +60,8 @@ const HEDGE_FACTOR: u32 = 4;
 const HEDGE_AFTER_AT_LEAST: Duration = Duration::from_millis(100);
 /// Answers that pay for one hedge.
 const HEDGE_EVERY: u32 = 10;
-/// Hedges earned each second without answers (a new host starts with its
-/// savings full).
+/// Hedges earned each second on top of what answers pay for (a new host
+/// starts with its savings full).
 const HEDGES_PER_SECOND: f64 = 10.0;
 /// Hedges saved up at most (a burst of stalled connections).
 const HEDGES_SAVED: u32 = 8;
@@ -72,7 +72,7 @@ const MAX_HEDGE_CREDIT: f64 = (HEDGE_EVERY * HEDGES_SAVED) as f64;
 /// stream of strangers' URLs cannot grow the metrics without bound.
 const LABELLED_HOSTS: usize = 32;
 
-/// Metric names (documented in docs/observability.md).
+/// Metric names (documented in docs/operations.md).
 pub mod metric {
     /// Gauge: the host's current limit of downloads at once.
     pub const LIMIT: &str = "sluice_download_host_limit";
@@ -301,8 +301,11 @@ impl HostSlot {
                 state.smoothed = Some(smoothed);
                 let best = match state.best {
                     Some((b, at)) if waited > b => {
+                        // Time without answers is no evidence: an idle host
+                        // forgets at most a round trip's worth.
+                        let elapsed = (now - at).min(round_trip);
                         let forgotten = 1.0
-                            - (-(now - at).as_secs_f64() / BEST_FORGOTTEN_OVER.as_secs_f64()).exp();
+                            - (-elapsed.as_secs_f64() / BEST_FORGOTTEN_OVER.as_secs_f64()).exp();
                         b + (waited - b).mul_f64(forgotten)
                     }
                     _ => waited,
