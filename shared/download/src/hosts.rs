@@ -9,10 +9,10 @@
 //! `SLUICE_MAX_DOWNLOADS_PER_HOST`).
 //!
 //! A request that has no answer long after the host's usual time is sent
-//! once more (twice at most), and the first answer taken ("hedged", as in Dean and
-//! Barroso's *The Tail at Scale*): a server whose accept queue overflowed
-//! drops the connection's SYN, and the kernel tries again only a second
-//! later. Hedges come from a budget, as retries do in Finagle's
+//! again (twice at most), and the first answer taken ("hedged", as in
+//! Dean and Barroso's *The Tail at Scale*): a server whose accept queue
+//! overflowed drops the connection's SYN, and the kernel tries again only
+//! a second later. Hedges come from a budget, as retries do in Finagle's
 //! `RetryBudget`: one per [`HEDGE_EVERY`] answers, and
 //! [`HEDGES_PER_SECOND`] however few answers came, so a host gets at most
 //! a tenth more requests than without them, and a few a second more. The
@@ -264,7 +264,8 @@ impl HostSlot {
         Some((usual * HEDGE_FACTOR).max(HEDGE_AFTER_AT_LEAST))
     }
 
-    /// Whether the host's answers paid for one more hedge, taking it.
+    /// Whether the host's hedge budget (its answers and time) holds one
+    /// more hedge, taking it.
     pub fn take_hedge(&self) -> bool {
         let mut state = self.host.state.lock().expect("never poisoned");
         let now = Instant::now();
