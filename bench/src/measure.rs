@@ -20,19 +20,54 @@ pub struct Measured {
     pub naive_rows: u64,
     pub naive_time: Duration,
     pub copy_time: Duration,
-    pub upsert_time: Duration,
+    /// The idempotent COPY, every round.
+    pub upsert_time: Rounds,
     pub parallel_upsert_time: Duration,
+    /// Rows per second of the median idempotent COPY.
     pub upsert_rate: f64,
     pub naive_rate: f64,
-    /// The asyncio script's time on the main run's rows.
-    pub asyncio_time: Option<Duration>,
+    /// The asyncio script's time on the main run's rows, every round.
+    pub asyncio_time: Option<Rounds>,
+    /// The main run whose time is the median of its rounds.
     pub main: PipelineRun,
+    /// The main run's time, every round.
+    pub main_time: Rounds,
     pub traced: Option<TracedRuns>,
     pub more: MoreRuns,
     pub nested: Option<NestedMeasured>,
     pub latency: Option<crate::latency::Latency>,
     /// What served the files.
     pub files: &'static str,
+}
+
+/// The times of one measurement taken in `--rounds` rounds, in turn with
+/// the others compared with it: on a busy machine one run of each can land
+/// 15 % apart from the next, and the median of each is what they are
+/// compared by.
+pub struct Rounds(Vec<Duration>);
+
+impl Rounds {
+    pub fn median(&self) -> Duration {
+        let mut times = self.0.clone();
+        times.sort();
+        times[times.len() / 2]
+    }
+
+    /// `(median of 3 rounds: 2.02–2.24 s)`, or nothing for one round.
+    pub fn spread(&self) -> String {
+        let (fastest, slowest) = (
+            self.0.iter().min().expect("at least one round"),
+            self.0.iter().max().expect("at least one round"),
+        );
+        match self.0.len() {
+            1 => String::new(),
+            n => format!(
+                " (median of {n} rounds: {:.2}–{:.2} s)",
+                fastest.as_secs_f64(),
+                slowest.as_secs_f64()
+            ),
+        }
+    }
 }
 
 /// The nested mode's figures.
@@ -48,8 +83,9 @@ pub struct NestedMeasured {
 
 /// The runs besides the main one, each skipped when its flag says 0.
 pub struct MoreRuns {
-    pub replicated: Option<PipelineRun>,
-    pub concurrent: Option<PipelineRun>,
+    /// Each with every round's time, as the main run.
+    pub replicated: Option<(PipelineRun, Rounds)>,
+    pub concurrent: Option<(PipelineRun, Rounds)>,
     pub seed: Option<PipelineRun>,
     pub large: Option<PipelineRun>,
 }
@@ -86,30 +122,43 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     let naive_rate = naive_rows as f64 / naive_time.as_secs_f64();
     eprintln!("COPY into a keyed table…");
     let copy_time = baselines::raw_copy(&copy_rows).await?;
-    eprintln!("COPY into staging, then INSERT … ON CONFLICT DO NOTHING…");
-    let upsert_time = baselines::idempotent_copy(&copy_rows).await?;
-    drop(copy_rows);
-    let upsert_rate = total as f64 / upsert_time.as_secs_f64();
-    let asyncio_time = match args.asyncio_script {
-        true => {
-            eprintln!("the asyncio script (aiohttp, asyncpg: 16 downloads, 4 connections)…");
-            Some(baselines::asyncio_script(&server, "/main", total).await?.1)
+    // The figures the targets compare, taken in turn round by round, so
+    // that drift on a busy machine weighs on all of them alike.
+    let parts = concurrent_parts(args, &server);
+    let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
+    let rounds = args.rounds.max(1);
+    let (mut upserts, mut scripts) = (Vec::new(), Vec::new());
+    let (mut mains, mut replicated, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let step = |what: String| eprintln!("round {round} of {rounds}: {what}…");
+        step("COPY into staging, then INSERT … ON CONFLICT DO NOTHING".into());
+        upserts.push(baselines::idempotent_copy(&copy_rows).await?);
+        if args.asyncio_script {
+            step("the asyncio script (aiohttp, asyncpg: 16 downloads, 4 connections)".into());
+            scripts.push(baselines::asyncio_script(&server, "/main", total).await?.1);
         }
-        false => None,
-    };
-
-    eprintln!(
-        "sluice, {} transactions per message…",
-        args.transactions_per_message
-    );
-    let main = run_pipeline(
-        &server,
-        &[(&data, "/main")],
-        args.transactions_per_message,
-        1,
-        &[],
-    )
-    .await?;
+        let per_message = args.transactions_per_message;
+        step(format!("sluice, {per_message} transactions per message"));
+        let main_import = [(&data, "/main")];
+        mains.push(run_pipeline(&server, &main_import, per_message, 1, &[]).await?);
+        if args.replicas > 1 {
+            step(format!("sluice, {} replicas of every stage", args.replicas));
+            let replicas = args.replicas;
+            replicated.push(run_pipeline(&server, &main_import, per_message, replicas, &[]).await?);
+        }
+        if !imports.is_empty() {
+            step(format!(
+                "sluice, the same rows as {} concurrent imports",
+                imports.len()
+            ));
+            concurrent.push(run_pipeline(&server, &imports, per_message, 1, &[]).await?);
+        }
+    }
+    drop(copy_rows);
+    let upsert_time = Rounds(upserts);
+    let upsert_rate = total as f64 / upsert_time.median().as_secs_f64();
+    let asyncio_time = (!scripts.is_empty()).then_some(Rounds(scripts));
+    let (main, main_time) = median_run(mains).expect("at least one round");
     let traced = if args.traced {
         Some(traced_runs(&server, &data, args.transactions_per_message, &main).await?)
     } else {
@@ -124,7 +173,13 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         baselines::parallel_idempotent_copy(&rows, args.copy_sessions.max(1)).await?
     };
 
-    let more = more_runs(args, &server, &data).await?;
+    let more = more_runs(
+        args,
+        &server,
+        median_run(replicated),
+        median_run(concurrent),
+    )
+    .await?;
     let nested = if args.nested_rows > 0 {
         let data = nested::generate(args.nested_rows, nested::Dialect::Default);
         data.serve(&server);
@@ -179,55 +234,53 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         naive_rate,
         asyncio_time,
         main,
+        main_time,
         traced,
         more,
         nested,
     })
 }
 
-async fn more_runs(args: &Args, server: &Files, data: &Dataset) -> Result<MoreRuns, String> {
-    let replicated = if args.replicas > 1 {
-        eprintln!("sluice, {} replicas of every stage…", args.replicas);
-        Some(
-            run_pipeline(
-                server,
-                &[(data, "/main")],
-                args.transactions_per_message,
-                args.replicas,
-                &[],
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+/// The run of `runs` whose time is their median, and all their times.
+fn median_run(mut runs: Vec<PipelineRun>) -> Option<(PipelineRun, Rounds)> {
+    if runs.is_empty() {
+        return None;
+    }
+    let rounds = Rounds(runs.iter().map(|run| run.elapsed).collect());
+    let median = rounds.median();
+    let at = runs.iter().position(|run| run.elapsed == median)?;
+    Some((runs.swap_remove(at), rounds))
+}
 
-    let concurrent = if args.imports > 1 {
-        let per_import = (args.accounts / args.imports).max(1);
-        let parts: Vec<(Dataset, String)> = (0..args.imports)
-            .map(|k| {
-                let prefix = format!("/import-{k}");
-                let part = Dataset::generate_from(
-                    100_000 + (k * per_import) as i64,
-                    &prefix,
-                    per_import,
-                    per_import * args.transactions,
-                    20 + k as u64,
-                );
-                server.add_dataset(&part);
-                (part, prefix)
-            })
-            .collect();
-        eprintln!(
-            "sluice, the same rows as {} concurrent imports…",
-            args.imports
-        );
-        let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
-        Some(run_pipeline(server, &imports, args.transactions_per_message, 1, &[]).await?)
-    } else {
-        None
-    };
+/// The main run's data set as `--imports` data sets of its size in all,
+/// served; none unless `--imports` is over 1.
+fn concurrent_parts(args: &Args, server: &Files) -> Vec<(Dataset, String)> {
+    if args.imports <= 1 {
+        return Vec::new();
+    }
+    let per_import = (args.accounts / args.imports).max(1);
+    (0..args.imports)
+        .map(|k| {
+            let prefix = format!("/import-{k}");
+            let part = Dataset::generate_from(
+                100_000 + (k * per_import) as i64,
+                &prefix,
+                per_import,
+                per_import * args.transactions,
+                20 + k as u64,
+            );
+            server.add_dataset(&part);
+            (part, prefix)
+        })
+        .collect()
+}
 
+async fn more_runs(
+    args: &Args,
+    server: &Files,
+    replicated: Option<(PipelineRun, Rounds)>,
+    concurrent: Option<(PipelineRun, Rounds)>,
+) -> Result<MoreRuns, String> {
     let seed = if args.seed_mode_transactions > 0 {
         let accounts = (args.seed_mode_transactions / args.transactions.max(1)).max(1);
         let seed_data =

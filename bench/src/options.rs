@@ -41,6 +41,10 @@ pub struct Args {
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     pub naive_sample: usize,
+    /// Rounds of the idempotent COPY, the asyncio script and sluice's main
+    /// run, taken in turn; each is reported as its median.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Also time the main mode with every span exported (100% sampling) to
     /// a real Jaeger, which `just tools` builds, against the same without.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -73,9 +73,12 @@ fn tables(args: &Args, measured: &Measured) -> String {
         measured.copy_time.as_secs_f64(),
     );
     line(
-        "COPY to staging + INSERT … ON CONFLICT DO NOTHING (idempotent limit)",
+        &format!(
+            "COPY to staging + INSERT … ON CONFLICT DO NOTHING (idempotent limit){}",
+            measured.upsert_time.spread()
+        ),
         total as f64,
-        measured.upsert_time.as_secs_f64(),
+        measured.upsert_time.median().as_secs_f64(),
     );
     line(
         &format!(
@@ -85,17 +88,21 @@ fn tables(args: &Args, measured: &Measured) -> String {
         total as f64,
         measured.parallel_upsert_time.as_secs_f64(),
     );
-    if let Some(time) = measured.asyncio_time {
+    if let Some(time) = &measured.asyncio_time {
         line(
-            "the asyncio script a user would write (aiohttp, asyncpg: 16 downloads, 4 COPY → upsert connections; not crash-safe)",
+            &format!(
+                "the asyncio script a user would write (aiohttp, asyncpg: 16 downloads, 4 COPY → upsert connections; not crash-safe){}",
+                time.spread()
+            ),
             total as f64,
-            time.as_secs_f64(),
+            time.median().as_secs_f64(),
         );
     }
     line(
         &format!(
-            "**sluice end to end, {} transactions/message**",
-            args.transactions_per_message
+            "**sluice end to end, {} transactions/message**{}",
+            args.transactions_per_message,
+            measured.main_time.spread()
         ),
         main.rows as f64,
         main.elapsed.as_secs_f64(),
@@ -110,21 +117,23 @@ fn tables(args: &Args, measured: &Measured) -> String {
             main.rows as f64 / t.traced,
         );
     }
-    if let Some(run) = &more.replicated {
+    if let Some((run, rounds)) = &more.replicated {
         line(
             &format!(
-                "sluice end to end, {} replicas of every stage",
-                args.replicas
+                "sluice end to end, {} replicas of every stage{}",
+                args.replicas,
+                rounds.spread()
             ),
             run.rows as f64,
             run.elapsed.as_secs_f64(),
         );
     }
-    if let Some(run) = &more.concurrent {
+    if let Some((run, rounds)) = &more.concurrent {
         line(
             &format!(
-                "sluice end to end, the same rows as {} concurrent imports",
-                args.imports
+                "sluice end to end, the same rows as {} concurrent imports{}",
+                args.imports,
+                rounds.spread()
             ),
             run.rows as f64,
             run.elapsed.as_secs_f64(),
@@ -240,8 +249,8 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
     });
     let deadlocks: usize = [
         Some(main),
-        more.replicated.as_ref(),
-        more.concurrent.as_ref(),
+        more.replicated.as_ref().map(|(run, _)| run),
+        more.concurrent.as_ref().map(|(run, _)| run),
         more.seed.as_ref(),
         more.large.as_ref(),
     ]
@@ -271,7 +280,8 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
         {
             let script_rate = measured
                 .asyncio_time
-                .map(|t| measured.total as f64 / t.as_secs_f64());
+                .as_ref()
+                .map(|t| measured.total as f64 / t.median().as_secs_f64());
             (
                 format!(
                     "end to end ≥ 1.5 × the asyncio script: {}",
@@ -282,12 +292,12 @@ fn checks(args: &Args, measured: &Measured) -> Vec<(String, bool)> {
         },
         against_main(
             format!("{} replicas per stage ≥ 0.8 × one replica", args.replicas),
-            more.replicated.as_ref(),
+            more.replicated.as_ref().map(|(run, _)| run),
             0.8,
         ),
         against_main(
             format!("{} concurrent imports ≥ 0.9 × one import", args.imports),
-            more.concurrent.as_ref(),
+            more.concurrent.as_ref().map(|(run, _)| run),
             0.9,
         ),
         (
@@ -385,7 +395,7 @@ fn write_doc(
     naive_rows: u64,
 ) -> Result<(), String> {
     let doc = format!(
-        "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum. The 3-level spec's files are served once as RFC 4180 in UTF-8 and once as European spreadsheets export them (semicolons, decimal commas in totals and prices, Windows-1252 text with umlauts and `€`), read with the same spec plus a `csv` table per level: the same rows, checked the same way.\n",
+        "# Benchmarks\n\nWritten by `just bench` (`target/release/sluice-bench`); every figure below comes from one run.\n\n{context}\n\n{report}\nThe naive job is the seed's: download the accounts file, then each transactions file, and insert each row with its own statement, in one loop; it runs on the first {} rows and its rate is extrapolated. COPY figures load the same rows from memory into an empty table keyed on `(account_id, id)`. sluice's time runs from publishing the import to its completion event, and the run fails unless every row is saved with the exact sum. A row that gives the median of some rounds was measured that many times, in turn with the other such rows (the CPU and memory tables are those of the median main run). The 3-level spec's files are served once as RFC 4180 in UTF-8 and once as European spreadsheets export them (semicolons, decimal commas in totals and prices, Windows-1252 text with umlauts and `€`), read with the same spec plus a `csv` table per level: the same rows, checked the same way.\n",
         group(naive_rows as f64)
     );
     if let Some(dir) = output.parent() {
