@@ -14,8 +14,8 @@ pub struct Args {
     /// Transactions per account.
     #[arg(long, default_value_t = 1_000)]
     pub transactions: usize,
-    /// Transactions per message in the main run.
-    #[arg(long, default_value_t = 100)]
+    /// Transactions per message in the main run (the services' default).
+    #[arg(long, default_value_t = sluice_messages::windows::DEFAULT_ROWS_PER_WINDOW)]
     pub transactions_per_message: u32,
     /// Transactions for the seed's literal mode (one per message); 0 skips it.
     #[arg(long, default_value_t = 200_000)]

@@ -24,7 +24,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 100_000)]
     transactions: usize,
     /// Transactions per message between fetcher and saver (1: one message each).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = sluice_messages::windows::DEFAULT_ROWS_PER_WINDOW)]
     transactions_per_message: u32,
     /// Give up when nothing new is saved for this long.
     #[arg(long, default_value = "60s", value_parser = sluice_stage::config::parse_duration)]

@@ -28,7 +28,7 @@ use sluice_stage::{
 pub struct RowsArgs {
     /// Rows per published message (transactions, or a spec's table rows);
     /// 1 reproduces one message per row.
-    #[arg(long, env = "SLUICE_TRANSACTIONS_PER_MESSAGE", default_value_t = 100,
+    #[arg(long, env = "SLUICE_TRANSACTIONS_PER_MESSAGE", default_value_t = sluice_messages::windows::DEFAULT_ROWS_PER_WINDOW,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub transactions_per_message: u32,
     /// Most rows one import may produce across all its files; past it

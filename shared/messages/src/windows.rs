@@ -9,6 +9,14 @@
 
 use crate::Transaction;
 
+/// Rows per window (`SLUICE_TRANSACTIONS_PER_MESSAGE`) unless set: past
+/// about 250, a 1,000-row file gives fewer messages than a saver has
+/// writers to share them, and below it every message's own cost (its
+/// publish and acknowledgement, its record and the JetStream index entry)
+/// shows: 1M rows end to end took 2.13 s at 100 and 1.89 s at 250 (the
+/// median of 3 runs each).
+pub const DEFAULT_ROWS_PER_WINDOW: u32 = 250;
+
 /// One window, ready to publish: transactions, or any spec's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window<T = Transaction> {
