@@ -42,18 +42,19 @@ pub struct Measured {
 
 /// The times of one measurement taken in `--rounds` rounds, in turn with
 /// the others compared with it: on a busy machine one run of each can land
-/// 15 % apart from the next, and the median of each is what they are
+/// up to 20 % from the next, and the median of each is what they are
 /// compared by.
 pub struct Rounds(Vec<Duration>);
 
 impl Rounds {
+    /// The middle time; of an even count, the slower of the two middle ones.
     pub fn median(&self) -> Duration {
         let mut times = self.0.clone();
         times.sort();
         times[times.len() / 2]
     }
 
-    /// `(median of 3 rounds: 2.02–2.24 s)`, or nothing for one round.
+    /// `, median of 3 rounds: 2.02–2.24 s`, or nothing for one round.
     pub fn spread(&self) -> String {
         let (fastest, slowest) = (
             self.0.iter().min().expect("at least one round"),
@@ -62,7 +63,7 @@ impl Rounds {
         match self.0.len() {
             1 => String::new(),
             n => format!(
-                " (median of {n} rounds: {:.2}–{:.2} s)",
+                ", median of {n} rounds: {:.2}–{:.2} s",
                 fastest.as_secs_f64(),
                 slowest.as_secs_f64()
             ),
@@ -126,7 +127,7 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     // that drift on a busy machine weighs on all of them alike.
     let parts = concurrent_parts(args, &server);
     let imports: Vec<(&Dataset, &str)> = parts.iter().map(|(d, p)| (d, p.as_str())).collect();
-    let rounds = args.rounds.max(1);
+    let rounds = args.rounds;
     let (mut upserts, mut scripts) = (Vec::new(), Vec::new());
     let (mut mains, mut replicated, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -241,7 +242,10 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
     })
 }
 
-/// The run of `runs` whose time is their median, and all their times.
+/// The run of `runs` whose time is their median (its CPU use with it), and
+/// all their times. What the checks hold every round to travels with it:
+/// the `deadlock detected` lines of all rounds, and each service's highest
+/// peak RSS in any round.
 fn median_run(mut runs: Vec<PipelineRun>) -> Option<(PipelineRun, Rounds)> {
     if runs.is_empty() {
         return None;
@@ -249,7 +253,17 @@ fn median_run(mut runs: Vec<PipelineRun>) -> Option<(PipelineRun, Rounds)> {
     let rounds = Rounds(runs.iter().map(|run| run.elapsed).collect());
     let median = rounds.median();
     let at = runs.iter().position(|run| run.elapsed == median)?;
-    Some((runs.swap_remove(at), rounds))
+    let mut picked = runs.swap_remove(at);
+    for other in &runs {
+        picked.deadlocks += other.deadlocks;
+        for (service, kib) in &other.rss {
+            match picked.rss.iter_mut().find(|(name, _)| name == service) {
+                Some((_, peak)) => *peak = (*peak).max(*kib),
+                None => picked.rss.push((service.clone(), *kib)),
+            }
+        }
+    }
+    Some((picked, rounds))
 }
 
 /// The main run's data set as `--imports` data sets of its size in all,

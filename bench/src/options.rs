@@ -41,10 +41,12 @@ pub struct Args {
     /// Rows the naive job inserts before its rate is extrapolated.
     #[arg(long, default_value_t = 10_000)]
     pub naive_sample: usize,
-    /// Rounds of the idempotent COPY, the asyncio script and sluice's main
-    /// run, taken in turn; each is reported as its median.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
+    /// Rounds of the idempotent COPY, the asyncio script, sluice's main run
+    /// and its runs with replicas and with concurrent imports, taken in
+    /// turn; each is reported as its median (of an even count, the slower
+    /// middle round).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
     /// Also time the main mode with every span exported (100% sampling) to
     /// a real Jaeger, which `just tools` builds, against the same without.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

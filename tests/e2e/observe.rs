@@ -238,6 +238,8 @@ async fn saver_batches_are_bounded_in_bytes() {
             ("SLUICE_BATCH_SIZE", "10000"),
             ("SLUICE_BATCH_MAX_BYTES", "1"),
             ("SLUICE_BATCH_WAIT", "1s"),
+            // 1,000 messages of about 3 KB: the counts below are of messages.
+            ("SLUICE_TRANSACTIONS_PER_MESSAGE", "100"),
         ])
         .per_replica(|name| {
             if name == "saver" {
