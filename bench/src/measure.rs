@@ -174,13 +174,13 @@ pub async fn measure(args: &Args) -> Result<Measured, String> {
         baselines::parallel_idempotent_copy(&rows, args.copy_sessions.max(1)).await?
     };
 
-    let more = more_runs(
-        args,
-        &server,
-        median_run(replicated),
-        median_run(concurrent),
-    )
-    .await?;
+    let (seed, large) = seed_and_large_runs(args, &server).await?;
+    let more = MoreRuns {
+        replicated: median_run(replicated),
+        concurrent: median_run(concurrent),
+        seed,
+        large,
+    };
     let nested = if args.nested_rows > 0 {
         let data = nested::generate(args.nested_rows, nested::Dialect::Default);
         data.serve(&server);
@@ -289,12 +289,12 @@ fn concurrent_parts(args: &Args, server: &Files) -> Vec<(Dataset, String)> {
         .collect()
 }
 
-async fn more_runs(
+/// The seed's one-transaction-per-message mode and the peak-RSS flatness
+/// run, each skipped when its flag says 0.
+async fn seed_and_large_runs(
     args: &Args,
     server: &Files,
-    replicated: Option<(PipelineRun, Rounds)>,
-    concurrent: Option<(PipelineRun, Rounds)>,
-) -> Result<MoreRuns, String> {
+) -> Result<(Option<PipelineRun>, Option<PipelineRun>), String> {
     let seed = if args.seed_mode_transactions > 0 {
         let accounts = (args.seed_mode_transactions / args.transactions.max(1)).max(1);
         let seed_data =
@@ -331,10 +331,5 @@ async fn more_runs(
         None
     };
 
-    Ok(MoreRuns {
-        replicated,
-        concurrent,
-        seed,
-        large,
-    })
+    Ok((seed, large))
 }

@@ -68,6 +68,9 @@ pub struct QuirkyRun {
 const FIRST: &str = "contract-plain";
 const SECOND: &str = "contract-json";
 
+/// Rows of the file larger than one window (at the default window size).
+const SIX_ROWS: u32 = sluice_messages::windows::DEFAULT_ROWS_PER_WINDOW + 2;
+
 fn serve_quirky_files(server: &FileServer) -> Vec<ExpectedRow> {
     server.set(
         "/accounts.csv",
@@ -279,9 +282,6 @@ pub fn validate_with_python(namespace: &str, recorded: &[Value]) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("the checker prints its counts")
 }
-
-/// Rows of the file larger than one window (at the default window size).
-const SIX_ROWS: u32 = sluice_messages::windows::DEFAULT_ROWS_PER_WINDOW + 2;
 
 /// Every kind of message the quirky import publishes, counted after the
 /// checker passed them: whoever fetches, the same messages are on the wire.
